@@ -1,0 +1,81 @@
+"""The `magv` command. Command groups live in `magv.commands.*`; this module wires them up and
+turns errors into exit codes: 0 ok, 1 run failed, 2 bad input."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import typer
+
+from magv import __version__
+from magv.commands.common import err_console
+from magv.errors import MagvError
+
+app = typer.Typer(
+    name="magv",
+    help="Generate verified customer-style questions for tool-using agents and verify their "
+    "trajectories with a classical-ML verifier (MAG-V).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+# Each module adds its commands with register(app). Order is the order in --help.
+COMMAND_MODULES = [
+    "magv.commands.core",
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"magv {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    config: Path = typer.Option(
+        None, "--config", "-c", help="Settings file (default: ./magv.toml or $MAGV_CONFIG)."
+    ),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    ctx.obj = {"config": config}
+
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(_name).register(app)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        rv = app(args=argv, standalone_mode=False)
+        if isinstance(rv, int):  # click returns the code of typer.Exit in this mode
+            return rv
+    except MagvError as exc:
+        err_console.print(f"[red]magv: error:[/red] {exc}", highlight=False, soft_wrap=True)
+        return exc.exit_code
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        err_console.print("aborted")
+        return 130
+    except KeyboardInterrupt:
+        err_console.print("interrupted; finished work is saved, rerun to continue")
+        return 130
+    except Exception as exc:  # click usage errors carry their own exit code (2)
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return exc.exit_code
+        raise
+    return 0
+
+
+def entry() -> None:
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""CLI command groups. Each module has `register(app)`; `magv.cli` wires them together."""

@@ -1,0 +1,79 @@
+"""What every command shares: settings from the context, the store, output as table or JSON."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from magv.config import Settings, load_settings
+from magv.store import Store
+
+console = Console()
+err_console = Console(stderr=True)
+
+JsonOption = typer.Option(False, "--json", help="Print the result as JSON for scripts.")
+
+
+def settings(ctx: typer.Context, **overrides: Any) -> Settings:
+    """The effective settings: --config file, environment, then command-line overrides."""
+    root = ctx.find_root()
+    obj = root.obj or {}
+    base = load_settings(obj.get("config"))
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    if not clean:
+        return base
+    data = base.model_dump()
+    for dotted, value in clean.items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return load_settings(obj.get("config"), **{k: data[k] for k in {d.split(".")[0] for d in clean}})
+
+
+@contextmanager
+def open_store(cfg: Settings, read_only: bool = False) -> Iterator[Store]:
+    store = Store(cfg.database, read_only=read_only)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def to_jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+def emit_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(to_jsonable(value), indent=2) + "\n")
+
+
+def table(title: str | None, rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> None:
+    cols = list(columns or (rows[0].keys() if rows else []))
+    t = Table(title=title)
+    for c in cols:
+        t.add_column(str(c))
+    for r in rows:
+        t.add_row(*[_fmt(r.get(c)) for c in cols])
+    console.print(t)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if v is None:
+        return "-"
+    return str(v)
+
+
+def path_arg(p: Path | None) -> Path | None:
+    return Path(p) if p else None

@@ -1,0 +1,76 @@
+"""`magv config …` and `magv db …`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from magv.commands.common import JsonOption, console, emit_json, open_store, settings, table
+from magv.config import config_path
+
+config_app = typer.Typer(help="Show the effective settings.", no_args_is_help=True)
+db_app = typer.Typer(help="Inspect and back up the pipeline database.", no_args_is_help=True)
+
+
+@config_app.command("show")
+def config_show(ctx: typer.Context, as_json: bool = JsonOption) -> None:
+    """Print the effective settings (defaults < magv.toml < MAGV_* environment)."""
+    cfg = settings(ctx)
+    data = cfg.model_dump(mode="json")
+    if as_json:
+        emit_json(data)
+        return
+    source = config_path((ctx.find_root().obj or {}).get("config"))
+    console.print(f"[bold]config file:[/bold] {source or '(none; defaults and environment)'}")
+    rows = []
+    for key, value in _flatten(data):
+        rows.append({"setting": key, "value": value})
+    table("effective settings", rows)
+
+
+def _flatten(data: dict, prefix: str = "") -> list[tuple[str, object]]:
+    out: list[tuple[str, object]] = []
+    for k, v in data.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.extend(_flatten(v, name + "."))
+        else:
+            out.append((name, v))
+    return out
+
+
+@db_app.command("info")
+def db_info(ctx: typer.Context, as_json: bool = JsonOption) -> None:
+    """Tables and row counts of the pipeline database."""
+    cfg = settings(ctx)
+    with open_store(cfg, read_only=cfg.database.exists()) as store:
+        counts = store.counts()
+        info = {"database": str(cfg.database), "schema_version": store.schema_version, "tables": counts}
+    if as_json:
+        emit_json(info)
+        return
+    console.print(f"[bold]{info['database']}[/bold] (schema {info['schema_version']})")
+    table(None, [{"table": t, "rows": n} for t, n in counts.items()])
+
+
+@db_app.command("backup")
+def db_backup(
+    ctx: typer.Context,
+    dest: Path = typer.Argument(..., help="Where to write the copy (must not exist)."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Write a consistent copy of the database to DEST."""
+    cfg = settings(ctx)
+    with open_store(cfg) as store:
+        out = store.backup(dest)
+        counts = store.counts()
+    if as_json:
+        emit_json({"backup": str(out), "tables": counts})
+    else:
+        console.print(f"backup written to {out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(config_app, name="config")
+    app.add_typer(db_app, name="db")

@@ -1,0 +1,202 @@
+"""Pydantic models for every record that flows through the pipeline.
+
+Ids are content-derived (`make_id`): the same content always yields the same id, so a rerun of a
+stage produces rows the store already has and inserts nothing twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+QuestionOrigin = Literal["seed", "investigator", "alternate", "import"]
+TrajectoryStatus = Literal["ok", "max_steps", "llm_error"]
+LabelSource = Literal["gold", "import", "human"]
+StepKind = Literal["tool", "invalid"]
+
+# Higher number wins when several labels exist for one run.
+LABEL_TRUST: dict[str, int] = {"gold": 0, "import": 1, "human": 2}
+
+
+def canonical_json(value: Any) -> str:
+    """JSON with sorted keys and no whitespace: equal values give equal strings."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def make_id(*parts: Any, length: int = 16) -> str:
+    digest = hashlib.sha256(canonical_json(list(parts)).encode()).hexdigest()
+    return digest[:length]
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ToolSpec(_Model):
+    """A tool in OpenAI function format, plus whether it changes data."""
+
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+    description: str
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+    writes: bool = False
+
+    def openai(self) -> dict[str, Any]:
+        return {
+            "type": "function",
+            "function": {
+                "name": self.name,
+                "description": self.description,
+                "parameters": self.parameters,
+            },
+        }
+
+
+class ToolCall(_Model):
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+    def canonical(self) -> str:
+        return f"{self.name}({canonical_json(self.arguments)})"
+
+
+class Step(_Model):
+    """One turn of the agent loop: a tool call and what came back, or an invalid reply."""
+
+    kind: StepKind = "tool"
+    call: ToolCall | None = None
+    result: Any = None
+    error: str | None = None
+    raw: str | None = None  # the model's text when it could not be parsed into a call
+    latency_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.kind == "tool" and self.error is None
+
+
+class Trajectory(_Model):
+    steps: list[Step] = Field(default_factory=list)
+    response: str | None = None
+    status: TrajectoryStatus = "ok"
+
+    @property
+    def calls(self) -> list[ToolCall]:
+        return [s.call for s in self.steps if s.kind == "tool" and s.call is not None]
+
+    def tool_names(self) -> list[str]:
+        return [c.name for c in self.calls]
+
+    def signature(self) -> str:
+        """Identity of the trajectory for MCT voting: tool names with canonical arguments."""
+        return make_id([c.canonical() for c in self.calls])
+
+    @classmethod
+    def from_calls(cls, calls: list[ToolCall], response: str | None = None) -> Trajectory:
+        return cls(steps=[Step(call=c) for c in calls], response=response)
+
+
+class Seed(_Model):
+    """A seed question with its verified (gold) trajectory, one line of a domain's seeds.jsonl."""
+
+    id: str
+    question: str
+    trajectory: list[ToolCall]
+    notes: str | None = None
+
+    def signature(self) -> str:
+        return Trajectory.from_calls(self.trajectory).signature()
+
+
+class Question(_Model):
+    id: str
+    domain: str
+    text: str
+    origin: QuestionOrigin
+    parent_id: str | None = None  # base question of an alternate
+    seed_id: str | None = None  # seed whose gold trajectory is the target
+    example_seed_id: str | None = None  # seed shown as the in-context example
+    target: list[ToolCall] | None = None
+    group_id: str  # CV group: the seed family; alternates share their base question's group
+    status: str = "new"  # new | failed
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+    @staticmethod
+    def derive_id(domain: str, origin: str, text: str, parent: str | None = None) -> str:
+        return make_id("question", domain, origin, text.strip(), parent)
+
+
+class Run(_Model):
+    id: str
+    question_id: str
+    run_index: int
+    trajectory: Trajectory
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    created_at: datetime = Field(default_factory=utcnow)
+
+    @staticmethod
+    def derive_id(question_id: str, run_index: int) -> str:
+        return make_id("run", question_id, run_index)
+
+
+class Label(_Model):
+    run_id: str
+    source: LabelSource
+    correct: bool
+    detail: str | None = None  # e.g. the gold match mode, the annotator, the import file
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Features(_Model):
+    run_id: str
+    version: str
+    values: dict[str, float]
+
+
+class Prediction(_Model):
+    run_id: str
+    model_id: str
+    probability: float
+    verdict: bool
+    threshold: float
+    contributions: dict[str, float] = Field(default_factory=dict)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class JudgeVerdict(_Model):
+    run_id: str
+    model: str
+    correct: bool | None  # None when the judge's reply could not be parsed
+    reason: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    error: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class LLMCall(_Model):
+    id: str
+    key: str  # replay key: same role + request + context gives the same key
+    role: str
+    model: str
+    endpoint: str
+    template: str | None = None
+    template_hash: str | None = None
+    request: dict[str, Any]
+    response: dict[str, Any] | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    retries: int = 0
+    error: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)

@@ -1,0 +1,548 @@
+"""The pipeline's DuckDB file: schema, idempotent writes and queries.
+
+This is the only module that writes pipeline SQL. Every row has a content-derived key and every
+insert is `ON CONFLICT DO NOTHING` (or an explicit upsert where a newer value must win), so a rerun
+of a stage inserts nothing twice and a killed run resumes where it stopped.
+
+One process writes at a time (DuckDB's file lock); within the process a lock serialises the
+threads that share the connection.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from magv.errors import BadInput, StoreLocked
+from magv.models import (
+    Features,
+    JudgeVerdict,
+    Label,
+    LLMCall,
+    Prediction,
+    Question,
+    Run,
+    ToolCall,
+    Trajectory,
+    canonical_json,
+    utcnow,
+)
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
+CREATE TABLE IF NOT EXISTS pipeline_runs (
+    id VARCHAR PRIMARY KEY, domain VARCHAR, started_at TIMESTAMP, finished_at TIMESTAMP,
+    status VARCHAR, settings JSON, stages JSON, summary JSON);
+CREATE TABLE IF NOT EXISTS questions (
+    id VARCHAR PRIMARY KEY, domain VARCHAR NOT NULL, text VARCHAR NOT NULL, origin VARCHAR NOT NULL,
+    parent_id VARCHAR, seed_id VARCHAR, example_seed_id VARCHAR, target JSON, group_id VARCHAR,
+    status VARCHAR, meta JSON, created_at TIMESTAMP);
+CREATE TABLE IF NOT EXISTS generations (
+    id VARCHAR PRIMARY KEY, domain VARCHAR, seed_id VARCHAR, example_seed_id VARCHAR,
+    status VARCHAR, error VARCHAR, n_questions INTEGER, created_at TIMESTAMP);
+CREATE TABLE IF NOT EXISTS selections (
+    question_id VARCHAR PRIMARY KEY, kept BOOLEAN, reason VARCHAR, cluster INTEGER,
+    x DOUBLE, y DOUBLE, created_at TIMESTAMP);
+CREATE TABLE IF NOT EXISTS runs (
+    id VARCHAR PRIMARY KEY, question_id VARCHAR NOT NULL, run_index INTEGER NOT NULL,
+    trajectory JSON, status VARCHAR, signature VARCHAR, n_steps INTEGER, n_tool_errors INTEGER,
+    n_invalid INTEGER, response VARCHAR, prompt_tokens INTEGER, completion_tokens INTEGER,
+    latency_s DOUBLE, created_at TIMESTAMP);
+CREATE TABLE IF NOT EXISTS mct (
+    question_id VARCHAR PRIMARY KEY, run_id VARCHAR, signature VARCHAR, share DOUBLE,
+    n_runs INTEGER, n_distinct INTEGER);
+CREATE TABLE IF NOT EXISTS llm_calls (
+    id VARCHAR PRIMARY KEY, key VARCHAR, role VARCHAR, model VARCHAR, endpoint VARCHAR,
+    template VARCHAR, template_hash VARCHAR, request JSON, response JSON, prompt_tokens INTEGER,
+    completion_tokens INTEGER, latency_s DOUBLE, retries INTEGER, error VARCHAR,
+    created_at TIMESTAMP);
+CREATE INDEX IF NOT EXISTS llm_calls_key ON llm_calls (key);
+CREATE TABLE IF NOT EXISTS features (
+    run_id VARCHAR, version VARCHAR, "values" JSON, created_at TIMESTAMP,
+    PRIMARY KEY (run_id, version));
+CREATE TABLE IF NOT EXISTS labels (
+    run_id VARCHAR, source VARCHAR, correct BOOLEAN, detail VARCHAR, created_at TIMESTAMP,
+    PRIMARY KEY (run_id, source));
+CREATE TABLE IF NOT EXISTS verifier_models (
+    id VARCHAR PRIMARY KEY, name VARCHAR, path VARCHAR, feature_version VARCHAR, features JSON,
+    metrics JSON, created_at TIMESTAMP);
+CREATE TABLE IF NOT EXISTS cv_results (
+    training_id VARCHAR, name VARCHAR, metrics JSON, created_at TIMESTAMP,
+    PRIMARY KEY (training_id, name));
+CREATE TABLE IF NOT EXISTS predictions (
+    run_id VARCHAR, model_id VARCHAR, probability DOUBLE, verdict BOOLEAN, threshold DOUBLE,
+    contributions JSON, created_at TIMESTAMP, PRIMARY KEY (run_id, model_id));
+CREATE TABLE IF NOT EXISTS judge_verdicts (
+    run_id VARCHAR, model VARCHAR, correct BOOLEAN, reason VARCHAR, prompt_tokens INTEGER,
+    completion_tokens INTEGER, latency_s DOUBLE, error VARCHAR, created_at TIMESTAMP,
+    PRIMARY KEY (run_id, model));
+CREATE TABLE IF NOT EXISTS eval_results (
+    eval_id VARCHAR, config VARCHAR, question_id VARCHAR, results JSON, created_at TIMESTAMP,
+    PRIMARY KEY (eval_id, config, question_id));
+"""
+
+TABLES = (
+    "pipeline_runs", "questions", "generations", "selections", "runs", "mct", "llm_calls",
+    "features", "labels", "verifier_models", "cv_results", "predictions", "judge_verdicts",
+    "eval_results",
+)  # fmt: skip
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else canonical_json(value)
+
+
+class Store:
+    """One DuckDB file. Use as a context manager or call `close()`."""
+
+    def __init__(self, path: str | Path, read_only: bool = False):
+        self.path = Path(path)
+        self.read_only = read_only
+        self._lock = threading.RLock()
+        self._in_tx = False
+        self.con = self._connect()
+        if not read_only:
+            self._migrate()
+        self._check_version()
+
+    # -- opening -----------------------------------------------------------------------------
+
+    def _connect(self) -> duckdb.DuckDBPyConnection:
+        if self.read_only and not self.path.exists():
+            raise BadInput(f"database: {self.path}: no such file (run a stage first)")
+        parent = self.path.parent
+        if not parent.exists():
+            try:
+                parent.mkdir(parents=True)
+            except OSError as exc:
+                raise BadInput(f"database: {self.path}: cannot create directory {parent}: {exc.strerror}") from None
+        try:
+            return duckdb.connect(str(self.path), read_only=self.read_only)
+        except duckdb.IOException as exc:
+            text = str(exc)
+            if "lock" in text.lower():
+                raise StoreLocked(
+                    f"database: {self.path} is in use by another magv process "
+                    "(DuckDB allows one writer; wait for it to finish or use --wait)"
+                ) from None
+            raise BadInput(f"database: {self.path}: cannot open: {text}") from None
+        except duckdb.Error as exc:
+            raise BadInput(f"database: {self.path}: not a DuckDB database: {exc}") from None
+
+    def _migrate(self) -> None:
+        with self._lock:
+            self.con.execute("BEGIN")
+            try:
+                self.con.execute("CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+                row = self.con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+                if row is not None and int(row[0]) > SCHEMA_VERSION:
+                    self.con.execute("ROLLBACK")
+                    return  # _check_version explains
+                self.con.execute(_SCHEMA)
+                self.con.execute(
+                    "INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT (key) DO NOTHING",
+                    [str(SCHEMA_VERSION)],
+                )
+                self.con.execute("COMMIT")
+            except Exception:
+                self.con.execute("ROLLBACK")
+                raise
+
+    def _check_version(self) -> None:
+        try:
+            row = self.con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        except duckdb.CatalogException:
+            raise BadInput(f"database: {self.path}: not a magv database (no meta table)") from None
+        version = int(row[0]) if row else 0
+        if version > SCHEMA_VERSION:
+            self.close()
+            raise BadInput(
+                f"database: {self.path} has schema version {version}, newer than this magv "
+                f"understands ({SCHEMA_VERSION}); upgrade magv to read it"
+            )
+
+    @property
+    def schema_version(self) -> int:
+        row = self.con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        return int(row[0]) if row else 0
+
+    def close(self) -> None:
+        try:
+            self.con.close()
+        except Exception:
+            pass
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- primitives ----------------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """All writes inside commit together or not at all."""
+        with self._lock:
+            if self._in_tx:  # nested: the outer transaction decides
+                yield
+                return
+            self.con.execute("BEGIN")
+            self._in_tx = True
+            try:
+                yield
+            except BaseException:
+                self.con.execute("ROLLBACK")
+                raise
+            finally:
+                self._in_tx = False
+            self.con.execute("COMMIT")
+
+    def query(self, sql: str, params: Sequence[Any] | None = None) -> list[dict[str, Any]]:
+        """Read-only helper: rows as dicts."""
+        with self._lock:
+            cur = self.con.execute(sql, params or [])
+            cols = [d[0] for d in cur.description]
+            return [dict(zip(cols, r)) for r in cur.fetchall()]
+
+    def scalar(self, sql: str, params: Sequence[Any] | None = None) -> Any:
+        with self._lock:
+            row = self.con.execute(sql, params or []).fetchone()
+        return row[0] if row else None
+
+    def _insert(self, table: str, rows: Sequence[dict[str, Any]], conflict: str = "DO NOTHING") -> int:
+        """Insert rows; returns how many were new. `conflict` is the ON CONFLICT action."""
+        if not rows:
+            return 0
+        cols = list(rows[0])
+        quoted = ", ".join(f'"{c}"' for c in cols)
+        marks = ", ".join("?" for _ in cols)
+        sql = f"INSERT INTO {table} ({quoted}) VALUES ({marks}) ON CONFLICT {conflict}"
+        with self._lock:
+            before = self.con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            with self.transaction():
+                self.con.executemany(sql, [[r[c] for c in cols] for r in rows])
+            after = self.con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        return after - before
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return {t: self.con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES}
+
+    def backup(self, dest: str | Path) -> Path:
+        """A consistent copy: checkpoint, then copy the file while holding the lock."""
+        dest = Path(dest)
+        if dest.exists():
+            raise BadInput(f"backup: {dest} already exists; choose a new path")
+        if not dest.parent.exists():
+            raise BadInput(f"backup: directory {dest.parent} does not exist")
+        with self._lock:
+            self.con.execute("CHECKPOINT")
+            shutil.copyfile(self.path, dest)
+        return dest
+
+    # -- pipeline runs -------------------------------------------------------------------------
+
+    def start_pipeline_run(self, run_id: str, domain: str, settings: dict[str, Any]) -> None:
+        self._insert(
+            "pipeline_runs",
+            [{"id": run_id, "domain": domain, "started_at": utcnow(), "finished_at": None,
+              "status": "running", "settings": _json(settings), "stages": "{}", "summary": "{}"}],
+        )  # fmt: skip
+
+    def finish_pipeline_run(
+        self, run_id: str, status: str, stages: dict[str, Any], summary: dict[str, Any]
+    ) -> None:
+        with self._lock:
+            self.con.execute(
+                "UPDATE pipeline_runs SET finished_at=?, status=?, stages=?, summary=? WHERE id=?",
+                [utcnow(), status, _json(stages), _json(summary), run_id],
+            )
+
+    def pipeline_runs(self) -> list[dict[str, Any]]:
+        return self.query("SELECT * FROM pipeline_runs ORDER BY started_at")
+
+    # -- questions -----------------------------------------------------------------------------
+
+    def add_questions(self, questions: Iterable[Question]) -> int:
+        now = utcnow()
+        rows = [
+            {
+                "id": q.id, "domain": q.domain, "text": q.text, "origin": q.origin,
+                "parent_id": q.parent_id, "seed_id": q.seed_id, "example_seed_id": q.example_seed_id,
+                "target": _json([c.model_dump() for c in q.target] if q.target is not None else None),
+                "group_id": q.group_id, "status": q.status, "meta": _json(q.meta), "created_at": now,
+            }
+            for q in questions
+        ]  # fmt: skip
+        return self._insert("questions", rows)
+
+    def set_question_status(self, question_id: str, status: str) -> None:
+        with self._lock:
+            self.con.execute("UPDATE questions SET status=? WHERE id=?", [status, question_id])
+
+    def questions(
+        self,
+        domain: str | None = None,
+        origin: str | Sequence[str] | None = None,
+        kept_only: bool = False,
+        ids: Sequence[str] | None = None,
+    ) -> list[Question]:
+        sql = "SELECT q.* FROM questions q"
+        where, params = [], []
+        if kept_only:
+            sql += " JOIN selections s ON s.question_id = q.id AND s.kept"
+        if domain:
+            where.append("q.domain = ?")
+            params.append(domain)
+        if origin:
+            origins = [origin] if isinstance(origin, str) else list(origin)
+            where.append(f"q.origin IN ({', '.join('?' for _ in origins)})")
+            params.extend(origins)
+        if ids is not None:
+            where.append("list_contains(?, q.id)")
+            params.append(list(ids))
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY q.created_at, q.id"
+        return [_question(r) for r in self.query(sql, params)]
+
+    def add_generation(
+        self, gen_id: str, domain: str, seed_id: str, example_seed_id: str | None,
+        status: str, error: str | None, n_questions: int,
+    ) -> int:  # fmt: skip
+        return self._insert(
+            "generations",
+            [{"id": gen_id, "domain": domain, "seed_id": seed_id, "example_seed_id": example_seed_id,
+              "status": status, "error": error, "n_questions": n_questions, "created_at": utcnow()}],
+            conflict="(id) DO UPDATE SET status=excluded.status, error=excluded.error, "
+            "n_questions=excluded.n_questions",
+        )  # fmt: skip
+
+    def generations(self, domain: str | None = None) -> list[dict[str, Any]]:
+        if domain:
+            return self.query("SELECT * FROM generations WHERE domain=? ORDER BY id", [domain])
+        return self.query("SELECT * FROM generations ORDER BY id")
+
+    # -- selection -----------------------------------------------------------------------------
+
+    def add_selections(self, rows: Iterable[dict[str, Any]]) -> int:
+        """rows: question_id, kept, reason, cluster, x, y."""
+        now = utcnow()
+        return self._insert("selections", [{**r, "created_at": now} for r in rows])
+
+    def selections(self) -> list[dict[str, Any]]:
+        return self.query("SELECT * FROM selections ORDER BY question_id")
+
+    # -- runs ----------------------------------------------------------------------------------
+
+    def add_runs(self, runs: Iterable[Run]) -> int:
+        rows = []
+        for r in runs:
+            t = r.trajectory
+            rows.append({
+                "id": r.id, "question_id": r.question_id, "run_index": r.run_index,
+                "trajectory": t.model_dump_json(), "status": t.status, "signature": t.signature(),
+                "n_steps": len(t.steps),
+                "n_tool_errors": sum(1 for s in t.steps if s.kind == "tool" and s.error),
+                "n_invalid": sum(1 for s in t.steps if s.kind == "invalid"),
+                "response": t.response, "prompt_tokens": r.prompt_tokens,
+                "completion_tokens": r.completion_tokens, "latency_s": r.latency_s,
+                "created_at": r.created_at,
+            })  # fmt: skip
+        return self._insert("runs", rows)
+
+    def runs(self, question_ids: Sequence[str] | None = None) -> list[Run]:
+        sql = "SELECT * FROM runs"
+        params: list[Any] = []
+        if question_ids is not None:
+            sql += " WHERE list_contains(?, question_id)"
+            params.append(list(question_ids))
+        sql += " ORDER BY question_id, run_index"
+        return [_run(r) for r in self.query(sql, params)]
+
+    def run_counts(self) -> dict[str, int]:
+        rows = self.query("SELECT question_id, count(*) AS n FROM runs GROUP BY question_id")
+        return {r["question_id"]: r["n"] for r in rows}
+
+    def set_mct(self, rows: Iterable[dict[str, Any]]) -> int:
+        """rows: question_id, run_id, signature, share, n_runs, n_distinct. Newer wins."""
+        return self._insert(
+            "mct", list(rows),
+            conflict="(question_id) DO UPDATE SET run_id=excluded.run_id, signature=excluded.signature, "
+            "share=excluded.share, n_runs=excluded.n_runs, n_distinct=excluded.n_distinct",
+        )  # fmt: skip
+
+    def mct(self) -> list[dict[str, Any]]:
+        return self.query("SELECT * FROM mct ORDER BY question_id")
+
+    # -- LLM call log --------------------------------------------------------------------------
+
+    def add_llm_calls(self, calls: Iterable[LLMCall]) -> int:
+        rows = [
+            {
+                "id": c.id, "key": c.key, "role": c.role, "model": c.model, "endpoint": c.endpoint,
+                "template": c.template, "template_hash": c.template_hash, "request": _json(c.request),
+                "response": _json(c.response), "prompt_tokens": c.prompt_tokens,
+                "completion_tokens": c.completion_tokens, "latency_s": c.latency_s,
+                "retries": c.retries, "error": c.error, "created_at": c.created_at,
+            }
+            for c in calls
+        ]  # fmt: skip
+        return self._insert("llm_calls", rows)
+
+    def cached_response(self, key: str) -> dict[str, Any] | None:
+        """The response of a finished, successful call with this replay key, if any."""
+        with self._lock:
+            row = self.con.execute(
+                "SELECT response FROM llm_calls WHERE key=? AND error IS NULL AND response IS NOT NULL "
+                "ORDER BY created_at LIMIT 1",
+                [key],
+            ).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def llm_calls(self, role: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM llm_calls"
+        params: list[Any] = []
+        if role:
+            sql += " WHERE role=?"
+            params.append(role)
+        sql += " ORDER BY created_at DESC"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        return self.query(sql, params)
+
+    def llm_stats(self) -> list[dict[str, Any]]:
+        return self.query(
+            "SELECT role, model, count(*) AS calls, sum(prompt_tokens) AS prompt_tokens, "
+            "sum(completion_tokens) AS completion_tokens, round(sum(latency_s), 3) AS latency_s, "
+            "round(avg(latency_s), 3) AS mean_latency_s, sum(retries) AS retries, "
+            "count(error) AS errors FROM llm_calls GROUP BY role, model ORDER BY role, model"
+        )
+
+    # -- verifier ------------------------------------------------------------------------------
+
+    def add_features(self, features: Iterable[Features], replace: bool = False) -> int:
+        now = utcnow()
+        rows = [{"run_id": f.run_id, "version": f.version, "values": _json(f.values), "created_at": now}
+                for f in features]  # fmt: skip
+        conflict = '(run_id, version) DO UPDATE SET "values"=excluded."values"' if replace else "DO NOTHING"
+        return self._insert("features", rows, conflict=conflict)
+
+    def features(self, version: str | None = None) -> list[Features]:
+        sql = 'SELECT run_id, version, "values" FROM features'
+        params: list[Any] = []
+        if version:
+            sql += " WHERE version=?"
+            params.append(version)
+        sql += " ORDER BY run_id"
+        return [
+            Features(run_id=r["run_id"], version=r["version"], values=json.loads(r["values"]))
+            for r in self.query(sql, params)
+        ]
+
+    def add_labels(self, labels: Iterable[Label]) -> int:
+        """A newer label of the same source replaces the older; other sources are kept."""
+        rows = [{"run_id": lb.run_id, "source": lb.source, "correct": lb.correct, "detail": lb.detail,
+                 "created_at": lb.created_at} for lb in labels]  # fmt: skip
+        return self._insert(
+            "labels", rows,
+            conflict="(run_id, source) DO UPDATE SET correct=excluded.correct, detail=excluded.detail, "
+            "created_at=excluded.created_at",
+        )  # fmt: skip
+
+    def labels(self) -> list[Label]:
+        return [Label(**r) for r in self.query("SELECT * FROM labels ORDER BY run_id, source")]
+
+    def effective_labels(self) -> dict[str, Label]:
+        """run_id -> the label of the most trusted source (human > import > gold)."""
+        rows = self.query(
+            "SELECT * FROM labels QUALIFY row_number() OVER (PARTITION BY run_id ORDER BY "
+            "CASE source WHEN 'human' THEN 2 WHEN 'import' THEN 1 ELSE 0 END DESC, created_at DESC) = 1"
+        )
+        return {r["run_id"]: Label(**r) for r in rows}
+
+    def add_verifier_model(self, row: dict[str, Any]) -> int:
+        """row: id, name, path, feature_version, features (list), metrics (dict)."""
+        return self._insert(
+            "verifier_models",
+            [{**row, "features": _json(row["features"]), "metrics": _json(row["metrics"]),
+              "created_at": utcnow()}],
+        )  # fmt: skip
+
+    def latest_verifier_model(self) -> dict[str, Any] | None:
+        rows = self.query("SELECT * FROM verifier_models ORDER BY created_at DESC LIMIT 1")
+        return rows[0] if rows else None
+
+    def add_cv_results(self, training_id: str, results: dict[str, dict[str, Any]]) -> int:
+        now = utcnow()
+        rows = [{"training_id": training_id, "name": name, "metrics": _json(m), "created_at": now}
+                for name, m in results.items()]  # fmt: skip
+        return self._insert("cv_results", rows)
+
+    def cv_results(self, training_id: str | None = None) -> list[dict[str, Any]]:
+        if training_id is None:
+            training_id = self.scalar("SELECT training_id FROM cv_results ORDER BY created_at DESC LIMIT 1")
+        return self.query("SELECT * FROM cv_results WHERE training_id=? ORDER BY name", [training_id])
+
+    def add_predictions(self, predictions: Iterable[Prediction]) -> int:
+        rows = [{"run_id": p.run_id, "model_id": p.model_id, "probability": p.probability,
+                 "verdict": p.verdict, "threshold": p.threshold, "contributions": _json(p.contributions),
+                 "created_at": p.created_at} for p in predictions]  # fmt: skip
+        return self._insert(
+            "predictions", rows,
+            conflict="(run_id, model_id) DO UPDATE SET probability=excluded.probability, "
+            "verdict=excluded.verdict, threshold=excluded.threshold, contributions=excluded.contributions",
+        )  # fmt: skip
+
+    def predictions(self, model_id: str | None = None) -> list[Prediction]:
+        sql = "SELECT * FROM predictions"
+        params: list[Any] = []
+        if model_id:
+            sql += " WHERE model_id=?"
+            params.append(model_id)
+        return [Prediction(**{**r, "contributions": json.loads(r["contributions"] or "{}")})
+                for r in self.query(sql + " ORDER BY run_id", params)]  # fmt: skip
+
+    def add_judge_verdicts(self, verdicts: Iterable[JudgeVerdict]) -> int:
+        rows = [v.model_dump() for v in verdicts]
+        return self._insert("judge_verdicts", rows)
+
+    def judge_verdicts(self) -> list[JudgeVerdict]:
+        return [JudgeVerdict(**r) for r in self.query("SELECT * FROM judge_verdicts ORDER BY run_id")]
+
+    def add_eval_results(self, eval_id: str, config: str, rows: dict[str, dict[str, Any]]) -> int:
+        now = utcnow()
+        return self._insert(
+            "eval_results",
+            [{"eval_id": eval_id, "config": config, "question_id": q, "results": _json(r), "created_at": now}
+             for q, r in rows.items()],
+        )  # fmt: skip
+
+
+def _question(r: dict[str, Any]) -> Question:
+    target = json.loads(r["target"]) if r["target"] else None
+    return Question(
+        id=r["id"], domain=r["domain"], text=r["text"], origin=r["origin"], parent_id=r["parent_id"],
+        seed_id=r["seed_id"], example_seed_id=r["example_seed_id"],
+        target=[ToolCall(**c) for c in target] if target is not None else None,
+        group_id=r["group_id"], status=r["status"] or "new", meta=json.loads(r["meta"] or "{}"),
+    )  # fmt: skip
+
+
+def _run(r: dict[str, Any]) -> Run:
+    return Run(
+        id=r["id"], question_id=r["question_id"], run_index=r["run_index"],
+        trajectory=Trajectory.model_validate_json(r["trajectory"]), prompt_tokens=r["prompt_tokens"] or 0,
+        completion_tokens=r["completion_tokens"] or 0, latency_s=r["latency_s"] or 0.0,
+        created_at=r["created_at"],
+    )  # fmt: skip
