@@ -44,9 +44,17 @@ def _flatten(data: dict, prefix: str = "") -> list[tuple[str, object]]:
 def db_info(ctx: typer.Context, as_json: bool = JsonOption) -> None:
     """Tables and row counts of the pipeline database."""
     cfg = settings(ctx)
-    with open_store(cfg, read_only=cfg.database.exists()) as store:
+    if not cfg.database.exists():
+        info = {"database": str(cfg.database), "exists": False, "schema_version": None, "tables": {}}
+        if as_json:
+            emit_json(info)
+        else:
+            console.print(f"{cfg.database}: no database yet (a pipeline stage creates it)")
+        return
+    with open_store(cfg, read_only=True) as store:
         counts = store.counts()
-        info = {"database": str(cfg.database), "schema_version": store.schema_version, "tables": counts}
+        info = {"database": str(cfg.database), "exists": True, "schema_version": store.schema_version,
+                "tables": counts}  # fmt: skip
     if as_json:
         emit_json(info)
         return

@@ -1,0 +1,70 @@
+import json
+import os
+import subprocess
+import sys
+
+from magv.cli import main
+
+
+def test_version(capsys):
+    assert main(["--version"]) == 0
+    assert "magv" in capsys.readouterr().out
+
+
+def test_help_lists_commands(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "config" in out and "db" in out
+
+
+def test_config_show_json(capsys):
+    assert main(["config", "show", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["pipeline"]["runs"] == 3
+
+
+def test_db_info_reports_tables(tmp_path, capsys):
+    from magv.store import Store
+
+    db = tmp_path / "x.duckdb"
+    Store(db).close()
+    (tmp_path / "magv.toml").write_text(f'database = "{db}"\n')
+    assert main(["db", "info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["tables"]["questions"] == 0 and info["schema_version"] >= 1
+
+
+def test_db_info_without_database_creates_nothing(tmp_path, capsys):
+    db = tmp_path / "none" / "x.duckdb"
+    (tmp_path / "magv.toml").write_text(f'database = "{db}"\n')
+    assert main(["db", "info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["exists"] is False
+    assert not db.exists() and not db.parent.exists()
+
+
+def test_bad_config_exits_2_and_writes_nothing(tmp_path, capsys):
+    cfg = tmp_path / "magv.toml"
+    cfg.write_text('database = "out.duckdb"\nnope = 1\n')
+    assert main(["db", "info"]) == 2
+    err = capsys.readouterr().err
+    assert "magv.toml" in err and "nope" in err
+    assert not (tmp_path / "out.duckdb").exists()
+
+
+def test_database_path_under_a_file_exits_2(tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "magv.toml").write_text(f'database = "{tmp_path}/afile/sub/x.duckdb"\n')
+    assert main(["db", "backup", str(tmp_path / "b.duckdb")]) == 2
+    err = capsys.readouterr().err
+    assert "database" in err and "afile" in err
+
+
+def test_usage_error_exits_2(capsys):
+    assert main(["db", "info", "--no-such-flag"]) == 2
+
+
+def test_installed_entry_point_runs():
+    exe = os.path.join(os.path.dirname(sys.executable), "magv")
+    out = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "Usage" in out.stdout
