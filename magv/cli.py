@@ -24,6 +24,7 @@ app = typer.Typer(
 
 # Each module adds its commands with register(app). Order is the order in --help.
 COMMAND_MODULES = [
+    "magv.commands.pipeline",
     "magv.commands.core",
 ]
 

@@ -19,7 +19,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from magv.errors import BadInput
 
 ROLES = ("investigator", "responder", "reverse", "judge")
-_toml_data: ContextVar[dict[str, Any]] = ContextVar("magv_toml_data", default={})
+_toml_data: ContextVar[dict[str, Any] | None] = ContextVar("magv_toml_data", default=None)
 
 
 class _Section(BaseModel):
@@ -104,8 +104,9 @@ class PipelineSettings(_Section):
     alternate_runs: int = Field(default=1, ge=1, le=20, description="R': runs per alternate")
     max_steps: int = Field(default=6, ge=1, le=50)
     dedup_threshold: float = Field(default=0.95, gt=0, le=1)
-    concurrency: int = Field(default=8, ge=1, le=4096)
-    chunk_size: int = Field(default=16, ge=1)
+    concurrency: int = Field(default=8, ge=1, le=4096, description="agent runs in flight per chunk")
+    chunk_size: int = Field(default=16, ge=1, le=100000, description="questions per task")
+    workers: int = Field(default=2, ge=1, le=1024, description="chunks in flight (local runner threads)")
     demos: int = Field(default=0, ge=0, le=20)
     seed: int = 0
     tool_timeout_s: float = Field(default=10.0, gt=0)
@@ -150,10 +151,18 @@ class Settings(BaseSettings):
 
 class _TomlSource(PydanticBaseSettingsSource):
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
-        return _toml_data.get().get(field_name), field_name, False
+        return (_toml_data.get() or {}).get(field_name), field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        return dict(_toml_data.get())
+        return dict(_toml_data.get() or {})
+
+
+def settings_from_dict(data: dict[str, Any]) -> Settings:
+    """Settings from a full dump (as flows receive them); the dump wins over file and environment."""
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise BadInput(_describe(exc, None)) from None
 
 
 def config_path(explicit: str | Path | None = None) -> Path | None:

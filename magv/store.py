@@ -47,7 +47,7 @@ CREATE TABLE IF NOT EXISTS questions (
     parent_id VARCHAR, seed_id VARCHAR, example_seed_id VARCHAR, target JSON, group_id VARCHAR,
     status VARCHAR, meta JSON, created_at TIMESTAMP);
 CREATE TABLE IF NOT EXISTS generations (
-    id VARCHAR PRIMARY KEY, domain VARCHAR, seed_id VARCHAR, example_seed_id VARCHAR,
+    id VARCHAR PRIMARY KEY, kind VARCHAR, domain VARCHAR, seed_id VARCHAR, example_seed_id VARCHAR,
     status VARCHAR, error VARCHAR, n_questions INTEGER, created_at TIMESTAMP);
 CREATE TABLE IF NOT EXISTS selections (
     question_id VARCHAR PRIMARY KEY, kept BOOLEAN, reason VARCHAR, cluster INTEGER,
@@ -317,12 +317,14 @@ class Store:
         return [_question(r) for r in self.query(sql, params)]
 
     def add_generation(
-        self, gen_id: str, domain: str, seed_id: str, example_seed_id: str | None,
+        self, gen_id: str, kind: str, domain: str, seed_id: str, example_seed_id: str | None,
         status: str, error: str | None, n_questions: int,
     ) -> int:  # fmt: skip
+        """One LLM generation attempt: kind investigator (seed_id = target seed) or reverse
+        (seed_id = base question id)."""
         return self._insert(
             "generations",
-            [{"id": gen_id, "domain": domain, "seed_id": seed_id, "example_seed_id": example_seed_id,
+            [{"id": gen_id, "kind": kind, "domain": domain, "seed_id": seed_id, "example_seed_id": example_seed_id,
               "status": status, "error": error, "n_questions": n_questions, "created_at": utcnow()}],
             conflict="(id) DO UPDATE SET status=excluded.status, error=excluded.error, "
             "n_questions=excluded.n_questions",
@@ -527,6 +529,141 @@ class Store:
             [{"eval_id": eval_id, "config": config, "question_id": q, "results": _json(r), "created_at": now}
              for q, r in rows.items()],
         )  # fmt: skip
+
+    # -- report and export ---------------------------------------------------------------------
+
+    def report_rows(
+        self, table: str, columns: Sequence[str] | None = None, window: tuple[Any, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """Rows of one table for the report. `window` (start, end) keeps rows created in that time;
+        mct rows follow their run, and pipeline_runs are never filtered."""
+        if table not in TABLES:
+            raise ValueError(f"unknown table {table!r}")
+        cols = ", ".join(f'"{c}"' for c in columns) if columns else "*"
+        sql, params = f"SELECT {cols} FROM {table}", []
+        if window is not None and table != "pipeline_runs":
+            if table == "mct":
+                sql += " WHERE run_id IN (SELECT id FROM runs WHERE created_at BETWEEN ? AND ?)"
+            else:
+                sql += " WHERE created_at BETWEEN ? AND ?"
+            params = [window[0], window[1]]
+        return self.query(sql, params)
+
+    def scored_model_id(self) -> str | None:
+        """The verifier model that scored most recently."""
+        return self.scalar("SELECT model_id FROM predictions GROUP BY model_id ORDER BY max(created_at) DESC LIMIT 1")
+
+    def export_rows(
+        self, model_id: str | None = None, verified_only: bool = False, min_score: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Every run of a non-alternate question with its question, MCT mark, effective label,
+        verifier score and latest judge verdict. Verified = the effective label if there is one,
+        else the verifier's verdict."""
+        where = ["q.origin <> 'alternate'"]
+        params: list[Any] = [model_id]
+        if verified_only:
+            where.append("coalesce(lab.correct, p.verdict)")
+        if min_score is not None:
+            where.append("p.probability >= ?")
+            params.append(min_score)
+        sql = f"""
+            WITH lab AS (
+                SELECT run_id, correct, source FROM labels QUALIFY row_number() OVER (
+                    PARTITION BY run_id ORDER BY CASE source WHEN 'human' THEN 2 WHEN 'import' THEN 1
+                    ELSE 0 END DESC, created_at DESC) = 1),
+            judge AS (
+                SELECT run_id, model, correct FROM judge_verdicts QUALIFY row_number() OVER (
+                    PARTITION BY run_id ORDER BY created_at DESC) = 1)
+            SELECT r.id AS run_id, r.question_id, r.run_index, r.trajectory, r.status, r.n_steps,
+                r.n_tool_errors, r.n_invalid, r.response, r.prompt_tokens, r.completion_tokens,
+                r.latency_s, q.text AS question, q.domain, q.origin, q.parent_id, q.seed_id,
+                q.group_id, q.target, coalesce(m.run_id = r.id, false) AS is_mct,
+                m.share AS mct_share, lab.correct AS label, lab.source AS label_source,
+                p.probability AS score, p.verdict, p.threshold, p.model_id,
+                judge.correct AS judge_correct, judge.model AS judge_model
+            FROM runs r JOIN questions q ON q.id = r.question_id
+            LEFT JOIN mct m ON m.question_id = r.question_id
+            LEFT JOIN lab ON lab.run_id = r.id
+            LEFT JOIN predictions p ON p.run_id = r.id AND p.model_id = ?
+            LEFT JOIN judge ON judge.run_id = r.id
+            WHERE {" AND ".join(where)}
+            ORDER BY q.created_at, q.id, r.run_index"""
+        return self.query(sql, params)
+
+    def write_parquet(self, source_jsonl: str | Path, dest: str | Path, columns: dict[str, str]) -> int:
+        """Convert newline-delimited JSON with the given DuckDB column types into a Parquet file;
+        returns the row count. Works on a read-only store (nothing is written to the database)."""
+        spec = "{" + ", ".join(f"'{name}': '{kind}'" for name, kind in columns.items()) + "}"
+        names = ", ".join(f'"{name}"' for name in columns)
+        src, out = str(source_jsonl).replace("'", "''"), str(dest).replace("'", "''")
+        with self._lock:
+            self.con.execute(
+                f"COPY (SELECT {names} FROM read_json('{src}', format='newline_delimited', "
+                f"columns={spec})) TO '{out}' (FORMAT parquet)"
+            )
+            return self.con.execute(f"SELECT count(*) FROM read_parquet('{out}')").fetchone()[0]
+
+    # -- verifier: bulk writes and lookups -----------------------------------------------------
+
+    def _insert_columns(
+        self, table: str, columns: dict[str, tuple[str, Any]], n: int, conflict: str = "DO NOTHING"
+    ) -> int:
+        """Insert n rows given column-wise as (DuckDB type, list of n values or one scalar): one
+        statement over unnest()ed lists, ~100x faster than executemany for thousands of rows."""
+        if n == 0:
+            return 0
+        names = ", ".join(f'"{c}"' for c in columns)
+        exprs = [f"unnest(?::{kind}[])" if isinstance(v, list) else f"?::{kind}" for kind, v in columns.values()]
+        sql = f"INSERT INTO {table} ({names}) SELECT {', '.join(exprs)} ON CONFLICT {conflict}"
+        with self._lock:
+            before = self.con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            with self.transaction():
+                self.con.execute(sql, [v for _, v in columns.values()])
+            after = self.con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        return after - before
+
+    def bulk_add_features(self, features: Sequence[Features], replace: bool = False) -> int:
+        conflict = '(run_id, version) DO UPDATE SET "values"=excluded."values", created_at=excluded.created_at'
+        cols = {
+            "run_id": ("VARCHAR", [f.run_id for f in features]),
+            "version": ("VARCHAR", [f.version for f in features]),
+            "values": ("JSON", [canonical_json(f.values) for f in features]),
+            "created_at": ("TIMESTAMP", utcnow()),
+        }
+        return self._insert_columns("features", cols, len(features), conflict if replace else "DO NOTHING")
+
+    def bulk_add_predictions(
+        self, model_id: str, threshold: float, run_ids: Sequence[str], probabilities: Sequence[float],
+        verdicts: Sequence[bool], contributions: Sequence[str],
+    ) -> int:  # fmt: skip
+        """Predictions of one model, column-wise; `contributions` are JSON strings. Newer wins."""
+        cols = {
+            "run_id": ("VARCHAR", list(run_ids)), "model_id": ("VARCHAR", model_id),
+            "probability": ("DOUBLE", [float(p) for p in probabilities]),
+            "verdict": ("BOOLEAN", [bool(v) for v in verdicts]), "threshold": ("DOUBLE", float(threshold)),
+            "contributions": ("JSON", list(contributions)), "created_at": ("TIMESTAMP", utcnow()),
+        }  # fmt: skip
+        return self._insert_columns(
+            "predictions", cols, len(run_ids),
+            "(run_id, model_id) DO UPDATE SET probability=excluded.probability, verdict=excluded.verdict, "
+            "threshold=excluded.threshold, contributions=excluded.contributions, created_at=excluded.created_at",
+        )  # fmt: skip
+
+    def run_questions(self, run_ids: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+        """run_id -> question_id, group_id, origin, domain of the run's question."""
+        sql = (
+            "SELECT r.id AS run_id, q.id AS question_id, q.group_id, q.origin, q.domain "
+            "FROM runs r JOIN questions q ON q.id = r.question_id"
+        )
+        params: list[Any] = []
+        if run_ids is not None:
+            sql += " WHERE list_contains(?, r.id)"
+            params.append(list(run_ids))
+        return {r["run_id"]: r for r in self.query(sql, params)}
+
+    def verifier_model(self, model_id: str) -> dict[str, Any] | None:
+        rows = self.query("SELECT * FROM verifier_models WHERE id=?", [model_id])
+        return rows[0] if rows else None
 
 
 def _question(r: dict[str, Any]) -> Question:

@@ -22,7 +22,11 @@ from magv.models import (
 def _trajectory() -> Trajectory:
     return Trajectory(
         steps=[
-            Step(call=ToolCall(name="find_customer", arguments={"email": "a@b.c"}), result={"id": 7}, latency_s=0.01),
+            Step(
+                call=ToolCall(name="find_customer", arguments={"email": "a@b.c"}),
+                result={"id": 7},
+                latency_s=0.01,
+            ),
             Step(call=ToolCall(name="list_orders", arguments={"customer_id": 7}), error="timeout"),
             Step(kind="invalid", raw="{not json", error="reply is not JSON"),
         ],
@@ -78,7 +82,9 @@ def test_make_id_is_content_derived():
 
 
 def test_toolspec_openai_format():
-    spec = ToolSpec(name="cancel", description="Cancel", parameters={"type": "object", "properties": {}}, writes=True)
+    spec = ToolSpec(
+        name="cancel", description="Cancel", parameters={"type": "object", "properties": {}}, writes=True
+    )
     out = spec.openai()
     assert out["type"] == "function" and out["function"]["name"] == "cancel"
     assert "writes" not in json.dumps(out)

@@ -26,7 +26,9 @@ def test_writing_the_same_rows_twice_leaves_one_copy(tmp_store):
     runs = [_run(q, i) for q in qs for i in range(3)]
     assert tmp_store.add_runs(runs) == 15
     assert tmp_store.add_runs(runs) == 0
-    call = LLMCall(id="c1", key="k1", role="responder", model="m", endpoint="e", request={}, response={"x": 1})
+    call = LLMCall(
+        id="c1", key="k1", role="responder", model="m", endpoint="e", request={}, response={"x": 1}
+    )
     assert tmp_store.add_llm_calls([call, call]) == 1
     counts = tmp_store.counts()
     assert counts["questions"] == 5 and counts["runs"] == 15 and counts["llm_calls"] == 1

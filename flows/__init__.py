@@ -1,0 +1,1 @@
+"""Prefect flows that compose magv's stages. Thin: the work is in the `magv` library."""

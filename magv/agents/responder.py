@@ -1,0 +1,154 @@
+"""Responder: the tool-using assistant whose trajectories MAG-V verifies.
+
+Loop: the model picks a tool call or answers; the call runs in the domain sandbox (its own
+transaction, rolled back after the run); the result goes back; stop at an answer or at max steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from magv.llm.actions import FinalAnswer, InvalidReply, choose_action
+from magv.models import Run, Step, ToolCall, ToolSpec, Trajectory, canonical_json
+from magv.prompts import load_prompt
+
+RESULT_CHARS = 1500  # tool results shown to the model are cut here: small models have small contexts
+
+
+@dataclass
+class Demo:
+    """A verified example shown in the responder's prompt (see magv.demos)."""
+
+    question: str
+    calls: list[ToolCall]
+
+
+@dataclass
+class RunResult:
+    trajectory: Trajectory
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    llm_errors: list[str] = field(default_factory=list)
+
+
+def _signature_line(spec: ToolSpec) -> str:
+    props = spec.parameters.get("properties", {})
+    required = set(spec.parameters.get("required", []))
+    parts = []
+    for name, schema in props.items():
+        kind = schema.get("type", "any") if isinstance(schema, dict) else "any"
+        parts.append(f"{name}{'' if name in required else '?'}: {kind}")
+    return ", ".join(parts)
+
+
+def system_prompt(domain, tool_mode: str, demos: Sequence[Demo] = ()) -> tuple[str, str, str]:
+    """(text, template name, template hash) of the responder's system message."""
+    prompt = load_prompt("responder")
+    tools = [
+        {"name": t.name, "description": t.description, "arguments": _signature_line(t)} for t in domain.tools
+    ]
+    text = prompt.render(
+        system_prompt=domain.system_prompt, tools=tools, json_mode=tool_mode == "json", demos=list(demos)
+    )
+    return text, prompt.name, prompt.hash
+
+
+def _result_text(step: Step) -> str:
+    if step.error:
+        return f"ERROR: {step.error}"
+    text = canonical_json(step.result)
+    return text if len(text) <= RESULT_CHARS else text[:RESULT_CHARS] + " …(truncated)"
+
+
+async def respond(
+    client,
+    domain,
+    pool,
+    question: str,
+    *,
+    run_index: int,
+    max_steps: int,
+    tool_mode: str,
+    context_key: str,
+    demos: Sequence[Demo] = (),
+    temperature: float | None = None,
+) -> RunResult:
+    """One run of the responder on one question."""
+    started = time.perf_counter()
+    system, template, template_hash = system_prompt(domain, tool_mode, demos)
+    messages: list[dict] = [{"role": "system", "content": system}, {"role": "user", "content": question}]
+    out = RunResult(trajectory=Trajectory(status="max_steps"))
+    steps = out.trajectory.steps
+    with pool.session() as sandbox:
+        for step_index in range(max_steps):
+            action, result = await choose_action(
+                client, "responder", messages, domain.tools, mode=tool_mode, template=template,
+                template_hash=template_hash, seed=run_index, temperature=temperature,
+                context_key=f"{context_key}:{step_index}",
+            )  # fmt: skip
+            out.prompt_tokens += result.prompt_tokens
+            out.completion_tokens += result.completion_tokens
+            if result.error:
+                out.llm_errors.append(result.error)
+                out.trajectory.status = "llm_error"
+                break
+            if isinstance(action, FinalAnswer):
+                out.trajectory.response = action.text
+                out.trajectory.status = "ok"
+                break
+            if isinstance(action, InvalidReply):
+                steps.append(Step(kind="invalid", raw=action.raw[:2000], error=action.error))
+                messages += [
+                    {"role": "assistant", "content": action.raw[:2000]},
+                    {"role": "user", "content": f"Invalid reply: {action.error}. Reply with one JSON object: "
+                     'a tool call {"tool": ..., "arguments": {...}} or {"answer": ...}.'},
+                ]  # fmt: skip
+                continue
+            step = await asyncio.to_thread(sandbox.execute, action)
+            steps.append(step)
+            messages += _exchange(action, step, tool_mode, len(steps))
+    out.latency_s = time.perf_counter() - started
+    return out
+
+
+def _exchange(call: ToolCall, step: Step, tool_mode: str, n: int) -> list[dict]:
+    """The assistant's call and the tool's result as chat messages, in the format of the tool mode."""
+    if tool_mode == "native":
+        call_id = f"call_{n}"
+        return [
+            {"role": "assistant", "content": None, "tool_calls": [
+                {"id": call_id, "type": "function",
+                 "function": {"name": call.name, "arguments": json.dumps(call.arguments)}}]},
+            {"role": "tool", "tool_call_id": call_id, "content": _result_text(step)},
+        ]  # fmt: skip
+    return [
+        {"role": "assistant", "content": json.dumps({"tool": call.name, "arguments": call.arguments})},
+        {"role": "user", "content": f"Result of {call.name}: {_result_text(step)}"},
+    ]
+
+
+def most_common_trajectory(runs: Sequence[Run]) -> dict | None:
+    """The MCT of a question's runs: the most frequent signature (tool names with canonical
+    arguments) among runs that did not fail on the LLM; ties go to the earliest run."""
+    usable = [r for r in runs if r.trajectory.status != "llm_error"]
+    if not usable:
+        return None
+    counts = Counter(r.trajectory.signature() for r in usable)
+    best_count = max(counts.values())
+    chosen = min(
+        (r for r in usable if counts[r.trajectory.signature()] == best_count), key=lambda r: r.run_index
+    )
+    return {
+        "question_id": chosen.question_id,
+        "run_id": chosen.id,
+        "signature": chosen.trajectory.signature(),
+        "share": best_count / len(runs),
+        "n_runs": len(runs),
+        "n_distinct": len(counts),
+    }

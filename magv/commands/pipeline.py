@@ -1,0 +1,209 @@
+"""`magv generate`, `magv respond`, `magv reverse`, `magv run`: the generation half as Prefect flows."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from magv import progress
+from magv.commands.common import JsonOption, console, emit_json, settings, table
+from magv.config import Settings
+from magv.errors import RunFailed, StoreLocked
+
+
+class RichReporter:
+    """Progress bars for the stages of a flow."""
+
+    def __init__(self, enabled: bool):
+        self.progress = Progress(
+            TextColumn("[bold]{task.description:<20}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=console, disable=not enabled, transient=False,
+        )  # fmt: skip
+        self.tasks: dict[str, Any] = {}
+
+    def start(self, name: str, total: int) -> None:
+        self.tasks[name] = self.progress.add_task(name, total=max(total, 1) if total else 1)
+        if total == 0:
+            self.progress.update(self.tasks[name], completed=1, description=f"{name} (nothing to do)")
+
+    def advance(self, name: str, n: int = 1) -> None:
+        if name in self.tasks:
+            self.progress.advance(self.tasks[name], n)
+
+    def finish(self, name: str) -> None:
+        pass
+
+
+def _quiet_prefect() -> None:
+    # Prefect's own INFO logs would tear through the progress bars; its UI keeps the full record.
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _open_lock(cfg: Settings, wait: bool) -> None:
+    """Fail at once (or wait) when another process is writing the database."""
+    from magv.store import Store
+
+    while True:
+        try:
+            Store(cfg.database).close()
+            return
+        except StoreLocked:
+            if not wait:
+                raise
+            time.sleep(2)
+
+
+def run_flow(
+    flow_name: str, cfg: Settings, as_json: bool, wait: bool = False, **kwargs: Any
+) -> dict[str, Any]:
+    _quiet_prefect()
+    _open_lock(cfg, wait)
+    from flows.common import task_runner
+
+    module = __import__(f"flows.{flow_name}", fromlist=["x"])
+    flow_fn = getattr(module, f"{flow_name}_flow")
+    reporter = RichReporter(enabled=not as_json)
+    progress.set_reporter(reporter)
+    started = time.perf_counter()
+    try:
+        with reporter.progress:
+            result = flow_fn.with_options(task_runner=task_runner(cfg))(
+                settings=cfg.model_dump(mode="json"), **kwargs
+            )
+    finally:
+        progress.set_reporter(None)
+    result = dict(result or {})
+    result["wall_seconds"] = round(time.perf_counter() - started, 3)
+    result["database"] = str(cfg.database)
+    return result
+
+
+def _print_summary(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        emit_json(result)
+        return
+    rows = [
+        {"stage": name, "planned": s.get("planned"), "done": s.get("done"), "failed": s.get("failed"),
+         "written": s.get("written"), "tokens": (s.get("prompt_tokens") or 0) + (s.get("completion_tokens") or 0),
+         "seconds": s.get("seconds")}
+        for name, s in result.get("stages", {}).items()
+    ]  # fmt: skip
+    table("stages", rows)
+    for name, s in result.get("stages", {}).items():
+        for err in s.get("errors", [])[:3]:
+            console.print(f"[yellow]{name}:[/yellow] {err}", highlight=False)
+    console.print(f"database: {result['database']}  wall time: {result['wall_seconds']:.1f} s")
+
+
+def _check_failures(result: dict[str, Any]) -> None:
+    stages = result.get("stages", {})
+    if stages and all(s.get("planned", 0) > 0 and s.get("done", 0) == 0 and s.get("failed", 0) > 0
+                      for s in stages.values() if s.get("planned")):  # fmt: skip
+        raise RunFailed("every planned item failed; see the errors above and `magv llm calls`")
+
+
+DomainOpt = typer.Option(None, "--domain", "-d", help="Domain name, module or folder (default: settings).")
+RunsOpt = typer.Option(None, "--runs", "-R", min=1, max=50, help="Responder runs per question (R).")
+RunnerOpt = typer.Option(None, "--runner", help="Task runner: local | dask | ray.")
+WaitOpt = typer.Option(False, "--wait", help="Wait for another process writing the database to finish.")
+
+
+def _cfg(ctx: typer.Context, **overrides: Any) -> Settings:
+    return settings(ctx, **overrides)
+
+
+def generate(
+    ctx: typer.Context,
+    domain: str = DomainOpt,
+    per_target: int = typer.Option(
+        None, "--per-target", "-n", min=1, max=100, help="Questions per seed trajectory (N)."
+    ),
+    questions: int = typer.Option(None, "--questions", "-q", min=1, help="Questions kept by selection."),
+    runner: str = RunnerOpt,
+    wait: bool = WaitOpt,
+    as_json: bool = JsonOption,
+) -> None:
+    """Generate questions with the investigator and select a diverse, balanced subset."""
+    cfg = _cfg(ctx, domain=domain, **{"pipeline.questions_per_target": per_target, "pipeline.questions": questions,
+                                      "pipeline.runner": runner})  # fmt: skip
+    result = run_flow("generate", cfg, as_json, wait)
+    _print_summary(result, as_json)
+    _check_failures(result)
+
+
+def respond(
+    ctx: typer.Context, domain: str = DomainOpt, runs: int = RunsOpt, runner: str = RunnerOpt,
+    wait: bool = WaitOpt, as_json: bool = JsonOption,
+) -> None:  # fmt: skip
+    """Answer every kept question R times with the responder; mark the most common trajectory."""
+    cfg = _cfg(ctx, domain=domain, **{"pipeline.runs": runs, "pipeline.runner": runner})
+    result = run_flow("respond", cfg, as_json, wait)
+    _print_summary(result, as_json)
+    _check_failures(result)
+
+
+def reverse(
+    ctx: typer.Context,
+    domain: str = DomainOpt,
+    alternates: int = typer.Option(
+        None, "--alternates", "-k", min=0, max=20, help="Alternate questions per question (k)."
+    ),
+    alternate_runs: int = typer.Option(
+        None, "--alternate-runs", min=1, max=20, help="Runs per alternate (R')."
+    ),
+    runner: str = RunnerOpt,
+    wait: bool = WaitOpt,
+    as_json: bool = JsonOption,
+) -> None:
+    """Reverse-engineer alternate questions from each MCT's response, then answer them."""
+    cfg = _cfg(ctx, domain=domain, **{"pipeline.alternates": alternates, "pipeline.alternate_runs": alternate_runs,
+                                      "pipeline.runner": runner})  # fmt: skip
+    result = run_flow("reverse", cfg, as_json, wait)
+    _print_summary(result, as_json)
+    _check_failures(result)
+
+
+def run(
+    ctx: typer.Context,
+    domain: str = DomainOpt,
+    questions: int = typer.Option(None, "--questions", "-q", min=1, help="Questions kept by selection."),
+    per_target: int = typer.Option(
+        None, "--per-target", "-n", min=1, max=100, help="Questions per seed trajectory (N)."
+    ),
+    runs: int = RunsOpt,
+    alternates: int = typer.Option(
+        None, "--alternates", "-k", min=0, max=20, help="Alternate questions per question (k)."
+    ),
+    alternate_runs: int = typer.Option(
+        None, "--alternate-runs", min=1, max=20, help="Runs per alternate (R')."
+    ),
+    verify: bool = typer.Option(
+        True, "--verify/--no-verify", help="Run the verifier stages after generation."
+    ),
+    runner: str = RunnerOpt,
+    wait: bool = WaitOpt,
+    as_json: bool = JsonOption,
+) -> None:
+    """Run the whole pipeline: generate, select, respond, reverse, respond to alternates, verify.
+
+    Finished work is kept in the database; rerunning continues where a stopped run left off.
+    """
+    cfg = _cfg(ctx, domain=domain, **{
+        "pipeline.questions": questions, "pipeline.questions_per_target": per_target, "pipeline.runs": runs,
+        "pipeline.alternates": alternates, "pipeline.alternate_runs": alternate_runs, "pipeline.runner": runner,
+    })  # fmt: skip
+    result = run_flow("pipeline", cfg, as_json, wait, verify=verify)
+    _print_summary(result, as_json)
+    _check_failures(result)
+
+
+def register(app: typer.Typer) -> None:
+    for fn in (run, generate, respond, reverse):
+        app.command(fn.__name__)(fn)

@@ -1,0 +1,110 @@
+"""Selection of generated questions for quality and diversity (MAG-V's filtering step).
+
+Embed, drop near-duplicates (cosine above a threshold), then cluster the questions of each target
+trajectory and keep the one nearest each cluster centre, with the total split evenly across target
+trajectories. Every dropped question records why.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+from sklearn.cluster import KMeans
+from sklearn.decomposition import PCA
+
+
+def quotas(sizes: dict[str, int], total: int) -> dict[str, int]:
+    """Split `total` across groups as evenly as their sizes allow (a small group's leftover goes to others)."""
+    quota = {g: 0 for g in sizes}
+    remaining = total
+    open_groups = sorted(g for g, n in sizes.items() if n > 0)
+    while remaining > 0 and open_groups:
+        share, extra = divmod(remaining, len(open_groups))
+        given = 0
+        for i, g in enumerate(open_groups):
+            want = share + (1 if i < extra else 0)
+            take = min(want, sizes[g] - quota[g])
+            quota[g] += take
+            given += take
+        remaining -= given
+        open_groups = [g for g in open_groups if quota[g] < sizes[g]]
+        if given == 0:
+            break
+    return quota
+
+
+def select(
+    ids: Sequence[str],
+    groups: Sequence[str],
+    embeddings: np.ndarray,
+    target_count: int,
+    threshold: float = 0.95,
+    seed: int = 0,
+) -> list[dict]:
+    """One row per question: question_id, kept, reason, cluster, x, y.
+
+    `groups` is each question's target trajectory; `embeddings` are L2-normalised rows.
+    """
+    n = len(ids)
+    if n == 0:
+        return []
+    emb = np.asarray(embeddings, dtype=np.float32)
+    rows = [{"question_id": ids[i], "kept": False, "reason": "", "cluster": None, "x": 0.0, "y": 0.0}
+            for i in range(n)]  # fmt: skip
+    coords = _map_2d(emb, seed)
+    for i in range(n):
+        rows[i]["x"], rows[i]["y"] = float(coords[i, 0]), float(coords[i, 1])
+
+    # Near-duplicates: greedy in input order, so the first phrasing of a question survives.
+    survivors: list[int] = []
+    for i in range(n):
+        if survivors:
+            sims = emb[survivors] @ emb[i]
+            j = int(np.argmax(sims))
+            if sims[j] >= threshold:
+                rows[i]["reason"] = (
+                    f"near-duplicate of {ids[survivors[j]]} (cosine {sims[j]:.3f} >= {threshold})"
+                )
+                continue
+        survivors.append(i)
+
+    by_group: dict[str, list[int]] = defaultdict(list)
+    for i in survivors:
+        by_group[groups[i]].append(i)
+    quota = quotas({g: len(m) for g, m in by_group.items()}, target_count)
+    next_cluster = 0
+    for g in sorted(by_group):
+        members = by_group[g]
+        k = quota[g]
+        if k == 0:
+            for i in members:
+                rows[i]["reason"] = "over the target count (its trajectory's quota is 0)"
+            continue
+        if k >= len(members):
+            labels, keep = list(range(len(members))), set(range(len(members)))
+        else:
+            km = KMeans(n_clusters=k, random_state=seed, n_init=4).fit(emb[members])
+            labels = km.labels_.tolist()
+            dist = np.linalg.norm(emb[members] - km.cluster_centers_[km.labels_], axis=1)
+            keep = set()
+            for c in range(k):
+                in_c = [m for m in range(len(members)) if labels[m] == c]
+                if in_c:
+                    keep.add(min(in_c, key=lambda m: dist[m]))
+        for m, i in enumerate(members):
+            rows[i]["cluster"] = next_cluster + labels[m]
+            if m in keep:
+                rows[i]["kept"] = True
+                rows[i]["reason"] = "nearest to its cluster centre"
+            else:
+                rows[i]["reason"] = f"not nearest to the centre of cluster {next_cluster + labels[m]}"
+        next_cluster += max(labels) + 1 if labels else 0
+    return rows
+
+
+def _map_2d(emb: np.ndarray, seed: int) -> np.ndarray:
+    if len(emb) < 3:
+        return np.zeros((len(emb), 2))
+    return PCA(n_components=2, random_state=seed).fit_transform(emb)
