@@ -1,0 +1,312 @@
+"""One async client for every model call: OpenAI-compatible HTTP, per-endpoint concurrency,
+least-outstanding balancing, retries with backoff, a replay log.
+
+Failures of the model server (connection errors, timeouts, 429, 5xx, malformed bodies) are retried;
+the final failure comes back in `ChatResult.error` and is recorded, never raised, so one bad call
+does not stop a pipeline. Only misconfiguration (no endpoint for a role) raises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import random
+import time
+import uuid
+import weakref
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import openai
+
+from magv.config import Settings
+from magv.errors import BadInput
+from magv.llm.endpoints import Endpoint, llama_cpp_format
+from magv.models import LLMCall, ToolCall, ToolSpec, make_id
+
+
+@runtime_checkable
+class CallRecorder(Protocol):
+    """Where calls are logged and replayed from; `magv.store.Store` implements it."""
+
+    def cached_response(self, key: str) -> dict | None: ...
+
+    def add_llm_calls(self, calls: list[LLMCall]) -> int: ...
+
+
+@dataclass
+class ChatResult:
+    text: str | None
+    tool_calls: list[ToolCall] | None  # native tool calls, when all of them parsed
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0  # time on the wire, summed over attempts (no queueing, no backoff)
+    retries: int = 0
+    error: str | None = None  # the final failure after retries
+    cached: bool = False  # answered from the replay log, not paid again
+    call_id: str | None = None  # the LLMCall row written for this call (None when cached)
+    model: str | None = None
+    endpoint: str | None = None
+    finish_reason: str | None = None
+    response: dict[str, Any] | None = None  # the server's JSON reply
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class _Failure(Exception):
+    def __init__(self, message: str, retryable: bool, retry_after: float | None = None):
+        super().__init__(message)
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+class LLMClient:
+    """Use one per pipeline; `await client.aclose()` (or `async with`) at the end."""
+
+    backoff_base_s = 0.5
+    backoff_max_s = 8.0
+
+    def __init__(
+        self,
+        settings: Settings,
+        recorder: CallRecorder | None = None,
+        endpoints: dict[str, list[str]] | list[str] | None = None,
+    ):
+        self.settings = settings
+        self.recorder = recorder
+        self._override = endpoints
+        # The HTTP pools and semaphores belong to an event loop; a client used from several
+        # loops (one asyncio.run per stage) gets fresh ones in each.
+        self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Endpoint]] = (
+            weakref.WeakKeyDictionary()
+        )
+        # Servers that only understand llama-cpp-python's response_format dialect, learnt per URL.
+        self._llama_dialect: set[str] = set()
+        self._ticket = itertools.count()
+        self._rng = random.Random()
+
+    # -- endpoints -------------------------------------------------------------------------------
+
+    def endpoints_for(self, role: str) -> list[str]:
+        override = self._override
+        if isinstance(override, list):
+            urls = override
+        elif isinstance(override, dict) and override.get(role):
+            urls = override[role]
+        else:
+            urls = self.settings.llm.role(role)["endpoints"]
+        if not urls:
+            raise BadInput(
+                f"llm: no endpoint for role {role!r}; set llm.endpoints (or llm.roles.{role}.endpoints) "
+                "or let magv start the embedded llama.cpp server (managed_endpoints)"
+            )
+        return list(urls)
+
+    def _endpoint(self, url: str) -> Endpoint:
+        loop = asyncio.get_running_loop()
+        pool = self._per_loop.get(loop)
+        if pool is None:
+            pool = self._per_loop[loop] = {}
+        ep = pool.get(url)
+        if ep is None:
+            llm = self.settings.llm
+            ep = pool[url] = Endpoint(url, llm.concurrency_per_endpoint, llm.api_key)
+        return ep
+
+    def _pick(self, urls: list[str]) -> Endpoint:
+        """Least outstanding requests (queued + in flight); ties go to the least recently picked."""
+        best = min((self._endpoint(u) for u in urls), key=lambda e: (e.outstanding, e.ticket))
+        best.outstanding += 1
+        best.ticket = next(self._ticket)
+        return best
+
+    # -- the call --------------------------------------------------------------------------------
+
+    async def chat(
+        self,
+        role: str,
+        messages: list[dict],
+        *,
+        template: str | None = None,
+        template_hash: str | None = None,
+        response_format: dict | None = None,
+        tools: list[ToolSpec] | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        seed: int | None = None,
+        context_key: str | None = None,
+    ) -> ChatResult:
+        cfg = self.settings.llm.role(role)
+        urls = self.endpoints_for(role)
+        model = cfg["model"]
+        temperature = cfg["temperature"] if temperature is None else temperature
+        max_tokens = cfg["max_tokens"] if max_tokens is None else max_tokens
+        body: dict[str, Any] = {"model": model, "messages": messages, "temperature": temperature,
+                                "max_tokens": max_tokens}  # fmt: skip
+        if seed is not None:
+            body["seed"] = seed
+        if response_format is not None:
+            body["response_format"] = response_format
+        if tools:
+            body["tools"] = [t.openai() for t in tools]
+            body["tool_choice"] = "auto"
+        key = make_id(role, model, messages, response_format, [t.model_dump() for t in tools or []],
+                      temperature, max_tokens, seed, context_key)  # fmt: skip
+
+        if self.recorder is not None:
+            cached = await asyncio.to_thread(self.recorder.cached_response, key)
+            if cached is not None:
+                return _result(cached, model=model, endpoint=None, cached=True)
+
+        latency = 0.0
+        attempts = self.settings.llm.retries + 1
+        failure: _Failure | None = None
+        data: dict[str, Any] | None = None
+        url = urls[0]
+        for attempt in range(attempts):
+            ep = self._pick(urls)
+            url = ep.url
+            try:
+                async with ep.slots:
+                    t0 = time.perf_counter()
+                    try:
+                        data = await self._send(ep, body, cfg["timeout_s"])
+                    finally:
+                        latency += time.perf_counter() - t0
+                failure = None
+                break
+            except _Failure as exc:
+                failure = exc
+            finally:
+                ep.outstanding -= 1
+            if not failure.retryable or attempt == attempts - 1:
+                break
+            await asyncio.sleep(self._backoff(attempt, failure.retry_after))
+
+        retries = attempt
+        if data is not None:
+            result = _result(data, model=model, endpoint=url, cached=False)
+        else:
+            assert failure is not None
+            result = ChatResult(text=None, tool_calls=None, error=str(failure), model=model, endpoint=url)
+        result.latency_s = latency
+        result.retries = retries
+        if self.recorder is not None:
+            call = LLMCall(
+                id=make_id("llm_call", key, uuid.uuid4().hex), key=key, role=role, model=model,
+                endpoint=url, template=template, template_hash=template_hash, request=body,
+                response=data, prompt_tokens=result.prompt_tokens,
+                completion_tokens=result.completion_tokens, latency_s=latency, retries=retries,
+                error=result.error,
+            )  # fmt: skip
+            await asyncio.to_thread(self.recorder.add_llm_calls, [call])
+            result.call_id = call.id
+        return result
+
+    async def _send(self, ep: Endpoint, body: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+        rf = body.get("response_format")
+        if ep.url in self._llama_dialect and rf is not None:
+            body = {**body, "response_format": llama_cpp_format(rf)}
+        try:
+            raw = await ep.api.chat.completions.with_raw_response.create(**body, timeout=timeout_s)
+        except openai.APITimeoutError:
+            raise _Failure(f"timeout after {timeout_s:g}s at {ep.url}", retryable=True) from None
+        except openai.APIConnectionError as exc:
+            raise _Failure(f"connection error at {ep.url}: {exc.__cause__ or exc}", retryable=True) from None
+        except openai.APIStatusError as exc:
+            status = exc.status_code
+            if status in (400, 422) and rf is not None and rf.get("type") == "json_schema" and (
+                ep.url not in self._llama_dialect and "response_format" in str(exc.body)
+            ):
+                # llama-cpp-python's server rejects the OpenAI json_schema form but constrains
+                # decoding with {"type": "json_object", "schema": ...}; remember and resend.
+                self._llama_dialect.add(ep.url)
+                return await self._send(ep, body, timeout_s)
+            retry_after = _retry_after(exc.response.headers.get("retry-after")) if status == 429 else None
+            raise _Failure(
+                f"HTTP {status} from {ep.url}: {_short(exc.body or exc.message)}",
+                retryable=status == 429 or status >= 500,
+                retry_after=retry_after,
+            ) from None
+        try:
+            data = json.loads(raw.content)
+            data["choices"][0]["message"]
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise _Failure(
+                f"malformed response from {ep.url} ({type(exc).__name__}): {_short(raw.text)}", retryable=True
+            ) from None
+        return data
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        # Equal jitter: at least half the exponential step, so retries of many concurrent calls spread out.
+        step = min(self.backoff_max_s, self.backoff_base_s * 2**attempt)
+        delay = step * (0.5 + 0.5 * self._rng.random())
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, self.backoff_max_s))
+        return delay
+
+    async def aclose(self) -> None:
+        loop = asyncio.get_running_loop()
+        pools = list(self._per_loop.items())
+        self._per_loop.clear()
+        for owner, pool in pools:
+            if owner is loop:
+                for ep in pool.values():
+                    await ep.aclose()
+
+    async def __aenter__(self) -> LLMClient:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
+
+
+def _result(data: dict[str, Any], *, model: str, endpoint: str | None, cached: bool) -> ChatResult:
+    choice = data["choices"][0]
+    message = choice.get("message") or {}
+    usage = data.get("usage") or {}
+    return ChatResult(
+        text=message.get("content"),
+        tool_calls=parse_tool_calls(message.get("tool_calls")),
+        prompt_tokens=int(usage.get("prompt_tokens") or 0),
+        completion_tokens=int(usage.get("completion_tokens") or 0),
+        cached=cached,
+        model=model,
+        endpoint=endpoint,
+        finish_reason=choice.get("finish_reason"),
+        response=data,
+    )
+
+
+def parse_tool_calls(raw: list[dict[str, Any]] | None) -> list[ToolCall] | None:
+    """Native tool calls as ToolCall objects; None when absent or when any does not parse."""
+    if not raw:
+        return None
+    calls = []
+    for item in raw:
+        fn = (item or {}).get("function") or {}
+        args = fn.get("arguments")
+        try:
+            if isinstance(args, str):
+                args = json.loads(args) if args.strip() else {}
+        except ValueError:
+            return None
+        if not isinstance(fn.get("name"), str) or not isinstance(args, dict):
+            return None
+        calls.append(ToolCall(name=fn["name"], arguments=args))
+    return calls
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _short(value: Any, limit: int = 300) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= limit else text[:limit] + "…"

@@ -1,0 +1,197 @@
+"""The verifier section: cross-validation of every model, curves, importances, scores, and the
+verifier against the LLM judge in accuracy and in cost per 1,000 trajectories."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from magv.report.curves import binary_curves, confusion
+
+if TYPE_CHECKING:
+    from magv.report.metrics import ReportData, Scope
+
+METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
+
+
+def _loads(value: Any, default: Any = None) -> Any:
+    if value is None:
+        return default
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _r(x: float | None, digits: int = 4) -> float | None:
+    return None if x is None else round(float(x), digits)
+
+
+def _per_1000(total: float, n: int) -> float | None:
+    return _r(total / n * 1000, 3) if n else None
+
+
+def verifier_section(scope: Scope, runs, labels, data: ReportData) -> dict[str, Any]:
+    missing = data.metrics["missing"]
+    cv, curves = _cross_validation(scope)
+    model = _latest(scope.rows("verifier_models"))
+    model_metrics = _loads(model["metrics"], {}) if model else {}
+    names = [m["name"] for m in cv["models"]]
+    best_name = model["name"] if model and model["name"] in names else None
+    if best_name is None and cv["models"]:
+        best_name = max(cv["models"], key=lambda m: (m["f1"] or 0, m["roc_auc"] or 0))["name"]
+    if not cv["models"]:
+        missing.append("verifier: no cross-validation results (run `magv verify train`)")
+
+    predictions = scope.rows("predictions")
+    scored_ids = Counter(p["model_id"] for p in predictions)
+    scored_model_id = None
+    if model and model["id"] in scored_ids:
+        scored_model_id = model["id"]
+    elif predictions:
+        scored_model_id = max(predictions, key=lambda p: p["created_at"])["model_id"]
+    preds = [p for p in predictions if p["model_id"] == scored_model_id]
+    if not preds:
+        missing.append("verifier: no scored trajectories (run `magv verify score`)")
+
+    if not curves and preds:
+        # no out-of-fold predictions stored: fall back to the deployed model on its labelled rows
+        pairs = [(int(labels[p["run_id"]]["correct"]), p["probability"]) for p in preds if p["run_id"] in labels]
+        fallback = binary_curves([y for y, _ in pairs], [s for _, s in pairs])
+        if fallback:
+            curves["deployed model (in-sample)"] = fallback
+    data.series["curves"] = curves
+    data.series["confusion"] = {m["name"]: m["confusion"] for m in cv["models"] if m.get("confusion")}
+
+    importances = model_metrics.get("feature_importances") or {}
+    importance_source = "model" if importances else None
+    if not importances and preds:
+        totals: Counter = Counter()
+        for p in preds:
+            for k, v in _loads(p["contributions"], {}).items():
+                totals[k] += abs(v)
+        importances = {k: v / len(preds) for k, v in totals.items()}
+        importance_source = "mean |contribution| over scored trajectories" if importances else None
+    importances = dict(sorted(((k, _r(v)) for k, v in importances.items()), key=lambda kv: -kv[1]))
+    data.series["importances"] = importances
+
+    scores = [(p["probability"], labels[p["run_id"]]["correct"] if p["run_id"] in labels else None) for p in preds]
+    data.series["scores"] = scores
+    by_source = Counter(lb["source"] for lb in labels.values())
+    best = next((m for m in cv["models"] if m["name"] == best_name), None)
+    return {
+        "training_id": cv["training_id"],
+        "models": cv["models"],
+        "best": best,
+        "model": None if model is None else {
+            "id": model["id"], "name": model["name"], "feature_version": model["feature_version"],
+            "features": _loads(model["features"], []), "created_at": str(model["created_at"]),
+        },
+        "scored_model_id": scored_model_id,
+        "importances": importances,
+        "importance_source": importance_source,
+        "curves": {name: {"n": c["n"], "positives": c["positives"], "roc_auc": _r(c["roc"]["auc"]),
+                          "average_precision": _r(c["pr"]["average_precision"]),
+                          "brier": _r(c["calibration"]["brier"])} for name, c in curves.items()},
+        "labels": {
+            "labelled": len(labels),
+            "by_source": dict(sorted(by_source.items())),
+            "correct_share": _r(sum(lb["correct"] for lb in labels.values()) / len(labels)) if labels else None,
+        },
+        "scores": {
+            "scored": len(preds),
+            "positive_share": _r(sum(bool(p["verdict"]) for p in preds) / len(preds)) if preds else None,
+            "mean_probability": _r(sum(p["probability"] for p in preds) / len(preds)) if preds else None,
+            "threshold": preds[0]["threshold"] if preds else None,
+        },
+        "comparison": _comparison(scope, preds, labels, best, data),
+    }  # fmt: skip
+
+
+def _latest(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    return max(rows, key=lambda r: (r["created_at"], r["id"])) if rows else None
+
+
+def _cross_validation(scope: Scope) -> tuple[dict[str, Any], dict[str, Any]]:
+    rows = scope.rows("cv_results")
+    if not rows:
+        return {"training_id": None, "models": []}, {}
+    training_id = max(rows, key=lambda r: (r["created_at"], r["training_id"]))["training_id"]
+    models, curves = [], {}
+    for r in sorted((r for r in rows if r["training_id"] == training_id), key=lambda r: r["name"]):
+        m = _loads(r["metrics"], {})
+        oof = m.get("oof") or {}
+        y, proba = oof.get("y") or [], oof.get("proba") or []
+        row: dict[str, Any] = {"name": r["name"], **{k: _r(m.get(k)) for k in METRICS}}
+        row["confusion"] = m.get("confusion") or (confusion(y, proba) if y and len(y) == len(proba) else None)
+        row["n"] = len(y) if y else (sum(map(sum, row["confusion"])) if row["confusion"] else None)
+        models.append(row)
+        c = binary_curves(y, proba) if y else None
+        if c:
+            curves[r["name"]] = c
+    return {"training_id": training_id, "models": models}, curves
+
+
+def _comparison(scope: Scope, preds, labels, best, data: ReportData) -> dict[str, Any]:
+    """Accuracy on the labelled trajectories and cost per 1,000 trajectories. Seconds are summed
+    model latencies (compute time), not wall time, so parallelism does not flatter either side."""
+    judges = scope.rows("judge_verdicts")
+    judged = [j for j in judges if j["run_id"] in labels]
+    parsed = [j for j in judged if j["correct"] is not None]
+    judge_acc = _r(sum(j["correct"] == labels[j["run_id"]]["correct"] for j in parsed) / len(judged)) if judged else None
+    scored_labelled = [p for p in preds if p["run_id"] in labels]
+    verdict = {p["run_id"]: bool(p["verdict"]) for p in preds}
+    both = [j for j in judges if j["correct"] is not None and j["run_id"] in verdict]
+    if not judges:
+        data.metrics["missing"].append("verifier vs judge: no LLM-judge verdicts (run `magv verify judge`)")
+
+    judge_tokens = sum((j["prompt_tokens"] or 0) + (j["completion_tokens"] or 0) for j in judges)
+    judge_seconds = sum(j["latency_s"] or 0.0 for j in judges)
+    stages = data.metrics["summary"]["stages"]
+    score_stage = stages.get("score", {})
+    n_scored = int(score_stage.get("scored") or score_stage.get("done") or score_stage.get("written") or len(preds))
+    scoring = None
+    if score_stage.get("seconds") is not None and n_scored:
+        scoring = {"seconds_per_1000": _per_1000(float(score_stage["seconds"]), n_scored), "tokens_per_1000": 0,
+                   "measured_on": n_scored, "source": "score stage wall time"}  # fmt: skip
+    elif preds:
+        data.metrics["missing"].append("verifier cost: no measured scoring time (score stage not recorded)")
+
+    # The features need alternates: the reverse engineer's calls and the responder's runs on them.
+    reverse = scope.rows("llm_calls", ["role", "prompt_tokens", "completion_tokens", "latency_s"])
+    reverse = [c for c in reverse if c["role"] == "reverse"]
+    alt_ids = {q["id"] for q in scope.rows("questions", ["id", "origin"]) if q["origin"] == "alternate"}
+    alt_runs = [r for r in scope.rows("runs", ["question_id", "prompt_tokens", "completion_tokens", "latency_s"])
+                if r["question_id"] in alt_ids]  # fmt: skip
+    n_verified = len(scope.rows("features", ["run_id"])) or len(preds)
+    supervision_tokens = sum((c["prompt_tokens"] or 0) + (c["completion_tokens"] or 0) for c in reverse + alt_runs)
+    supervision_seconds = sum(c["latency_s"] or 0.0 for c in reverse + alt_runs)
+    supervision_seconds += float(stages.get("features", {}).get("seconds") or 0.0)
+    return {
+        "verifier": {
+            "cv_accuracy": best["accuracy"] if best else None,
+            "in_sample_accuracy": _r(
+                sum(bool(p["verdict"]) == labels[p["run_id"]]["correct"] for p in scored_labelled) / len(scored_labelled)
+            ) if scored_labelled else None,
+            "labelled_scored": len(scored_labelled),
+        },
+        "judge": {
+            "model": judges[0]["model"] if judges else None,
+            "verdicts": len(judges), "labelled_judged": len(judged), "unparsed": len(judged) - len(parsed),
+            "accuracy": judge_acc,
+            "accuracy_parsed_only": _r(
+                sum(j["correct"] == labels[j["run_id"]]["correct"] for j in parsed) / len(parsed)
+            ) if parsed else None,
+        },
+        "agreement": _r(sum(j["correct"] == verdict[j["run_id"]] for j in both) / len(both)) if both else None,
+        "cost_per_1000": {
+            "judge": {"tokens_per_1000": _per_1000(judge_tokens, len(judges)),
+                      "seconds_per_1000": _per_1000(judge_seconds, len(judges)), "measured_on": len(judges)}
+            if judges else None,
+            "verifier_scoring": scoring,
+            "verifier_with_alternates": {
+                "tokens_per_1000": _per_1000(supervision_tokens, n_verified),
+                "seconds_per_1000": _per_1000(supervision_seconds + float(score_stage.get("seconds") or 0), n_verified),
+                "measured_on": n_verified,
+                "source": "reverse-engineer calls + responder runs on alternates + features and score stages",
+            } if n_verified and (reverse or alt_runs) else None,
+        },
+    }  # fmt: skip

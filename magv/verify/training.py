@@ -1,0 +1,170 @@
+"""The verifier's train and score stages over the store.
+
+train: labelled feature rows -> grouped CV of every model -> the best refit on all rows, calibrated,
+saved (skops) and registered. score: every feature row -> a prediction with its top contributions,
+vectorised and written in one statement.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from magv.config import Settings
+from magv.errors import BadInput, RunFailed
+from magv.models import make_id
+from magv.verify.features import FEATURE_VERSION
+from magv.verify.models import MODEL_NAMES, Verifier, best_model, cross_validate_models, load_model, save_model
+
+
+@dataclass
+class TrainingData:
+    run_ids: list[str]
+    X: np.ndarray
+    y: np.ndarray
+    groups: np.ndarray
+    features: list[str]
+
+
+@dataclass
+class TrainResult:
+    training_id: str
+    model_id: str
+    best: str
+    path: Path
+    results: dict[str, dict[str, Any]]
+    calibrated: bool
+    n_rows: int
+
+    def summary(self) -> dict[str, Any]:
+        """The shape `magv verify train --json` prints."""
+        rows = [{"name": n, **{k: m[k] for k in ("accuracy", "precision", "recall", "f1", "roc_auc")}}
+                for n, m in self.results.items()]  # fmt: skip
+        return {"models": rows, "best": self.best}
+
+
+@dataclass
+class ScoreResult:
+    model_id: str
+    model_name: str
+    n: int
+    n_correct: int
+    threshold: float
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def feature_matrix(rows: Sequence[Any], names: Sequence[str] | None = None) -> tuple[np.ndarray, list[str]]:
+    """Rows of Features -> (X, column names). Without `names`, the columns of the first row."""
+    if not rows:
+        return np.zeros((0, len(names or []))), list(names or [])
+    cols = list(names) if names is not None else list(rows[0].values)
+    X = np.empty((len(rows), len(cols)), dtype=np.float64)
+    for i, f in enumerate(rows):
+        try:
+            X[i] = [f.values[c] for c in cols]
+        except KeyError as exc:
+            raise RunFailed(
+                f"features of run {f.run_id} (version {f.version}) lack {exc.args[0]!r}; "
+                "recompute them with `magv verify features --replace`"
+            ) from None
+    return X, cols
+
+
+def training_data(store: Any, version: str = FEATURE_VERSION) -> TrainingData:
+    """Feature rows that have an effective label, with the CV group of their question."""
+    labels = store.effective_labels()
+    rows = [f for f in store.features(version) if f.run_id in labels]
+    info = store.run_questions([f.run_id for f in rows])
+    rows = [f for f in rows if f.run_id in info]
+    X, cols = feature_matrix(rows)
+    y = np.array([int(labels[f.run_id].correct) for f in rows], dtype=np.int64)
+    groups = np.array([info[f.run_id]["group_id"] or info[f.run_id]["question_id"] for f in rows])
+    return TrainingData([f.run_id for f in rows], X, y, groups, cols)
+
+
+def train(
+    store: Any,
+    settings: Settings,
+    *,
+    folds: int | None = None,
+    seed: int | None = None,
+    select_by: str = "roc_auc",
+    names: Sequence[str] = MODEL_NAMES,
+) -> TrainResult:
+    folds = folds or settings.verify.cv_folds
+    seed = settings.pipeline.seed if seed is None else seed
+    data = training_data(store)
+    results = cross_validate_models(data.X, data.y, data.groups, folds=folds, seed=seed, names=names)
+    best = best_model(results, select_by)
+    verifier = Verifier(best, seed).fit(data.X, data.y, groups=data.groups, calibrate=True)
+
+    # Same labelled rows, same settings -> same ids: retraining unchanged data registers nothing new.
+    training_id = make_id("training", FEATURE_VERSION, sorted(zip(data.run_ids, data.y.tolist())), folds, seed,
+                          list(names))  # fmt: skip
+    model_id = make_id("verifier", training_id, best, select_by)
+    path = Path(settings.verify.models_dir) / f"{model_id}.skops"
+    save_model(path, verifier, data.features, FEATURE_VERSION, model_id=model_id, name=best,
+               calibrated=verifier.calibrated_)  # fmt: skip
+    with store.transaction():
+        store.add_cv_results(training_id, results)
+        store.add_verifier_model({
+            "id": model_id, "name": best, "path": str(path), "feature_version": FEATURE_VERSION,
+            "features": data.features,
+            "metrics": {**results[best], "calibrated": verifier.calibrated_, "select_by": select_by,
+                        "training_id": training_id, "contributions": verifier.contribution_method},
+        })  # fmt: skip
+    return TrainResult(training_id, model_id, best, path, results, verifier.calibrated_, len(data.y))
+
+
+def load_registered(store: Any, model_id: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(registry row, loaded bundle) of a model id, or of the latest model."""
+    row = store.verifier_model(model_id) if model_id else store.latest_verifier_model()
+    if row is None:
+        if model_id:
+            raise BadInput(f"--model {model_id}: no such verifier model (see `magv verify train`)")
+        raise RunFailed("no trained verifier: run `magv verify train` first")
+    return row, load_model(Path(row["path"]))
+
+
+def score(
+    store: Any, settings: Settings, *, model_id: str | None = None, threshold: float | None = None, top: int = 5
+) -> ScoreResult:
+    """Predict every trajectory with features of the model's feature version."""
+    t0 = time.perf_counter()
+    row, bundle = load_registered(store, model_id)
+    verifier: Verifier = bundle["verifier"]
+    names: list[str] = bundle["features"]
+    threshold = settings.verify.threshold if threshold is None else threshold
+    rows = store.features(bundle["feature_version"])
+    t1 = time.perf_counter()
+    X, _ = feature_matrix(rows, names)
+    proba = verifier.predict_proba(X)
+    verdicts = proba >= threshold
+    contributions = top_contributions(verifier.contributions(X), names, top)
+    t2 = time.perf_counter()
+    store.bulk_add_predictions(row["id"], threshold, [f.run_id for f in rows], proba.tolist(),
+                               verdicts.tolist(), contributions)  # fmt: skip
+    t3 = time.perf_counter()
+    return ScoreResult(
+        model_id=row["id"], model_name=row["name"], n=len(rows), n_correct=int(verdicts.sum()),
+        threshold=threshold, seconds={"load": t1 - t0, "predict": t2 - t1, "write": t3 - t2},
+    )  # fmt: skip
+
+
+def top_contributions(C: np.ndarray, names: Sequence[str], top: int) -> list[str]:
+    """JSON objects of each row's `top` largest contributions by magnitude."""
+    if C.size == 0:
+        return ["{}"] * len(C)
+    k = min(top, C.shape[1])
+    idx = np.argsort(-np.abs(C), axis=1)[:, :k]
+    vals = np.take_along_axis(C, idx, axis=1).round(6)
+    return [
+        json.dumps({names[j]: float(v) for j, v in zip(ri, rv, strict=True)}, separators=(",", ":"))
+        for ri, rv in zip(idx.tolist(), vals.tolist(), strict=True)
+    ]
