@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-DEMO_ARGS ?= --domain retail --questions 6 --per-target 2 --runs 2 --alternates 2
+DEMO_ARGS ?= --domain retail --targets 4 --per-target 3 --questions 8 --runs 2 --alternates 2
 
 .PHONY: demo test test-fast bench lint install install-dev clean
 

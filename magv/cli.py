@@ -26,6 +26,10 @@ app = typer.Typer(
 COMMAND_MODULES = [
     "magv.commands.pipeline",
     "magv.commands.core",
+    "magv.commands.domain",
+    "magv.commands.verify",
+    "magv.commands.report",
+    "magv.commands.llm",
 ]
 
 

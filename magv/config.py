@@ -99,6 +99,7 @@ class EmbeddingSettings(_Section):
 class PipelineSettings(_Section):
     questions_per_target: int = Field(default=10, ge=1, le=100)
     questions: int = Field(default=50, ge=1, description="questions kept by selection")
+    max_targets: int | None = Field(default=None, ge=1, description="seed trajectories used (None: all)")
     runs: int = Field(default=3, ge=1, le=50, description="R: responder runs per question")
     alternates: int = Field(default=3, ge=0, le=20, description="k: alternates per question")
     alternate_runs: int = Field(default=1, ge=1, le=20, description="R': runs per alternate")

@@ -62,10 +62,19 @@ def seed_questions(domain_name: str, seeds: list[Seed]) -> list[Question]:
     ]
 
 
+def target_seeds(seeds: list[Seed], max_targets: int | None) -> list[Seed]:
+    """The seeds whose trajectories are targets: all, or `max_targets` spread evenly over the file."""
+    if not max_targets or max_targets >= len(seeds):
+        return list(seeds)
+    step = len(seeds) / max_targets
+    return [seeds[int(i * step)] for i in range(max_targets)]
+
+
 def plan_generate(store: Store, ctx: WorkerContext) -> list[dict]:
-    """One item per seed trajectory without a finished investigator generation."""
+    """One item per target seed trajectory without a finished investigator generation."""
     domain = ctx.domain()
-    seeds = domain.seeds()
+    all_seeds = domain.seeds()
+    seeds = target_seeds(all_seeds, ctx.settings.pipeline.max_targets)
     p = ctx.settings.pipeline
     done = {g["id"] for g in store.generations(domain.name)}
     items = []
@@ -74,7 +83,7 @@ def plan_generate(store: Store, ctx: WorkerContext) -> list[dict]:
         if gen_id in done:
             continue
         rng = random.Random(make_id(p.seed, target.id))
-        example = pick_example(target, seeds, rng)
+        example = pick_example(target, all_seeds, rng)
         items.append({"gen_id": gen_id, "target": target, "example": example})
     return items
 
@@ -128,7 +137,7 @@ def run_select(store: Store, ctx: WorkerContext, embedder) -> StageReport:
 
     report = StageReport("select")
     domain = ctx.domain()
-    store.add_questions(seed_questions(domain.name, domain.seeds()))
+    store.add_questions(seed_questions(domain.name, target_seeds(domain.seeds(), ctx.settings.pipeline.max_targets)))
     decided = {s["question_id"] for s in store.selections()}
     seeds = store.questions(domain.name, origin="seed")
     generated = store.questions(domain.name, origin="investigator")

@@ -577,7 +577,7 @@ class Store:
             SELECT r.id AS run_id, r.question_id, r.run_index, r.trajectory, r.status, r.n_steps,
                 r.n_tool_errors, r.n_invalid, r.response, r.prompt_tokens, r.completion_tokens,
                 r.latency_s, q.text AS question, q.domain, q.origin, q.parent_id, q.seed_id,
-                q.group_id, q.target, coalesce(m.run_id = r.id, false) AS is_mct,
+                q.group_id, q.target, q.meta AS question_meta, coalesce(m.run_id = r.id, false) AS is_mct,
                 m.share AS mct_share, lab.correct AS label, lab.source AS label_source,
                 p.probability AS score, p.verdict, p.threshold, p.model_id,
                 judge.correct AS judge_correct, judge.model AS judge_model
@@ -613,7 +613,9 @@ class Store:
         if n == 0:
             return 0
         names = ", ".join(f'"{c}"' for c in columns)
-        exprs = [f"unnest(?::{kind}[])" if isinstance(v, list) else f"?::{kind}" for kind, v in columns.values()]
+        exprs = [
+            f"unnest(?::{kind}[])" if isinstance(v, list) else f"?::{kind}" for kind, v in columns.values()
+        ]
         sql = f"INSERT INTO {table} ({names}) SELECT {', '.join(exprs)} ON CONFLICT {conflict}"
         with self._lock:
             before = self.con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
@@ -623,7 +625,9 @@ class Store:
         return after - before
 
     def bulk_add_features(self, features: Sequence[Features], replace: bool = False) -> int:
-        conflict = '(run_id, version) DO UPDATE SET "values"=excluded."values", created_at=excluded.created_at'
+        conflict = (
+            '(run_id, version) DO UPDATE SET "values"=excluded."values", created_at=excluded.created_at'
+        )
         cols = {
             "run_id": ("VARCHAR", [f.run_id for f in features]),
             "version": ("VARCHAR", [f.version for f in features]),
@@ -660,6 +664,28 @@ class Store:
             sql += " WHERE list_contains(?, r.id)"
             params.append(list(run_ids))
         return {r["run_id"]: r for r in self.query(sql, params)}
+
+    def feature_matrix(self, version: str, names: Sequence[str]) -> tuple[list[str], Any]:
+        """(run_ids, float matrix with one column per name) of every feature row of a version.
+        DuckDB parses each JSON row once into a struct (50x faster than a json.loads loop); a
+        feature a row lacks is NaN."""
+        import re
+
+        import numpy as np
+
+        if not all(re.fullmatch(r"[A-Za-z0-9_]+", n) for n in names):
+            raise ValueError("feature names must be letters, digits and _")
+        struct = "{" + ", ".join(f'"{n}": "DOUBLE"' for n in names) + "}"
+        cols = ", ".join(f"coalesce(s.\"{n}\", 'NaN'::DOUBLE) AS c{i}" for i, n in enumerate(names))
+        sql = (f"SELECT run_id{', ' + cols if cols else ''} FROM (SELECT run_id, from_json(\"values\", "
+               f"'{struct}') AS s FROM features WHERE version=?) ORDER BY run_id")  # fmt: skip
+        with self._lock:
+            res = self.con.execute(sql, [version]).fetchnumpy()
+        run_ids = [str(r) for r in res["run_id"]]
+        X = np.empty((len(run_ids), len(names)), dtype=np.float64)
+        for i in range(len(names)):
+            X[:, i] = np.asarray(res[f"c{i}"], dtype=np.float64)
+        return run_ids, X
 
     def verifier_model(self, model_id: str) -> dict[str, Any] | None:
         rows = self.query("SELECT * FROM verifier_models WHERE id=?", [model_id])

@@ -44,6 +44,7 @@ FAULT_KINDS = (
     "timeout",  # sleeps past any sensible client timeout
     "500",
     "429",
+    "400",  # a request the server refuses: not worth retrying
     "truncated",  # the HTTP body is cut in half: not valid JSON
     "invalid_json",  # the model's content (or tool arguments) is not valid JSON
     "unknown_tool",
@@ -53,10 +54,7 @@ FAULT_KINDS = (
 
 Handler = Callable[[dict[str, Any]], "str | dict[str, Any]"]
 
-_WORDS = (
-    "order refund shipping invoice account password delivery address return warranty price "
-    "discount subscription payment card item size colour store tracking label exchange"
-).split()
+_WORDS = ["order", "refund", "shipping", "invoice", "account", "password", "delivery", "address", "return", "warranty", "price", "discount", "subscription", "payment", "card", "item", "size", "colour", "store", "tracking", "label", "exchange"]
 
 
 class FakeLLMServer:
@@ -94,7 +92,9 @@ class FakeLLMServer:
         self.max_in_flight = 0
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # proto must say TCP: asyncio sets TCP_NODELAY on accepted sockets only then, and without it
+        # every keep-alive request waits ~40 ms for a delayed ACK.
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((host, port))
         self.host, self.port = self._sock.getsockname()[:2]
@@ -239,6 +239,8 @@ class FakeLLMServer:
             return JSONResponse({"error": {"message": "too late"}}, status_code=504)
         if kind == "500":
             return JSONResponse({"error": {"message": "injected server error"}}, status_code=500)
+        if kind == "400":
+            return JSONResponse({"error": {"message": "injected bad request"}}, status_code=400)
         if kind == "429":
             return JSONResponse(
                 {"error": {"message": "injected rate limit"}}, status_code=429, headers={"retry-after": "0"}

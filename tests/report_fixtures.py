@@ -35,7 +35,7 @@ from magv.store import Store
 MODELS = ("logistic_regression", "svm", "random_forest", "knn", "xgboost")
 FEATURES = ("EM_mean", "EDIT_mean", "GEDIT_mean", "SS_mean", "mct_share", "n_tool_errors")
 # How noisy each model's out-of-fold probabilities are: the CV table must differ between models.
-MODEL_NOISE = {"logistic_regression": 0.9, "svm": 1.1, "random_forest": 0.7, "knn": 1.4, "xgboost": 0.5}
+MODEL_NOISE = {"logistic_regression": 1.0, "svm": 1.2, "random_forest": 0.9, "knn": 1.5, "xgboost": 0.8}
 
 _NAMES = ["Ana Silva", "Li Wei", "Omar Haddad", "Grace Kim", "Jonas Berg", "Priya Nair", "Tom Reyes",
           "Mia Novak", "Sam Okafor", "Eva Lund", "Noah Weiss", "Ines Costa"]  # fmt: skip
@@ -209,14 +209,15 @@ def populate(
         centre = (math.cos(s_index * 1.3) * 4, math.sin(s_index * 1.3) * 4)
         for i in range(n_generated):
             while True:
-                text = _fill_text(templates[1 + (i % 6)], _slots(rng, s_index))
+                q_slots = _slots(rng, s_index)
+                text = _fill_text(templates[1 + (i % 6)], q_slots)
                 if text not in used:
                     used.add(text)
                     break
             q = Question(
                 id=Question.derive_id(domain, "investigator", text), domain=domain, text=text,
                 origin="investigator", seed_id=seed_id, example_seed_id=example,
-                target=_fill(target_template, _slots(rng, s_index)), group_id=seed_id,
+                target=_fill(target_template, q_slots), group_id=seed_id,
             )  # fmt: skip
             questions.append(q)
             if i == 4:
@@ -292,16 +293,17 @@ def populate(
     if with_eval:
         _evaluation(store, rng, info, base)
 
+    n_alt = len(alternates)
     stages = {
-        "generate": {"seconds": 48.2, "questions": sum(info.generated.values()), "failed": 1},
-        "select": {"seconds": 3.1, "kept": sum(info.kept.values())},
-        "respond": {"seconds": 212.4, "runs": info.base_runs},
-        "reverse": {"seconds": 31.7, "alternates": len(alternates)},
-        "respond_alternates": {"seconds": 88.0, "runs": len(alternates)},
-        "features": {"seconds": 4.4},
-        "train": {"seconds": 2.9},
-        "score": {"seconds": 0.012, "scored": len(info.predictions)},
-        "judge": {"seconds": 61.0},
+        "generate": _stage(48.2, len(_SEEDS), len(_SEEDS) - 1, 1, sum(info.generated.values()), 8650, 1840),
+        "select": _stage(3.1, sum(info.generated.values()), sum(info.generated.values()), 0, len(selections)),
+        "respond": _stage(212.4, info.base_runs, info.base_runs, 0, info.base_runs, 124240 - 30000, 13575 - 4000),
+        "reverse": _stage(31.7, len(mct_rows), len(mct_rows), 0, n_alt, 15000, 2250),
+        "respond_alternates": _stage(88.0, n_alt, n_alt, 0, n_alt, 30000, 4000),
+        "features": _stage(4.4, len(mct_rows), len(mct_rows), 0, len(mct_rows)),
+        "train": _stage(2.9, 5, 5, 0, 5),
+        "score": _stage(0.012, len(info.mct_runs), len(info.mct_runs), 0, len(info.mct_runs)),
+        "judge": _stage(61.0, len(info.mct_runs), len(info.mct_runs) - 1, 1, len(info.mct_runs), 26291, 2089),
     }
     if not with_verifier:
         stages = {k: v for k, v in stages.items() if k not in ("features", "train", "score", "judge")}
@@ -315,6 +317,12 @@ def populate(
     }  # fmt: skip
     store.finish_pipeline_run(pipeline_run_id, "completed", stages, summary)
     return info
+
+
+def _stage(seconds: float, planned: int, done: int, failed: int, written: int, pt: int = 0, ct: int = 0) -> dict:
+    """A stage record shaped like magv.stages.StageReport.as_dict()."""
+    return {"planned": planned, "done": done, "failed": failed, "written": written, "prompt_tokens": pt,
+            "completion_tokens": ct, "seconds": seconds, "errors": ["reply is not a JSON list"] if failed else []}  # fmt: skip
 
 
 def _slots(rng: random.Random, s_index: int) -> dict[str, Any]:
@@ -360,7 +368,11 @@ def _respond(rng: random.Random, q: Question, run_index: int, quality: float) ->
         for call in planned:
             if rng.random() < 0.08:
                 steps.append(Step(kind="invalid", raw='{"tool": "list_orders", "arguments": {"customer', latency_s=0.4))
-            error = "order not found" if "order_id" in call.arguments and rng.random() < 0.12 else None
+            error = None
+            if "order_id" in call.arguments and rng.random() < 0.15:
+                error = f"order {call.arguments['order_id']} not found"
+            elif "email" in call.arguments and rng.random() < 0.06:
+                error = "no customer with that email"
             result = None if error else {"ok": True, "rows": rng.randint(1, 4), "tool": call.name}
             steps.append(Step(call=call, result=result, error=error, latency_s=round(rng.uniform(0.01, 0.2), 3)))
         if rng.random() < 0.05:

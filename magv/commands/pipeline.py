@@ -126,13 +126,14 @@ def generate(
         None, "--per-target", "-n", min=1, max=100, help="Questions per seed trajectory (N)."
     ),
     questions: int = typer.Option(None, "--questions", "-q", min=1, help="Questions kept by selection."),
+    targets: int = typer.Option(None, "--targets", min=1, help="Seed trajectories to use (default: all)."),
     runner: str = RunnerOpt,
     wait: bool = WaitOpt,
     as_json: bool = JsonOption,
 ) -> None:
     """Generate questions with the investigator and select a diverse, balanced subset."""
     cfg = _cfg(ctx, domain=domain, **{"pipeline.questions_per_target": per_target, "pipeline.questions": questions,
-                                      "pipeline.runner": runner})  # fmt: skip
+                                      "pipeline.max_targets": targets, "pipeline.runner": runner})  # fmt: skip
     result = run_flow("generate", cfg, as_json, wait)
     _print_summary(result, as_json)
     _check_failures(result)
@@ -197,6 +198,7 @@ def run(
     """
     cfg = _cfg(ctx, domain=domain, **{
         "pipeline.questions": questions, "pipeline.questions_per_target": per_target, "pipeline.runs": runs,
+        "pipeline.max_targets": targets,
         "pipeline.alternates": alternates, "pipeline.alternate_runs": alternate_runs, "pipeline.runner": runner,
     })  # fmt: skip
     result = run_flow("pipeline", cfg, as_json, wait, verify=verify)

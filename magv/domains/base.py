@@ -126,7 +126,9 @@ class Domain:
         except (BadInput, RunFailed):
             raise
         except Exception as exc:
-            raise RunFailed(f"domain {self.name}: building {path} failed: {type(exc).__name__}: {exc}") from exc
+            raise RunFailed(
+                f"domain {self.name}: building {path} failed: {type(exc).__name__}: {exc}"
+            ) from exc
         finally:
             for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
                 leftover.unlink(missing_ok=True)

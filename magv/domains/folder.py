@@ -44,7 +44,9 @@ def load_toml_domain(folder: Path) -> Domain:
         raise BadInput(f"{path}: cannot read: {exc}") from None
     unknown = sorted(set(config) - _TOP_KEYS)
     if unknown:
-        raise BadInput(f"{path}: unknown key(s) {', '.join(unknown)}; expected {', '.join(sorted(_TOP_KEYS))}")
+        raise BadInput(
+            f"{path}: unknown key(s) {', '.join(unknown)}; expected {', '.join(sorted(_TOP_KEYS))}"
+        )
     seeds = folder / str(config.get("seeds", "seeds.jsonl"))
     data = config.get("data", {})
     if not isinstance(data, dict) or set(data) - {"csv", "sql"}:
@@ -102,7 +104,9 @@ def _sql_tool(cfg: Any, where: str) -> Tool:
         raise BadInput(f"{where}: expected a table")
     unknown = sorted(set(cfg) - _TOOL_KEYS)
     if unknown:
-        raise BadInput(f"{where}: unknown key(s) {', '.join(unknown)}; expected {', '.join(sorted(_TOOL_KEYS))}")
+        raise BadInput(
+            f"{where}: unknown key(s) {', '.join(unknown)}; expected {', '.join(sorted(_TOOL_KEYS))}"
+        )
     missing = [k for k in ("name", "description", "sql") if not isinstance(cfg.get(k), str) or not cfg[k]]
     if missing:
         raise BadInput(f"{where}: missing {', '.join(missing)}")
@@ -157,7 +161,9 @@ def _csv_generator(files: list[Path], script: Path | None):
             if not _IDENT.match(f.stem):
                 raise BadInput(f"{f}: a CSV file name must be a table name (letters, digits, _)")
             try:
-                db.execute(f"CREATE TABLE {f.stem} AS SELECT * FROM read_csv($path, header = true)", {"path": str(f)})
+                db.execute(
+                    f"CREATE TABLE {f.stem} AS SELECT * FROM read_csv($path, header = true)", {"path": str(f)}
+                )
             except duckdb.Error as exc:
                 raise BadInput(f"{f}: cannot load as CSV: {str(exc).splitlines()[0]}") from None
         if script is not None:

@@ -36,7 +36,9 @@ def load_domain(spec: str) -> Domain:
     if path.is_dir():
         return load_folder(path)
     if ("/" in spec or "\\" in spec) or not _MODULE.match(spec):
-        raise BadInput(f"domain {spec!r}: no such folder, and not a built-in ({', '.join(BUILTINS)}) or module name")
+        raise BadInput(
+            f"domain {spec!r}: no such folder, and not a built-in ({', '.join(BUILTINS)}) or module name"
+        )
     return _from_module(_import(spec), spec, None)
 
 
@@ -96,7 +98,9 @@ def _from_module(module: ModuleType, where: str, folder: Path | None) -> Domain:
     else:
         domain = _from_parts(module, where, here)
     if not isinstance(domain, Domain):
-        raise BadInput(f"{where}: DOMAIN / get_domain() must give a magv.domains.Domain, got {type(domain).__name__}")
+        raise BadInput(
+            f"{where}: DOMAIN / get_domain() must give a magv.domains.Domain, got {type(domain).__name__}"
+        )
     if not domain.seeds_path.is_file():
         raise BadInput(f"{where}: domain {domain.name}: missing: seed file {domain.seeds_path}")
     return domain

@@ -77,7 +77,9 @@ class SandboxPool:
 
     def _load(self) -> tuple[list[str], list[str]]:
         if not self.database.is_file():
-            raise BadInput(f"domain {self.domain.name}: database {self.database} not found (run `magv domain build`)")
+            raise BadInput(
+                f"domain {self.domain.name}: database {self.database} not found (run `magv domain build`)"
+            )
         con = self._connection()
         literal = str(self.database).replace("'", "''")
         try:
@@ -100,7 +102,9 @@ class SandboxPool:
             ).fetchall()
         ]
         for name in names:
-            con.execute(f"CREATE TABLE main.{_quote(name)} AS SELECT * FROM domain_source.main.{_quote(name)}")
+            con.execute(
+                f"CREATE TABLE main.{_quote(name)} AS SELECT * FROM domain_source.main.{_quote(name)}"
+            )
         con.execute("DETACH domain_source")
         for sql in views:
             con.execute(sql)
@@ -126,6 +130,16 @@ class SandboxPool:
         """Execute a whole trajectory in one session (gold trajectories, checks)."""
         with self.session() as sandbox:
             return [sandbox.execute(c) for c in calls]
+
+    def table_counts(self) -> dict[str, int]:
+        with self._lock:
+            cursor = self._connection().cursor()
+        try:
+            return {
+                n: cursor.execute(f"SELECT count(*) FROM main.{_quote(n)}").fetchone()[0] for n in self.tables
+            }
+        finally:
+            cursor.close()
 
     def checksum(self) -> str:
         """Content hash of every shared table: row count and an order-independent sum of row hashes."""
@@ -184,7 +198,10 @@ class Sandbox:
             raise _Failure("unknown_tool", f"there is no tool named {call.name!r}; available tools: {names}")
         size = len(canonical_json(call.arguments))
         if size > MAX_ARGUMENT_CHARS:
-            raise _Failure("invalid_arguments", f"{call.name}: arguments are {size} characters; at most {MAX_ARGUMENT_CHARS}")
+            raise _Failure(
+                "invalid_arguments",
+                f"{call.name}: arguments are {size} characters; at most {MAX_ARGUMENT_CHARS}",
+            )
         problem = argument_errors(tool.spec, call.arguments)
         if problem is not None:
             raise _Failure("invalid_arguments", f"{call.name}: {problem}")
@@ -211,7 +228,9 @@ class Sandbox:
             worker.join(STOP_GRACE_S)
             if worker.is_alive():
                 self._stuck = worker
-            raise _Failure("timeout", f"{tool.name} did not finish within {self.pool.tool_timeout_s:g} s and was stopped")
+            raise _Failure(
+                "timeout", f"{tool.name} did not finish within {self.pool.tool_timeout_s:g} s and was stopped"
+            )
         if "error" in outcome:
             exc = outcome["error"]
             if isinstance(exc, ToolError):
@@ -268,7 +287,11 @@ def bound(result: Any) -> Any:
         if len(json.dumps(value, ensure_ascii=False)) <= MAX_RESULT_CHARS:
             return value
     text = json.dumps(value, ensure_ascii=False)
-    return {"truncated": True, "note": f"result was {len(text)} characters; showing the start", "preview": text[:MAX_RESULT_CHARS]}
+    return {
+        "truncated": True,
+        "note": f"result was {len(text)} characters; showing the start",
+        "preview": text[:MAX_RESULT_CHARS],
+    }
 
 
 def _shrink(value: Any, limit: int) -> Any:

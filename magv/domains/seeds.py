@@ -57,7 +57,9 @@ def _parse_line(line: bytes, where: str, domain: str, number: int, tools: Mappin
         raise BadInput(f"{where}: expected a JSON object with 'question' and 'trajectory'")
     unknown = sorted(set(data) - _FIELDS)
     if unknown:
-        raise BadInput(f"{where}: unknown field(s) {', '.join(unknown)}; expected {', '.join(sorted(_FIELDS))}")
+        raise BadInput(
+            f"{where}: unknown field(s) {', '.join(unknown)}; expected {', '.join(sorted(_FIELDS))}"
+        )
     question = data.get("question")
     if not isinstance(question, str) or not question.strip():
         raise BadInput(f"{where}: 'question' must be a non-empty string")

@@ -94,5 +94,18 @@ def argument_errors(spec: ToolSpec, arguments: Mapping[str, Any]) -> str | None:
     error = jsonschema.exceptions.best_match(validator(spec).iter_errors(dict(arguments)))
     if error is None:
         return None
+    message = error.message
+    shown = repr(error.instance)
+    if len(shown) > 80:
+        # Echoing a huge value back would fill the model's context; keep the reason readable.
+        instance = error.instance
+        size = (
+            f"{len(instance)} characters"
+            if isinstance(instance, str)
+            else f"{len(instance)} items"
+            if isinstance(instance, list | dict)
+            else "long value"
+        )
+        message = message.replace(shown, f"{shown[:40]}…({size})")
     where = "/".join(str(p) for p in error.absolute_path)
-    return f"{where}: {error.message}" if where else error.message
+    return f"{where}: {message}" if where else message

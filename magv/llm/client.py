@@ -9,7 +9,6 @@ does not stop a pipeline. Only misconfiguration (no endpoint for a role) raises.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import random
 import time
@@ -22,7 +21,7 @@ import openai
 
 from magv.config import Settings
 from magv.errors import BadInput
-from magv.llm.endpoints import Endpoint, llama_cpp_format
+from magv.llm.endpoints import Dispatcher, Endpoint, llama_cpp_format
 from magv.models import LLMCall, ToolCall, ToolSpec, make_id
 
 
@@ -78,14 +77,13 @@ class LLMClient:
         self.settings = settings
         self.recorder = recorder
         self._override = endpoints
-        # The HTTP pools and semaphores belong to an event loop; a client used from several
-        # loops (one asyncio.run per stage) gets fresh ones in each.
-        self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Endpoint]] = (
+        # HTTP pools and waiting requests belong to an event loop; a client used from several
+        # loops (one asyncio.run per stage) gets a fresh dispatcher in each.
+        self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Dispatcher] = (
             weakref.WeakKeyDictionary()
         )
         # Servers that only understand llama-cpp-python's response_format dialect, learnt per URL.
         self._llama_dialect: set[str] = set()
-        self._ticket = itertools.count()
         self._rng = random.Random()
 
     # -- endpoints -------------------------------------------------------------------------------
@@ -105,23 +103,13 @@ class LLMClient:
             )
         return list(urls)
 
-    def _endpoint(self, url: str) -> Endpoint:
+    def _dispatcher(self) -> Dispatcher:
         loop = asyncio.get_running_loop()
-        pool = self._per_loop.get(loop)
-        if pool is None:
-            pool = self._per_loop[loop] = {}
-        ep = pool.get(url)
-        if ep is None:
+        dispatcher = self._per_loop.get(loop)
+        if dispatcher is None:
             llm = self.settings.llm
-            ep = pool[url] = Endpoint(url, llm.concurrency_per_endpoint, llm.api_key)
-        return ep
-
-    def _pick(self, urls: list[str]) -> Endpoint:
-        """Least outstanding requests (queued + in flight); ties go to the least recently picked."""
-        best = min((self._endpoint(u) for u in urls), key=lambda e: (e.outstanding, e.ticket))
-        best.outstanding += 1
-        best.ticket = next(self._ticket)
-        return best
+            dispatcher = self._per_loop[loop] = Dispatcher(llm.concurrency_per_endpoint, llm.api_key)
+        return dispatcher
 
     # -- the call --------------------------------------------------------------------------------
 
@@ -166,22 +154,21 @@ class LLMClient:
         failure: _Failure | None = None
         data: dict[str, Any] | None = None
         url = urls[0]
+        group = tuple(urls)
+        dispatcher = self._dispatcher()
         for attempt in range(attempts):
-            ep = self._pick(urls)
+            ep = await dispatcher.acquire(group)  # retries may land on another endpoint
             url = ep.url
+            t0 = time.perf_counter()
             try:
-                async with ep.slots:
-                    t0 = time.perf_counter()
-                    try:
-                        data = await self._send(ep, body, cfg["timeout_s"])
-                    finally:
-                        latency += time.perf_counter() - t0
+                data = await self._send(ep, body, cfg["timeout_s"])
                 failure = None
                 break
             except _Failure as exc:
                 failure = exc
             finally:
-                ep.outstanding -= 1
+                latency += time.perf_counter() - t0
+                dispatcher.release(ep)
             if not failure.retryable or attempt == attempts - 1:
                 break
             await asyncio.sleep(self._backoff(attempt, failure.retry_after))
@@ -211,18 +198,18 @@ class LLMClient:
         if ep.url in self._llama_dialect and rf is not None:
             body = {**body, "response_format": llama_cpp_format(rf)}
         try:
-            raw = await ep.api.chat.completions.with_raw_response.create(**body, timeout=timeout_s)
+            raw = await ep.post_chat(body, timeout_s)
         except openai.APITimeoutError:
             raise _Failure(f"timeout after {timeout_s:g}s at {ep.url}", retryable=True) from None
         except openai.APIConnectionError as exc:
             raise _Failure(f"connection error at {ep.url}: {exc.__cause__ or exc}", retryable=True) from None
         except openai.APIStatusError as exc:
             status = exc.status_code
-            if status in (400, 422) and rf is not None and rf.get("type") == "json_schema" and (
+            if rf is not None and rf.get("type") == "json_schema" and (
                 ep.url not in self._llama_dialect and "response_format" in str(exc.body)
             ):
-                # llama-cpp-python's server rejects the OpenAI json_schema form but constrains
-                # decoding with {"type": "json_object", "schema": ...}; remember and resend.
+                # llama-cpp-python's server rejects the OpenAI json_schema form (with a 500) but
+                # constrains decoding with {"type": "json_object", "schema": ...}; remember, resend.
                 self._llama_dialect.add(ep.url)
                 return await self._send(ep, body, timeout_s)
             retry_after = _retry_after(exc.response.headers.get("retry-after")) if status == 429 else None
@@ -249,13 +236,11 @@ class LLMClient:
         return delay
 
     async def aclose(self) -> None:
-        loop = asyncio.get_running_loop()
-        pools = list(self._per_loop.items())
+        # Pools of other (finished) loops cannot be closed from here; dropping them is enough.
+        dispatcher = self._per_loop.get(asyncio.get_running_loop())
         self._per_loop.clear()
-        for owner, pool in pools:
-            if owner is loop:
-                for ep in pool.values():
-                    await ep.aclose()
+        if dispatcher is not None:
+            await dispatcher.aclose()
 
     async def __aenter__(self) -> LLMClient:
         return self

@@ -19,6 +19,9 @@ from magv.errors import BadInput
 from magv.models import LABEL_TRUST, canonical_json, utcnow
 from magv.store import Store
 
+# pipeline order; stages JSON comes back with sorted keys
+STAGE_ORDER = ("generate", "select", "respond", "reverse", "respond_alternates", "features", "label", "train",
+               "score", "judge")  # fmt: skip
 BASE = "base"
 ALTERNATE = "alternate"
 
@@ -131,7 +134,9 @@ def _summary(scope: Scope, questions, runs, labels, data: ReportData) -> dict[st
     if run is None:
         data.metrics["missing"].append("run summary: no pipeline run recorded (stages were run one by one)")
     else:
-        stages = {k: v for k, v in _loads(run["stages"], {}).items() if isinstance(v, dict)}
+        raw = {k: v for k, v in _loads(run["stages"], {}).items() if isinstance(v, dict)}
+        rank = {name: i for i, name in enumerate(STAGE_ORDER)}
+        stages = dict(sorted(raw.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0])))
         summary = _loads(run["summary"], {})
     calls = scope.rows("llm_calls", ["role", "model", "prompt_tokens", "completion_tokens", "latency_s",
                                      "retries", "error"])  # fmt: skip

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import networkx as nx
 import numpy as np
-from rapidfuzz.distance import Levenshtein, LCSseq
+from rapidfuzz.distance import LCSseq, Levenshtein
 
 from magv.models import Features, Question, Run, Trajectory
 
@@ -60,6 +60,19 @@ class SupportsEmbed(Protocol):
     def embed(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
+class LazyEmbedder:
+    """Builds the real embedder on first use: rows without alternates never load a model."""
+
+    def __init__(self, factory: Callable[[], SupportsEmbed]):
+        self._factory = factory
+        self._embedder: SupportsEmbed | None = None
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        if self._embedder is None:
+            self._embedder = self._factory()
+        return self._embedder.embed(texts)
+
+
 # -- pure pair functions -------------------------------------------------------------------------
 
 
@@ -81,7 +94,9 @@ def name_edit_distance(a: Trajectory, b: Trajectory) -> float:
 
 def call_edit_distance(a: Trajectory, b: Trajectory) -> float:
     """Like EDIT, but a call only matches a call with the same canonical arguments."""
-    return float(Levenshtein.normalized_distance([c.canonical() for c in a.calls], [c.canonical() for c in b.calls]))
+    return float(
+        Levenshtein.normalized_distance([c.canonical() for c in a.calls], [c.canonical() for c in b.calls])
+    )
 
 
 def lcs_ratio(a: Trajectory, b: Trajectory) -> float:
@@ -231,7 +246,7 @@ def cosine(u: np.ndarray, v: np.ndarray) -> float:
     nu, nv = float(np.linalg.norm(u)), float(np.linalg.norm(v))
     if nu == 0.0 or nv == 0.0:
         return 0.0
-    return float(np.dot(u, v) / (nu * nv))
+    return float(np.clip(np.dot(u, v) / (nu * nv), -1.0, 1.0))
 
 
 # -- one verified trajectory ---------------------------------------------------------------------

@@ -19,7 +19,9 @@ MatchMode = Literal["strict", "unordered", "subset", "superset"]
 MATCH_MODES: tuple[str, ...] = ("strict", "unordered", "subset", "superset")
 
 
-def match(predicted: Sequence[ToolCall], gold: Sequence[ToolCall], mode: str = "strict", arguments: bool = False) -> bool:
+def match(
+    predicted: Sequence[ToolCall], gold: Sequence[ToolCall], mode: str = "strict", arguments: bool = False
+) -> bool:
     """Whether a trajectory's calls satisfy the gold calls.
 
     strict: the same calls in the same order; unordered: the same calls as a multiset;
@@ -87,7 +89,9 @@ def read_label_file(store: Any, path: Path) -> list[Label]:
                 raise BadInput(f"{where}: question_id {obj['question_id']!r} has no most common trajectory")
         else:
             raise BadInput(f'{where}: expected "run_id" or "question_id" (a string)')
-        labels.append(Label(run_id=run_id, source="import", correct=obj["correct"], detail=f"file:{path.name}:{n}"))
+        labels.append(
+            Label(run_id=run_id, source="import", correct=obj["correct"], detail=f"file:{path.name}:{n}")
+        )
     if not labels:
         raise BadInput(f"{path}: no labels in the file")
     return labels
@@ -150,6 +154,8 @@ def annotate(
             counts["skipped"] += 1
             continue
         correct = key == "c"
-        store.add_labels([Label(run_id=item.run.id, source="human", correct=correct, detail=f"annotate:{annotator}")])
+        store.add_labels(
+            [Label(run_id=item.run.id, source="human", correct=correct, detail=f"annotate:{annotator}")]
+        )
         counts["correct" if correct else "incorrect"] += 1
     return counts

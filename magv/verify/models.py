@@ -88,7 +88,9 @@ class Verifier:
                 n_estimators=200, class_weight="balanced", n_jobs=1, random_state=self.seed
             )
         if self.name == "knn":
-            return make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=min(5, n), weights="distance"))
+            return make_pipeline(
+                StandardScaler(), KNeighborsClassifier(n_neighbors=min(5, n), weights="distance")
+            )
         return XGBClassifier(
             n_estimators=200, max_depth=3, learning_rate=0.1, n_jobs=1, random_state=self.seed,
             eval_metric="logloss", verbosity=0,
@@ -113,13 +115,15 @@ class Verifier:
                 est.fit(X, y)
             self.estimator_ = self.model_ = est
             self.calibrated_ = self.name == "svm"
-            if calibrate and self.name != "svm" and len(y) >= MIN_CALIBRATION_ROWS:
-                if _min_class(y) >= MIN_CALIBRATION_CLASS:
-                    cv = _calibration_splits(y, groups, self.seed)
-                    if cv is not None:
-                        cal = CalibratedClassifierCV(self._new(y), method="sigmoid", cv=cv)
-                        self.model_ = cal.fit(X, y)
-                        self.calibrated_ = True
+            enough = len(y) >= MIN_CALIBRATION_ROWS and _min_class(y) >= MIN_CALIBRATION_CLASS
+            cv = (
+                _calibration_splits(y, groups, self.seed)
+                if calibrate and enough and self.name != "svm"
+                else None
+            )
+            if cv is not None:
+                self.model_ = CalibratedClassifierCV(self._new(y), method="sigmoid", cv=cv).fit(X, y)
+                self.calibrated_ = True
             if self.contribution_method == "linear_surrogate":
                 self.surrogate_ = _fit_surrogate(X, self._raw_proba(X))
         return self
@@ -190,7 +194,9 @@ def _calibration_splits(y: np.ndarray, groups: np.ndarray | None, seed: int) -> 
 def check_trainable(y: np.ndarray, groups: np.ndarray) -> None:
     n = len(y)
     if n == 0:
-        raise RunFailed("no labelled trajectories with features: run `magv verify features` and `magv verify label`")
+        raise RunFailed(
+            "no labelled trajectories with features: run `magv verify features` and `magv verify label`"
+        )
     positives = int(np.sum(y == 1))
     if positives in (0, n):
         which = "correct" if positives == n else "incorrect"
@@ -205,7 +211,9 @@ def check_trainable(y: np.ndarray, groups: np.ndarray) -> None:
         )
 
 
-def grouped_splits(y: np.ndarray, groups: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def grouped_splits(
+    y: np.ndarray, groups: np.ndarray, folds: int, seed: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Stratified group k-fold: a group (seed family / question) is never on both sides. With fewer
     groups than folds, one fold per group."""
     y, groups = np.asarray(y), np.asarray(groups)
@@ -265,7 +273,9 @@ def best_model(results: dict[str, dict[str, Any]], select_by: str = "roc_auc") -
 # -- files -----------------------------------------------------------------------------------
 
 
-def save_model(path: Path, verifier: Verifier, features: Sequence[str], feature_version: str, **meta: Any) -> Path:
+def save_model(
+    path: Path, verifier: Verifier, features: Sequence[str], feature_version: str, **meta: Any
+) -> Path:
     """A skops file holding the verifier, its feature list (column order) and feature version."""
     path.parent.mkdir(parents=True, exist_ok=True)
     bundle = {"verifier": verifier, "features": list(features), "feature_version": feature_version, **meta}

@@ -19,8 +19,15 @@ import numpy as np
 from magv.config import Settings
 from magv.errors import BadInput, RunFailed
 from magv.models import make_id
-from magv.verify.features import FEATURE_VERSION
-from magv.verify.models import MODEL_NAMES, Verifier, best_model, cross_validate_models, load_model, save_model
+from magv.verify.features import FEATURE_NAMES, FEATURE_VERSION
+from magv.verify.models import (
+    MODEL_NAMES,
+    Verifier,
+    best_model,
+    cross_validate_models,
+    load_model,
+    save_model,
+)
 
 
 @dataclass
@@ -59,33 +66,30 @@ class ScoreResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def feature_matrix(rows: Sequence[Any], names: Sequence[str] | None = None) -> tuple[np.ndarray, list[str]]:
-    """Rows of Features -> (X, column names). Without `names`, the columns of the first row."""
-    if not rows:
-        return np.zeros((0, len(names or []))), list(names or [])
-    cols = list(names) if names is not None else list(rows[0].values)
-    X = np.empty((len(rows), len(cols)), dtype=np.float64)
-    for i, f in enumerate(rows):
-        try:
-            X[i] = [f.values[c] for c in cols]
-        except KeyError as exc:
-            raise RunFailed(
-                f"features of run {f.run_id} (version {f.version}) lack {exc.args[0]!r}; "
-                "recompute them with `magv verify features --replace`"
-            ) from None
-    return X, cols
+def checked_matrix(store: Any, version: str, names: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """(run_ids, X) of every feature row of a version; a row that lacks a feature is an error."""
+    run_ids, X = store.feature_matrix(version, names)
+    bad = np.isnan(X)
+    if bad.any():
+        i, j = map(int, np.argwhere(bad)[0])
+        raise RunFailed(
+            f"features of run {run_ids[i]} (version {version}) lack {names[j]!r}; "
+            "recompute them with `magv verify features --replace`"
+        )
+    return run_ids, X
 
 
 def training_data(store: Any, version: str = FEATURE_VERSION) -> TrainingData:
     """Feature rows that have an effective label, with the CV group of their question."""
     labels = store.effective_labels()
-    rows = [f for f in store.features(version) if f.run_id in labels]
-    info = store.run_questions([f.run_id for f in rows])
-    rows = [f for f in rows if f.run_id in info]
-    X, cols = feature_matrix(rows)
-    y = np.array([int(labels[f.run_id].correct) for f in rows], dtype=np.int64)
-    groups = np.array([info[f.run_id]["group_id"] or info[f.run_id]["question_id"] for f in rows])
-    return TrainingData([f.run_id for f in rows], X, y, groups, cols)
+    names = list(FEATURE_NAMES)
+    run_ids, X = checked_matrix(store, version, names)
+    info = store.run_questions([r for r in run_ids if r in labels])
+    keep = [i for i, r in enumerate(run_ids) if r in labels and r in info]
+    run_ids = [run_ids[i] for i in keep]
+    y = np.array([int(labels[r].correct) for r in run_ids], dtype=np.int64)
+    groups = np.array([info[r]["group_id"] or info[r]["question_id"] for r in run_ids])
+    return TrainingData(run_ids, X[keep], y, groups, names)
 
 
 def train(
@@ -133,7 +137,12 @@ def load_registered(store: Any, model_id: str | None = None) -> tuple[dict[str, 
 
 
 def score(
-    store: Any, settings: Settings, *, model_id: str | None = None, threshold: float | None = None, top: int = 5
+    store: Any,
+    settings: Settings,
+    *,
+    model_id: str | None = None,
+    threshold: float | None = None,
+    top: int = 5,
 ) -> ScoreResult:
     """Predict every trajectory with features of the model's feature version."""
     t0 = time.perf_counter()
@@ -141,18 +150,17 @@ def score(
     verifier: Verifier = bundle["verifier"]
     names: list[str] = bundle["features"]
     threshold = settings.verify.threshold if threshold is None else threshold
-    rows = store.features(bundle["feature_version"])
+    run_ids, X = checked_matrix(store, bundle["feature_version"], names)
     t1 = time.perf_counter()
-    X, _ = feature_matrix(rows, names)
     proba = verifier.predict_proba(X)
     verdicts = proba >= threshold
     contributions = top_contributions(verifier.contributions(X), names, top)
     t2 = time.perf_counter()
-    store.bulk_add_predictions(row["id"], threshold, [f.run_id for f in rows], proba.tolist(),
+    store.bulk_add_predictions(row["id"], threshold, run_ids, proba.tolist(),
                                verdicts.tolist(), contributions)  # fmt: skip
     t3 = time.perf_counter()
     return ScoreResult(
-        model_id=row["id"], model_name=row["name"], n=len(rows), n_correct=int(verdicts.sum()),
+        model_id=row["id"], model_name=row["name"], n=len(run_ids), n_correct=int(verdicts.sum()),
         threshold=threshold, seconds={"load": t1 - t0, "predict": t2 - t1, "write": t3 - t2},
     )  # fmt: skip
 

@@ -1,0 +1,128 @@
+"""`magv llm calls|stats` (the call log) and `magv serve llama|vllm` (model servers)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from magv.commands.common import JsonOption, console, emit_json, open_store, settings, table
+
+llm_app = typer.Typer(help="The LLM call log: every model call with tokens, latency and errors.",
+                      no_args_is_help=True)  # fmt: skip
+serve_app = typer.Typer(help="Run a model server in the foreground (Ctrl-C stops it).", no_args_is_help=True)
+
+_CALL_COLUMNS = ["created_at", "role", "model", "template", "prompt_tokens", "completion_tokens",
+                 "latency_s", "retries", "error"]  # fmt: skip
+
+
+def _decoded(row: dict[str, Any]) -> dict[str, Any]:
+    out = dict(row)
+    for key in ("request", "response"):
+        if isinstance(out.get(key), str):
+            out[key] = json.loads(out[key])
+    return out
+
+
+@llm_app.command("calls")
+def llm_calls(
+    ctx: typer.Context,
+    role: str = typer.Option(None, "--role", "-r", help="Only this agent role."),
+    limit: int = typer.Option(20, "--limit", "-n", min=1, help="Newest N calls."),
+    as_json: bool = JsonOption,
+) -> None:
+    """List logged model calls, newest first (--json includes request and response)."""
+    cfg = settings(ctx)
+    with open_store(cfg, read_only=cfg.database.exists()) as store:
+        rows = store.llm_calls(role=role, limit=limit)
+    if as_json:
+        emit_json([_decoded(r) for r in rows])
+        return
+    shown = [{**r, "error": (r["error"] or "")[:60] or None} for r in rows]
+    table(f"LLM calls ({len(rows)} newest)", shown, _CALL_COLUMNS)
+
+
+@llm_app.command("stats")
+def llm_stats(ctx: typer.Context, as_json: bool = JsonOption) -> None:
+    """Calls, tokens, latency, retries and errors per role and model."""
+    cfg = settings(ctx)
+    with open_store(cfg, read_only=cfg.database.exists()) as store:
+        rows = store.llm_stats()
+    if as_json:
+        emit_json(rows)
+        return
+    table("LLM calls per role and model", rows)
+
+
+@serve_app.command("llama")
+def serve_llama(
+    ctx: typer.Context,
+    port: int = typer.Option(None, "--port", help="Port on 127.0.0.1 (default: llama.port)."),
+    gguf: Path = typer.Option(None, "--gguf", help="A GGUF model file (default: the gemma-3-270m package)."),
+) -> None:
+    """Serve the embedded model with llama.cpp's OpenAI-compatible server."""
+    from magv.llm.servers import LlamaServer
+
+    cfg = settings(ctx)
+    server = LlamaServer(cfg, gguf=gguf, port=port)
+    console.print(f"starting llama.cpp server on {server.url} (log: {server.log_path})")
+    _serve_foreground(server)
+
+
+@serve_app.command("vllm")
+def serve_vllm(
+    ctx: typer.Context,
+    model: str = typer.Option(None, "--model", "-m", help="Model name or path (default: vllm.model)."),
+    port: int = typer.Option(None, "--port", help="Port (default: vllm.port)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Listen address; 0.0.0.0 to serve other hosts."),
+    tool_call_parser: str = typer.Option(None, "--tool-call-parser", help="vLLM tool parser (hermes, llama3_json, mistral, …)."),
+    max_model_len: int = typer.Option(None, "--max-model-len", min=256),
+    gpu_memory_utilization: float = typer.Option(None, "--gpu-memory-utilization", min=0.05, max=1.0),
+    tensor_parallel_size: int = typer.Option(None, "--tensor-parallel-size", min=1),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the vllm command and exit."),
+    extra: list[str] = typer.Argument(None, help="More `vllm serve` arguments, after `--`."),
+) -> None:
+    """Serve a model with vLLM, tool calling enabled (needs the gpu extra: pip install 'magv\\[gpu]')."""
+    from magv.llm.servers import VLLMServer
+
+    cfg = settings(
+        ctx, **{"vllm.model": model, "vllm.port": port, "vllm.tool_call_parser": tool_call_parser,
+                "vllm.max_model_len": max_model_len, "vllm.gpu_memory_utilization": gpu_memory_utilization,
+                "vllm.tensor_parallel_size": tensor_parallel_size},
+    )  # fmt: skip
+    server = VLLMServer(cfg, host=host, extra_args=list(extra or []))
+    if dry_run:
+        console.print(" ".join(server.command()), markup=False, highlight=False, soft_wrap=True)
+        return
+    console.print(f"starting vLLM on {server.url} (log: {server.log_path}); first start downloads and compiles")
+    _serve_foreground(server)
+
+
+def _serve_foreground(server: Any) -> None:
+    server.start()
+    model = getattr(server, "model", None) or server.settings.llm.model
+    if server.reused:
+        console.print(f"a server already answers on {server.url}; nothing started")
+        return
+    console.print(
+        f"ready at {server.url}. Point magv at it with\n"
+        f"  MAGV_LLM__ENDPOINTS='[\"{server.url}\"]' MAGV_LLM__MODEL='{model}'\n"
+        "Ctrl-C stops it.",
+        markup=False,
+        highlight=False,
+    )
+    try:
+        assert server.proc is not None
+        code = server.proc.wait()
+        console.print(f"server exited with code {code}")
+    except KeyboardInterrupt:
+        console.print("stopping…")
+    finally:
+        server.stop()
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(serve_app, name="serve")
+    app.add_typer(llm_app, name="llm")

@@ -1,0 +1,81 @@
+"""`magv report` and `magv export`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from magv.commands.common import JsonOption, console, emit_json, open_store, settings
+from magv.errors import BadInput
+
+DEFAULT_REPORT_DIR = Path("report")
+
+
+def report(
+    ctx: typer.Context,
+    out: Path = typer.Option(DEFAULT_REPORT_DIR, "--out", "-o", help="Directory for report.html and metrics.json."),
+    run: str = typer.Option(None, "--run", help="Only the rows of this pipeline run (its time window)."),
+    compare: tuple[str, str] | None = typer.Option(
+        None, "--compare", metavar="RUN_A RUN_B",
+        help="Two pipeline runs side by side; each a pipeline run id in this store or a path to a .duckdb file.",
+    ),  # fmt: skip
+    worst: int = typer.Option(10, "--worst", min=0, help="How many lowest-scored trajectories to show."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Write a self-contained HTML report with plots, and metrics.json beside it; print its path."""
+    cfg = settings(ctx)
+    if compare:
+        if run:
+            raise BadInput("--run and --compare cannot be combined; name both runs in --compare")
+        from magv.report.compare import write_compare
+
+        files = write_compare(compare[0], compare[1], cfg.database, out)
+        missing: list[str] = []
+    else:
+        from magv.report.html import write_report
+
+        with open_store(cfg, read_only=True) as store:
+            files = write_report(store, out, pipeline_run_id=run, worst=worst)
+        missing = files.data.metrics["missing"] if files.data else []
+    if as_json:
+        emit_json({"report": str(files.html), "metrics": str(files.metrics), "figures": files.figures,
+                   "missing": missing})  # fmt: skip
+        return
+    for note in missing:
+        console.print(f"[yellow]not in the report:[/yellow] {note}", highlight=False)
+    console.print(f"metrics: {files.metrics} · figures: {files.figures}", highlight=False)
+    typer.echo(str(files.html))
+
+
+def export(
+    ctx: typer.Context,
+    fmt: str = typer.Option("jsonl", "--format", "-f", help="jsonl (the import format), openai or parquet."),
+    out: Path = typer.Option(None, "--out", "-o", help="Output file (default: data/export/<database>.<format>)."),
+    verified_only: bool = typer.Option(
+        False, "--verified-only", help="Only runs labelled correct, or unlabelled with a positive verifier verdict."
+    ),
+    min_score: float = typer.Option(None, "--min-score", help="Only runs with a verifier probability >= P."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Export questions with their trajectories, responses, labels and scores."""
+    from magv.export import FORMATS, SUFFIX
+    from magv.export import export as run_export
+
+    if fmt not in FORMATS:
+        raise BadInput(f"--format: {fmt!r} is not one of {', '.join(FORMATS)}")
+    cfg = settings(ctx)
+    target = out or cfg.database.parent / "export" / f"{cfg.database.stem}{SUFFIX[fmt]}"
+    with open_store(cfg, read_only=True) as store:
+        result = run_export(store, fmt, target, verified_only=verified_only, min_score=min_score)
+    if as_json:
+        emit_json(result.as_dict())
+        return
+    extra = f", {result.skipped} runs without a final answer skipped" if result.skipped else ""
+    console.print(f"{result.rows} runs of {result.questions} questions exported as {fmt}{extra}", highlight=False)
+    typer.echo(str(result.path))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("report")(report)
+    app.command("export")(export)

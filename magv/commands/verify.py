@@ -1,0 +1,265 @@
+"""`magv verify features|label|train|score|judge|annotate` and `magv import trajectories`."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+import typer
+
+from magv.commands.common import JsonOption, console, emit_json, open_store, settings, table
+from magv.errors import BadInput, RunFailed
+
+verify_app = typer.Typer(help="Verify trajectories: features, labels, classical models, LLM judge.",
+                         no_args_is_help=True)  # fmt: skip
+import_app = typer.Typer(help="Bring data produced elsewhere into the database.", no_args_is_help=True)
+
+
+def _embedder(cfg):
+    from magv.verify.features import LazyEmbedder
+
+    def build():
+        try:
+            from magv.llm.embeddings import Embedder
+        except ImportError as exc:
+            raise RunFailed(f"embeddings are not available: {exc}") from None
+        return Embedder(cfg)
+
+    return LazyEmbedder(build)
+
+
+@verify_app.command("features")
+def features(
+    ctx: typer.Context,
+    alternates: bool = typer.Option(
+        True,
+        "--alternates/--no-alternates",
+        help="Compare with alternates' runs (needs embeddings); --no-alternates: counts and self-consistency only.",
+    ),  # fmt: skip
+    replace: bool = typer.Option(False, "--replace", help="Recompute rows that are already stored."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Compute the feature row of every verified trajectory (the MCT run of each question)."""
+    from magv.verify.features import FEATURE_VERSION, compute_features
+
+    cfg = settings(ctx)
+    started = time.perf_counter()
+    with open_store(cfg) as store:
+        written = compute_features(store, _embedder(cfg), alternates=alternates, replace=replace)
+        total = len(store.features(FEATURE_VERSION))
+    out = {"written": written, "rows": total, "version": FEATURE_VERSION,
+           "seconds": round(time.perf_counter() - started, 3)}  # fmt: skip
+    if as_json:
+        emit_json(out)
+    else:
+        console.print(
+            f"features v{FEATURE_VERSION}: {written} rows written, {total} stored ({out['seconds']} s)"
+        )
+
+
+@verify_app.command("label")
+def label(
+    ctx: typer.Context,
+    mode: str = typer.Option(None, "--mode", help="Gold match: strict | unordered | subset | superset."),
+    arguments: bool = typer.Option(
+        None, "--arguments/--no-arguments", help="Compare tool arguments too (default: settings)."
+    ),
+    from_file: Path = typer.Option(
+        None, "--from", help='JSONL of {"run_id" | "question_id": ..., "correct": true|false}: import labels.'
+    ),
+    as_json: bool = JsonOption,
+) -> None:
+    """Write gold labels (MCT vs target trajectory), or import labels from a file with --from."""
+    from magv.verify.labels import MATCH_MODES, gold_labels, read_label_file
+
+    cfg = settings(ctx)
+    mode = mode or cfg.verify.gold_match
+    if mode not in MATCH_MODES:
+        raise BadInput(f"--mode {mode}: expected one of {', '.join(MATCH_MODES)}")
+    arguments = cfg.verify.gold_arguments if arguments is None else arguments
+    with open_store(cfg) as store:
+        if from_file is not None:
+            labels = read_label_file(store, from_file)
+            store.add_labels(labels)
+            out = {"source": "import", "file": str(from_file)}
+        else:
+            gold_labels(store, mode, arguments)
+            labels = [lb for lb in store.labels() if lb.source == "gold"]
+            out = {"source": "gold", "mode": mode, "arguments": arguments}
+    correct = sum(lb.correct for lb in labels)
+    out.update(written=len(labels), correct=correct, incorrect=len(labels) - correct)
+    if as_json:
+        emit_json(out)
+    else:
+        console.print(f"{out['source']} labels: {out['written']} written "
+                      f"({out['correct']} correct, {out['incorrect']} incorrect)")  # fmt: skip
+
+
+@verify_app.command("train")
+def train(
+    ctx: typer.Context,
+    folds: int = typer.Option(
+        None, "--folds", min=2, max=20, help="Cross-validation folds (default: settings)."
+    ),
+    seed: int = typer.Option(None, "--seed", help="Random seed (default: pipeline.seed)."),
+    select_by: str = typer.Option("roc_auc", "--select-by", help="Metric that picks the best model."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Cross-validate the five models (grouped CV), refit, calibrate and save the best."""
+    from magv.verify.models import METRICS
+    from magv.verify.training import train as train_stage
+
+    if select_by not in METRICS:
+        raise BadInput(f"--select-by {select_by}: expected one of {', '.join(METRICS)}")
+    cfg = settings(ctx)
+    with open_store(cfg) as store:
+        result = train_stage(store, cfg, folds=folds, seed=seed, select_by=select_by)
+    summary = result.summary()
+    if as_json:
+        emit_json(summary)
+        return
+    rows = [{("model" if k == "name" else k): v for k, v in m.items()} for m in summary["models"]]
+    for r in rows:
+        r["model"] += " *" if r["model"] == result.best else ""
+    first = next(iter(result.results.values()))
+    title = (f"grouped {first['folds']}-fold CV on {result.n_rows} labelled trajectories "
+             f"({first['positives']} correct); * = best by {select_by}")  # fmt: skip
+    table(title, rows)
+    console.print(
+        f"saved {result.best} (calibrated: {result.calibrated}) as model {result.model_id}: {result.path}"
+    )
+
+
+@verify_app.command("score")
+def score(
+    ctx: typer.Context,
+    model: str = typer.Option(None, "--model", help="Verifier model id (default: the latest trained)."),
+    threshold: float = typer.Option(None, "--threshold", min=0.0, max=1.0, help="Verdict threshold."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Score every trajectory with features: probability, verdict and top feature contributions."""
+    from magv.verify.training import score as score_stage
+
+    cfg = settings(ctx)
+    with open_store(cfg) as store:
+        r = score_stage(store, cfg, model_id=model, threshold=threshold)
+    out = {"model_id": r.model_id, "model": r.model_name, "scored": r.n, "correct": r.n_correct,
+           "threshold": r.threshold, "seconds": {k: round(v, 4) for k, v in r.seconds.items()}}  # fmt: skip
+    if as_json:
+        emit_json(out)
+    else:
+        console.print(f"{r.n} trajectories scored with {r.model_name} ({r.model_id}): {r.n_correct} correct "
+                      f"at threshold {r.threshold:g}; predict {r.seconds['predict']:.3f} s")  # fmt: skip
+
+
+@verify_app.command("judge")
+def judge(
+    ctx: typer.Context,
+    limit: int = typer.Option(None, "--limit", min=1, help="Judge at most this many trajectories."),
+    as_json: bool = JsonOption,
+) -> None:
+    """The LLM-judge baseline: ask the judge model about every verified trajectory not yet judged."""
+    from magv.agents.judge import judge_many, pending_judgements
+    from magv.llm import LLMClient, managed_endpoints
+
+    cfg = settings(ctx)
+    role = cfg.llm.role("judge")
+    override = cfg.llm.roles.get("judge")
+    temperature = override.temperature if override and override.temperature is not None else 0.0
+    started = time.perf_counter()
+    with open_store(cfg) as store:
+        items = pending_judgements(store, role["model"], limit)
+        verdicts = []
+        if items:
+            with managed_endpoints(cfg) as endpoints:
+
+                async def main():
+                    async with LLMClient(cfg, recorder=store, endpoints=endpoints) as client:
+                        return await judge_many(client, items, cfg.pipeline.concurrency, temperature)
+
+                verdicts = asyncio.run(main())
+            store.add_judge_verdicts(verdicts)
+        labels = store.effective_labels()
+    scored = [v for v in verdicts if v.correct is not None and v.run_id in labels]
+    out = {
+        "model": role["model"], "judged": len(verdicts),
+        "correct": sum(v.correct is True for v in verdicts), "incorrect": sum(v.correct is False for v in verdicts),
+        "unparsed": sum(v.correct is None for v in verdicts),
+        "prompt_tokens": sum(v.prompt_tokens for v in verdicts),
+        "completion_tokens": sum(v.completion_tokens for v in verdicts),
+        "latency_s": round(sum(v.latency_s for v in verdicts), 3),
+        "accuracy_vs_labels": (sum(v.correct == labels[v.run_id].correct for v in scored) / len(scored)) if scored else None,
+        "seconds": round(time.perf_counter() - started, 3),
+    }  # fmt: skip
+    if as_json:
+        emit_json(out)
+    else:
+        table(f"LLM judge {out['model']}", [out], [k for k in out if k != "model"])
+
+
+@verify_app.command("annotate")
+def annotate(
+    ctx: typer.Context,
+    limit: int = typer.Option(None, "--limit", min=1, help="Stop after this many trajectories."),
+    annotator: str = typer.Option("human", "--annotator", help="Name stored with the labels."),
+) -> None:
+    """Label verified trajectories by hand (c/i/s/q); resumes where the last session stopped."""
+    from magv.verify.labels import KEYS, describe, pending_annotations
+    from magv.verify.labels import annotate as run_session
+
+    cfg = settings(ctx)
+
+    def ask(item, n: int, total: int) -> str | None:
+        console.rule(f"{n}/{total}  run {item.run.id}")
+        console.print(describe(item), highlight=False, markup=False)
+        while True:
+            console.print("[bold][c]orrect / [i]ncorrect / [s]kip / [q]uit:[/bold] ", end="", markup=False)
+            line = sys.stdin.readline()
+            if not line:
+                console.print()
+                return None
+            key = line.strip().lower()[:1]
+            if key in KEYS:
+                return key
+            console.print(f"unknown key {line.strip()!r}; expected c, i, s or q")
+
+    with open_store(cfg) as store:
+        items = pending_annotations(store, limit)
+        if not items:
+            console.print("nothing to annotate: every verified trajectory has a human label")
+            return
+        counts = run_session(store, items, ask, annotator)
+    console.print(f"saved {counts['correct']} correct, {counts['incorrect']} incorrect; "
+                  f"skipped {counts['skipped']}; {counts['remaining']} left for next time")  # fmt: skip
+
+
+@import_app.command("trajectories")
+def import_trajectories(
+    ctx: typer.Context,
+    file: Path = typer.Argument(..., help="JSONL: one trajectory per line (see docs/verifier.md)."),
+    domain: str = typer.Option(
+        None, "--domain", "-d", help="Domain the questions belong to (default: imported)."
+    ),
+    as_json: bool = JsonOption,
+) -> None:
+    """Import trajectories (OpenAI chat messages) from JSONL; checked whole before writing."""
+    from magv.verify.importer import DEFAULT_DOMAIN
+    from magv.verify.importer import import_trajectories as run_import
+
+    cfg = settings(ctx)
+    with open_store(cfg) as store:
+        r = run_import(store, file, domain or DEFAULT_DOMAIN)
+    out = {"file": str(file), "lines": r.lines, "questions": r.questions, "runs": r.runs, "labels": r.labels,
+           "mct": r.mct, "skipped_runs": r.skipped_runs}  # fmt: skip
+    if as_json:
+        emit_json(out)
+    else:
+        console.print(f"imported {r.runs} runs of {len(r.question_ids)} questions ({r.questions} new), "
+                      f"{r.labels} labels; {r.skipped_runs} runs were already stored")  # fmt: skip
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(verify_app, name="verify")
+    app.add_typer(import_app, name="import")

@@ -1,0 +1,211 @@
+"""Export the dataset: every run of every (non-alternate) question with its trajectory, response,
+label and verifier score, as
+
+- `jsonl`: the import format of `magv import trajectories` (one run per line, OpenAI chat messages),
+  so an export can be imported into another store;
+- `openai`: chat-format JSONL `{"messages", "tools"}` for fine-tuning or evaluating an agent;
+- `parquet`: one flat row per run for warehouses, written by DuckDB's COPY.
+
+Files are written to a temporary name and renamed, so a reader never sees half a file.
+Field by field description: docs/export.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from magv.errors import BadInput
+from magv.models import Question, Run, Trajectory
+from magv.store import Store
+from magv.verify.importer import run_to_record, trajectory_to_messages
+
+FORMATS = ("jsonl", "parquet", "openai")
+SUFFIX = {"jsonl": ".jsonl", "parquet": ".parquet", "openai": ".openai.jsonl"}
+
+PARQUET_COLUMNS = {
+    "question_id": "VARCHAR", "question": "VARCHAR", "run": "INTEGER", "run_id": "VARCHAR",
+    "domain": "VARCHAR", "origin": "VARCHAR", "group_id": "VARCHAR", "seed_id": "VARCHAR",
+    "target": "JSON", "is_mct": "BOOLEAN", "mct_share": "DOUBLE", "status": "VARCHAR",
+    "n_steps": "INTEGER", "n_tool_errors": "INTEGER", "n_invalid": "INTEGER", "tools": "VARCHAR[]",
+    "messages": "JSON", "response": "VARCHAR", "label": "BOOLEAN", "label_source": "VARCHAR",
+    "score": "DOUBLE", "verdict": "BOOLEAN", "threshold": "DOUBLE", "model_id": "VARCHAR",
+    "judge_correct": "BOOLEAN", "judge_model": "VARCHAR", "prompt_tokens": "INTEGER",
+    "completion_tokens": "INTEGER", "latency_s": "DOUBLE",
+}  # fmt: skip
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    format: str
+    rows: int
+    questions: int
+    skipped: int = 0  # openai: runs without a final answer cannot be training examples
+    model_id: str | None = None
+    tools_source: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"path": str(self.path), "format": self.format, "rows": self.rows, "questions": self.questions,
+                "skipped": self.skipped, "model_id": self.model_id, "tools_source": self.tools_source}  # fmt: skip
+
+
+@contextmanager
+def atomic_output(dest: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `dest`; on success it replaces `dest` in one rename."""
+    dest = Path(dest)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadInput(f"{dest}: cannot create directory {dest.parent}: {exc.strerror}") from None
+    if dest.is_dir():
+        raise BadInput(f"{dest}: is a directory; give a file path")
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def to_messages(question: str, trajectory: Trajectory, system: str | None = None) -> list[dict[str, Any]]:
+    """Training-ready conversation: the import format's messages without the unparseable replies
+    (a model must not learn them) and with the domain's system prompt first."""
+    clean = trajectory.model_copy(update={"steps": [s for s in trajectory.steps if s.kind == "tool" and s.call]})
+    messages = trajectory_to_messages(question, clean)
+    return ([{"role": "system", "content": system}] if system else []) + messages
+
+
+def _record(row: dict[str, Any], trajectory: Trajectory) -> dict[str, Any]:
+    """One line of the import format, built by the importer's own writer so the two cannot drift;
+    magv's verification fields are added to meta."""
+    question = Question(
+        id=row["question_id"], domain=row["domain"], text=row["question"], origin=row["origin"],
+        group_id=row["group_id"] or row["question_id"], meta=json.loads(row["question_meta"] or "{}"),
+    )  # fmt: skip
+    run = Run(id=row["run_id"], question_id=row["question_id"], run_index=row["run_index"], trajectory=trajectory,
+              prompt_tokens=row["prompt_tokens"] or 0, completion_tokens=row["completion_tokens"] or 0,
+              latency_s=row["latency_s"] or 0.0)  # fmt: skip
+    record = run_to_record(question, run, row["label"])
+    record["meta"] = {**record["meta"], **_meta(row, trajectory)}
+    return record
+
+
+def _meta(row: dict[str, Any], trajectory: Trajectory) -> dict[str, Any]:
+    return {
+        "run_id": row["run_id"], "domain": row["domain"], "origin": row["origin"], "group_id": row["group_id"],
+        "seed_id": row["seed_id"], "target": json.loads(row["target"]) if row["target"] else None,
+        "mct": bool(row["is_mct"]), "mct_share": row["mct_share"], "status": row["status"],
+        "score": row["score"], "verdict": row["verdict"], "threshold": row["threshold"],
+        "model_id": row["model_id"], "label_source": row["label_source"],
+        "judge_correct": row["judge_correct"], "judge_model": row["judge_model"],
+        "n_steps": row["n_steps"], "n_tool_errors": row["n_tool_errors"], "n_invalid": row["n_invalid"],
+        "prompt_tokens": row["prompt_tokens"], "completion_tokens": row["completion_tokens"],
+        "latency_s": row["latency_s"],
+    }  # fmt: skip
+
+
+def export(
+    store: Store,
+    fmt: str,
+    out: str | Path,
+    *,
+    verified_only: bool = False,
+    min_score: float | None = None,
+    tools: dict[str, tuple[list[dict[str, Any]], str | None]] | None = None,
+) -> ExportResult:
+    """Write the export. `tools` maps a domain to (OpenAI tool specs, system prompt) for the
+    openai format; domains not given are loaded with `domain_tools`."""
+    if fmt not in FORMATS:
+        raise BadInput(f"--format: {fmt!r} is not one of {', '.join(FORMATS)}")
+    if min_score is not None and not 0.0 <= min_score <= 1.0:
+        raise BadInput(f"--min-score: {min_score} is not a probability between 0 and 1")
+    model_id = store.scored_model_id()
+    rows = store.export_rows(model_id, verified_only=verified_only, min_score=min_score)
+    result = ExportResult(path=Path(out), format=fmt, rows=0, questions=len({r["question_id"] for r in rows}),
+                          model_id=model_id)  # fmt: skip
+    if fmt == "parquet":
+        _write_parquet(store, rows, result)
+        return result
+    tools = dict(tools or {})
+    with atomic_output(result.path) as tmp, tmp.open("w", encoding="utf-8") as fh:
+        for row in rows:
+            trajectory = Trajectory.model_validate_json(row["trajectory"])
+            if fmt == "jsonl":
+                line = _record(row, trajectory)
+            else:
+                if trajectory.response is None:
+                    result.skipped += 1
+                    continue
+                if row["domain"] not in tools:
+                    tools[row["domain"]] = domain_tools(row["domain"], result.tools_source)
+                specs, system = tools[row["domain"]]
+                line = {"messages": to_messages(row["question"], trajectory, system),
+                        "tools": _with_called(specs, trajectory)}  # fmt: skip
+            fh.write(json.dumps(line, ensure_ascii=False) + "\n")
+            result.rows += 1
+    return result
+
+
+def _write_parquet(store: Store, rows: list[dict[str, Any]], result: ExportResult) -> None:
+    with atomic_output(result.path) as tmp:
+        staging = tmp.with_name(tmp.name + ".ndjson")
+        try:
+            with staging.open("w", encoding="utf-8") as fh:
+                for row in rows:
+                    trajectory = Trajectory.model_validate_json(row["trajectory"])
+                    flat = {k: row.get(k) for k in PARQUET_COLUMNS}
+                    flat.update({
+                        "run": row["run_index"], "target": json.loads(row["target"]) if row["target"] else None,
+                        "tools": trajectory.tool_names(), "messages": trajectory_to_messages(row["question"], trajectory),
+                    })  # fmt: skip
+                    fh.write(json.dumps(flat, ensure_ascii=False, default=str) + "\n")
+            result.rows = store.write_parquet(staging, tmp, PARQUET_COLUMNS)
+        finally:
+            staging.unlink(missing_ok=True)
+
+
+def domain_tools(domain: str, sources: dict[str, str] | None = None) -> tuple[list[dict[str, Any]], str | None]:
+    """The domain's tools in OpenAI format and its system prompt. A domain that cannot be loaded
+    here (a user module not installed on this machine) gives no tools; the export then lists the
+    tools that the trajectories call, with parameters inferred from their arguments."""
+    try:
+        from magv.domains import load_domain
+
+        loaded = load_domain(domain)
+    except Exception as exc:  # any failure of a user's domain module must not stop an export
+        if sources is not None:
+            sources[domain] = f"inferred from calls (domain not loadable: {exc})"
+        return [], None
+    specs = []
+    for t in getattr(loaded, "tools", []):
+        spec = getattr(t, "spec", t)
+        specs.append({"type": "function", "function": {
+            "name": spec.name, "description": spec.description, "parameters": spec.parameters}})  # fmt: skip
+    if sources is not None:
+        sources[domain] = "domain"
+    return specs, getattr(loaded, "system_prompt", None)
+
+
+_JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", dict: "object"}
+
+
+def _with_called(specs: list[dict[str, Any]], trajectory: Trajectory) -> list[dict[str, Any]]:
+    """Every tool the conversation calls must be declared, or the example is invalid."""
+    names = {s["function"]["name"] for s in specs}
+    extra: dict[str, dict[str, Any]] = {}
+    for call in trajectory.calls:
+        if call.name in names:
+            continue
+        spec = extra.setdefault(call.name, {"type": "function", "function": {
+            "name": call.name, "description": "Not in the domain's tool list; parameters inferred from calls.",
+            "parameters": {"type": "object", "properties": {}}}})  # fmt: skip
+        props = spec["function"]["parameters"]["properties"]
+        for k, v in call.arguments.items():
+            props.setdefault(k, {"type": _JSON_TYPES.get(type(v), "string")})
+    return specs + list(extra.values())

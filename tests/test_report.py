@@ -1,0 +1,245 @@
+"""The report from a fixture store: sections, numbers known by construction, missing sections,
+the comparison of two runs, and the command."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from magv.cli import main
+from magv.report.compare import write_compare
+from magv.report.html import write_report
+from magv.report.metrics import collect, reason_kind
+from magv.store import Store
+from tests.report_fixtures import MODELS, build_report_store, populate
+
+FIGURES = {"stage_seconds", "tokens_by_role", "per_target", "embedding_map", "steps", "tool_use", "mct_share",
+           "cv_metrics", "confusion", "roc", "pr", "calibration", "importances", "scores", "verifier_vs_judge",
+           "evaluation"}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def fixture_store(tmp_path_factory):
+    path = tmp_path_factory.mktemp("report") / "magv.duckdb"
+    info = build_report_store(path)
+    return path, info
+
+
+@pytest.fixture(scope="module")
+def rendered(fixture_store, tmp_path_factory):
+    path, info = fixture_store
+    out = tmp_path_factory.mktemp("out")
+    with Store(path, read_only=True) as store:
+        files = write_report(store, out)
+    return files, json.loads(files.metrics.read_text()), files.html.read_text(), info
+
+
+def _row(html: str, attr: str) -> str:
+    match = re.search(rf"<tr[^>]*{re.escape(attr)}[^>]*>(.*?)</tr>", html, re.S)
+    assert match, f"no table row with {attr}"
+    return match.group(1)
+
+
+def _cells(row_html: str) -> list[str]:
+    return [re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", row_html, re.S)]
+
+
+def test_report_has_every_section_and_figure(rendered):
+    files, metrics, html, _ = rendered
+    for section in ("summary", "generation", "responder", "verifier", "worst", "evaluation"):
+        assert f'<section id="{section}">' in html
+    assert set(metrics["figures"]) == FIGURES
+    for name in FIGURES:
+        assert re.search(rf'id="fig-{name}"><img src="data:image/svg\+xml;base64,[A-Za-z0-9+/=]{{500,}}"', html), name
+    assert metrics["missing"] == []
+    # self-contained: nothing is fetched from anywhere
+    assert not re.search(r'(src|href)="(https?:)?//', html)
+    assert "<link" not in html and "@import" not in html and "url(" not in html
+
+
+def test_cv_table_shows_every_model_with_its_values(rendered):
+    _, metrics, html, info = rendered
+    for name in MODELS:
+        cells = _cells(_row(html, f'data-model="{name}"'))
+        expected = [f"{info.cv[name][k]:.3f}" for k in ("accuracy", "precision", "recall", "f1", "roc_auc")]
+        assert cells[1:6] == expected, name
+        assert cells[6] == str(len(info.cv[name]["oof"]["y"]))
+        stored = next(m for m in metrics["verifier"]["models"] if m["name"] == name)
+        assert stored["confusion"] == info.cv[name]["confusion"]
+        assert stored["f1"] == info.cv[name]["f1"]
+    best = max(MODELS, key=lambda m: (info.cv[m]["f1"], info.cv[m]["roc_auc"]))
+    assert 'class="best" data-model="' + best + '"' in html
+    assert metrics["verifier"]["best"]["name"] == best
+
+
+def test_generation_counts_per_target(rendered):
+    _, metrics, html, info = rendered
+    gen = metrics["generation"]
+    by_seed = {t["seed_id"]: t for t in gen["targets"]}
+    assert set(by_seed) == set(info.generated)
+    for seed_id, n in info.generated.items():
+        assert by_seed[seed_id]["generated"] == n
+        assert by_seed[seed_id]["kept"] == info.kept.get(seed_id, 0)
+        assert by_seed[seed_id]["dropped_by_reason"] == dict(info.dropped[seed_id])
+    assert by_seed["return-delivered-0"]["failed_generations"] == 1
+    total = _cells(re.findall(r"<tr>(.*?)</tr>", html.split('id="generation-table"')[1].split("</table>")[0], re.S)[-1])
+    assert total[1:4] == [str(sum(info.generated.values())), str(sum(info.kept.values())),
+                          str(sum(sum(c.values()) for c in info.dropped.values()))]  # fmt: skip
+    assert gen["clusters"] == len(info.generated)
+
+
+def test_responder_and_summary_numbers(rendered):
+    _, metrics, _, info = rendered
+    r = metrics["responder"]
+    assert r["base"]["runs"] == info.base_runs
+    assert r["alternates"]["runs"] == info.runs - info.base_runs
+    assert r["base"]["tool_calls"] + r["alternates"]["tool_calls"] == info.tool_calls
+    assert r["base"]["tool_errors"] + r["alternates"]["tool_errors"] == info.tool_errors
+    assert r["base"]["invalid_steps"] + r["alternates"]["invalid_steps"] == info.invalid_steps
+    assert sum(t["calls"] for t in r["base"]["per_tool"]) == r["base"]["tool_calls"]
+    assert r["mct"]["questions"] == len(info.mct_runs)
+    s = metrics["summary"]
+    assert s["domain"] == "retail" and s["pipeline_run"]["id"] == info.pipeline_run_id
+    assert list(s["stages"]) == list(info.stages)  # pipeline order, not alphabetical
+    assert s["stages"]["respond"]["seconds"] == info.stages["respond"]["seconds"]
+    assert s["sizes"]["base_runs"] == info.base_runs
+    assert s["failures"]["failed_generations"] == 1
+    assert {m["role"] for m in s["models"]} == {"investigator", "responder", "reverse", "judge"}
+
+
+def test_verifier_against_judge_accuracy_and_cost(rendered):
+    _, metrics, html, info = rendered
+    c = metrics["verifier"]["comparison"]
+    n = len(info.judge)
+    right = sum(1 for run, verdict in info.judge.items() if verdict is not None and verdict == info.labels[run])
+    assert c["judge"]["accuracy"] == round(right / n, 4)
+    assert c["judge"]["unparsed"] == sum(v is None for v in info.judge.values())
+    cost = c["cost_per_1000"]
+    assert cost["judge"]["tokens_per_1000"] == round(info.judge_tokens / n * 1000, 3)
+    assert cost["judge"]["seconds_per_1000"] == pytest.approx(info.judge_seconds / n * 1000, abs=1e-3)
+    assert cost["verifier_scoring"]["seconds_per_1000"] == round(info.stages["score"]["seconds"] / n * 1000, 3)
+    assert cost["verifier_scoring"]["tokens_per_1000"] == 0
+    assert cost["verifier_with_alternates"]["tokens_per_1000"] > 0
+    cells = _cells(_row(html, 'data-row="judge"'))
+    assert cells[1] == f"{right / n:.3f}"
+    assert float(cells[2].replace(",", "")) == pytest.approx(info.judge_tokens / n * 1000, abs=1e-3)
+    assert _cells(_row(html, 'data-row="verifier-scoring"'))[3] == "0.480"
+
+
+def test_worst_cases_are_the_lowest_scores_and_readable(rendered):
+    _, metrics, html, info = rendered
+    worst = metrics["worst_cases"]
+    expected = sorted(info.predictions, key=lambda r: (info.predictions[r], r))[: len(worst)]
+    assert [w["run_id"] for w in worst] == expected
+    assert len(worst) == 10
+    first = worst[0]
+    assert first["question"] and first["steps"] is not None
+    assert f'data-run="{first["run_id"]}"' in html
+    assert first["question"].replace("'", "&#39;").replace('"', "&#34;") in html
+
+
+def test_evaluation_section_from_eval_results(rendered):
+    _, metrics, html, info = rendered
+    configs = metrics["evaluation"]["configs"]
+    assert [c["config"] for c in configs] == info.eval_configs
+    assert set(configs[0]["rates"]) == {"strict", "unordered", "subset", "superset", "strict_args"}
+    assert 'id="evaluation-table"' in html
+
+
+def test_store_without_verifier_renders_the_rest(tmp_path):
+    with Store(tmp_path / "m.duckdb") as store:
+        info = populate(store, with_verifier=False, with_eval=False)
+        files = write_report(store, tmp_path / "out")
+    metrics = json.loads(files.metrics.read_text())
+    html = files.html.read_text()
+    assert metrics["generation"]["generated"] == sum(info.generated.values())
+    assert metrics["responder"]["base"]["runs"] == info.base_runs
+    assert any(m.startswith("verifier: no cross-validation") for m in metrics["missing"])
+    assert any(m.startswith("worst cases:") for m in metrics["missing"])
+    assert "Not available yet" in html and "magv verify train" in html
+    assert '<section id="evaluation">' not in html
+    assert {"roc", "cv_metrics", "evaluation"}.isdisjoint(metrics["figures"])
+    assert {"embedding_map", "steps", "tool_use"} <= set(metrics["figures"])
+
+
+def test_empty_store_renders(tmp_path):
+    with Store(tmp_path / "empty.duckdb") as store:
+        files = write_report(store, tmp_path / "out")
+    metrics = json.loads(files.metrics.read_text())
+    assert metrics["figures"] == []
+    assert len(metrics["missing"]) >= 5
+    assert "<h1>magv report" in files.html.read_text()
+
+
+def test_curves_fall_back_to_predictions_without_out_of_fold(tmp_path):
+    with Store(tmp_path / "m.duckdb") as store:
+        info = populate(store, with_eval=False)
+        # a later training that stored only the summary metrics
+        store.add_cv_results("train-late", {name: {k: v for k, v in m.items() if k not in ("oof", "confusion")}
+                                            for name, m in info.cv.items()})  # fmt: skip
+        data = collect(store)
+    assert data.metrics["verifier"]["training_id"] == "train-late"
+    assert list(data.series["curves"]) == ["deployed model (in-sample)"]
+    assert data.metrics["verifier"]["curves"]["deployed model (in-sample)"]["n"] == len(info.predictions)
+    assert all(m["confusion"] is None for m in data.metrics["verifier"]["models"])
+
+
+def test_compare_two_stores(tmp_path):
+    a, b = tmp_path / "a.duckdb", tmp_path / "b.duckdb"
+    build_report_store(a, seed=1, quality=0.5, pipeline_run_id="before")
+    build_report_store(b, seed=2, quality=0.95, pipeline_run_id="after")
+    files = write_compare(str(a), str(b), tmp_path / "unused.duckdb", tmp_path / "cmp")
+    result = json.loads(files.metrics.read_text())
+    assert result["labels"] == ["a:before", "b:after"]
+    rows = {r["metric"]: r for r in result["headline"]}
+    for side, key in ((result["a"], "a"), (result["b"], "b")):
+        assert rows["responder runs"][key] == side["responder"]["base"]["runs"]
+        assert rows["labelled correct (share)"][key] == side["verifier"]["labels"]["correct_share"]
+    for r in result["headline"]:
+        if r["delta"] is not None:
+            assert r["delta"] == pytest.approx(r["b"] - r["a"], abs=1e-4)
+    html = files.html.read_text()
+    assert "a:before" in html and "b:after" in html and 'id="compare-table"' in html
+    assert len(re.findall(r'<img src="data:image/svg\+xml', html)) == files.figures == 5
+
+
+def test_compare_two_runs_in_one_store_by_time_window(tmp_path):
+    db = tmp_path / "one.duckdb"
+    with Store(db) as store:
+        first = populate(store, pipeline_run_id="p1", seed=3, with_eval=False)
+        second = populate(store, pipeline_run_id="p2", seed=4, quality=0.9, runs_per_question=2, with_eval=False)
+    files = write_compare("p1", "p2", db, tmp_path / "cmp")
+    result = json.loads(files.metrics.read_text())
+    rows = {r["metric"]: r for r in result["headline"]}
+    assert rows["responder runs"]["a"] == first.base_runs
+    assert rows["responder runs"]["b"] == second.base_runs
+    assert rows["questions generated"]["a"] == sum(first.generated.values())
+    assert result["a"]["verifier"]["training_id"] == "train-p1"
+    assert result["b"]["verifier"]["training_id"] == "train-p2"
+
+
+def test_reason_kind_groups_selection_reasons():
+    assert reason_kind("near-duplicate of 3f2a (cosine 0.971 >= 0.95)") == "near-duplicate"
+    assert reason_kind("not nearest to the centre of cluster 12") == "not nearest to the centre"
+    assert reason_kind("over the target count (its trajectory's quota is 0)") == "over the target count"
+    assert reason_kind(None) == "unspecified"
+
+
+def test_command_writes_report_and_ends_with_its_path(fixture_store, tmp_path, monkeypatch, capsys):
+    path, _ = fixture_store
+    monkeypatch.setenv("MAGV_DATABASE", str(path))
+    assert main(["report", "--out", "rep", "--worst", "3"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1] == str(Path("rep") / "report.html")
+    metrics = json.loads((tmp_path / "rep" / "metrics.json").read_text())
+    assert len(metrics["worst_cases"]) == 3
+    assert main(["report", "--out", "rep2", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["figures"] == len(FIGURES) and Path(printed["report"]).is_file()
+    assert main(["report", "--run", "no-such-run"]) == 2
+    assert "no pipeline run 'no-such-run'" in capsys.readouterr().err
+    assert main(["report", "--compare", "pipeline-a", str(path), "--out", "cmp"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == str(Path("cmp") / "compare.html")

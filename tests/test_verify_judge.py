@@ -1,0 +1,129 @@
+"""The LLM-judge baseline against the fake OpenAI-compatible server (real HTTP)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from magv.agents.judge import judge_many, parse_verdict, pending_judgements, render
+from magv.cli import main
+from magv.config import load_settings
+from magv.llm import LLMClient
+from magv.store import Store
+from magv.verify.labels import gold_labels
+from tests.fakellm import FakeLLMServer
+from tests.verify_helpers import synthetic_store, traj
+
+
+@pytest.mark.parametrize(
+    ("text", "correct", "error"),
+    [
+        ('{"verdict": "correct", "reason": "right tools"}', True, None),
+        ('{"verdict": "Incorrect", "reason": "wrong order"}', False, None),
+        ('Sure! ```json\n{"verdict": "incorrect", "reason": "x"}\n```', False, None),
+        ('{"verdict": "maybe", "reason": "x"}', None, "not correct/incorrect"),
+        ("I think it is fine", None, "not a JSON object"),
+        ("", None, "empty reply"),
+    ],
+)
+def test_parse_verdict(text, correct, error):
+    got, _, err = parse_verdict(text)
+    assert got is correct
+    assert (err is None) if error is None else (error in err)
+
+
+def test_prompt_shows_question_calls_results_and_response():
+    text, name, digest = render("Where is order 5?", traj("get_order", order_id=5, response="It shipped."))
+    assert name == "judge" and len(digest) == 16
+    assert "Where is order 5?" in text and 'get_order({"order_id":5})' in text and "It shipped." in text
+
+
+def _by_question(req: dict) -> str:
+    prompt = req["messages"][-1]["content"]
+    if "customer question 1 " in prompt:
+        return "no idea"  # unparsable: stored with correct=None and the error
+    return json.dumps({"verdict": "correct" if "get_order" in prompt else "incorrect", "reason": "checked"})
+
+
+def test_judge_on_fake_server_stores_verdicts_with_tokens_and_latency(tmp_store):
+    synthetic_store(tmp_store, n_questions=6)
+    cfg = load_settings(None)
+    items = pending_judgements(tmp_store, cfg.llm.role("judge")["model"])
+    assert len(items) == 6
+    with FakeLLMServer(handler=_by_question, latency_s=0.01) as srv:
+
+        async def run():
+            async with LLMClient(cfg, recorder=tmp_store, endpoints=[srv.base_url]) as client:
+                return await judge_many(client, items, concurrency=3)
+
+        verdicts = asyncio.run(run())
+        body = srv.requests[0]
+    assert body["response_format"]["json_schema"]["name"] == "verdict" and body["temperature"] == 0.0
+    tmp_store.add_judge_verdicts(verdicts)
+    stored = {v.run_id: v for v in tmp_store.judge_verdicts()}
+    assert len(stored) == 6
+    runs = {r.id: r for r in tmp_store.runs()}
+    for v in stored.values():
+        assert v.prompt_tokens > 0 and v.completion_tokens > 0 and v.latency_s >= 0.01
+        if runs[v.run_id].question_id == "q0001":
+            assert v.correct is None and "unparsable verdict" in v.error
+        else:
+            assert v.correct == ("get_order" in runs[v.run_id].trajectory.tool_names()) and v.error is None
+    calls = tmp_store.llm_calls(role="judge")
+    assert len(calls) == 6 and all(c["template"] == "judge" and c["template_hash"] for c in calls)
+    assert pending_judgements(tmp_store, cfg.llm.role("judge")["model"]) == []
+
+
+def test_llm_failure_is_a_recorded_verdict_not_a_crash(tmp_store):
+    synthetic_store(tmp_store, n_questions=2)
+    cfg = load_settings(None, llm={"retries": 0})
+    items = pending_judgements(tmp_store, "m")
+    with FakeLLMServer(faults={"500": 1.0}) as srv:
+
+        async def run():
+            async with LLMClient(cfg, endpoints=[srv.base_url]) as client:
+                return await judge_many(client, items)
+
+        verdicts = asyncio.run(run())
+    assert [v.correct for v in verdicts] == [None, None]
+    assert all(v.error.startswith("LLM error: HTTP 500") for v in verdicts)
+
+
+def test_cli_judge_reports_accuracy_and_cost(tmp_path, monkeypatch, capsys):
+    store = Store(tmp_path / "data" / "magv.duckdb")
+    synthetic_store(store, n_questions=8)
+    gold_labels(store)
+    store.close()
+    with FakeLLMServer(handler=_by_question) as srv:
+        monkeypatch.setenv("MAGV_LLM__ENDPOINTS", json.dumps([srv.base_url]))
+        assert main(["verify", "judge", "--json"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["judged"] == 8 and out["unparsed"] == 1 and out["correct"] + out["incorrect"] == 7
+        assert out["prompt_tokens"] > 0 and 0.0 <= out["accuracy_vs_labels"] <= 1.0
+        assert main(["verify", "judge", "--json"]) == 0  # everything judged already
+        assert json.loads(capsys.readouterr().out)["judged"] == 0
+        assert srv.counts["chat"] == 8
+
+
+@pytest.mark.slow
+def test_judge_on_the_embedded_model(tmp_store, tmp_path):
+    """The real gemma-3-270m behind llama.cpp: its verdicts are not good, but they arrive
+    schema-constrained, parse, and carry real token counts and latency."""
+    from magv.llm import managed_endpoints
+
+    synthetic_store(tmp_store, n_questions=2)
+    cfg = load_settings(None, llm={"max_tokens": 96})
+    items = pending_judgements(tmp_store, cfg.llm.role("judge")["model"])
+    with managed_endpoints(cfg) as endpoints:
+
+        async def run():
+            async with LLMClient(cfg, recorder=tmp_store, endpoints=endpoints) as client:
+                return await judge_many(client, items, concurrency=1)
+
+        verdicts = asyncio.run(run())
+    assert len(verdicts) == 2
+    for v in verdicts:
+        assert v.prompt_tokens > 50 and v.completion_tokens > 0 and v.latency_s > 0
+        assert v.correct is not None, v.error  # constrained decoding gives a parsable verdict

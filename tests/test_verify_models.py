@@ -1,0 +1,116 @@
+"""The five verifiers, grouped cross-validation and model files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from magv.errors import RunFailed
+from magv.verify.models import (
+    METRICS,
+    MODEL_NAMES,
+    Verifier,
+    best_model,
+    cross_validate_models,
+    grouped_splits,
+    load_model,
+    save_model,
+)
+
+
+def _data(n: int = 90, seed: int = 0, group_size: int = 3):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 5))
+    y = (X[:, 0] + 0.5 * X[:, 1] + rng.normal(scale=0.5, size=n) > 0).astype(int)
+    groups = np.repeat(np.arange(n // group_size + 1), group_size)[:n].astype(str)
+    return X, y, groups
+
+
+@pytest.mark.parametrize("folds", [2, 5, 10])
+def test_grouped_cv_never_puts_a_group_on_both_sides(folds):
+    X, y, groups = _data(60)
+    splits = grouped_splits(y, groups, folds, seed=1)
+    assert len(splits) == folds
+    seen_in_test = []
+    for train, test in splits:
+        assert not set(groups[train]) & set(groups[test])
+        seen_in_test += list(test)
+    assert sorted(seen_in_test) == list(range(len(y)))  # every row is tested exactly once
+
+
+def test_fewer_groups_than_folds_gives_one_fold_per_group():
+    y = np.array([0, 1, 0, 1, 1, 0])
+    groups = np.array(["a", "a", "b", "b", "c", "c"])
+    splits = grouped_splits(y, groups, folds=5, seed=0)
+    assert len(splits) == 3
+    results = cross_validate_models(np.arange(12.0).reshape(6, 2), y, groups, folds=5)
+    assert set(results) == set(MODEL_NAMES) and all(r["folds"] == 3 for r in results.values())
+
+
+def test_one_class_only_is_a_clear_failure():
+    with pytest.raises(RunFailed, match="all 4 labelled trajectories are incorrect"):
+        cross_validate_models(np.zeros((4, 2)), np.zeros(4), np.array(["a", "b", "c", "d"]))
+    with pytest.raises(RunFailed, match="one question group"):
+        cross_validate_models(np.zeros((4, 2)), np.array([0, 1, 0, 1]), np.array(["a"] * 4))
+
+
+def test_every_model_learns_a_separable_signal():
+    X, y, groups = _data(120)
+    results = cross_validate_models(X, y, groups, folds=5, seed=0)
+    assert list(results) == list(MODEL_NAMES)
+    for name, m in results.items():
+        assert set(METRICS) <= set(m)
+        assert m["accuracy"] > 0.7, name
+        assert m["roc_auc"] > 0.75, name
+    assert best_model(results) in MODEL_NAMES
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_saved_and_loaded_model_scores_identically(tmp_path, name):
+    X, y, groups = _data(90)
+    v = Verifier(name, seed=3).fit(X, y, groups=groups, calibrate=True)
+    path = save_model(tmp_path / f"{name}.skops", v, ["f0", "f1", "f2", "f3", "f4"], "1", name=name)
+    bundle = load_model(path)
+    loaded = bundle["verifier"]
+    assert bundle["features"] == ["f0", "f1", "f2", "f3", "f4"] and bundle["feature_version"] == "1"
+    np.testing.assert_array_equal(loaded.predict_proba(X), v.predict_proba(X))
+    np.testing.assert_allclose(loaded.contributions(X), v.contributions(X))
+    assert loaded.score(X, y) == v.score(X, y) > 0.7
+
+
+def test_contributions_explain_the_models_log_odds():
+    X, y, _ = _data(90)
+    xgb = Verifier("xgboost").fit(X, y)
+    C = xgb.contributions(X)
+    assert C.shape == X.shape
+    # TreeSHAP values plus the bias sum to the margin; the bias is the same for every row.
+    margin = xgb.estimator_.predict(X, output_margin=True)
+    bias = margin - C.sum(axis=1)
+    assert np.allclose(bias, bias[0], atol=1e-4)
+    lr = Verifier("logreg").fit(X, y)
+    proba = lr.estimator_.predict_proba(X)[:, 1]
+    logit = np.log(proba / (1 - proba))
+    assert np.allclose(lr.contributions(X).sum(axis=1) + lr.estimator_[-1].intercept_[0], logit)
+    # The surrogate of a forest points the same way as the signal: feature 0 drives y up.
+    rf = Verifier("random_forest").fit(X, y)
+    assert rf.contribution_method == "linear_surrogate"
+    assert np.corrcoef(rf.contributions(X)[:, 0], X[:, 0])[0, 1] > 0.9
+
+
+def test_single_class_training_fold_predicts_that_class():
+    v = Verifier("logreg").fit(np.zeros((3, 2)), np.ones(3))
+    assert list(v.predict_proba(np.zeros((2, 2)))) == [1.0, 1.0]
+    assert not v.contributions(np.zeros((2, 2))).any()
+
+
+def test_untrusted_model_file_is_refused(tmp_path):
+    import skops.io as sio
+
+    path = tmp_path / "evil.skops"
+    sio.dump({"verifier": _Foreign()}, path)
+    with pytest.raises(RunFailed, match="does not trust"):
+        load_model(path)
+
+
+class _Foreign:
+    pass

@@ -1,0 +1,164 @@
+"""Labels, training and scoring over a store, through the library and the CLI."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from magv.cli import main
+from magv.config import load_settings
+from magv.errors import BadInput, RunFailed
+from magv.models import Features, Label, ToolCall
+from magv.store import Store
+from magv.verify import training
+from magv.verify.features import FEATURE_NAMES, FEATURE_VERSION, compute_features
+from magv.verify.labels import gold_labels, match, read_label_file
+from tests.verify_helpers import HashEmbedder, synthetic_store
+
+
+def _c(*names: str, **args) -> list[ToolCall]:
+    return [ToolCall(name=n, arguments=args) for n in names]
+
+
+@pytest.mark.parametrize(
+    ("predicted", "mode", "arguments", "expected"),
+    [
+        (_c("a", "b"), "strict", False, True),
+        (_c("b", "a"), "strict", False, False),
+        (_c("b", "a"), "unordered", False, True),
+        (_c("a"), "subset", False, True),
+        (_c("a", "c"), "subset", False, False),
+        (_c("a", "b", "c"), "superset", False, True),
+        (_c("a"), "superset", False, False),
+        (_c("a", "b", x=2), "strict", False, True),
+        (_c("a", "b", x=2), "strict", True, False),
+        (_c("a", "a"), "unordered", False, False),  # multiset: one extra call is a difference
+    ],
+)
+def test_match_modes(predicted, mode, arguments, expected):
+    assert match(predicted, _c("a", "b", x=1), mode, arguments) is expected
+
+
+def test_match_rejects_unknown_mode():
+    with pytest.raises(BadInput, match="expected one of strict"):
+        match([], [], "fuzzy")
+
+
+def test_gold_labels_and_trust_order(tmp_store):
+    truth = synthetic_store(tmp_store, n_questions=20)
+    assert gold_labels(tmp_store, "strict") == 20
+    labels = tmp_store.effective_labels()
+    mct = {m["run_id"]: m["question_id"] for m in tmp_store.mct()}
+    agreement = np.mean([labels[r].correct == truth[q] for r, q in mct.items()])
+    assert agreement == 1.0  # runs 0 and 1 always follow the intended trajectory, so it is the MCT
+    run_id = next(iter(mct))
+    tmp_store.add_labels([Label(run_id=run_id, source="human", correct=not labels[run_id].correct)])
+    gold_labels(tmp_store, "unordered")  # a later gold run does not override the human
+    assert tmp_store.effective_labels()[run_id].source == "human"
+    assert len([lb for lb in tmp_store.labels() if lb.run_id == run_id]) == 2
+
+
+def test_label_file_errors_name_the_line(tmp_store):
+    synthetic_store(tmp_store, n_questions=3)
+    run_id = tmp_store.mct()[0]["run_id"]
+    path = Path("labels.jsonl")
+    path.write_text(json.dumps({"run_id": run_id, "correct": True}) + "\n" + '{"run_id": "nope", "correct": false}\n')
+    with pytest.raises(BadInput, match="labels.jsonl:2: run_id 'nope' is not in the database"):
+        read_label_file(tmp_store, path)
+    path.write_text(json.dumps({"question_id": "q0001", "correct": False}) + "\n")
+    (label,) = read_label_file(tmp_store, path)
+    assert label.source == "import" and label.run_id == tmp_store.mct()[1]["run_id"]
+
+
+def _trained_store(tmp_path: Path, n: int = 60) -> tuple[Store, object]:
+    store = Store(tmp_path / "data" / "magv.duckdb")
+    synthetic_store(store, n_questions=n)
+    compute_features(store, HashEmbedder())
+    gold_labels(store)
+    cfg = load_settings(None, database=store.path, verify={"models_dir": str(tmp_path / "models")})
+    return store, cfg
+
+
+def test_train_registers_the_best_model_and_score_predicts_every_row(tmp_path):
+    store, cfg = _trained_store(tmp_path)
+    result = training.train(store, cfg)
+    assert set(result.results) == {"logreg", "svm", "random_forest", "knn", "xgboost"}
+    assert result.path.is_file() and result.calibrated and result.n_rows == 60
+    assert store.latest_verifier_model()["id"] == result.model_id
+    assert len(store.cv_results(result.training_id)) == 5
+    # Retraining the same data is the same model: nothing new is registered.
+    assert training.train(store, cfg).model_id == result.model_id
+    assert store.counts()["verifier_models"] == 1
+
+    scored = training.score(store, cfg)
+    preds = store.predictions(result.model_id)
+    assert scored.n == len(preds) == 60
+    p = preds[0]
+    assert 0.0 <= p.probability <= 1.0 and p.verdict == (p.probability >= 0.5)
+    assert len(p.contributions) == 5 and set(p.contributions) <= set(FEATURE_NAMES)
+    # Verdicts agree with the labels far better than chance on this learnable data.
+    labels = store.effective_labels()
+    assert np.mean([labels[q.run_id].correct == q.verdict for q in preds]) > 0.75
+    store.close()
+
+
+def test_scoring_ten_thousand_rows_is_well_under_a_second(tmp_path):
+    store, cfg = _trained_store(tmp_path, n=30)
+    training.train(store, cfg, names=["logreg", "xgboost"])
+    template = store.features(FEATURE_VERSION)
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(10_000):
+        base = template[i % len(template)].values
+        rows.append(Features(run_id=f"bulk{i:05d}", version=FEATURE_VERSION,
+                             values={k: v + float(rng.normal(scale=0.01)) for k, v in base.items()}))  # fmt: skip
+    store.bulk_add_features(rows)
+    started = time.perf_counter()
+    result = training.score(store, cfg)
+    total = time.perf_counter() - started
+    assert result.n == 10_030
+    assert result.seconds["predict"] + result.seconds["write"] < 1.0, result.seconds
+    assert total < 3.0, result.seconds  # including reading and parsing 10,030 JSON feature rows
+    print(f"scored {result.n} rows with {result.model_name}: {result.seconds}, total {total:.3f} s")
+    store.close()
+
+
+def test_training_without_both_classes_fails_clearly(tmp_path):
+    store, cfg = _trained_store(tmp_path, n=6)
+    for m in store.mct():
+        store.add_labels([Label(run_id=m["run_id"], source="human", correct=True)])
+    with pytest.raises(RunFailed, match="all 6 labelled trajectories are correct"):
+        training.train(store, cfg)
+    with pytest.raises(RunFailed, match="no trained verifier"):
+        training.score(store, cfg)
+    store.close()
+
+
+def test_cli_verify_train_prints_exactly_the_table_json(tmp_path, capsys):
+    store = Store(tmp_path / "data" / "magv.duckdb")
+    synthetic_store(store, n_questions=45)
+    store.close()
+    assert main(["verify", "features", "--no-alternates", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["written"] == 45
+    assert main(["verify", "label", "--json"]) == 0
+    labelled = json.loads(capsys.readouterr().out)
+    assert labelled["written"] == 45 and labelled["source"] == "gold"
+    assert main(["verify", "train", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"models", "best"}
+    assert [m["name"] for m in out["models"]] == ["logreg", "svm", "random_forest", "knn", "xgboost"]
+    for m in out["models"]:
+        assert set(m) == {"name", "accuracy", "precision", "recall", "f1", "roc_auc"}
+    assert out["best"] in {m["name"] for m in out["models"]}
+    assert main(["verify", "train"]) == 0
+    table_text = capsys.readouterr().out
+    for name in ("logreg", "svm", "random_forest", "knn", "xgboost", "roc_auc"):
+        assert name in table_text
+    assert main(["verify", "score", "--json", "--threshold", "0.7"]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert scored["scored"] == 45 and scored["threshold"] == 0.7
+    assert main(["verify", "score", "--model", "missing"]) == 2
