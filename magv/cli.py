@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from magv import __version__
 from magv.commands.common import err_console
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(rv, int):  # click returns the code of typer.Exit in this mode
             return rv
     except MagvError as exc:
-        err_console.print(f"[red]magv: error:[/red] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]magv: error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return exc.exit_code
     except typer.Exit as exc:
         return exc.exit_code

@@ -76,7 +76,9 @@ def atomic_output(dest: str | Path) -> Iterator[Path]:
 def to_messages(question: str, trajectory: Trajectory, system: str | None = None) -> list[dict[str, Any]]:
     """Training-ready conversation: the import format's messages without the unparseable replies
     (a model must not learn them) and with the domain's system prompt first."""
-    clean = trajectory.model_copy(update={"steps": [s for s in trajectory.steps if s.kind == "tool" and s.call]})
+    clean = trajectory.model_copy(
+        update={"steps": [s for s in trajectory.steps if s.kind == "tool" and s.call]}
+    )
     messages = trajectory_to_messages(question, clean)
     return ([{"role": "system", "content": system}] if system else []) + messages
 
@@ -170,7 +172,9 @@ def _write_parquet(store: Store, rows: list[dict[str, Any]], result: ExportResul
             staging.unlink(missing_ok=True)
 
 
-def domain_tools(domain: str, sources: dict[str, str] | None = None) -> tuple[list[dict[str, Any]], str | None]:
+def domain_tools(
+    domain: str, sources: dict[str, str] | None = None
+) -> tuple[list[dict[str, Any]], str | None]:
     """The domain's tools in OpenAI format and its system prompt. A domain that cannot be loaded
     here (a user module not installed on this machine) gives no tools; the export then lists the
     tools that the trajectories call, with parameters inferred from their arguments."""

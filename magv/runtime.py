@@ -22,7 +22,7 @@ T = TypeVar("T")
 
 _local_recorder: Any = None
 _cache: dict[tuple, Any] = {}
-_cache_lock = threading.Lock()
+_cache_lock = threading.RLock()  # building a pool loads the domain through the cache too
 
 
 def use_local_recorder(recorder: Any) -> None:

@@ -220,19 +220,24 @@ class Store:
         return row[0] if row else None
 
     def _insert(self, table: str, rows: Sequence[dict[str, Any]], conflict: str = "DO NOTHING") -> int:
-        """Insert rows; returns how many were new. `conflict` is the ON CONFLICT action."""
+        """Insert rows; returns how many were written (new, or updated by an upsert `conflict`)."""
         if not rows:
             return 0
         cols = list(rows[0])
         quoted = ", ".join(f'"{c}"' for c in cols)
-        marks = ", ".join("?" for _ in cols)
-        sql = f"INSERT INTO {table} ({quoted}) VALUES ({marks}) ON CONFLICT {conflict}"
-        with self._lock:
-            before = self.con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-            with self.transaction():
-                self.con.executemany(sql, [[r[c] for c in cols] for r in rows])
-            after = self.con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-        return after - before
+        row_marks = "(" + ", ".join("?" for _ in cols) + ")"
+        inserted = 0
+        with self._lock, self.transaction():
+            # Multi-row VALUES with RETURNING counts the new rows without scanning the table.
+            for start in range(0, len(rows), 500):
+                batch = rows[start : start + 500]
+                sql = (
+                    f"INSERT INTO {table} ({quoted}) VALUES {', '.join(row_marks for _ in batch)} "
+                    f"ON CONFLICT {conflict} RETURNING 1"
+                )
+                params = [r[c] for r in batch for c in cols]
+                inserted += len(self.con.execute(sql, params).fetchall())
+        return inserted
 
     def counts(self) -> dict[str, int]:
         with self._lock:

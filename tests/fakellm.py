@@ -54,7 +54,30 @@ FAULT_KINDS = (
 
 Handler = Callable[[dict[str, Any]], "str | dict[str, Any]"]
 
-_WORDS = ["order", "refund", "shipping", "invoice", "account", "password", "delivery", "address", "return", "warranty", "price", "discount", "subscription", "payment", "card", "item", "size", "colour", "store", "tracking", "label", "exchange"]
+_WORDS = [
+    "order",
+    "refund",
+    "shipping",
+    "invoice",
+    "account",
+    "password",
+    "delivery",
+    "address",
+    "return",
+    "warranty",
+    "price",
+    "discount",
+    "subscription",
+    "payment",
+    "card",
+    "item",
+    "size",
+    "colour",
+    "store",
+    "tracking",
+    "label",
+    "exchange",
+]
 
 
 class FakeLLMServer:
@@ -268,7 +291,9 @@ def _completion(body: dict[str, Any], reply: str | dict[str, Any], model: str) -
                 "type": "function",
                 "function": {
                     "name": c["name"],
-                    "arguments": c["arguments"] if isinstance(c["arguments"], str) else json.dumps(c["arguments"]),
+                    "arguments": c["arguments"]
+                    if isinstance(c["arguments"], str)
+                    else json.dumps(c["arguments"]),
                 },
             }
             for i, c in enumerate(reply["tool_calls"])
@@ -389,18 +414,26 @@ def wrong_arguments(params: dict[str, Any]) -> Any:
 def _bad_reply(kind: str, body: dict[str, Any]) -> str | dict[str, Any]:
     tools = _tools_of(body)
     native = bool(body.get("tools"))
-    name, params = tools[0] if tools else ("lookup", {"type": "object", "properties": {"id": {"type": "string"}}})
+    name, params = (
+        tools[0] if tools else ("lookup", {"type": "object", "properties": {"id": {"type": "string"}}})
+    )
     if kind == "empty":
         return ""
     if kind == "invalid_json":
         broken = '{"order_id": 12, "note": "unterminated'
-        return {"tool_calls": [{"name": name, "arguments": broken}]} if native else '{"tool": "' + name + '", '
+        return (
+            {"tool_calls": [{"name": name, "arguments": broken}]} if native else '{"tool": "' + name + '", '
+        )
     if kind == "unknown_tool":
         call = {"name": "no_such_tool", "arguments": {}}
         return {"tool_calls": [call]} if native else {"json": {"tool": "no_such_tool", "arguments": {}}}
     if kind == "wrong_types":
         args = wrong_arguments(params)
-        return {"tool_calls": [{"name": name, "arguments": args}]} if native else {"json": {"tool": name, "arguments": args}}
+        return (
+            {"tool_calls": [{"name": name, "arguments": args}]}
+            if native
+            else {"json": {"tool": name, "arguments": args}}
+        )
     raise ValueError(f"unknown fault kind {kind!r}")
 
 

@@ -44,66 +44,86 @@ _NAMES = ["Ana Silva", "Li Wei", "Omar Haddad", "Grace Kim", "Jonas Berg", "Priy
 _SEEDS: list[tuple[str, list[ToolCall], list[str]]] = [
     (
         "orders-of-customer",
-        [ToolCall(name="find_customer_by_email", arguments={"email": "{email}"}),
-         ToolCall(name="list_orders", arguments={"customer_id": "C{cid}"})],
-        ["Hi, I'm {name} ({email}). Can you list all my orders?",
-         "What orders do I have on file? My email is {email}.",
-         "{name} here, email {email}: show me everything I've ordered.",
-         "Could you pull up my order history? I use {email}.",
-         "Which orders are under my account {email}?",
-         "I lost track of my purchases, email is {email}, list them please.",
-         "Show the orders for the customer with email {email}."],
+        [
+            ToolCall(name="find_customer_by_email", arguments={"email": "{email}"}),
+            ToolCall(name="list_orders", arguments={"customer_id": "C{cid}"}),
+        ],
+        [
+            "Hi, I'm {name} ({email}). Can you list all my orders?",
+            "What orders do I have on file? My email is {email}.",
+            "{name} here, email {email}: show me everything I've ordered.",
+            "Could you pull up my order history? I use {email}.",
+            "Which orders are under my account {email}?",
+            "I lost track of my purchases, email is {email}, list them please.",
+            "Show the orders for the customer with email {email}.",
+        ],
     ),
     (
         "where-is-my-order",
-        [ToolCall(name="find_customer_by_email", arguments={"email": "{email}"}),
-         ToolCall(name="list_orders", arguments={"customer_id": "C{cid}"}),
-         ToolCall(name="order_details", arguments={"order_id": "#W{oid}"}),
-         ToolCall(name="track_shipment", arguments={"order_id": "#W{oid}"})],
-        ["Where is my latest order? I'm {email}.",
-         "My package from order #W{oid} hasn't arrived, email {email}. Where is it?",
-         "Can you track my most recent shipment? Account {email}.",
-         "{name} here. When will order #W{oid} be delivered?",
-         "Has my last order shipped yet? My email is {email}.",
-         "I need the tracking number for my newest order, {email}.",
-         "Is order #W{oid} still in transit? Email {email}."],
+        [
+            ToolCall(name="find_customer_by_email", arguments={"email": "{email}"}),
+            ToolCall(name="list_orders", arguments={"customer_id": "C{cid}"}),
+            ToolCall(name="order_details", arguments={"order_id": "#W{oid}"}),
+            ToolCall(name="track_shipment", arguments={"order_id": "#W{oid}"}),
+        ],
+        [
+            "Where is my latest order? I'm {email}.",
+            "My package from order #W{oid} hasn't arrived, email {email}. Where is it?",
+            "Can you track my most recent shipment? Account {email}.",
+            "{name} here. When will order #W{oid} be delivered?",
+            "Has my last order shipped yet? My email is {email}.",
+            "I need the tracking number for my newest order, {email}.",
+            "Is order #W{oid} still in transit? Email {email}.",
+        ],
     ),
     (
         "product-lookup",
-        [ToolCall(name="search_products", arguments={"query": "{product}"}),
-         ToolCall(name="product_details", arguments={"product_id": "P{pid}"})],
-        ["Do you have the {product} in stock?",
-         "What colours does the {product} come in?",
-         "How much is the {product} right now?",
-         "Tell me about the {product}, is it available in size M?",
-         "Is there a cheaper variant of the {product}?",
-         "What are the specs of your {product}?",
-         "Can I still buy the {product}?"],
+        [
+            ToolCall(name="search_products", arguments={"query": "{product}"}),
+            ToolCall(name="product_details", arguments={"product_id": "P{pid}"}),
+        ],
+        [
+            "Do you have the {product} in stock?",
+            "What colours does the {product} come in?",
+            "How much is the {product} right now?",
+            "Tell me about the {product}, is it available in size M?",
+            "Is there a cheaper variant of the {product}?",
+            "What are the specs of your {product}?",
+            "Can I still buy the {product}?",
+        ],
     ),
     (
         "cancel-pending",
-        [ToolCall(name="find_customer_by_email", arguments={"email": "{email}"}),
-         ToolCall(name="list_orders", arguments={"customer_id": "C{cid}"}),
-         ToolCall(name="cancel_order", arguments={"order_id": "#W{oid}", "reason": "no longer needed"})],
-        ["Please cancel my pending order, I no longer need it. Email {email}.",
-         "I ordered by mistake, cancel order #W{oid} please ({email}).",
-         "{name} here, can you cancel what I ordered yesterday?",
-         "Cancel my open order, account {email}, I don't need it anymore.",
-         "I want to cancel order #W{oid} before it ships. My email: {email}.",
-         "Stop my pending order please, {email}.",
-         "How do I cancel #W{oid}? Just do it for me, I'm {email}."],
+        [
+            ToolCall(name="find_customer_by_email", arguments={"email": "{email}"}),
+            ToolCall(name="list_orders", arguments={"customer_id": "C{cid}"}),
+            ToolCall(name="cancel_order", arguments={"order_id": "#W{oid}", "reason": "no longer needed"}),
+        ],
+        [
+            "Please cancel my pending order, I no longer need it. Email {email}.",
+            "I ordered by mistake, cancel order #W{oid} please ({email}).",
+            "{name} here, can you cancel what I ordered yesterday?",
+            "Cancel my open order, account {email}, I don't need it anymore.",
+            "I want to cancel order #W{oid} before it ships. My email: {email}.",
+            "Stop my pending order please, {email}.",
+            "How do I cancel #W{oid}? Just do it for me, I'm {email}.",
+        ],
     ),
     (
         "return-delivered",
-        [ToolCall(name="order_details", arguments={"order_id": "#W{oid}"}),
-         ToolCall(name="return_items", arguments={"order_id": "#W{oid}", "item_ids": ["I{pid}"]})],
-        ["I want to return the items from order #W{oid}.",
-         "Order #W{oid} arrived but the jacket doesn't fit, can I send it back?",
-         "Please start a return for #W{oid}.",
-         "How do I return what came in order #W{oid}? Please process it.",
-         "The shoes in #W{oid} are too small, return them please.",
-         "Return everything from my delivered order #W{oid}.",
-         "I'd like a refund for order #W{oid}, the item is faulty."],
+        [
+            ToolCall(name="order_details", arguments={"order_id": "#W{oid}"}),
+            ToolCall(name="return_items", arguments={"order_id": "#W{oid}", "item_ids": ["I{pid}"]}),
+        ],
+        [
+            "I want to return the items from order #W{oid}.",
+            "Order #W{oid} arrived but the jacket doesn't fit, can I send it back?",
+            "Please start a return for #W{oid}.",
+            "How do I return what came in order #W{oid}? Please process it.",
+            "The shoes in #W{oid} are too small, return them please.",
+            "Return everything from my delivered order #W{oid}.",
+            "I'd like a refund for order #W{oid}, the item is faulty.",
+        ],
     ),
 ]
 _PRODUCTS = ["trail running shoes", "rain jacket", "espresso grinder", "desk lamp", "yoga mat"]
@@ -192,14 +212,25 @@ def populate(
         example = _SEEDS[(s_index + 1) % len(_SEEDS)][0] + f"-{seed}"
         failed_generation = s_index == 4
         store.add_generation(
-            gen_id=make_id("gen", seed_id, example), kind="investigator", domain=domain, seed_id=seed_id,
-            example_seed_id=example, status="ok", error=None, n_questions=4 if failed_generation else 6,
+            gen_id=make_id("gen", seed_id, example),
+            kind="investigator",
+            domain=domain,
+            seed_id=seed_id,
+            example_seed_id=example,
+            status="ok",
+            error=None,
+            n_questions=4 if failed_generation else 6,
         )
         log("investigator", 1400 + 20 * s_index, 310, 6.5 + s_index)
         if failed_generation:  # one reply could not be parsed: retried, then recorded as failed
             store.add_generation(
-                gen_id=make_id("gen", seed_id, "retry"), kind="investigator", domain=domain, seed_id=seed_id,
-                example_seed_id=example, status="failed", error="reply is not a JSON list of questions",
+                gen_id=make_id("gen", seed_id, "retry"),
+                kind="investigator",
+                domain=domain,
+                seed_id=seed_id,
+                example_seed_id=example,
+                status="failed",
+                error="reply is not a JSON list of questions",
                 n_questions=0,
             )
             log("investigator", 1450, 290, 7.1, error="unparseable reply")
@@ -297,7 +328,9 @@ def populate(
     stages = {
         "generate": _stage(48.2, len(_SEEDS), len(_SEEDS) - 1, 1, sum(info.generated.values()), 8650, 1840),
         "select": _stage(3.1, sum(info.generated.values()), sum(info.generated.values()), 0, len(selections)),
-        "respond": _stage(212.4, info.base_runs, info.base_runs, 0, info.base_runs, 124240 - 30000, 13575 - 4000),
+        "respond": _stage(
+            212.4, info.base_runs, info.base_runs, 0, info.base_runs, 124240 - 30000, 13575 - 4000
+        ),
         "reverse": _stage(31.7, len(mct_rows), len(mct_rows), 0, n_alt, 15000, 2250),
         "respond_alternates": _stage(88.0, n_alt, n_alt, 0, n_alt, 30000, 4000),
         "features": _stage(4.4, len(mct_rows), len(mct_rows), 0, len(mct_rows)),
@@ -319,7 +352,9 @@ def populate(
     return info
 
 
-def _stage(seconds: float, planned: int, done: int, failed: int, written: int, pt: int = 0, ct: int = 0) -> dict:
+def _stage(
+    seconds: float, planned: int, done: int, failed: int, written: int, pt: int = 0, ct: int = 0
+) -> dict:
     """A stage record shaped like magv.stages.StageReport.as_dict()."""
     return {"planned": planned, "done": done, "failed": failed, "written": written, "prompt_tokens": pt,
             "completion_tokens": ct, "seconds": seconds, "errors": ["reply is not a JSON list"] if failed else []}  # fmt: skip
@@ -367,18 +402,26 @@ def _respond(rng: random.Random, q: Question, run_index: int, quality: float) ->
         steps: list[Step] = []
         for call in planned:
             if rng.random() < 0.08:
-                steps.append(Step(kind="invalid", raw='{"tool": "list_orders", "arguments": {"customer', latency_s=0.4))
+                steps.append(
+                    Step(kind="invalid", raw='{"tool": "list_orders", "arguments": {"customer', latency_s=0.4)
+                )
             error = None
             if "order_id" in call.arguments and rng.random() < 0.15:
                 error = f"order {call.arguments['order_id']} not found"
             elif "email" in call.arguments and rng.random() < 0.06:
                 error = "no customer with that email"
             result = None if error else {"ok": True, "rows": rng.randint(1, 4), "tool": call.name}
-            steps.append(Step(call=call, result=result, error=error, latency_s=round(rng.uniform(0.01, 0.2), 3)))
+            steps.append(
+                Step(call=call, result=result, error=error, latency_s=round(rng.uniform(0.01, 0.2), 3))
+            )
         if rng.random() < 0.05:
             steps = (steps * 3)[:6]
             status = "max_steps"
-        response = None if status == "max_steps" else f"Here is what I found for you: {planned[-1].name} returned the details."
+        response = (
+            None
+            if status == "max_steps"
+            else f"Here is what I found for you: {planned[-1].name} returned the details."
+        )
         traj = Trajectory(steps=steps, response=response, status=status)
     prompt = 500 + 180 * len(traj.steps)
     return Run(
@@ -421,7 +464,8 @@ def _verifier(store: Store, rng: random.Random, info: FixtureInfo, base: list[Qu
     cv: dict[str, dict[str, Any]] = {}
     for name in MODELS:
         proba = [
-            round(1 / (1 + math.exp(-(2.2 * (2 * t - 1) + rng.gauss(0, 2.2 * MODEL_NOISE[name])))), 4) for t in y
+            round(1 / (1 + math.exp(-(2.2 * (2 * t - 1) + rng.gauss(0, 2.2 * MODEL_NOISE[name])))), 4)
+            for t in y
         ]
         pred = [int(p >= 0.5) for p in proba]
         tn = sum(1 for t, p in zip(y, pred) if t == 0 and p == 0)

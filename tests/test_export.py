@@ -96,7 +96,8 @@ def test_parquet_loads_into_duckdb_with_the_same_rows(fixture_store, tmp_path):
         result = export(store, "parquet", out)
     con = duckdb.connect()
     total, scored, labelled, mct = con.execute(
-        "SELECT count(*), count(score), count(label), count(*) FILTER (WHERE is_mct) FROM read_parquet(?)", [str(out)]
+        "SELECT count(*), count(score), count(label), count(*) FILTER (WHERE is_mct) FROM read_parquet(?)",
+        [str(out)],
     ).fetchone()
     assert result.rows == total == info.base_runs
     assert scored == len(info.predictions) and labelled == len(info.labels) and mct == len(info.mct_runs)

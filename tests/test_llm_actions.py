@@ -24,7 +24,10 @@ REFUND = ToolSpec(
     description="Refund an order.",
     parameters={
         "type": "object",
-        "properties": {"order_id": {"type": "integer"}, "reason": {"type": "string", "enum": ["late", "damaged"]}},
+        "properties": {
+            "order_id": {"type": "integer"},
+            "reason": {"type": "string", "enum": ["late", "damaged"]},
+        },
         "required": ["order_id", "reason"],
     },
 )

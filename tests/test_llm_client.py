@@ -14,7 +14,10 @@ from magv.errors import BadInput
 from magv.llm import LLMClient
 from tests.fakellm import FakeLLMServer
 
-MESSAGES = [{"role": "system", "content": "You help customers."}, {"role": "user", "content": "Where is order 7?"}]
+MESSAGES = [
+    {"role": "system", "content": "You help customers."},
+    {"role": "user", "content": "Where is order 7?"},
+]
 
 
 def make_settings(**llm) -> Settings:
@@ -68,7 +71,9 @@ def test_reply_is_parsed_and_logged_once(tmp_store):
     assert row["role"] == "responder" and row["model"] == "gemma-3-270m"
     assert row["endpoint"] == srv.base_url
     assert (row["template"], row["template_hash"]) == ("responder.j2", "abc123")
-    assert row["prompt_tokens"] == result.prompt_tokens and row["completion_tokens"] == result.completion_tokens
+    assert (
+        row["prompt_tokens"] == result.prompt_tokens and row["completion_tokens"] == result.completion_tokens
+    )
     assert row["latency_s"] == pytest.approx(result.latency_s)
     assert json.loads(row["request"])["messages"] == MESSAGES
     assert json.loads(row["response"])["choices"][0]["message"]["content"] == result.text
@@ -125,7 +130,12 @@ def test_transient_fault_is_retried_to_success(tmp_store, kind, timeout_s):
 
 @pytest.mark.parametrize(
     ("kind", "expected"),
-    [("timeout", "timeout after 0.3s"), ("500", "HTTP 500"), ("429", "HTTP 429"), ("truncated", "malformed response")],
+    [
+        ("timeout", "timeout after 0.3s"),
+        ("500", "HTTP 500"),
+        ("429", "HTTP 429"),
+        ("truncated", "malformed response"),
+    ],
 )
 def test_persistent_fault_becomes_a_recorded_error(tmp_store, kind, expected):
     with FakeLLMServer(faults={kind: 1.0}, timeout_sleep_s=5) as srv:
@@ -217,7 +227,9 @@ def test_equal_endpoints_share_the_load():
 def test_fast_endpoint_takes_more_work_than_a_slow_one():
     """Least outstanding at dispatch time: a queued burst goes where slots free up."""
     with FakeLLMServer(latency_s=0.25) as slow, FakeLLMServer(latency_s=0.02) as fast:
-        client = fast_client(make_settings(concurrency_per_endpoint=2), endpoints=[slow.base_url, fast.base_url])
+        client = fast_client(
+            make_settings(concurrency_per_endpoint=2), endpoints=[slow.base_url, fast.base_url]
+        )
 
         async def many():
             try:
@@ -263,7 +275,9 @@ def test_llama_cpp_response_format_dialect_is_learnt():
 
         async def two():
             try:
-                return [await client.chat("responder", MESSAGES, response_format=rf, seed=i) for i in range(2)]
+                return [
+                    await client.chat("responder", MESSAGES, response_format=rf, seed=i) for i in range(2)
+                ]
             finally:
                 await client.aclose()
 
@@ -271,7 +285,10 @@ def test_llama_cpp_response_format_dialect_is_learnt():
     assert all(r.ok and r.retries == 0 for r in results)
     assert isinstance(json.loads(results[0].text)["n"], int)
     assert srv.counts["rejected_format"] == 1 and srv.counts["reply"] == 2
-    assert srv.requests[-1]["response_format"] == {"type": "json_object", "schema": rf["json_schema"]["schema"]}
+    assert srv.requests[-1]["response_format"] == {
+        "type": "json_object",
+        "schema": rf["json_schema"]["schema"],
+    }
 
 
 def test_role_settings_and_endpoint_overrides():

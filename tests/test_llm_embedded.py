@@ -9,7 +9,7 @@ import jsonschema
 import pytest
 
 from magv.config import Settings
-from magv.llm import LLMClient, action_schema, choose_action, managed_endpoints
+from magv.llm import FinalAnswer, LLMClient, action_schema, choose_action, managed_endpoints
 from magv.models import ToolCall, ToolSpec
 from tests.llm_fixtures import llama_server  # noqa: F401
 
@@ -25,7 +25,10 @@ CANCEL = ToolSpec(
     description="Cancel an order.",
     parameters={
         "type": "object",
-        "properties": {"order_id": {"type": "integer"}, "reason": {"type": "string", "enum": ["late", "damaged", "other"]}},
+        "properties": {
+            "order_id": {"type": "integer"},
+            "reason": {"type": "string", "enum": ["late", "damaged", "other"]},
+        },
         "required": ["order_id", "reason"],
     },
 )
@@ -72,6 +75,7 @@ def test_grammar_keeps_every_reply_inside_the_action_schema(llama_server):  # no
         if result.finish_reason == "length":
             continue  # cut off by max_tokens: a prefix of valid JSON, recorded as invalid
         jsonschema.validate(json.loads(result.text), action_schema(TOOLS))
+        assert isinstance(action, ToolCall | FinalAnswer), action
 
 
 def test_managed_endpoints_reuse_the_running_server(llama_server):  # noqa: F811

@@ -33,7 +33,9 @@ def test_vllm_command_line():
     s.vllm.max_model_len = 16384
     s.vllm.gpu_memory_utilization = 0.85
     s.vllm.tensor_parallel_size = 2
-    server = VLLMServer(s, model="meta-llama/Llama-3.1-8B-Instruct", port=8123, extra_args=["--enforce-eager"])
+    server = VLLMServer(
+        s, model="meta-llama/Llama-3.1-8B-Instruct", port=8123, extra_args=["--enforce-eager"]
+    )
     cmd = server.command()
     assert cmd[1:3] == ["serve", "meta-llama/Llama-3.1-8B-Instruct"]
     flags = " ".join(cmd[3:])

@@ -53,7 +53,9 @@ def test_report_has_every_section_and_figure(rendered):
         assert f'<section id="{section}">' in html
     assert set(metrics["figures"]) == FIGURES
     for name in FIGURES:
-        assert re.search(rf'id="fig-{name}"><img src="data:image/svg\+xml;base64,[A-Za-z0-9+/=]{{500,}}"', html), name
+        assert re.search(
+            rf'id="fig-{name}"><img src="data:image/svg\+xml;base64,[A-Za-z0-9+/=]{{500,}}"', html
+        ), name
     assert metrics["missing"] == []
     # self-contained: nothing is fetched from anywhere
     assert not re.search(r'(src|href)="(https?:)?//', html)
@@ -85,7 +87,9 @@ def test_generation_counts_per_target(rendered):
         assert by_seed[seed_id]["kept"] == info.kept.get(seed_id, 0)
         assert by_seed[seed_id]["dropped_by_reason"] == dict(info.dropped[seed_id])
     assert by_seed["return-delivered-0"]["failed_generations"] == 1
-    total = _cells(re.findall(r"<tr>(.*?)</tr>", html.split('id="generation-table"')[1].split("</table>")[0], re.S)[-1])
+    total = _cells(
+        re.findall(r"<tr>(.*?)</tr>", html.split('id="generation-table"')[1].split("</table>")[0], re.S)[-1]
+    )
     assert total[1:4] == [str(sum(info.generated.values())), str(sum(info.kept.values())),
                           str(sum(sum(c.values()) for c in info.dropped.values()))]  # fmt: skip
     assert gen["clusters"] == len(info.generated)
@@ -114,13 +118,17 @@ def test_verifier_against_judge_accuracy_and_cost(rendered):
     _, metrics, html, info = rendered
     c = metrics["verifier"]["comparison"]
     n = len(info.judge)
-    right = sum(1 for run, verdict in info.judge.items() if verdict is not None and verdict == info.labels[run])
+    right = sum(
+        1 for run, verdict in info.judge.items() if verdict is not None and verdict == info.labels[run]
+    )
     assert c["judge"]["accuracy"] == round(right / n, 4)
     assert c["judge"]["unparsed"] == sum(v is None for v in info.judge.values())
     cost = c["cost_per_1000"]
     assert cost["judge"]["tokens_per_1000"] == round(info.judge_tokens / n * 1000, 3)
     assert cost["judge"]["seconds_per_1000"] == pytest.approx(info.judge_seconds / n * 1000, abs=1e-3)
-    assert cost["verifier_scoring"]["seconds_per_1000"] == round(info.stages["score"]["seconds"] / n * 1000, 3)
+    assert cost["verifier_scoring"]["seconds_per_1000"] == round(
+        info.stages["score"]["seconds"] / n * 1000, 3
+    )
     assert cost["verifier_scoring"]["tokens_per_1000"] == 0
     assert cost["verifier_with_alternates"]["tokens_per_1000"] > 0
     cells = _cells(_row(html, 'data-row="judge"'))
@@ -210,7 +218,9 @@ def test_compare_two_runs_in_one_store_by_time_window(tmp_path):
     db = tmp_path / "one.duckdb"
     with Store(db) as store:
         first = populate(store, pipeline_run_id="p1", seed=3, with_eval=False)
-        second = populate(store, pipeline_run_id="p2", seed=4, quality=0.9, runs_per_question=2, with_eval=False)
+        second = populate(
+            store, pipeline_run_id="p2", seed=4, quality=0.9, runs_per_question=2, with_eval=False
+        )
     files = write_compare("p1", "p2", db, tmp_path / "cmp")
     result = json.loads(files.metrics.read_text())
     rows = {r["metric"]: r for r in result["headline"]}

@@ -61,7 +61,9 @@ def test_report_renders_in_headless_chromium(tmp_path):
                  "--enable-logging=stderr", "--v=0", "--dump-dom", url])  # fmt: skip
     dom = done.stdout
     assert "</html>" in dom, f"no DOM dumped; chromium said: {done.stderr[-2000:]}"
-    images = re.findall(r'<figure[^>]*data-state="(\w+)"[^>]*><img src="(data:image/svg\+xml;base64,[^"]{100,})"', dom)
+    images = re.findall(
+        r'<figure[^>]*data-state="(\w+)"[^>]*><img src="(data:image/svg\+xml;base64,[^"]{100,})"', dom
+    )
     assert len(images) == expected, f"{len(images)} of {expected} figures in the rendered page"
     assert {state for state, _ in images} == {"ok"}, "a figure failed to decode"
     assert len(re.findall(r"<img ", dom)) == expected

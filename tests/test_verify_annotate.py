@@ -39,7 +39,9 @@ def test_session_saves_each_answer_and_stops_on_quit(tmp_store):
     assert counts == {"correct": 1, "incorrect": 0, "skipped": 1, "remaining": 1}
     # Skipped and unanswered ones come back; the labelled one does not.
     assert [i.question.id for i in pending_annotations(tmp_store)] == ["q0001", "q0002"]
-    assert "Question: customer question 0" in describe(items[0]) and "Response: answer 0" in describe(items[0])
+    assert "Question: customer question 0" in describe(items[0]) and "Response: answer 0" in describe(
+        items[0]
+    )
 
 
 def test_cli_reads_keys_from_stdin_and_resumes(tmp_path, monkeypatch, capsys):

@@ -82,7 +82,9 @@ def test_aggregate_and_neutral_values():
 
 def test_verified_features_cover_every_name_and_use_embeddings():
     base_q = Question(id="b", domain="x", text="where is order 5", origin="investigator", group_id="g")
-    alt_q = Question(id="a", domain="x", text="where is order 5", origin="alternate", parent_id="b", group_id="g")
+    alt_q = Question(
+        id="a", domain="x", text="where is order 5", origin="alternate", parent_id="b", group_id="g"
+    )
     mct = Run(id="r", question_id="b", run_index=0, trajectory=traj("get_order", response="shipped"))
     alt = Run(id="ra", question_id="a", run_index=0, trajectory=traj("get_order", response="shipped"))
     emb = F._Embeddings(HashEmbedder(), F._texts(base_q, mct, [(alt_q, [alt])]))

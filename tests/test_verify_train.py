@@ -66,7 +66,9 @@ def test_label_file_errors_name_the_line(tmp_store):
     synthetic_store(tmp_store, n_questions=3)
     run_id = tmp_store.mct()[0]["run_id"]
     path = Path("labels.jsonl")
-    path.write_text(json.dumps({"run_id": run_id, "correct": True}) + "\n" + '{"run_id": "nope", "correct": false}\n')
+    path.write_text(
+        json.dumps({"run_id": run_id, "correct": True}) + "\n" + '{"run_id": "nope", "correct": false}\n'
+    )
     with pytest.raises(BadInput, match="labels.jsonl:2: run_id 'nope' is not in the database"):
         read_label_file(tmp_store, path)
     path.write_text(json.dumps({"question_id": "q0001", "correct": False}) + "\n")

@@ -8,14 +8,46 @@ from typing import Any
 
 import typer
 
-from magv.commands.common import JsonOption, console, emit_json, open_store, settings, table
+from magv.commands.common import JsonOption, console, emit_json, open_store, settings
 
 llm_app = typer.Typer(help="The LLM call log: every model call with tokens, latency and errors.",
                       no_args_is_help=True)  # fmt: skip
 serve_app = typer.Typer(help="Run a model server in the foreground (Ctrl-C stops it).", no_args_is_help=True)
 
-_CALL_COLUMNS = ["created_at", "role", "model", "template", "prompt_tokens", "completion_tokens",
-                 "latency_s", "retries", "error"]  # fmt: skip
+
+def _print_table(
+    title: str, rows: list[dict[str, Any]], columns: list[tuple[str, str]], droppable: tuple[str, ...] = ()
+) -> None:
+    """One line per row, fitted to the terminal: columns in `droppable` go, in that order, while
+    the table does not fit, then the error column is cut to what is left.
+    (commands.common.table squeezes every column alike: 'responder' wraps in 80 columns.)"""
+    from rich.table import Table
+
+    def width(key: str, header: str) -> int:
+        return max([len(header), *(len(_cell(r, key)) for r in rows)])
+
+    def fixed(cols: list[tuple[str, str]]) -> int:  # all but the error column, with borders
+        return sum(width(k, h) for k, h in cols if k != "error") + 3 * len(cols) + 1
+
+    cols = list(columns)
+    has_error = any(k == "error" for k, _ in cols)
+    for key in droppable:
+        if fixed(cols) + (12 if has_error else 0) <= console.width:
+            break
+        cols = [c for c in cols if c[0] != key]
+    t = Table(title=title)
+    for key, header in cols:
+        w = max(8, console.width - fixed(cols)) if key == "error" else width(key, header)
+        left = key in ("time", "role", "model", "template", "error")
+        t.add_column(header, no_wrap=True, overflow="ellipsis", width=w, justify="left" if left else "right")
+    for r in rows:
+        t.add_row(*[_cell(r, k) for k, _ in cols])
+    console.print(t)
+
+
+def _cell(row: dict[str, Any], key: str) -> str:
+    value = row.get(key)
+    return "-" if value is None else str(value)
 
 
 def _decoded(row: dict[str, Any]) -> dict[str, Any]:
@@ -40,8 +72,15 @@ def llm_calls(
     if as_json:
         emit_json([_decoded(r) for r in rows])
         return
-    shown = [{**r, "error": (r["error"] or "")[:60] or None} for r in rows]
-    table(f"LLM calls ({len(rows)} newest)", shown, _CALL_COLUMNS)
+    shown = [
+        {"time": f"{r['created_at']:%H:%M:%S}", "role": r["role"], "model": r["model"],
+         "template": r["template"], "tokens": f"{r['prompt_tokens']}/{r['completion_tokens']}",
+         "latency_s": f"{r['latency_s']:.2f}", "retries": r["retries"], "error": r["error"]}
+        for r in rows
+    ]  # fmt: skip
+    columns = [("time", "time"), ("role", "role"), ("model", "model"), ("template", "template"),
+               ("tokens", "in/out"), ("latency_s", "s"), ("retries", "retry"), ("error", "error")]  # fmt: skip
+    _print_table(f"LLM calls ({len(rows)} newest)", shown, columns, droppable=("template", "time"))
 
 
 @llm_app.command("stats")
@@ -53,7 +92,10 @@ def llm_stats(ctx: typer.Context, as_json: bool = JsonOption) -> None:
     if as_json:
         emit_json(rows)
         return
-    table("LLM calls per role and model", rows)
+    columns = [("role", "role"), ("model", "model"), ("calls", "calls"), ("prompt_tokens", "in"),
+               ("completion_tokens", "out"), ("latency_s", "total s"), ("mean_latency_s", "mean s"),
+               ("retries", "retry"), ("errors", "errors")]  # fmt: skip
+    _print_table("LLM calls per role and model (tokens in/out)", rows, columns, droppable=("latency_s",))
 
 
 @serve_app.command("llama")
@@ -77,7 +119,9 @@ def serve_vllm(
     model: str = typer.Option(None, "--model", "-m", help="Model name or path (default: vllm.model)."),
     port: int = typer.Option(None, "--port", help="Port (default: vllm.port)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Listen address; 0.0.0.0 to serve other hosts."),
-    tool_call_parser: str = typer.Option(None, "--tool-call-parser", help="vLLM tool parser (hermes, llama3_json, mistral, …)."),
+    tool_call_parser: str = typer.Option(
+        None, "--tool-call-parser", help="vLLM tool parser (hermes, llama3_json, mistral, …)."
+    ),
     max_model_len: int = typer.Option(None, "--max-model-len", min=256),
     gpu_memory_utilization: float = typer.Option(None, "--gpu-memory-utilization", min=0.05, max=1.0),
     tensor_parallel_size: int = typer.Option(None, "--tensor-parallel-size", min=1),
@@ -96,7 +140,9 @@ def serve_vllm(
     if dry_run:
         console.print(" ".join(server.command()), markup=False, highlight=False, soft_wrap=True)
         return
-    console.print(f"starting vLLM on {server.url} (log: {server.log_path}); first start downloads and compiles")
+    console.print(
+        f"starting vLLM on {server.url} (log: {server.log_path}); first start downloads and compiles"
+    )
     _serve_foreground(server)
 
 

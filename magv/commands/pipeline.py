@@ -113,6 +113,11 @@ DomainOpt = typer.Option(None, "--domain", "-d", help="Domain name, module or fo
 RunsOpt = typer.Option(None, "--runs", "-R", min=1, max=50, help="Responder runs per question (R).")
 RunnerOpt = typer.Option(None, "--runner", help="Task runner: local | dask | ray.")
 WaitOpt = typer.Option(False, "--wait", help="Wait for another process writing the database to finish.")
+QuestionsOpt = typer.Option(None, "--questions", "-q", min=1, help="Questions kept by selection.")
+PerTargetOpt = typer.Option(None, "--per-target", "-n", min=1, max=100, help="Questions per seed trajectory (N).")
+TargetsOpt = typer.Option(None, "--targets", min=1, help="Seed trajectories to use (default: all).")
+AlternatesOpt = typer.Option(None, "--alternates", "-k", min=0, max=20, help="Alternate questions per question (k).")
+AltRunsOpt = typer.Option(None, "--alternate-runs", min=1, max=20, help="Runs per alternate (R').")
 
 
 def _cfg(ctx: typer.Context, **overrides: Any) -> Settings:
@@ -122,11 +127,9 @@ def _cfg(ctx: typer.Context, **overrides: Any) -> Settings:
 def generate(
     ctx: typer.Context,
     domain: str = DomainOpt,
-    per_target: int = typer.Option(
-        None, "--per-target", "-n", min=1, max=100, help="Questions per seed trajectory (N)."
-    ),
-    questions: int = typer.Option(None, "--questions", "-q", min=1, help="Questions kept by selection."),
-    targets: int = typer.Option(None, "--targets", min=1, help="Seed trajectories to use (default: all)."),
+    per_target: int = PerTargetOpt,
+    questions: int = QuestionsOpt,
+    targets: int = TargetsOpt,
     runner: str = RunnerOpt,
     wait: bool = WaitOpt,
     as_json: bool = JsonOption,
@@ -153,12 +156,8 @@ def respond(
 def reverse(
     ctx: typer.Context,
     domain: str = DomainOpt,
-    alternates: int = typer.Option(
-        None, "--alternates", "-k", min=0, max=20, help="Alternate questions per question (k)."
-    ),
-    alternate_runs: int = typer.Option(
-        None, "--alternate-runs", min=1, max=20, help="Runs per alternate (R')."
-    ),
+    alternates: int = AlternatesOpt,
+    alternate_runs: int = AltRunsOpt,
     runner: str = RunnerOpt,
     wait: bool = WaitOpt,
     as_json: bool = JsonOption,
@@ -174,17 +173,12 @@ def reverse(
 def run(
     ctx: typer.Context,
     domain: str = DomainOpt,
-    questions: int = typer.Option(None, "--questions", "-q", min=1, help="Questions kept by selection."),
-    per_target: int = typer.Option(
-        None, "--per-target", "-n", min=1, max=100, help="Questions per seed trajectory (N)."
-    ),
+    questions: int = QuestionsOpt,
+    per_target: int = PerTargetOpt,
+    targets: int = TargetsOpt,
     runs: int = RunsOpt,
-    alternates: int = typer.Option(
-        None, "--alternates", "-k", min=0, max=20, help="Alternate questions per question (k)."
-    ),
-    alternate_runs: int = typer.Option(
-        None, "--alternate-runs", min=1, max=20, help="Runs per alternate (R')."
-    ),
+    alternates: int = AlternatesOpt,
+    alternate_runs: int = AltRunsOpt,
     verify: bool = typer.Option(
         True, "--verify/--no-verify", help="Run the verifier stages after generation."
     ),

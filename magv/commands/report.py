@@ -14,10 +14,14 @@ DEFAULT_REPORT_DIR = Path("report")
 
 def report(
     ctx: typer.Context,
-    out: Path = typer.Option(DEFAULT_REPORT_DIR, "--out", "-o", help="Directory for report.html and metrics.json."),
+    out: Path = typer.Option(
+        DEFAULT_REPORT_DIR, "--out", "-o", help="Directory for report.html and metrics.json."
+    ),
     run: str = typer.Option(None, "--run", help="Only the rows of this pipeline run (its time window)."),
     compare: tuple[str, str] | None = typer.Option(
-        None, "--compare", metavar="RUN_A RUN_B",
+        None,
+        "--compare",
+        metavar="RUN_A RUN_B",
         help="Two pipeline runs side by side; each a pipeline run id in this store or a path to a .duckdb file.",
     ),  # fmt: skip
     worst: int = typer.Option(10, "--worst", min=0, help="How many lowest-scored trajectories to show."),
@@ -51,9 +55,13 @@ def report(
 def export(
     ctx: typer.Context,
     fmt: str = typer.Option("jsonl", "--format", "-f", help="jsonl (the import format), openai or parquet."),
-    out: Path = typer.Option(None, "--out", "-o", help="Output file (default: data/export/<database>.<format>)."),
+    out: Path = typer.Option(
+        None, "--out", "-o", help="Output file (default: data/export/<database>.<format>)."
+    ),
     verified_only: bool = typer.Option(
-        False, "--verified-only", help="Only runs labelled correct, or unlabelled with a positive verifier verdict."
+        False,
+        "--verified-only",
+        help="Only runs labelled correct, or unlabelled with a positive verifier verdict.",
     ),
     min_score: float = typer.Option(None, "--min-score", help="Only runs with a verifier probability >= P."),
     as_json: bool = JsonOption,
@@ -72,7 +80,9 @@ def export(
         emit_json(result.as_dict())
         return
     extra = f", {result.skipped} runs without a final answer skipped" if result.skipped else ""
-    console.print(f"{result.rows} runs of {result.questions} questions exported as {fmt}{extra}", highlight=False)
+    console.print(
+        f"{result.rows} runs of {result.questions} questions exported as {fmt}{extra}", highlight=False
+    )
     typer.echo(str(result.path))
 
 

@@ -139,7 +139,9 @@ def parse_native_action(result: ChatResult, tools: list[ToolSpec]) -> Action:
             try:
                 args = json.loads(args) if args.strip() else {}
             except ValueError as exc:
-                return InvalidReply(raw=raw, error=f"arguments of {fn.get('name')!r} are not valid JSON: {exc}")
+                return InvalidReply(
+                    raw=raw, error=f"arguments of {fn.get('name')!r} are not valid JSON: {exc}"
+                )
         return check_call(fn.get("name"), args, tools, raw)
     text = (result.text or "").strip()
     if not text:
@@ -153,7 +155,9 @@ def check_call(name: Any, arguments: Any, tools: list[ToolSpec], raw: str) -> Ac
         known = ", ".join(sorted(by_name)) or "(none)"
         return InvalidReply(raw=raw, error=f"unknown tool {name!r}; expected one of {known}")
     if not isinstance(arguments, dict):
-        return InvalidReply(raw=raw, error=f"arguments of {name} must be an object, got {type(arguments).__name__}")
+        return InvalidReply(
+            raw=raw, error=f"arguments of {name} must be an object, got {type(arguments).__name__}"
+        )
     error = best_match(_validator(canonical_json(by_name[name].parameters)).iter_errors(arguments))
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "(arguments)"

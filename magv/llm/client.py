@@ -205,8 +205,10 @@ class LLMClient:
             raise _Failure(f"connection error at {ep.url}: {exc.__cause__ or exc}", retryable=True) from None
         except openai.APIStatusError as exc:
             status = exc.status_code
-            if rf is not None and rf.get("type") == "json_schema" and (
-                ep.url not in self._llama_dialect and "response_format" in str(exc.body)
+            if (
+                rf is not None
+                and rf.get("type") == "json_schema"
+                and (ep.url not in self._llama_dialect and "response_format" in str(exc.body))
             ):
                 # llama-cpp-python's server rejects the OpenAI json_schema form (with a 500) but
                 # constrains decoding with {"type": "json_object", "schema": ...}; remember, resend.

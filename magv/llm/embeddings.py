@@ -73,7 +73,9 @@ class Embedder:
             model = local_model(self.cfg.model)
             if not texts:
                 # renamed in sentence-transformers 6; older releases only have the long name
-                dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+                dim = (
+                    getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+                )
                 return np.zeros((0, dim()), dtype=np.float32)
             vectors = model.encode(texts, batch_size=self.cfg.batch_size, convert_to_numpy=True,
                                    normalize_embeddings=True, show_progress_bar=False)  # fmt: skip

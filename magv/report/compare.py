@@ -48,7 +48,12 @@ def _dig(m: dict[str, Any], keys: tuple[str, ...]) -> Any:
 
 def _delta(a: Any, b: Any) -> float | None:
     numeric = (int, float)
-    if isinstance(a, numeric) and isinstance(b, numeric) and not isinstance(a, bool) and not isinstance(b, bool):
+    if (
+        isinstance(a, numeric)
+        and isinstance(b, numeric)
+        and not isinstance(a, bool)
+        and not isinstance(b, bool)
+    ):
         return round(b - a, 4)
     return None
 
@@ -59,14 +64,18 @@ def compare_metrics(a: ReportData, b: ReportData, labels: tuple[str, str]) -> di
             for k in list(ha) + [k for k in hb if k not in ha]]  # fmt: skip
     models_a = {m["name"]: m for m in a.metrics["verifier"]["models"]}
     models_b = {m["name"]: m for m in b.metrics["verifier"]["models"]}
-    models = [{"name": n, "a": models_a.get(n), "b": models_b.get(n)} for n in sorted(set(models_a) | set(models_b))]
+    models = [
+        {"name": n, "a": models_a.get(n), "b": models_b.get(n)} for n in sorted(set(models_a) | set(models_b))
+    ]
     return {"labels": list(labels), "headline": rows, "models": models}
 
 
 def figures(a: ReportData, b: ReportData, labels: tuple[str, str]) -> dict[str, str]:
     ma, mb = a.metrics, b.metrics
     stages = list(dict.fromkeys(list(ma["summary"]["stages"]) + list(mb["summary"]["stages"])))
-    models = sorted({m["name"] for m in ma["verifier"]["models"]} | {m["name"] for m in mb["verifier"]["models"]})
+    models = sorted(
+        {m["name"] for m in ma["verifier"]["models"]} | {m["name"] for m in mb["verifier"]["models"]}
+    )
     f1 = [{m["name"]: m["f1"] for m in side["verifier"]["models"]} for side in (ma, mb)]
     tools = list(dict.fromkeys([t["tool"] for t in ma["responder"]["base"]["per_tool"]]
                                + [t["tool"] for t in mb["responder"]["base"]["per_tool"]]))  # fmt: skip
@@ -117,5 +126,8 @@ def write_compare(spec_a: str, spec_b: str, default_db: Path, out_dir: str | Pat
     files = ReportFiles(html=out / "compare.html", metrics=out / "compare.json", figures=len(figs))
     full = {**result, "a": a.metrics, "b": b.metrics}
     _write(files.metrics, json.dumps(full, indent=2, default=str) + "\n")
-    _write(files.html, _env().get_template("compare.html.j2").render(c=result, a=a.metrics, b=b.metrics, fig=figs))
+    _write(
+        files.html,
+        _env().get_template("compare.html.j2").render(c=result, a=a.metrics, b=b.metrics, fig=figs),
+    )
     return files

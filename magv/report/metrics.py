@@ -100,6 +100,10 @@ def _mean(values: list[float]) -> float | None:
     return _r(sum(values) / len(values)) if values else None
 
 
+def _when(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat(sep=" ", timespec="seconds")
+
+
 def _effective_labels(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """run_id -> the most trusted label (human > import > gold), the newest within a source."""
     best: dict[str, dict[str, Any]] = {}
@@ -166,9 +170,9 @@ def _summary(scope: Scope, questions, runs, labels, data: ReportData) -> dict[st
     return {
         "pipeline_run": None if run is None else {
             "id": run["id"], "status": run["status"], "domain": run["domain"],
-            "started_at": str(run["started_at"]), "finished_at": str(run["finished_at"]), "wall_s": wall,
+            "started_at": _when(run["started_at"]), "finished_at": _when(run["finished_at"]), "wall_s": wall,
         },
-        "pipeline_runs": [{"id": r["id"], "status": r["status"], "started_at": str(r["started_at"]),
+        "pipeline_runs": [{"id": r["id"], "status": r["status"], "started_at": _when(r["started_at"]),
                            "domain": r["domain"]} for r in scope.pipeline_runs],
         "domain": run["domain"] if run is not None else (", ".join(domains) or None),
         "stages": {name: {k: v for k, v in s.items() if isinstance(v, int | float) and not isinstance(v, bool)}
@@ -202,7 +206,9 @@ def _summary(scope: Scope, questions, runs, labels, data: ReportData) -> dict[st
 
 def _generation(scope: Scope, questions, data: ReportData) -> dict[str, Any]:
     selections = {s["question_id"]: s for s in scope.rows("selections")}
-    generations = [g for g in scope.rows("generations") if g.get("kind", "investigator") in (None, "investigator")]
+    generations = [
+        g for g in scope.rows("generations") if g.get("kind", "investigator") in (None, "investigator")
+    ]
     targets: dict[str, dict[str, Any]] = {}
 
     def target(seed_id: str | None) -> dict[str, Any]:
@@ -246,7 +252,9 @@ def _generation(scope: Scope, questions, data: ReportData) -> dict[str, Any]:
     if not any(t["generated"] for t in rows):
         data.metrics["missing"].append("question generation: no investigator questions (run `magv generate`)")
     if not selections:
-        data.metrics["missing"].append("question generation: no selection yet, so no embedding map (run selection)")
+        data.metrics["missing"].append(
+            "question generation: no selection yet, so no embedding map (run selection)"
+        )
     kept_clusters = {s["cluster"] for s in selections.values() if s["kept"] and s["cluster"] is not None}
     return {
         "targets": rows,
@@ -327,7 +335,9 @@ def _responder(scope: Scope, runs, data: ReportData) -> dict[str, Any]:
             "mean_share": _mean(shares),
             "unanimous": _r(sum(1 for s in shares if s >= 1.0) / len(shares)) if shares else None,
             "mean_distinct": _mean([m["n_distinct"] for m in mct if m["n_distinct"] is not None]),
-            "share_histogram": {f"{k:.2f}": v for k, v in sorted(Counter(round(s, 2) for s in shares).items())},
+            "share_histogram": {
+                f"{k:.2f}": v for k, v in sorted(Counter(round(s, 2) for s in shares).items())
+            },
         },
     }
 
@@ -402,7 +412,9 @@ def _evaluation(scope: Scope, data: ReportData) -> dict[str, Any] | None:
                 rates[k] = _mean([float(v) for v in values])
             else:
                 means[k] = _mean([float(v) for v in values])
-        out.append({"eval_id": eval_id, "config": config, "questions": len(results), "rates": rates, "means": means})
+        out.append(
+            {"eval_id": eval_id, "config": config, "questions": len(results), "rates": rates, "means": means}
+        )
     data.series["evaluation"] = out
     return {"configs": out}
 

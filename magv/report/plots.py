@@ -105,7 +105,13 @@ def per_target(targets: list[dict[str, Any]]) -> Figure | None:
     ax.barh(names, left, color=GOOD, label="kept")
     for i, reason in enumerate(reasons):
         values = [t["dropped_by_reason"].get(reason, 0) for t in rows]
-        ax.barh(names, values, left=left, color=REASON_COLOURS[i % len(REASON_COLOURS)], label=f"dropped: {reason}")
+        ax.barh(
+            names,
+            values,
+            left=left,
+            color=REASON_COLOURS[i % len(REASON_COLOURS)],
+            label=f"dropped: {reason}",
+        )
         left = [a + b for a, b in zip(left, values, strict=True)]
     ax.invert_yaxis()
     ax.set_xlabel("generated questions")
@@ -394,7 +400,9 @@ def evaluation_rates(configs: list[dict[str, Any]]) -> Figure | None:
     width = 0.8 / len(configs)
     for i, c in enumerate(configs):
         xs = [j + (i - (len(configs) - 1) / 2) * width for j in range(len(modes))]
-        b = ax.bar(xs, [c["rates"].get(m) or 0 for m in modes], width=width, label=f"{c['eval_id']}: {c['config']}")
+        b = ax.bar(
+            xs, [c["rates"].get(m) or 0 for m in modes], width=width, label=f"{c['eval_id']}: {c['config']}"
+        )
         ax.bar_label(b, fmt="%.2f", fontsize=7)
     ax.set_xticks(range(len(modes)), modes)
     ax.set_ylim(0, 1.1)

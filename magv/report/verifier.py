@@ -54,7 +54,9 @@ def verifier_section(scope: Scope, runs, labels, data: ReportData) -> dict[str, 
 
     if not curves and preds:
         # no out-of-fold predictions stored: fall back to the deployed model on its labelled rows
-        pairs = [(int(labels[p["run_id"]]["correct"]), p["probability"]) for p in preds if p["run_id"] in labels]
+        pairs = [
+            (int(labels[p["run_id"]]["correct"]), p["probability"]) for p in preds if p["run_id"] in labels
+        ]
         fallback = binary_curves([y for y, _ in pairs], [s for _, s in pairs])
         if fallback:
             curves["deployed model (in-sample)"] = fallback
@@ -73,7 +75,9 @@ def verifier_section(scope: Scope, runs, labels, data: ReportData) -> dict[str, 
     importances = dict(sorted(((k, _r(v)) for k, v in importances.items()), key=lambda kv: -kv[1]))
     data.series["importances"] = importances
 
-    scores = [(p["probability"], labels[p["run_id"]]["correct"] if p["run_id"] in labels else None) for p in preds]
+    scores = [
+        (p["probability"], labels[p["run_id"]]["correct"] if p["run_id"] in labels else None) for p in preds
+    ]
     data.series["scores"] = scores
     by_source = Counter(lb["source"] for lb in labels.values())
     best = next((m for m in cv["models"] if m["name"] == best_name), None)
@@ -136,7 +140,11 @@ def _comparison(scope: Scope, preds, labels, best, data: ReportData) -> dict[str
     judges = scope.rows("judge_verdicts")
     judged = [j for j in judges if j["run_id"] in labels]
     parsed = [j for j in judged if j["correct"] is not None]
-    judge_acc = _r(sum(j["correct"] == labels[j["run_id"]]["correct"] for j in parsed) / len(judged)) if judged else None
+    judge_acc = (
+        _r(sum(j["correct"] == labels[j["run_id"]]["correct"] for j in parsed) / len(judged))
+        if judged
+        else None
+    )
     scored_labelled = [p for p in preds if p["run_id"] in labels]
     verdict = {p["run_id"]: bool(p["verdict"]) for p in preds}
     both = [j for j in judges if j["correct"] is not None and j["run_id"] in verdict]
@@ -147,7 +155,9 @@ def _comparison(scope: Scope, preds, labels, best, data: ReportData) -> dict[str
     judge_seconds = sum(j["latency_s"] or 0.0 for j in judges)
     stages = data.metrics["summary"]["stages"]
     score_stage = stages.get("score", {})
-    n_scored = int(score_stage.get("scored") or score_stage.get("done") or score_stage.get("written") or len(preds))
+    n_scored = int(
+        score_stage.get("scored") or score_stage.get("done") or score_stage.get("written") or len(preds)
+    )
     scoring = None
     if score_stage.get("seconds") is not None and n_scored:
         scoring = {"seconds_per_1000": _per_1000(float(score_stage["seconds"]), n_scored), "tokens_per_1000": 0,
@@ -162,7 +172,9 @@ def _comparison(scope: Scope, preds, labels, best, data: ReportData) -> dict[str
     alt_runs = [r for r in scope.rows("runs", ["question_id", "prompt_tokens", "completion_tokens", "latency_s"])
                 if r["question_id"] in alt_ids]  # fmt: skip
     n_verified = len(scope.rows("features", ["run_id"])) or len(preds)
-    supervision_tokens = sum((c["prompt_tokens"] or 0) + (c["completion_tokens"] or 0) for c in reverse + alt_runs)
+    supervision_tokens = sum(
+        (c["prompt_tokens"] or 0) + (c["completion_tokens"] or 0) for c in reverse + alt_runs
+    )
     supervision_seconds = sum(c["latency_s"] or 0.0 for c in reverse + alt_runs)
     supervision_seconds += float(stages.get("features", {}).get("seconds") or 0.0)
     return {

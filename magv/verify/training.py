@@ -80,12 +80,15 @@ def checked_matrix(store: Any, version: str, names: Sequence[str]) -> tuple[list
 
 
 def training_data(store: Any, version: str = FEATURE_VERSION) -> TrainingData:
-    """Feature rows that have an effective label, with the CV group of their question."""
+    """Feature rows of verified trajectories that have an effective label, with the CV group of
+    their question. A row of a run that is no longer its question's MCT (more runs changed the
+    vote) is left out."""
     labels = store.effective_labels()
+    verified = {m["run_id"] for m in store.mct()}
     names = list(FEATURE_NAMES)
     run_ids, X = checked_matrix(store, version, names)
-    info = store.run_questions([r for r in run_ids if r in labels])
-    keep = [i for i, r in enumerate(run_ids) if r in labels and r in info]
+    info = store.run_questions([r for r in run_ids if r in labels and r in verified])
+    keep = [i for i, r in enumerate(run_ids) if r in info]
     run_ids = [run_ids[i] for i in keep]
     y = np.array([int(labels[r].correct) for r in run_ids], dtype=np.int64)
     groups = np.array([info[r]["group_id"] or info[r]["question_id"] for r in run_ids])
