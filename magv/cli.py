@@ -30,7 +30,9 @@ COMMAND_MODULES = [
     "magv.commands.domain",
     "magv.commands.verify",
     "magv.commands.report",
+    "magv.commands.eval",
     "magv.commands.llm",
+    "magv.commands.schedule",
 ]
 
 

@@ -178,7 +178,23 @@ def plan_respond(store: Store, ctx: WorkerContext, alternates: bool) -> list[dic
             continue
         existing = {r.run_index for r in store.runs([q.id])} if n else set()
         items.append({"question": q, "run_indices": [i for i in range(wanted) if i not in existing]})
+    if p.demos and items:
+        _attach_demos(store, ctx, items)
     return items
+
+
+def _attach_demos(store: Store, ctx: WorkerContext, items: list[dict]) -> None:
+    """Give each item the `pipeline.demos` nearest verified examples outside its question's group
+    (so never the question itself, its alternates or its seed's family)."""
+    from magv.demos import DemoStore
+    from magv.llm.embeddings import Embedder
+
+    demos = DemoStore.from_store(store, ctx.domain().name, Embedder(ctx.settings))
+    questions = [item["question"] for item in items]
+    picks = demos.nearest_many([q.text for q in questions], ctx.settings.pipeline.demos,
+                               [{q.group_id} for q in questions])  # fmt: skip
+    for item, chosen in zip(items, picks):
+        item["demos"] = chosen
 
 
 async def work_respond(client, ctx: WorkerContext, item: dict, demos: list[Demo] | None = None) -> dict:
@@ -189,7 +205,7 @@ async def work_respond(client, ctx: WorkerContext, item: dict, demos: list[Demo]
     for i in item["run_indices"]:
         result = await respond(
             client, ctx.domain(), ctx.pool(), q.text, run_index=i, max_steps=p.max_steps, tool_mode=mode,
-            context_key=f"respond:{q.id}:{i}", demos=demos or (),
+            context_key=f"respond:{q.id}:{i}", demos=demos or item.get("demos") or (),
         )  # fmt: skip
         runs.append(
             (Run(id=Run.derive_id(q.id, i), question_id=q.id, run_index=i, trajectory=result.trajectory,

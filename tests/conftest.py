@@ -7,8 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.llm_fixtures import llama_server  # noqa: F401  (one embedded server per test run)
+
 # No network here: keep Prefect and Hugging Face from reaching out.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# Prefect's console log handler keeps the stream it saw first; under pytest's capture that stream is
+# closed by the next test. Warnings and errors only, as the CLI does.
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_API_ENABLE_HTTP2", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -456,7 +456,19 @@ def _fail(body: dict[str, Any]) -> dict[str, Any]:
     return {"fault": "500"}
 
 
-SCRIPTS: dict[str, Handler | None] = {"auto": None, "answer": _answer_only, "fail": _fail}
+_agent_scripts: dict[str, Any] = {}
+
+
+def _agents(body: dict[str, Any]) -> str | dict[str, Any]:
+    """The scripted MAG-V agents of tests/fake_agents.py on the retail domain, built on first use."""
+    if "retail" not in _agent_scripts:
+        from tests.fake_agents import AgentScript
+
+        _agent_scripts["retail"] = AgentScript("retail")
+    return _agent_scripts["retail"](body)
+
+
+SCRIPTS: dict[str, Handler | None] = {"auto": None, "answer": _answer_only, "fail": _fail, "agents": _agents}
 
 
 def main(argv: list[str] | None = None) -> int:

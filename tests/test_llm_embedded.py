@@ -11,7 +11,6 @@ import pytest
 from magv.config import Settings
 from magv.llm import FinalAnswer, LLMClient, action_schema, choose_action, managed_endpoints
 from magv.models import ToolCall, ToolSpec
-from tests.llm_fixtures import llama_server  # noqa: F401
 
 pytestmark = pytest.mark.slow
 

@@ -118,6 +118,8 @@ PerTargetOpt = typer.Option(None, "--per-target", "-n", min=1, max=100, help="Qu
 TargetsOpt = typer.Option(None, "--targets", min=1, help="Seed trajectories to use (default: all).")
 AlternatesOpt = typer.Option(None, "--alternates", "-k", min=0, max=20, help="Alternate questions per question (k).")
 AltRunsOpt = typer.Option(None, "--alternate-runs", min=1, max=20, help="Runs per alternate (R').")
+DemosOpt = typer.Option(None, "--demos", min=0, max=20,
+                        help="Verified examples shown to the responder per question (m; 0: none).")  # fmt: skip
 
 
 def _cfg(ctx: typer.Context, **overrides: Any) -> Settings:
@@ -143,11 +145,11 @@ def generate(
 
 
 def respond(
-    ctx: typer.Context, domain: str = DomainOpt, runs: int = RunsOpt, runner: str = RunnerOpt,
-    wait: bool = WaitOpt, as_json: bool = JsonOption,
+    ctx: typer.Context, domain: str = DomainOpt, runs: int = RunsOpt, demos: int = DemosOpt,
+    runner: str = RunnerOpt, wait: bool = WaitOpt, as_json: bool = JsonOption,
 ) -> None:  # fmt: skip
     """Answer every kept question R times with the responder; mark the most common trajectory."""
-    cfg = _cfg(ctx, domain=domain, **{"pipeline.runs": runs, "pipeline.runner": runner})
+    cfg = _cfg(ctx, domain=domain, **{"pipeline.runs": runs, "pipeline.demos": demos, "pipeline.runner": runner})
     result = run_flow("respond", cfg, as_json, wait)
     _print_summary(result, as_json)
     _check_failures(result)
@@ -179,6 +181,7 @@ def run(
     runs: int = RunsOpt,
     alternates: int = AlternatesOpt,
     alternate_runs: int = AltRunsOpt,
+    demos: int = DemosOpt,
     verify: bool = typer.Option(
         True, "--verify/--no-verify", help="Run the verifier stages after generation."
     ),
@@ -192,7 +195,7 @@ def run(
     """
     cfg = _cfg(ctx, domain=domain, **{
         "pipeline.questions": questions, "pipeline.questions_per_target": per_target, "pipeline.runs": runs,
-        "pipeline.max_targets": targets,
+        "pipeline.max_targets": targets, "pipeline.demos": demos,
         "pipeline.alternates": alternates, "pipeline.alternate_runs": alternate_runs, "pipeline.runner": runner,
     })  # fmt: skip
     result = run_flow("pipeline", cfg, as_json, wait, verify=verify)

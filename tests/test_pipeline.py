@@ -1,0 +1,127 @@
+"""The generation half end to end: Prefect flows over the scripted fake server (fast) and the real
+embedded model (slow)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from magv.cli import main
+from magv.store import Store
+from tests.pipeline_helpers import fake_pipeline_env, table_counts
+
+SMALL = ["--targets", "4", "--per-target", "4", "--questions", "8", "--runs", "3", "--alternates", "2"]
+
+
+def _run(args, capsys) -> dict:
+    rc = main(["run", "--no-verify", "--json", *args])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    return json.loads(out)
+
+
+@pytest.mark.integration
+def test_pipeline_on_the_fake_server_fills_every_table(tmp_path, capsys, prefect_harness):
+    with fake_pipeline_env(tmp_path):
+        summary = _run(SMALL, capsys)
+    assert set(summary["stages"]) == {"generate", "select", "respond", "reverse", "respond_alternates"}
+    with Store(tmp_path / "magv.duckdb", read_only=True) as store:
+        investigator = store.questions(origin="investigator")
+        assert len(investigator) == 16 and all(q.target and q.seed_id for q in investigator)
+        assert all(q.example_seed_id and q.example_seed_id != q.seed_id for q in investigator)
+        kept = store.questions(origin=("seed", "investigator"), kept_only=True)
+        assert len(kept) == 8 + 4  # selection's target count, plus the 4 target seeds
+        dropped = [s for s in store.selections() if not s["kept"]]
+        assert dropped and all(s["reason"] for s in dropped)
+        counts = store.run_counts()
+        assert all(counts[q.id] == 3 for q in kept)  # R runs per question
+        mct = {m["question_id"]: m for m in store.mct()}
+        assert set(mct) >= {q.id for q in kept}
+        assert all(0 < mct[q.id]["share"] <= 1 and mct[q.id]["n_runs"] == 3 for q in kept)
+        alternates = store.questions(origin="alternate")
+        assert len(alternates) == 2 * len(kept)
+        by_id = {q.id: q for q in kept}
+        assert all(a.parent_id in by_id and a.group_id == by_id[a.parent_id].group_id for a in alternates)
+        assert all(counts[a.id] == 1 for a in alternates)
+        calls = store.llm_calls()
+        assert {c["role"] for c in calls} == {"investigator", "responder", "reverse"}
+        assert all(c["template_hash"] for c in calls)
+        # the scripted responder follows the gold trajectory for most questions: some MCTs match
+        runs = {r.id: r for r in store.runs()}
+        matches = sum(
+            runs[mct[q.id]["run_id"]].trajectory.tool_names() == [c.name for c in q.target] for q in kept
+        )
+        assert 0 < matches < len(kept) or matches == len(kept)
+
+
+@pytest.mark.integration
+def test_rerun_inserts_nothing_and_pays_for_nothing(tmp_path, capsys, prefect_harness):
+    with fake_pipeline_env(tmp_path) as srv:
+        _run(SMALL, capsys)
+        first = table_counts(tmp_path / "magv.duckdb")
+        sent = srv.counts["chat"]
+        again = _run(SMALL, capsys)
+        assert table_counts(tmp_path / "magv.duckdb") == first
+        assert all(s["planned"] == 0 for name, s in again["stages"].items() if name != "select")
+        assert srv.counts["chat"] == sent
+
+
+@pytest.mark.integration
+def test_a_run_stopped_midway_resumes_to_the_same_rows(tmp_path, capsys, prefect_harness, monkeypatch):
+    """Stop the flow (as Ctrl-C does) after the first chunks of the respond stage are written,
+    rerun, and compare with an uninterrupted run in another database."""
+    import magv.stages as stages
+
+    args = [*SMALL, "--questions", "12"]
+    full = tmp_path / "full"
+    full.mkdir()
+    with fake_pipeline_env(full):
+        monkeypatch.setenv("MAGV_PIPELINE__CHUNK_SIZE", "3")
+        _run(args, capsys)
+    expected = table_counts(full / "magv.duckdb")
+
+    part = tmp_path / "part"
+    part.mkdir()
+    original = stages.write_respond
+    written = {"n": 0}
+
+    def write_then_stop(store, ctx, results, report):
+        original(store, ctx, results, report)
+        written["n"] += 1
+        if written["n"] == 2:
+            raise KeyboardInterrupt
+
+    with fake_pipeline_env(part):
+        monkeypatch.setitem(stages.STAGES, "respond", (stages.STAGES["respond"][0], stages.work_respond, write_then_stop))
+        assert main(["run", "--no-verify", "--json", *args]) == 130
+        capsys.readouterr()
+        partial = table_counts(part / "magv.duckdb")
+        assert 0 < partial["runs"] < expected["runs"]
+        monkeypatch.setitem(stages.STAGES, "respond", (stages.STAGES["respond"][0], stages.work_respond, original))
+        _run(args, capsys)
+    assert table_counts(part / "magv.duckdb") == expected
+    with Store(part / "magv.duckdb", read_only=True) as store:
+        ids = [r["id"] for r in store.query("SELECT id FROM runs")]
+        assert len(ids) == len(set(ids))
+        paid = store.query("SELECT key, count(*) AS n FROM llm_calls WHERE error IS NULL GROUP BY key HAVING n > 1")
+        assert paid == []
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_pipeline_on_the_embedded_model(tmp_path, capsys, prefect_harness, llama_server, monkeypatch):
+    """The real thing, small: gemma-3-270m through llama.cpp's server, real sentence embeddings."""
+    monkeypatch.setenv("MAGV_LLM__ENDPOINTS", json.dumps([llama_server.url]))
+    monkeypatch.setenv("MAGV_DATABASE", str(tmp_path / "magv.duckdb"))
+    monkeypatch.setenv("MAGV_DOMAIN_DATA_DIR", str(tmp_path / "domains"))
+    monkeypatch.setenv("MAGV_PIPELINE__MAX_STEPS", "3")
+    summary = _run(["--targets", "2", "--per-target", "2", "--questions", "3", "--runs", "2", "--alternates", "1"], capsys)
+    with Store(tmp_path / "magv.duckdb", read_only=True) as store:
+        counts = store.counts()
+        assert counts["questions"] > 2 and counts["runs"] > 0 and counts["llm_calls"] > 0
+        calls = store.llm_calls()
+        assert all(c["prompt_tokens"] > 0 for c in calls if not c["error"])
+        kept = store.questions(origin=("seed", "investigator"), kept_only=True)
+        assert all(store.run_counts().get(q.id) == 2 for q in kept)
+    assert summary["stages"]["respond"]["done"] + summary["stages"]["respond"]["failed"] == len(kept)
