@@ -6,6 +6,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from prefect import task
@@ -56,10 +57,20 @@ class Session:
     ctx: WorkerContext
     run_id: str
     stages: dict[str, Any] = field(default_factory=dict)
+    started_at: datetime = field(default_factory=utcnow)
 
     def record(self, report: StageReport) -> StageReport:
         self.stages[report.name] = report.as_dict()
         return report
+
+    def summary(self) -> dict[str, Any]:
+        """Totals of the stages so far, with the LLM calls this run logged (retries, errors)."""
+        out = summarize(self.stages)
+        try:
+            out["llm_calls"] = self.store.llm_call_totals(self.started_at)
+        except Exception:  # a summary must never hide the error that ended the run
+            pass
+        return out
 
 
 @contextmanager
@@ -70,9 +81,11 @@ def session(settings: dict[str, Any] | None, kind: str) -> Iterator[Session]:
 
     cfg = settings_from_dict(settings) if settings else Settings()
     store = Store(cfg.database)
+    store.mark_abandoned_runs()
     run_id = make_id(kind, cfg.domain, str(utcnow()))
     store.start_pipeline_run(run_id, cfg.domain, {"kind": kind, **cfg.model_dump(mode="json")})
     status = "failed"
+    error = None
     sess = None
     try:
         with managed_endpoints(cfg) as endpoints:
@@ -83,25 +96,36 @@ def session(settings: dict[str, Any] | None, kind: str) -> Iterator[Session]:
     except KeyboardInterrupt:
         status = "interrupted"
         raise
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        raise
     finally:
         use_local_recorder(None)
         close_resources()
-        stages = sess.stages if sess else {}
-        store.finish_pipeline_run(run_id, status, stages, summarize(stages))
+        summary = sess.summary() if sess else summarize({})
+        if error:
+            summary["error"] = error
+        store.finish_pipeline_run(run_id, status, sess.stages if sess else {}, summary)
         store.close()
 
 
 def summarize(stages: dict[str, Any]) -> dict[str, Any]:
+    def total(key: str) -> int:
+        return sum(s.get(key, 0) for s in stages.values())
+
     return {
-        "prompt_tokens": sum(s.get("prompt_tokens", 0) for s in stages.values()),
-        "completion_tokens": sum(s.get("completion_tokens", 0) for s in stages.values()),
+        "prompt_tokens": total("prompt_tokens"),
+        "completion_tokens": total("completion_tokens"),
         "failures": {name: s.get("failed", 0) for name, s in stages.items() if s.get("failed")},
+        "faults": {key: total(key) for key in ("failed", "llm_errors", "invalid_steps", "tool_errors")},
         "seconds": round(sum(s.get("seconds", 0.0) for s in stages.values()), 3),
     }
 
 
 def run_stage(sess: Session, stage: str) -> StageReport:
     """Plan the stage's pending work, map the chunk task over it, write each chunk as it returns."""
+    from magv.llm.servers import check_managed_servers
+
     plan, _, write = STAGES[stage]
     started = time.perf_counter()
     items = plan(sess.store, sess.ctx)
@@ -120,6 +144,8 @@ def run_stage(sess: Session, stage: str) -> StageReport:
                 continue
             if result.calls:
                 sess.store.add_llm_calls(result.calls)
+            # A chunk that ran while the server magv started was dead holds LLM errors, not results.
+            check_managed_servers()
             write(sess.store, sess.ctx, result.results, report)
             bar.advance(len(part))
     report.seconds = time.perf_counter() - started

@@ -54,8 +54,12 @@ def absolute_paths(cfg: Settings) -> Settings:
 
 
 def parameters(cfg: Settings, verify: bool) -> dict[str, Any]:
-    """The deployment's parameters: JSON only, so they round-trip through the Prefect API."""
-    return {"settings": absolute_paths(cfg).model_dump(mode="json"), "verify": verify}
+    """The deployment's parameters: JSON only, so they round-trip through the Prefect API. The API
+    key is left out (anyone with the UI can read parameters); a run takes it from MAGV_LLM__API_KEY
+    or magv.toml where it runs, since a partial dump is merged over those."""
+    data = absolute_paths(cfg).model_dump(mode="json")
+    data["llm"].pop("api_key", None)
+    return {"settings": data, "verify": verify}
 
 
 def pipeline_deployment(cfg: Settings, *, name: str, cron: str, timezone: str | None, verify: bool):

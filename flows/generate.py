@@ -14,4 +14,4 @@ def generate_flow(settings: dict[str, Any] | None = None) -> dict[str, Any]:
     with session(settings, "generate") as sess:
         run_stage(sess, "generate")
         run_select(sess)
-        return {"run_id": sess.run_id, "stages": sess.stages}
+        return {"run_id": sess.run_id, "stages": sess.stages, "summary": sess.summary()}

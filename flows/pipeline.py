@@ -24,7 +24,7 @@ def pipeline_flow(settings: dict[str, Any] | None = None, verify: bool = True) -
             from flows.verify import verify_stages
 
             verify_stages(sess)
-        return {"run_id": sess.run_id, "stages": sess.stages}
+        return {"run_id": sess.run_id, "stages": sess.stages, "summary": sess.summary()}
 
 
 if __name__ == "__main__":  # Dask's LocalCluster starts processes that re-import the entry point

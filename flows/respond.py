@@ -13,4 +13,4 @@ from flows.common import run_stage, session
 def respond_flow(settings: dict[str, Any] | None = None) -> dict[str, Any]:
     with session(settings, "respond") as sess:
         run_stage(sess, "respond")
-        return {"run_id": sess.run_id, "stages": sess.stages}
+        return {"run_id": sess.run_id, "stages": sess.stages, "summary": sess.summary()}

@@ -14,4 +14,4 @@ def reverse_flow(settings: dict[str, Any] | None = None) -> dict[str, Any]:
     with session(settings, "reverse") as sess:
         run_stage(sess, "reverse")
         run_stage(sess, "respond_alternates")
-        return {"run_id": sess.run_id, "stages": sess.stages}
+        return {"run_id": sess.run_id, "stages": sess.stages, "summary": sess.summary()}

@@ -42,8 +42,11 @@ class CollectingRecorder:
         return None
 
     def add_llm_calls(self, calls: Sequence[LLMCall]) -> int:
+        # A call's request shares its message list with the agent, which keeps appending turns to
+        # it; the store serialises at once, a collector must copy or it logs later turns too.
+        frozen = [c.model_copy(deep=True) for c in calls]
         with self._lock:
-            self.calls.extend(calls)
+            self.calls.extend(frozen)
         return len(calls)
 
 

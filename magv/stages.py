@@ -34,12 +34,18 @@ class StageReport:
     completion_tokens: int = 0
     seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
+    # Faults recorded on the rows written: LLM calls that failed after their retries (the run or
+    # generation says so), unusable model replies (invalid steps) and tool calls that errored.
+    llm_errors: int = 0
+    invalid_steps: int = 0
+    tool_errors: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "planned": self.planned, "done": self.done, "failed": self.failed, "written": self.written,
             "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-            "seconds": round(self.seconds, 3), "errors": self.errors[:20],
+            "seconds": round(self.seconds, 3), "llm_errors": self.llm_errors,
+            "invalid_steps": self.invalid_steps, "tool_errors": self.tool_errors, "errors": self.errors[:20],
         }  # fmt: skip
 
 
@@ -223,6 +229,10 @@ def write_respond(store: Store, ctx: WorkerContext, results: list[dict], report:
                 report.written += store.add_runs([run])
                 report.prompt_tokens += run.prompt_tokens
                 report.completion_tokens += run.completion_tokens
+                steps = run.trajectory.steps
+                report.invalid_steps += sum(1 for s in steps if s.kind == "invalid")
+                report.tool_errors += sum(1 for s in steps if s.kind == "tool" and s.error)
+                report.llm_errors += run.trajectory.status == "llm_error"
                 if llm_errors:
                     report.errors.append(f"question {q.id} run {run.run_index}: {llm_errors[-1]}")
             all_runs = store.runs([q.id])
@@ -312,6 +322,8 @@ def write_reverse(store: Store, ctx: WorkerContext, results: list[dict], report:
 def _tally(report: StageReport, reply, failed: bool, error: str | None) -> None:
     report.prompt_tokens += reply.prompt_tokens
     report.completion_tokens += reply.completion_tokens
+    if reply.error:
+        report.llm_errors += reply.error.startswith("LLM error")
     if failed:
         report.failed += 1
         if error:

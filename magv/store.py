@@ -11,6 +11,7 @@ threads that share the connection.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -101,6 +102,20 @@ def _json(value: Any) -> str | None:
     return None if value is None else canonical_json(value)
 
 
+def _lock_holder(message: str) -> str:
+    """' (PID n: its command line)' of the process DuckDB names as holding the lock, if it says."""
+    m = re.search(r"\(PID (\d+)\)", message)
+    if not m:
+        return ""
+    pid = m.group(1)
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        command = " ".join(a.decode(errors="replace") for a in argv if a)[:160]
+    except OSError:
+        command = ""
+    return f" (PID {pid}: {command})" if command else f" (PID {pid})"
+
+
 class Store:
     """One DuckDB file. Use as a context manager or call `close()`."""
 
@@ -130,8 +145,15 @@ class Store:
         except duckdb.IOException as exc:
             text = str(exc)
             if "lock" in text.lower():
+                holder = _lock_holder(text)
+                if self.read_only:
+                    # DuckDB's file lock is exclusive while a process writes: readers cannot share it.
+                    raise StoreLocked(
+                        f"database: {self.path} is being written by another process{holder}; DuckDB lets "
+                        "no other process open the file meanwhile, not even to read: try again when it finishes"
+                    ) from None
                 raise StoreLocked(
-                    f"database: {self.path} is in use by another magv process "
+                    f"database: {self.path} is in use by another magv process{holder} "
                     "(DuckDB allows one writer; wait for it to finish or use --wait)"
                 ) from None
             raise BadInput(f"database: {self.path}: cannot open: {text}") from None
@@ -275,6 +297,14 @@ class Store:
 
     def pipeline_runs(self) -> list[dict[str, Any]]:
         return self.query("SELECT * FROM pipeline_runs ORDER BY started_at")
+
+    def mark_abandoned_runs(self) -> int:
+        """Runs still 'running' when a writer opens the file were killed (the file lock admits one
+        writer, so nobody else is running them): say so instead of leaving them running forever."""
+        rows = self.query(
+            "UPDATE pipeline_runs SET status='abandoned' WHERE status='running' RETURNING id"
+        )
+        return len(rows)
 
     # -- questions -----------------------------------------------------------------------------
 
@@ -435,6 +465,16 @@ class Store:
             "round(avg(latency_s), 3) AS mean_latency_s, sum(retries) AS retries, "
             "count(error) AS errors FROM llm_calls GROUP BY role, model ORDER BY role, model"
         )
+
+    def llm_call_totals(self, since: Any) -> dict[str, int]:
+        """Calls logged since a time (one pipeline run, as one process writes): how many, how many
+        attempts were retried, how many failed after their retries."""
+        row = self.query(
+            "SELECT count(*) AS calls, coalesce(sum(retries), 0) AS retries, count(error) AS errors "
+            "FROM llm_calls WHERE created_at >= ?",
+            [since],
+        )[0]
+        return {k: int(v) for k, v in row.items()}
 
     # -- verifier ------------------------------------------------------------------------------
 

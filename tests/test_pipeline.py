@@ -93,18 +93,24 @@ def test_a_run_stopped_midway_resumes_to_the_same_rows(tmp_path, capsys, prefect
             raise KeyboardInterrupt
 
     with fake_pipeline_env(part):
-        monkeypatch.setitem(stages.STAGES, "respond", (stages.STAGES["respond"][0], stages.work_respond, write_then_stop))
+        monkeypatch.setitem(
+            stages.STAGES, "respond", (stages.STAGES["respond"][0], stages.work_respond, write_then_stop)
+        )
         assert main(["run", "--no-verify", "--json", *args]) == 130
         capsys.readouterr()
         partial = table_counts(part / "magv.duckdb")
         assert 0 < partial["runs"] < expected["runs"]
-        monkeypatch.setitem(stages.STAGES, "respond", (stages.STAGES["respond"][0], stages.work_respond, original))
+        monkeypatch.setitem(
+            stages.STAGES, "respond", (stages.STAGES["respond"][0], stages.work_respond, original)
+        )
         _run(args, capsys)
     assert table_counts(part / "magv.duckdb") == expected
     with Store(part / "magv.duckdb", read_only=True) as store:
         ids = [r["id"] for r in store.query("SELECT id FROM runs")]
         assert len(ids) == len(set(ids))
-        paid = store.query("SELECT key, count(*) AS n FROM llm_calls WHERE error IS NULL GROUP BY key HAVING n > 1")
+        paid = store.query(
+            "SELECT key, count(*) AS n FROM llm_calls WHERE error IS NULL GROUP BY key HAVING n > 1"
+        )
         assert paid == []
 
 
@@ -116,7 +122,10 @@ def test_pipeline_on_the_embedded_model(tmp_path, capsys, prefect_harness, llama
     monkeypatch.setenv("MAGV_DATABASE", str(tmp_path / "magv.duckdb"))
     monkeypatch.setenv("MAGV_DOMAIN_DATA_DIR", str(tmp_path / "domains"))
     monkeypatch.setenv("MAGV_PIPELINE__MAX_STEPS", "3")
-    summary = _run(["--targets", "2", "--per-target", "2", "--questions", "3", "--runs", "2", "--alternates", "1"], capsys)
+    summary = _run(
+        ["--targets", "2", "--per-target", "2", "--questions", "3", "--runs", "2", "--alternates", "1"],
+        capsys,
+    )
     with Store(tmp_path / "magv.duckdb", read_only=True) as store:
         counts = store.counts()
         assert counts["questions"] > 2 and counts["runs"] > 0 and counts["llm_calls"] > 0

@@ -108,21 +108,18 @@ def test_cli_judge_reports_accuracy_and_cost(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.slow
-def test_judge_on_the_embedded_model(tmp_store, tmp_path):
+def test_judge_on_the_embedded_model(tmp_store, llama_server):
     """The real gemma-3-270m behind llama.cpp: its verdicts are not good, but they arrive
     schema-constrained, parse, and carry real token counts and latency."""
-    from magv.llm import managed_endpoints
-
     synthetic_store(tmp_store, n_questions=2)
     cfg = load_settings(None, llm={"max_tokens": 96})
     items = pending_judgements(tmp_store, cfg.llm.role("judge")["model"])
-    with managed_endpoints(cfg) as endpoints:
 
-        async def run():
-            async with LLMClient(cfg, recorder=tmp_store, endpoints=endpoints) as client:
-                return await judge_many(client, items, concurrency=1)
+    async def run():
+        async with LLMClient(cfg, recorder=tmp_store, endpoints=[llama_server.url]) as client:
+            return await judge_many(client, items, concurrency=1)
 
-        verdicts = asyncio.run(run())
+    verdicts = asyncio.run(run())
     assert len(verdicts) == 2
     for v in verdicts:
         assert v.prompt_tokens > 50 and v.completion_tokens > 0 and v.latency_s > 0

@@ -119,13 +119,16 @@ def test_scoring_ten_thousand_rows_is_well_under_a_second(tmp_path):
         rows.append(Features(run_id=f"bulk{i:05d}", version=FEATURE_VERSION,
                              values={k: v + float(rng.normal(scale=0.01)) for k, v in base.items()}))  # fmt: skip
     store.bulk_add_features(rows)
-    started = time.perf_counter()
-    result = training.score(store, cfg)
-    total = time.perf_counter() - started
-    assert result.n == 10_030
-    assert result.seconds["predict"] + result.seconds["write"] < 1.0, result.seconds
-    assert total < 3.0, result.seconds  # including reading and parsing 10,030 JSON feature rows
-    print(f"scored {result.n} rows with {result.model_name}: {result.seconds}, total {total:.3f} s")
+    # Best of three: the machine is shared, and one slow run says more about neighbours than magv.
+    timings = []
+    for _ in range(3):
+        started = time.perf_counter()
+        result = training.score(store, cfg)
+        timings.append((time.perf_counter() - started, result.seconds))
+    total, seconds = min(timings, key=lambda t: t[0])
+    assert result.n == 10_030 and len(store.predictions()) == 10_030
+    assert total < 1.0, timings  # reading, parsing, predicting, explaining and writing 10,030 rows
+    print(f"scored {result.n} rows with {result.model_name}: total {total:.3f} s {seconds}")
     store.close()
 
 

@@ -103,7 +103,7 @@ def _print(out: dict[str, Any]) -> None:
         if out["comparison"] and metric in out["comparison"]:
             d = out["comparison"][metric]
             row["B − A"] = d["diff"]
-            row["95% CI"] = "-" if d["diff"] is None else f"[{d['low']:+.3f}, {d['high']:+.3f}]"
+            row["95% CI"] = "-" if d["diff"] is None else f"[{d['low']:+.4g}, {d['high']:+.4g}]"
         rows.append(row)
     title = f"eval {out['eval_id']} · {out['domain']} · {out['questions']} questions ({out['source']})"
     table(title, rows)

@@ -10,29 +10,43 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from magv import progress
-from magv.commands.common import JsonOption, console, emit_json, settings, table
+from magv.commands.common import JsonOption, console, emit_json, err_console, settings, table
 from magv.config import Settings
 from magv.errors import RunFailed, StoreLocked
 
 
 class RichReporter:
-    """Progress bars for the stages of a flow."""
+    """Progress bars for the stages of a flow; plain lines when the output is not a terminal
+    (CI logs, `| tee`), so long runs still show where they are."""
 
     def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.live = enabled and console.is_terminal
         self.progress = Progress(
             TextColumn("[bold]{task.description:<20}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=console, disable=not enabled, transient=False,
+            console=console, disable=not self.live, transient=False,
         )  # fmt: skip
         self.tasks: dict[str, Any] = {}
+        self.counts: dict[str, list[float]] = {}
 
     def start(self, name: str, total: int) -> None:
-        self.tasks[name] = self.progress.add_task(name, total=max(total, 1) if total else 1)
+        self.tasks[name] = self.progress.add_task(name, total=max(total, 1))
+        self.counts[name] = [0, total, time.perf_counter(), time.perf_counter()]
         if total == 0:
             self.progress.update(self.tasks[name], completed=1, description=f"{name} (nothing to do)")
+        if self.enabled and not self.live:
+            console.print(f"{name}: {total} to do", highlight=False)
 
     def advance(self, name: str, n: int = 1) -> None:
-        if name in self.tasks:
-            self.progress.advance(self.tasks[name], n)
+        if name not in self.tasks:
+            return
+        self.progress.advance(self.tasks[name], n)
+        c = self.counts[name]
+        c[0] += n
+        now = time.perf_counter()
+        if self.enabled and not self.live and (now - c[3] > 30 or c[0] >= c[1]):
+            c[3] = now
+            console.print(f"{name}: {int(c[0])}/{int(c[1])} done ({now - c[2]:.0f} s)", highlight=False)
 
     def finish(self, name: str) -> None:
         pass
@@ -50,20 +64,33 @@ def _open_lock(cfg: Settings, wait: bool) -> None:
     """Fail at once (or wait) when another process is writing the database."""
     from magv.store import Store
 
+    told = False
     while True:
         try:
             Store(cfg.database).close()
             return
-        except StoreLocked:
+        except StoreLocked as exc:
             if not wait:
                 raise
+            if not told:
+                err_console.print(f"waiting: {exc}", highlight=False, soft_wrap=True)
+                told = True
             time.sleep(2)
+
+
+def _check_inputs(cfg: Settings) -> None:
+    """Load the domain and read its seed file before the database is touched: bad input fails
+    with its file and line, and leaves no row behind (not even a failed pipeline run)."""
+    from magv.domains import load_domain
+
+    load_domain(cfg.domain).seeds()
 
 
 def run_flow(
     flow_name: str, cfg: Settings, as_json: bool, wait: bool = False, **kwargs: Any
 ) -> dict[str, Any]:
     _quiet_prefect()
+    _check_inputs(cfg)
     _open_lock(cfg, wait)
     from flows.common import task_runner
 
@@ -99,6 +126,15 @@ def _print_summary(result: dict[str, Any], as_json: bool) -> None:
     for name, s in result.get("stages", {}).items():
         for err in s.get("errors", [])[:3]:
             console.print(f"[yellow]{name}:[/yellow] {err}", highlight=False)
+    summary = result.get("summary") or {}
+    faults, calls = summary.get("faults") or {}, summary.get("llm_calls") or {}
+    if any(faults.values()) or calls.get("retries") or calls.get("errors"):
+        console.print(
+            f"faults recorded: {faults.get('llm_errors', 0)} LLM errors, {faults.get('invalid_steps', 0)} "
+            f"invalid steps, {faults.get('tool_errors', 0)} tool errors; {calls.get('retries', 0)} "
+            f"LLM retries, {calls.get('errors', 0)} calls failed after retries",
+            highlight=False,
+        )
     console.print(f"database: {result['database']}  wall time: {result['wall_seconds']:.1f} s")
 
 
@@ -114,9 +150,13 @@ RunsOpt = typer.Option(None, "--runs", "-R", min=1, max=50, help="Responder runs
 RunnerOpt = typer.Option(None, "--runner", help="Task runner: local | dask | ray.")
 WaitOpt = typer.Option(False, "--wait", help="Wait for another process writing the database to finish.")
 QuestionsOpt = typer.Option(None, "--questions", "-q", min=1, help="Questions kept by selection.")
-PerTargetOpt = typer.Option(None, "--per-target", "-n", min=1, max=100, help="Questions per seed trajectory (N).")
+PerTargetOpt = typer.Option(
+    None, "--per-target", "-n", min=1, max=100, help="Questions per seed trajectory (N)."
+)
 TargetsOpt = typer.Option(None, "--targets", min=1, help="Seed trajectories to use (default: all).")
-AlternatesOpt = typer.Option(None, "--alternates", "-k", min=0, max=20, help="Alternate questions per question (k).")
+AlternatesOpt = typer.Option(
+    None, "--alternates", "-k", min=0, max=20, help="Alternate questions per question (k)."
+)
 AltRunsOpt = typer.Option(None, "--alternate-runs", min=1, max=20, help="Runs per alternate (R').")
 DemosOpt = typer.Option(None, "--demos", min=0, max=20,
                         help="Verified examples shown to the responder per question (m; 0: none).")  # fmt: skip
@@ -149,7 +189,9 @@ def respond(
     runner: str = RunnerOpt, wait: bool = WaitOpt, as_json: bool = JsonOption,
 ) -> None:  # fmt: skip
     """Answer every kept question R times with the responder; mark the most common trajectory."""
-    cfg = _cfg(ctx, domain=domain, **{"pipeline.runs": runs, "pipeline.demos": demos, "pipeline.runner": runner})
+    cfg = _cfg(
+        ctx, domain=domain, **{"pipeline.runs": runs, "pipeline.demos": demos, "pipeline.runner": runner}
+    )
     result = run_flow("respond", cfg, as_json, wait)
     _print_summary(result, as_json)
     _check_failures(result)

@@ -12,28 +12,21 @@ from magv.errors import BadInput
 
 DEFAULT_NAME = "magv-{domain}"
 
-HELP = """Serve the whole pipeline on a cron schedule (Prefect deployment, served by this process).
+HELP = """Serve the whole pipeline on a cron schedule (a Prefect deployment served by this process).
 
-The process registers the deployment [bold]magv-scheduled-pipeline/NAME[/bold] with the Prefect
-server in PREFECT_API_URL and runs its scheduled runs until you stop it (Ctrl-C pauses the
-schedule). The runs use the settings in force now ([bold]magv.toml[/bold], MAGV_* variables, the
-options below), with every path made absolute; they are the run's JSON parameters.
+This process registers the deployment [bold]magv-scheduled-pipeline/NAME[/bold] with the Prefect server in PREFECT_API_URL and runs its scheduled runs until you stop it (Ctrl-C pauses the schedule). Runs use the settings in force now (magv.toml, MAGV_* variables, the options below) with every path made absolute; they are the run's JSON parameters, except the LLM API key, which runs read from this process's environment.
 
 To see the runs in the Prefect UI:
 
-  1. [bold]prefect server start[/bold]   (API and UI on http://127.0.0.1:4200)
+1. [bold]prefect server start[/bold]  (API and UI on http://127.0.0.1:4200)
 
-  2. [bold]export PREFECT_API_URL=http://127.0.0.1:4200/api[/bold]
-     (or once: prefect config set PREFECT_API_URL=http://127.0.0.1:4200/api)
+2. [bold]export PREFECT_API_URL=http://127.0.0.1:4200/api[/bold]  (or once: prefect config set PREFECT_API_URL=http://127.0.0.1:4200/api)
 
-  3. [bold]magv schedule --cron "0 3 * * *" --domain retail[/bold]
+3. [bold]magv schedule --cron "0 3 * * *" --domain retail[/bold]
 
-  4. open http://127.0.0.1:4200 : Deployments, then magv-scheduled-pipeline/NAME; its Runs tab
-     lists every run with its stages (the magv-pipeline subflow) and logs.
+4. Open http://127.0.0.1:4200, Deployments, magv-scheduled-pipeline/NAME: the Runs tab lists every run, its magv-pipeline subflow, task runs and logs.
 
-Start a run now, without waiting for the schedule:
-[bold]prefect deployment run 'magv-scheduled-pipeline/NAME'[/bold] (or Run in the UI).
-Deployments run by a work-pool worker instead: see flows/prefect.yaml.
+Start a run now without waiting for the schedule: [bold]prefect deployment run 'magv-scheduled-pipeline/NAME'[/bold] (or Run in the UI). To run deployments on a work-pool worker instead, see flows/prefect.yaml.
 """
 
 
@@ -50,11 +43,15 @@ def _api_url() -> str:
 
 
 def _check_cron(cron: str, timezone: str | None) -> None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
     from prefect.schedules import Cron
 
     try:
         Cron(cron, timezone=timezone)
-    except ValueError as exc:  # pydantic's ValidationError is a ValueError too
+        if timezone:
+            ZoneInfo(timezone)
+    except (ValueError, ZoneInfoNotFoundError) as exc:  # pydantic's ValidationError is a ValueError too
         first = str(exc).strip().splitlines()
         raise BadInput(
             f"--cron {cron!r} / --timezone {timezone!r}: expected a 5-field cron expression such as "
@@ -65,11 +62,15 @@ def _check_cron(cron: str, timezone: str | None) -> None:
 def schedule(
     ctx: typer.Context,
     cron: str = typer.Option(..., "--cron", help='Cron expression, e.g. "0 3 * * *" (03:00 every day).'),
-    domain: str = typer.Option(None, "--domain", "-d", help="Domain name, module or folder (default: settings)."),
+    domain: str = typer.Option(
+        None, "--domain", "-d", help="Domain name, module or folder (default: settings)."
+    ),
     name: str = typer.Option(None, "--name", help="Deployment name (default: magv-DOMAIN)."),
     timezone: str = typer.Option("UTC", "--timezone", help="IANA time zone of the cron expression."),
     runner: str = typer.Option(None, "--runner", help="Task runner of each run: local | dask | ray."),
-    verify: bool = typer.Option(True, "--verify/--no-verify", help="Run the verifier stages after generation."),
+    verify: bool = typer.Option(
+        True, "--verify/--no-verify", help="Run the verifier stages after generation."
+    ),
     limit: int = typer.Option(1, "--limit", min=1, help="Runs this process executes at once."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the deployment and exit without serving."),
     as_json: bool = JsonOption,

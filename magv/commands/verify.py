@@ -215,7 +215,7 @@ def annotate(
         console.rule(f"{n}/{total}  run {item.run.id}")
         console.print(describe(item), highlight=False, markup=False)
         while True:
-            console.print("[bold][c]orrect / [i]ncorrect / [s]kip / [q]uit:[/bold] ", end="", markup=False)
+            console.print("[c]orrect / [i]ncorrect / [s]kip / [q]uit: ", end="", markup=False, style="bold")
             line = sys.stdin.readline()
             if not line:
                 console.print()

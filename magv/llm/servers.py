@@ -147,6 +147,16 @@ class _Managed:
             proc.kill()
             proc.wait(timeout=grace_s)
 
+    def check_alive(self) -> None:
+        """Raise RunFailed when the server we started has exited (crashed, killed, out of memory)."""
+        proc = self.proc
+        if proc is None or proc.poll() is None:
+            return
+        raise RunFailed(
+            f"{self.name} at {self.url} (pid {proc.pid}) exited with code {proc.returncode} during the "
+            f"run; finished work is saved: rerun to restart it and continue{self._log_tail()}"
+        )
+
     def __enter__(self) -> Any:
         return self.start()
 
@@ -250,6 +260,9 @@ def vllm_installed() -> bool:
     return importlib.util.find_spec("vllm") is not None or shutil.which("vllm") is not None
 
 
+_running: list[_Managed] = []  # servers managed_endpoints started in this process
+
+
 @contextmanager
 def managed_endpoints(settings: Settings) -> Iterator[dict[str, list[str]]]:
     """Endpoints per role. Roles without a configured endpoint get the embedded llama.cpp server,
@@ -260,7 +273,16 @@ def managed_endpoints(settings: Settings) -> Iterator[dict[str, list[str]]]:
         return
     server = LlamaServer(settings)
     server.start()
+    _running.append(server)
     try:
         yield {role: urls or [server.url] for role, urls in per_role.items()}
     finally:
+        _running.remove(server)
         server.stop()
+
+
+def check_managed_servers() -> None:
+    """Raise RunFailed if a server magv started for this run has died. Stages call it before they
+    write: results made while the server was gone are LLM errors that a rerun should redo, not rows."""
+    for server in list(_running):
+        server.check_alive()

@@ -388,27 +388,41 @@ def verifier_vs_judge(comparison: dict[str, Any]) -> Figure | None:
 # -- evaluation ---------------------------------------------------------------------------------
 
 
+MATCH_MODES = ("strict", "unordered", "subset", "superset")
+
+
 @_styled
 def evaluation_rates(configs: list[dict[str, Any]]) -> Figure | None:
+    """One panel per match mode: each configuration's accuracy on tool names alone and, where
+    measured (`<mode>_args`), on names and arguments."""
     if not configs:
         return None
-    modes = sorted({k for c in configs for k in c["rates"]})
+    modes = [m for m in MATCH_MODES if any(m in c["rates"] or f"{m}_args" in c["rates"] for c in configs)]
     if not modes:
         return None
-    fig = _figure(6.5, 3)
-    ax = fig.add_subplot()
-    width = 0.8 / len(configs)
-    for i, c in enumerate(configs):
-        xs = [j + (i - (len(configs) - 1) / 2) * width for j in range(len(modes))]
-        b = ax.bar(
-            xs, [c["rates"].get(m) or 0 for m in modes], width=width, label=f"{c['eval_id']}: {c['config']}"
-        )
-        ax.bar_label(b, fmt="%.2f", fontsize=7)
-    ax.set_xticks(range(len(modes)), modes)
-    ax.set_ylim(0, 1.1)
-    ax.set_ylabel("trajectory accuracy")
-    ax.set_title("Evaluation: accuracy per match mode")
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=min(3, len(configs)))
+    cols = 2 if len(modes) > 1 else 1
+    rows = (len(modes) + cols - 1) // cols
+    fig = _figure(7.0, 2.3 * rows + 0.6)
+    axes = fig.subplots(rows, cols, squeeze=False, sharey=True).ravel()
+    names = [f"{c['config']}\n{c['eval_id'][:8]}" for c in configs]
+    xs = list(range(len(configs)))
+    for i, (ax, mode) in enumerate(zip(axes, modes)):
+        for offset, key, label, colour in ((-0.2, mode, "tool names", PALETTE[0]),
+                                           (0.2, f"{mode}_args", "names and arguments", PALETTE[1])):  # fmt: skip
+            values = [c["rates"].get(key) for c in configs]
+            if all(v is None for v in values):
+                continue
+            bars = ax.bar([x + offset for x in xs], [v or 0 for v in values], width=0.38, label=label, color=colour)
+            ax.bar_label(bars, labels=["" if v is None else f"{v:.2f}" for v in values], fontsize=7)
+        ax.set_title(f"{mode} match")
+        ax.set_xticks(xs, names, fontsize=7)
+        ax.set_ylim(0, 1.15)
+        if i % cols == 0:
+            ax.set_ylabel("accuracy")
+    for ax in axes[len(modes):]:
+        ax.set_visible(False)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=8)
     return fig
 
 

@@ -122,7 +122,12 @@ class Verifier:
                 else None
             )
             if cv is not None:
-                self.model_ = CalibratedClassifierCV(self._new(y), method="sigmoid", cv=cv).fit(X, y)
+                # ensemble=False: one model refit on all rows plus a sigmoid fitted on out-of-fold
+                # predictions, so scoring costs one model, not one per fold.
+                self.model_ = CalibratedClassifierCV(
+                    self._new(y), method="sigmoid", cv=cv, ensemble=False
+                ).fit(X, y)
+                self.estimator_ = self.model_.calibrated_classifiers_[0].estimator
                 self.calibrated_ = True
             if self.contribution_method == "linear_surrogate":
                 self.surrogate_ = _fit_surrogate(X, self._raw_proba(X))

@@ -174,8 +174,7 @@ def top_contributions(C: np.ndarray, names: Sequence[str], top: int) -> list[str
         return ["{}"] * len(C)
     k = min(top, C.shape[1])
     idx = np.argsort(-np.abs(C), axis=1)[:, :k]
-    vals = np.take_along_axis(C, idx, axis=1).round(6)
-    return [
-        json.dumps({names[j]: float(v) for j, v in zip(ri, rv, strict=True)}, separators=(",", ":"))
-        for ri, rv in zip(idx.tolist(), vals.tolist(), strict=True)
-    ]
+    vals = np.nan_to_num(np.take_along_axis(C, idx, axis=1)).round(6).tolist()  # JSON has no NaN
+    keys = [json.dumps(n) + ":" for n in names]  # quoted once, not per row
+    return ["{" + ",".join(keys[j] + repr(v) for j, v in zip(ri, rv, strict=True)) + "}"
+            for ri, rv in zip(idx.tolist(), vals, strict=True)]  # fmt: skip
