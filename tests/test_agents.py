@@ -4,7 +4,7 @@ import pytest
 
 from magv.agents.investigator import pick_example
 from magv.agents.parsing import parse_questions
-from magv.agents.responder import most_common_trajectory
+from magv.mct import most_common_trajectory
 from magv.models import Run, Seed, Step, ToolCall, Trajectory
 
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from magv.llm.actions import FinalAnswer, InvalidReply, choose_action
-from magv.models import Run, Step, ToolCall, ToolSpec, Trajectory, canonical_json
+from magv.mct import most_common_trajectory  # noqa: F401  (re-exported for callers)
+from magv.models import Step, ToolCall, ToolSpec, Trajectory, canonical_json
 from magv.prompts import load_prompt
 
 RESULT_CHARS = 1500  # tool results shown to the model are cut here: small models have small contexts
@@ -131,24 +131,3 @@ def _exchange(call: ToolCall, step: Step, tool_mode: str, n: int) -> list[dict]:
         {"role": "assistant", "content": json.dumps({"tool": call.name, "arguments": call.arguments})},
         {"role": "user", "content": f"Result of {call.name}: {_result_text(step)}"},
     ]
-
-
-def most_common_trajectory(runs: Sequence[Run]) -> dict | None:
-    """The MCT of a question's runs: the most frequent signature (tool names with canonical
-    arguments) among runs that did not fail on the LLM; ties go to the earliest run."""
-    usable = [r for r in runs if r.trajectory.status != "llm_error"]
-    if not usable:
-        return None
-    counts = Counter(r.trajectory.signature() for r in usable)
-    best_count = max(counts.values())
-    chosen = min(
-        (r for r in usable if counts[r.trajectory.signature()] == best_count), key=lambda r: r.run_index
-    )
-    return {
-        "question_id": chosen.question_id,
-        "run_id": chosen.id,
-        "signature": chosen.trajectory.signature(),
-        "share": best_count / len(runs),
-        "n_runs": len(runs),
-        "n_distinct": len(counts),
-    }

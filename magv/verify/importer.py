@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from magv.errors import BadInput
+from magv.mct import most_common_trajectory as most_common
 from magv.models import Label, Question, Run, Step, ToolCall, Trajectory
 
 DEFAULT_DOMAIN = "imported"
@@ -309,19 +308,6 @@ def read_import_file(path: Path) -> list[ImportLine]:
 def _number(meta: dict[str, Any], key: str, kind: type) -> Any:
     value = meta.get(key)
     return kind(value) if isinstance(value, int | float) and not isinstance(value, bool) else kind(0)
-
-
-def most_common(runs: Sequence[Run]) -> dict[str, Any] | None:
-    """The MCT row of a question's runs: the most frequent signature among runs that did not fail
-    on the LLM, ties to the earliest run (the rule of magv.agents.responder)."""
-    usable = [r for r in runs if r.trajectory.status != "llm_error"]
-    if not usable:
-        return None
-    counts = Counter(r.trajectory.signature() for r in usable)
-    top = max(counts.values())
-    chosen = min((r for r in usable if counts[r.trajectory.signature()] == top), key=lambda r: r.run_index)
-    return {"question_id": chosen.question_id, "run_id": chosen.id, "signature": chosen.trajectory.signature(),
-            "share": top / len(runs), "n_runs": len(runs), "n_distinct": len(counts)}  # fmt: skip
 
 
 def import_trajectories(store: Any, path: Path, domain: str = DEFAULT_DOMAIN) -> ImportResult:
