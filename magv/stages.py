@@ -13,8 +13,8 @@ from typing import Any
 
 from magv.agents.investigator import investigate, pick_example
 from magv.agents.responder import Demo, respond
-from magv.mct import most_common_trajectory
 from magv.agents.reverse import reverse_engineer
+from magv.mct import most_common_trajectory
 from magv.models import Question, Run, Seed, make_id
 from magv.runtime import WorkerContext
 from magv.store import Store

@@ -44,7 +44,8 @@ class AgentScript:
     ):
         self.domain = load_domain(domain)
         self.seeds: dict[str, Seed] = {s.id: s for s in self.domain.seeds()}
-        self.tools = [t.name for t in self.domain.tools]
+        # valid calls to borrow when a run goes wrong: every seed's first call
+        self.first_calls = [(s.trajectory[0].name, dict(s.trajectory[0].arguments)) for s in self.seeds.values()]
         self.wrong_question_rate = wrong_question_rate
         self.wrong_run_rate = wrong_run_rate
 
@@ -112,7 +113,7 @@ class AgentScript:
         wrong_question = _h("q", seed.id, base_key[:20]) % 1000 < self.wrong_question_rate * 1000
         wrong_run = _h("r", question, run_seed) % 1000 < self.wrong_run_rate * 1000
         if wrong_question or wrong_run:
-            plan = _corrupt(plan, self.tools, _h(question, run_seed if wrong_run else 0))
+            plan = _corrupt(plan, self.first_calls, _h(question, run_seed if wrong_run else 0))
         return plan
 
 
@@ -123,12 +124,12 @@ def _reword(text: str, i: int) -> str:
     return _SWAPS[i % len(_SWAPS)] + text[0].lower() + text[1:] if text else text
 
 
-def _corrupt(plan: list[tuple[str, dict]], tools: list[str], h: int) -> list[tuple[str, dict]]:
+def _corrupt(plan: list[tuple[str, dict]], others: list[tuple[str, dict]], h: int) -> list[tuple[str, dict]]:
+    """A plausible wrong trajectory with valid calls: one call short, or a different tool at the end."""
     if len(plan) > 1 and h % 2 == 0:
-        return plan[:-1]  # stops one call short
-    name, args = plan[-1]
-    others = [t for t in tools if t != name]
-    return plan[:-1] + [(others[h % len(others)], args)]  # the wrong tool at the end
+        return plan[:-1]
+    swaps = [c for c in others if c[0] != plan[-1][0]]
+    return plan[:-1] + [swaps[h % len(swaps)]]
 
 
 def _schema(body: dict[str, Any]) -> dict[str, Any] | None:

@@ -47,7 +47,6 @@ def test_a_dead_model_server_is_reported_and_a_rerun_restarts_it(tmp_path, prefe
     _launch(monkeypatch, port, die_after=4 + 14)  # the investigator's 4 requests, then into respond
     code, out, err = run_here(ARGS, env, monkeypatch, capsys)
     assert code == 1, out + err
-    print("DEBUG-ERR", err)
     message = " ".join(err.split())
     assert f"llama.cpp server at {url}" in message and "exited with code -9 during the run" in message
     assert "rerun to restart it and continue" in message

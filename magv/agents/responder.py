@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from magv.llm.actions import FinalAnswer, InvalidReply, choose_action
-from magv.mct import most_common_trajectory  # noqa: F401  (re-exported for callers)
 from magv.models import Step, ToolCall, ToolSpec, Trajectory, canonical_json
 from magv.prompts import load_prompt
 
