@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-DEMO_ARGS ?= --domain retail --targets 4 --per-target 3 --questions 8 --runs 2 --alternates 2
+DEMO_ARGS ?= --domain retail --targets 3 --per-target 2 --questions 3 --runs 2 --alternates 1
 
 .PHONY: demo test test-fast bench lint install install-dev clean
 
@@ -35,9 +35,11 @@ $(VENV)/.deps-dev: $(VENV)/.deps-embedded
 install: $(VENV)/.deps-embedded
 install-dev: $(VENV)/.deps-dev
 
+# Sized to finish in a few minutes on 2 CPU cores with the embedded gemma-3-270m.
 demo: install
-	$(BIN)/magv run $(DEMO_ARGS)
+	MAGV_PIPELINE__MAX_STEPS=$${MAGV_PIPELINE__MAX_STEPS:-4} $(BIN)/magv run $(DEMO_ARGS)
 	$(BIN)/magv report
+	@echo "database: data/magv.duckdb   (magv db info, magv llm stats, magv export --format jsonl)"
 
 test: install-dev
 	$(BIN)/pytest -q

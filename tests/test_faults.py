@@ -16,11 +16,18 @@ import pytest
 
 from tests.fake_agents import AgentScript
 from tests.fakellm import FAULT_KINDS
-from tests.reliability_helpers import StageServer, duplicate_keys, magv_env, query, run_here, runs_per_question
+from tests.reliability_helpers import (
+    StageServer,
+    duplicate_keys,
+    magv_env,
+    query,
+    run_here,
+    runs_per_question,
+)
 
 TRANSPORT = {"timeout", "500", "429", "400", "truncated"}  # the HTTP exchange fails
 CONTENT = {"invalid_json", "unknown_tool", "wrong_types", "empty"}  # a reply arrives, unusable
-assert TRANSPORT | CONTENT == set(FAULT_KINDS)
+assert set(FAULT_KINDS) == TRANSPORT | CONTENT
 
 # What the responder records for an unusable reply (magv.llm.actions), by fault kind.
 INVALID_STEP_ERROR = {

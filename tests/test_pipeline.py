@@ -134,3 +134,28 @@ def test_pipeline_on_the_embedded_model(tmp_path, capsys, prefect_harness, llama
         kept = store.questions(origin=("seed", "investigator"), kept_only=True)
         assert all(store.run_counts().get(q.id) == 2 for q in kept)
     assert summary["stages"]["respond"]["done"] + summary["stages"]["respond"]["failed"] == len(kept)
+
+
+@pytest.mark.integration
+def test_whole_pipeline_with_verifier_then_report(tmp_path, capsys, prefect_harness):
+    """What `make demo` does, on the fake server: generation, verification, then the report."""
+    args = ["--targets", "6", "--per-target", "4", "--questions", "12", "--runs", "3", "--alternates", "2"]
+    with fake_pipeline_env(tmp_path):
+        rc = main(["run", "--json", *args])
+        summary = json.loads(capsys.readouterr().out)
+        assert rc == 0
+        for stage in ("features", "gold_labels", "train", "score"):
+            assert summary["stages"][stage]["failed"] == 0, summary["stages"][stage]
+        assert main(["verify", "train", "--json"]) == 0
+        table = json.loads(capsys.readouterr().out)
+        assert {m["name"] for m in table["models"]} == {"logreg", "svm", "random_forest", "knn", "xgboost"}
+        assert main(["report", "--out", str(tmp_path / "report")]) == 0
+        out = capsys.readouterr().out
+    assert str(tmp_path / "report") in out
+    html = (tmp_path / "report" / "report.html").read_text()
+    assert "Worst cases" in html or "worst" in html.lower()
+    with Store(tmp_path / "magv.duckdb", read_only=True) as store:
+        counts = store.counts()
+        kept = store.questions(origin=("seed", "investigator"), kept_only=True)
+    assert counts["features"] >= len(kept) - 1 and counts["labels"] >= len(kept) - 1
+    assert counts["predictions"] >= counts["features"] - 1
