@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -93,16 +94,20 @@ def magv_run(base_url: str, work: Path, args: list[str], **settings: Any) -> dic
     """`magv run ... --json` in a subprocess; its JSON result, with the process wall time."""
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(
         [str(BIN / "magv"), "run", *args, "--json"], cwd=work, env=pipeline_env(base_url, work, **settings),
         capture_output=True, text=True,
     )  # fmt: skip
     wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise SystemExit(f"magv run failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     out = proc.stdout
     result = json.loads(out[out.index("{") :])
     result["process_wall_s"] = wall
+    # CPU of magv and of what it started (Prefect's temporary API server)
+    result["process_cpu_s"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return result
 
 

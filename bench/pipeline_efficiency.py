@@ -3,9 +3,9 @@
 The fake server (its own process) answers every chat call after exactly L seconds, with the
 scripted agents of tests/fake_agents.py, so the pipeline does its real work: investigator, selection,
 responder runs with tool calls on the sandboxed domain, MCT votes, reverse engineer, alternates,
-every call logged in DuckDB. `magv run --no-verify` runs in its own process with C requests in
-flight (pipeline.workers chunks x pipeline.concurrency runs; llm.concurrency_per_endpoint is set to
-pipeline.concurrency, so the client never holds a chunk below it).
+every call logged in DuckDB. `magv run --no-verify` runs in its own process with the local runner
+and C = pipeline.concurrency agent runs in flight (shared by the pipeline.workers chunks in flight;
+llm.concurrency_per_endpoint is set to C too, so the client does not hold them below it).
 
 Ideal: the time the model server alone needs, from the call log. Stages are barriers (selection
 clusters all generated questions; each later stage plans from the rows the previous one wrote), and
@@ -95,7 +95,7 @@ def measure(size: int, args: argparse.Namespace, base_url: str, work: Path) -> d
     )  # fmt: skip
     db = work / "magv.duckdb"
     log = calls_per_stage(db)
-    C = args.workers * args.concurrency
+    C = args.concurrency
     L = args.latency
     ideal = {name: max(s["calls"] * L / C, s["chain"] * L) for name, s in log["stages"].items()}
     measured = flow_span(db)
@@ -114,15 +114,14 @@ def main() -> None:
     p.add_argument("--sizes", default="100,1000", help="questions kept by selection, comma separated")
     p.add_argument("--latency", type=float, default=0.2, help="L: seconds per fake chat reply")
     p.add_argument("--workers", type=int, default=2, help="pipeline.workers: chunks in flight")
-    p.add_argument("--concurrency", type=int, default=16, help="pipeline.concurrency: runs in flight per chunk")
+    p.add_argument("--concurrency", type=int, default=16, help="C = pipeline.concurrency: runs in flight")
     p.add_argument("--chunk-size", type=int, default=64, help="pipeline.chunk_size: questions per chunk")
     p.add_argument("--runs", type=int, default=3, help="R: responder runs per question")
     p.add_argument("--alternates", type=int, default=3, help="k: alternates per question")
     args = p.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    C = args.workers * args.concurrency
     print(f"ideal = sum over stages of max(calls x L / C, longest run x L); L={args.latency}s, "
-          f"C={C} ({args.workers} workers x {args.concurrency}), chunk_size={args.chunk_size}, "
+          f"C={args.concurrency} (shared by {args.workers} chunks in flight), chunk_size={args.chunk_size}, "
           f"R={args.runs}, k={args.alternates}", flush=True)  # fmt: skip
     rows = []
     with fake_llm(args.latency) as base_url, tempfile.TemporaryDirectory(prefix="magv-bench-") as tmp:

@@ -101,14 +101,21 @@ class DemoStore:
 
     @classmethod
     def from_store(
-        cls, store: Any, domain: str, embedder: Any, seeds: Iterable[Seed] = (), threshold: float | None = None
+        cls,
+        store: Any,
+        domain: str,
+        embedder: Any,
+        seeds: Iterable[Seed] = (),
+        threshold: float | None = None,
     ) -> DemoStore:
         """The store's verified examples of a domain, plus the given seeds' gold trajectories."""
         return cls(verified_examples(store, domain, threshold) + seed_examples(seeds), embedder)
 
     def _index(self) -> np.ndarray:
         if self._matrix is None:
-            self._matrix = np.asarray(self.embedder.embed([e.question for e in self.examples]), dtype=np.float32)
+            self._matrix = np.asarray(
+                self.embedder.embed([e.question for e in self.examples]), dtype=np.float32
+            )
         return self._matrix
 
     def nearest(self, question: str, m: int, exclude_groups: Iterable[str] = ()) -> list[Example]:

@@ -99,7 +99,9 @@ def load_questions(domain, source: str | Path) -> list[EvalQuestion]:
         seen[key] = s.id
         # Seeds keep the pipeline's question id and group, so results line up with the store.
         qid = Question.derive_id(domain.name, origin, s.question)
-        out.append(EvalQuestion(id=qid, seed_id=s.id, group_id=s.id, text=s.question, gold=list(s.trajectory)))
+        out.append(
+            EvalQuestion(id=qid, seed_id=s.id, group_id=s.id, text=s.question, gold=list(s.trajectory))
+        )
     return out
 
 
@@ -167,7 +169,9 @@ def compare(
     """B − A with a paired bootstrap interval for every metric, over the questions both answered."""
     ids = [q for q in rows_a if q in rows_b]
     return {
-        name: paired_bootstrap([rows_a[q].get(name) for q in ids], [rows_b[q].get(name) for q in ids], **bootstrap)
+        name: paired_bootstrap(
+            [rows_a[q].get(name) for q in ids], [rows_b[q].get(name) for q in ids], **bootstrap
+        )
         for name in METRICS
     }
 
@@ -203,7 +207,9 @@ def pick_demos(
     for with_seeds in sorted({c.seed_demos for c in configs if c.demos}):
         demos = DemoStore.from_store(store, domain.name, embedder, seeds=domain.seeds() if with_seeds else ())
         m = max(c.demos for c in configs if c.seed_demos == with_seeds)
-        out[with_seeds] = demos.nearest_many([q.text for q in questions], m, [{q.group_id} for q in questions])
+        out[with_seeds] = demos.nearest_many(
+            [q.text for q in questions], m, [{q.group_id} for q in questions]
+        )
     return out
 
 

@@ -83,7 +83,7 @@ def plan_generate(store: Store, ctx: WorkerContext) -> list[dict]:
     all_seeds = domain.seeds()
     seeds = target_seeds(all_seeds, ctx.settings.pipeline.max_targets)
     p = ctx.settings.pipeline
-    done = {g["id"] for g in store.generations(domain.name)}
+    done = {g["id"] for g in store.generations(domain.name) if g["status"] == "ok"}  # failed: try again
     items = []
     for target in seeds:
         gen_id = make_id("investigator", domain.name, target.id, p.questions_per_target, p.seed)
@@ -177,14 +177,14 @@ def plan_respond(store: Store, ctx: WorkerContext, alternates: bool) -> list[dic
         questions, wanted = store.questions(domain.name, origin="alternate"), p.alternate_runs
     else:
         questions, wanted = store.questions(domain.name, origin=BASE_ORIGINS, kept_only=True), p.runs
-    have = store.run_counts()
+    finished = store.finished_run_indices()  # runs that failed on the model are done again
+    stored = store.run_counts()
     items = []
     for q in questions:
-        n = have.get(q.id, 0)
-        if n >= wanted:
-            continue
-        existing = {r.run_index for r in store.runs([q.id])} if n else set()
-        items.append({"question": q, "run_indices": [i for i in range(wanted) if i not in existing]})
+        done = finished.get(q.id, set())
+        missing = [i for i in range(wanted) if i not in done]
+        if missing:
+            items.append({"question": q, "run_indices": missing, "redo": stored.get(q.id, 0) > len(done)})
     if p.demos and items:
         _attach_demos(store, ctx, items)
     return items
@@ -219,7 +219,7 @@ async def work_respond(client, ctx: WorkerContext, item: dict, demos: list[Demo]
                  prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
                  latency_s=result.latency_s), result.llm_errors)
         )  # fmt: skip
-    return {"question": q, "runs": runs}
+    return {"question": q, "runs": runs, "redo": item.get("redo", False)}
 
 
 def write_respond(store: Store, ctx: WorkerContext, results: list[dict], report: StageReport) -> None:
@@ -237,12 +237,16 @@ def write_respond(store: Store, ctx: WorkerContext, results: list[dict], report:
                 if llm_errors:
                     report.errors.append(f"question {q.id} run {run.run_index}: {llm_errors[-1]}")
             all_runs = store.runs([q.id])
+            if r.get("redo"):  # runs were replaced: what the verifier derived from them is stale
+                store.forget_verdicts([run.id for run in all_runs])
             mct = most_common_trajectory(all_runs)
             if mct is None:
                 store.set_question_status(q.id, "failed")
                 report.failed += 1
             else:
                 store.set_mct([mct])
+                if q.status == "failed":  # a rerun redid the runs it had lost to the model
+                    store.set_question_status(q.id, "new")
                 report.done += 1
 
 
@@ -254,7 +258,7 @@ def plan_reverse(store: Store, ctx: WorkerContext) -> list[dict]:
     k = ctx.settings.pipeline.alternates
     if k == 0:
         return []
-    done = {g["id"] for g in store.generations(domain.name)}
+    done = {g["id"] for g in store.generations(domain.name) if g["status"] == "ok"}  # failed: try again
     base = {q.id: q for q in store.questions(domain.name, origin=BASE_ORIGINS, kept_only=True)}
     mct_runs = {m["question_id"]: m["run_id"] for m in store.mct() if m["question_id"] in base}
     runs = {r.id: r for r in store.runs(list(mct_runs))}

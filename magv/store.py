@@ -301,9 +301,7 @@ class Store:
     def mark_abandoned_runs(self) -> int:
         """Runs still 'running' when a writer opens the file were killed (the file lock admits one
         writer, so nobody else is running them): say so instead of leaving them running forever."""
-        rows = self.query(
-            "UPDATE pipeline_runs SET status='abandoned' WHERE status='running' RETURNING id"
-        )
+        rows = self.query("UPDATE pipeline_runs SET status='abandoned' WHERE status='running' RETURNING id")
         return len(rows)
 
     # -- questions -----------------------------------------------------------------------------
@@ -396,7 +394,14 @@ class Store:
                 "completion_tokens": r.completion_tokens, "latency_s": r.latency_s,
                 "created_at": r.created_at,
             })  # fmt: skip
-        return self._insert("runs", rows)
+        if not rows:
+            return 0
+        # A run that failed on the model (llm_error) is redone by a rerun and replaced; any
+        # other stored run is final.
+        updates = ", ".join(f'"{c}"=excluded."{c}"' for c in rows[0] if c != "id")
+        return self._insert(
+            "runs", rows, conflict=f"(id) DO UPDATE SET {updates} WHERE runs.status = 'llm_error'"
+        )
 
     def runs(self, question_ids: Sequence[str] | None = None) -> list[Run]:
         sql = "SELECT * FROM runs"
@@ -410,6 +415,22 @@ class Store:
     def run_counts(self) -> dict[str, int]:
         rows = self.query("SELECT question_id, count(*) AS n FROM runs GROUP BY question_id")
         return {r["question_id"]: r["n"] for r in rows}
+
+    def forget_verdicts(self, run_ids: Sequence[str]) -> None:
+        """Drop what the verifier derived from these runs (features, gold labels, predictions), so
+        its stages compute it again after the runs changed. Human and imported labels stay."""
+        with self._lock, self.transaction():
+            for table, only in (("features", ""), ("labels", " AND source = 'gold'"), ("predictions", "")):
+                self.con.execute(f"DELETE FROM {table} WHERE list_contains(?, run_id){only}", [list(run_ids)])
+
+    def finished_run_indices(self) -> dict[str, set[int]]:
+        """question_id -> run indices of its runs that did not fail on the model (those that did
+        are to be redone)."""
+        rows = self.query(
+            "SELECT question_id, list(run_index) AS indices FROM runs WHERE status IS DISTINCT FROM 'llm_error' "
+            "GROUP BY question_id"
+        )
+        return {r["question_id"]: set(r["indices"]) for r in rows}
 
     def set_mct(self, rows: Iterable[dict[str, Any]]) -> int:
         """rows: question_id, run_id, signature, share, n_runs, n_distinct. Newer wins."""
@@ -446,6 +467,15 @@ class Store:
                 [key],
             ).fetchone()
         return json.loads(row[0]) if row else None
+
+    def replayable_keys(self) -> set[str]:
+        """Replay keys that `cached_response` would answer: lets a caller skip the lookup of the
+        (usual) key that was never called."""
+        with self._lock:
+            rows = self.con.execute(
+                "SELECT DISTINCT key FROM llm_calls WHERE error IS NULL AND response IS NOT NULL"
+            ).fetchall()
+        return {r[0] for r in rows}
 
     def llm_calls(self, role: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
         sql = "SELECT * FROM llm_calls"

@@ -47,7 +47,9 @@ def request_stage(body: dict[str, Any]) -> str:
 
 def embedding_stage(texts: list[str]) -> str:
     """select embeds questions; features embeds trajectories (`tool({...})`) and answers too."""
-    trajectory_like = any("({" in t or t == "(no tool calls)" or t.startswith("Here is what I found") for t in texts)
+    trajectory_like = any(
+        "({" in t or t == "(no tool calls)" or t.startswith("Here is what I found") for t in texts
+    )
     return "features" if trajectory_like else "select"
 
 
@@ -60,6 +62,7 @@ class StageServer(FakeLLMServer):
         self.stage_counts: Counter[str] = Counter()
         self.faults_sent: list[tuple[str, dict[str, Any]]] = []
         self.killed = threading.Event()
+        self.open_at_kills = 0
         self._rule: tuple[int, str, int] | None = None
         self._stage_lock = threading.Lock()
         inner = handler or AgentScript("retail")
@@ -88,6 +91,8 @@ class StageServer(FakeLLMServer):
             if rule is not None and rule[1] == stage and self.stage_counts[stage] >= rule[2]:
                 self._rule = None
                 os.kill(rule[0], signal.SIGKILL)
+                # Chat requests still open: the killed process never got their answers.
+                self.open_at_kills += self.in_flight
                 self.killed.set()
 
     async def _embeddings(self, request: Any) -> Any:
@@ -147,7 +152,9 @@ class MagvProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-            raise AssertionError(f"magv did not finish within {timeout:g} s; stderr:\n{self.stderr[-3000:]}") from None
+            raise AssertionError(
+                f"magv did not finish within {timeout:g} s; stderr:\n{self.stderr[-3000:]}"
+            ) from None
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -41,7 +41,9 @@ class HeldInRespond:
 
 
 @pytest.mark.integration
-def test_a_second_writer_fails_at_once_or_waits_and_readers_say_why(tmp_path, prefect_harness, monkeypatch, capsys):
+def test_a_second_writer_fails_at_once_or_waits_and_readers_say_why(
+    tmp_path, prefect_harness, monkeypatch, capsys
+):
     held = HeldInRespond()
     with StageServer(held) as srv:
         env = magv_env(tmp_path, srv.base_url)
@@ -84,4 +86,8 @@ def test_a_second_writer_fails_at_once_or_waits_and_readers_say_why(tmp_path, pr
     assert all(s["planned"] == 0 for name, s in stages.items() if name != "select")
     code, out, _ = run_here(["db", "info", "--json"], env, monkeypatch, capsys)
     tables = json.loads(out)["tables"]
-    assert code == 0 and tables["pipeline_runs"] == 2 and tables["runs"] == read_counts(tmp_path / "magv.duckdb")["runs"] > 0
+    assert (
+        code == 0
+        and tables["pipeline_runs"] == 2
+        and tables["runs"] == read_counts(tmp_path / "magv.duckdb")["runs"] > 0
+    )

@@ -26,10 +26,14 @@ def demo_questions(system_prompt: str) -> list[str]:
     match = DEMO_BLOCK.search(system_prompt)
     if not match:
         return []
-    return [line[len("Question: ") :] for line in match.group(1).splitlines() if line.startswith("Question: ")]
+    return [
+        line[len("Question: ") :] for line in match.group(1).splitlines() if line.startswith("Question: ")
+    ]
 
 
-def _question(qid: str, group: str, text: str, origin: str = "investigator", domain: str = "retail") -> Question:
+def _question(
+    qid: str, group: str, text: str, origin: str = "investigator", domain: str = "retail"
+) -> Question:
     return Question(id=qid, domain=domain, text=text, origin=origin, group_id=group,
                     parent_id="qa" if origin == "alternate" else None)  # fmt: skip
 
@@ -79,7 +83,9 @@ def test_verified_means_verifier_above_threshold_or_a_person_said_correct(tmp_st
     assert set(found) == {"q-ver", "q-human"}
     assert found["q-ver"].source == "verifier" and found["q-ver"].score == pytest.approx(0.9)
     assert found["q-human"].source == "human" and found["q-human"].group_id == "g3"
-    assert found["q-ver"].calls == [ToolCall(name="find_customer_by_email", arguments={"email": "q-ver@example.com"})]
+    assert found["q-ver"].calls == [
+        ToolCall(name="find_customer_by_email", arguments={"email": "q-ver@example.com"})
+    ]
     # a stricter threshold than the one the verifier used drops the 0.9 example
     assert {e.question_id for e in verified_examples(tmp_store, "retail", threshold=0.95)} == {"q-human"}
 
@@ -212,9 +218,14 @@ def test_magv_respond_demos_option_reaches_the_prompt(prefect_harness, tmp_path:
     with Store(db) as store:
         _respond_store(store)
     with FakeLLMServer(_answer) as srv:
-        for key, value in {"MAGV_LLM__ENDPOINTS": json.dumps([srv.base_url]), "MAGV_DATABASE": str(db),
-                           "MAGV_EMBEDDINGS__BACKEND": "endpoint", "MAGV_EMBEDDINGS__ENDPOINT": srv.base_url,
-                           "MAGV_DOMAIN_DATA_DIR": str(tmp_path / "domains"), "MAGV_PIPELINE__RUNS": "2"}.items():
+        for key, value in {
+            "MAGV_LLM__ENDPOINTS": json.dumps([srv.base_url]),
+            "MAGV_DATABASE": str(db),
+            "MAGV_EMBEDDINGS__BACKEND": "endpoint",
+            "MAGV_EMBEDDINGS__ENDPOINT": srv.base_url,
+            "MAGV_DOMAIN_DATA_DIR": str(tmp_path / "domains"),
+            "MAGV_PIPELINE__RUNS": "2",
+        }.items():
             monkeypatch.setenv(key, value)  # fmt: skip
         assert main(["respond", "--demos", "3", "--json"]) == 0
     shown = [demo_questions(b["messages"][0]["content"]) for b in srv.requests]

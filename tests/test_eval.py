@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -68,7 +69,9 @@ def test_paired_bootstrap_on_known_data():
     ci = paired_bootstrap(before, after, n_resamples=4000, seed=7)
     half = 1.96 * math.sqrt(0.3 * 0.7 / 100)
     assert ci["diff"] == 0.3 and ci["n"] == 100
-    assert ci["low"] == pytest.approx(0.3 - half, abs=0.025) and ci["high"] == pytest.approx(0.3 + half, abs=0.025)
+    assert ci["low"] == pytest.approx(0.3 - half, abs=0.025) and ci["high"] == pytest.approx(
+        0.3 + half, abs=0.025
+    )
     assert paired_bootstrap(before, after, n_resamples=4000, seed=7) == ci  # seeded: reproducible
     # unpaired items (one side missing) are left out
     partial = paired_bootstrap([1, None, 0, 1], [1, 1, None, 0])
@@ -79,7 +82,9 @@ def test_paired_bootstrap_on_known_data():
 def test_compare_spec_is_checked():
     assert parse_spec("demos=3, model=qwen,endpoint=http://a/v1,endpoint=http://b/v1") == [
         ("demos", "3"), ("model", "qwen"), ("endpoint", "http://a/v1"), ("endpoint", "http://b/v1")]  # fmt: skip
-    cfg = configure(Settings(), "B", overrides=parse_spec("demos=3,model=qwen,endpoint=http://a/v1,temperature=0"))
+    cfg = configure(
+        Settings(), "B", overrides=parse_spec("demos=3,model=qwen,endpoint=http://a/v1,temperature=0")
+    )
     role = cfg.settings.llm.role("responder")
     assert cfg.demos == 3 and role["model"] == "qwen" and role["endpoints"] == ["http://a/v1"]
     assert role["temperature"] == 0 and cfg.settings.llm.role("judge")["model"] == "gemma-3-270m"
@@ -119,7 +124,9 @@ def test_demos_reach_the_prompt_and_never_come_from_the_question_group(tmp_path:
         configs = [configure(base, "demos=0"), configure(base, "demos=3", seed_demos=True,
                                                          overrides=[("demos", "3")])]  # fmt: skip
         report = run_evaluation(store, domain, questions, configs, embedder=HashEmbedder(), n_resamples=500)
-        rows = store.query("SELECT config, question_id, results FROM eval_results WHERE eval_id=?", [report.eval_id])
+        rows = store.query(
+            "SELECT config, question_id, results FROM eval_results WHERE eval_id=?", [report.eval_id]
+        )
     text_of = {q.text: q for q in questions}
     with_demos = 0
     for body in srv.requests:
@@ -161,6 +168,35 @@ def test_wrong_trajectories_score_low(tmp_path: Path):
     assert report.comparison is None
 
 
+def test_configurations_on_two_endpoints_never_replay_each_other(tmp_path: Path):
+    """Same model name, same messages, other endpoint: B's calls must reach B's server."""
+    domain = load_domain("retail")
+    questions = _marked(domain.seeds()[:4])
+    script = AgentScript("retail", wrong_question_rate=0, wrong_run_rate=0)
+    with FakeLLMServer(script) as one, FakeLLMServer(script) as two, Store(tmp_path / "magv.duckdb") as store:
+        base = _settings(tmp_path, one.base_url)
+        configs = [configure(base, "one"), configure(base, "two", overrides=[("endpoint", two.base_url)])]
+        report = run_evaluation(store, domain, questions, configs)
+    assert one.counts["chat"] == two.counts["chat"] == sum(len(q.gold) + 1 for q in questions)
+    assert report.comparison["strict_args"]["diff"] == 0.0
+
+
+def test_a_prompt_folder_changes_only_its_configuration(tmp_path: Path):
+    folder = tmp_path / "prompts-b"
+    folder.mkdir()
+    original = (Path(__file__).resolve().parent.parent / "prompts" / "responder.j2").read_text()
+    (folder / "responder.j2").write_text("PROMPT VARIANT B\n" + original)
+    domain = load_domain("retail")
+    questions = _marked(domain.seeds()[:3])
+    with FakeLLMServer(AgentScript("retail")) as srv, Store(tmp_path / "magv.duckdb") as store:
+        base = _settings(tmp_path, srv.base_url, max_steps=1)
+        configs = [configure(base, "a"), configure(base, "b", overrides=parse_spec(f"prompts={folder}"))]
+        run_evaluation(store, domain, questions, configs)
+    variant = [b["messages"][0]["content"].startswith("PROMPT VARIANT B") for b in srv.requests]
+    assert variant == [False] * 3 + [True] * 3  # A's runs first, then B's
+    assert "MAGV_PROMPTS_DIR" not in os.environ
+
+
 def _write_questions(path: Path, seeds, n: int) -> None:
     lines = [json.dumps({"id": s.id, "question": f"{s.question} [{s.id}]",
                          "trajectory": [c.model_dump() for c in s.trajectory]}) for s in seeds[:n]]  # fmt: skip
@@ -171,8 +207,11 @@ def test_magv_eval_compare_prints_both_and_stores_results(tmp_path: Path, monkey
     seeds = load_domain("retail").seeds()
     _write_questions(tmp_path / "held_out.jsonl", seeds, 6)
     with FakeLLMServer(AgentScript("retail", wrong_question_rate=0.5, wrong_run_rate=0)) as srv:
-        for key, value in {"MAGV_LLM__ENDPOINTS": json.dumps([srv.base_url]), "MAGV_EMBEDDINGS__BACKEND": "endpoint",
-                           "MAGV_EMBEDDINGS__ENDPOINT": srv.base_url}.items():
+        for key, value in {
+            "MAGV_LLM__ENDPOINTS": json.dumps([srv.base_url]),
+            "MAGV_EMBEDDINGS__BACKEND": "endpoint",
+            "MAGV_EMBEDDINGS__ENDPOINT": srv.base_url,
+        }.items():
             monkeypatch.setenv(key, value)  # fmt: skip
         code = main(["eval", "--questions", str(tmp_path / "held_out.jsonl"), "--seed-demos",
                      "--compare", "demos=2", "--json"])  # fmt: skip
@@ -182,7 +221,18 @@ def test_magv_eval_compare_prints_both_and_stores_results(tmp_path: Path, monkey
         assert out["configs"][1]["summary"]["demos_shown"] == 2.0
         assert {"strict", "superset_args", "valid_calls", "tokens", "latency_s"} <= set(out["comparison"])
         # the table: both configurations, the difference and its interval
-        assert main(["eval", "--questions", str(tmp_path / "held_out.jsonl"), "--compare", "demos=1,seed_demos=true"]) == 0
+        assert (
+            main(
+                [
+                    "eval",
+                    "--questions",
+                    str(tmp_path / "held_out.jsonl"),
+                    "--compare",
+                    "demos=1,seed_demos=true",
+                ]
+            )
+            == 0
+        )
     text = capsys.readouterr().out
     for word in ("demos=0", "demos=1,seed_demos=true", "B − A", "95% CI", "strict_args", "valid_calls"):
         assert word in text
@@ -223,13 +273,23 @@ def test_load_questions_from_seeds_keep_the_pipeline_ids():
 
 
 @pytest.mark.slow
-def test_eval_compare_on_the_embedded_model_over_the_retail_seeds(llama_server, tmp_path, monkeypatch, capsys):  # noqa: F811
+@pytest.mark.timeout(1800)  # ~5 s a call on two idle cores, three times that when they are shared
+def test_eval_compare_on_the_embedded_model_over_the_retail_seeds(
+    llama_server,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+    capsys,
+):
     """Leave-one-seed-out: each seed is answered with 3 demonstrations from the other seeds (B)
-    or none (A). Small steps and tokens keep it to minutes on two cores."""
-    for key, value in {"MAGV_LLM__ENDPOINTS": json.dumps([llama_server.url]), "MAGV_LLM__MAX_TOKENS": "96",
-                       "MAGV_LLM__TIMEOUT_S": "300", "MAGV_PIPELINE__CONCURRENCY": "1"}.items():
+    or none (A). One step and few tokens per question keep it to 44 model calls."""
+    for key, value in {
+        "MAGV_LLM__ENDPOINTS": json.dumps([llama_server.url]),
+        "MAGV_LLM__MAX_TOKENS": "64",
+        "MAGV_LLM__TIMEOUT_S": "300",
+        "MAGV_PIPELINE__CONCURRENCY": "1",
+    }.items():
         monkeypatch.setenv(key, value)  # fmt: skip
-    code = main(["eval", "--domain", "retail", "--questions", "seeds", "--max-steps", "2", "--temperature", "0",
+    code = main(["eval", "--domain", "retail", "--questions", "seeds", "--max-steps", "1", "--temperature", "0",
                  "--seed-demos", "--compare", "demos=3"])  # fmt: skip
     text = capsys.readouterr().out
     with capsys.disabled():

@@ -14,15 +14,18 @@ from collections import Counter
 
 import pytest
 
+from magv.config import Settings
 from tests.fake_agents import AgentScript
 from tests.fakellm import FAULT_KINDS
 from tests.reliability_helpers import (
     StageServer,
     duplicate_keys,
     magv_env,
+    paid_twice,
     query,
     run_here,
     runs_per_question,
+    successful_keys,
 )
 
 TRANSPORT = {"timeout", "500", "429", "400", "truncated"}  # the HTTP exchange fails
@@ -36,7 +39,7 @@ INVALID_STEP_ERROR = {
     "wrong_types": "arguments of ",
     "empty": "empty reply",
 }
-R = 2
+R = 3
 ARGS = ["run", "--json", "--targets", "4", "--per-target", "3", "--questions", "8", "--runs", str(R),
         "--alternates", "2"]  # fmt: skip
 
@@ -46,13 +49,14 @@ class EveryFifth:
 
     def __init__(self, inner):
         self.inner = inner
+        self.enabled = True
         self.n = itertools.count(1)
         self.kinds = itertools.cycle(FAULT_KINDS)
         self.lock = threading.Lock()
 
     def __call__(self, body):
         with self.lock:
-            kind = next(self.kinds) if next(self.n) % 5 == 0 else None
+            kind = next(self.kinds) if self.enabled and next(self.n) % 5 == 0 else None
         reply = self.inner(body)
         return {"fault": kind} if kind else reply
 
@@ -76,9 +80,34 @@ def test_twenty_percent_faults_of_every_kind_are_retried_or_recorded(
         code, out, err = run_here(ARGS, env, monkeypatch, capsys)
         sent = list(srv.faults_sent)
         requests = srv.counts["chat"]
-    assert code == 0, err[-3000:]
-    summary = json.loads(out)["summary"]
-    db = tmp_path / "magv.duckdb"
+        assert code == 0, err[-3000:]
+        _check_faults_are_retried_or_recorded(tmp_path / "magv.duckdb", json.loads(out), sent, requests)
+
+        # A rerun on a healthy server redoes what failed on the model and pays nothing twice.
+        db = tmp_path / "magv.duckdb"
+        answered = successful_keys(db)
+        handler.enabled = False
+        srv.reset()
+        sent_before = srv.counts["chat"]
+        code, out, err = run_here(ARGS, env, monkeypatch, capsys)
+        assert code == 0, err[-3000:]
+        resent = srv.counts["chat"] - sent_before
+    assert query(db, "SELECT count(*) FROM runs WHERE status = 'llm_error'")[0][0] == 0
+    failed = query(db, "SELECT error FROM generations WHERE status = 'failed'")
+    assert all(e.startswith("unparsable reply") for (e,) in failed)  # same replies again: still unusable
+    assert query(db, "SELECT count(*) FROM questions WHERE status = 'failed'")[0][0] == 0
+    assert paid_twice(db) == [] and answered < successful_keys(db)
+    assert len(successful_keys(db)) - len(answered) == resent  # only unanswered calls were sent
+    assert all(n == (1 if origin == "alternate" else R) for origin, n in runs_per_question(db).values())
+    # The verifier's rows follow the redone runs: features of each question's current MCT, no others.
+    mct_runs = {r for (r,) in query(db, "SELECT run_id FROM mct JOIN questions q ON q.id = question_id "
+                                        "WHERE q.origin <> 'alternate'")}  # fmt: skip
+    assert {r for (r,) in query(db, "SELECT run_id FROM features")} == mct_runs
+    assert {r for (r,) in query(db, "SELECT run_id FROM labels WHERE source = 'gold'")} <= mct_runs
+
+
+def _check_faults_are_retried_or_recorded(db, result, sent, requests) -> None:
+    summary = result["summary"]
 
     kinds = Counter(kind for kind, _ in sent)
     assert set(kinds) == set(FAULT_KINDS) and min(kinds.values()) >= 3, kinds
@@ -138,12 +167,59 @@ def test_twenty_percent_faults_of_every_kind_are_retried_or_recorded(
     assert faults["invalid_steps"] == n_invalid >= sum(wanted.values())
     assert faults["tool_errors"] == n_tool_errors
     assert faults["llm_errors"] == llm_error_runs + llm_error_generations
-    assert llm_error_runs == query(
-        db, "SELECT count(*) FROM runs WHERE status = 'llm_error' AND trajectory IS NOT NULL"
-    )[0][0]
+    assert (
+        llm_error_runs
+        == query(db, "SELECT count(*) FROM runs WHERE status = 'llm_error' AND trajectory IS NOT NULL")[0][0]
+    )
 
     # And the pipeline finished: every question answered R (alternates R') times, nothing twice.
     assert all(n == (1 if origin == "alternate" else R) for origin, n in runs_per_question(db).values())
     assert not any(duplicate_keys(db).values())
-    stages = json.loads(out)["stages"]
+    stages = result["stages"]
     assert all(s["done"] > 0 for s in stages.values()), stages
+
+
+def test_a_redone_run_replaces_the_failed_one_and_stale_verdicts_go(tmp_store):
+    from magv.models import Features, Label, Question, Run, ToolCall, Trajectory
+    from magv.stages import StageReport, plan_respond, write_respond
+
+    def run(index: int, tool: str | None) -> Run:
+        if tool is None:
+            t = Trajectory(status="llm_error")
+        else:
+            t = Trajectory.from_calls([ToolCall(name=tool, arguments={})], "done")
+        return Run(id=Run.derive_id("q", index), question_id="q", run_index=index, trajectory=t)
+
+    q = Question(id="q", domain="retail", text="Where is my order?", origin="seed", group_id="g")
+    tmp_store.add_questions([q])
+    tmp_store.add_selections(
+        [{"question_id": "q", "kept": True, "reason": "seed", "cluster": None, "x": 0, "y": 0}]
+    )
+    write_respond(tmp_store, None, [{"question": q, "runs": [(run(0, "a"), []), (run(1, None), ["HTTP 500"]),
+                                                             (run(2, "b"), [])]}], StageReport("respond"))  # fmt: skip
+    first = Run.derive_id("q", 0)
+    assert tmp_store.mct()[0]["run_id"] == first  # a tie between a and b: the earlier run
+    tmp_store.add_features([Features(run_id=first, version="1", values={"em_mean": 1.0})])
+    tmp_store.add_labels([Label(run_id=first, source="gold", correct=True),
+                          Label(run_id=first, source="human", correct=False)])  # fmt: skip
+
+    class Ctx:  # what plan_respond reads
+        settings = Settings(pipeline={"runs": 3})
+
+        @staticmethod
+        def domain():
+            from magv.domains import load_domain
+
+            return load_domain("retail")
+
+    [item] = plan_respond(tmp_store, Ctx(), alternates=False)
+    assert item["run_indices"] == [1] and item["redo"]
+    write_respond(
+        tmp_store, None, [{"question": q, "runs": [(run(1, "b"), [])], "redo": True}], StageReport("respond")
+    )
+    runs = {r.run_index: r.trajectory.status for r in tmp_store.runs(["q"])}
+    assert runs == {0: "ok", 1: "ok", 2: "ok"}
+    assert tmp_store.mct()[0]["run_id"] == Run.derive_id("q", 1)  # b now has two of three
+    assert tmp_store.features() == []
+    assert [(lb.run_id, lb.source) for lb in tmp_store.labels()] == [(first, "human")]
+    assert plan_respond(tmp_store, Ctx(), alternates=False) == []

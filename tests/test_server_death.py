@@ -36,7 +36,9 @@ def _launch(monkeypatch, port: int, die_after: int = 0) -> None:
 
 
 @pytest.mark.integration
-def test_a_dead_model_server_is_reported_and_a_rerun_restarts_it(tmp_path, prefect_harness, monkeypatch, capsys):
+def test_a_dead_model_server_is_reported_and_a_rerun_restarts_it(
+    tmp_path, prefect_harness, monkeypatch, capsys
+):
     port = _free_port()
     url = f"http://127.0.0.1:{port}/v1"
     env = magv_env(tmp_path, None, llama__port=port, embeddings__backend="endpoint", embeddings__endpoint=url,
@@ -68,4 +70,7 @@ def test_a_dead_model_server_is_reported_and_a_rerun_restarts_it(tmp_path, prefe
     assert all(n == (1 if origin == "alternate" else R) for origin, n in runs_per_question(db).values())
     assert paid_twice(db) == []
     assert answered <= {r[0] for r in query(db, "SELECT key FROM llm_calls WHERE error IS NULL")}
-    assert [r[0] for r in query(db, "SELECT status FROM pipeline_runs ORDER BY started_at")] == ["failed", "completed"]
+    assert [r[0] for r in query(db, "SELECT status FROM pipeline_runs ORDER BY started_at")] == [
+        "failed",
+        "completed",
+    ]

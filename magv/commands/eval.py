@@ -21,20 +21,32 @@ SPEC_HELP = (
 
 def eval_command(
     ctx: typer.Context,
-    domain: str = typer.Option(None, "--domain", "-d", help="Domain name, module or folder (default: settings)."),
+    domain: str = typer.Option(
+        None, "--domain", "-d", help="Domain name, module or folder (default: settings)."
+    ),
     questions: str = typer.Option(
-        "seeds", "--questions", "-q", help="'seeds' (the domain's seeds, leave-one-seed-out) or a JSONL file "
-        "in the seed format."),  # fmt: skip
+        "seeds",
+        "--questions",
+        "-q",
+        help="'seeds' (the domain's seeds, leave-one-seed-out) or a JSONL file in the seed format.",
+    ),  # fmt: skip
     demos: int = typer.Option(None, "--demos", min=0, max=20, help="Verified examples in the prompt (m)."),
     seed_demos: bool = typer.Option(
-        False, "--seed-demos/--no-seed-demos",
-        help="Also use the other seeds' gold trajectories as demonstrations."),  # fmt: skip
+        False,
+        "--seed-demos/--no-seed-demos",
+        help="Also use the other seeds' gold trajectories as demonstrations.",
+    ),  # fmt: skip
     compare: str = typer.Option(None, "--compare", help=SPEC_HELP),
     compare_config: Path = typer.Option(
-        None, "--compare-config", help="Configuration B from another settings file (models, endpoints, "
-        "pipeline.demos, ...); --compare applies on top."),  # fmt: skip
+        None,
+        "--compare-config",
+        help="Configuration B from another settings file (models, endpoints, "
+        "pipeline.demos, ...); --compare applies on top.",
+    ),  # fmt: skip
     max_steps: int = typer.Option(None, "--max-steps", min=1, max=50, help="Responder steps per question."),
-    temperature: float = typer.Option(None, "--temperature", min=0, max=2, help="Responder sampling temperature."),
+    temperature: float = typer.Option(
+        None, "--temperature", min=0, max=2, help="Responder sampling temperature."
+    ),
     limit: int = typer.Option(None, "--limit", min=1, help="Evaluate only the first N questions."),
     bootstrap: int = typer.Option(2000, "--bootstrap", min=100, help="Bootstrap resamples for --compare."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),

@@ -412,14 +412,16 @@ def evaluation_rates(configs: list[dict[str, Any]]) -> Figure | None:
             values = [c["rates"].get(key) for c in configs]
             if all(v is None for v in values):
                 continue
-            bars = ax.bar([x + offset for x in xs], [v or 0 for v in values], width=0.38, label=label, color=colour)
+            bars = ax.bar(
+                [x + offset for x in xs], [v or 0 for v in values], width=0.38, label=label, color=colour
+            )
             ax.bar_label(bars, labels=["" if v is None else f"{v:.2f}" for v in values], fontsize=7)
         ax.set_title(f"{mode} match")
         ax.set_xticks(xs, names, fontsize=7)
         ax.set_ylim(0, 1.15)
         if i % cols == 0:
             ax.set_ylabel("accuracy")
-    for ax in axes[len(modes):]:
+    for ax in axes[len(modes) :]:
         ax.set_visible(False)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=8)
