@@ -28,6 +28,7 @@ from magv.evaluate import (
 )
 from magv.models import Step, ToolCall, Trajectory
 from magv.store import Store
+from magv.verify.labels import match
 from tests.fake_agents import AgentScript
 from tests.fakellm import FakeLLMServer
 from tests.llm_fixtures import llama_server  # noqa: F401
@@ -152,19 +153,27 @@ def test_demos_reach_the_prompt_and_never_come_from_the_question_group(tmp_path:
     assert report.comparison["tokens"]["diff"] > 0  # demonstrations make the prompt longer
 
 
-def test_wrong_trajectories_score_low(tmp_path: Path):
+def test_wrong_trajectories_score_what_the_script_did(tmp_path: Path):
+    """Every question goes wrong (one call short, or another tool at the end); the accuracies are
+    those of the calls the script planned, question by question."""
     domain = load_domain("retail")
     questions = _marked(domain.seeds())
-    with FakeLLMServer(AgentScript("retail", wrong_question_rate=1.0, wrong_run_rate=0)) as srv, \
-            Store(tmp_path / "magv.duckdb") as store:  # fmt: skip
+    script = AgentScript("retail", wrong_question_rate=1.0, wrong_run_rate=0)
+    with FakeLLMServer(script) as srv, Store(tmp_path / "magv.duckdb") as store:
         report = run_evaluation(store, domain, questions, [configure(_settings(tmp_path, srv.base_url), "x")])
+    planned = {q.id: [ToolCall(name=n, arguments=a) for n, a in script._plan(script.seeds[q.seed_id], q.text, 0)]
+               for q in questions}  # fmt: skip
     s = report.configs[0]["summary"]
-    # The script drops the last call of every question, or calls another tool with its arguments,
-    # which fails the schema check and leaves an invalid step: the calls made are always gold calls
-    # (subset) and the last gold call is always missing.
-    assert s["strict"] == s["unordered"] == s["superset"] == s["strict_args"] == 0.0
-    assert s["subset"] == s["subset_args"] == 1.0
-    assert 0.0 < s["valid_calls"] < 1.0
+    for mode in ("strict", "unordered", "subset", "superset"):
+        for arguments in (False, True):
+            expected = np.mean([match(planned[q.id], q.gold, mode, arguments) for q in questions])
+            assert s[f"{mode}_args" if arguments else mode] == pytest.approx(expected, abs=1e-4), (
+                mode,
+                arguments,
+            )
+    assert s["strict"] == s["superset"] == 0.0 and 0.0 < s["subset"] < 1.0
+    assert s["valid_calls"] == 1.0 and s["answered"] == 1.0
+    assert s["tool_calls"] == pytest.approx(np.mean([len(c) for c in planned.values()]), abs=1e-4)
     assert report.comparison is None
 
 
