@@ -97,12 +97,7 @@ def figures(a: ReportData, b: ReportData, labels: tuple[str, str]) -> dict[str, 
             "Tool error rate per tool", tools, [err[0].get(t) for t in tools], [err[1].get(t) for t in tools],
             labels, "error rate"),
     }  # fmt: skip
-    out = {}
-    for name, make in makers.items():
-        fig = make()
-        if fig is not None:
-            out[name] = plots.data_uri(fig)
-    return out
+    return plots.render_figures(makers)
 
 
 def write_compare(spec_a: str, spec_b: str, default_db: Path, out_dir: str | Path) -> ReportFiles:

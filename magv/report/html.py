@@ -79,12 +79,7 @@ def figures(data: ReportData) -> dict[str, str]:
         "verifier_vs_judge": lambda: plots.verifier_vs_judge(v["comparison"]),
         "evaluation": lambda: plots.evaluation_rates(s.get("evaluation", [])),
     }  # fmt: skip
-    out = {}
-    for name, make in makers.items():
-        fig = make()
-        if fig is not None:
-            out[name] = plots.data_uri(fig)
-    return out
+    return plots.render_figures(makers)
 
 
 def render(data: ReportData, figs: dict[str, str]) -> str:

@@ -465,3 +465,13 @@ def _compact(v: float) -> str:
     if v >= 1e3:
         return f"{v / 1e3:.1f}k"
     return f"{v:.3g}"
+
+
+def render_figures(makers: dict[str, Callable[[], Figure | None]]) -> dict[str, str]:
+    """Run each figure maker; figures with nothing to show are left out."""
+    out = {}
+    for name, make in makers.items():
+        fig = make()
+        if fig is not None:
+            out[name] = data_uri(fig)
+    return out

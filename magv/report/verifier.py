@@ -3,26 +3,16 @@ verifier against the LLM judge in accuracy and in cost per 1,000 trajectories.""
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from magv.report.curves import binary_curves, confusion
+from magv.report.metrics import _loads, _r
 
 if TYPE_CHECKING:
     from magv.report.metrics import ReportData, Scope
 
 METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
-
-
-def _loads(value: Any, default: Any = None) -> Any:
-    if value is None:
-        return default
-    return json.loads(value) if isinstance(value, str) else value
-
-
-def _r(x: float | None, digits: int = 4) -> float | None:
-    return None if x is None else round(float(x), digits)
 
 
 def _per_1000(total: float, n: int) -> float | None:
