@@ -54,12 +54,16 @@ def fake_llm(latency: float, domain: str = "retail") -> Iterator[str]:
     port = free_port()
     args = [sys.executable, str(Path(__file__).resolve()), "serve", "--port", str(port),
             "--latency", str(latency), "--domain", domain]  # fmt: skip
-    proc = subprocess.Popen(args, cwd=REPO, env=quiet_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        args, cwd=REPO, env=quiet_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     try:
         deadline = time.monotonic() + 60
         while True:
             if proc.poll() is not None:
-                raise SystemExit(f"fake LLM server exited {proc.returncode}: {proc.stderr.read().decode()[-2000:]}")
+                raise SystemExit(
+                    f"fake LLM server exited {proc.returncode}: {proc.stderr.read().decode()[-2000:]}"
+                )
             try:
                 if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
                     break

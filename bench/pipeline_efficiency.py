@@ -24,7 +24,6 @@ finished_at; Prefect's API start-up before the flow is reported apart).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import tempfile

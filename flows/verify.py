@@ -18,7 +18,7 @@ from prefect.cache_policies import NO_CACHE
 from flows.common import Session, summarize
 from magv import progress
 from magv.config import Settings, load_settings, settings_from_dict
-from magv.errors import MagvError
+from magv.errors import MagvError, RunFailed
 from magv.models import make_id, utcnow
 from magv.runtime import WorkerContext
 from magv.stages import StageReport
@@ -53,7 +53,11 @@ def gold_labels_task(store: Store, settings: Settings) -> dict[str, Any]:
 
 @task(name="verify-train", cache_policy=NO_CACHE)
 def train_task(store: Store, settings: Settings) -> dict[str, Any]:
-    result = training.train(store, settings)
+    try:
+        result = training.train(store, settings)
+    except MagvError as exc:
+        # Expected on small or one-sided data: a recorded outcome, not a crash with a traceback.
+        return {"error": str(exc)}
     return {"written": 1, "model_id": result.model_id, **result.summary()}
 
 
@@ -77,6 +81,8 @@ def verify_stages(sess: Session, alternates: bool = True) -> dict[str, Any]:
         report = StageReport(name, planned=1)
         try:
             out[name] = fn(sess.store, sess.settings, **kwargs)
+            if "error" in out[name]:
+                raise RunFailed(out[name]["error"])
             report.done, report.written = 1, int(out[name].get("written", 0))
         except MagvError as exc:
             report.failed = 1

@@ -14,7 +14,7 @@ import asyncio
 import copy
 import threading
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import CancelledError, ThreadPoolExecutor
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -231,6 +231,11 @@ def run_chunk(
 _chunk_recorder: ContextVar[Any] = ContextVar("magv_chunk_recorder")
 
 
+class ChunkCancelled(BaseException):
+    """The agent loop shut down under a chunk because its run is stopping. A BaseException, so
+    that Prefect does not retry the chunk (it retries Exceptions) after the run has ended."""
+
+
 class _ChunkRecorder:
     """The recorder of the shared LLM client: each call goes to the recorder of its own chunk."""
 
@@ -264,6 +269,8 @@ class AgentLoop:
         future = asyncio.run_coroutine_threadsafe(coro, self.loop)
         try:
             return future.result()
+        except CancelledError:
+            raise ChunkCancelled("the run stopped while this chunk was in flight") from None
         except BaseException:
             future.cancel()
             raise
@@ -286,12 +293,18 @@ class AgentLoop:
         return self.limits[n]
 
     def close(self) -> None:
-        async def close_clients() -> None:
+        async def shutdown() -> None:
+            # Chunks still here belong to a run that stopped (Ctrl-C, an error): cancel them, or the
+            # threads waiting for them in run() would wait for ever.
+            others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in others:
+                task.cancel()
+            await asyncio.gather(*others, return_exceptions=True)
             for client in self.clients.values():
                 await client.aclose()
 
         try:
-            self.run(close_clients())
+            self.run(shutdown())
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(timeout=10)

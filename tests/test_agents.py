@@ -57,3 +57,8 @@ def test_example_seed_has_a_different_trajectory():
 def test_invalid_steps_do_not_count_as_calls():
     t = Trajectory(steps=[Step(kind="invalid", raw="x", error="bad"), Step(call=ToolCall(name="a"))])
     assert t.tool_names() == ["a"]
+
+
+def test_raw_newlines_inside_strings_are_accepted():
+    # gemma-3-270m under a JSON grammar writes control characters inside strings
+    assert parse_questions('{"questions": ["Where is\nmy order?"]}', 3) == ["Where is my order?"]

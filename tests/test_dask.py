@@ -1,5 +1,6 @@
 """The pipeline on Dask: chunks run on worker processes that have no store, their LLM calls come back
-with the results, and the flow alone writes. The rows must be the ones the local runner writes."""
+with the results, and the flow alone writes. The rows must be the ones the local runner writes.
+Also how chunks run inside one process: one agent loop, one concurrency limit, the call log."""
 
 from __future__ import annotations
 
@@ -147,3 +148,110 @@ def test_dask_local_cluster_started_by_the_runner_gives_the_rows_of_the_local_ru
     result = run_pipeline(fake_llm, tmp_path / "cluster", MAGV_PIPELINE__RUNNER="dask")
     assert set(result["stages"]) >= {"generate", "select", "respond", "reverse", "respond_alternates"}
     assert_same_rows(local_snapshot, snapshot(tmp_path / "cluster" / "magv.duckdb"))
+
+
+# -- chunks in one process share the agent loop ------------------------------------------------
+
+
+def _ctx(concurrency: int):
+    from magv.config import Settings
+    from magv.runtime import WorkerContext
+
+    return WorkerContext(Settings(pipeline={"concurrency": concurrency}))
+
+
+def test_chunks_in_flight_share_one_concurrency_limit_and_leave_no_slot_idle():
+    """Two chunks in two threads, 2 slots in all: never more than 2 items at once, and the short
+    items of one chunk fill the slots the other's long item leaves, so the whole takes what the
+    slots need (no per-chunk tail)."""
+    import asyncio
+    import threading
+    import time
+
+    from magv.runtime import close_resources, run_chunk
+
+    state = {"now": 0, "max": 0}
+    lock = threading.Lock()
+
+    async def work(client, ctx, seconds: float) -> float:
+        with lock:
+            state["now"] += 1
+            state["max"] = max(state["max"], state["now"])
+        await asyncio.sleep(seconds)
+        with lock:
+            state["now"] -= 1
+        return seconds
+
+    ctx = _ctx(2)
+    out: dict[str, list] = {}
+    chunks = {"a": [0.6, 0.1, 0.1], "b": [0.1, 0.1, 0.1, 0.1]}  # 1.2 s of work on 2 slots: 0.6 s
+    threads = [threading.Thread(target=lambda k=k: out.__setitem__(k, run_chunk(ctx, chunks[k], work).results))
+               for k in chunks]  # fmt: skip
+    started = time.perf_counter()
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+    finally:
+        close_resources()
+    elapsed = time.perf_counter() - started
+    assert out == chunks  # results in item order, per chunk
+    assert state["max"] == 2
+    # A loop per chunk with 2 slots each would have had 4 in flight; one limit per chunk of 1
+    # slot would take 0.8 s (chunk a alone). Shared: 0.6 s plus scheduling.
+    assert elapsed < 0.78, elapsed
+
+
+def test_stopping_the_agent_loop_cancels_a_chunk_without_a_retry():
+    """A chunk still in flight when its run stops ends with ChunkCancelled, a BaseException that
+    Prefect does not retry, instead of keeping its thread waiting for ever."""
+    import asyncio
+    import threading
+
+    from magv.runtime import ChunkCancelled, close_resources, run_chunk
+
+    started = threading.Event()
+    caught: list[BaseException] = []
+
+    async def stuck(client, ctx, item):
+        started.set()
+        await asyncio.sleep(3600)
+
+    def chunk() -> None:
+        try:
+            run_chunk(_ctx(1), [1], stuck)
+        except BaseException as exc:  # the test looks at what arrives
+            caught.append(exc)
+
+    thread = threading.Thread(target=chunk)
+    thread.start()
+    assert started.wait(10)
+    close_resources()
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    assert len(caught) == 1 and isinstance(caught[0], ChunkCancelled) and not isinstance(caught[0], Exception)
+
+
+def test_the_store_recorder_writes_in_batches_and_replays_calls_not_yet_written(tmp_store):
+    from magv.models import LLMCall
+    from magv.runtime import StoreRecorder
+
+    recorder = StoreRecorder(tmp_store, interval_s=3600)  # only explicit flushes
+    messages = [{"role": "user", "content": "hi"}]
+    call = LLMCall(id="c1", key="k1", role="responder", model="m", endpoint="e",
+                   request={"messages": messages}, response={"choices": [{"message": {"content": "yo"}}]})  # fmt: skip
+    failed = LLMCall(
+        id="c2", key="k2", role="responder", model="m", endpoint="e", request={}, error="HTTP 500"
+    )
+    assert recorder.cached_response("k1") is None
+    recorder.add_llm_calls([call, failed])
+    messages.append({"role": "assistant", "content": "later"})
+    assert tmp_store.scalar("SELECT count(*) FROM llm_calls") == 0  # buffered
+    assert recorder.cached_response("k1") == {"choices": [{"message": {"content": "yo"}}]}
+    assert recorder.cached_response("k2") is None  # a failed call is not replayed
+    recorder.close()
+    rows = tmp_store.query("SELECT key, request FROM llm_calls ORDER BY key")
+    assert [r["key"] for r in rows] == ["k1", "k2"]
+    assert json.loads(rows[0]["request"]) == {"messages": [{"role": "user", "content": "hi"}]}
+    assert StoreRecorder(tmp_store).cached_response("k1") is not None  # from the database now

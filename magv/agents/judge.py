@@ -60,7 +60,7 @@ def parse_verdict(text: str | None) -> tuple[bool | None, str, str | None]:
         candidates.append(found.group(0))
     for candidate in candidates:
         try:
-            data = json.loads(candidate)
+            data = json.loads(candidate, strict=False)
         except json.JSONDecodeError:
             continue
         if not isinstance(data, dict):

@@ -34,7 +34,7 @@ def parse_questions(text: str | None, n: int) -> list[str]:
     if not text or not text.strip():
         raise ValueError("the reply was empty")
     try:
-        data = json.loads(text)
+        data = json.loads(text, strict=False)  # raw newlines inside strings are common
     except json.JSONDecodeError as exc:
         raise ValueError(f"the reply is not valid JSON ({exc.msg} at position {exc.pos})") from None
     items = data.get("questions") if isinstance(data, dict) else data

@@ -113,7 +113,7 @@ def parse_json_action(text: str | None, tools: list[ToolSpec]) -> Action:
     if not raw.strip():
         return InvalidReply(raw=raw, error="empty reply")
     try:
-        obj = json.loads(raw)
+        obj = json.loads(raw, strict=False)  # small models put raw newlines inside strings
     except ValueError as exc:
         return InvalidReply(raw=raw, error=f"reply is not valid JSON: {exc}")
     if not isinstance(obj, dict):
