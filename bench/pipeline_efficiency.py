@@ -18,7 +18,7 @@ Selection, planning, tools, store writes and the client are not in the ideal: th
 measurement charges the pipeline for. Measured: the flow's own span (pipeline_runs.started_at to
 finished_at; Prefect's API start-up before the flow is reported apart).
 
-    .venv/bin/python bench/pipeline_efficiency.py [--sizes 100,1000 --latency 0.2 --workers 2 --concurrency 16]
+    .venv/bin/python bench/pipeline_efficiency.py [--sizes 100,1000 --latency 0.5 --concurrency 16 --chunk-size 32]
 """
 
 from __future__ import annotations
@@ -111,10 +111,10 @@ def measure(size: int, args: argparse.Namespace, base_url: str, work: Path) -> d
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sizes", default="100,1000", help="questions kept by selection, comma separated")
-    p.add_argument("--latency", type=float, default=0.2, help="L: seconds per fake chat reply")
+    p.add_argument("--latency", type=float, default=0.5, help="L: seconds per fake chat reply")
     p.add_argument("--workers", type=int, default=2, help="pipeline.workers: chunks in flight")
     p.add_argument("--concurrency", type=int, default=16, help="C = pipeline.concurrency: runs in flight")
-    p.add_argument("--chunk-size", type=int, default=64, help="pipeline.chunk_size: questions per chunk")
+    p.add_argument("--chunk-size", type=int, default=32, help="pipeline.chunk_size: questions per chunk")
     p.add_argument("--runs", type=int, default=3, help="R: responder runs per question")
     p.add_argument("--alternates", type=int, default=3, help="k: alternates per question")
     args = p.parse_args()
