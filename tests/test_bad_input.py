@@ -115,9 +115,9 @@ def _imported(*edits, raw_line=None) -> Callable[[Path], list[str]]:
 
 
 def _module_domain(tmp: Path) -> list[str]:
-    (tmp / "halfdomain.py").write_text('NAME = "half"\nSYSTEM_PROMPT = "You help."\n')
+    (tmp / "halfbaddomain.py").write_text('NAME = "half"\nSYSTEM_PROMPT = "You help."\n')
     sys.path.insert(0, str(tmp))  # the test takes it out again
-    return ["run", "--domain", "halfdomain", *SMALL]
+    return ["run", "--domain", "halfbaddomain", *SMALL]
 
 
 def _toml_domain_without_tools(tmp: Path) -> list[str]:
@@ -182,7 +182,7 @@ CASES = [
          ["{tmp}/library/seeds.jsonl:3: duplicate seed id 'library-renew' (first on line 1)"]),
     # -- domains missing parts
     Case("module domain missing parts", _module_domain,
-         ["halfdomain: not a magv domain", "missing: TOOLS, generate, SEEDS"]),
+         ["halfbaddomain: not a magv domain", "missing: TOOLS, generate, SEEDS"]),
     Case("toml domain without tools", _toml_domain_without_tools,
          ["{tmp}/library/domain.toml: not a complete domain; missing: [[tools]]"]),
     Case("folder that is no domain", _folder_without_definition,
