@@ -10,7 +10,9 @@ trains a verifier. Then, with the fake server answering chat calls after L = 100
   settings: pipeline.concurrency verdicts at once, llm.concurrency_per_endpoint requests in flight).
 
 Both are trajectories/s of wall time; the ratio is the figure (target >= 1000). Scoring alone
-(features already stored) is shown too: it is what a rerun of `magv verify score` costs.
+(features already stored) is shown too: it is what a rerun of `magv verify score` costs. So is the
+verifier with graph edit distance memoised by tool-name sequences, a change features.py does not
+have: it shows what that would give.
 
     .venv/bin/python bench/verifier_speed.py [--questions 200 --latency 0.1 --judge-concurrency 4]
 """
@@ -79,6 +81,28 @@ def time_verifier(store: Any, settings: Any, reps: int) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def time_verifier_memoised_ged(store: Any, settings: Any, reps: int) -> dict[str, Any]:
+    """The same with graph edit distance memoised by the pair of tool-name sequences (all it
+    depends on): not what magv does today; shows what that change to features.py would give."""
+    from functools import cache
+
+    from magv.models import ToolCall, Trajectory
+    from magv.verify import features as F
+
+    ged = F.graph_edit_distance
+
+    @cache
+    def by_names(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[float, bool]:
+        return ged(Trajectory.from_calls([ToolCall(name=n) for n in a]),
+                   Trajectory.from_calls([ToolCall(name=n) for n in b]))  # fmt: skip
+
+    F.graph_edit_distance = lambda a, b, **kw: by_names(tuple(a.tool_names()), tuple(b.tool_names()))
+    try:
+        return time_verifier(store, settings, reps)
+    finally:
+        F.graph_edit_distance = ged
+
+
 def time_judge(store: Any, settings: Any) -> dict[str, Any]:
     from magv.agents.judge import judge_many, pending_judgements
     from magv.llm import LLMClient
@@ -124,6 +148,7 @@ def main() -> None:
             store = Store(settings.database)
             try:
                 verifier = time_verifier(store, settings, args.reps)
+                memoised = time_verifier_memoised_ged(store, settings, args.reps)
                 judge = time_judge(store, settings)
             finally:
                 store.close()
@@ -133,10 +158,14 @@ def main() -> None:
     print(f"verifier: {verifier['trajectories']} trajectories, features {f:.3f} s + score {s:.3f} s -> "
           f"{verifier['trajectories_per_s']:.0f} trajectories/s (score alone "
           f"{verifier['score_only_trajectories_per_s']:.0f}/s)")  # fmt: skip
+    print(f"  (with GED memoised by tool-name sequences, a proposed change: "
+          f"{memoised['trajectories_per_s']:.0f} trajectories/s, "
+          f"{memoised['trajectories_per_s'] / judge['trajectories_per_s']:.0f}x the judge)")  # fmt: skip
     print(f"LLM judge: {judge['trajectories']} trajectories, L={args.latency}s, {judge['concurrency']} in flight, "
           f"{judge['wall_s']:.2f} s -> {judge['trajectories_per_s']:.1f} trajectories/s")  # fmt: skip
     path = write_result("verifier_speed", {
         "settings": vars(args), "verifier": verifier, "judge": judge, "ratio": ratio, "score_only_ratio": score_ratio,
+        "verifier_with_memoised_ged": memoised,
     })  # fmt: skip
     print(f"results written to {path.relative_to(path.parents[2])}")
     print(
