@@ -58,6 +58,8 @@ def train_task(store: Store, settings: Settings) -> dict[str, Any]:
     except MagvError as exc:
         # Expected on small or one-sided data: a recorded outcome, not a crash with a traceback.
         return {"error": str(exc)}
+    except Exception as exc:  # a model library failing on odd data must not end the pipeline
+        return {"error": f"training failed: {type(exc).__name__}: {exc}"}
     return {"written": 1, "model_id": result.model_id, **result.summary()}
 
 

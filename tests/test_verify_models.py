@@ -114,3 +114,17 @@ def test_untrusted_model_file_is_refused(tmp_path):
 
 class _Foreign:
     pass
+
+
+@pytest.mark.parametrize("n", [3, 4, 6])
+def test_tiny_labelled_sets_train_every_model(n):
+    """A small demo run labels a handful of trajectories: CV and calibration must still work."""
+    rng = np.random.default_rng(n)
+    X = rng.normal(size=(n, 4))
+    y = np.array(([0, 1] * n)[:n])
+    groups = np.arange(n)
+    results = cross_validate_models(X, y, groups, folds=5, seed=0)
+    assert set(results) == {"logreg", "svm", "random_forest", "knn", "xgboost"}
+    for name in results:
+        proba = Verifier(name, 0).fit(X, y, groups=groups, calibrate=True).predict_proba(X)
+        assert proba.shape == (n,) and np.all((proba >= 0) & (proba <= 1))

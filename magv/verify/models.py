@@ -25,7 +25,7 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
-from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+from sklearn.model_selection import GroupKFold, StratifiedGroupKFold, StratifiedKFold
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -171,7 +171,10 @@ class _InSamplePlatt:
 
     def fit(self, X: np.ndarray, y: np.ndarray) -> CalibratedClassifierCV:
         self.estimator.fit(X, y)
-        return CalibratedClassifierCV(FrozenEstimator(self.estimator), method="sigmoid").fit(X, y)
+        every = np.arange(len(y))  # one "split" of all rows: the sigmoid is fitted in-sample
+        return CalibratedClassifierCV(
+            FrozenEstimator(self.estimator), method="sigmoid", cv=[(every, every)]
+        ).fit(X, y)
 
 
 def _fit_surrogate(X: np.ndarray, proba: np.ndarray) -> dict[str, np.ndarray]:
@@ -226,7 +229,12 @@ def grouped_splits(
     cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "least populated class has fewer members than n_splits"
-        return [(tr, te) for tr, te in cv.split(np.zeros(len(y)), y, groups) if len(te) and len(tr)]
+        try:
+            splits = list(cv.split(np.zeros(len(y)), y, groups))
+        except ValueError:
+            # Too few rows of a class to stratify: keep the groups apart, give up stratification.
+            splits = list(GroupKFold(n_splits=n_splits).split(np.zeros(len(y)), y, groups))
+    return [(tr, te) for tr, te in splits if len(te) and len(tr)]
 
 
 def metrics(y: np.ndarray, proba: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
