@@ -105,7 +105,9 @@ class PipelineSettings(_Section):
     alternate_runs: int = Field(default=1, ge=1, le=20, description="R': runs per alternate")
     max_steps: int = Field(default=6, ge=1, le=50)
     dedup_threshold: float = Field(default=0.95, gt=0, le=1)
-    concurrency: int = Field(default=8, ge=1, le=4096, description="agent runs in flight per process (all chunks share one limit)")
+    concurrency: int = Field(
+        default=8, ge=1, le=4096, description="agent runs in flight per process (all chunks share one limit)"
+    )
     chunk_size: int = Field(default=16, ge=1, le=100000, description="questions per task")
     workers: int = Field(default=2, ge=1, le=1024, description="chunks in flight (local runner threads)")
     demos: int = Field(default=0, ge=0, le=20)

@@ -144,7 +144,9 @@ def run_select(store: Store, ctx: WorkerContext, embedder) -> StageReport:
 
     report = StageReport("select")
     domain = ctx.domain()
-    store.add_questions(seed_questions(domain.name, target_seeds(domain.seeds(), ctx.settings.pipeline.max_targets)))
+    store.add_questions(
+        seed_questions(domain.name, target_seeds(domain.seeds(), ctx.settings.pipeline.max_targets))
+    )
     decided = {s["question_id"] for s in store.selections()}
     seeds = store.questions(domain.name, origin="seed")
     generated = store.questions(domain.name, origin="investigator")

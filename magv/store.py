@@ -139,7 +139,9 @@ class Store:
             try:
                 parent.mkdir(parents=True)
             except OSError as exc:
-                raise BadInput(f"database: {self.path}: cannot create directory {parent}: {exc.strerror}") from None
+                raise BadInput(
+                    f"database: {self.path}: cannot create directory {parent}: {exc.strerror}"
+                ) from None
         try:
             return duckdb.connect(str(self.path), read_only=self.read_only)
         except duckdb.IOException as exc:
@@ -626,7 +628,9 @@ class Store:
 
     def scored_model_id(self) -> str | None:
         """The verifier model that scored most recently."""
-        return self.scalar("SELECT model_id FROM predictions GROUP BY model_id ORDER BY max(created_at) DESC LIMIT 1")
+        return self.scalar(
+            "SELECT model_id FROM predictions GROUP BY model_id ORDER BY max(created_at) DESC LIMIT 1"
+        )
 
     def export_rows(
         self, model_id: str | None = None, verified_only: bool = False, min_score: float | None = None

@@ -45,7 +45,9 @@ class AgentScript:
         self.domain = load_domain(domain)
         self.seeds: dict[str, Seed] = {s.id: s for s in self.domain.seeds()}
         # valid calls to borrow when a run goes wrong: every seed's first call
-        self.first_calls = [(s.trajectory[0].name, dict(s.trajectory[0].arguments)) for s in self.seeds.values()]
+        self.first_calls = [
+            (s.trajectory[0].name, dict(s.trajectory[0].arguments)) for s in self.seeds.values()
+        ]
         self.wrong_question_rate = wrong_question_rate
         self.wrong_run_rate = wrong_run_rate
 
