@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from magv.errors import BadInput
+from magv.jsonl import read_jsonl
 from magv.mct import most_common_trajectory as most_common
 from magv.models import Label, Question, Run, Step, ToolCall, Trajectory
 
@@ -270,23 +271,10 @@ def parse_line(obj: Any, path: Path | str, line: int) -> ImportLine:
 def read_import_file(path: Path) -> list[ImportLine]:
     """Every line checked (JSON, fields, OpenAI messages, tool_call ids) and cross-checked (one
     question text per question_id, one line per run) before anything is written."""
-    if not path.is_file():
-        raise BadInput(f"{path}: no such file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInput(f"{path}: cannot read as UTF-8 text: {exc}") from None
     lines: list[ImportLine] = []
     first_of: dict[str, ImportLine] = {}
     run_line: dict[tuple[str, int], int] = {}
-    for n, raw in enumerate(text.splitlines(), start=1):
-        if not raw.strip():
-            continue
-        where = f"{path}:{n}"
-        try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise BadInput(f"{where}: not valid JSON: {exc.msg} (column {exc.colno})") from None
+    for n, where, obj in read_jsonl(path):
         item = parse_line(obj, path, n)
         first = first_of.setdefault(item.question_id, item)
         if first.question != item.question:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from magv.errors import BadInput
+from magv.jsonl import read_jsonl
 from magv.models import Label, Question, Run, ToolCall
 
 MatchMode = Literal["strict", "unordered", "subset", "superset"]
@@ -64,19 +65,10 @@ def gold_labels(store: Any, mode: str = "strict", arguments: bool = False) -> in
 def read_label_file(store: Any, path: Path) -> list[Label]:
     """Labels from a JSONL file: one {"run_id": ..., "correct": true|false} or
     {"question_id": ..., "correct": ...} (the question's MCT run) per line. Checked whole first."""
-    if not path.is_file():
-        raise BadInput(f"{path}: no such file")
     known_runs = set(store.run_questions())
     mct = {m["question_id"]: m["run_id"] for m in store.mct()}
     labels: list[Label] = []
-    for n, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{n}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise BadInput(f"{where}: not valid JSON: {exc.msg}") from None
+    for n, where, obj in read_jsonl(path):
         if not isinstance(obj, dict) or not isinstance(obj.get("correct"), bool):
             raise BadInput(f'{where}: expected an object with "correct": true|false')
         if isinstance(obj.get("run_id"), str):
