@@ -138,6 +138,12 @@ def _print_summary(result: dict[str, Any], as_json: bool) -> None:
     console.print(f"database: {result['database']}  wall time: {result['wall_seconds']:.1f} s")
 
 
+def _run_and_report(flow_name: str, cfg: Settings, as_json: bool, wait: bool, **kwargs: Any) -> None:
+    result = run_flow(flow_name, cfg, as_json, wait, **kwargs)
+    _print_summary(result, as_json)
+    _check_failures(result)
+
+
 def _check_failures(result: dict[str, Any]) -> None:
     stages = result.get("stages", {})
     if stages and all(s.get("planned", 0) > 0 and s.get("done", 0) == 0 and s.get("failed", 0) > 0
@@ -179,9 +185,7 @@ def generate(
     """Generate questions with the investigator and select a diverse, balanced subset."""
     cfg = _cfg(ctx, domain=domain, **{"pipeline.questions_per_target": per_target, "pipeline.questions": questions,
                                       "pipeline.max_targets": targets, "pipeline.runner": runner})  # fmt: skip
-    result = run_flow("generate", cfg, as_json, wait)
-    _print_summary(result, as_json)
-    _check_failures(result)
+    _run_and_report("generate", cfg, as_json, wait)
 
 
 def respond(
@@ -192,9 +196,7 @@ def respond(
     cfg = _cfg(
         ctx, domain=domain, **{"pipeline.runs": runs, "pipeline.demos": demos, "pipeline.runner": runner}
     )
-    result = run_flow("respond", cfg, as_json, wait)
-    _print_summary(result, as_json)
-    _check_failures(result)
+    _run_and_report("respond", cfg, as_json, wait)
 
 
 def reverse(
@@ -209,9 +211,7 @@ def reverse(
     """Reverse-engineer alternate questions from each MCT's response, then answer them."""
     cfg = _cfg(ctx, domain=domain, **{"pipeline.alternates": alternates, "pipeline.alternate_runs": alternate_runs,
                                       "pipeline.runner": runner})  # fmt: skip
-    result = run_flow("reverse", cfg, as_json, wait)
-    _print_summary(result, as_json)
-    _check_failures(result)
+    _run_and_report("reverse", cfg, as_json, wait)
 
 
 def run(
@@ -240,9 +240,7 @@ def run(
         "pipeline.max_targets": targets, "pipeline.demos": demos,
         "pipeline.alternates": alternates, "pipeline.alternate_runs": alternate_runs, "pipeline.runner": runner,
     })  # fmt: skip
-    result = run_flow("pipeline", cfg, as_json, wait, verify=verify)
-    _print_summary(result, as_json)
-    _check_failures(result)
+    _run_and_report("pipeline", cfg, as_json, wait, verify=verify)
 
 
 def register(app: typer.Typer) -> None:
