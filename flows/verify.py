@@ -19,28 +19,20 @@ from flows.common import Session, summarize
 from magv import progress
 from magv.config import Settings, load_settings, settings_from_dict
 from magv.errors import MagvError, RunFailed
+from magv.llm.embeddings import lazy_embedder
 from magv.models import make_id, utcnow
 from magv.runtime import WorkerContext
 from magv.stages import StageReport
 from magv.store import Store
 from magv.verify import labels as label_stage
 from magv.verify import training
-from magv.verify.features import LazyEmbedder, compute_features
-
-
-def _embedder(settings: Settings) -> LazyEmbedder:
-    def build():
-        from magv.llm.embeddings import Embedder
-
-        return Embedder(settings)
-
-    return LazyEmbedder(build)
+from magv.verify.features import compute_features
 
 
 @task(name="verify-features", cache_policy=NO_CACHE)
 def features_task(store: Store, settings: Settings, alternates: bool = True) -> dict[str, Any]:
     with progress.stage("features", 1) as bar:
-        n = compute_features(store, _embedder(settings), alternates=alternates)
+        n = compute_features(store, lazy_embedder(settings), alternates=alternates)
         bar.advance()
     return {"written": n}
 

@@ -86,6 +86,9 @@ CREATE TABLE IF NOT EXISTS judge_verdicts (
     run_id VARCHAR, model VARCHAR, correct BOOLEAN, reason VARCHAR, prompt_tokens INTEGER,
     completion_tokens INTEGER, latency_s DOUBLE, error VARCHAR, created_at TIMESTAMP,
     PRIMARY KEY (run_id, model));
+CREATE TABLE IF NOT EXISTS embeddings (
+    model VARCHAR, text_hash VARCHAR, dim INTEGER, vector BLOB, created_at TIMESTAMP,
+    PRIMARY KEY (model, text_hash));
 CREATE TABLE IF NOT EXISTS eval_results (
     eval_id VARCHAR, config VARCHAR, question_id VARCHAR, results JSON, created_at TIMESTAMP,
     PRIMARY KEY (eval_id, config, question_id));
@@ -94,7 +97,7 @@ CREATE TABLE IF NOT EXISTS eval_results (
 TABLES = (
     "pipeline_runs", "questions", "generations", "selections", "runs", "mct", "llm_calls",
     "features", "labels", "verifier_models", "cv_results", "predictions", "judge_verdicts",
-    "eval_results",
+    "eval_results", "embeddings",
 )  # fmt: skip
 
 
@@ -743,6 +746,186 @@ class Store:
             sql += " WHERE list_contains(?, r.id)"
             params.append(list(run_ids))
         return {r["run_id"]: r for r in self.query(sql, params)}
+
+    # -- embeddings cache ------------------------------------------------------------------------
+
+    def embeddings(self, model: str, hashes: Sequence[str]) -> dict[str, Any]:
+        """text hash -> stored float32 vector of `model`, for the hashes that are stored."""
+        import numpy as np
+
+        if not hashes:
+            return {}
+        with self._lock:
+            res = self.con.execute(
+                "SELECT text_hash, dim, vector FROM embeddings WHERE model=? AND list_contains(?, text_hash)",
+                [model, list(hashes)],
+            ).fetchall()
+        return {h: np.frombuffer(v, dtype=np.float32, count=d) for h, d, v in res}
+
+    def add_embeddings(self, model: str, hashes: Sequence[str], vectors: Any) -> int:
+        """Keep float32 vectors (rows of a matrix) of texts by their hash; an existing one stays."""
+        import numpy as np
+
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        first = list({h: i for i, h in reversed(list(enumerate(hashes)))}.values())  # one row per hash
+        hashes, vectors = [hashes[i] for i in first], vectors[first]
+        if len(hashes) == 0:
+            return 0
+        with self._lock:
+            self.con.register("embeddings_new", {
+                "text_hash": np.asarray(list(hashes), dtype=object),
+                "vector": np.asarray([row.tobytes() for row in vectors], dtype=object),
+            })  # fmt: skip
+            try:
+                return self._insert_from(
+                    "embeddings", "SELECT ?, text_hash, ?, vector::BLOB, ? FROM embeddings_new",
+                    [model, int(vectors.shape[1]), utcnow()],
+                )  # fmt: skip
+            finally:
+                self.con.unregister("embeddings_new")
+
+    def _insert_from(self, table: str, select: str, params: Sequence[Any]) -> int:
+        """INSERT INTO table <select> ON CONFLICT DO NOTHING, in a transaction; rows added."""
+        with self._lock:
+            before = self.con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
+            with self.transaction():
+                self.con.execute(f"INSERT INTO {table} {select} ON CONFLICT DO NOTHING", list(params))
+            return self.con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0] - before
+
+    # -- verifier features in bulk (the definitions are in magv/verify/features.py) ------------
+
+    def bases_without_mct(self) -> list[str]:
+        """Base questions with runs but no MCT row naming one of their runs (an older store, or runs
+        written by hand): the features stage takes the vote itself."""
+        rows = self.query(
+            "SELECT DISTINCT q.id FROM questions q JOIN runs r ON r.question_id = q.id "
+            "WHERE q.origin <> 'alternate' AND NOT EXISTS (SELECT 1 FROM mct m JOIN runs x ON x.id = m.run_id "
+            "AND x.question_id = m.question_id WHERE m.question_id = q.id) ORDER BY q.id"
+        )
+        return [r["id"] for r in rows]
+
+    def feature_inputs(
+        self, version: str, *, alternates: bool, replace: bool, picks: Sequence[tuple[str, str, float]],
+        embedding_model: str | None,
+    ) -> dict[str, dict[str, Any]]:  # fmt: skip
+        """Everything the features stage needs, as numpy columns, with strings replaced by codes.
+
+        jobs: one row per verified trajectory to (re)compute: the MCT run of a base question (from
+        the mct table, or `picks` (question_id, run_id, share) for bases without one), unless its
+        stored row of `version` still counts the same runs and alternate runs (and not `replace`).
+        alts: the runs of each job's alternate questions, sorted by job; own: the job question's
+        other runs; signatures: the trajectory JSON of each distinct call signature (code = row);
+        texts: the distinct question and response texts of jobs that have alternate runs (code =
+        row), with the stored vector of `embedding_model` where there is one (else dim 0 and the
+        text). No column holds NULL, so none comes back as a masked array."""
+        q_ids, r_ids, shares = (list(c) for c in zip(*picks)) if picks else ([], [], [])
+        # Python's str.strip() whitespace, which RE2's \s does not cover entirely.
+        non_space = r"[^\s\x{0b}\x{1c}-\x{1f}\x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}]"
+        statements = [
+            ("""CREATE OR REPLACE TEMP TABLE fx_pick AS
+                SELECT m.question_id, m.run_id, m.share FROM mct m
+                JOIN runs r ON r.id = m.run_id AND r.question_id = m.question_id
+                UNION ALL SELECT * FROM (SELECT unnest(?::VARCHAR[]) AS question_id,
+                    unnest(?::VARCHAR[]) AS run_id, unnest(?::DOUBLE[]) AS share)""", [q_ids, r_ids, shares]),
+            ("""CREATE OR REPLACE TEMP TABLE fx_job AS
+                WITH own AS (SELECT question_id, count(*) AS n_runs, count(DISTINCT signature) AS n_distinct
+                             FROM runs GROUP BY question_id),
+                alt AS (SELECT a.parent_id, count(*) AS n_alt_runs FROM questions a
+                        JOIN runs r ON r.question_id = a.id WHERE a.origin = 'alternate' AND ?
+                        GROUP BY a.parent_id)
+                SELECT (row_number() OVER (ORDER BY q.id) - 1)::BIGINT AS job, q.id AS question_id, q.domain,
+                    q.text, p.run_id, r.signature, coalesce(r.response, '') AS response,
+                    coalesce(p.share, (SELECT count(*) FROM runs x WHERE x.question_id = q.id
+                        AND x.signature IS NOT DISTINCT FROM r.signature) / own.n_runs) AS share,
+                    (r.status = 'ok') AS status_ok, r.n_steps, r.n_tool_errors, r.n_invalid,
+                    regexp_matches(coalesce(r.response, ''), '""" + non_space + """') AS has_response,
+                    own.n_runs, own.n_distinct, coalesce(alt.n_alt_runs, 0) AS n_alt_runs
+                FROM fx_pick p JOIN questions q ON q.id = p.question_id AND q.origin <> 'alternate'
+                JOIN runs r ON r.id = p.run_id
+                JOIN own ON own.question_id = q.id
+                LEFT JOIN alt ON alt.parent_id = q.id
+                LEFT JOIN features f ON f.run_id = p.run_id AND f.version = ?
+                WHERE ? OR f.run_id IS NULL
+                    OR json_extract(f."values", '$.n_runs')::DOUBLE IS DISTINCT FROM own.n_runs
+                    OR json_extract(f."values", '$.n_alternate_runs')::DOUBLE
+                        IS DISTINCT FROM coalesce(alt.n_alt_runs, 0)""", [alternates, version, replace]),
+            ("""CREATE OR REPLACE TEMP TABLE fx_alt AS
+                SELECT j.job, a.id AS alt_id, a.text, r.signature, coalesce(r.response, '') AS response
+                FROM fx_job j JOIN questions a ON a.parent_id = j.question_id AND a.origin = 'alternate'
+                JOIN runs r ON r.question_id = a.id WHERE ?""", [alternates]),
+            ("""CREATE OR REPLACE TEMP TABLE fx_own AS
+                SELECT j.job, r.signature FROM fx_job j
+                JOIN runs r ON r.question_id = j.question_id AND r.id <> j.run_id""", []),
+            ("""CREATE OR REPLACE TEMP TABLE fx_sig AS
+                SELECT (row_number() OVER (ORDER BY signature) - 1)::BIGINT AS code, signature FROM (
+                    SELECT signature FROM fx_job UNION SELECT signature FROM fx_alt
+                    UNION SELECT signature FROM fx_own)""", []),
+            ("""CREATE OR REPLACE TEMP TABLE fx_text AS
+                SELECT (row_number() OVER (ORDER BY text) - 1)::BIGINT AS code, text, sha256(text) AS hash FROM (
+                    SELECT text FROM fx_job WHERE n_alt_runs > 0 UNION SELECT response FROM fx_job
+                    WHERE n_alt_runs > 0 UNION SELECT text FROM fx_alt UNION SELECT response FROM fx_alt)""", []),
+        ]  # fmt: skip
+        reads = {
+            "jobs": ("""SELECT j.job, j.run_id, j.domain, s.code AS sig, j.share, j.status_ok, j.n_steps,
+                        j.n_tool_errors, j.n_invalid, j.has_response, j.n_runs, j.n_distinct,
+                        coalesce(t.code, -1) AS text_code, coalesce(tr.code, -1) AS response_code
+                     FROM fx_job j JOIN fx_sig s ON s.signature IS NOT DISTINCT FROM j.signature
+                     LEFT JOIN fx_text t ON t.text = j.text AND j.n_alt_runs > 0
+                     LEFT JOIN fx_text tr ON tr.text = j.response AND j.n_alt_runs > 0
+                     ORDER BY j.job""", []),
+            "alts": ("""SELECT a.job, (dense_rank() OVER (ORDER BY a.job, a.alt_id) - 1)::BIGINT AS alt,
+                        s.code AS sig, t.code AS text_code, tr.code AS response_code
+                     FROM fx_alt a JOIN fx_sig s ON s.signature IS NOT DISTINCT FROM a.signature
+                     JOIN fx_text t ON t.text = a.text JOIN fx_text tr ON tr.text = a.response
+                     ORDER BY a.job, a.alt_id""", []),
+            "own": ("""SELECT o.job, s.code AS sig FROM fx_own o
+                       JOIN fx_sig s ON s.signature IS NOT DISTINCT FROM o.signature ORDER BY o.job""", []),
+            "signatures": ("""SELECT s.code, s.signature, any_value(r.trajectory) AS trajectory FROM fx_sig s
+                              JOIN runs r ON r.signature IS NOT DISTINCT FROM s.signature
+                              GROUP BY s.code, s.signature ORDER BY s.code""", []),
+            "texts": ("""SELECT t.code, t.hash, coalesce(e.dim, 0) AS dim, coalesce(e.vector, ''::BLOB) AS vector,
+                            CASE WHEN e.vector IS NULL THEN t.text ELSE '' END AS text
+                         FROM fx_text t LEFT JOIN embeddings e ON e.model = ? AND e.text_hash = t.hash
+                         ORDER BY t.code""", [embedding_model]),
+        }  # fmt: skip
+        out: dict[str, dict[str, Any]] = {}
+        with self._lock:
+            try:
+                for sql, params in statements:
+                    self.con.execute(sql, params)
+                for name, (sql, params) in reads.items():
+                    out[name] = self.con.execute(sql, params).fetchnumpy()
+            finally:
+                for table in ("fx_pick", "fx_job", "fx_alt", "fx_own", "fx_sig", "fx_text"):
+                    self.con.execute(f"DROP TABLE IF EXISTS temp.{table}")
+        return out
+
+    def write_feature_matrix(self, version: str, run_ids: Sequence[str], names: Sequence[str], X: Any) -> int:
+        """Feature rows (one JSON object per row of X, keys `names`) replacing stored ones of the
+        same run and version; DuckDB writes the JSON (~10x faster than json.dumps per row)."""
+        import numpy as np
+
+        if not all(re.fullmatch(r"[A-Za-z0-9_]+", n) for n in names):
+            raise ValueError("feature names must be letters, digits and _")
+        X = np.asarray(X, dtype=np.float64)
+        if len(run_ids) == 0:
+            return 0
+        columns = {"run_id": np.asarray(list(run_ids), dtype=object)}
+        columns.update({f"c{i}": np.ascontiguousarray(X[:, i]) for i in range(len(names))})
+        fields = ", ".join(f'"{n}" := c{i}' for i, n in enumerate(names))
+        with self._lock:
+            self.con.register("features_new", columns)
+            try:
+                with self.transaction():
+                    self.con.execute(
+                        f'INSERT INTO features SELECT run_id, ?, to_json(struct_pack({fields})), ? '
+                        'FROM features_new ON CONFLICT (run_id, version) DO UPDATE '
+                        'SET "values"=excluded."values", created_at=excluded.created_at',
+                        [version, utcnow()],
+                    )  # fmt: skip
+            finally:
+                self.con.unregister("features_new")
+        return len(run_ids)
 
     def feature_matrix(self, version: str, names: Sequence[str]) -> tuple[list[str], Any]:
         """(run_ids, float matrix with one column per name) of every feature row of a version.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from magv.errors import RunFailed
 from magv.models import Question, Run, Step, ToolCall, Trajectory
 from magv.verify import features as F
 from tests.verify_helpers import HashEmbedder, synthetic_store, traj
@@ -144,3 +145,110 @@ def test_semantic_similarity_with_the_real_sentence_model():
         sims[alt.id] = F.verified_features(base_q, mct, [mct], alts, emb)
     assert sims["a1"]["question_sim_mean"] > sims["a2"]["question_sim_mean"] + 0.2
     assert sims["a1"]["ss_mean"] == pytest.approx(1.0, abs=1e-5)
+
+
+def _reference_rows(store, embedder) -> dict[str, dict[str, float]]:
+    """Every verified trajectory's row from verified_features, one trajectory at a time: the
+    readable definition the bulk stage must reproduce."""
+    from magv.verify.importer import most_common
+
+    questions = store.questions()
+    runs_of: dict[str, list[Run]] = {}
+    for run in store.runs():
+        runs_of.setdefault(run.question_id, []).append(run)
+    mct = {m["question_id"]: m for m in store.mct()}
+    out = {}
+    for q in questions:
+        runs = runs_of.get(q.id, [])
+        if q.origin == "alternate" or not runs:
+            continue
+        row = mct.get(q.id)
+        if row is None or row["run_id"] not in {r.id for r in runs}:
+            row = most_common(runs)
+        chosen = next(r for r in runs if r.id == row["run_id"])
+        alts = [(a, runs_of[a.id]) for a in questions if a.parent_id == q.id and a.origin == "alternate"
+                and runs_of.get(a.id)]  # fmt: skip
+        emb = F._Embeddings(embedder, F._texts(q, chosen, alts)) if alts else None
+        out[chosen.id] = F.verified_features(q, chosen, runs, alts, emb, share=row["share"],
+                                             write_tools=F.write_tools_of(q.domain))  # fmt: skip
+    return out
+
+
+def test_bulk_stage_reproduces_the_per_trajectory_definition(tmp_store):
+    """The stage's rows equal verified_features' on a store with every awkward case: several
+    alternates with several runs, an alternate without runs, a base without an MCT row, a blank
+    response, tool errors and invalid steps, write tools, shared texts and signatures."""
+    synthetic_store(tmp_store, n_questions=30, alternates=3)
+    extra_q = [
+        Question(id="x1", domain="retail", text="cancel order 7", origin="investigator", group_id="gx"),
+        Question(id="x1_a0", domain="retail", text="please cancel order 7", origin="alternate", parent_id="x1",
+                 group_id="gx"),
+        Question(id="x1_a1", domain="retail", text="cancel order 7", origin="alternate", parent_id="x1",
+                 group_id="gx"),
+        Question(id="x1_a2", domain="retail", text="no runs here", origin="alternate", parent_id="x1",
+                 group_id="gx"),
+        Question(id="x2", domain="retail", text="nothing voted", origin="investigator", group_id="gy"),
+    ]  # fmt: skip
+    errors = Trajectory(steps=[Step(call=ToolCall(name="get_order", arguments={"order_id": 7}), error="boom"),
+                               Step(kind="invalid", raw="{oops"),
+                               Step(call=ToolCall(name="cancel_order", arguments={"order_id": 7}))],
+                        response=" \u00a0\n")  # fmt: skip
+    extra_runs = [
+        Run(id="x1r0", question_id="x1", run_index=0, trajectory=errors),
+        Run(
+            id="x1r1", question_id="x1", run_index=1, trajectory=traj("get_order", "cancel_order", order_id=7)
+        ),
+        Run(id="x1r2", question_id="x1", run_index=2, trajectory=errors),
+        Run(id="x1a0r0", question_id="x1_a0", run_index=0, trajectory=traj("cancel_order", order_id=7)),
+        Run(id="x1a0r1", question_id="x1_a0", run_index=1, trajectory=errors),
+        Run(id="x1a1r0", question_id="x1_a1", run_index=0, trajectory=traj(response="sorry")),
+        Run(id="x2r0", question_id="x2", run_index=0, trajectory=traj("find_customer", response=None)),
+        Run(id="x2r1", question_id="x2", run_index=1, trajectory=traj("find_customer", "get_order")),
+    ]
+    tmp_store.add_questions(extra_q)
+    tmp_store.add_runs(extra_runs)
+    from magv.mct import most_common_trajectory
+
+    tmp_store.set_mct([most_common_trajectory(extra_runs[:3])])  # x2 gets no MCT row
+
+    embedder = HashEmbedder()
+    expected = _reference_rows(tmp_store, embedder)
+    assert F.compute_features(tmp_store, embedder) == len(expected) == 32
+    got = {f.run_id: f.values for f in tmp_store.features(F.FEATURE_VERSION)}
+    assert set(got) == set(expected)
+    assert got["x1r0"]["has_response"] == 0.0 and got["x1r0"]["n_alternates"] == 2
+    assert got["x1r0"]["n_alternate_runs"] == 3 and got["x1r0"]["n_tool_errors"] == 1
+    for run_id, row in expected.items():
+        for name in F.FEATURE_NAMES:
+            assert got[run_id][name] == pytest.approx(row[name], abs=1e-6), (run_id, name)
+
+
+class KeyedHashEmbedder(HashEmbedder):
+    key = "test:hash-64"
+
+
+def test_texts_are_embedded_once_per_model_through_the_store(tmp_store):
+    synthetic_store(tmp_store, n_questions=12)
+    embedder = KeyedHashEmbedder()
+    F.compute_features(tmp_store, embedder)
+    first = {f.run_id: f.values for f in tmp_store.features(F.FEATURE_VERSION)}
+    stored = tmp_store.counts()["embeddings"]
+    assert embedder.calls == 1 and stored > 0
+    # Recomputing every row needs no new vector: the model is not asked again.
+    assert F.compute_features(tmp_store, embedder, replace=True) == 12
+    assert embedder.calls == 1 and tmp_store.counts()["embeddings"] == stored
+    again = {f.run_id: f.values for f in tmp_store.features(F.FEATURE_VERSION)}
+    assert all(again[r][n] == pytest.approx(first[r][n], abs=1e-6) for r in first for n in F.FEATURE_NAMES)
+    # An embedder without a key is never cached (its vectors are not known to be stable).
+    other = HashEmbedder()
+    F.compute_features(tmp_store, other, replace=True)
+    assert other.calls == 1 and tmp_store.counts()["embeddings"] == stored
+
+
+def test_a_stored_vector_of_another_size_is_an_error_not_a_wrong_feature(tmp_store):
+    synthetic_store(tmp_store, n_questions=4)
+    F.compute_features(tmp_store, KeyedHashEmbedder())
+    smaller = KeyedHashEmbedder(dim=8)
+    tmp_store.con.execute("DELETE FROM embeddings WHERE rowid % 2 = 0")
+    with pytest.raises(RunFailed, match="size"):
+        F.compute_features(tmp_store, smaller, replace=True)

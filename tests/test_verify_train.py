@@ -167,3 +167,23 @@ def test_cli_verify_train_prints_exactly_the_table_json(tmp_path, capsys):
     scored = json.loads(capsys.readouterr().out)
     assert scored["scored"] == 45 and scored["threshold"] == 0.7
     assert main(["verify", "score", "--model", "missing"]) == 2
+
+
+def test_contributions_setting_exact_approx_or_none(tmp_path):
+    """verify.contributions picks what scoring explains: the probabilities never change."""
+    store, cfg = _trained_store(tmp_path)
+    training.train(store, cfg, names=["xgboost"])
+    stored = {}
+    for method in ("exact", "approx", "none"):
+        training.score(
+            store, cfg.model_copy(update={"verify": cfg.verify.model_copy(update={"contributions": method})})
+        )
+        stored[method] = {p.run_id: p for p in store.predictions(store.latest_verifier_model()["id"])}
+    runs = list(stored["exact"])
+    assert all(stored[m][r].probability == stored["exact"][r].probability for m in stored for r in runs)
+    assert all(len(stored["exact"][r].contributions) == 5 for r in runs)
+    assert all(len(stored["approx"][r].contributions) == 5 for r in runs)
+    assert all(stored["none"][r].contributions == {} for r in runs)
+    # Saabas attribution is not TreeSHAP: some row's values differ
+    assert any(stored["approx"][r].contributions != stored["exact"][r].contributions for r in runs)
+    store.close()

@@ -10,24 +10,11 @@ from pathlib import Path
 import typer
 
 from magv.commands.common import JsonOption, console, emit_json, open_store, settings, table
-from magv.errors import BadInput, RunFailed
+from magv.errors import BadInput
 
 verify_app = typer.Typer(help="Verify trajectories: features, labels, classical models, LLM judge.",
                          no_args_is_help=True)  # fmt: skip
 import_app = typer.Typer(help="Bring data produced elsewhere into the database.", no_args_is_help=True)
-
-
-def _embedder(cfg):
-    from magv.verify.features import LazyEmbedder
-
-    def build():
-        try:
-            from magv.llm.embeddings import Embedder
-        except ImportError as exc:
-            raise RunFailed(f"embeddings are not available: {exc}") from None
-        return Embedder(cfg)
-
-    return LazyEmbedder(build)
 
 
 @verify_app.command("features")
@@ -42,12 +29,13 @@ def features(
     as_json: bool = JsonOption,
 ) -> None:
     """Compute the feature row of every verified trajectory (the MCT run of each question)."""
+    from magv.llm.embeddings import lazy_embedder
     from magv.verify.features import FEATURE_VERSION, compute_features
 
     cfg = settings(ctx)
     started = time.perf_counter()
     with open_store(cfg) as store:
-        written = compute_features(store, _embedder(cfg), alternates=alternates, replace=replace)
+        written = compute_features(store, lazy_embedder(cfg), alternates=alternates, replace=replace)
         total = len(store.features(FEATURE_VERSION))
     out = {"written": written, "rows": total, "version": FEATURE_VERSION,
            "seconds": round(time.perf_counter() - started, 3)}  # fmt: skip

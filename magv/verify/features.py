@@ -3,7 +3,13 @@
 The verified trajectory is the MCT run of a base question. Its features compare it with the runs of
 the alternate questions reverse-engineered from its response (the paper's EM, EDIT, GEDIT, SS and
 more), aggregated over alternates with mean / min / max, plus counts and the self-consistency of the
-base question's own runs. Pair functions are pure; `compute_features` is the stage that writes rows.
+base question's own runs.
+
+The pair functions and `verified_features` define each feature for one trajectory, readably.
+`compute_features` is the stage: it computes the same rows for the whole store at once — DuckDB
+joins the runs, every pair function runs once per distinct pair of call signatures (runs repeat
+calls), similarities are one dot product per distinct pair of texts, and the aggregates over
+alternates are numpy reductions. tests/test_verify_features.py holds the two to each other.
 
 With no alternates (or `alternates=False`) every alternate feature takes `NEUTRAL` and
 `n_alternates` is 0, so one model can score both kinds of rows.
@@ -16,13 +22,15 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
-from typing import Any, Protocol
+from typing import Any, NamedTuple
 
 import networkx as nx
 import numpy as np
 from rapidfuzz.distance import LCSseq, Levenshtein
 
-from magv.models import Features, Question, Run, Trajectory
+from magv.errors import RunFailed
+from magv.llm.embeddings import SupportsEmbed, embed_cached
+from magv.models import Question, Run, Trajectory
 
 FEATURE_VERSION = "1"
 
@@ -56,52 +64,59 @@ FEATURE_NAMES: tuple[str, ...] = (
 )
 
 
-class SupportsEmbed(Protocol):
-    def embed(self, texts: Sequence[str]) -> np.ndarray: ...
+# The pair functions cost ~1 ms for GED; runs repeat calls, so they are memoised by signature pair.
+_PAIR_CACHE: dict[tuple[str, str, frozenset[str]], tuple[float, ...]] = {}
+_PAIR_CACHE_MAX = 1_000_000
 
 
-class LazyEmbedder:
-    """Builds the real embedder on first use: rows without alternates never load a model."""
-
-    def __init__(self, factory: Callable[[], SupportsEmbed]):
-        self._factory = factory
-        self._embedder: SupportsEmbed | None = None
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        if self._embedder is None:
-            self._embedder = self._factory()
-        return self._embedder.embed(texts)
+def clear_caches() -> None:
+    """Forget the memoised pair values and graph edit distances (benchmarks measure without them)."""
+    _PAIR_CACHE.clear()
+    _ged_of_names.cache_clear()
 
 
 # -- pure pair functions -------------------------------------------------------------------------
 
 
-def serialise(trajectory: Trajectory) -> str:
+class Calls(NamedTuple):
+    """What the pair functions read of a trajectory: its tool names and canonical calls, in order.
+    Made once per trajectory, since canonical JSON is most of their cost."""
+
+    names: tuple[str, ...]
+    canonical: tuple[str, ...]
+
+
+def calls_of(trajectory: Trajectory | Calls) -> Calls:
+    if isinstance(trajectory, Calls):
+        return trajectory
+    calls = trajectory.calls
+    return Calls(tuple(c.name for c in calls), tuple(c.canonical() for c in calls))
+
+
+def serialise(trajectory: Trajectory | Calls) -> str:
     """The text embedded for SS: one canonical call per line."""
-    calls = [c.canonical() for c in trajectory.calls]
+    calls = calls_of(trajectory).canonical
     return "\n".join(calls) if calls else "(no tool calls)"
 
 
-def exact_match(a: Trajectory, b: Trajectory) -> float:
+def exact_match(a: Trajectory | Calls, b: Trajectory | Calls) -> float:
     """EM: the same calls with the same canonical arguments in the same order."""
-    return float([c.canonical() for c in a.calls] == [c.canonical() for c in b.calls])
+    return float(calls_of(a).canonical == calls_of(b).canonical)
 
 
-def name_edit_distance(a: Trajectory, b: Trajectory) -> float:
+def name_edit_distance(a: Trajectory | Calls, b: Trajectory | Calls) -> float:
     """EDIT: Levenshtein distance of the tool-name sequences divided by the longer length."""
-    return float(Levenshtein.normalized_distance(a.tool_names(), b.tool_names()))
+    return float(Levenshtein.normalized_distance(calls_of(a).names, calls_of(b).names))
 
 
-def call_edit_distance(a: Trajectory, b: Trajectory) -> float:
+def call_edit_distance(a: Trajectory | Calls, b: Trajectory | Calls) -> float:
     """Like EDIT, but a call only matches a call with the same canonical arguments."""
-    return float(
-        Levenshtein.normalized_distance([c.canonical() for c in a.calls], [c.canonical() for c in b.calls])
-    )
+    return float(Levenshtein.normalized_distance(calls_of(a).canonical, calls_of(b).canonical))
 
 
-def lcs_ratio(a: Trajectory, b: Trajectory) -> float:
+def lcs_ratio(a: Trajectory | Calls, b: Trajectory | Calls) -> float:
     """Longest common subsequence of tool names over the longer length (1 = identical)."""
-    return float(LCSseq.normalized_similarity(a.tool_names(), b.tool_names()))
+    return float(LCSseq.normalized_similarity(calls_of(a).names, calls_of(b).names))
 
 
 def _jaccard(x: Iterable[Any], y: Iterable[Any]) -> float:
@@ -111,40 +126,42 @@ def _jaccard(x: Iterable[Any], y: Iterable[Any]) -> float:
     return len(sx & sy) / len(sx | sy)
 
 
-def tool_jaccard(a: Trajectory, b: Trajectory) -> float:
-    return _jaccard(a.tool_names(), b.tool_names())
+def tool_jaccard(a: Trajectory | Calls, b: Trajectory | Calls) -> float:
+    return _jaccard(calls_of(a).names, calls_of(b).names)
 
 
-def argument_agreement(a: Trajectory, b: Trajectory) -> float:
+def argument_agreement(a: Trajectory | Calls, b: Trajectory | Calls) -> float:
     """For each tool both trajectories call, the Jaccard of the argument sets it was called with;
     averaged over those tools. 1 when neither calls a tool, 0 when they share none."""
-    if not a.calls and not b.calls:
+    ca, cb = calls_of(a), calls_of(b)
+    if not ca.names and not cb.names:
         return 1.0
     args_a: dict[str, set[str]] = {}
     args_b: dict[str, set[str]] = {}
-    for calls, into in ((a.calls, args_a), (b.calls, args_b)):
-        for c in calls:
-            into.setdefault(c.name, set()).add(c.canonical())
+    for calls, into in ((ca, args_a), (cb, args_b)):
+        for name, canonical in zip(calls.names, calls.canonical, strict=True):
+            into.setdefault(name, set()).add(canonical)
     shared = args_a.keys() & args_b.keys()
     if not shared:
         return 0.0
     return sum(_jaccard(args_a[n], args_b[n]) for n in shared) / len(shared)
 
 
-def write_agreement(a: Trajectory, b: Trajectory, write_tools: frozenset[str]) -> float:
+def write_agreement(a: Trajectory | Calls, b: Trajectory | Calls, write_tools: frozenset[str]) -> float:
     """Multiset Jaccard of the calls that change data (canonical); 1 when neither writes."""
-    wa = Counter(c.canonical() for c in a.calls if c.name in write_tools)
-    wb = Counter(c.canonical() for c in b.calls if c.name in write_tools)
+    ca, cb = calls_of(a), calls_of(b)
+    wa = Counter(c for n, c in zip(ca.names, ca.canonical, strict=True) if n in write_tools)
+    wb = Counter(c for n, c in zip(cb.names, cb.canonical, strict=True) if n in write_tools)
     union = sum((wa | wb).values())
     return 1.0 if union == 0 else sum((wa & wb).values()) / union
 
 
-def tool_graph(trajectory: Trajectory) -> nx.DiGraph:
+def tool_graph(trajectory: Trajectory | Calls) -> nx.DiGraph:
     """The trajectory as a directed graph: one node per tool, an edge per transition, from START."""
     graph = nx.DiGraph()
     graph.add_node(START, label=START)
     previous = START
-    for name in trajectory.tool_names():
+    for name in calls_of(trajectory).names:
         graph.add_node(name, label=name)
         graph.add_edge(previous, name)
         previous = name
@@ -156,12 +173,26 @@ def _same_label(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 
 def graph_edit_distance(
-    a: Trajectory | nx.DiGraph, b: Trajectory | nx.DiGraph, *, exact_nodes: int = GED_EXACT_NODES
+    a: Trajectory | Calls | nx.DiGraph,
+    b: Trajectory | Calls | nx.DiGraph,
+    *,
+    exact_nodes: int = GED_EXACT_NODES,
 ) -> tuple[float, bool]:
     """GEDIT: (cost, exact). Unit costs; START is pinned to START. Exact search for graphs of up to
     `exact_nodes` nodes, else (or when the exact search times out) a time-bounded upper bound."""
-    ga = a if isinstance(a, nx.DiGraph) else tool_graph(a)
-    gb = b if isinstance(b, nx.DiGraph) else tool_graph(b)
+    if not isinstance(a, nx.DiGraph) and not isinstance(b, nx.DiGraph) and exact_nodes == GED_EXACT_NODES:
+        return _ged_of_names(calls_of(a).names, calls_of(b).names)
+    return _ged(a if isinstance(a, nx.DiGraph) else tool_graph(a),
+                b if isinstance(b, nx.DiGraph) else tool_graph(b), exact_nodes)  # fmt: skip
+
+
+@lru_cache(maxsize=65536)
+def _ged_of_names(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[float, bool]:
+    """GED depends only on the tool-name sequences (tool_graph reads nothing else): memoised."""
+    return _ged(tool_graph(Calls(a, a)), tool_graph(Calls(b, b)), GED_EXACT_NODES)
+
+
+def _ged(ga: nx.DiGraph, gb: nx.DiGraph, exact_nodes: int) -> tuple[float, bool]:
     roots = (START, START)
     if max(ga.number_of_nodes(), gb.number_of_nodes()) <= exact_nodes:
         started = time.perf_counter()
@@ -177,14 +208,15 @@ def graph_edit_distance(
     return float(best), False
 
 
-def graph_size(trajectory: Trajectory) -> int:
-    g = tool_graph(trajectory)
-    return g.number_of_nodes() + g.number_of_edges()
+def graph_size(trajectory: Trajectory | Calls) -> int:
+    """Nodes + edges of tool_graph: START, one node per distinct tool, one edge per distinct step."""
+    names = calls_of(trajectory).names
+    return 1 + len(set(names)) + len(set(zip((START, *names), names)))
 
 
 def pair_features(
-    base: Trajectory,
-    other: Trajectory,
+    base: Trajectory | Calls,
+    other: Trajectory | Calls,
     *,
     write_tools: frozenset[str] = frozenset(),
     ss: float,
@@ -192,6 +224,7 @@ def pair_features(
 ) -> tuple[dict[str, float], bool]:
     """Features of one (base, alternate run) pair, and whether the GED was exact. The embedding
     similarities are passed in because they are computed for many pairs in one batch."""
+    base, other = calls_of(base), calls_of(other)
     ged, exact = graph_edit_distance(base, other)
     # Deleting one graph and inserting the other always works, so this bounds GED to [0, 1].
     gedit = ged / max(1, graph_size(base) + graph_size(other))
@@ -336,75 +369,213 @@ def compute_features(
     *,
     alternates: bool = True,
     replace: bool = False,
-    chunk_size: int = 256,
     progress: Callable[[int, int], None] | None = None,
 ) -> int:
     """Write a feature row for the MCT run of every base question; returns rows written.
 
     Rows already stored for this FEATURE_VERSION are kept unless `replace`, or unless the run or
-    alternate counts they were computed from have changed since (a later reverse stage)."""
-    questions = store.questions()
-    by_id = {q.id: q for q in questions}
-    bases = [q for q in questions if q.origin != "alternate"]
-    alts_of: dict[str, list[Question]] = {}
-    for q in questions:
-        if q.origin == "alternate" and q.parent_id in by_id:
-            alts_of.setdefault(q.parent_id, []).append(q)
-    mct_rows = {m["question_id"]: m for m in store.mct()}
-    existing = {f.run_id: f.values for f in store.features(FEATURE_VERSION)}
-
-    written = 0
-    for start in range(0, len(bases), chunk_size):
-        chunk = bases[start : start + chunk_size]
-        wanted_ids = [q.id for q in chunk] + [a.id for q in chunk for a in alts_of.get(q.id, [])]
-        runs_of: dict[str, list[Run]] = {}
-        for run in store.runs(question_ids=wanted_ids):
-            runs_of.setdefault(run.question_id, []).append(run)
-        jobs = []
-        for q in chunk:
-            runs = runs_of.get(q.id, [])
-            mct, share = _mct(runs, mct_rows.get(q.id))
-            if mct is None:
-                continue
-            alts = [(a, runs_of.get(a.id, [])) for a in alts_of.get(q.id, [])] if alternates else []
-            alts = [(a, rs) for a, rs in alts if rs]
-            old = existing.get(mct.id)
-            if old is not None and not replace and _still_current(old, runs, alts):
-                continue
-            jobs.append((q, mct, runs, alts, share))
-        texts = [t for q, mct, _, alts, _ in jobs if alts for t in _texts(q, mct, alts)]
-        embeddings = _Embeddings(embedder, texts) if texts else None
-        rows = [
-            Features(
-                run_id=mct.id, version=FEATURE_VERSION,
-                values=verified_features(q, mct, runs, alts, embeddings, share=share,
-                                         write_tools=write_tools_of(q.domain)),
-            )
-            for q, mct, runs, alts, share in jobs
-        ]  # fmt: skip
-        if rows:
-            store.bulk_add_features(rows, replace=True)
-        written += len(rows)
-        if progress is not None:
-            progress(min(start + chunk_size, len(bases)), len(bases))
+    alternate counts they were computed from have changed since (a later reverse stage). Texts are
+    embedded through the store's cache (`embed_cached`): each once per embedding model."""
+    picks = _votes(store, store.bases_without_mct())
+    key = getattr(embedder, "key", None)
+    data = store.feature_inputs(FEATURE_VERSION, alternates=alternates, replace=replace, picks=picks,
+                                embedding_model=key)  # fmt: skip
+    jobs, alts, own = data["jobs"], data["alts"], data["own"]
+    n = len(jobs["job"])
+    if progress is not None:
+        progress(0, n)
+    if n == 0:
+        return 0
+    signatures = data["signatures"]
+    # codes number the distinct signatures 0..k-1 in order, so a code indexes these lists
+    trajectories = [calls_of(Trajectory.model_validate_json(t)) for t in signatures["trajectory"]]
+    sig_keys = [str(sig) for sig in signatures["signature"]]
+    values = _base_values(jobs, own, trajectories)
+    if len(alts["job"]):
+        values.update(_alternate_values(store, embedder, data, trajectories, sig_keys))
+    else:  # no alternate runs: every alternate feature is NEUTRAL and no text is embedded
+        values.update({name: np.full(n, NEUTRAL) for name in FEATURE_NAMES if name not in values})
+        values.update(n_alternates=np.zeros(n), n_alternate_runs=np.zeros(n), gedit_exact=np.ones(n))
+    X = np.column_stack([values[name] for name in FEATURE_NAMES])
+    written = store.write_feature_matrix(FEATURE_VERSION, list(jobs["run_id"]), FEATURE_NAMES, X)
+    if progress is not None:
+        progress(n, n)
     return written
 
 
-def _mct(runs: list[Run], row: dict[str, Any] | None) -> tuple[Run | None, float | None]:
-    if row is not None:
-        for r in runs:
-            if r.id == row["run_id"]:
-                return r, row["share"]
-    if not runs:
-        return None, None
-    # No MCT row yet (an older store, or runs written by hand): the same vote the responder takes.
+def _base_values(
+    jobs: dict[str, Any], own: dict[str, Any], trajectories: list[Calls]
+) -> dict[str, np.ndarray]:
+    """Counts of each MCT run and the self-consistency of its question's runs (base_features)."""
+    n = len(jobs["job"])
+    job_sig = np.asarray(jobs["sig"], dtype=np.int64)
+    values = {name: _floats(jobs[column]) for name, column in (
+        ("n_steps", "n_steps"), ("n_tool_errors", "n_tool_errors"), ("n_invalid", "n_invalid"),
+        ("has_response", "has_response"), ("status_ok", "status_ok"), ("mct_share", "share"),
+        ("n_runs", "n_runs"), ("n_distinct", "n_distinct"))}  # fmt: skip
+    values["n_calls"] = np.asarray([len(t.names) for t in trajectories], dtype=np.float64)[job_sig]
+    values["distinct_ratio"] = values["n_distinct"] / values["n_runs"]
+    # the MCT against each other run of its question, computed once per signature pair
+    own_job = np.asarray(own["job"], dtype=np.int64)
+    pairs, inverse = _distinct_pairs(job_sig[own_job], np.asarray(own["sig"], dtype=np.int64))
+    per_pair = np.array([(name_edit_distance(trajectories[a], trajectories[b]), tool_jaccard(trajectories[a], trajectories[b]))
+                         for a, b in pairs.tolist()], dtype=np.float64).reshape(-1, 2)  # fmt: skip
+    mean, _, _ = _grouped(own_job, _rows_of(per_pair, inverse), n, np.array([0.0, 1.0]))
+    values["self_edit_mean"], values["self_jaccard_mean"] = mean[:, 0], mean[:, 1]
+    return values
+
+
+def _rows_of(per_pair: np.ndarray, inverse: np.ndarray) -> np.ndarray:
+    return per_pair[inverse] if len(inverse) else np.zeros((0, per_pair.shape[1]))
+
+
+def _alternate_values(
+    store: Any, embedder: SupportsEmbed | None, data: dict[str, dict[str, Any]], trajectories: list[Calls],
+    sig_keys: list[str],
+) -> dict[str, np.ndarray]:  # fmt: skip
+    """The pair features of each MCT run against its alternates' runs, aggregated per MCT run."""
+    jobs, alts = data["jobs"], data["alts"]
+    n = len(jobs["job"])
+    alt_job = np.asarray(alts["job"], dtype=np.int64)
+    job_sig = np.asarray(jobs["sig"], dtype=np.int64)
+    base_sig, other_sig = job_sig[alt_job], np.asarray(alts["sig"], dtype=np.int64)
+
+    write_sets = [write_tools_of(d) for d in jobs["domain"]]
+    sets = list(dict.fromkeys(write_sets))
+    job_set = np.asarray([sets.index(ws) for ws in write_sets], dtype=np.int64)
+    pairs, inverse = _distinct_pairs(base_sig, other_sig, job_set[alt_job])
+    table = np.array([_pair_values(trajectories[a], trajectories[b], sets[w], (sig_keys[a], sig_keys[b]))
+                      for a, b, w in pairs.tolist()], dtype=np.float64)[inverse]  # fmt: skip
+    names = [p for p in PAIR_FEATURES if p not in ("ss", "response_sim")]
+    per_run = {name: table[:, k] for k, name in enumerate(names)}
+
+    text_vec, sig_vec = _text_vectors(
+        store, embedder, data["texts"], trajectories, np.unique(np.r_[base_sig, other_sig])
+    )
+    per_run["ss"] = _similarity(sig_vec, base_sig, other_sig)
+    job_response = np.asarray(jobs["response_code"], dtype=np.int64)
+    per_run["response_sim"] = _similarity(
+        text_vec, job_response[alt_job], np.asarray(alts["response_code"], dtype=np.int64)
+    )
+    alt_index = np.asarray(alts["alt"], dtype=np.int64)
+    first = np.r_[True, alt_index[1:] != alt_index[:-1]]  # one row per alternate question
+    q_job = alt_job[first]
+    job_text = np.asarray(jobs["text_code"], dtype=np.int64)
+    question_sim = _similarity(
+        text_vec, job_text[q_job], np.asarray(alts["text_code"], dtype=np.int64)[first]
+    )
+
+    values = {"n_alternates": np.bincount(q_job, minlength=n).astype(np.float64),
+              "n_alternate_runs": np.bincount(alt_job, minlength=n).astype(np.float64)}  # fmt: skip
+    _, all_exact, _ = _grouped(alt_job, table[:, len(names) : len(names) + 1], n, np.array([1.0]))
+    values["gedit_exact"] = all_exact[:, 0]
+    aggregated = [(name, per_run[name]) for name in PAIR_FEATURES] + [("question_sim", None)]
+    for name, column in aggregated:
+        group, col = (q_job, question_sim) if column is None else (alt_job, column)
+        mean, low, high = _grouped(group, col[:, None], n, np.array([NEUTRAL]))
+        values[f"{name}_mean"], values[f"{name}_min"], values[f"{name}_max"] = (
+            mean[:, 0],
+            low[:, 0],
+            high[:, 0],
+        )
+    return values
+
+
+def _floats(column: Any) -> np.ndarray:
+    return np.asarray(column, dtype=np.float64)
+
+
+def _distinct_pairs(*codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct rows of equal-length integer columns, and each row's index among them."""
+    if len(codes[0]) == 0:
+        return np.zeros((0, len(codes)), dtype=np.int64), np.zeros(0, dtype=np.int64)
+    distinct, inverse = np.unique(np.column_stack(codes), axis=0, return_inverse=True)
+    return distinct, inverse.reshape(-1)
+
+
+def _grouped(group: np.ndarray, values: np.ndarray, n: int, default: np.ndarray):
+    """(mean, min, max) of `values` rows per group 0..n-1 (rows sorted by group); `default` where a
+    group has no rows."""
+    k = values.shape[1] if values.ndim == 2 else 1
+    means, mins, maxs = (np.tile(np.asarray(default, dtype=np.float64), (n, 1)) for _ in range(3))
+    if len(group) == 0:
+        return means, mins, maxs
+    starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+    ids = group[starts]
+    counts = np.diff(np.r_[starts, len(group)])
+    values = values.reshape(len(group), k)
+    means[ids] = np.add.reduceat(values, starts, axis=0) / counts[:, None]
+    mins[ids] = np.minimum.reduceat(values, starts, axis=0)
+    maxs[ids] = np.maximum.reduceat(values, starts, axis=0)
+    return means, mins, maxs
+
+
+def _similarity(vectors: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine of rows a[i] and b[i] of L2-normalised vectors (a zero row gives 0), clipped to
+    [-1, 1]; each distinct pair is computed once."""
+    pairs, inverse = _distinct_pairs(a, b)
+    if len(pairs) == 0:
+        return np.zeros(0)
+    dots = np.einsum("ij,ij->i", vectors[pairs[:, 0]], vectors[pairs[:, 1]], dtype=np.float64)
+    return np.clip(dots, -1.0, 1.0)[inverse]
+
+
+def _pair_values(
+    base: Calls, other: Calls, write_tools: frozenset[str], signatures: tuple[str, str]
+) -> tuple[float, ...]:
+    """pair_features without the embedding similarities, then whether GED was exact; memoised by
+    the pair of call signatures (what every one of them depends on)."""
+    key = (*signatures, write_tools)
+    hit = _PAIR_CACHE.get(key)
+    if hit is None:
+        row, exact = pair_features(base, other, write_tools=write_tools, ss=0.0, response_sim=0.0)
+        hit = (*(row[name] for name in PAIR_FEATURES if name not in ("ss", "response_sim")), float(exact))
+        if len(_PAIR_CACHE) >= _PAIR_CACHE_MAX:
+            _PAIR_CACHE.clear()
+        _PAIR_CACHE[key] = hit
+    return hit
+
+
+def _text_vectors(
+    store: Any, embedder: SupportsEmbed | None, texts: dict[str, Any], trajectories: list[Calls],
+    used: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Vectors of the job texts (rows = text codes; stored ones come with `texts`) and of the
+    serialised calls of each signature in `used` (rows = signature codes), embedding the rest in
+    one batch through the store's cache."""
+    dims = np.asarray(texts["dim"], dtype=np.int64)
+    missing = np.flatnonzero(dims == 0)
+    stored = np.flatnonzero(dims > 0)
+    serial = {int(c): serialise(trajectories[c]) for c in used}
+    if embedder is None:
+        raise ValueError("alternate features need an embedder")
+    fresh = embed_cached(store, embedder, [str(texts["text"][i]) for i in missing] + list(serial.values()))
+    dim = fresh.shape[1]
+    if len(stored) and set(dims[stored].tolist()) != {dim}:
+        raise RunFailed(
+            f"stored embeddings do not have the embedder's size {dim}: clear the embeddings table"
+        )
+    text_vec = np.zeros((len(dims), dim), dtype=np.float32)
+    if len(stored):
+        text_vec[stored] = np.frombuffer(b"".join(texts["vector"][stored]), dtype=np.float32).reshape(-1, dim)
+    text_vec[missing] = fresh[: len(missing)]
+    sig_vec = np.zeros((len(trajectories), dim), dtype=np.float32)
+    sig_vec[list(serial)] = fresh[len(missing) :]
+    return text_vec, sig_vec
+
+
+def _votes(store: Any, question_ids: list[str]) -> list[tuple[str, str, float]]:
+    """(question_id, run_id, share) of the responder's vote, for bases the mct table lacks."""
+    if not question_ids:
+        return []
     from magv.verify.importer import most_common
 
-    chosen = most_common(runs)
-    return (next(r for r in runs if r.id == chosen["run_id"]), chosen["share"]) if chosen else (None, None)
-
-
-def _still_current(old: dict[str, float], runs: list[Run], alts: list[tuple[Question, list[Run]]]) -> bool:
-    return old.get("n_runs") == float(max(1, len(runs))) and old.get("n_alternate_runs") == float(
-        sum(len(rs) for _, rs in alts)
-    )
+    runs_of: dict[str, list[Run]] = {}
+    for run in store.runs(question_ids=question_ids):
+        runs_of.setdefault(run.question_id, []).append(run)
+    picks = []
+    for qid, runs in runs_of.items():
+        chosen = most_common(runs)
+        if chosen:
+            picks.append((qid, chosen["run_id"], float(chosen["share"])))
+    return picks

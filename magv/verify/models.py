@@ -13,6 +13,7 @@ each feature's effect and cost one matrix product at scoring time.
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -149,13 +150,16 @@ class Verifier:
     def score(self, X: np.ndarray, y: np.ndarray, threshold: float = 0.5) -> float:
         return float(accuracy_score(np.asarray(y), self.predict_proba(X) >= threshold))
 
-    def contributions(self, X: np.ndarray) -> np.ndarray:
-        """Per-feature contributions to the log-odds of 'correct' (see the module docstring)."""
+    def contributions(self, X: np.ndarray, method: str = "exact") -> np.ndarray:
+        """Per-feature contributions to the log-odds of 'correct' (see the module docstring).
+        For XGBoost `method` "approx" takes Saabas path attribution instead of exact TreeSHAP."""
         X = np.asarray(X, dtype=np.float64)
         if self.constant_ is not None:
             return np.zeros_like(X)
         if self.name == "xgboost":
-            return self.estimator_.get_booster().predict(DMatrix(X), pred_contribs=True)[:, :-1]
+            booster = self.estimator_.get_booster()
+            booster.set_param({"nthread": os.cpu_count() or 1})  # trained on one thread for CV; score on all
+            return booster.predict(DMatrix(X), pred_contribs=True, approx_contribs=method == "approx")[:, :-1]
         if self.name == "logreg":
             scaler, lr = self.estimator_[0], self.estimator_[-1]
             return scaler.transform(X) * lr.coef_[0]

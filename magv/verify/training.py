@@ -157,7 +157,9 @@ def score(
     t1 = time.perf_counter()
     proba = verifier.predict_proba(X)
     verdicts = proba >= threshold
-    contributions = top_contributions(verifier.contributions(X), names, top)
+    method = settings.verify.contributions
+    contributions = (["{}"] * len(run_ids) if method == "none"
+                     else top_contributions(verifier.contributions(X, method), names, top))  # fmt: skip
     t2 = time.perf_counter()
     store.bulk_add_predictions(row["id"], threshold, run_ids, proba.tolist(),
                                verdicts.tolist(), contributions)  # fmt: skip
