@@ -155,7 +155,10 @@ def run_select(store: Store, ctx: WorkerContext, embedder) -> StageReport:
     rows = [{"question_id": q.id, "kept": True, "reason": "seed", "cluster": None, "x": 0.0, "y": 0.0}
             for q in new_seeds]  # fmt: skip
     if generated and any(q.id not in decided for q in generated):
-        vectors = embedder.embed([q.text for q in generated])
+        from magv.llm.embeddings import embed_cached
+
+        # kept in the store: the features stage embeds the same questions again
+        vectors = embed_cached(store, embedder, [q.text for q in generated])
         picked = select(
             [q.id for q in generated], [q.seed_id or "" for q in generated], vectors,
             target_count=ctx.settings.pipeline.questions, threshold=ctx.settings.pipeline.dedup_threshold,

@@ -784,6 +784,12 @@ class Store:
             finally:
                 self.con.unregister("embeddings_new")
 
+    def forget_embeddings(self, model: str | None = None) -> int:
+        """Drop stored vectors (of one embedding key, or all); returns how many."""
+        with self._lock, self.transaction():
+            where, params = ("WHERE model = ?", [model]) if model else ("", [])
+            return len(self.con.execute(f"DELETE FROM embeddings {where} RETURNING 1", params).fetchall())
+
     def _insert_from(self, table: str, select: str, params: Sequence[Any]) -> int:
         """INSERT INTO table <select> ON CONFLICT DO NOTHING, in a transaction; rows added."""
         with self._lock:
@@ -830,19 +836,21 @@ class Store:
             ("""CREATE OR REPLACE TEMP TABLE fx_job AS
                 WITH own AS (SELECT question_id, count(*) AS n_runs, count(DISTINCT signature) AS n_distinct
                              FROM runs GROUP BY question_id),
+                same AS (SELECT question_id, coalesce(signature, '') AS signature, count(*) AS n
+                         FROM runs GROUP BY ALL),
                 alt AS (SELECT a.parent_id, count(*) AS n_alt_runs FROM questions a
                         JOIN runs r ON r.question_id = a.id WHERE a.origin = 'alternate' AND ?
                         GROUP BY a.parent_id)
                 SELECT (row_number() OVER (ORDER BY q.id) - 1)::BIGINT AS job, q.id AS question_id, q.domain,
-                    q.text, p.run_id, r.signature, coalesce(r.response, '') AS response,
-                    coalesce(p.share, (SELECT count(*) FROM runs x WHERE x.question_id = q.id
-                        AND x.signature IS NOT DISTINCT FROM r.signature) / own.n_runs) AS share,
+                    q.text, p.run_id, coalesce(r.signature, '') AS signature,
+                    coalesce(r.response, '') AS response, coalesce(p.share, same.n / own.n_runs) AS share,
                     (r.status = 'ok') AS status_ok, r.n_steps, r.n_tool_errors, r.n_invalid,
                     regexp_matches(coalesce(r.response, ''), '""" + non_space + """') AS has_response,
                     own.n_runs, own.n_distinct, coalesce(alt.n_alt_runs, 0) AS n_alt_runs
                 FROM fx_pick p JOIN questions q ON q.id = p.question_id AND q.origin <> 'alternate'
                 JOIN runs r ON r.id = p.run_id
                 JOIN own ON own.question_id = q.id
+                JOIN same ON same.question_id = q.id AND same.signature = coalesce(r.signature, '')
                 LEFT JOIN alt ON alt.parent_id = q.id
                 LEFT JOIN features f ON f.run_id = p.run_id AND f.version = ?
                 WHERE ? OR f.run_id IS NULL
@@ -850,11 +858,12 @@ class Store:
                     OR json_extract(f."values", '$.n_alternate_runs')::DOUBLE
                         IS DISTINCT FROM coalesce(alt.n_alt_runs, 0)""", [alternates, version, replace]),
             ("""CREATE OR REPLACE TEMP TABLE fx_alt AS
-                SELECT j.job, a.id AS alt_id, a.text, r.signature, coalesce(r.response, '') AS response
+                SELECT j.job, a.id AS alt_id, a.text, coalesce(r.signature, '') AS signature,
+                    coalesce(r.response, '') AS response
                 FROM fx_job j JOIN questions a ON a.parent_id = j.question_id AND a.origin = 'alternate'
                 JOIN runs r ON r.question_id = a.id WHERE ?""", [alternates]),
             ("""CREATE OR REPLACE TEMP TABLE fx_own AS
-                SELECT j.job, r.signature FROM fx_job j
+                SELECT j.job, coalesce(r.signature, '') AS signature FROM fx_job j
                 JOIN runs r ON r.question_id = j.question_id AND r.id <> j.run_id""", []),
             ("""CREATE OR REPLACE TEMP TABLE fx_sig AS
                 SELECT (row_number() OVER (ORDER BY signature) - 1)::BIGINT AS code, signature FROM (
@@ -869,19 +878,19 @@ class Store:
             "jobs": ("""SELECT j.job, j.run_id, j.domain, s.code AS sig, j.share, j.status_ok, j.n_steps,
                         j.n_tool_errors, j.n_invalid, j.has_response, j.n_runs, j.n_distinct,
                         coalesce(t.code, -1) AS text_code, coalesce(tr.code, -1) AS response_code
-                     FROM fx_job j JOIN fx_sig s ON s.signature IS NOT DISTINCT FROM j.signature
+                     FROM fx_job j JOIN fx_sig s ON s.signature = j.signature
                      LEFT JOIN fx_text t ON t.text = j.text AND j.n_alt_runs > 0
                      LEFT JOIN fx_text tr ON tr.text = j.response AND j.n_alt_runs > 0
                      ORDER BY j.job""", []),
             "alts": ("""SELECT a.job, (dense_rank() OVER (ORDER BY a.job, a.alt_id) - 1)::BIGINT AS alt,
                         s.code AS sig, t.code AS text_code, tr.code AS response_code
-                     FROM fx_alt a JOIN fx_sig s ON s.signature IS NOT DISTINCT FROM a.signature
+                     FROM fx_alt a JOIN fx_sig s ON s.signature = a.signature
                      JOIN fx_text t ON t.text = a.text JOIN fx_text tr ON tr.text = a.response
                      ORDER BY a.job, a.alt_id""", []),
             "own": ("""SELECT o.job, s.code AS sig FROM fx_own o
-                       JOIN fx_sig s ON s.signature IS NOT DISTINCT FROM o.signature ORDER BY o.job""", []),
+                       JOIN fx_sig s ON s.signature = o.signature ORDER BY o.job""", []),
             "signatures": ("""SELECT s.code, s.signature, any_value(r.trajectory) AS trajectory FROM fx_sig s
-                              JOIN runs r ON r.signature IS NOT DISTINCT FROM s.signature
+                              JOIN runs r ON coalesce(r.signature, '') = s.signature
                               GROUP BY s.code, s.signature ORDER BY s.code""", []),
             "texts": ("""SELECT t.code, t.hash, coalesce(e.dim, 0) AS dim, coalesce(e.vector, ''::BLOB) AS vector,
                             CASE WHEN e.vector IS NULL THEN t.text ELSE '' END AS text
@@ -889,7 +898,8 @@ class Store:
                          ORDER BY t.code""", [embedding_model]),
         }  # fmt: skip
         out: dict[str, dict[str, Any]] = {}
-        with self._lock:
+        # One transaction: the scratch tables never reach a commit (each commit of a table costs ~10 ms).
+        with self._lock, self.transaction():
             try:
                 for sql, params in statements:
                     self.con.execute(sql, params)

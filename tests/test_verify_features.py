@@ -252,3 +252,55 @@ def test_a_stored_vector_of_another_size_is_an_error_not_a_wrong_feature(tmp_sto
     tmp_store.con.execute("DELETE FROM embeddings WHERE rowid % 2 = 0")
     with pytest.raises(RunFailed, match="size"):
         F.compute_features(tmp_store, smaller, replace=True)
+
+
+def test_graph_edit_distance_enumeration_equals_networkx_on_loop_free_graphs():
+    """The exact enumeration used for small tool graphs agrees with networkx's exact search
+    wherever networkx is right (graphs without self-loops), on random sequences."""
+    import random
+
+    rng = random.Random(7)
+    tools = [f"t{i}" for i in range(7)]
+
+    def seq(k):
+        out = []
+        while len(out) < k:
+            t = rng.choice(tools)
+            if not out or out[-1] != t:
+                out.append(t)
+        return tuple(out)
+
+    for _ in range(60):
+        a, b = seq(rng.randint(0, 6)), seq(rng.randint(0, 6))
+        ga, gb = F.tool_graph(F.Calls(a, a)), F.tool_graph(F.Calls(b, b))
+        expected, exact = F._ged(ga, gb, F.GED_EXACT_NODES)
+        assert exact and F.graph_edit_distance(F.Calls(a, a), F.Calls(b, b)) == (expected, True), (a, b)
+
+
+def test_graph_edit_distance_counts_a_repeated_call_as_an_edge():
+    """A -> B -> B vs B -> A -> B: START->A, A->B, B->B against START->B, B->A, A->B. Mapping A and
+    B to themselves keeps A->B only (4 edge edits); swapping them costs 2 substitutions and keeps
+    START->x and x->y (2 edge edits + 2): 4 either way. networkx says 2 (it matches the self-loop
+    with another edge), the reason for FEATURE_VERSION 2."""
+    a, b = ("A", "B", "B"), ("B", "A", "B")
+    assert F.graph_edit_distance(F.Calls(a, a), F.Calls(b, b)) == (4.0, True)
+
+
+def test_forget_embeddings_command_drops_stored_vectors(tmp_path, capsys, monkeypatch):
+    import json
+
+    from magv.cli import main
+    from magv.store import Store
+
+    db = tmp_path / "magv.duckdb"
+    monkeypatch.setenv("MAGV_DATABASE", str(db))
+    with Store(db) as store:
+        synthetic_store(store, n_questions=4)
+        F.compute_features(store, KeyedHashEmbedder())
+        assert store.counts()["embeddings"] > 0
+    assert main(["db", "forget-embeddings", "--model", "other:key", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["dropped"] == 0
+    assert main(["db", "forget-embeddings", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["dropped"] > 0
+    with Store(db) as store:
+        assert store.counts()["embeddings"] == 0

@@ -10,7 +10,7 @@ from magv.commands.common import JsonOption, console, emit_json, open_store, set
 from magv.config import config_path
 
 config_app = typer.Typer(help="Show the effective settings.", no_args_is_help=True)
-db_app = typer.Typer(help="Inspect and back up the pipeline database.", no_args_is_help=True)
+db_app = typer.Typer(help="Inspect, back up and tidy the pipeline database.", no_args_is_help=True)
 
 
 @config_app.command("show")
@@ -77,6 +77,24 @@ def db_backup(
         emit_json({"backup": str(out), "tables": counts})
     else:
         console.print(f"backup written to {out}")
+
+
+@db_app.command("forget-embeddings")
+def db_forget_embeddings(
+    ctx: typer.Context,
+    model: str = typer.Option(None, "--model", help="Only this embedding key (default: every model)."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Drop stored text embeddings, so the next stage embeds its texts again (after changing the
+    files of a local model kept under the same name, say). Keys: `local:MODEL` or
+    `endpoint:URL:MODEL`."""
+    cfg = settings(ctx)
+    with open_store(cfg) as store:
+        dropped = store.forget_embeddings(model)
+    if as_json:
+        emit_json({"dropped": dropped, "model": model})
+    else:
+        console.print(f"{dropped} stored embeddings dropped" + (f" of {model}" if model else ""))
 
 
 def register(app: typer.Typer) -> None:

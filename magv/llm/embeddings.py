@@ -114,7 +114,8 @@ def embed_cached(
     dims = {len(v) for v in found.values()} | ({fresh.shape[1]} if fresh is not None else set())
     if len(dims) > 1:
         raise RunFailed(
-            f"embeddings of {key} have different sizes {sorted(dims)}: clear the embeddings table"
+            f"embeddings of {key} have different sizes {sorted(dims)}: the model changed under the same "
+            f"name; drop the stored ones with `magv db forget-embeddings --model {key}`"
         )
     out = np.zeros((len(texts), dims.pop() if dims else 0), dtype=np.float32)
     for i, h in enumerate(hashes):
