@@ -94,6 +94,7 @@ class FakeLLMServer:
         timeout_sleep_s: float = 30.0,
         embedding_dim: int = 16,
         json_schema_format: bool = True,
+        embedding_failures: int = 0,
     ):
         faults = dict(faults or {})
         unknown = set(faults) - set(FAULT_KINDS)
@@ -107,6 +108,7 @@ class FakeLLMServer:
         self.model = model
         self.timeout_sleep_s = timeout_sleep_s
         self.embedding_dim = embedding_dim
+        self.embedding_failures = embedding_failures  # the first n embedding requests get HTTP 500
         # False imitates llama-cpp-python's server, which only knows {"type": "json_object", "schema": ..}.
         self.json_schema_format = json_schema_format
         self.counts: Counter[str] = Counter()
@@ -200,6 +202,8 @@ class FakeLLMServer:
     async def _embeddings(self, request: Request) -> Response:
         body = await request.json()
         self.counts["embeddings"] += 1
+        if self.counts["embeddings"] <= self.embedding_failures:
+            return JSONResponse({"error": {"message": "injected fault"}}, status_code=500)
         inputs = body.get("input")
         texts = [inputs] if isinstance(inputs, str) else list(inputs)
         data = [

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from magv.config import Settings
-from magv.errors import BadInput
+from magv.errors import BadInput, RunFailed
 from magv.llm import Embedder
 from tests.fakellm import FakeLLMServer
 
@@ -62,3 +62,22 @@ def test_unknown_local_model_is_bad_input(tmp_path):
     s.embeddings.model = str(tmp_path / "no-such-model")
     with pytest.raises(BadInput, match="embeddings.model"):
         Embedder(s).embed(["x"])
+
+
+def test_endpoint_embedder_retries_server_errors_then_names_the_endpoint():
+    with FakeLLMServer(embedding_dim=8, embedding_failures=2) as srv:
+        s = Settings()
+        s.embeddings.backend = "endpoint"
+        s.embeddings.endpoint = srv.base_url
+        s.llm.retries = 2
+        v = Embedder(s).embed(["x", "y"])
+        assert v.shape == (2, 8) and srv.counts["embeddings"] == 3  # two 500s, then the answer
+    with FakeLLMServer(embedding_failures=10) as srv:
+        s = Settings()
+        s.embeddings.backend = "endpoint"
+        s.embeddings.endpoint = srv.base_url
+        s.llm.retries = 1
+        with pytest.raises(
+            RunFailed, match=r"embeddings endpoint http://127\.0\.0\.1:\d+/v1: HTTP 500.*2 attempts"
+        ):
+            Embedder(s).embed(["x"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -158,20 +159,43 @@ class Embedder:
         return _normalise(np.array(rows))
 
     def _remote(self, batch: list[str]) -> list[list[float]]:
-        import openai
+        """One /embeddings request, retried like chat calls on connection errors, timeouts, 429 and
+        5xx. Plain httpx and json: the openai client's response models cost ~140 us per vector,
+        more than a fast server takes to compute it."""
+        import httpx
 
         if self._client is None:
-            self._client = openai.OpenAI(
-                base_url=self.cfg.endpoint, api_key=self.llm.api_key,
-                max_retries=self.llm.retries, timeout=self.llm.timeout_s,
-            )  # fmt: skip
-        try:
-            reply = self._client.embeddings.create(model=self.cfg.model, input=batch)
-        except openai.OpenAIError as exc:
-            raise RunFailed(f"embeddings endpoint {self.cfg.endpoint}: {exc}") from None
-        ordered = sorted(reply.data, key=lambda d: d.index)
-        if len(ordered) != len(batch):
-            raise RunFailed(
-                f"embeddings endpoint {self.cfg.endpoint}: {len(ordered)} vectors for {len(batch)} texts"
-            )
-        return [d.embedding for d in ordered]
+            headers = {"Authorization": f"Bearer {self.llm.api_key}"} if self.llm.api_key else {}
+            self._client = httpx.Client(timeout=self.llm.timeout_s, headers=headers)
+        url = f"{self.cfg.endpoint.rstrip('/')}/embeddings"
+        problem = ""
+        for attempt in range(self.llm.retries + 1):
+            if attempt:
+                time.sleep(min(0.5 * 2 ** (attempt - 1), 8.0))
+            try:
+                reply = self._client.post(url, json={"model": self.cfg.model, "input": batch})
+            except httpx.HTTPError as exc:
+                problem = f"{type(exc).__name__}: {exc}"
+                continue
+            if reply.status_code == 429 or reply.status_code >= 500:
+                problem = f"HTTP {reply.status_code}: {reply.text[:200]}"
+                continue
+            if reply.status_code != 200:
+                raise RunFailed(
+                    f"embeddings endpoint {self.cfg.endpoint}: HTTP {reply.status_code}: {reply.text[:200]}"
+                )
+            try:
+                ordered = sorted(reply.json()["data"], key=lambda d: d["index"])
+                vectors = [d["embedding"] for d in ordered]
+            except (ValueError, KeyError, TypeError) as exc:
+                raise RunFailed(
+                    f"embeddings endpoint {self.cfg.endpoint}: not an embeddings reply ({exc})"
+                ) from None
+            if len(vectors) != len(batch):
+                raise RunFailed(
+                    f"embeddings endpoint {self.cfg.endpoint}: {len(vectors)} vectors for {len(batch)} texts"
+                )
+            return vectors
+        raise RunFailed(
+            f"embeddings endpoint {self.cfg.endpoint}: {problem} (after {self.llm.retries + 1} attempts)"
+        )
