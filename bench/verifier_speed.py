@@ -164,7 +164,8 @@ def main() -> None:
     )
     print(f"LLM judge: {judge['trajectories']} trajectories, L={args.latency}s, {judge['concurrency']} in flight, "
           f"{judge['wall_s']:.2f} s -> {jr:.1f} trajectories/s")  # fmt: skip
-    path = write_result("verifier_speed", {
+    name = "verifier_speed" if args.contributions == "exact" else f"verifier_speed_{args.contributions}"
+    path = write_result(name, {
         "settings": vars(args), "verifier_embeddings_stored": warm, "verifier_embedding_in_window": cold,
         "score_alone": alone, "judge": judge, "ratios": ratios,
     })  # fmt: skip
