@@ -69,7 +69,7 @@ FEATURE_NAMES: tuple[str, ...] = (
 
 # The pair functions cost ~1 ms for GED; runs repeat calls, so they are memoised by signature pair.
 _PAIR_CACHE: dict[tuple[str, str, frozenset[str]], tuple[float, ...]] = {}
-_PAIR_CACHE_MAX = 1_000_000
+_PAIR_CACHE_MAX = 200_000  # ~40 MB
 
 
 def clear_caches() -> None:
