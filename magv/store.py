@@ -698,13 +698,9 @@ class Store:
         exprs = [
             f"unnest(?::{kind}[])" if isinstance(v, list) else f"?::{kind}" for kind, v in columns.values()
         ]
-        sql = f"INSERT INTO {table} ({names}) SELECT {', '.join(exprs)} ON CONFLICT {conflict}"
-        with self._lock:
-            before = self.con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-            with self.transaction():
-                self.con.execute(sql, [v for _, v in columns.values()])
-            after = self.con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-        return after - before
+        return self._insert_from(
+            f"{table} ({names})", f"SELECT {', '.join(exprs)}", [v for _, v in columns.values()], conflict
+        )
 
     def bulk_add_features(self, features: Sequence[Features], replace: bool = False) -> int:
         conflict = (
@@ -771,18 +767,13 @@ class Store:
         hashes, vectors = [hashes[i] for i in first], vectors[first]
         if len(hashes) == 0:
             return 0
-        with self._lock:
-            self.con.register("embeddings_new", {
-                "text_hash": np.asarray(list(hashes), dtype=object),
-                "vector": np.asarray([row.tobytes() for row in vectors], dtype=object),
-            })  # fmt: skip
-            try:
-                return self._insert_from(
-                    "embeddings", "SELECT ?, text_hash, ?, vector::BLOB, ? FROM embeddings_new",
-                    [model, int(vectors.shape[1]), utcnow()],
-                )  # fmt: skip
-            finally:
-                self.con.unregister("embeddings_new")
+        columns = {"text_hash": np.asarray(list(hashes), dtype=object),
+                   "vector": np.asarray([row.tobytes() for row in vectors], dtype=object)}  # fmt: skip
+        with self._registered("embeddings_new", columns):
+            return self._insert_from(
+                "embeddings", "SELECT ?, text_hash, ?, vector::BLOB, ? FROM embeddings_new",
+                [model, int(vectors.shape[1]), utcnow()],
+            )  # fmt: skip
 
     def forget_embeddings(self, model: str | None = None) -> int:
         """Drop stored vectors (of one embedding key, or all); returns how many."""
@@ -790,13 +781,27 @@ class Store:
             where, params = ("WHERE model = ?", [model]) if model else ("", [])
             return len(self.con.execute(f"DELETE FROM embeddings {where} RETURNING 1", params).fetchall())
 
-    def _insert_from(self, table: str, select: str, params: Sequence[Any]) -> int:
-        """INSERT INTO table <select> ON CONFLICT DO NOTHING, in a transaction; rows added."""
+    def _insert_from(
+        self, target: str, select: str, params: Sequence[Any], conflict: str = "DO NOTHING"
+    ) -> int:
+        """INSERT INTO <target> <select> ON CONFLICT <conflict>, in a transaction; returns how many
+        rows the table gained (an upsert's updates are not counted)."""
+        table = target.split(" ", 1)[0]
         with self._lock:
             before = self.con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
             with self.transaction():
-                self.con.execute(f"INSERT INTO {table} {select} ON CONFLICT DO NOTHING", list(params))
+                self.con.execute(f"INSERT INTO {target} {select} ON CONFLICT {conflict}", list(params))
             return self.con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0] - before
+
+    @contextmanager
+    def _registered(self, name: str, columns: dict[str, Any]) -> Iterator[None]:
+        """numpy columns visible to SQL as the view `name` while the block runs."""
+        with self._lock:
+            self.con.register(name, columns)
+            try:
+                yield
+            finally:
+                self.con.unregister(name)
 
     # -- verifier features in bulk (the definitions are in magv/verify/features.py) ------------
 
@@ -915,38 +920,29 @@ class Store:
         same run and version; DuckDB writes the JSON (~10x faster than json.dumps per row)."""
         import numpy as np
 
-        if not all(re.fullmatch(r"[A-Za-z0-9_]+", n) for n in names):
-            raise ValueError("feature names must be letters, digits and _")
+        _check_feature_names(names)
         X = np.asarray(X, dtype=np.float64)
         if len(run_ids) == 0:
             return 0
         columns = {"run_id": np.asarray(list(run_ids), dtype=object)}
         columns.update({f"c{i}": np.ascontiguousarray(X[:, i]) for i in range(len(names))})
         fields = ", ".join(f'"{n}" := c{i}' for i, n in enumerate(names))
-        with self._lock:
-            self.con.register("features_new", columns)
-            try:
-                with self.transaction():
-                    self.con.execute(
-                        f'INSERT INTO features SELECT run_id, ?, to_json(struct_pack({fields})), ? '
-                        'FROM features_new ON CONFLICT (run_id, version) DO UPDATE '
-                        'SET "values"=excluded."values", created_at=excluded.created_at',
-                        [version, utcnow()],
-                    )  # fmt: skip
-            finally:
-                self.con.unregister("features_new")
+        with self._registered("features_new", columns), self.transaction():
+            self.con.execute(
+                f'INSERT INTO features SELECT run_id, ?, to_json(struct_pack({fields})), ? '
+                'FROM features_new ON CONFLICT (run_id, version) DO UPDATE '
+                'SET "values"=excluded."values", created_at=excluded.created_at',
+                [version, utcnow()],
+            )  # fmt: skip
         return len(run_ids)
 
     def feature_matrix(self, version: str, names: Sequence[str]) -> tuple[list[str], Any]:
         """(run_ids, float matrix with one column per name) of every feature row of a version.
         DuckDB parses each JSON row once into a struct (50x faster than a json.loads loop); a
         feature a row lacks is NaN."""
-        import re
-
         import numpy as np
 
-        if not all(re.fullmatch(r"[A-Za-z0-9_]+", n) for n in names):
-            raise ValueError("feature names must be letters, digits and _")
+        _check_feature_names(names)
         struct = "{" + ", ".join(f'"{n}": "DOUBLE"' for n in names) + "}"
         cols = ", ".join(f"coalesce(s.\"{n}\", 'NaN'::DOUBLE) AS c{i}" for i, n in enumerate(names))
         sql = (f"SELECT run_id{', ' + cols if cols else ''} FROM (SELECT run_id, from_json(\"values\", "
@@ -962,6 +958,12 @@ class Store:
     def verifier_model(self, model_id: str) -> dict[str, Any] | None:
         rows = self.query("SELECT * FROM verifier_models WHERE id=?", [model_id])
         return rows[0] if rows else None
+
+
+def _check_feature_names(names: Sequence[str]) -> None:
+    """Feature names go into SQL as identifiers."""
+    if not all(re.fullmatch(r"[A-Za-z0-9_]+", n) for n in names):
+        raise ValueError("feature names must be letters, digits and _")
 
 
 def _question(r: dict[str, Any]) -> Question:
