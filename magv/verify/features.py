@@ -281,11 +281,12 @@ def pair_features(
 @lru_cache(maxsize=65536)
 def _name_pair_features(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[dict[str, float], bool]:
     """The pair features that read tool names only (few distinct pairs: memoised)."""
-    ged, exact = graph_edit_distance(Calls(a, a), Calls(b, b))
+    ca, cb = Calls(a, a), Calls(b, b)  # names stand in for the calls: nothing here reads arguments
+    ged, exact = graph_edit_distance(ca, cb)
     # Deleting one graph and inserting the other always works, so this bounds GED to [0, 1].
-    gedit = ged / max(1, graph_size(Calls(a, a)) + graph_size(Calls(b, b)))
-    values = {"edit": name_edit_distance(Calls(a, a), Calls(b, b)), "gedit": gedit,
-              "jaccard": tool_jaccard(Calls(a, a), Calls(b, b)), "lcs": lcs_ratio(Calls(a, a), Calls(b, b))}  # fmt: skip
+    gedit = ged / max(1, graph_size(ca) + graph_size(cb))
+    values = {"edit": name_edit_distance(ca, cb), "gedit": gedit, "jaccard": tool_jaccard(ca, cb),
+              "lcs": lcs_ratio(ca, cb)}  # fmt: skip
     return values, exact
 
 
@@ -472,13 +473,9 @@ def _base_values(
     pairs, inverse = _distinct_pairs(job_sig[own_job], np.asarray(own["sig"], dtype=np.int64))
     named = [_name_pair_features(trajectories[a].names, trajectories[b].names)[0] for a, b in pairs.tolist()]
     per_pair = np.array([(v["edit"], v["jaccard"]) for v in named], dtype=np.float64).reshape(-1, 2)
-    mean, _, _ = _grouped(own_job, _rows_of(per_pair, inverse), n, np.array([0.0, 1.0]))
+    mean, _, _ = _grouped(own_job, per_pair[inverse], n, np.array([0.0, 1.0]))
     values["self_edit_mean"], values["self_jaccard_mean"] = mean[:, 0], mean[:, 1]
     return values
-
-
-def _rows_of(per_pair: np.ndarray, inverse: np.ndarray) -> np.ndarray:
-    return per_pair[inverse] if len(inverse) else np.zeros((0, per_pair.shape[1]))
 
 
 def _alternate_values(
@@ -580,7 +577,8 @@ def _pair_values(
     key = (*signatures, write_tools)
     hit = _PAIR_CACHE.get(key)
     if hit is None:
-        row, exact = pair_features(base, other, write_tools=write_tools, ss=0.0, response_sim=0.0)
+        by_names, exact = _name_pair_features(base.names, other.names)
+        row = {**by_names, **_call_pair_features(base, other, write_tools)}
         hit = (*(row[name] for name in PAIR_FEATURES if name not in ("ss", "response_sim")), float(exact))
         if len(_PAIR_CACHE) >= _PAIR_CACHE_MAX:
             _PAIR_CACHE.clear()
