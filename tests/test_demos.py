@@ -164,6 +164,16 @@ def _respond_store(store) -> None:
     store.add_runs([_run("v0", 1), _run("v1", 1), _run("v2", 1), _run("v3", 1)])
 
 
+def _respond(store, ctx: WorkerContext, items: list[dict]) -> None:
+    """The respond stage's work on `items` in this process, its calls logged to `store`."""
+    use_local_recorder(store)
+    try:
+        run_chunk(ctx, items, work_respond)
+    finally:
+        use_local_recorder(None)
+        close_resources()
+
+
 def test_respond_stage_puts_demos_outside_the_group_into_the_prompt(tmp_store, tmp_path: Path):
     _respond_store(tmp_store)
     with FakeLLMServer(_answer) as srv:
@@ -176,12 +186,7 @@ def test_respond_stage_puts_demos_outside_the_group_into_the_prompt(tmp_store, t
         assert [i["question"].id for i in items] == ["new"]  # v0..v3 already have their 2 runs
         chosen = items[0]["demos"]
         assert len(chosen) == 2 and "g1" not in {d.group_id for d in chosen}
-        use_local_recorder(tmp_store)
-        try:
-            run_chunk(ctx, items, work_respond)
-        finally:
-            use_local_recorder(None)
-            close_resources()
+        _respond(tmp_store, ctx, items)
     assert len(srv.requests) == 2  # two runs, each answers at once
     by_text = {q.text: q.group_id for q in tmp_store.questions()}
     for body in srv.requests:
@@ -199,12 +204,7 @@ def test_respond_without_demos_sends_none(tmp_store, tmp_path: Path):
         ctx = WorkerContext(settings)
         items = plan_respond(tmp_store, ctx, alternates=False)
         assert "demos" not in items[0]
-        use_local_recorder(tmp_store)
-        try:
-            run_chunk(ctx, items, work_respond)
-        finally:
-            use_local_recorder(None)
-            close_resources()
+        _respond(tmp_store, ctx, items)
         assert srv.counts["embeddings"] == 0
     assert all(demo_questions(b["messages"][0]["content"]) == [] for b in srv.requests)
 

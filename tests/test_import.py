@@ -115,6 +115,16 @@ def _good(run: int = 0, **over) -> dict:
     return line
 
 
+def _called(arguments: object, *after: dict) -> list[dict]:
+    """A user question, an assistant call of f (id a1) with these arguments, then `after`."""
+    call = {"id": "a1", "type": "function", "function": {"name": "f", "arguments": arguments}}
+    return [
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        *after,
+    ]
+
+
 BAD = {
     "broken JSON": (['{"question_id": "a", '], "not valid JSON"),
     "run not int": ([_good(run="1")], "run: expected an integer"),
@@ -122,56 +132,15 @@ BAD = {
     "no role": ([_good(messages=[{"content": "hi"}])], "messages[0].role"),
     "messages not a list": ([_good(messages={"role": "user"})], "expected a non-empty list"),
     "tool id mismatch": (
-        [
-            _good(
-                messages=[
-                    {"role": "user", "content": "q"},
-                    {
-                        "role": "assistant",
-                        "content": None,
-                        "tool_calls": [
-                            {"id": "a1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
-                        ],
-                    },
-                    {"role": "tool", "tool_call_id": "zz", "content": "x"},
-                ]
-            )
-        ],
+        [_good(messages=_called("{}", {"role": "tool", "tool_call_id": "zz", "content": "x"}))],
         "messages[2].tool_call_id: 'zz' does not match",
     ),  # fmt: skip
     "unanswered call": (
-        [
-            _good(
-                messages=[
-                    {"role": "user", "content": "q"},
-                    {
-                        "role": "assistant",
-                        "content": None,
-                        "tool_calls": [
-                            {"id": "a1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
-                        ],
-                    },
-                ]
-            )
-        ],
+        [_good(messages=_called("{}"))],
         "'a1' has no tool message",
     ),  # fmt: skip
     "arguments not a string": (
-        [
-            _good(
-                messages=[
-                    {"role": "user", "content": "q"},
-                    {
-                        "role": "assistant",
-                        "content": None,
-                        "tool_calls": [
-                            {"id": "a1", "type": "function", "function": {"name": "f", "arguments": {"x": 1}}}
-                        ],
-                    },
-                    {"role": "tool", "tool_call_id": "a1", "content": "x"},
-                ]
-            )
-        ],
+        [_good(messages=_called({"x": 1}, {"role": "tool", "tool_call_id": "a1", "content": "x"}))],
         "function.arguments: expected a JSON string",
     ),  # fmt: skip
     "unknown field": ([_good(extra=1)], "unknown field 'extra'"),
