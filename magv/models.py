@@ -94,9 +94,12 @@ class Trajectory(_Model):
     def tool_names(self) -> list[str]:
         return [c.name for c in self.calls]
 
+    def canonical_calls(self) -> list[str]:
+        return [c.canonical() for c in self.calls]
+
     def signature(self) -> str:
         """Identity of the trajectory for MCT voting: tool names with canonical arguments."""
-        return make_id([c.canonical() for c in self.calls])
+        return make_id(self.canonical_calls())
 
     @classmethod
     def from_calls(cls, calls: list[ToolCall], response: str | None = None) -> Trajectory:

@@ -33,6 +33,7 @@ from magv.models import (
     ToolCall,
     Trajectory,
     canonical_json,
+    make_id,
     utcnow,
 )
 
@@ -57,7 +58,11 @@ CREATE TABLE IF NOT EXISTS runs (
     id VARCHAR PRIMARY KEY, question_id VARCHAR NOT NULL, run_index INTEGER NOT NULL,
     trajectory JSON, status VARCHAR, signature VARCHAR, n_steps INTEGER, n_tool_errors INTEGER,
     n_invalid INTEGER, response VARCHAR, prompt_tokens INTEGER, completion_tokens INTEGER,
-    latency_s DOUBLE, created_at TIMESTAMP);
+    latency_s DOUBLE, created_at TIMESTAMP, tools VARCHAR[], calls VARCHAR[]);
+-- tools / calls: each call's tool name and canonical call, kept from computing the signature so the
+-- verifier's features need not parse trajectories again. NULL in rows of stores made before them.
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS tools VARCHAR[];
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS calls VARCHAR[];
 CREATE TABLE IF NOT EXISTS mct (
     question_id VARCHAR PRIMARY KEY, run_id VARCHAR, signature VARCHAR, share DOUBLE,
     n_runs INTEGER, n_distinct INTEGER);
@@ -389,15 +394,16 @@ class Store:
         rows = []
         for r in runs:
             t = r.trajectory
+            calls = t.canonical_calls()
             rows.append({
                 "id": r.id, "question_id": r.question_id, "run_index": r.run_index,
-                "trajectory": t.model_dump_json(), "status": t.status, "signature": t.signature(),
+                "trajectory": t.model_dump_json(), "status": t.status, "signature": make_id(calls),
                 "n_steps": len(t.steps),
                 "n_tool_errors": sum(1 for s in t.steps if s.kind == "tool" and s.error),
                 "n_invalid": sum(1 for s in t.steps if s.kind == "invalid"),
                 "response": t.response, "prompt_tokens": r.prompt_tokens,
                 "completion_tokens": r.completion_tokens, "latency_s": r.latency_s,
-                "created_at": r.created_at,
+                "created_at": r.created_at, "tools": [c.name for c in t.calls], "calls": calls,
             })  # fmt: skip
         if not rows:
             return 0
@@ -825,7 +831,9 @@ class Store:
         the mct table, or `picks` (question_id, run_id, share) for bases without one), unless its
         stored row of `version` still counts the same runs and alternate runs (and not `replace`).
         alts: the runs of each job's alternate questions, sorted by job; own: the job question's
-        other runs; signatures: the trajectory JSON of each distinct call signature (code = row);
+        other runs; signatures: one row per distinct call signature (code = row), with the
+        trajectory JSON only where its runs predate the stored calls ('' elsewhere); calls: the
+        stored (tool, canonical call) of each signature, in order, by code;
         texts: the distinct question and response texts of jobs that have alternate runs (code =
         row), with the stored vector of `embedding_model` where there is one (else dim 0 and the
         text). No column holds NULL, so none comes back as a masked array."""
@@ -874,6 +882,10 @@ class Store:
                 SELECT (row_number() OVER (ORDER BY signature) - 1)::BIGINT AS code, signature FROM (
                     SELECT signature FROM fx_job UNION SELECT signature FROM fx_alt
                     UNION SELECT signature FROM fx_own)""", []),
+            ("""CREATE OR REPLACE TEMP TABLE fx_calls AS
+                SELECT s.code, s.signature, any_value(r.tools) AS tools, any_value(r.calls) AS calls,
+                    CASE WHEN count(r.calls) = 0 THEN any_value(r.trajectory)::VARCHAR ELSE '' END AS trajectory
+                FROM fx_sig s JOIN runs r ON coalesce(r.signature, '') = s.signature GROUP BY ALL""", []),
             ("""CREATE OR REPLACE TEMP TABLE fx_text AS
                 SELECT (row_number() OVER (ORDER BY text) - 1)::BIGINT AS code, text, sha256(text) AS hash FROM (
                     SELECT text FROM fx_job WHERE n_alt_runs > 0 UNION SELECT response FROM fx_job
@@ -894,25 +906,25 @@ class Store:
                      ORDER BY a.job, a.alt_id""", []),
             "own": ("""SELECT o.job, s.code AS sig FROM fx_own o
                        JOIN fx_sig s ON s.signature = o.signature ORDER BY o.job""", []),
-            "signatures": ("""SELECT s.code, s.signature, any_value(r.trajectory) AS trajectory FROM fx_sig s
-                              JOIN runs r ON coalesce(r.signature, '') = s.signature
-                              GROUP BY s.code, s.signature ORDER BY s.code""", []),
+            "signatures": ("SELECT code, signature, trajectory FROM fx_calls ORDER BY code", []),
+            "calls": ("""SELECT code, unnest(tools) AS tool, unnest(calls) AS call,
+                             unnest(generate_series(1, len(calls))) AS pos
+                         FROM fx_calls WHERE calls IS NOT NULL ORDER BY code, pos""", []),
             "texts": ("""SELECT t.code, t.hash, coalesce(e.dim, 0) AS dim, coalesce(e.vector, ''::BLOB) AS vector,
                             CASE WHEN e.vector IS NULL THEN t.text ELSE '' END AS text
                          FROM fx_text t LEFT JOIN embeddings e ON e.model = ? AND e.text_hash = t.hash
                          ORDER BY t.code""", [embedding_model]),
         }  # fmt: skip
         out: dict[str, dict[str, Any]] = {}
-        # One transaction: the scratch tables never reach a commit (each commit of a table costs ~10 ms).
+        # One transaction: the scratch tables never reach a commit (each commit of a table costs ~10 ms),
+        # and a failed statement's rollback takes them away with it.
         with self._lock, self.transaction():
-            try:
-                for sql, params in statements:
-                    self.con.execute(sql, params)
-                for name, (sql, params) in reads.items():
-                    out[name] = self.con.execute(sql, params).fetchnumpy()
-            finally:
-                for table in ("fx_pick", "fx_job", "fx_alt", "fx_own", "fx_sig", "fx_text"):
-                    self.con.execute(f"DROP TABLE IF EXISTS temp.{table}")
+            for sql, params in statements:
+                self.con.execute(sql, params)
+            for name, (sql, params) in reads.items():
+                out[name] = self.con.execute(sql, params).fetchnumpy()
+            for table in ("fx_pick", "fx_job", "fx_alt", "fx_own", "fx_sig", "fx_calls", "fx_text"):
+                self.con.execute(f"DROP TABLE temp.{table}")
         return out
 
     def write_feature_matrix(self, version: str, run_ids: Sequence[str], names: Sequence[str], X: Any) -> int:

@@ -43,6 +43,18 @@ def test_rows_read_back_equal(tmp_store):
     assert run.trajectory == _run(q, 0).trajectory
 
 
+def test_a_run_keeps_its_tools_and_canonical_calls_next_to_its_signature(tmp_store):
+    q = _question(1)
+    t = Trajectory.from_calls([ToolCall(name="get_order", arguments={"z": 1, "a": [2, {"y": 3, "b": 4}]}),
+                               ToolCall(name="cancel_order", arguments={})])  # fmt: skip
+    tmp_store.add_questions([q])
+    tmp_store.add_runs([Run(id="r1", question_id=q.id, run_index=0, trajectory=t)])
+    row = tmp_store.query("SELECT signature, tools, calls FROM runs")[0]
+    assert row["tools"] == ["get_order", "cancel_order"]
+    assert row["calls"] == ['get_order({"a":[2,{"b":4,"y":3}],"z":1})', "cancel_order({})"]
+    assert row["signature"] == t.signature()
+
+
 def test_label_trust_order(tmp_store):
     tmp_store.add_labels([Label(run_id="r", source="gold", correct=True)])
     assert tmp_store.effective_labels()["r"].source == "gold"

@@ -7,6 +7,7 @@ import pytest
 
 from magv.errors import RunFailed
 from magv.models import Question, Run, Step, ToolCall, Trajectory
+from magv.store import Store
 from magv.verify import features as F
 from tests.verify_helpers import HashEmbedder, synthetic_store, traj
 
@@ -174,10 +175,18 @@ def _reference_rows(store, embedder) -> dict[str, dict[str, float]]:
     return out
 
 
-def test_bulk_stage_reproduces_the_per_trajectory_definition(tmp_store):
+@pytest.mark.parametrize("stored_calls", ["all", "older store"])
+def test_bulk_stage_reproduces_the_per_trajectory_definition(tmp_store, stored_calls):
     """The stage's rows equal verified_features' on a store with every awkward case: several
     alternates with several runs, an alternate without runs, a base without an MCT row, a blank
-    response, tool errors and invalid steps, write tools, shared texts and signatures."""
+    response, tool errors and invalid steps, write tools, shared texts and signatures. "older
+    store": a store made before runs kept their calls, reopened; its old runs are parsed instead."""
+    if stored_calls == "older store":
+        synthetic_store(tmp_store, n_questions=15, alternates=3)
+        tmp_store.con.execute("ALTER TABLE runs DROP COLUMN tools; ALTER TABLE runs DROP COLUMN calls")
+        tmp_store.close()
+        tmp_store = Store(tmp_store.path)
+        assert tmp_store.scalar("SELECT count(*) FROM runs WHERE calls IS NULL") > 0
     synthetic_store(tmp_store, n_questions=30, alternates=3)
     extra_q = [
         Question(id="x1", domain="retail", text="cancel order 7", origin="investigator", group_id="gx"),
@@ -221,6 +230,8 @@ def test_bulk_stage_reproduces_the_per_trajectory_definition(tmp_store):
     for run_id, row in expected.items():
         for name in F.FEATURE_NAMES:
             assert got[run_id][name] == pytest.approx(row[name], abs=1e-6), (run_id, name)
+    if stored_calls == "older store":
+        tmp_store.close()
 
 
 class KeyedHashEmbedder(HashEmbedder):

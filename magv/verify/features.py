@@ -17,11 +17,13 @@ With no alternates (or `alternates=False`) every alternate feature takes `NEUTRA
 
 from __future__ import annotations
 
+import gc
 import itertools
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any, NamedTuple
 
@@ -138,13 +140,21 @@ def argument_agreement(a: Trajectory | Calls, b: Trajectory | Calls) -> float:
     """For each tool both trajectories call, the Jaccard of the argument sets it was called with;
     averaged over those tools. 1 when neither calls a tool, 0 when they share none."""
     ca, cb = calls_of(a), calls_of(b)
+    return _argument_agreement(ca, cb, _args_by_tool(ca), _args_by_tool(cb))
+
+
+def _args_by_tool(calls: Calls) -> dict[str, set[str]]:
+    by_tool: dict[str, set[str]] = {}
+    for name, canonical in zip(calls.names, calls.canonical, strict=True):
+        by_tool.setdefault(name, set()).add(canonical)
+    return by_tool
+
+
+def _argument_agreement(
+    ca: Calls, cb: Calls, args_a: dict[str, set[str]], args_b: dict[str, set[str]]
+) -> float:
     if not ca.names and not cb.names:
         return 1.0
-    args_a: dict[str, set[str]] = {}
-    args_b: dict[str, set[str]] = {}
-    for calls, into in ((ca, args_a), (cb, args_b)):
-        for name, canonical in zip(calls.names, calls.canonical, strict=True):
-            into.setdefault(name, set()).add(canonical)
     shared = args_a.keys() & args_b.keys()
     if not shared:
         return 0.0
@@ -153,11 +163,23 @@ def argument_agreement(a: Trajectory | Calls, b: Trajectory | Calls) -> float:
 
 def write_agreement(a: Trajectory | Calls, b: Trajectory | Calls, write_tools: frozenset[str]) -> float:
     """Multiset Jaccard of the calls that change data (canonical); 1 when neither writes."""
-    ca, cb = calls_of(a), calls_of(b)
-    wa = Counter(c for n, c in zip(ca.names, ca.canonical, strict=True) if n in write_tools)
-    wb = Counter(c for n, c in zip(cb.names, cb.canonical, strict=True) if n in write_tools)
-    union = sum((wa | wb).values())
-    return 1.0 if union == 0 else sum((wa & wb).values()) / union
+    return _multiset_jaccard(_writes(calls_of(a), write_tools), _writes(calls_of(b), write_tools))
+
+
+def _writes(calls: Calls, write_tools: frozenset[str]) -> dict[str, int]:
+    """How many times each canonical call that changes data was made."""
+    counts: dict[str, int] = {}
+    for name, canonical in zip(calls.names, calls.canonical, strict=True):
+        if name in write_tools:
+            counts[canonical] = counts.get(canonical, 0) + 1
+    return counts
+
+
+def _multiset_jaccard(wa: dict[str, int], wb: dict[str, int]) -> float:
+    if not wa and not wb:
+        return 1.0
+    shared = sum(min(n, wb.get(c, 0)) for c, n in wa.items())
+    return shared / (sum(wa.values()) + sum(wb.values()) - shared)
 
 
 def tool_graph(trajectory: Trajectory | Calls) -> nx.DiGraph:
@@ -429,6 +451,28 @@ def compute_features(
     Rows already stored for this FEATURE_VERSION are kept unless `replace`, or unless the run or
     alternate counts they were computed from have changed since (a later reverse stage). Texts are
     embedded through the store's cache (`embed_cached`): each once per embedding model."""
+    with _collector_paused():
+        return _compute_features(store, embedder, alternates, replace, progress)
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """The stage makes some 10^5 short-lived, acyclic containers; each pass of the cyclic garbage
+    collector they trigger walks every object of the process (~25% of the stage's time measured
+    on 5,000 trajectories)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _compute_features(
+    store: Any, embedder: SupportsEmbed | None, alternates: bool, replace: bool,
+    progress: Callable[[int, int], None] | None,
+) -> int:  # fmt: skip
     picks = _votes(store, store.bases_without_mct())
     key = getattr(embedder, "key", None)
     data = store.feature_inputs(FEATURE_VERSION, alternates=alternates, replace=replace, picks=picks,
@@ -441,7 +485,7 @@ def compute_features(
         return 0
     signatures = data["signatures"]
     # codes number the distinct signatures 0..k-1 in order, so a code indexes these lists
-    trajectories = [calls_of(Trajectory.model_validate_json(t)) for t in signatures["trajectory"]]
+    trajectories = _signature_calls(signatures, data["calls"])
     sig_keys = [str(sig) for sig in signatures["signature"]]
     values = _base_values(jobs, own, trajectories)
     if len(alts["job"]):
@@ -454,6 +498,23 @@ def compute_features(
     if progress is not None:
         progress(n, n)
     return written
+
+
+def _signature_calls(signatures: dict[str, Any], calls: dict[str, Any]) -> list[Calls]:
+    """The Calls of each signature code: the stored tool names and canonical calls, or for runs
+    stored before magv kept them, parsed from the trajectory."""
+    bounds = np.searchsorted(
+        np.asarray(calls["code"], dtype=np.int64), np.arange(len(signatures["code"]) + 1)
+    )
+    tools, canonical = calls["tool"].tolist(), calls["call"].tolist()
+    out = []
+    for code, trajectory in enumerate(signatures["trajectory"].tolist()):
+        if trajectory:
+            out.append(calls_of(Trajectory.model_validate_json(trajectory)))
+        else:
+            a, b = bounds[code], bounds[code + 1]
+            out.append(Calls(tuple(tools[a:b]), tuple(canonical[a:b])))
+    return out
 
 
 def _base_values(
@@ -493,9 +554,8 @@ def _alternate_values(
     sets = list(dict.fromkeys(write_sets))
     job_set = np.asarray([sets.index(ws) for ws in write_sets], dtype=np.int64)
     pairs, inverse = _distinct_pairs(base_sig, other_sig, job_set[alt_job])
-    table = np.array([_pair_values(trajectories[a], trajectories[b], sets[w], (sig_keys[a], sig_keys[b]))
-                      for a, b, w in pairs.tolist()], dtype=np.float64)[inverse]  # fmt: skip
-    names = [p for p in PAIR_FEATURES if p not in ("ss", "response_sim")]
+    table = _pair_table(trajectories, sig_keys, pairs, sets)[inverse]
+    names = _CALL_VALUES
     per_run = {name: table[:, k] for k, name in enumerate(names)}
 
     text_vec, sig_vec = _text_vectors(
@@ -535,11 +595,21 @@ def _floats(column: Any) -> np.ndarray:
 
 
 def _distinct_pairs(*codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct rows of equal-length integer columns, and each row's index among them."""
+    """The distinct rows of equal-length non-negative integer columns (sorted), and each row's
+    index among them."""
     if len(codes[0]) == 0:
         return np.zeros((0, len(codes)), dtype=np.int64), np.zeros(0, dtype=np.int64)
-    distinct, inverse = np.unique(np.column_stack(codes), axis=0, return_inverse=True)
-    return distinct, inverse.reshape(-1)
+    columns = np.column_stack(codes).astype(np.int64)
+    spans = [int(c.max()) + 1 for c in codes]
+    if math.prod(spans) >= 2**62:
+        distinct, inverse = np.unique(columns, axis=0, return_inverse=True)
+        return distinct, inverse.reshape(-1)
+    # one mixed-radix key per row: a 1-d unique sorts ~10x faster than rows, in the same order
+    key = np.zeros(len(columns), dtype=np.int64)
+    for column, span in zip(columns.T, spans, strict=True):
+        key = key * span + column
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    return columns[first], inverse.reshape(-1)
 
 
 def _grouped(group: np.ndarray, values: np.ndarray, n: int, default: np.ndarray):
@@ -569,21 +639,40 @@ def _similarity(vectors: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray
     return np.clip(dots, -1.0, 1.0)[inverse]
 
 
-def _pair_values(
-    base: Calls, other: Calls, write_tools: frozenset[str], signatures: tuple[str, str]
-) -> tuple[float, ...]:
-    """pair_features without the embedding similarities, then whether GED was exact; memoised by
-    the pair of call signatures (what every one of them depends on)."""
-    key = (*signatures, write_tools)
-    hit = _PAIR_CACHE.get(key)
-    if hit is None:
-        by_names, exact = _name_pair_features(base.names, other.names)
-        row = {**by_names, **_call_pair_features(base, other, write_tools)}
-        hit = (*(row[name] for name in PAIR_FEATURES if name not in ("ss", "response_sim")), float(exact))
-        if len(_PAIR_CACHE) >= _PAIR_CACHE_MAX:
-            _PAIR_CACHE.clear()
-        _PAIR_CACHE[key] = hit
-    return hit
+_CALL_VALUES = tuple(p for p in PAIR_FEATURES if p not in ("ss", "response_sim"))
+
+
+def _pair_table(
+    trajectories: list[Calls], sig_keys: list[str], pairs: np.ndarray, sets: list[frozenset[str]]
+) -> np.ndarray:
+    """One row per (base code, other code, write-set index) of `pairs`: pair_features without the
+    embedding similarities (columns _CALL_VALUES), then whether GED was exact. Each signature's
+    argument sets and writes are gathered once; values are memoised by the pair of call signatures
+    (what every one of them depends on)."""
+    args: dict[int, dict[str, set[str]]] = {}
+    writes: dict[tuple[int, int], dict[str, int]] = {}
+    out = np.empty((len(pairs), len(_CALL_VALUES) + 1), dtype=np.float64)
+    for i, (a, b, w) in enumerate(pairs.tolist()):
+        key = (sig_keys[a], sig_keys[b], sets[w])
+        hit = _PAIR_CACHE.get(key)
+        if hit is None:
+            ta, tb = trajectories[a], trajectories[b]
+            for code, t in ((a, ta), (b, tb)):
+                if code not in args:
+                    args[code] = _args_by_tool(t)
+                if (code, w) not in writes:
+                    writes[code, w] = _writes(t, sets[w])
+            row, exact = _name_pair_features(ta.names, tb.names)
+            row = {**row, "em": float(ta.canonical == tb.canonical),
+                   "call_edit": float(Levenshtein.normalized_distance(ta.canonical, tb.canonical)),
+                   "arg_agreement": _argument_agreement(ta, tb, args[a], args[b]),
+                   "write_agreement": _multiset_jaccard(writes[a, w], writes[b, w])}  # fmt: skip
+            hit = (*(row[name] for name in _CALL_VALUES), float(exact))
+            if len(_PAIR_CACHE) >= _PAIR_CACHE_MAX:
+                _PAIR_CACHE.clear()
+            _PAIR_CACHE[key] = hit
+        out[i] = hit
+    return out
 
 
 def _text_vectors(
