@@ -840,6 +840,14 @@ class Store:
         q_ids, r_ids, shares = (list(c) for c in zip(*picks)) if picks else ([], [], [])
         # Python's str.strip() whitespace, which RE2's \s does not cover entirely.
         non_space = r"[^\s\x{0b}\x{1c}-\x{1f}\x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}]"
+        # Unless replacing, a job is a verified trajectory without a row, or whose row counted other runs.
+        stale = """
+            LEFT JOIN features f ON f.run_id = p.run_id AND f.version = ?
+            WHERE f.run_id IS NULL
+                OR json_extract(f."values", '$.n_runs')::DOUBLE IS DISTINCT FROM own.n_runs
+                OR json_extract(f."values", '$.n_alternate_runs')::DOUBLE IS DISTINCT FROM coalesce(alt.n_alt_runs, 0)"""
+        if replace:
+            stale = ""
         statements = [
             ("""CREATE OR REPLACE TEMP TABLE fx_pick AS
                 SELECT m.question_id, m.run_id, m.share FROM mct m
@@ -865,11 +873,7 @@ class Store:
                 JOIN own ON own.question_id = q.id
                 JOIN same ON same.question_id = q.id AND same.signature = coalesce(r.signature, '')
                 LEFT JOIN alt ON alt.parent_id = q.id
-                LEFT JOIN features f ON f.run_id = p.run_id AND f.version = ?
-                WHERE ? OR f.run_id IS NULL
-                    OR json_extract(f."values", '$.n_runs')::DOUBLE IS DISTINCT FROM own.n_runs
-                    OR json_extract(f."values", '$.n_alternate_runs')::DOUBLE
-                        IS DISTINCT FROM coalesce(alt.n_alt_runs, 0)""", [alternates, version, replace]),
+                """ + stale, [alternates, *([] if replace else [version])]),
             ("""CREATE OR REPLACE TEMP TABLE fx_alt AS
                 SELECT j.job, a.id AS alt_id, a.text, coalesce(r.signature, '') AS signature,
                     coalesce(r.response, '') AS response
