@@ -758,9 +758,11 @@ class Store:
         if not hashes:
             return {}
         with self._lock:
+            # a join, not list_contains: that compares every stored row with every wanted hash
             res = self.con.execute(
-                "SELECT text_hash, dim, vector FROM embeddings WHERE model=? AND list_contains(?, text_hash)",
-                [model, list(hashes)],
+                "SELECT e.text_hash, e.dim, e.vector FROM embeddings e "
+                "JOIN (SELECT DISTINCT unnest(?::VARCHAR[]) AS text_hash) w USING (text_hash) WHERE e.model=?",
+                [list(hashes), model],
             ).fetchall()
         return {h: np.frombuffer(v, dtype=np.float32, count=d) for h, d, v in res}
 

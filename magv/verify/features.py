@@ -639,7 +639,9 @@ def _similarity(vectors: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray
     return np.clip(dots, -1.0, 1.0)[inverse]
 
 
-_CALL_VALUES = tuple(p for p in PAIR_FEATURES if p not in ("ss", "response_sim"))
+# The columns of _pair_table, in the order its loop writes them.
+_CALL_VALUES = ("em", "edit", "gedit", "call_edit", "jaccard", "lcs", "arg_agreement", "write_agreement")
+assert set(_CALL_VALUES) == set(PAIR_FEATURES) - {"ss", "response_sim"}
 
 
 def _pair_table(
@@ -651,8 +653,8 @@ def _pair_table(
     (what every one of them depends on)."""
     args: dict[int, dict[str, set[str]]] = {}
     writes: dict[tuple[int, int], dict[str, int]] = {}
-    out = np.empty((len(pairs), len(_CALL_VALUES) + 1), dtype=np.float64)
-    for i, (a, b, w) in enumerate(pairs.tolist()):
+    rows = []
+    for a, b, w in pairs.tolist():
         key = (sig_keys[a], sig_keys[b], sets[w])
         hit = _PAIR_CACHE.get(key)
         if hit is None:
@@ -662,17 +664,16 @@ def _pair_table(
                     args[code] = _args_by_tool(t)
                 if (code, w) not in writes:
                     writes[code, w] = _writes(t, sets[w])
-            row, exact = _name_pair_features(ta.names, tb.names)
-            row = {**row, "em": float(ta.canonical == tb.canonical),
-                   "call_edit": float(Levenshtein.normalized_distance(ta.canonical, tb.canonical)),
-                   "arg_agreement": _argument_agreement(ta, tb, args[a], args[b]),
-                   "write_agreement": _multiset_jaccard(writes[a, w], writes[b, w])}  # fmt: skip
-            hit = (*(row[name] for name in _CALL_VALUES), float(exact))
+            names, exact = _name_pair_features(ta.names, tb.names)
+            hit = (float(ta.canonical == tb.canonical), names["edit"], names["gedit"],
+                   Levenshtein.normalized_distance(ta.canonical, tb.canonical), names["jaccard"], names["lcs"],
+                   _argument_agreement(ta, tb, args[a], args[b]), _multiset_jaccard(writes[a, w], writes[b, w]),
+                   float(exact))  # fmt: skip
             if len(_PAIR_CACHE) >= _PAIR_CACHE_MAX:
                 _PAIR_CACHE.clear()
             _PAIR_CACHE[key] = hit
-        out[i] = hit
-    return out
+        rows.append(hit)
+    return np.array(rows, dtype=np.float64).reshape(len(pairs), len(_CALL_VALUES) + 1)
 
 
 def _text_vectors(
