@@ -4,11 +4,12 @@
     v.predict_proba(X)                     # P(correct), shape (n,)
     v.contributions(X)                     # per-feature contribution, shape (n, d)
 
-Contributions: XGBoost's exact TreeSHAP values (pred_contribs) and logistic regression's linear
-terms coef * standardised x are exact in the models' log-odds. Random forest, SVM and k-NN have no
-cheap exact form, so they use a linear surrogate: a ridge regression, fitted at training time, of the
-model's own log-odds on the standardised features; its terms approximate the direction and size of
-each feature's effect and cost one matrix product at scoring time.
+Contributions: XGBoost's exact TreeSHAP values (pred_contribs; for shallow trees read from per-tree
+tables built at fit time, see treeshap.py) and logistic regression's linear terms coef * standardised
+x are exact in the models' log-odds. Random forest, SVM and k-NN have no cheap exact form, so they use
+a linear surrogate: a ridge regression, fitted at training time, of the model's own log-odds on the
+standardised features; its terms approximate the direction and size of each feature's effect and
+cost one matrix product at scoring time.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from sklearn.svm import SVC
 from xgboost import DMatrix, XGBClassifier
 
 from magv.errors import RunFailed
+from magv.verify.treeshap import build_tables, table_contributions
 
 MODEL_NAMES: tuple[str, ...] = ("logreg", "svm", "random_forest", "knn", "xgboost")
 METRICS: tuple[str, ...] = ("accuracy", "precision", "recall", "f1", "roc_auc")
@@ -65,6 +67,7 @@ class Verifier:
         self.model_: Any = None  # what predict_proba uses: estimator_ or its calibrated form
         self.calibrated_ = False
         self.surrogate_: dict[str, np.ndarray] | None = None
+        self.shap_tables_: dict[str, np.ndarray] | None = None  # None: trees too deep for tables
 
     @property
     def contribution_method(self) -> str:
@@ -130,6 +133,8 @@ class Verifier:
                 ).fit(X, y)
                 self.estimator_ = self.model_.calibrated_classifiers_[0].estimator
                 self.calibrated_ = True
+            if self.name == "xgboost":
+                self.shap_tables_ = build_tables(self.estimator_.get_booster())
             if self.contribution_method == "linear_surrogate":
                 self.surrogate_ = _fit_surrogate(X, self._raw_proba(X))
         return self
@@ -158,6 +163,11 @@ class Verifier:
             return np.zeros_like(X)
         if self.name == "xgboost":
             booster = self.estimator_.get_booster()
+            if method != "approx":
+                if not hasattr(self, "shap_tables_"):  # a model file saved before the tables existed
+                    self.shap_tables_ = build_tables(booster)
+                if self.shap_tables_ is not None:
+                    return table_contributions(self.shap_tables_, X)
             booster.set_param({"nthread": os.cpu_count() or 1})  # trained on one thread for CV; score on all
             return booster.predict(DMatrix(X), pred_contribs=True, approx_contribs=method == "approx")[:, :-1]
         if self.name == "logreg":
