@@ -825,7 +825,7 @@ class Store:
 
     def feature_inputs(
         self, version: str, *, alternates: bool, replace: bool, picks: Sequence[tuple[str, str, float]],
-        embedding_model: str | None,
+        embedding_model: str | None, no_calls_text: str,
     ) -> dict[str, dict[str, Any]]:  # fmt: skip
         """Everything the features stage needs, as numpy columns, with strings replaced by codes.
 
@@ -834,11 +834,12 @@ class Store:
         stored row of `version` still counts the same runs and alternate runs (and not `replace`).
         alts: the runs of each job's alternate questions, sorted by job; own: the job question's
         other runs; signatures: one row per distinct call signature (code = row), with the
-        trajectory JSON only where its runs predate the stored calls ('' elsewhere); calls: the
-        stored (tool, canonical call) of each signature, in order, by code;
-        texts: the distinct question and response texts of jobs that have alternate runs (code =
-        row), with the stored vector of `embedding_model` where there is one (else dim 0 and the
-        text). No column holds NULL, so none comes back as a masked array."""
+        trajectory JSON only where its runs predate the stored calls ('' elsewhere) and the text code
+        of its serialised calls (one per line, `no_calls_text` for none; -1 where not stored or not
+        needed); calls: the stored (tool, canonical call) of each signature, in order, by code;
+        texts: the distinct question and response texts and serialised calls of jobs that have
+        alternate runs (code = row), with the stored vector of `embedding_model` where there is
+        one (else dim 0 and the text). No column holds NULL, so none comes back as a masked array."""
         q_ids, r_ids, shares = (list(c) for c in zip(*picks)) if picks else ([], [], [])
         # Python's str.strip() whitespace, which RE2's \s does not cover entirely.
         non_space = r"[^\s\x{0b}\x{1c}-\x{1f}\x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}]"
@@ -889,13 +890,18 @@ class Store:
                     SELECT signature FROM fx_job UNION SELECT signature FROM fx_alt
                     UNION SELECT signature FROM fx_own)""", []),
             ("""CREATE OR REPLACE TEMP TABLE fx_calls AS
-                SELECT s.code, s.signature, any_value(r.tools) AS tools, any_value(r.calls) AS calls,
-                    CASE WHEN count(r.calls) = 0 THEN any_value(r.trajectory)::VARCHAR ELSE '' END AS trajectory
-                FROM fx_sig s JOIN runs r ON coalesce(r.signature, '') = s.signature GROUP BY ALL""", []),
+                SELECT *, CASE WHEN calls IS NULL THEN NULL WHEN len(calls) = 0 THEN ?
+                               ELSE array_to_string(calls, chr(10)) END AS serial FROM (
+                    SELECT s.code, s.signature, any_value(r.tools) AS tools, any_value(r.calls) AS calls,
+                        CASE WHEN count(r.calls) = 0 THEN any_value(r.trajectory)::VARCHAR ELSE '' END AS trajectory
+                    FROM fx_sig s JOIN runs r ON coalesce(r.signature, '') = s.signature GROUP BY ALL)""",
+             [no_calls_text]),
             ("""CREATE OR REPLACE TEMP TABLE fx_text AS
                 SELECT (row_number() OVER (ORDER BY text) - 1)::BIGINT AS code, text, sha256(text) AS hash FROM (
                     SELECT text FROM fx_job WHERE n_alt_runs > 0 UNION SELECT response FROM fx_job
-                    WHERE n_alt_runs > 0 UNION SELECT text FROM fx_alt UNION SELECT response FROM fx_alt)""", []),
+                    WHERE n_alt_runs > 0 UNION SELECT text FROM fx_alt UNION SELECT response FROM fx_alt
+                    UNION SELECT serial FROM fx_calls WHERE serial IS NOT NULL AND signature IN (
+                        SELECT signature FROM fx_job WHERE n_alt_runs > 0 UNION SELECT signature FROM fx_alt))""", []),
         ]  # fmt: skip
         reads = {
             "jobs": ("""SELECT j.job, j.run_id, j.domain, s.code AS sig, j.share, j.status_ok, j.n_steps,
@@ -912,7 +918,8 @@ class Store:
                      ORDER BY a.job, a.alt_id""", []),
             "own": ("""SELECT o.job, s.code AS sig FROM fx_own o
                        JOIN fx_sig s ON s.signature = o.signature ORDER BY o.job""", []),
-            "signatures": ("SELECT code, signature, trajectory FROM fx_calls ORDER BY code", []),
+            "signatures": ("""SELECT c.code, c.signature, c.trajectory, coalesce(t.code, -1) AS serial_code
+                              FROM fx_calls c LEFT JOIN fx_text t ON t.text = c.serial ORDER BY c.code""", []),
             "calls": ("""SELECT code, unnest(tools) AS tool, unnest(calls) AS call,
                              unnest(generate_series(1, len(calls))) AS pos
                          FROM fx_calls WHERE calls IS NOT NULL ORDER BY code, pos""", []),

@@ -99,10 +99,13 @@ def calls_of(trajectory: Trajectory | Calls) -> Calls:
     return Calls(tuple(c.name for c in calls), tuple(c.canonical() for c in calls))
 
 
+NO_CALLS_TEXT = "(no tool calls)"
+
+
 def serialise(trajectory: Trajectory | Calls) -> str:
     """The text embedded for SS: one canonical call per line."""
     calls = calls_of(trajectory).canonical
-    return "\n".join(calls) if calls else "(no tool calls)"
+    return "\n".join(calls) if calls else NO_CALLS_TEXT
 
 
 def exact_match(a: Trajectory | Calls, b: Trajectory | Calls) -> float:
@@ -476,7 +479,7 @@ def _compute_features(
     picks = _votes(store, store.bases_without_mct())
     key = getattr(embedder, "key", None)
     data = store.feature_inputs(FEATURE_VERSION, alternates=alternates, replace=replace, picks=picks,
-                                embedding_model=key)  # fmt: skip
+                                embedding_model=key, no_calls_text=NO_CALLS_TEXT)  # fmt: skip
     jobs, alts, own = data["jobs"], data["alts"], data["own"]
     n = len(jobs["job"])
     if progress is not None:
@@ -558,8 +561,9 @@ def _alternate_values(
     names = _CALL_VALUES
     per_run = {name: table[:, k] for k, name in enumerate(names)}
 
+    serial_code = np.asarray(data["signatures"]["serial_code"], dtype=np.int64)
     text_vec, sig_vec = _text_vectors(
-        store, embedder, data["texts"], trajectories, np.unique(np.r_[base_sig, other_sig])
+        store, embedder, data["texts"], trajectories, np.unique(np.r_[base_sig, other_sig]), serial_code
     )
     per_run["ss"] = _similarity(sig_vec, base_sig, other_sig)
     job_response = np.asarray(jobs["response_code"], dtype=np.int64)
@@ -678,30 +682,36 @@ def _pair_table(
 
 def _text_vectors(
     store: Any, embedder: SupportsEmbed | None, texts: dict[str, Any], trajectories: list[Calls],
-    used: np.ndarray,
+    used: np.ndarray, serial_code: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Vectors of the job texts (rows = text codes; stored ones come with `texts`) and of the
-    serialised calls of each signature in `used` (rows = signature codes), embedding the rest in
-    one batch through the store's cache."""
+    serialised calls of each signature in `used` (rows = signature codes: the text of
+    `serial_code`, or for signatures parsed from older runs serialised here), embedding the rest
+    in one batch through the store's cache."""
+    if embedder is None:
+        raise ValueError("alternate features need an embedder")
     dims = np.asarray(texts["dim"], dtype=np.int64)
     missing = np.flatnonzero(dims == 0)
     stored = np.flatnonzero(dims > 0)
-    serial = {int(c): serialise(trajectories[c]) for c in used}
-    if embedder is None:
-        raise ValueError("alternate features need an embedder")
-    fresh = embed_cached(store, embedder, [str(texts["text"][i]) for i in missing] + list(serial.values()))
-    dim = fresh.shape[1]
-    if len(stored) and set(dims[stored].tolist()) != {dim}:
+    as_text = used[serial_code[used] >= 0]
+    parsed = used[serial_code[used] < 0]
+    wanted = [str(texts["text"][i]) for i in missing] + [serialise(trajectories[c]) for c in parsed]
+    fresh = embed_cached(store, embedder, wanted) if wanted else None
+    sizes = set(dims[stored].tolist()) | ({fresh.shape[1]} if fresh is not None else set())
+    if len(sizes) != 1:
         raise RunFailed(
-            f"stored embeddings do not have the embedder's size {dim}: the model changed under the same name; "
-            "drop them with `magv db forget-embeddings`"
+            f"stored embeddings do not all have the embedder's size ({sorted(sizes)}): the model changed under "
+            "the same name; drop them with `magv db forget-embeddings`"
         )
+    dim = sizes.pop()
     text_vec = np.zeros((len(dims), dim), dtype=np.float32)
     if len(stored):
         text_vec[stored] = np.frombuffer(b"".join(texts["vector"][stored]), dtype=np.float32).reshape(-1, dim)
-    text_vec[missing] = fresh[: len(missing)]
     sig_vec = np.zeros((len(trajectories), dim), dtype=np.float32)
-    sig_vec[list(serial)] = fresh[len(missing) :]
+    if fresh is not None:
+        text_vec[missing] = fresh[: len(missing)]
+        sig_vec[parsed] = fresh[len(missing) :]
+    sig_vec[as_text] = text_vec[serial_code[as_text]]
     return text_vec, sig_vec
 
 
