@@ -5,7 +5,7 @@
     v.contributions(X)                     # per-feature contribution, shape (n, d)
 
 Contributions: XGBoost's exact TreeSHAP values (pred_contribs; for shallow trees read from per-tree
-tables built at fit time, see treeshap.py) and logistic regression's linear terms coef * standardised
+tables built once per saved model, see treeshap.py) and logistic regression's linear terms coef * standardised
 x are exact in the models' log-odds. Random forest, SVM and k-NN have no cheap exact form, so they use
 a linear surrogate: a ridge regression, fitted at training time, of the model's own log-odds on the
 standardised features; its terms approximate the direction and size of each feature's effect and
@@ -67,7 +67,6 @@ class Verifier:
         self.model_: Any = None  # what predict_proba uses: estimator_ or its calibrated form
         self.calibrated_ = False
         self.surrogate_: dict[str, np.ndarray] | None = None
-        self.shap_tables_: dict[str, np.ndarray] | None = None  # None: trees too deep for tables
 
     @property
     def contribution_method(self) -> str:
@@ -105,6 +104,7 @@ class Verifier:
     ) -> Verifier:
         X = np.asarray(X, dtype=np.float64)
         y = np.asarray(y, dtype=np.int64)
+        self.__dict__.pop("shap_tables_", None)  # tables of the previous fit
         if len(np.unique(y)) < 2:
             # A training fold of one class: the honest prediction is that class.
             self.constant_ = float(y[0]) if len(y) else 0.5
@@ -133,8 +133,6 @@ class Verifier:
                 ).fit(X, y)
                 self.estimator_ = self.model_.calibrated_classifiers_[0].estimator
                 self.calibrated_ = True
-            if self.name == "xgboost":
-                self.shap_tables_ = build_tables(self.estimator_.get_booster())
             if self.contribution_method == "linear_surrogate":
                 self.surrogate_ = _fit_surrogate(X, self._raw_proba(X))
         return self
@@ -155,6 +153,16 @@ class Verifier:
     def score(self, X: np.ndarray, y: np.ndarray, threshold: float = 0.5) -> float:
         return float(accuracy_score(np.asarray(y), self.predict_proba(X) >= threshold))
 
+    def shap_tables(self) -> dict[str, np.ndarray] | None:
+        """XGBoost's per-tree TreeSHAP tables (None: not an XGBoost model, or trees too deep for
+        them), built on first use and kept: save_model builds them, so a model file holds them
+        and cross-validation folds, which never explain, do not pay for them."""
+        if self.name != "xgboost" or self.constant_ is not None:
+            return None
+        if not hasattr(self, "shap_tables_"):
+            self.shap_tables_ = build_tables(self.estimator_.get_booster())
+        return self.shap_tables_
+
     def contributions(self, X: np.ndarray, method: str = "exact") -> np.ndarray:
         """Per-feature contributions to the log-odds of 'correct' (see the module docstring).
         For XGBoost `method` "approx" takes Saabas path attribution instead of exact TreeSHAP."""
@@ -163,11 +171,9 @@ class Verifier:
             return np.zeros_like(X)
         if self.name == "xgboost":
             booster = self.estimator_.get_booster()
-            if method != "approx":
-                if not hasattr(self, "shap_tables_"):  # a model file saved before the tables existed
-                    self.shap_tables_ = build_tables(booster)
-                if self.shap_tables_ is not None:
-                    return table_contributions(self.shap_tables_, X)
+            tables = self.shap_tables() if method != "approx" else None
+            if tables is not None:
+                return table_contributions(tables, X)
             booster.set_param({"nthread": os.cpu_count() or 1})  # trained on one thread for CV; score on all
             return booster.predict(DMatrix(X), pred_contribs=True, approx_contribs=method == "approx")[:, :-1]
         if self.name == "logreg":
@@ -305,6 +311,7 @@ def save_model(
 ) -> Path:
     """A skops file holding the verifier, its feature list (column order) and feature version."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    verifier.shap_tables()  # built once here rather than at every scoring
     bundle = {"verifier": verifier, "features": list(features), "feature_version": feature_version, **meta}
     sio.dump(bundle, path)
     return path
