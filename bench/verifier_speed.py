@@ -11,11 +11,15 @@ verifier trained on them. Then, with the fake server answering chat calls after 
   magv embeds a text once per model), and every text embedded in the timed window through the same
   endpoint (the fake server answers embeddings at once, without L; a real server adds its time);
 * judge: a sample of the same trajectories through the same endpoint, as `magv verify judge` does
-  (pipeline.concurrency verdicts at once, llm.concurrency_per_endpoint requests in flight). The
-  judge's rate does not depend on how many trajectories there are, so a sample measures it.
+  (pipeline.concurrency verdicts at once, llm.concurrency_per_endpoint requests in flight), twice:
+  with magv's defaults (4 in flight) and one verdict at a time (each verdict's own cost, L plus
+  magv's overhead). The judge's rate does not depend on how many trajectories there are, so a
+  sample measures it.
 
-Both are trajectories/s of wall time; the ratio is the figure (target >= 1000). Scoring alone
-(features stored) is shown too: it is what a rerun of `magv verify score` costs.
+All are trajectories/s of wall time; the ratios are the figures (target >= 1000). The verifier runs
+on this machine's cores either way; the fake server answers any number of requests at once in L, so
+the judge's rate at 4 in flight is the best a real endpoint could give it. Scoring alone (features
+stored) is shown too: it is what a rerun of `magv verify score` costs.
 
     .venv/bin/python bench/verifier_speed.py [--trajectories 5000 --latency 0.1 --judge-sample 400]
 """
@@ -91,14 +95,16 @@ def time_score_alone(store: Any, settings: Any, reps: int) -> dict[str, Any]:
     return {"trajectories": n, "wall_s": walls, "trajectories_per_s": n / statistics.median(walls)}
 
 
-def time_judge(store: Any, settings: Any, sample: int) -> dict[str, Any]:
+def time_judge(store: Any, settings: Any, sample: int, skip: int = 0) -> dict[str, Any]:
+    """The judge on `sample` pending trajectories after the first `skip` (other trajectories than an
+    earlier timing's: the LLM layer would replay those calls from its log)."""
     from magv.agents.judge import judge_many, pending_judgements
     from magv.llm import LLMClient
 
     model = settings.llm.role("judge")["model"]
-    items = pending_judgements(store, model, limit=sample)
-    if not items:
-        raise SystemExit("no trajectories to judge")
+    items = pending_judgements(store, model, limit=skip + sample)[skip:]
+    if len(items) < sample:
+        raise SystemExit(f"{len(items)} trajectories to judge, {sample} wanted")
 
     async def main():
         async with LLMClient(settings, recorder=store) as client:
@@ -123,6 +129,8 @@ def main() -> None:
     p.add_argument("--judge-concurrency", type=int, default=4,
                    help="verdicts in flight (magv's defaults give 4: llm.concurrency_per_endpoint)")  # fmt: skip
     p.add_argument("--judge-sample", type=int, default=400, help="trajectories the judge is timed on")
+    p.add_argument("--judge-one-sample", type=int, default=100,
+                   help="trajectories the judge is timed on one verdict at a time")  # fmt: skip
     p.add_argument("--model", default="xgboost", help="the verifier model trained and scored")
     p.add_argument("--contributions", default="exact", choices=["exact", "approx", "none"],
                    help="verify.contributions while scoring (exact TreeSHAP is magv's default)")  # fmt: skip
@@ -149,11 +157,15 @@ def main() -> None:
             warm = time_verifier(store, settings, args.reps, cold=False)
             alone = time_score_alone(store, settings, args.reps)
             judge = time_judge(store, settings, args.judge_sample)
+            one = time_judge(store, settings_for(url, work, 1, args.contributions), args.judge_one_sample,
+                             skip=args.judge_sample)  # fmt: skip
         finally:
             store.close()
-    jr = judge["trajectories_per_s"]
+    jr, jr1 = judge["trajectories_per_s"], one["trajectories_per_s"]
     ratios = {"stored_embeddings": warm["trajectories_per_s"] / jr, "embedding_in_window": cold["trajectories_per_s"] / jr,
-              "score_alone": alone["trajectories_per_s"] / jr}  # fmt: skip
+              "score_alone": alone["trajectories_per_s"] / jr,
+              "stored_embeddings_vs_one_at_a_time": warm["trajectories_per_s"] / jr1,
+              "embedding_in_window_vs_one_at_a_time": cold["trajectories_per_s"] / jr1}  # fmt: skip
     for label, r in (("embeddings stored", warm), ("every text embedded in the window", cold)):
         f, s = statistics.median(r["features_s"]), statistics.median(r["score_s"])
         print(f"verifier ({label}): {r['trajectories']} trajectories, features {f:.3f} s + score {s:.3f} s -> "
@@ -162,18 +174,21 @@ def main() -> None:
         f"score alone ({args.model}, {args.contributions} contributions): "
         f"{alone['trajectories_per_s']:.0f} trajectories/s"
     )
-    print(f"LLM judge: {judge['trajectories']} trajectories, L={args.latency}s, {judge['concurrency']} in flight, "
-          f"{judge['wall_s']:.2f} s -> {jr:.1f} trajectories/s")  # fmt: skip
+    for j in (judge, one):
+        print(f"LLM judge: {j['trajectories']} trajectories, L={args.latency}s, {j['concurrency']} in flight, "
+              f"{j['wall_s']:.2f} s -> {j['trajectories_per_s']:.1f} trajectories/s")  # fmt: skip
     name = "verifier_speed" if args.contributions == "exact" else f"verifier_speed_{args.contributions}"
     path = write_result(name, {
         "settings": vars(args), "verifier_embeddings_stored": warm, "verifier_embedding_in_window": cold,
-        "score_alone": alone, "judge": judge, "ratios": ratios,
+        "score_alone": alone, "judge": judge, "judge_one_at_a_time": one, "ratios": ratios,
     })  # fmt: skip
     print(f"results written to {path.relative_to(path.parents[2])}")
     print(
-        f"FIGURES verifier/judge trajectories per second: featurise+score {ratios['stored_embeddings']:.0f}x "
-        f"with embeddings stored, {ratios['embedding_in_window']:.0f}x embedding every text, "
-        f"score alone {ratios['score_alone']:.0f}x (target >= 1000x)"
+        f"FIGURES verifier/judge trajectories per second (target >= 1000x): featurise+score with embeddings "
+        f"stored {ratios['stored_embeddings']:.0f}x the judge at {judge['concurrency']} in flight, "
+        f"{ratios['stored_embeddings_vs_one_at_a_time']:.0f}x one verdict at a time; embedding every text "
+        f"{ratios['embedding_in_window']:.0f}x / {ratios['embedding_in_window_vs_one_at_a_time']:.0f}x; "
+        f"score alone {ratios['score_alone']:.0f}x / {alone['trajectories_per_s'] / jr1:.0f}x"
     )
 
 

@@ -721,21 +721,35 @@ class Store:
         return self._insert_columns("features", cols, len(features), conflict if replace else "DO NOTHING")
 
     def bulk_add_predictions(
-        self, model_id: str, threshold: float, run_ids: Sequence[str], probabilities: Sequence[float],
-        verdicts: Sequence[bool], contributions: Sequence[str],
+        self, model_id: str, threshold: float, run_ids: Sequence[str], probabilities: Any, verdicts: Any,
+        names: Sequence[str], top_index: Any, top_values: Any,
     ) -> int:  # fmt: skip
-        """Predictions of one model, column-wise; `contributions` are JSON strings. Newer wins."""
-        cols = {
-            "run_id": ("VARCHAR", list(run_ids)), "model_id": ("VARCHAR", model_id),
-            "probability": ("DOUBLE", [float(p) for p in probabilities]),
-            "verdict": ("BOOLEAN", [bool(v) for v in verdicts]), "threshold": ("DOUBLE", float(threshold)),
-            "contributions": ("JSON", list(contributions)), "created_at": ("TIMESTAMP", utcnow()),
-        }  # fmt: skip
-        return self._insert_columns(
-            "predictions", cols, len(run_ids),
-            "(run_id, model_id) DO UPDATE SET probability=excluded.probability, verdict=excluded.verdict, "
-            "threshold=excluded.threshold, contributions=excluded.contributions, created_at=excluded.created_at",
-        )  # fmt: skip
+        """Predictions of one model, column-wise (numpy). Row i's contributions are the JSON object
+        {names[top_index[i, j]]: top_values[i, j]} in order of j, written by DuckDB (a Python
+        string per row cost more than the rest of scoring). Newer wins."""
+        import numpy as np
+
+        if len(run_ids) == 0:
+            return 0
+        top_index = np.asarray(top_index, dtype=np.int64).reshape(len(run_ids), -1)
+        top_values = np.asarray(top_values, dtype=np.float64).reshape(top_index.shape)
+        columns = {"run_id": np.asarray(list(run_ids), dtype=object),
+                   "probability": np.asarray(probabilities, dtype=np.float64),
+                   "verdict": np.asarray(verdicts, dtype=bool)}  # fmt: skip
+        for j in range(top_index.shape[1]):
+            columns[f"i{j}"] = top_index[:, j] + 1  # SQL lists count from 1
+            columns[f"v{j}"] = np.ascontiguousarray(top_values[:, j])
+        pairs = ", ".join(f"n.names[i{j}], v{j}" for j in range(top_index.shape[1]))
+        contributions = f"json_object({pairs})" if pairs else "'{}'::JSON"
+        with self._registered("predictions_new", columns):
+            return self._insert_from(
+                "predictions (run_id, model_id, probability, verdict, threshold, contributions, created_at)",
+                f"SELECT run_id, ?, probability, verdict, ?, {contributions}, ? "
+                "FROM predictions_new, (SELECT ?::VARCHAR[] AS names) n",
+                [model_id, float(threshold), utcnow(), list(names)],
+                "(run_id, model_id) DO UPDATE SET probability=excluded.probability, verdict=excluded.verdict, "
+                "threshold=excluded.threshold, contributions=excluded.contributions, created_at=excluded.created_at",
+            )  # fmt: skip
 
     def run_questions(self, run_ids: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
         """run_id -> question_id, group_id, origin, domain of the run's question."""

@@ -186,4 +186,14 @@ def test_contributions_setting_exact_approx_or_none(tmp_path):
     assert all(stored["none"][r].contributions == {} for r in runs)
     # Saabas attribution is not TreeSHAP: some row's values differ
     assert any(stored["approx"][r].contributions != stored["exact"][r].contributions for r in runs)
+    # Each stored object is the row's largest contributions by magnitude, largest first.
+    _, bundle = training.load_registered(store)
+    run_ids, X = training.checked_matrix(store, bundle["feature_version"], bundle["features"])
+    C = bundle["verifier"].contributions(X)
+    for i in range(len(run_ids)):
+        ranked = sorted(zip(bundle["features"], C[i].tolist()), key=lambda kv: -abs(kv[1]))[:5]
+        ranked = [(k, v) for k, v in ranked if abs(v) > 1e-6]  # below that, ties make any order right
+        got = stored["exact"][run_ids[i]].contributions
+        assert list(got)[: len(ranked)] == [k for k, _ in ranked]
+        assert [got[k] for k, _ in ranked] == pytest.approx([v for _, v in ranked], abs=1e-6)
     store.close()

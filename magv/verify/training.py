@@ -7,7 +7,6 @@ vectorised and written in one statement.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -158,11 +157,11 @@ def score(
     proba = verifier.predict_proba(X)
     verdicts = proba >= threshold
     method = settings.verify.contributions
-    contributions = (["{}"] * len(run_ids) if method == "none"
-                     else top_contributions(verifier.contributions(X, method), names, top))  # fmt: skip
+    top_index, top_values = top_contributions(
+        np.zeros((len(run_ids), 0)) if method == "none" else verifier.contributions(X, method), top
+    )
     t2 = time.perf_counter()
-    store.bulk_add_predictions(row["id"], threshold, run_ids, proba.tolist(),
-                               verdicts.tolist(), contributions)  # fmt: skip
+    store.bulk_add_predictions(row["id"], threshold, run_ids, proba, verdicts, names, top_index, top_values)
     t3 = time.perf_counter()
     return ScoreResult(
         model_id=row["id"], model_name=row["name"], n=len(run_ids), n_correct=int(verdicts.sum()),
@@ -170,13 +169,9 @@ def score(
     )  # fmt: skip
 
 
-def top_contributions(C: np.ndarray, names: Sequence[str], top: int) -> list[str]:
-    """JSON objects of each row's `top` largest contributions by magnitude."""
-    if C.size == 0:
-        return ["{}"] * len(C)
+def top_contributions(C: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
+    """(column indices, values) of each row's `top` largest contributions by magnitude, largest
+    first; values rounded to 6 places, NaN as 0 (JSON has no NaN)."""
     k = min(top, C.shape[1])
-    idx = np.argsort(-np.abs(C), axis=1)[:, :k]
-    vals = np.nan_to_num(np.take_along_axis(C, idx, axis=1)).round(6).tolist()  # JSON has no NaN
-    keys = [json.dumps(n) + ":" for n in names]  # quoted once, not per row
-    return ["{" + ",".join(keys[j] + repr(v) for j, v in zip(ri, rv, strict=True)) + "}"
-            for ri, rv in zip(idx.tolist(), vals, strict=True)]  # fmt: skip
+    idx = np.argsort(-np.abs(C), axis=1, kind="stable")[:, :k]
+    return idx, np.nan_to_num(np.take_along_axis(C, idx, axis=1)).round(6)
