@@ -903,13 +903,15 @@ class Store:
                 SELECT (row_number() OVER (ORDER BY signature) - 1)::BIGINT AS code, signature FROM (
                     SELECT signature FROM fx_job UNION SELECT signature FROM fx_alt
                     UNION SELECT signature FROM fx_own)""", []),
+            # one run per signature, one with stored calls where there is one
             ("""CREATE OR REPLACE TEMP TABLE fx_calls AS
-                SELECT *, CASE WHEN calls IS NULL THEN NULL WHEN len(calls) = 0 THEN ?
-                               ELSE array_to_string(calls, chr(10)) END AS serial FROM (
-                    SELECT s.code, s.signature, any_value(r.tools) AS tools, any_value(r.calls) AS calls,
-                        CASE WHEN count(r.calls) = 0 THEN any_value(r.trajectory)::VARCHAR ELSE '' END AS trajectory
-                    FROM fx_sig s JOIN runs r ON coalesce(r.signature, '') = s.signature GROUP BY ALL)""",
-             [no_calls_text]),
+                WITH one AS (SELECT s.code, s.signature, arg_min(r.id, r.calls IS NULL) AS run_id
+                             FROM fx_sig s JOIN runs r ON coalesce(r.signature, '') = s.signature GROUP BY ALL)
+                SELECT one.code, one.signature, r.tools, r.calls,
+                    CASE WHEN r.calls IS NULL THEN r.trajectory::VARCHAR ELSE '' END AS trajectory,
+                    CASE WHEN r.calls IS NULL THEN NULL WHEN len(r.calls) = 0 THEN ?
+                         ELSE array_to_string(r.calls, chr(10)) END AS serial
+                FROM one JOIN runs r ON r.id = one.run_id""", [no_calls_text]),
             ("""CREATE OR REPLACE TEMP TABLE fx_text AS
                 SELECT (row_number() OVER (ORDER BY text) - 1)::BIGINT AS code, text, sha256(text) AS hash FROM (
                     SELECT text FROM fx_job WHERE n_alt_runs > 0 UNION SELECT response FROM fx_job
