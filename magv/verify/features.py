@@ -79,6 +79,7 @@ def clear_caches() -> None:
     _PAIR_CACHE.clear()
     _name_pair_features.cache_clear()
     _ged_of_names.cache_clear()
+    _tool_graph_arrays.cache_clear()
 
 
 # -- pure pair functions -------------------------------------------------------------------------
@@ -220,14 +221,18 @@ def _ged_of_names(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[float, bool]:
     """GED depends only on the tool-name sequences (tool_graph reads nothing else): memoised.
     Graphs of up to GED_EXACT_NODES nodes take the exact enumeration below (~30x faster than
     networkx's search, the same cost); larger ones networkx's bounded search."""
+    if a == b:
+        return 0.0, True
     ga, gb = _tool_graph_arrays(a), _tool_graph_arrays(b)
     if max(len(ga[0]), len(gb[0])) <= GED_EXACT_NODES:
         return _ged_by_enumeration(ga, gb), True
     return _ged(tool_graph(Calls(a, a)), tool_graph(Calls(b, b)), GED_EXACT_NODES)
 
 
+@lru_cache(maxsize=65536)
 def _tool_graph_arrays(names: tuple[str, ...]) -> tuple[list[str], np.ndarray]:
-    """tool_graph as (node labels, START first; adjacency matrix)."""
+    """tool_graph as (node labels, START first; adjacency matrix). Memoised: a sequence meets many
+    others; callers do not modify the result."""
     nodes = [START, *dict.fromkeys(names)]
     index = {n: i for i, n in enumerate(nodes)}
     adjacency = np.zeros((len(nodes), len(nodes)), dtype=np.int64)
@@ -240,9 +245,10 @@ def _tool_graph_arrays(names: tuple[str, ...]) -> tuple[list[str], np.ndarray]:
 
 @lru_cache(maxsize=64)
 def _injections(k: int, n: int) -> np.ndarray:
-    """Every injective map of k items into n slots, one per row."""
-    maps = list(itertools.permutations(range(n), k))
-    return np.array(maps, dtype=np.int64).reshape(len(maps), k)
+    """Every map of the k non-START nodes of a graph (1..k) injectively onto the n of another
+    (1..n), START (0) onto START, one per row."""
+    maps = list(itertools.permutations(range(1, n + 1), k))
+    return np.array([(0, *m) for m in maps], dtype=np.int64).reshape(len(maps), k + 1)
 
 
 def _ged_by_enumeration(ga: tuple[list[str], np.ndarray], gb: tuple[list[str], np.ndarray]) -> float:
@@ -251,8 +257,7 @@ def _ged_by_enumeration(ga: tuple[list[str], np.ndarray], gb: tuple[list[str], n
     can only be kept), so some optimum maps every node of the smaller graph: enumerate those maps
     and take the cheapest of substitutions + unmatched nodes + edges not carried over."""
     (la, A), (lb, B) = (ga, gb) if len(ga[0]) <= len(gb[0]) else (gb, ga)
-    maps = _injections(len(la) - 1, len(lb) - 1) + 1  # non-START nodes onto non-START nodes
-    phi = np.concatenate([np.zeros((len(maps), 1), dtype=np.int64), maps], axis=1)
+    phi = _injections(len(la) - 1, len(lb) - 1)
     mismatch = np.array([[x != y for y in lb] for x in la], dtype=np.int64)
     node_cost = mismatch[np.arange(len(la)), phi].sum(axis=1) + (len(lb) - len(la))
     us, vs = np.nonzero(A)
