@@ -27,6 +27,20 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
+def text_hash(text: str) -> str:
+    """The key of a text in the embeddings table (DuckDB's sha256() gives the same)."""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+NO_CALLS_TEXT = "(no tool calls)"
+
+
+def serialised_calls(canonical: list[str] | tuple[str, ...]) -> str:
+    """A trajectory's calls as the text embedded for its semantic similarity (SS): one canonical
+    call per line."""
+    return "\n".join(canonical) if canonical else NO_CALLS_TEXT
+
+
 def make_id(*parts: Any, length: int = 16) -> str:
     digest = hashlib.sha256(canonical_json(list(parts)).encode()).hexdigest()
     return digest[:length]

@@ -34,6 +34,8 @@ from magv.models import (
     Trajectory,
     canonical_json,
     make_id,
+    serialised_calls,
+    text_hash,
     utcnow,
 )
 
@@ -47,7 +49,10 @@ CREATE TABLE IF NOT EXISTS pipeline_runs (
 CREATE TABLE IF NOT EXISTS questions (
     id VARCHAR PRIMARY KEY, domain VARCHAR NOT NULL, text VARCHAR NOT NULL, origin VARCHAR NOT NULL,
     parent_id VARCHAR, seed_id VARCHAR, example_seed_id VARCHAR, target JSON, group_id VARCHAR,
-    status VARCHAR, meta JSON, created_at TIMESTAMP);
+    status VARCHAR, meta JSON, created_at TIMESTAMP, text_hash VARCHAR);
+-- text_hash / response_hash: the embeddings key of the text, kept so the features stage need not
+-- hash every text again. NULL in rows of stores made before them.
+ALTER TABLE questions ADD COLUMN IF NOT EXISTS text_hash VARCHAR;
 CREATE TABLE IF NOT EXISTS generations (
     id VARCHAR PRIMARY KEY, kind VARCHAR, domain VARCHAR, seed_id VARCHAR, example_seed_id VARCHAR,
     status VARCHAR, error VARCHAR, n_questions INTEGER, created_at TIMESTAMP);
@@ -58,11 +63,14 @@ CREATE TABLE IF NOT EXISTS runs (
     id VARCHAR PRIMARY KEY, question_id VARCHAR NOT NULL, run_index INTEGER NOT NULL,
     trajectory JSON, status VARCHAR, signature VARCHAR, n_steps INTEGER, n_tool_errors INTEGER,
     n_invalid INTEGER, response VARCHAR, prompt_tokens INTEGER, completion_tokens INTEGER,
-    latency_s DOUBLE, created_at TIMESTAMP, tools VARCHAR[], calls VARCHAR[]);
+    latency_s DOUBLE, created_at TIMESTAMP, tools VARCHAR[], calls VARCHAR[], response_hash VARCHAR,
+    calls_hash VARCHAR);
 -- tools / calls: each call's tool name and canonical call, kept from computing the signature so the
 -- verifier's features need not parse trajectories again. NULL in rows of stores made before them.
 ALTER TABLE runs ADD COLUMN IF NOT EXISTS tools VARCHAR[];
 ALTER TABLE runs ADD COLUMN IF NOT EXISTS calls VARCHAR[];
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS response_hash VARCHAR;
+ALTER TABLE runs ADD COLUMN IF NOT EXISTS calls_hash VARCHAR;
 CREATE TABLE IF NOT EXISTS mct (
     question_id VARCHAR PRIMARY KEY, run_id VARCHAR, signature VARCHAR, share DOUBLE,
     n_runs INTEGER, n_distinct INTEGER);
@@ -324,6 +332,7 @@ class Store:
                 "parent_id": q.parent_id, "seed_id": q.seed_id, "example_seed_id": q.example_seed_id,
                 "target": _json([c.model_dump() for c in q.target] if q.target is not None else None),
                 "group_id": q.group_id, "status": q.status, "meta": _json(q.meta), "created_at": now,
+                "text_hash": text_hash(q.text),
             }
             for q in questions
         ]  # fmt: skip
@@ -404,6 +413,7 @@ class Store:
                 "response": t.response, "prompt_tokens": r.prompt_tokens,
                 "completion_tokens": r.completion_tokens, "latency_s": r.latency_s,
                 "created_at": r.created_at, "tools": [c.name for c in t.calls], "calls": calls,
+                "response_hash": text_hash(t.response or ""), "calls_hash": text_hash(serialised_calls(calls)),
             })  # fmt: skip
         if not rows:
             return 0
@@ -880,8 +890,10 @@ class Store:
                         JOIN runs r ON r.question_id = a.id WHERE a.origin = 'alternate' AND ?
                         GROUP BY a.parent_id)
                 SELECT (row_number() OVER (ORDER BY q.id) - 1)::BIGINT AS job, q.id AS question_id, q.domain,
-                    q.text, p.run_id, coalesce(r.signature, '') AS signature,
-                    coalesce(r.response, '') AS response, coalesce(p.share, same.n / own.n_runs) AS share,
+                    q.text, coalesce(q.text_hash, sha256(q.text)) AS text_hash, p.run_id,
+                    coalesce(r.signature, '') AS signature, coalesce(r.response, '') AS response,
+                    coalesce(r.response_hash, sha256(coalesce(r.response, ''))) AS response_hash,
+                    coalesce(p.share, same.n / own.n_runs) AS share,
                     (r.status = 'ok') AS status_ok, r.n_steps, r.n_tool_errors, r.n_invalid,
                     regexp_matches(coalesce(r.response, ''), '""" + non_space + """') AS has_response,
                     own.n_runs, own.n_distinct, coalesce(alt.n_alt_runs, 0) AS n_alt_runs
@@ -892,8 +904,9 @@ class Store:
                 LEFT JOIN alt ON alt.parent_id = q.id
                 """ + stale, [alternates, *([] if replace else [version])]),
             ("""CREATE OR REPLACE TEMP TABLE fx_alt AS
-                SELECT j.job, a.id AS alt_id, a.text, coalesce(r.signature, '') AS signature,
-                    coalesce(r.response, '') AS response
+                SELECT j.job, a.id AS alt_id, a.text, coalesce(a.text_hash, sha256(a.text)) AS text_hash,
+                    coalesce(r.signature, '') AS signature, coalesce(r.response, '') AS response,
+                    coalesce(r.response_hash, sha256(coalesce(r.response, ''))) AS response_hash
                 FROM fx_job j JOIN questions a ON a.parent_id = j.question_id AND a.origin = 'alternate'
                 JOIN runs r ON r.question_id = a.id WHERE ?""", [alternates]),
             ("""CREATE OR REPLACE TEMP TABLE fx_own AS
@@ -903,39 +916,44 @@ class Store:
                 SELECT (row_number() OVER (ORDER BY signature) - 1)::BIGINT AS code, signature FROM (
                     SELECT signature FROM fx_job UNION SELECT signature FROM fx_alt
                     UNION SELECT signature FROM fx_own)""", []),
-            # one run per signature, one with stored calls where there is one
+            # One run per signature, one with stored calls where there is one; the serialised calls
+            # (hashed) only of signatures compared with alternates.
             ("""CREATE OR REPLACE TEMP TABLE fx_calls AS
                 WITH one AS (SELECT s.code, s.signature, arg_min(r.id, r.calls IS NULL) AS run_id
-                             FROM fx_sig s JOIN runs r ON coalesce(r.signature, '') = s.signature GROUP BY ALL)
-                SELECT one.code, one.signature, r.tools, r.calls,
-                    CASE WHEN r.calls IS NULL THEN r.trajectory::VARCHAR ELSE '' END AS trajectory,
-                    CASE WHEN r.calls IS NULL THEN NULL WHEN len(r.calls) = 0 THEN ?
-                         ELSE array_to_string(r.calls, chr(10)) END AS serial
-                FROM one JOIN runs r ON r.id = one.run_id""", [no_calls_text]),
+                             FROM fx_sig s JOIN runs r ON coalesce(r.signature, '') = s.signature GROUP BY ALL),
+                compared AS (SELECT signature FROM fx_job WHERE n_alt_runs > 0 UNION SELECT signature FROM fx_alt)
+                SELECT code, signature, tools, calls, trajectory, serial,
+                    CASE WHEN serial IS NOT NULL THEN coalesce(calls_hash, sha256(serial)) END AS serial_hash FROM (
+                    SELECT one.code, one.signature, r.tools, r.calls, r.calls_hash,
+                        CASE WHEN r.calls IS NULL THEN r.trajectory::VARCHAR ELSE '' END AS trajectory,
+                        CASE WHEN r.calls IS NULL OR c.signature IS NULL THEN NULL
+                             WHEN len(r.calls) = 0 THEN ? ELSE array_to_string(r.calls, chr(10)) END AS serial
+                    FROM one JOIN runs r ON r.id = one.run_id LEFT JOIN compared c ON c.signature = one.signature)""",
+             [no_calls_text]),
             ("""CREATE OR REPLACE TEMP TABLE fx_text AS
-                SELECT (row_number() OVER (ORDER BY text) - 1)::BIGINT AS code, text, sha256(text) AS hash FROM (
-                    SELECT text FROM fx_job WHERE n_alt_runs > 0 UNION SELECT response FROM fx_job
-                    WHERE n_alt_runs > 0 UNION SELECT text FROM fx_alt UNION SELECT response FROM fx_alt
-                    UNION SELECT serial FROM fx_calls WHERE serial IS NOT NULL AND signature IN (
-                        SELECT signature FROM fx_job WHERE n_alt_runs > 0 UNION SELECT signature FROM fx_alt))""", []),
+                SELECT (row_number() OVER (ORDER BY hash) - 1)::BIGINT AS code, hash, any_value(text) AS text FROM (
+                    SELECT text_hash AS hash, text FROM fx_job WHERE n_alt_runs > 0
+                    UNION ALL SELECT response_hash, response FROM fx_job WHERE n_alt_runs > 0
+                    UNION ALL SELECT text_hash, text FROM fx_alt UNION ALL SELECT response_hash, response FROM fx_alt
+                    UNION ALL SELECT serial_hash, serial FROM fx_calls WHERE serial IS NOT NULL) GROUP BY hash""", []),
         ]  # fmt: skip
         reads = {
             "jobs": ("""SELECT j.job, j.run_id, j.domain, s.code AS sig, j.share, j.status_ok, j.n_steps,
                         j.n_tool_errors, j.n_invalid, j.has_response, j.n_runs, j.n_distinct,
                         coalesce(t.code, -1) AS text_code, coalesce(tr.code, -1) AS response_code
                      FROM fx_job j JOIN fx_sig s ON s.signature = j.signature
-                     LEFT JOIN fx_text t ON t.text = j.text AND j.n_alt_runs > 0
-                     LEFT JOIN fx_text tr ON tr.text = j.response AND j.n_alt_runs > 0
+                     LEFT JOIN fx_text t ON t.hash = j.text_hash AND j.n_alt_runs > 0
+                     LEFT JOIN fx_text tr ON tr.hash = j.response_hash AND j.n_alt_runs > 0
                      ORDER BY j.job""", []),
             "alts": ("""SELECT a.job, (dense_rank() OVER (ORDER BY a.job, a.alt_id) - 1)::BIGINT AS alt,
                         s.code AS sig, t.code AS text_code, tr.code AS response_code
                      FROM fx_alt a JOIN fx_sig s ON s.signature = a.signature
-                     JOIN fx_text t ON t.text = a.text JOIN fx_text tr ON tr.text = a.response
+                     JOIN fx_text t ON t.hash = a.text_hash JOIN fx_text tr ON tr.hash = a.response_hash
                      ORDER BY a.job, a.alt_id""", []),
             "own": ("""SELECT o.job, s.code AS sig FROM fx_own o
                        JOIN fx_sig s ON s.signature = o.signature ORDER BY o.job""", []),
             "signatures": ("""SELECT c.code, c.signature, c.trajectory, coalesce(t.code, -1) AS serial_code
-                              FROM fx_calls c LEFT JOIN fx_text t ON t.text = c.serial ORDER BY c.code""", []),
+                              FROM fx_calls c LEFT JOIN fx_text t ON t.hash = c.serial_hash ORDER BY c.code""", []),
             "calls": ("""SELECT code, unnest(tools) AS tool, unnest(calls) AS call,
                              unnest(generate_series(1, len(calls))) AS pos
                          FROM fx_calls WHERE calls IS NOT NULL ORDER BY code, pos""", []),

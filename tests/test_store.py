@@ -2,7 +2,7 @@ import duckdb
 import pytest
 
 from magv.errors import BadInput, StoreLocked
-from magv.models import Label, LLMCall, Question, Run, ToolCall, Trajectory
+from magv.models import Label, LLMCall, Question, Run, ToolCall, Trajectory, text_hash
 from magv.store import SCHEMA_VERSION, TABLES, Store
 
 
@@ -43,7 +43,7 @@ def test_rows_read_back_equal(tmp_store):
     assert run.trajectory == _run(q, 0).trajectory
 
 
-def test_a_run_keeps_its_tools_and_canonical_calls_next_to_its_signature(tmp_store):
+def test_a_run_keeps_its_tools_calls_and_text_hashes(tmp_store):
     q = _question(1)
     t = Trajectory.from_calls([ToolCall(name="get_order", arguments={"z": 1, "a": [2, {"y": 3, "b": 4}]}),
                                ToolCall(name="cancel_order", arguments={})])  # fmt: skip
@@ -53,6 +53,10 @@ def test_a_run_keeps_its_tools_and_canonical_calls_next_to_its_signature(tmp_sto
     assert row["tools"] == ["get_order", "cancel_order"]
     assert row["calls"] == ['get_order({"a":[2,{"b":4,"y":3}],"z":1})', "cancel_order({})"]
     assert row["signature"] == t.signature()
+    hashes = tmp_store.query("SELECT response_hash, calls_hash FROM runs")[0]
+    assert hashes["response_hash"] == text_hash("")
+    assert hashes["calls_hash"] == text_hash('get_order({"a":[2,{"b":4,"y":3}],"z":1})\ncancel_order({})')
+    assert tmp_store.query("SELECT text_hash FROM questions")[0]["text_hash"] == text_hash(q.text)
 
 
 def test_label_trust_order(tmp_store):

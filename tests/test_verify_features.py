@@ -180,13 +180,19 @@ def test_bulk_stage_reproduces_the_per_trajectory_definition(tmp_store, stored_c
     """The stage's rows equal verified_features' on a store with every awkward case: several
     alternates with several runs, an alternate without runs, a base without an MCT row, a blank
     response, tool errors and invalid steps, write tools, shared texts and signatures. "older
-    store": a store made before runs kept their calls, reopened; its old runs are parsed instead."""
+    store": a store made before runs kept their calls and texts their hashes, reopened; its old runs
+    are parsed and its old texts hashed instead."""
     if stored_calls == "older store":
         synthetic_store(tmp_store, n_questions=15, alternates=3)
-        tmp_store.con.execute("ALTER TABLE runs DROP COLUMN tools; ALTER TABLE runs DROP COLUMN calls")
+        tmp_store.con.execute(
+            "ALTER TABLE runs DROP COLUMN tools; ALTER TABLE runs DROP COLUMN calls; "
+            "ALTER TABLE runs DROP COLUMN response_hash; ALTER TABLE runs DROP COLUMN calls_hash; "
+            "ALTER TABLE questions DROP COLUMN text_hash"
+        )
         tmp_store.close()
         tmp_store = Store(tmp_store.path)
-        assert tmp_store.scalar("SELECT count(*) FROM runs WHERE calls IS NULL") > 0
+        assert tmp_store.scalar("SELECT count(*) FROM runs WHERE calls IS NULL AND response_hash IS NULL") > 0
+        assert tmp_store.scalar("SELECT count(*) FROM questions WHERE text_hash IS NULL") > 0
     synthetic_store(tmp_store, n_questions=30, alternates=3)
     extra_q = [
         Question(id="x1", domain="retail", text="cancel order 7", origin="investigator", group_id="gx"),

@@ -8,7 +8,6 @@ once per model: recomputing features or scoring again sends no text to the model
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 import time
@@ -20,6 +19,7 @@ import numpy as np
 
 from magv.config import Settings
 from magv.errors import BadInput, RunFailed
+from magv.models import text_hash
 
 EMBEDDED_HINT = "install magv's embedded extra: pip install 'magv[embedded]'"
 
@@ -68,11 +68,6 @@ def embedding_key(settings: Settings) -> str:
     """What identifies the vectors an embedder returns: backend, model and (remote) endpoint."""
     cfg = settings.embeddings
     return f"local:{cfg.model}" if cfg.backend == "local" else f"endpoint:{cfg.endpoint}:{cfg.model}"
-
-
-def text_hash(text: str) -> str:
-    """The key of a text in the embeddings table (DuckDB's sha256() gives the same)."""
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 class SupportsEmbed(Protocol):

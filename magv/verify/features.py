@@ -33,7 +33,7 @@ from rapidfuzz.distance import LCSseq, Levenshtein
 
 from magv.errors import RunFailed
 from magv.llm.embeddings import SupportsEmbed, embed_cached
-from magv.models import Question, Run, Trajectory
+from magv.models import NO_CALLS_TEXT, Question, Run, Trajectory, serialised_calls
 
 # 2: graph edit distance of graphs with self-loops (a tool called twice in a row) is exact; networkx's
 # search, used for version 1, matched a self-loop with another edge for free.
@@ -100,13 +100,9 @@ def calls_of(trajectory: Trajectory | Calls) -> Calls:
     return Calls(tuple(c.name for c in calls), tuple(c.canonical() for c in calls))
 
 
-NO_CALLS_TEXT = "(no tool calls)"
-
-
 def serialise(trajectory: Trajectory | Calls) -> str:
     """The text embedded for SS: one canonical call per line."""
-    calls = calls_of(trajectory).canonical
-    return "\n".join(calls) if calls else NO_CALLS_TEXT
+    return serialised_calls(calls_of(trajectory).canonical)
 
 
 def exact_match(a: Trajectory | Calls, b: Trajectory | Calls) -> float:
