@@ -664,16 +664,20 @@ def _pair_table(
         hit = _PAIR_CACHE.get(key)
         if hit is None:
             ta, tb = trajectories[a], trajectories[b]
-            for code, t in ((a, ta), (b, tb)):
-                if code not in args:
-                    args[code] = _args_by_tool(t)
-                if (code, w) not in writes:
-                    writes[code, w] = _writes(t, sets[w])
             names, exact = _name_pair_features(ta.names, tb.names)
-            hit = (float(ta.canonical == tb.canonical), names["edit"], names["gedit"],
-                   Levenshtein.normalized_distance(ta.canonical, tb.canonical), names["jaccard"], names["lcs"],
-                   _argument_agreement(ta, tb, args[a], args[b]), _multiset_jaccard(writes[a, w], writes[b, w]),
-                   float(exact))  # fmt: skip
+            if ta.canonical == tb.canonical:  # the same calls agree completely
+                em, call_edit, arguments, writes_agree = 1.0, 0.0, 1.0, 1.0
+            else:
+                for code, t in ((a, ta), (b, tb)):
+                    if code not in args:
+                        args[code] = _args_by_tool(t)
+                    if (code, w) not in writes:
+                        writes[code, w] = _writes(t, sets[w])
+                em, call_edit = 0.0, Levenshtein.normalized_distance(ta.canonical, tb.canonical)
+                arguments = _argument_agreement(ta, tb, args[a], args[b])
+                writes_agree = _multiset_jaccard(writes[a, w], writes[b, w])
+            hit = (em, names["edit"], names["gedit"], call_edit, names["jaccard"], names["lcs"], arguments,
+                   writes_agree, float(exact))  # fmt: skip
             if len(_PAIR_CACHE) >= _PAIR_CACHE_MAX:
                 _PAIR_CACHE.clear()
             _PAIR_CACHE[key] = hit
