@@ -857,10 +857,10 @@ class Store:
         the mct table, or `picks` (question_id, run_id, share) for bases without one), unless its
         stored row of `version` still counts the same runs and alternate runs (and not `replace`).
         alts: the runs of each job's alternate questions, sorted by job; own: the job question's
-        other runs; signatures: one row per distinct call signature (code = row), with the
-        trajectory JSON only where its runs predate the stored calls ('' elsewhere) and the text code
-        of its serialised calls (one per line, `no_calls_text` for none; -1 where not stored or not
-        needed); calls: the stored (tool, canonical call) of each signature, in order, by code;
+        other runs; signatures: one row per distinct call signature (code = row), with the text
+        code of its serialised calls (one per line, `no_calls_text` for none; -1 where not stored or
+        not needed); calls: the stored (tool, canonical call) of each signature, in order, by code;
+        parse: (code, trajectory JSON) of signatures whose run predates stored calls;
         texts: the distinct question and response texts and serialised calls of jobs that have
         alternate runs (code = row), with the stored vector of `embedding_model` where there is
         one (else dim 0 and the text). No column holds NULL, so none comes back as a masked array."""
@@ -904,31 +904,30 @@ class Store:
                 LEFT JOIN alt ON alt.parent_id = q.id
                 """ + stale, [alternates, *([] if replace else [version])]),
             ("""CREATE OR REPLACE TEMP TABLE fx_alt AS
-                SELECT j.job, a.id AS alt_id, a.text, coalesce(a.text_hash, sha256(a.text)) AS text_hash,
+                SELECT j.job, a.id AS alt_id, r.id AS run_id, a.text, coalesce(a.text_hash, sha256(a.text)) AS text_hash,
                     coalesce(r.signature, '') AS signature, coalesce(r.response, '') AS response,
                     coalesce(r.response_hash, sha256(coalesce(r.response, ''))) AS response_hash
                 FROM fx_job j JOIN questions a ON a.parent_id = j.question_id AND a.origin = 'alternate'
                 JOIN runs r ON r.question_id = a.id WHERE ?""", [alternates]),
             ("""CREATE OR REPLACE TEMP TABLE fx_own AS
-                SELECT j.job, coalesce(r.signature, '') AS signature FROM fx_job j
+                SELECT j.job, r.id AS run_id, coalesce(r.signature, '') AS signature FROM fx_job j
                 JOIN runs r ON r.question_id = j.question_id AND r.id <> j.run_id""", []),
+            # each distinct signature with one of its runs (whose calls stand for all of them)
             ("""CREATE OR REPLACE TEMP TABLE fx_sig AS
-                SELECT (row_number() OVER (ORDER BY signature) - 1)::BIGINT AS code, signature FROM (
-                    SELECT signature FROM fx_job UNION SELECT signature FROM fx_alt
-                    UNION SELECT signature FROM fx_own)""", []),
-            # One run per signature, one with stored calls where there is one; the serialised calls
-            # (hashed) only of signatures compared with alternates.
+                SELECT (row_number() OVER (ORDER BY signature) - 1)::BIGINT AS code, signature,
+                    any_value(run_id) AS run_id FROM (
+                    SELECT signature, run_id FROM fx_job UNION ALL SELECT signature, run_id FROM fx_alt
+                    UNION ALL SELECT signature, run_id FROM fx_own) GROUP BY signature""", []),
+            # The calls of each signature's run (parsed from the trajectory where the run predates
+            # stored calls); the serialised calls (hashed) only of signatures compared with alternates.
             ("""CREATE OR REPLACE TEMP TABLE fx_calls AS
-                WITH one AS (SELECT s.code, s.signature, arg_min(r.id, r.calls IS NULL) AS run_id
-                             FROM fx_sig s JOIN runs r ON coalesce(r.signature, '') = s.signature GROUP BY ALL),
-                compared AS (SELECT signature FROM fx_job WHERE n_alt_runs > 0 UNION SELECT signature FROM fx_alt)
-                SELECT code, signature, tools, calls, trajectory, serial,
+                WITH compared AS (SELECT signature FROM fx_job WHERE n_alt_runs > 0 UNION SELECT signature FROM fx_alt)
+                SELECT code, signature, run_id, tools, calls, serial,
                     CASE WHEN serial IS NOT NULL THEN coalesce(calls_hash, sha256(serial)) END AS serial_hash FROM (
-                    SELECT one.code, one.signature, r.tools, r.calls, r.calls_hash,
-                        CASE WHEN r.calls IS NULL THEN r.trajectory::VARCHAR ELSE '' END AS trajectory,
+                    SELECT s.code, s.signature, s.run_id, r.tools, r.calls, r.calls_hash,
                         CASE WHEN r.calls IS NULL OR c.signature IS NULL THEN NULL
                              WHEN len(r.calls) = 0 THEN ? ELSE array_to_string(r.calls, chr(10)) END AS serial
-                    FROM one JOIN runs r ON r.id = one.run_id LEFT JOIN compared c ON c.signature = one.signature)""",
+                    FROM fx_sig s JOIN runs r ON r.id = s.run_id LEFT JOIN compared c ON c.signature = s.signature)""",
              [no_calls_text]),
             ("""CREATE OR REPLACE TEMP TABLE fx_text AS
                 SELECT (row_number() OVER (ORDER BY hash) - 1)::BIGINT AS code, hash, any_value(text) AS text FROM (
@@ -952,8 +951,11 @@ class Store:
                      ORDER BY a.job, a.alt_id""", []),
             "own": ("""SELECT o.job, s.code AS sig FROM fx_own o
                        JOIN fx_sig s ON s.signature = o.signature ORDER BY o.job""", []),
-            "signatures": ("""SELECT c.code, c.signature, c.trajectory, coalesce(t.code, -1) AS serial_code
+            "signatures": ("""SELECT c.code, c.signature, coalesce(t.code, -1) AS serial_code
                               FROM fx_calls c LEFT JOIN fx_text t ON t.hash = c.serial_hash ORDER BY c.code""", []),
+            # trajectories are read (a large column) only for the few runs without stored calls
+            "parse": ("""SELECT c.code, r.trajectory::VARCHAR AS trajectory FROM fx_calls c
+                         JOIN runs r ON r.id = c.run_id WHERE c.calls IS NULL ORDER BY c.code""", []),
             "calls": ("""SELECT code, unnest(tools) AS tool, unnest(calls) AS call,
                              unnest(generate_series(1, len(calls))) AS pos
                          FROM fx_calls WHERE calls IS NOT NULL ORDER BY code, pos""", []),

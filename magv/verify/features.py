@@ -489,7 +489,7 @@ def _compute_features(
         return 0
     signatures = data["signatures"]
     # codes number the distinct signatures 0..k-1 in order, so a code indexes these lists
-    trajectories = _signature_calls(signatures, data["calls"])
+    trajectories = _signature_calls(len(signatures["code"]), data["calls"], data["parse"])
     sig_keys = [str(sig) for sig in signatures["signature"]]
     values = _base_values(jobs, own, trajectories)
     if len(alts["job"]):
@@ -504,20 +504,16 @@ def _compute_features(
     return written
 
 
-def _signature_calls(signatures: dict[str, Any], calls: dict[str, Any]) -> list[Calls]:
-    """The Calls of each signature code: the stored tool names and canonical calls, or for runs
-    stored before magv kept them, parsed from the trajectory."""
-    bounds = np.searchsorted(
-        np.asarray(calls["code"], dtype=np.int64), np.arange(len(signatures["code"]) + 1)
-    )
+def _signature_calls(n: int, calls: dict[str, Any], parse: dict[str, Any]) -> list[Calls]:
+    """The Calls of each of the n signature codes: the stored tool names and canonical calls, or
+    for runs stored before magv kept them, parsed from the trajectory."""
+    bounds = np.searchsorted(np.asarray(calls["code"], dtype=np.int64), np.arange(n + 1))
     tools, canonical = calls["tool"].tolist(), calls["call"].tolist()
-    out = []
-    for code, trajectory in enumerate(signatures["trajectory"].tolist()):
-        if trajectory:
-            out.append(calls_of(Trajectory.model_validate_json(trajectory)))
-        else:
-            a, b = bounds[code], bounds[code + 1]
-            out.append(Calls(tuple(tools[a:b]), tuple(canonical[a:b])))
+    out = [
+        Calls(tuple(tools[a:b]), tuple(canonical[a:b])) for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+    ]
+    for code, trajectory in zip(parse["code"].tolist(), parse["trajectory"].tolist(), strict=True):
+        out[code] = calls_of(Trajectory.model_validate_json(trajectory))
     return out
 
 
