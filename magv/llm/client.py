@@ -62,11 +62,28 @@ class _Failure(Exception):
         self.retry_after = retry_after
 
 
+BACKOFF_BASE_S = 0.5
+BACKOFF_MAX_S = 8.0
+
+
+def backoff_delay(
+    attempt: int, rng: random.Random, retry_after: float | None = None,
+    base_s: float = BACKOFF_BASE_S, max_s: float = BACKOFF_MAX_S,
+) -> float:  # fmt: skip
+    """Seconds to wait before retry `attempt` + 1 (0 = the first retry) of a model-server call."""
+    # Equal jitter: at least half the exponential step, so retries of many concurrent calls spread out.
+    step = min(max_s, base_s * 2**attempt)
+    delay = step * (0.5 + 0.5 * rng.random())
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, max_s))
+    return delay
+
+
 class LLMClient:
     """Use one per pipeline; `await client.aclose()` (or `async with`) at the end."""
 
-    backoff_base_s = 0.5
-    backoff_max_s = 8.0
+    backoff_base_s = BACKOFF_BASE_S
+    backoff_max_s = BACKOFF_MAX_S
 
     def __init__(
         self,
@@ -230,12 +247,7 @@ class LLMClient:
         return data
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        # Equal jitter: at least half the exponential step, so retries of many concurrent calls spread out.
-        step = min(self.backoff_max_s, self.backoff_base_s * 2**attempt)
-        delay = step * (0.5 + 0.5 * self._rng.random())
-        if retry_after is not None:
-            delay = max(delay, min(retry_after, self.backoff_max_s))
-        return delay
+        return backoff_delay(attempt, self._rng, retry_after, self.backoff_base_s, self.backoff_max_s)
 
     async def aclose(self) -> None:
         # Pools of other (finished) loops cannot be closed from here; dropping them is enough.

