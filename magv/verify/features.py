@@ -33,7 +33,7 @@ from rapidfuzz.distance import LCSseq, Levenshtein
 
 from magv.errors import RunFailed
 from magv.llm.embeddings import SupportsEmbed, embed_cached
-from magv.models import NO_CALLS_TEXT, Question, Run, Trajectory, serialised_calls
+from magv.models import NO_CALLS_TEXT, Question, Run, Trajectory, serialised_calls, text_hash
 
 # 2: graph edit distance of graphs with self-loops (a tool called twice in a row) is exact; networkx's
 # search, used for version 1, matched a self-loop with another edge for free.
@@ -69,7 +69,8 @@ FEATURE_NAMES: tuple[str, ...] = (
 )
 
 
-# The pair functions cost ~1 ms for GED; runs repeat calls, so they are memoised by signature pair.
+# Runs repeat calls, and a flow or a rerun computes the same pairs again: pair values are memoised
+# by signature pair (tens of µs each, GED most of it).
 _PAIR_CACHE: dict[tuple[str, str, frozenset[str]], tuple[float, ...]] = {}
 _PAIR_CACHE_MAX = 200_000  # ~40 MB
 
@@ -96,8 +97,7 @@ class Calls(NamedTuple):
 def calls_of(trajectory: Trajectory | Calls) -> Calls:
     if isinstance(trajectory, Calls):
         return trajectory
-    calls = trajectory.calls
-    return Calls(tuple(c.name for c in calls), tuple(c.canonical() for c in calls))
+    return Calls(tuple(trajectory.tool_names()), tuple(trajectory.canonical_calls()))
 
 
 def serialise(trajectory: Trajectory | Calls) -> str:
@@ -697,7 +697,9 @@ def _text_vectors(
     as_text = used[serial_code[used] >= 0]
     parsed = used[serial_code[used] < 0]
     wanted = [str(texts["text"][i]) for i in missing] + [serialise(trajectories[c]) for c in parsed]
-    fresh = embed_cached(store, embedder, wanted) if wanted else None
+    # the inputs query hashed its texts already; only serialisations made here need hashing
+    hashes = [str(h) for h in texts["hash"][missing]] + [text_hash(t) for t in wanted[len(missing) :]]
+    fresh = embed_cached(store, embedder, wanted, hashes) if wanted else None
     sizes = set(dims[stored].tolist()) | ({fresh.shape[1]} if fresh is not None else set())
     if len(sizes) != 1:
         raise RunFailed(
