@@ -412,7 +412,7 @@ class Store:
                 "n_invalid": sum(1 for s in t.steps if s.kind == "invalid"),
                 "response": t.response, "prompt_tokens": r.prompt_tokens,
                 "completion_tokens": r.completion_tokens, "latency_s": r.latency_s,
-                "created_at": r.created_at, "tools": [c.name for c in t.calls], "calls": calls,
+                "created_at": r.created_at, "tools": t.tool_names(), "calls": calls,
                 "response_hash": text_hash(t.response or ""), "calls_hash": text_hash(serialised_calls(calls)),
             })  # fmt: skip
         if not rows:
