@@ -14,8 +14,8 @@ from typing import Any
 
 from prefect import flow
 
-from flows.common import task_runner
-from flows.pipeline import pipeline_flow
+from magv.flows.common import task_runner
+from magv.flows.pipeline import pipeline_flow
 from magv.config import Settings, load_settings, settings_from_dict
 
 SCHEDULED_FLOW_NAME = "magv-scheduled-pipeline"

@@ -6,7 +6,7 @@ from typing import Any
 
 from prefect import flow
 
-from flows.common import run_select, run_stage, session
+from magv.flows.common import run_select, run_stage, session
 
 
 @flow(name="magv-generate", log_prints=True)

@@ -7,7 +7,7 @@ from typing import Any
 
 from prefect import flow
 
-from flows.common import run_select, run_stage, session
+from magv.flows.common import run_select, run_stage, session
 
 GENERATION_STAGES = ("generate", "select", "respond", "reverse", "respond_alternates")
 
@@ -21,7 +21,7 @@ def pipeline_flow(settings: dict[str, Any] | None = None, verify: bool = True) -
             else:
                 run_stage(sess, stage)
         if verify:
-            from flows.verify import verify_stages
+            from magv.flows.verify import verify_stages
 
             verify_stages(sess)
         return {"run_id": sess.run_id, "stages": sess.stages, "summary": sess.summary()}

@@ -15,7 +15,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.common import Session, summarize
+from magv.flows.common import Session, summarize
 from magv import progress
 from magv.config import Settings, load_settings, settings_from_dict
 from magv.errors import MagvError, RunFailed

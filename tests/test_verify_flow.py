@@ -19,7 +19,7 @@ def _cfg(tmp_path, n: int):
 
 @pytest.mark.integration
 def test_verify_flow_runs_every_stage_and_records_them(tmp_path, prefect_harness):
-    from flows.verify import verify_flow
+    from magv.flows.verify import verify_flow
 
     cfg = _cfg(tmp_path, 30)
     result = verify_flow(settings=cfg.model_dump(mode="json"), alternates=False)
@@ -34,7 +34,7 @@ def test_verify_flow_runs_every_stage_and_records_them(tmp_path, prefect_harness
 
 @pytest.mark.integration
 def test_a_stage_that_cannot_run_is_recorded_and_the_flow_finishes(tmp_path, prefect_harness):
-    from flows.verify import verify_flow
+    from magv.flows.verify import verify_flow
 
     cfg = _cfg(tmp_path, 6)
     with Store(cfg.database) as store:

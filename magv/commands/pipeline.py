@@ -92,9 +92,9 @@ def run_flow(
     _quiet_prefect()
     _check_inputs(cfg)
     _open_lock(cfg, wait)
-    from flows.common import task_runner
+    from magv.flows.common import task_runner
 
-    module = __import__(f"flows.{flow_name}", fromlist=["x"])
+    module = __import__(f"magv.flows.{flow_name}", fromlist=["x"])
     flow_fn = getattr(module, f"{flow_name}_flow")
     reporter = RichReporter(enabled=not as_json)
     progress.set_reporter(reporter)

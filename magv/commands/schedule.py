@@ -80,7 +80,7 @@ def schedule(
     from magv.domains import load_domain
 
     load_domain(cfg.domain)  # an unknown domain fails now, not at three in the morning
-    from flows.deploy import SCHEDULED_FLOW_NAME, parameters, pipeline_deployment, serve
+    from magv.flows.deploy import SCHEDULED_FLOW_NAME, parameters, pipeline_deployment, serve
 
     name = name or DEFAULT_NAME.format(domain=os.path.basename(cfg.domain.rstrip("/")) or "domain")
     plan: dict[str, Any] = {

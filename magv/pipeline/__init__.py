@@ -1,0 +1,1 @@
+"""The MAG-V pipeline: one module per stage, the session and the stage runner."""
