@@ -26,8 +26,12 @@ started=$SECONDS
 step "building the wheel"
 "$PYTHON" -m venv "$WORK/venv"
 VENV="$WORK/venv"
-"$VENV/bin/pip" install -q --upgrade pip
-"$VENV/bin/pip" wheel -q --no-deps -w "$WORK/dist" "$REPO"
+"$VENV/bin/pip" install -q --upgrade pip 2> >(grep -v "is ignored: it is neither" >&2)
+# From a copy of the files git would commit: an in-tree build leaves build/ behind, whose stale
+# modules would end up in the next wheel.
+mkdir -p "$WORK/src"
+(cd "$REPO" && git ls-files -co --exclude-standard -z | xargs -0 tar -cf - 2>/dev/null) | tar -xf - -C "$WORK/src"
+"$VENV/bin/pip" wheel -q --no-deps -w "$WORK/dist" "$WORK/src" 2> >(grep -v "is ignored: it is neither" >&2)
 WHEEL="$(ls "$WORK"/dist/magv-*.whl)"
 
 step "comparing $(basename "$WHEEL") with the repository"
@@ -53,7 +57,7 @@ print(f"  {len(names)} files, top level: magv")
 EOF
 
 step "installing it into a fresh venv"
-"$VENV/bin/pip" install -q "$WHEEL"
+"$VENV/bin/pip" install -q "$WHEEL" 2> >(grep -v "is ignored: it is neither" >&2)
 
 # Everything below runs outside the repository, so nothing can be imported from the checkout.
 RUN="$WORK/run"

@@ -1,1 +1,2 @@
-"""Prefect flows that compose magv's stages. Thin: the work is in the `magv` library."""
+"""Prefect flows of magv (installed as `magv.flows`). Thin: each opens a session and runs stages
+of `magv.pipeline`; the work is there."""

@@ -14,9 +14,9 @@ from typing import Any
 
 from prefect import flow
 
-from magv.flows.common import task_runner
-from magv.flows.pipeline import pipeline_flow
 from magv.config import Settings, load_settings, settings_from_dict
+from magv.flows.pipeline import pipeline_flow
+from magv.pipeline.runner import task_runner
 
 SCHEDULED_FLOW_NAME = "magv-scheduled-pipeline"
 

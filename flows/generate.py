@@ -6,7 +6,8 @@ from typing import Any
 
 from prefect import flow
 
-from magv.flows.common import run_select, run_stage, session
+from magv.pipeline.runner import run_select, run_stage
+from magv.pipeline.session import session
 
 
 @flow(name="magv-generate", log_prints=True)
@@ -14,4 +15,4 @@ def generate_flow(settings: dict[str, Any] | None = None) -> dict[str, Any]:
     with session(settings, "generate") as sess:
         run_stage(sess, "generate")
         run_select(sess)
-        return {"run_id": sess.run_id, "stages": sess.stages, "summary": sess.summary()}
+        return sess.result()

@@ -6,11 +6,12 @@ from typing import Any
 
 from prefect import flow
 
-from magv.flows.common import run_stage, session
+from magv.pipeline.runner import run_stage
+from magv.pipeline.session import session
 
 
 @flow(name="magv-respond", log_prints=True)
 def respond_flow(settings: dict[str, Any] | None = None) -> dict[str, Any]:
     with session(settings, "respond") as sess:
         run_stage(sess, "respond")
-        return {"run_id": sess.run_id, "stages": sess.stages, "summary": sess.summary()}
+        return sess.result()

@@ -97,7 +97,13 @@ class EmbeddingSettings(_Section):
 
 
 class PipelineSettings(_Section):
-    questions_per_target: int = Field(default=10, ge=1, le=100)
+    questions_per_target: int | None = Field(
+        default=None, ge=1, le=100,
+        description="N: questions generated per target (None: generate_multiple x questions, spread, at most 10)",
+    )  # fmt: skip
+    generate_multiple: float = Field(
+        default=2.0, ge=1, le=50, description="questions generated per question kept, when N is not set"
+    )
     questions: int = Field(default=50, ge=1, description="questions kept by selection")
     max_targets: int | None = Field(default=None, ge=1, description="seed trajectories used (None: all)")
     runs: int = Field(default=3, ge=1, le=50, description="R: responder runs per question")

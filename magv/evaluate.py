@@ -18,10 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from magv import progress
 from magv.config import Settings, settings_from_dict
 from magv.domains.seeds import read_seeds
-from magv.errors import BadInput
+from magv.errors import BadInput, RunFailed
 from magv.models import Question, ToolCall, Trajectory, make_id, utcnow
 from magv.verify.labels import MATCH_MODES, match
 
@@ -213,41 +212,62 @@ def pick_demos(
     return out
 
 
-def _run_config(store: Any, config: EvalConfig, endpoints: dict[str, list[str]],
-                items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:  # fmt: skip
+@dataclass
+class EvalItem:
+    question: EvalQuestion
+    demos: list[Any]
+    key: str  # the configuration's fingerprint, part of the replay context
+
+
+async def work_eval(client, ctx: Any, item: EvalItem) -> tuple[str, dict[str, Any]]:
+    """One question answered once by the configuration in `ctx.settings`, scored against its gold."""
     from magv.agents.responder import respond
-    from magv.runtime import WorkerContext, run_chunk, use_local_recorder
 
-    ctx = WorkerContext(config.settings, endpoints)
-    mode = config.settings.llm.role("responder")["tool_mode"]
-    key = config.fingerprint()
+    q = item.question
+    result = await respond(
+        client, ctx.domain(), ctx.pool(), q.text, run_index=0, max_steps=ctx.settings.pipeline.max_steps,
+        tool_mode=ctx.settings.llm.role("responder")["tool_mode"], context_key=f"eval:{item.key}:{q.id}",
+        demos=item.demos,
+    )  # fmt: skip
+    t = result.trajectory
+    row = {
+        **score(t, q.gold), "seed_id": q.seed_id, "group_id": q.group_id, "status": t.status,
+        "tokens": result.prompt_tokens + result.completion_tokens, "prompt_tokens": result.prompt_tokens,
+        "completion_tokens": result.completion_tokens, "latency_s": round(result.latency_s, 4),
+        "calls": [c.canonical() for c in t.calls], "demos": [getattr(d, "question_id", "") for d in item.demos],
+        "error": result.llm_errors[-1] if result.llm_errors else None,
+    }  # fmt: skip
+    return q.id, row
 
-    with progress.stage(f"eval {config.name}", len(items)) as bar:
 
-        async def work(client, ctx: WorkerContext, item: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-            q: EvalQuestion = item["question"]
-            result = await respond(
-                client, ctx.domain(), ctx.pool(), q.text, run_index=0, max_steps=config.settings.pipeline.max_steps,
-                tool_mode=mode, context_key=f"eval:{key}:{q.id}", demos=item["demos"],
-            )  # fmt: skip
-            t = result.trajectory
-            row = {
-                **score(t, q.gold), "seed_id": q.seed_id, "group_id": q.group_id, "status": t.status,
-                "tokens": result.prompt_tokens + result.completion_tokens, "prompt_tokens": result.prompt_tokens,
-                "completion_tokens": result.completion_tokens, "latency_s": round(result.latency_s, 4),
-                "calls": [c.canonical() for c in t.calls], "demos": [getattr(d, "question_id", "") for d in item["demos"]],
-                "error": result.llm_errors[-1] if result.llm_errors else None,
-            }  # fmt: skip
-            bar.advance()
-            return q.id, row
+def _run_config(store: Any, eval_id: str, config: EvalConfig, endpoints: dict[str, list[str]],
+                items: list[EvalItem]) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """The configuration's questions through the pipeline's stage runner; rows are stored per chunk."""
+    from magv.pipeline.base import AgentStage
+    from magv.pipeline.runner import run_stage
+    from magv.pipeline.session import Session
+    from magv.pipeline.worker import WorkerContext, use_local_recorder
 
-        use_local_recorder(store)
-        try:
-            with _prompts(config.prompts_dir):
-                chunk = run_chunk(ctx, items, work)
-        finally:
-            use_local_recorder(None)
-    return dict(chunk.results)
+    rows: dict[str, dict[str, Any]] = {}
+
+    def write(store: Any, ctx: Any, results: list[tuple[str, dict[str, Any]]], report: Any) -> None:
+        chunk = dict(results)
+        report.written += store.add_eval_results(eval_id, config.name, chunk)
+        report.done += len(chunk)
+        rows.update(chunk)
+
+    stage = AgentStage(f"eval {config.name}", lambda store, ctx: [], work_eval, write)
+    sess = Session(config.settings, store, WorkerContext(config.settings, endpoints), eval_id)
+    use_local_recorder(store)
+    try:
+        with _prompts(config.prompts_dir):
+            run_stage(sess, stage, items=items)
+    finally:
+        use_local_recorder(None)
+    missing = [item.question.id for item in items if item.question.id not in rows]
+    if missing:
+        raise RunFailed(f"eval {config.name}: {len(missing)} questions failed; see the errors above")
+    return rows
 
 
 def run_evaluation(
@@ -256,7 +276,7 @@ def run_evaluation(
 ) -> EvalReport:  # fmt: skip
     """Evaluate each configuration (one or two) on the questions; store and return the results."""
     from magv.llm import managed_endpoints
-    from magv.runtime import close_resources
+    from magv.pipeline.worker import close_resources
 
     if not 1 <= len(configs) <= 2:
         raise ValueError("evaluate one configuration or compare two")
@@ -275,10 +295,9 @@ def run_evaluation(
                 # A second configuration on the same embedded server reuses the running one.
                 endpoints = stack.enter_context(managed_endpoints(config.settings))
                 chosen = picks.get(config.seed_demos, [[] for _ in questions])
-                items = [{"question": q, "demos": list(chosen[i][: config.demos]) if config.demos else []}
+                items = [EvalItem(q, list(chosen[i][: config.demos]) if config.demos else [], config.fingerprint())
                          for i, q in enumerate(questions)]  # fmt: skip
-                rows = _run_config(store, config, endpoints, items)
-                store.add_eval_results(eval_id, config.name, rows)
+                rows = _run_config(store, eval_id, config, endpoints, items)
                 results.append(rows)
                 report.configs.append({
                     "name": config.name, "demos": config.demos, "seed_demos": config.seed_demos,

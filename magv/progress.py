@@ -1,6 +1,7 @@
 """Progress reporting without a UI dependency in the library.
 
-The CLI installs a reporter (rich progress bars); library code and flows only call `stage()`.
+The CLI installs a reporter (rich progress bars); library code and flows only call `stage()` and
+`note()` (a line such as what a stage is about to cost).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ class Reporter(Protocol):
     def start(self, name: str, total: int) -> None: ...
     def advance(self, name: str, n: int = 1) -> None: ...
     def finish(self, name: str) -> None: ...
+    def note(self, text: str) -> None: ...
 
 
 class _Null:
@@ -24,6 +26,9 @@ class _Null:
         pass
 
     def finish(self, name: str) -> None:
+        pass
+
+    def note(self, text: str) -> None:
         pass
 
 
@@ -50,3 +55,7 @@ def stage(name: str, total: int) -> Iterator[_Stage]:
         yield _Stage(name)
     finally:
         _reporter.finish(name)
+
+
+def note(text: str) -> None:
+    _reporter.note(text)

@@ -70,7 +70,9 @@ def _load(folder: str, name: str) -> Prompt:
         _env.parse(source)
     except jinja2.TemplateSyntaxError as exc:
         raise BadInput(f"{where}:{exc.lineno}: template syntax error: {exc.message}") from None
-    return Prompt(name=name, source=source, hash=hashlib.sha256(source.encode()).hexdigest()[:16], where=where)
+    return Prompt(
+        name=name, source=source, hash=hashlib.sha256(source.encode()).hexdigest()[:16], where=where
+    )
 
 
 def load_prompt(name: str) -> Prompt:

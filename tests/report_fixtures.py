@@ -355,7 +355,7 @@ def populate(
 def _stage(
     seconds: float, planned: int, done: int, failed: int, written: int, pt: int = 0, ct: int = 0
 ) -> dict:
-    """A stage record shaped like magv.stages.StageReport.as_dict()."""
+    """A stage record shaped like magv.pipeline.base.StageReport.as_dict()."""
     return {"planned": planned, "done": done, "failed": failed, "written": written, "prompt_tokens": pt,
             "completion_tokens": ct, "seconds": seconds, "errors": ["reply is not a JSON list"] if failed else []}  # fmt: skip
 

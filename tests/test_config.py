@@ -7,7 +7,7 @@ from magv.errors import BadInput
 def test_defaults():
     s = load_settings()
     assert str(s.database) == "data/magv.duckdb"
-    assert s.pipeline.runs == 3 and s.pipeline.alternates == 3 and s.pipeline.questions_per_target == 10
+    assert s.pipeline.runs == 3 and s.pipeline.alternates == 3 and s.pipeline.questions_per_target is None
 
 
 def test_env_over_file_over_defaults(tmp_path, monkeypatch):

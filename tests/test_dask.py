@@ -114,7 +114,7 @@ def test_collected_calls_keep_the_request_as_it_was_sent():
     """On a worker the agent goes on appending turns to the message list it sent; the call that
     comes back to the flow must hold the request of its own turn."""
     from magv.models import LLMCall
-    from magv.runtime import CollectingRecorder
+    from magv.pipeline.worker import CollectingRecorder
 
     messages = [{"role": "user", "content": "where is my order?"}]
     recorder = CollectingRecorder()
@@ -155,7 +155,7 @@ def test_dask_local_cluster_started_by_the_runner_gives_the_rows_of_the_local_ru
 
 def _ctx(concurrency: int):
     from magv.config import Settings
-    from magv.runtime import WorkerContext
+    from magv.pipeline.worker import WorkerContext
 
     return WorkerContext(Settings(pipeline={"concurrency": concurrency}))
 
@@ -168,7 +168,7 @@ def test_chunks_in_flight_share_one_concurrency_limit_and_leave_no_slot_idle():
     import threading
     import time
 
-    from magv.runtime import close_resources, run_chunk
+    from magv.pipeline.worker import close_resources, run_chunk
 
     state = {"now": 0, "max": 0}
     lock = threading.Lock()
@@ -209,7 +209,7 @@ def test_stopping_the_agent_loop_cancels_a_chunk_without_a_retry():
     import asyncio
     import threading
 
-    from magv.runtime import ChunkCancelled, close_resources, run_chunk
+    from magv.pipeline.worker import ChunkCancelled, close_resources, run_chunk
 
     started = threading.Event()
     caught: list[BaseException] = []
@@ -235,7 +235,7 @@ def test_stopping_the_agent_loop_cancels_a_chunk_without_a_retry():
 
 def test_the_store_recorder_writes_in_batches_and_replays_calls_not_yet_written(tmp_store):
     from magv.models import LLMCall
-    from magv.runtime import StoreRecorder
+    from magv.pipeline.worker import StoreRecorder
 
     recorder = StoreRecorder(tmp_store, interval_s=3600)  # only explicit flushes
     messages = [{"role": "user", "content": "hi"}]

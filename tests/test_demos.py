@@ -13,8 +13,10 @@ from magv.config import Settings
 from magv.demos import DemoStore, Example, seed_examples, verified_examples
 from magv.domains import load_domain
 from magv.models import Label, Prediction, Question, Run, ToolCall, Trajectory
-from magv.runtime import WorkerContext, close_resources, run_chunk, use_local_recorder
-from magv.stages import plan_respond, work_respond
+from magv.pipeline.respond import RespondItem
+from magv.pipeline.respond import plan as plan_respond
+from magv.pipeline.respond import work as work_respond
+from magv.pipeline.worker import WorkerContext, close_resources, run_chunk, use_local_recorder
 from tests.fakellm import FakeLLMServer
 from tests.verify_helpers import HashEmbedder
 
@@ -164,7 +166,7 @@ def _respond_store(store) -> None:
     store.add_runs([_run("v0", 1), _run("v1", 1), _run("v2", 1), _run("v3", 1)])
 
 
-def _respond(store, ctx: WorkerContext, items: list[dict]) -> None:
+def _respond(store, ctx: WorkerContext, items: list[RespondItem]) -> None:
     """The respond stage's work on `items` in this process, its calls logged to `store`."""
     use_local_recorder(store)
     try:
@@ -183,8 +185,8 @@ def test_respond_stage_puts_demos_outside_the_group_into_the_prompt(tmp_store, t
                             pipeline={"runs": 2, "demos": 2})  # fmt: skip
         ctx = WorkerContext(settings)
         items = plan_respond(tmp_store, ctx, alternates=False)
-        assert [i["question"].id for i in items] == ["new"]  # v0..v3 already have their 2 runs
-        chosen = items[0]["demos"]
+        assert [i.question.id for i in items] == ["new"]  # v0..v3 already have their 2 runs
+        chosen = items[0].demos
         assert len(chosen) == 2 and "g1" not in {d.group_id for d in chosen}
         _respond(tmp_store, ctx, items)
     assert len(srv.requests) == 2  # two runs, each answers at once
@@ -203,7 +205,7 @@ def test_respond_without_demos_sends_none(tmp_store, tmp_path: Path):
                             llm={"endpoints": [srv.base_url]}, pipeline={"runs": 2})  # fmt: skip
         ctx = WorkerContext(settings)
         items = plan_respond(tmp_store, ctx, alternates=False)
-        assert "demos" not in items[0]
+        assert items[0].demos == []
         _respond(tmp_store, ctx, items)
         assert srv.counts["embeddings"] == 0
     assert all(demo_questions(b["messages"][0]["content"]) == [] for b in srv.requests)

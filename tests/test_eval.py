@@ -270,7 +270,7 @@ def test_bad_question_file_is_exit_2_naming_the_line(tmp_path: Path, capsys):
 
 def test_load_questions_from_seeds_keep_the_pipeline_ids():
     domain = load_domain("retail")
-    from magv.stages import seed_questions
+    from magv.pipeline.generate import seed_questions
 
     questions = load_questions(domain, "seeds")
     pipeline = seed_questions(domain.name, domain.seeds())

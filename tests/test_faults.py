@@ -181,7 +181,10 @@ def _check_faults_are_retried_or_recorded(db, result, sent, requests) -> None:
 
 def test_a_redone_run_replaces_the_failed_one_and_stale_verdicts_go(tmp_store):
     from magv.models import Features, Label, Question, Run, ToolCall, Trajectory
-    from magv.stages import StageReport, plan_respond, write_respond
+    from magv.pipeline.base import StageReport
+    from magv.pipeline.respond import RespondResult, RunOutcome
+    from magv.pipeline.respond import plan as plan_respond
+    from magv.pipeline.respond import write as write_respond
 
     def run(index: int, tool: str | None) -> Run:
         if tool is None:
@@ -195,8 +198,12 @@ def test_a_redone_run_replaces_the_failed_one_and_stale_verdicts_go(tmp_store):
     tmp_store.add_selections(
         [{"question_id": "q", "kept": True, "reason": "seed", "cluster": None, "x": 0, "y": 0}]
     )
-    write_respond(tmp_store, None, [{"question": q, "runs": [(run(0, "a"), []), (run(1, None), ["HTTP 500"]),
-                                                             (run(2, "b"), [])]}], StageReport("respond"))  # fmt: skip
+    outcomes = [
+        RunOutcome(run(0, "a"), []),
+        RunOutcome(run(1, None), ["HTTP 500"]),
+        RunOutcome(run(2, "b"), []),
+    ]
+    write_respond(tmp_store, None, [RespondResult(q, outcomes)], StageReport("respond"))
     first = Run.derive_id("q", 0)
     assert tmp_store.mct()[0]["run_id"] == first  # a tie between a and b: the earlier run
     tmp_store.add_features([Features(run_id=first, version="1", values={"em_mean": 1.0})])
@@ -213,9 +220,9 @@ def test_a_redone_run_replaces_the_failed_one_and_stale_verdicts_go(tmp_store):
             return load_domain("retail")
 
     [item] = plan_respond(tmp_store, Ctx(), alternates=False)
-    assert item["run_indices"] == [1] and item["redo"]
+    assert item.run_indices == [1] and item.redo
     write_respond(
-        tmp_store, None, [{"question": q, "runs": [(run(1, "b"), [])], "redo": True}], StageReport("respond")
+        tmp_store, None, [RespondResult(q, [RunOutcome(run(1, "b"), [])], redo=True)], StageReport("respond")
     )
     runs = {r.run_index: r.trajectory.status for r in tmp_store.runs(["q"])}
     assert runs == {0: "ok", 1: "ok", 2: "ok"}

@@ -71,7 +71,9 @@ def test_rerun_inserts_nothing_and_pays_for_nothing(tmp_path, capsys, prefect_ha
 def test_a_run_stopped_midway_resumes_to_the_same_rows(tmp_path, capsys, prefect_harness, monkeypatch):
     """Stop the flow (as Ctrl-C does) after the first chunks of the respond stage are written,
     rerun, and compare with an uninterrupted run in another database."""
-    import magv.stages as stages
+    import dataclasses
+
+    from magv.pipeline import respond, runner
 
     args = [*SMALL, "--questions", "12"]
     full = tmp_path / "full"
@@ -83,7 +85,7 @@ def test_a_run_stopped_midway_resumes_to_the_same_rows(tmp_path, capsys, prefect
 
     part = tmp_path / "part"
     part.mkdir()
-    original = stages.write_respond
+    original = respond.write
     written = {"n": 0}
 
     def write_then_stop(store, ctx, results, report):
@@ -93,16 +95,13 @@ def test_a_run_stopped_midway_resumes_to_the_same_rows(tmp_path, capsys, prefect
             raise KeyboardInterrupt
 
     with fake_pipeline_env(part):
-        monkeypatch.setitem(
-            stages.STAGES, "respond", (stages.STAGES["respond"][0], stages.work_respond, write_then_stop)
-        )
+        stopping = dataclasses.replace(respond.STAGE, write=write_then_stop)
+        monkeypatch.setitem(runner.STAGES, "respond", stopping)
         assert main(["run", "--no-verify", "--json", *args]) == 130
         capsys.readouterr()
         partial = table_counts(part / "magv.duckdb")
         assert 0 < partial["runs"] < expected["runs"]
-        monkeypatch.setitem(
-            stages.STAGES, "respond", (stages.STAGES["respond"][0], stages.work_respond, original)
-        )
+        monkeypatch.setitem(runner.STAGES, "respond", respond.STAGE)
         _run(args, capsys)
     assert table_counts(part / "magv.duckdb") == expected
     with Store(part / "magv.duckdb", read_only=True) as store:

@@ -1,6 +1,6 @@
 import numpy as np
 
-from magv.select import quotas, select
+from magv.pipeline.select import quotas, select
 
 
 def _unit(v):

@@ -14,8 +14,12 @@ import pytest
 from magv.cli import main
 from magv.config import Settings
 from magv.models import Question, Run, ToolCall, Trajectory, make_id
-from magv.runtime import WorkerContext
-from magv.stages import StageReport, write_generate, write_respond
+from magv.pipeline.base import StageReport
+from magv.pipeline.generate import GenerateItem, GenerateResult
+from magv.pipeline.generate import write as write_generate
+from magv.pipeline.respond import RespondResult, RunOutcome
+from magv.pipeline.respond import write as write_respond
+from magv.pipeline.worker import WorkerContext
 from magv.store import SCHEMA_VERSION, Store
 from tests.reliability_helpers import ROOT, read_counts
 
@@ -36,7 +40,7 @@ class Boom(RuntimeError):
 
 def test_a_respond_write_that_fails_half_way_keeps_nothing(tmp_store, monkeypatch):
     results = [
-        {"question": _question(i), "runs": [(_run(f"q{i}", r), []) for r in range(3)]} for i in range(4)
+        RespondResult(_question(i), [RunOutcome(_run(f"q{i}", r), []) for r in range(3)]) for i in range(4)
     ]
     calls = {"n": 0}
     set_mct = tmp_store.set_mct
@@ -62,8 +66,8 @@ def test_a_generate_write_that_fails_half_way_keeps_nothing(tmp_store, tmp_path,
     ctx = WorkerContext(Settings(database=tmp_path / "x.duckdb", domain="retail"))
     seeds = ctx.domain().seeds()
     results = [
-        {"gen_id": make_id("gen", s.id), "target": s, "example": seeds[0],
-         "reply": QuestionsReply(questions=[f"Question {j} about {s.id}?" for j in range(3)])}
+        GenerateResult(GenerateItem(make_id("gen", s.id), s, seeds[0], 3),
+                       QuestionsReply(questions=[f"Question {j} about {s.id}?" for j in range(3)]))
         for s in seeds[1:4]
     ]  # fmt: skip
     add_generation = tmp_store.add_generation

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -51,6 +52,10 @@ class RichReporter:
     def finish(self, name: str) -> None:
         pass
 
+    def note(self, text: str) -> None:
+        if self.enabled:
+            console.print(text, highlight=False)
+
 
 def _quiet_prefect() -> None:
     # Prefect's own INFO logs would tear through the progress bars; its UI keeps the full record.
@@ -78,21 +83,46 @@ def _open_lock(cfg: Settings, wait: bool) -> None:
             time.sleep(2)
 
 
-def _check_inputs(cfg: Settings) -> None:
+def _check_inputs(cfg: Settings) -> list:
     """Load the domain and read its seed file before the database is touched: bad input fails
     with its file and line, and leaves no row behind (not even a failed pipeline run)."""
     from magv.domains import load_domain
 
-    load_domain(cfg.domain).seeds()
+    return load_domain(cfg.domain).seeds()
+
+
+def print_estimate(cfg: Settings, seeds: list) -> None:
+    """What a whole run costs on a new database (a rerun skips what is stored), before it starts."""
+    from magv.pipeline.cost import mean_latencies, parallel, run_costs
+    from magv.pipeline.generate import per_target, target_seeds
+    from magv.store import Store
+
+    targets = len(target_seeds(seeds, cfg.pipeline.max_targets))
+    latencies = {}
+    if Path(cfg.database).exists():
+        with Store(cfg.database, read_only=True) as store:
+            latencies = mean_latencies(store)
+    costs = run_costs(cfg, targets)
+    console.print(
+        f"plan: {targets} targets x {per_target(cfg, targets)} questions, keep {cfg.pipeline.questions}; "
+        f"at most {sum(c.calls for c in costs)} LLM calls on a new database:",
+        highlight=False,
+    )
+    n = parallel(cfg, len(cfg.llm.endpoints))
+    for c in costs:
+        if c.calls:
+            console.print("  " + c.describe(latencies, n), highlight=False)
 
 
 def run_flow(
     flow_name: str, cfg: Settings, as_json: bool, wait: bool = False, **kwargs: Any
 ) -> dict[str, Any]:
     _quiet_prefect()
-    _check_inputs(cfg)
+    seeds = _check_inputs(cfg)
     _open_lock(cfg, wait)
-    from magv.flows.common import task_runner
+    if flow_name in ("pipeline", "generate") and not as_json:
+        print_estimate(cfg, seeds)
+    from magv.pipeline.runner import task_runner
 
     module = __import__(f"magv.flows.{flow_name}", fromlist=["x"])
     flow_fn = getattr(module, f"{flow_name}_flow")
@@ -145,10 +175,19 @@ def _run_and_report(flow_name: str, cfg: Settings, as_json: bool, wait: bool, **
 
 
 def _check_failures(result: dict[str, Any]) -> None:
+    """A run where a stage failed exits 1 and names the stage and its reason (the reasons are
+    stored in pipeline_runs.stages.<stage>.errors)."""
     stages = result.get("stages", {})
     if stages and all(s.get("planned", 0) > 0 and s.get("done", 0) == 0 and s.get("failed", 0) > 0
                       for s in stages.values() if s.get("planned")):  # fmt: skip
         raise RunFailed("every planned item failed; see the errors above and `magv llm calls`")
+    failed = {name: s for name, s in stages.items() if s.get("failed")}
+    if failed:
+        reasons = "; ".join(
+            f"{name}: {s['failed']} failed ({(s.get('errors') or ['no reason recorded'])[0]})"
+            for name, s in failed.items()
+        )
+        raise RunFailed(f"run {result.get('run_id', '')} completed with errors: {reasons}")
 
 
 DomainOpt = typer.Option(None, "--domain", "-d", help="Domain name, module or folder (default: settings).")
@@ -157,7 +196,12 @@ RunnerOpt = typer.Option(None, "--runner", help="Task runner: local | dask | ray
 WaitOpt = typer.Option(False, "--wait", help="Wait for another process writing the database to finish.")
 QuestionsOpt = typer.Option(None, "--questions", "-q", min=1, help="Questions kept by selection.")
 PerTargetOpt = typer.Option(
-    None, "--per-target", "-n", min=1, max=100, help="Questions per seed trajectory (N)."
+    None,
+    "--per-target",
+    "-n",
+    min=1,
+    max=100,
+    help="Questions generated per seed trajectory (N; default: twice --questions spread over the targets, at most 10).",
 )
 TargetsOpt = typer.Option(None, "--targets", min=1, help="Seed trajectories to use (default: all).")
 AlternatesOpt = typer.Option(

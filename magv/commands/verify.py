@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import time
 from pathlib import Path
@@ -11,6 +10,7 @@ import typer
 
 from magv.commands.common import JsonOption, console, emit_json, open_store, settings, table
 from magv.errors import BadInput
+from magv.pipeline.worker import WorkerContext
 
 verify_app = typer.Typer(help="Verify trajectories: features, labels, classical models, LLM judge.",
                          no_args_is_help=True)  # fmt: skip
@@ -29,13 +29,13 @@ def features(
     as_json: bool = JsonOption,
 ) -> None:
     """Compute the feature row of every verified trajectory (the MCT run of each question)."""
-    from magv.llm.embeddings import lazy_embedder
-    from magv.verify.features import FEATURE_VERSION, compute_features
+    from magv.pipeline import features as stage
+    from magv.verify.features import FEATURE_VERSION
 
     cfg = settings(ctx)
     started = time.perf_counter()
     with open_store(cfg) as store:
-        written = compute_features(store, lazy_embedder(cfg), alternates=alternates, replace=replace)
+        written = stage.run(store, cfg, alternates=alternates, replace=replace).written
         total = len(store.features(FEATURE_VERSION))
     out = {"written": written, "rows": total, "version": FEATURE_VERSION,
            "seconds": round(time.perf_counter() - started, 3)}  # fmt: skip
@@ -60,7 +60,8 @@ def label(
     as_json: bool = JsonOption,
 ) -> None:
     """Write gold labels (MCT vs target trajectory), or import labels from a file with --from."""
-    from magv.verify.labels import MATCH_MODES, gold_labels, read_label_file
+    from magv.pipeline import labels as stage
+    from magv.verify.labels import MATCH_MODES, read_label_file
 
     cfg = settings(ctx)
     mode = mode or cfg.verify.gold_match
@@ -73,7 +74,7 @@ def label(
             store.add_labels(labels)
             out = {"source": "import", "file": str(from_file)}
         else:
-            gold_labels(store, mode, arguments)
+            stage.run(store, cfg, mode=mode, arguments=arguments)
             labels = [lb for lb in store.labels() if lb.source == "gold"]
             out = {"source": "gold", "mode": mode, "arguments": arguments}
     correct = sum(lb.correct for lb in labels)
@@ -96,14 +97,14 @@ def train(
     as_json: bool = JsonOption,
 ) -> None:
     """Cross-validate the five models (grouped CV), refit, calibrate and save the best."""
+    from magv.pipeline import train as stage
     from magv.verify.models import METRICS
-    from magv.verify.training import train as train_stage
 
     if select_by not in METRICS:
         raise BadInput(f"--select-by {select_by}: expected one of {', '.join(METRICS)}")
     cfg = settings(ctx)
     with open_store(cfg) as store:
-        result = train_stage(store, cfg, folds=folds, seed=seed, select_by=select_by)
+        result = stage.run(store, cfg, folds=folds, seed=seed, select_by=select_by).result
     summary = result.summary()
     if as_json:
         emit_json(summary)
@@ -128,11 +129,11 @@ def score(
     as_json: bool = JsonOption,
 ) -> None:
     """Score every trajectory with features: probability, verdict and top feature contributions."""
-    from magv.verify.training import score as score_stage
+    from magv.pipeline import score as stage
 
     cfg = settings(ctx)
     with open_store(cfg) as store:
-        r = score_stage(store, cfg, model_id=model, threshold=threshold)
+        r = stage.run(store, cfg, model_id=model, threshold=threshold).result
     out = {"model_id": r.model_id, "model": r.model_name, "scored": r.n, "correct": r.n_correct,
            "threshold": r.threshold, "seconds": {k: round(v, 4) for k, v in r.seconds.items()}}  # fmt: skip
     if as_json:
@@ -149,26 +150,26 @@ def judge(
     as_json: bool = JsonOption,
 ) -> None:
     """The LLM-judge baseline: ask the judge model about every verified trajectory not yet judged."""
-    from magv.agents.judge import judge_many, pending_judgements
-    from magv.llm import LLMClient, managed_endpoints
+    from magv.pipeline import judge as stage
+    from magv.pipeline.runner import run_stage
+    from magv.pipeline.session import session
 
     cfg = settings(ctx)
     role = cfg.llm.role("judge")
-    override = cfg.llm.roles.get("judge")
-    temperature = override.temperature if override and override.temperature is not None else 0.0
     started = time.perf_counter()
     with open_store(cfg) as store:
-        items = pending_judgements(store, role["model"], limit)
-        verdicts = []
-        if items:
-            with managed_endpoints(cfg) as endpoints:
+        items = stage.plan(store, WorkerContext(cfg), limit)
+    verdicts: list = []
+    if items:
 
-                async def main():
-                    async with LLMClient(cfg, recorder=store, endpoints=endpoints) as client:
-                        return await judge_many(client, items, cfg.pipeline.concurrency, temperature)
+        def keep(store, ctx, results, report) -> None:
+            stage.write(store, ctx, results, report)
+            verdicts.extend(results)
 
-                verdicts = asyncio.run(main())
-            store.add_judge_verdicts(verdicts)
+        # A session of its own: the judge's calls and tokens are recorded like any stage's.
+        with session(cfg, "judge") as sess:
+            run_stage(sess, stage.STAGE, items=items, write=keep)
+    with open_store(cfg) as store:
         labels = store.effective_labels()
     scored = [v for v in verdicts if v.correct is not None and v.run_id in labels]
     out = {

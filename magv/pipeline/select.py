@@ -1,8 +1,9 @@
-"""Selection of generated questions for quality and diversity (MAG-V's filtering step).
+"""select: keep a diverse, balanced subset of the generated questions (MAG-V's filtering step).
 
 Embed, drop near-duplicates (cosine above a threshold), then cluster the questions of each target
 trajectory and keep the one nearest each cluster centre, with the total split evenly across target
-trajectories. Every dropped question records why.
+trajectories. Every dropped question records why. Seeds are always kept. It runs where the store is
+(one embedding batch, no agents), so it has no work items.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
+
+from magv.pipeline.base import StageReport
+from magv.pipeline.generate import seed_questions, target_seeds
 
 
 def quotas(sizes: dict[str, int], total: int) -> dict[str, int]:
@@ -108,3 +112,31 @@ def _map_2d(emb: np.ndarray, seed: int) -> np.ndarray:
     if len(emb) < 3:
         return np.zeros((len(emb), 2))
     return PCA(n_components=2, random_state=seed).fit_transform(emb)
+
+
+def run(store, ctx, embedder) -> StageReport:
+    """Select among the investigator's questions and write every decision (kept or why not)."""
+    report = StageReport("select")
+    domain = ctx.domain()
+    p = ctx.settings.pipeline
+    store.add_questions(seed_questions(domain.name, target_seeds(domain.seeds(), p.max_targets)))
+    decided = {s["question_id"] for s in store.selections()}
+    seeds = store.questions(domain.name, origin="seed")
+    generated = store.questions(domain.name, origin="investigator")
+    report.planned = len(generated) + len(seeds)
+    rows = [{"question_id": q.id, "kept": True, "reason": "seed", "cluster": None, "x": 0.0, "y": 0.0}
+            for q in seeds if q.id not in decided]  # fmt: skip
+    if generated and any(q.id not in decided for q in generated):
+        from magv.llm.embeddings import embed_cached
+
+        # kept in the store: the features stage embeds the same questions again
+        vectors = embed_cached(store, embedder, [q.text for q in generated])
+        picked = select(
+            [q.id for q in generated], [q.seed_id or "" for q in generated], vectors,
+            target_count=p.questions, threshold=p.dedup_threshold, seed=p.seed,
+        )  # fmt: skip
+        rows += [r for r in picked if r["question_id"] not in decided]
+    with store.transaction():
+        report.written = store.add_selections(rows)
+    report.done = report.planned
+    return report

@@ -1,0 +1,52 @@
+"""judge: the LLM-judge baseline asks the judge model about every verified trajectory it has not
+judged yet."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from magv.agents.judge import judge, pending_judgements
+from magv.models import JudgeVerdict, Trajectory
+from magv.pipeline.base import AgentStage, StageReport
+from magv.pipeline.worker import WorkerContext
+
+
+@dataclass
+class JudgeItem:
+    run_id: str
+    question: str
+    trajectory: Trajectory
+
+
+def plan(store, ctx: WorkerContext, limit: int | None = None) -> list[JudgeItem]:
+    model = ctx.settings.llm.role("judge")["model"]
+    return [JudgeItem(*item) for item in pending_judgements(store, model, limit)]
+
+
+def temperature(settings) -> float:
+    """The judge's own temperature when set, else 0 (not the agents' default)."""
+    override = settings.llm.roles.get("judge")
+    return override.temperature if override and override.temperature is not None else 0.0
+
+
+async def work(client, ctx: WorkerContext, item: JudgeItem) -> JudgeVerdict:
+    return await judge(
+        client, item.run_id, item.question, item.trajectory, temperature=temperature(ctx.settings)
+    )
+
+
+def write(store, ctx: WorkerContext, results: list[JudgeVerdict], report: StageReport) -> None:
+    report.written += store.add_judge_verdicts(results) or 0
+    for v in results:
+        report.prompt_tokens += v.prompt_tokens
+        report.completion_tokens += v.completion_tokens
+        if v.correct is None:
+            report.failed += 1
+            report.llm_errors += bool(v.error and v.error.startswith("LLM error"))
+            if v.error:
+                report.errors.append(f"run {v.run_id}: {v.error}")
+        else:
+            report.done += 1
+
+
+STAGE = AgentStage("judge", plan, work, write)

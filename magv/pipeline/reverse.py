@@ -1,0 +1,90 @@
+"""reverse: the reverse engineer writes k alternate questions from each MCT's response."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from magv.agents.parsing import QuestionsReply
+from magv.agents.reverse import reverse_engineer
+from magv.models import Question, Run, canonical_json, make_id
+from magv.pipeline.base import AgentStage, StageReport
+from magv.pipeline.respond import BASE_ORIGINS
+from magv.pipeline.worker import WorkerContext
+
+
+@dataclass
+class ReverseItem:
+    gen_id: str
+    question: Question
+    response: str
+
+
+@dataclass
+class ReverseResult:
+    item: ReverseItem
+    reply: QuestionsReply
+
+
+def plan(store, ctx: WorkerContext) -> list[ReverseItem]:
+    domain = ctx.domain()
+    k = ctx.settings.pipeline.alternates
+    if k == 0:
+        return []
+    done = {g["id"] for g in store.generations(domain.name) if g["status"] == "ok"}  # failed: try again
+    base = {q.id: q for q in store.questions(domain.name, origin=BASE_ORIGINS, kept_only=True)}
+    mct_runs = {m["question_id"]: m["run_id"] for m in store.mct() if m["question_id"] in base}
+    runs = {r.id: r for r in store.runs(list(mct_runs))}
+    items = []
+    for qid, run_id in mct_runs.items():
+        gen_id = make_id("reverse", qid, k)
+        if gen_id not in done:
+            items.append(ReverseItem(gen_id, base[qid], response_text(runs[run_id])))
+    return items
+
+
+def response_text(run: Run) -> str:
+    """The MCT's answer; a run that stopped without one is described by its last tool result."""
+    t = run.trajectory
+    if t.response:
+        return t.response
+    for step in reversed(t.steps):
+        if step.kind == "tool" and step.result is not None:
+            return canonical_json(step.result)[:1500]
+    return "(no answer)"
+
+
+async def work(client, ctx: WorkerContext, item: ReverseItem) -> ReverseResult:
+    reply = await reverse_engineer(
+        client, ctx.domain(), item.response, ctx.settings.pipeline.alternates,
+        context_key=f"reverse:{item.gen_id}",
+    )  # fmt: skip
+    return ReverseResult(item, reply)
+
+
+def write(store, ctx: WorkerContext, results: list[ReverseResult], report: StageReport) -> None:
+    domain = ctx.domain()
+    with store.transaction():
+        for r in results:
+            base = r.item.question
+            alternates = [
+                Question(
+                    id=Question.derive_id(domain.name, "alternate", text, base.id),
+                    domain=domain.name,
+                    text=text,
+                    origin="alternate",
+                    parent_id=base.id,
+                    seed_id=base.seed_id,
+                    target=base.target,
+                    group_id=base.group_id,
+                )  # fmt: skip
+                for text in r.reply.questions
+            ]
+            report.written += store.add_questions(alternates)
+            store.add_generation(
+                r.item.gen_id, "reverse", domain.name, base.id, None, "failed" if r.reply.error else "ok",
+                r.reply.error, len(alternates),
+            )  # fmt: skip
+            report.tally(r.reply, r.reply.error and f"question {base.id}: {r.reply.error}")
+
+
+STAGE = AgentStage("reverse", plan, work, write)

@@ -1,0 +1,13 @@
+"""score: the registered verifier's probability and verdict for every trajectory with features."""
+
+from __future__ import annotations
+
+from magv.pipeline.base import StageReport
+
+
+def run(store, settings, model_id: str | None = None, threshold: float | None = None) -> StageReport:
+    from magv.verify.training import score
+
+    result = score(store, settings, model_id=model_id, threshold=threshold)
+    report = StageReport("score", planned=1, done=1, written=result.n, result=result)
+    return report
