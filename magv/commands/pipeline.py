@@ -181,12 +181,9 @@ def _check_failures(result: dict[str, Any]) -> None:
     if stages and all(s.get("planned", 0) > 0 and s.get("done", 0) == 0 and s.get("failed", 0) > 0
                       for s in stages.values() if s.get("planned")):  # fmt: skip
         raise RunFailed("every planned item failed; see the errors above and `magv llm calls`")
-    failed = {name: s for name, s in stages.items() if s.get("failed")}
+    failed = {name: s["error"] for name, s in stages.items() if s.get("error")}
     if failed:
-        reasons = "; ".join(
-            f"{name}: {s['failed']} failed ({(s.get('errors') or ['no reason recorded'])[0]})"
-            for name, s in failed.items()
-        )
+        reasons = "; ".join(f"stage {name} failed: {error}" for name, error in failed.items())
         raise RunFailed(f"run {result.get('run_id', '')} completed with errors: {reasons}")
 
 

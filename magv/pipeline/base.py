@@ -29,6 +29,10 @@ class StageReport:
     completion_tokens: int = 0
     seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
+    # Why the stage, or some of its chunks, could not do its work (train without two classes, a
+    # chunk that failed after its retries). Faults recorded on single items (an unusable reply, a
+    # run lost to the model) are not this: they are counted below and redone by a rerun.
+    error: str | None = None
     # Faults recorded on the rows written: LLM calls that failed after their retries (the run or
     # generation says so), unusable model replies (invalid steps) and tool calls that errored.
     llm_errors: int = 0
@@ -43,6 +47,7 @@ class StageReport:
             "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
             "seconds": round(self.seconds, 3), "llm_errors": self.llm_errors,
             "invalid_steps": self.invalid_steps, "tool_errors": self.tool_errors, "errors": self.errors[:20],
+            "error": self.error,
         }  # fmt: skip
 
     def tally(self, reply: Any, error: str | None) -> None:

@@ -112,6 +112,7 @@ def run_stage(
             if isinstance(result, BaseException):
                 report.failed += len(part)
                 report.errors.append(f"chunk of {len(part)} failed: {type(result).__name__}: {result}")
+                report.error = report.error or report.errors[-1]
                 bar.advance(len(part))
                 continue
             if result.calls:
@@ -133,7 +134,7 @@ def run_in_process(
         try:
             report = fn(*args, **kwargs)
         except MagvError as exc:
-            report = StageReport(name, planned=1, failed=1, errors=[str(exc)])
+            report = StageReport(name, planned=1, failed=1, errors=[str(exc)], error=str(exc))
         bar.advance()
     report.name = name
     report.seconds = time.perf_counter() - started

@@ -31,9 +31,9 @@ class Session:
         self.stages[report.name] = report.as_dict()
         return report
 
-    def failed_stages(self) -> dict[str, list[str]]:
-        """The stages that failed on some of their work, with their reasons."""
-        return {name: s.get("errors") or [] for name, s in self.stages.items() if s.get("failed")}
+    def failed_stages(self) -> dict[str, str]:
+        """The stages that could not do (some of) their work, with the reason."""
+        return {name: s["error"] for name, s in self.stages.items() if s.get("error")}
 
     def status(self) -> str:
         return WITH_ERRORS if self.failed_stages() else COMPLETED
