@@ -58,6 +58,9 @@ EOF
 
 step "installing it into a fresh venv"
 "$VENV/bin/pip" install -q "$WHEEL" 2> >(grep -v "is ignored: it is neither" >&2)
+if "$VENV/bin/pip" list --format=freeze | grep -i '^nvidia'; then
+    echo "a CPU install pulled CUDA libraries (above)"; exit 1
+fi
 
 # Everything below runs outside the repository, so nothing can be imported from the checkout.
 RUN="$WORK/run"
@@ -104,7 +107,7 @@ for name, text in rendered.items():
 EOF
 
 step "magv domain check retail"
-"$VENV/bin/magv" domain check retail
+"$VENV/bin/magv" domain check retail | tail -n 1
 
 step "starting the fake LLM server (tests/fakellm.py, agents script)"
 # A copy of tests/ outside the repository: the server imports magv too, and must get the wheel's.

@@ -158,3 +158,45 @@ def test_whole_pipeline_with_verifier_then_report(tmp_path, capsys, prefect_harn
         kept = store.questions(origin=("seed", "investigator"), kept_only=True)
     assert counts["features"] >= len(kept) - 1 and counts["labels"] >= len(kept) - 1
     assert counts["predictions"] >= counts["features"] - 1
+
+
+@pytest.mark.integration
+def test_a_run_whose_stage_failed_is_completed_with_errors_and_exits_1(tmp_path, capsys, prefect_harness):
+    """One target, one kept question: the verifier cannot train (one question group), so the run
+    says which stage failed and why, and stores the reason with the stage."""
+    with fake_pipeline_env(tmp_path):
+        rc = main(["run", "--json", "--targets", "1", "--questions", "1", "--runs", "1", "--alternates", "0"])
+    captured = capsys.readouterr()
+    assert rc == 1
+    result = json.loads(captured.out)
+    assert result["status"] == "completed_with_errors"
+    assert "stage train failed" in captured.err and "one question group" in captured.err
+    assert "score" not in result["stages"]  # nothing to score with
+    with Store(tmp_path / "magv.duckdb", read_only=True) as store:
+        [run] = store.pipeline_runs()
+    stages = json.loads(run["stages"]) if isinstance(run["stages"], str) else run["stages"]
+    assert run["status"] == "completed_with_errors"
+    assert "one question group" in stages["train"]["errors"][0] and stages["train"]["error"]
+    assert stages["respond"]["error"] is None and stages["respond"]["done"] == 2
+
+
+@pytest.mark.integration
+def test_generation_is_sized_to_the_kept_count_and_its_cost_is_printed(tmp_path, capsys, prefect_harness):
+    args = ["run", "--no-verify", "--targets", "4", "--questions", "4", "--runs", "1", "--alternates", "0"]
+    with fake_pipeline_env(tmp_path):
+        assert main(args) == 0
+        first = capsys.readouterr().out
+        with Store(tmp_path / "magv.duckdb", read_only=True) as store:
+            assert len(store.questions(origin="investigator")) == 4 * 2  # ceil(2 x 4 kept / 4 targets)
+        # before any work: the plan, its calls, no time (the call log is empty)
+        assert first.index("plan: 4 targets x 2 questions, keep 4") < first.index("generate: 4 to do")
+        assert "respond: 8 runs, up to 56 responder LLM calls" in first  # (4 kept + 4 seeds) x (6 + 1)
+        assert "s a call" not in first.split("generate: 4 to do")[0]
+        # an explicit --per-target wins; now the log has latencies, so the plan has a time too
+        assert main([*args, "--per-target", "3"]) == 0
+        second = capsys.readouterr().out
+        with Store(tmp_path / "magv.duckdb", read_only=True) as store:
+            asked = sorted(g["n_questions"] for g in store.generations() if g["kind"] == "investigator")
+    assert asked == [2] * 4 + [3] * 4  # a new generation per target, asked for 3
+    assert "plan: 4 targets x 3 questions" in second
+    assert "investigator LLM calls, about" in second and "s a call" in second
