@@ -8,7 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from magv import progress
 from magv.commands.common import JsonOption, console, emit_json, err_console, settings, table
@@ -25,6 +32,7 @@ class RichReporter:
         self.live = enabled and console.is_terminal
         self.progress = Progress(
             TextColumn("[bold]{task.description:<20}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TimeRemainingColumn(),
             console=console, disable=not self.live, transient=False,
         )  # fmt: skip
         self.tasks: dict[str, Any] = {}
@@ -47,7 +55,10 @@ class RichReporter:
         now = time.perf_counter()
         if self.enabled and not self.live and (now - c[3] > 30 or c[0] >= c[1]):
             c[3] = now
-            console.print(f"{name}: {int(c[0])}/{int(c[1])} done ({now - c[2]:.0f} s)", highlight=False)
+            left = ""
+            if 0 < c[0] < c[1]:  # the rate so far, over what is left
+                left = f", about {(now - c[2]) / c[0] * (c[1] - c[0]):.0f} s left"
+            console.print(f"{name}: {int(c[0])}/{int(c[1])} done ({now - c[2]:.0f} s{left})", highlight=False)
 
     def finish(self, name: str) -> None:
         pass
