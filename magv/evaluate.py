@@ -245,8 +245,7 @@ def _run_config(store: Any, eval_id: str, config: EvalConfig, endpoints: dict[st
     """The configuration's questions through the pipeline's stage runner; rows are stored per chunk."""
     from magv.pipeline.base import AgentStage
     from magv.pipeline.runner import run_stage
-    from magv.pipeline.session import Session
-    from magv.pipeline.worker import WorkerContext, use_local_recorder
+    from magv.pipeline.session import local_session
 
     rows: dict[str, dict[str, Any]] = {}
 
@@ -257,13 +256,8 @@ def _run_config(store: Any, eval_id: str, config: EvalConfig, endpoints: dict[st
         rows.update(chunk)
 
     stage = AgentStage(f"eval {config.name}", lambda store, ctx: [], work_eval, write)
-    sess = Session(config.settings, store, WorkerContext(config.settings, endpoints), eval_id)
-    use_local_recorder(store)
-    try:
-        with _prompts(config.prompts_dir):
-            run_stage(sess, stage, items=items)
-    finally:
-        use_local_recorder(None)
+    with local_session(config.settings, store, endpoints, eval_id) as sess, _prompts(config.prompts_dir):
+        run_stage(sess, stage, items=items)
     missing = [item.question.id for item in items if item.question.id not in rows]
     if missing:
         raise RunFailed(f"eval {config.name}: {len(missing)} questions failed; see the errors above")

@@ -105,6 +105,10 @@ def test_cli_judge_reports_accuracy_and_cost(tmp_path, monkeypatch, capsys):
         assert main(["verify", "judge", "--json"]) == 0  # everything judged already
         assert json.loads(capsys.readouterr().out)["judged"] == 0
         assert srv.counts["chat"] == 8
+    with Store(tmp_path / "data" / "magv.duckdb", read_only=True) as store:
+        calls = [c for c in store.llm_calls() if c["role"] == "judge"]
+        assert len(calls) == 8  # logged through the store, as every stage's calls are
+        assert store.pipeline_runs() == []  # not a pipeline run: the report keeps describing the last one
 
 
 @pytest.mark.slow

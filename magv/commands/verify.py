@@ -150,26 +150,32 @@ def judge(
     as_json: bool = JsonOption,
 ) -> None:
     """The LLM-judge baseline: ask the judge model about every verified trajectory not yet judged."""
+    from magv.llm import managed_endpoints
+    from magv.models import make_id, utcnow
     from magv.pipeline import judge as stage
     from magv.pipeline.runner import run_stage
-    from magv.pipeline.session import session
+    from magv.pipeline.session import local_session
+    from magv.pipeline.worker import close_resources
 
     cfg = settings(ctx)
     role = cfg.llm.role("judge")
     started = time.perf_counter()
+    verdicts: list = []
+
+    def keep(store, ctx, results, report) -> None:
+        stage.write(store, ctx, results, report)
+        verdicts.extend(results)
+
     with open_store(cfg) as store:
         items = stage.plan(store, WorkerContext(cfg), limit)
-    verdicts: list = []
-    if items:
-
-        def keep(store, ctx, results, report) -> None:
-            stage.write(store, ctx, results, report)
-            verdicts.extend(results)
-
-        # A session of its own: the judge's calls and tokens are recorded like any stage's.
-        with session(cfg, "judge") as sess:
-            run_stage(sess, stage.STAGE, items=items, write=keep)
-    with open_store(cfg) as store:
+        if items:
+            try:
+                with managed_endpoints(cfg) as endpoints:
+                    run_id = make_id("judge", cfg.domain, str(utcnow()))
+                    with local_session(cfg, store, endpoints, run_id) as sess:
+                        run_stage(sess, stage.STAGE, items=items, write=keep)
+            finally:
+                close_resources()
         labels = store.effective_labels()
     scored = [v for v in verdicts if v.correct is not None and v.run_id in labels]
     out = {

@@ -100,6 +100,20 @@ def session(
         store.close()
 
 
+@contextmanager
+def local_session(
+    settings: Settings, store: Store, endpoints: dict[str, list[str]], run_id: str
+) -> Iterator[Session]:
+    """A session for work that is not a pipeline run (`magv eval`, `magv verify judge`): its calls
+    are logged and replayed through the store, and nothing is added to `pipeline_runs` (the report
+    describes the latest pipeline run)."""
+    use_local_recorder(store)
+    try:
+        yield Session(settings, store, WorkerContext(settings, endpoints), run_id)
+    finally:
+        use_local_recorder(None)
+
+
 def summarize(stages: dict[str, Any]) -> dict[str, Any]:
     def total(key: str) -> int:
         return sum(s.get(key, 0) for s in stages.values())
