@@ -14,6 +14,7 @@ from typing import Any
 from magv.agents.investigator import investigate, pick_example
 from magv.agents.responder import Demo, respond
 from magv.agents.reverse import reverse_engineer
+from magv.definitions import tool_error_count
 from magv.mct import most_common_trajectory
 from magv.models import Question, Run, Seed, make_id
 from magv.runtime import WorkerContext
@@ -237,7 +238,7 @@ def write_respond(store: Store, ctx: WorkerContext, results: list[dict], report:
                 report.completion_tokens += run.completion_tokens
                 steps = run.trajectory.steps
                 report.invalid_steps += sum(1 for s in steps if s.kind == "invalid")
-                report.tool_errors += sum(1 for s in steps if s.kind == "tool" and s.error)
+                report.tool_errors += tool_error_count(run.trajectory)
                 report.llm_errors += run.trajectory.status == "llm_error"
                 if llm_errors:
                     report.errors.append(f"question {q.id} run {run.run_index}: {llm_errors[-1]}")
