@@ -46,11 +46,13 @@ def _lock_holder(message: str) -> str:
 def _check_is_duckdb(path: Path) -> None:
     """Refuse an existing file that is not a DuckDB database before DuckDB sees it: given a SQLite
     file, DuckDB would try to load (and might download) its sqlite extension to open it."""
+    if path.is_dir():
+        raise BadInput(f"database: {path} is a directory; give a file path")
+    if not path.is_file():  # a FIFO or a device would block the read below, or never end
+        raise BadInput(f"database: {path} is not a regular file")
     try:
         with path.open("rb") as fh:
             head = fh.read(12)
-    except IsADirectoryError:
-        raise BadInput(f"database: {path} is a directory; give a file path") from None
     except OSError as exc:
         raise BadInput(f"database: {path}: cannot read: {exc.strerror}") from None
     if head[8:12] != _DUCKDB_MAGIC:
@@ -80,7 +82,7 @@ class Connection:
     # -- opening -----------------------------------------------------------------------------
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
-        if self.path.exists() or self.path.is_symlink():
+        if self.path.exists():
             _check_is_duckdb(self.path)
         elif self.read_only:
             raise BadInput(f"database: {self.path}: no such file (run a stage first)")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import os
 import shutil
 import sqlite3
 
@@ -100,6 +101,18 @@ def test_a_file_that_is_not_a_database_is_refused_untouched(tmp_path, content):
     with pytest.raises(BadInput, match="not a DuckDB database file"):
         Store(path)
     assert path.read_bytes() == content
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo"])
+def test_a_path_that_is_not_a_regular_file_is_refused_at_once(tmp_path, kind):
+    path = tmp_path / "magv.duckdb"
+    if kind == "directory":
+        path.mkdir()
+    else:
+        os.mkfifo(path)  # reading it would block until a writer comes
+    for read_only in (False, True):
+        with pytest.raises(BadInput, match=f"database: {path} is (a directory|not a regular file)"):
+            Store(path, read_only=read_only)
 
 
 def test_a_read_only_open_never_creates_a_file_or_its_directory(tmp_path):
