@@ -138,13 +138,16 @@ def test_all_tables_exist(tmp_store):
 
 
 def _version_1_file(path, with_later_columns: bool = False) -> None:
-    """A file as magv wrote it at schema version 1: migration 1's tables, optionally with the
-    columns that releases added while the version stayed 1."""
+    """A file as magv wrote it at schema version 1: migration 1's tables (as first released),
+    optionally with some of what releases added while the version stayed 1."""
     con = duckdb.connect(str(path))
     con.execute(MIGRATIONS[0].sql)
     if with_later_columns:
         con.execute("ALTER TABLE questions ADD COLUMN text_hash VARCHAR")
         con.execute("ALTER TABLE runs ADD COLUMN tools VARCHAR[]")
+        con.execute("ALTER TABLE generations ADD COLUMN kind VARCHAR")
+        con.execute("CREATE TABLE embeddings (model VARCHAR, text_hash VARCHAR, dim INTEGER, vector BLOB, "
+                    "created_at TIMESTAMP, PRIMARY KEY (model, text_hash))")  # fmt: skip
     con.execute("INSERT INTO meta VALUES ('schema_version', '1')")
     con.execute(
         "INSERT INTO questions (id, domain, text, origin, group_id) VALUES ('q1', 'retail', 'Where?', 'seed', 'q1')"
@@ -186,6 +189,7 @@ def test_a_version_1_file_is_migrated_forward_keeping_its_rows(tmp_path, with_la
         assert [q.id for q in store.questions()] == ["q1"]
         assert {"text_hash"} <= _columns_of(store, "questions")
         assert {"tools", "calls", "response_hash", "calls_hash"} <= _columns_of(store, "runs")
+        assert "kind" in _columns_of(store, "generations") and set(store.counts()) == set(TABLES)
         q = _question(1)
         store.add_questions([q])
         store.add_runs([_run(q, 0)])  # writes the migrated columns

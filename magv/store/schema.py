@@ -35,7 +35,7 @@ CREATE TABLE questions (
     parent_id VARCHAR, seed_id VARCHAR, example_seed_id VARCHAR, target JSON, group_id VARCHAR,
     status VARCHAR, meta JSON, created_at TIMESTAMP);
 CREATE TABLE generations (
-    id VARCHAR PRIMARY KEY, kind VARCHAR, domain VARCHAR, seed_id VARCHAR, example_seed_id VARCHAR,
+    id VARCHAR PRIMARY KEY, domain VARCHAR, seed_id VARCHAR, example_seed_id VARCHAR,
     status VARCHAR, error VARCHAR, n_questions INTEGER, created_at TIMESTAMP);
 CREATE TABLE selections (
     question_id VARCHAR PRIMARY KEY, kept BOOLEAN, reason VARCHAR, cluster INTEGER,
@@ -73,17 +73,18 @@ CREATE TABLE judge_verdicts (
     run_id VARCHAR, model VARCHAR, correct BOOLEAN, reason VARCHAR, prompt_tokens INTEGER,
     completion_tokens INTEGER, latency_s DOUBLE, error VARCHAR, created_at TIMESTAMP,
     PRIMARY KEY (run_id, model));
-CREATE TABLE embeddings (
-    model VARCHAR, text_hash VARCHAR, dim INTEGER, vector BLOB, created_at TIMESTAMP,
-    PRIMARY KEY (model, text_hash));
 CREATE TABLE eval_results (
     eval_id VARCHAR, config VARCHAR, question_id VARCHAR, results JSON, created_at TIMESTAMP,
     PRIMARY KEY (eval_id, config, question_id));
 """
 
-# Added to files of version 1 by magv releases that kept the version at 1, so a version-1 file may
-# have them already: IF NOT EXISTS.
-_STORED_CALLS_V2 = """
+# What magv releases added to files while the version stayed 1, so a version-1 file may have any of
+# it already: IF NOT EXISTS.
+_ADDED_UNDER_V1 = """
+ALTER TABLE generations ADD COLUMN IF NOT EXISTS kind VARCHAR;
+CREATE TABLE IF NOT EXISTS embeddings (
+    model VARCHAR, text_hash VARCHAR, dim INTEGER, vector BLOB, created_at TIMESTAMP,
+    PRIMARY KEY (model, text_hash));
 ALTER TABLE questions ADD COLUMN IF NOT EXISTS text_hash VARCHAR;
 ALTER TABLE runs ADD COLUMN IF NOT EXISTS tools VARCHAR[];
 ALTER TABLE runs ADD COLUMN IF NOT EXISTS calls VARCHAR[];
@@ -92,13 +93,14 @@ ALTER TABLE runs ADD COLUMN IF NOT EXISTS calls_hash VARCHAR;
 """
 
 MIGRATIONS: tuple[Migration, ...] = (
-    Migration(1, "the pipeline tables", _TABLES_V1),
+    Migration(1, "the pipeline tables as first released", _TABLES_V1),
     Migration(
         2,
-        "stored text hashes and calls: questions.text_hash (the embeddings key of the text); runs.tools, "
-        "runs.calls (each call's tool name and canonical call), runs.response_hash, runs.calls_hash. "
-        "NULL in rows written before them",
-        _STORED_CALLS_V2,
+        "added while the version stayed 1: generations.kind; the embeddings table; stored text hashes and "
+        "calls: questions.text_hash (the embeddings key of the text), runs.tools and runs.calls (each "
+        "call's tool name and canonical call), runs.response_hash, runs.calls_hash. NULL in rows "
+        "written before them",
+        _ADDED_UNDER_V1,
     ),
 )
 
@@ -139,11 +141,18 @@ def file_version(con: duckdb.DuckDBPyConnection, path: Path) -> int:
             "(--database or MAGV_DATABASE)"
         )
     try:
-        return int(row[0])
+        version = int(row[0])
     except (TypeError, ValueError):
         raise BadInput(
             f"database: {path}: meta.schema_version is {row[0]!r}, not a number; the file is damaged"
         ) from None
+    missing = [t for t in TABLES if t not in objects and t != "embeddings"]  # migration 1 made them
+    if version >= 1 and missing:
+        raise BadInput(
+            f"database: {path} is not a magv database: it has a meta.schema_version but not the tables "
+            f"{', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''}; magv leaves it unchanged"
+        )
+    return version
 
 
 def check_readable(path: Path, version: int, read_only: bool) -> None:

@@ -80,6 +80,20 @@ def test_the_cli_refuses_another_applications_database_with_exit_2(argv, tmp_pat
     assert _sha256(path) == before and not (tmp_path / "copy.duckdb").exists()
 
 
+def test_a_foreign_file_with_a_schema_version_of_its_own_is_refused_untouched(tmp_path):
+    path = tmp_path / "other.duckdb"
+    _foreign_duckdb(path)
+    con = duckdb.connect(str(path))
+    con.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    con.close()
+    before = _sha256(path)
+    with pytest.raises(
+        BadInput, match="not a magv database: it has a meta.schema_version but not the tables"
+    ):
+        Store(path)
+    assert _sha256(path) == before
+
+
 def test_a_sqlite_file_is_refused_before_duckdb_opens_it(tmp_path):
     # DuckDB would try to load (or download) its sqlite extension to open this
     path = tmp_path / "app.db"
