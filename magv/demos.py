@@ -1,11 +1,10 @@
 """Demonstrations: verified question + trajectory pairs, indexed by question embedding, so the
 responder can see the m most similar solved examples in its prompt.
 
-Verified means a person said so (the effective label comes from `human` or `import`) or, without
-such a label, the latest verifier scored the trajectory at or above its threshold. Gold labels do
-not count: they only say the run matched the trajectory the question was generated for, which the
-verifier already weighs. Only the MCT run of a base question is an example (alternates share
-their base question's group and would add near-copies of it).
+Verified is `magv.definitions.is_verified`: the effective label (human > import > gold) where a
+run has one, else the latest verifier's score at or above its threshold. Only the MCT run of a base
+question is an example (alternates share their base question's group and would add near-copies of
+it).
 
 Leakage: `nearest` never returns an example of an excluded group, so a question never sees itself,
 its alternates, or anything generated from its own seed; nor an example with the same text.
@@ -21,9 +20,8 @@ from typing import Any
 import numpy as np
 
 from magv.agents.responder import Demo
+from magv.definitions import is_verified
 from magv.models import Seed, ToolCall
-
-PERSON_SOURCES = ("human", "import")
 
 
 @dataclass
@@ -32,7 +30,7 @@ class Example(Demo):
 
     question_id: str = ""
     group_id: str = ""
-    source: str = ""  # human | import | verifier | seed
+    source: str = ""  # human | import | gold | verifier | seed
     score: float | None = None
 
 
@@ -50,13 +48,9 @@ def verified_examples(
     for row in store.export_rows(model_id=model_id):
         if not row["is_mct"] or row["domain"] != domain:
             continue
-        if row["label_source"] in PERSON_SOURCES:
-            verified, source = bool(row["label"]), row["label_source"]
-        elif row["score"] is not None:
-            cut = row["threshold"] if threshold is None else threshold
-            verified, source = row["score"] >= cut, "verifier"
-        else:
-            continue
+        cut = row["threshold"] if threshold is None else threshold
+        verified = is_verified(row["label"], row["score"], cut)
+        source = row["label_source"] or "verifier"
         calls = _calls(row["trajectory"])
         # An example without a tool call shows the model nothing about tools.
         if verified and calls:

@@ -93,7 +93,8 @@ class Step(_Model):
 
     @property
     def ok(self) -> bool:
-        return self.kind == "tool" and self.error is None
+        """A tool call that did not fail (`magv.definitions.is_tool_error` is the failure)."""
+        return self.kind == "tool" and not self.error
 
 
 class Trajectory(_Model):

@@ -31,6 +31,7 @@ from magv.models import (
     make_id,
 )
 from magv.store import Store
+from tests.store_helpers import write_features, write_predictions
 
 MODELS = ("logistic_regression", "svm", "random_forest", "knn", "xgboost")
 FEATURES = ("EM_mean", "EDIT_mean", "GEDIT_mean", "SS_mean", "mct_share", "n_tool_errors")
@@ -449,7 +450,7 @@ def _verifier(store: Store, rng: random.Random, info: FixtureInfo, base: list[Qu
             "n_tool_errors": float(sum(1 for s in run.trajectory.steps if s.error)),
         }
         features.append(Features(run_id=run.id, version="v1", values=values))
-    store.add_features(features)
+    write_features(store, features)
     labels = [Label(run_id=r, source="gold", correct=c, detail="strict") for r, c in gold.items()]
     human = sorted(gold)[:2]  # two expert labels; the first disagrees with the gold match
     labels += [Label(run_id=human[0], source="human", correct=not gold[human[0]], detail="annotator:ana"),
@@ -499,7 +500,7 @@ def _verifier(store: Store, rng: random.Random, info: FixtureInfo, base: list[Qu
         preds.append(Prediction(run_id=r, model_id=model_id, probability=prob, verdict=prob >= 0.5,
                                 threshold=0.5, contributions=contrib))  # fmt: skip
         info.predictions[r] = prob
-    store.add_predictions(preds)
+    write_predictions(store, preds)
 
     verdicts = []
     for i, r in enumerate(order):

@@ -18,6 +18,7 @@ from magv.pipeline.respond import plan as plan_respond
 from magv.pipeline.respond import work as work_respond
 from magv.pipeline.worker import WorkerContext, close_resources, run_chunk, use_local_recorder
 from tests.fakellm import FakeLLMServer
+from tests.store_helpers import write_predictions
 from tests.verify_helpers import HashEmbedder
 
 DEMO_BLOCK = re.compile(r"Solved examples of similar questions:\n(.*)\Z", re.S)
@@ -70,7 +71,7 @@ def _verified_store(store) -> None:
              for q, p in probability.items()]  # fmt: skip
     preds.append(Prediction(run_id=Run.derive_id("q-low", 1), model_id="m1", probability=0.99, verdict=True,
                             threshold=0.5))  # fmt: skip
-    store.add_predictions(preds)
+    write_predictions(store, preds)
     store.add_labels([
         Label(run_id=Run.derive_id("q-human", 0), source="human", correct=True),
         Label(run_id=Run.derive_id("q-veto", 0), source="human", correct=False),
@@ -79,17 +80,20 @@ def _verified_store(store) -> None:
     ])  # fmt: skip
 
 
-def test_verified_means_verifier_above_threshold_or_a_person_said_correct(tmp_store):
+def test_verified_means_the_effective_label_or_else_the_verifier_above_threshold(tmp_store):
     _verified_store(tmp_store)
     found = {e.question_id: e for e in verified_examples(tmp_store, "retail")}
-    assert set(found) == {"q-ver", "q-human"}
+    # q-veto: the human "wrong" beats both the verifier and the gold match; q-gold: a label, no score
+    assert set(found) == {"q-ver", "q-human", "q-gold"}
     assert found["q-ver"].source == "verifier" and found["q-ver"].score == pytest.approx(0.9)
     assert found["q-human"].source == "human" and found["q-human"].group_id == "g3"
+    assert found["q-gold"].source == "gold" and found["q-gold"].score is None
     assert found["q-ver"].calls == [
         ToolCall(name="find_customer_by_email", arguments={"email": "q-ver@example.com"})
     ]
     # a stricter threshold than the one the verifier used drops the 0.9 example
-    assert {e.question_id for e in verified_examples(tmp_store, "retail", threshold=0.95)} == {"q-human"}
+    stricter = verified_examples(tmp_store, "retail", threshold=0.95)
+    assert {e.question_id for e in stricter} == {"q-human", "q-gold"}
 
 
 def _examples() -> list[Example]:
@@ -157,7 +161,7 @@ def _respond_store(store) -> None:
     store.add_runs([_run(q.id) for q in questions])
     store.set_mct([{"question_id": q.id, "run_id": Run.derive_id(q.id, 0), "signature": "s", "share": 1.0,
                     "n_runs": 1, "n_distinct": 1} for q in questions])  # fmt: skip
-    store.add_predictions([Prediction(run_id=Run.derive_id(q.id, 0), model_id="m1", probability=0.9, verdict=True,
+    write_predictions(store, [Prediction(run_id=Run.derive_id(q.id, 0), model_id="m1", probability=0.9, verdict=True,
                                       threshold=0.5) for q in questions])  # fmt: skip
     new = _question("new", "g1", "where is my order W9 it is late")
     store.add_questions([new])

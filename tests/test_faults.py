@@ -180,7 +180,7 @@ def _check_faults_are_retried_or_recorded(db, result, sent, requests) -> None:
 
 
 def test_a_redone_run_replaces_the_failed_one_and_stale_verdicts_go(tmp_store):
-    from magv.models import Features, Label, Question, Run, ToolCall, Trajectory
+    from magv.models import Label, Question, Run, ToolCall, Trajectory
     from magv.pipeline.base import StageReport
     from magv.pipeline.respond import RespondResult, RunOutcome
     from magv.pipeline.respond import plan as plan_respond
@@ -206,7 +206,7 @@ def test_a_redone_run_replaces_the_failed_one_and_stale_verdicts_go(tmp_store):
     write_respond(tmp_store, None, [RespondResult(q, outcomes)], StageReport("respond"))
     first = Run.derive_id("q", 0)
     assert tmp_store.mct()[0]["run_id"] == first  # a tie between a and b: the earlier run
-    tmp_store.add_features([Features(run_id=first, version="1", values={"em_mean": 1.0})])
+    tmp_store.write_feature_matrix("1", [first], ["em_mean"], [[1.0]])
     tmp_store.add_labels([Label(run_id=first, source="gold", correct=True),
                           Label(run_id=first, source="human", correct=False)])  # fmt: skip
 

@@ -3,7 +3,7 @@ import pytest
 
 from magv.errors import BadInput, StoreLocked
 from magv.models import Label, LLMCall, Question, Run, ToolCall, Trajectory, text_hash
-from magv.store import SCHEMA_VERSION, TABLES, Store
+from magv.store import MIGRATIONS, SCHEMA_VERSION, TABLES, Store
 
 
 def _question(i: int) -> Question:
@@ -132,3 +132,92 @@ def test_backup_is_a_consistent_copy(tmp_store, tmp_path):
 
 def test_all_tables_exist(tmp_store):
     assert set(tmp_store.counts()) == set(TABLES)
+
+
+# -- schema migrations -------------------------------------------------------------------------
+
+
+def _version_1_file(path, with_later_columns: bool = False) -> None:
+    """A file as magv wrote it at schema version 1: migration 1's tables (as first released),
+    optionally with some of what releases added while the version stayed 1."""
+    con = duckdb.connect(str(path))
+    con.execute(MIGRATIONS[0].sql)
+    if with_later_columns:
+        con.execute("ALTER TABLE questions ADD COLUMN text_hash VARCHAR")
+        con.execute("ALTER TABLE runs ADD COLUMN tools VARCHAR[]")
+        con.execute("ALTER TABLE generations ADD COLUMN kind VARCHAR")
+        con.execute("CREATE TABLE embeddings (model VARCHAR, text_hash VARCHAR, dim INTEGER, vector BLOB, "
+                    "created_at TIMESTAMP, PRIMARY KEY (model, text_hash))")  # fmt: skip
+    con.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    con.execute(
+        "INSERT INTO questions (id, domain, text, origin, group_id) VALUES ('q1', 'retail', 'Where?', 'seed', 'q1')"
+    )
+    con.close()
+
+
+def _columns(path, table: str) -> set[str]:
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return {
+            r[0]
+            for r in con.execute(
+                f"SELECT column_name FROM duckdb_columns() WHERE table_name = '{table}'"
+            ).fetchall()
+        }
+    finally:
+        con.close()
+
+
+def test_migrations_are_numbered_from_one_and_a_new_file_gets_them_all(tmp_store):
+    assert [m.version for m in MIGRATIONS] == list(range(1, len(MIGRATIONS) + 1))
+    assert tmp_store.schema_version == SCHEMA_VERSION == MIGRATIONS[-1].version >= 2
+    assert {"tools", "calls", "response_hash", "calls_hash"} <= _columns_of(tmp_store, "runs")
+
+
+def _columns_of(store, table: str) -> set[str]:
+    rows = store.query("SELECT column_name FROM duckdb_columns() WHERE table_name = ?", [table])
+    return {r["column_name"] for r in rows}
+
+
+@pytest.mark.parametrize("with_later_columns", [False, True], ids=["plain", "columns-already-added"])
+def test_a_version_1_file_is_migrated_forward_keeping_its_rows(tmp_path, with_later_columns):
+    path = tmp_path / "v1.duckdb"
+    _version_1_file(path, with_later_columns)
+    assert "calls" not in _columns(path, "runs")
+    with Store(path) as store:
+        assert store.schema_version == SCHEMA_VERSION
+        assert [q.id for q in store.questions()] == ["q1"]
+        assert {"text_hash"} <= _columns_of(store, "questions")
+        assert {"tools", "calls", "response_hash", "calls_hash"} <= _columns_of(store, "runs")
+        assert "kind" in _columns_of(store, "generations") and set(store.counts()) == set(TABLES)
+        q = _question(1)
+        store.add_questions([q])
+        store.add_runs([_run(q, 0)])  # writes the migrated columns
+        assert store.query("SELECT tools FROM runs")[0]["tools"] == ["track"]
+
+
+def test_a_failing_migration_leaves_the_file_at_its_old_version(tmp_path, monkeypatch):
+    from magv.store import schema
+
+    path = tmp_path / "v1.duckdb"
+    _version_1_file(path)
+    broken = schema.Migration(
+        SCHEMA_VERSION + 1, "broken", "ALTER TABLE runs ADD COLUMN extra INTEGER; SELECT * FROM no_such_table"
+    )
+    monkeypatch.setattr(schema, "MIGRATIONS", (*schema.MIGRATIONS, broken))
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", broken.version)
+    with pytest.raises(duckdb.CatalogException, match="no_such_table"):
+        Store(path)
+    monkeypatch.undo()
+    with Store(path, read_only=True) as store:
+        assert store.schema_version == 1  # not even migration 2 was kept: one transaction
+    assert not {"extra", "calls"} & _columns(path, "runs")
+
+
+def test_a_read_only_store_reads_a_version_1_file_without_migrating_it(tmp_path):
+    path = tmp_path / "v1.duckdb"
+    _version_1_file(path)
+    before = path.read_bytes()
+    with Store(path, read_only=True) as store:
+        assert store.schema_version == 1 and [q.id for q in store.questions()] == ["q1"]
+    assert path.read_bytes() == before

@@ -17,6 +17,7 @@ from magv.store import Store
 from magv.verify import training
 from magv.verify.features import FEATURE_NAMES, FEATURE_VERSION, compute_features
 from magv.verify.labels import gold_labels, match, read_label_file
+from tests.store_helpers import write_features
 from tests.verify_helpers import HashEmbedder, synthetic_store
 
 
@@ -118,7 +119,7 @@ def test_scoring_ten_thousand_rows_is_well_under_a_second(tmp_path):
         base = template[i % len(template)].values
         rows.append(Features(run_id=f"bulk{i:05d}", version=FEATURE_VERSION,
                              values={k: v + float(rng.normal(scale=0.01)) for k, v in base.items()}))  # fmt: skip
-    store.bulk_add_features(rows)
+    write_features(store, rows)
     # Best of three: the machine is shared, and one slow run says more about neighbours than magv.
     timings = []
     for _ in range(3):

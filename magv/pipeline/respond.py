@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from magv.agents.responder import Demo, respond
+from magv.definitions import tool_error_count
 from magv.mct import most_common_trajectory
 from magv.models import Question, Run
 from magv.pipeline.base import AgentStage, StageReport
@@ -102,7 +103,7 @@ def write(store, ctx: WorkerContext, results: list[RespondResult], report: Stage
                 report.completion_tokens += run.completion_tokens
                 steps = run.trajectory.steps
                 report.invalid_steps += sum(1 for s in steps if s.kind == "invalid")
-                report.tool_errors += sum(1 for s in steps if s.kind == "tool" and s.error)
+                report.tool_errors += tool_error_count(run.trajectory)
                 report.llm_errors += run.trajectory.status == "llm_error"
                 if outcome.llm_errors:
                     report.errors.append(f"question {q.id} run {run.run_index}: {outcome.llm_errors[-1]}")

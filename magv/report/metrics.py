@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from magv.definitions import effective_labels, is_tool_error
 from magv.errors import BadInput
-from magv.models import LABEL_TRUST, canonical_json, utcnow
+from magv.models import Label, canonical_json, utcnow
 from magv.store import Store
 
 # pipeline order; stages JSON comes back with sorted keys
@@ -71,7 +72,8 @@ def collect(store: Store, pipeline_run_id: str | None = None, worst: int = 10) -
         r["trajectory"] = json.loads(r["trajectory"]) if r["trajectory"] else {"steps": []}
         q = qmap.get(r["question_id"])
         r["group"] = ALTERNATE if q and q["origin"] == "alternate" else BASE
-    labels = _effective_labels(scope.rows("labels"))
+    winners = effective_labels(Label(**r) for r in scope.rows("labels"))
+    labels = {run_id: label.model_dump() for run_id, label in winners.items()}
 
     data.metrics["summary"] = _summary(scope, questions, runs, labels, data)
     data.metrics["generation"] = _generation(scope, questions, data)
@@ -102,17 +104,6 @@ def _mean(values: list[float]) -> float | None:
 
 def _when(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat(sep=" ", timespec="seconds")
-
-
-def _effective_labels(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """run_id -> the most trusted label (human > import > gold), the newest within a source."""
-    best: dict[str, dict[str, Any]] = {}
-    for r in rows:
-        cur = best.get(r["run_id"])
-        key = (LABEL_TRUST.get(r["source"], -1), r["created_at"])
-        if cur is None or key > (LABEL_TRUST.get(cur["source"], -1), cur["created_at"]):
-            best[r["run_id"]] = r
-    return best
 
 
 def reason_kind(reason: str | None) -> str:
@@ -286,7 +277,7 @@ def _run_stats(runs: list[dict[str, Any]]) -> dict[str, Any]:
             name = (s.get("call") or {}).get("name", "(none)")
             n_calls += 1
             tool_calls[name] += 1
-            if s.get("error"):
+            if is_tool_error(s):
                 tool_errors[name] += 1
                 errors += 1
         steps_hist[len(steps)] += 1

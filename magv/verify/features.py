@@ -31,6 +31,7 @@ import networkx as nx
 import numpy as np
 from rapidfuzz.distance import LCSseq, Levenshtein
 
+from magv.definitions import tool_error_count
 from magv.errors import RunFailed
 from magv.llm.embeddings import SupportsEmbed, embed_cached
 from magv.models import NO_CALLS_TEXT, Question, Run, Trajectory, serialised_calls, text_hash
@@ -341,7 +342,7 @@ def base_features(mct: Run, runs: Sequence[Run], share: float | None = None) -> 
     return {
         "n_steps": float(len(t.steps)),
         "n_calls": float(len(t.calls)),
-        "n_tool_errors": float(sum(1 for s in t.steps if s.kind == "tool" and s.error)),
+        "n_tool_errors": float(tool_error_count(t)),
         "n_invalid": float(sum(1 for s in t.steps if s.kind == "invalid")),
         "has_response": float(bool(t.response and t.response.strip())),
         "status_ok": float(t.status == "ok"),

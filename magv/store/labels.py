@@ -1,0 +1,29 @@
+"""`labels`: every label of a run, one per source (gold, import, human); which one wins is
+`magv.definitions.effective_labels`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from magv import definitions
+from magv.models import Label
+from magv.store.connection import Connection
+
+
+class Labels(Connection):
+    def add_labels(self, labels: Iterable[Label]) -> int:
+        """A newer label of the same source replaces the older; other sources are kept."""
+        rows = [{"run_id": lb.run_id, "source": lb.source, "correct": lb.correct, "detail": lb.detail,
+                 "created_at": lb.created_at} for lb in labels]  # fmt: skip
+        return self._insert(
+            "labels", rows,
+            conflict="(run_id, source) DO UPDATE SET correct=excluded.correct, detail=excluded.detail, "
+            "created_at=excluded.created_at",
+        )  # fmt: skip
+
+    def labels(self) -> list[Label]:
+        return [Label(**r) for r in self.query("SELECT * FROM labels ORDER BY run_id, source")]
+
+    def effective_labels(self) -> dict[str, Label]:
+        """run_id -> the label that wins (`magv.definitions.effective_labels`)."""
+        return definitions.effective_labels(self.labels())

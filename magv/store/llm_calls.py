@@ -1,0 +1,73 @@
+"""`llm_calls`: every model call (request, response, tokens, latency, error), also the replay cache."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from magv.models import LLMCall
+from magv.store.connection import Connection, to_json
+
+
+class LLMCalls(Connection):
+    def add_llm_calls(self, calls: Iterable[LLMCall]) -> int:
+        rows = [
+            {
+                "id": c.id, "key": c.key, "role": c.role, "model": c.model, "endpoint": c.endpoint,
+                "template": c.template, "template_hash": c.template_hash, "request": to_json(c.request),
+                "response": to_json(c.response), "prompt_tokens": c.prompt_tokens,
+                "completion_tokens": c.completion_tokens, "latency_s": c.latency_s,
+                "retries": c.retries, "error": c.error, "created_at": c.created_at,
+            }
+            for c in calls
+        ]  # fmt: skip
+        return self._insert("llm_calls", rows)
+
+    def cached_response(self, key: str) -> dict[str, Any] | None:
+        """The response of a finished, successful call with this replay key, if any."""
+        with self._lock:
+            row = self.con.execute(
+                "SELECT response FROM llm_calls WHERE key=? AND error IS NULL AND response IS NOT NULL "
+                "ORDER BY created_at LIMIT 1",
+                [key],
+            ).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def replayable_keys(self) -> set[str]:
+        """Replay keys that `cached_response` would answer: lets a caller skip the lookup of the
+        (usual) key that was never called."""
+        with self._lock:
+            rows = self.con.execute(
+                "SELECT DISTINCT key FROM llm_calls WHERE error IS NULL AND response IS NOT NULL"
+            ).fetchall()
+        return {r[0] for r in rows}
+
+    def llm_calls(self, role: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM llm_calls"
+        params: list[Any] = []
+        if role:
+            sql += " WHERE role=?"
+            params.append(role)
+        sql += " ORDER BY created_at DESC"
+        if limit:
+            sql += f" LIMIT {int(limit)}"
+        return self.query(sql, params)
+
+    def llm_stats(self) -> list[dict[str, Any]]:
+        return self.query(
+            "SELECT role, model, count(*) AS calls, sum(prompt_tokens) AS prompt_tokens, "
+            "sum(completion_tokens) AS completion_tokens, round(sum(latency_s), 3) AS latency_s, "
+            "round(avg(latency_s), 3) AS mean_latency_s, sum(retries) AS retries, "
+            "count(error) AS errors FROM llm_calls GROUP BY role, model ORDER BY role, model"
+        )
+
+    def llm_call_totals(self, since: Any) -> dict[str, int]:
+        """Calls logged since a time (one pipeline run, as one process writes): how many, how many
+        attempts were retried, how many failed after their retries."""
+        row = self.query(
+            "SELECT count(*) AS calls, coalesce(sum(retries), 0) AS retries, count(error) AS errors "
+            "FROM llm_calls WHERE created_at >= ?",
+            [since],
+        )[0]
+        return {k: int(v) for k, v in row.items()}
