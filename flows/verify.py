@@ -40,7 +40,7 @@ def features_task(store: Store, settings: Settings, alternates: bool = True) -> 
 @task(name="verify-gold-labels", cache_policy=NO_CACHE)
 def gold_labels_task(store: Store, settings: Settings) -> dict[str, Any]:
     v = settings.verify
-    return {"written": label_stage.gold_labels(store, v.gold_match, v.gold_arguments)}
+    return {"written": label_stage.gold_labels(store, v.gold_match, v.gold_arguments, v.gold_overrides)}
 
 
 @task(name="verify-train", cache_policy=NO_CACHE)

@@ -63,7 +63,7 @@ def seed_questions(domain_name: str, seeds: list[Seed]) -> list[Question]:
             seed_id=s.id,
             target=s.trajectory,
             group_id=s.id,
-            meta={"notes": s.notes} if s.notes else {},
+            meta=s.question_meta(),
         )  # fmt: skip
         for s in seeds
     ]
@@ -118,6 +118,7 @@ def write_generate(store: Store, ctx: WorkerContext, results: list[dict], report
                     example_seed_id=example.id if example else None,
                     target=target.trajectory,
                     group_id=target.id,
+                    meta={k: v for k, v in target.question_meta().items() if k == "acceptable"},
                 )  # fmt: skip
                 for text in reply.questions
             ]

@@ -54,26 +54,33 @@ def label(
     arguments: bool = typer.Option(
         None, "--arguments/--no-arguments", help="Compare tool arguments too (default: settings)."
     ),
+    args_mode: str = typer.Option(
+        None, "--args-mode", help="Argument match: exact | ignore | subset | superset (overrides --arguments)."
+    ),
     from_file: Path = typer.Option(
         None, "--from", help='JSONL of {"run_id" | "question_id": ..., "correct": true|false}: import labels.'
     ),
     as_json: bool = JsonOption,
 ) -> None:
     """Write gold labels (MCT vs target trajectory), or import labels from a file with --from."""
-    from magv.verify.labels import MATCH_MODES, gold_labels, read_label_file
+    from magv.verify.labels import ARG_MODES, MATCH_MODES, gold_labels, read_label_file
 
     cfg = settings(ctx)
     mode = mode or cfg.verify.gold_match
     if mode not in MATCH_MODES:
         raise BadInput(f"--mode {mode}: expected one of {', '.join(MATCH_MODES)}")
     arguments = cfg.verify.gold_arguments if arguments is None else arguments
+    if args_mode is not None:
+        if args_mode not in ARG_MODES:
+            raise BadInput(f"--args-mode {args_mode}: expected one of {', '.join(ARG_MODES)}")
+        arguments = args_mode
     with open_store(cfg) as store:
         if from_file is not None:
             labels = read_label_file(store, from_file)
             store.add_labels(labels)
             out = {"source": "import", "file": str(from_file)}
         else:
-            gold_labels(store, mode, arguments)
+            gold_labels(store, mode, arguments, cfg.verify.gold_overrides)
             labels = [lb for lb in store.labels() if lb.source == "gold"]
             out = {"source": "gold", "mode": mode, "arguments": arguments}
     correct = sum(lb.correct for lb in labels)
