@@ -101,8 +101,14 @@ def load_questions(domain, source: str | Path) -> list[EvalQuestion]:
         # Seeds keep the pipeline's question id and group, so results line up with the store.
         qid = Question.derive_id(domain.name, origin, s.question)
         out.append(
-            EvalQuestion(id=qid, seed_id=s.id, group_id=s.id, text=s.question, gold=list(s.trajectory),
-                         acceptable=[list(t) for t in s.acceptable])  # fmt: skip
+            EvalQuestion(
+                id=qid,
+                seed_id=s.id,
+                group_id=s.id,
+                text=s.question,
+                gold=list(s.trajectory),
+                acceptable=[list(t) for t in s.acceptable],
+            )  # fmt: skip
         )
     return out
 

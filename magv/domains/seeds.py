@@ -76,7 +76,9 @@ def _parse_line(line: bytes, where: str, domain: str, number: int, tools: Mappin
     extra = data.get("acceptable", [])
     if not isinstance(extra, list):
         raise BadInput(f"{where}: 'acceptable' must be a list of trajectories (lists of tool calls)")
-    acceptable = [_parse_trajectory(t, where, tools, f"acceptable[{n}]") for n, t in enumerate(extra, start=1)]
+    acceptable = [
+        _parse_trajectory(t, where, tools, f"acceptable[{n}]") for n, t in enumerate(extra, start=1)
+    ]
     return Seed(id=seed_id.strip(), question=question.strip(), trajectory=calls, acceptable=acceptable,
                 notes=notes)  # fmt: skip
 

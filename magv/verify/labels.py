@@ -105,7 +105,8 @@ def args_match(predicted: dict[str, Any], gold: dict[str, Any], rule: ArgRule) -
     value (some may be missing); superset: every gold argument is in predicted (extras allowed)."""
     if rule.keys is not None:
         return all(
-            (pv := _at(predicted, k)) is _MISSING and _at(gold, k) is _MISSING
+            (pv := _at(predicted, k)) is _MISSING
+            and _at(gold, k) is _MISSING
             or (pv is not _MISSING and same_value(pv, _at(gold, k)))
             for k in rule.keys
         )
@@ -218,14 +219,21 @@ def match_detail(mode: str, arguments: bool | str = False, overrides: Mapping[st
 
 
 def gold_labels(
-    store: Any, mode: str = "strict", arguments: bool | str = False, overrides: Mapping[str, Any] | None = None
+    store: Any,
+    mode: str = "strict",
+    arguments: bool | str = False,
+    overrides: Mapping[str, Any] | None = None,
 ) -> int:
     """Label the MCT run of every question that has a target trajectory (a match with any of its
     acceptable trajectories is correct); returns labels written (a rerun with another mode replaces
     the previous gold labels)."""
     detail = match_detail(mode, arguments, overrides)
     parse_overrides(overrides)
-    targets = {q.id: gold_trajectories(q) for q in store.questions() if q.origin != "alternate" and q.target is not None}
+    targets = {
+        q.id: gold_trajectories(q)
+        for q in store.questions()
+        if q.origin != "alternate" and q.target is not None
+    }
     mct_runs = {m["run_id"]: m["question_id"] for m in store.mct() if m["question_id"] in targets}
     labels = [
         Label(run_id=run.id, source="gold", correct=match_any(run.trajectory.calls, targets[qid], mode, arguments,
