@@ -84,13 +84,13 @@ def _parse_line(line: bytes, where: str, domain: str, number: int, tools: Mappin
 
 
 def _parse_trajectory(
-    value: Any, where: str, tools: Mapping[str, ToolSpec], name: str = "trajectory"
+    value: Any, where: str, tools: Mapping[str, ToolSpec], field: str = "trajectory"
 ) -> list[ToolCall]:
     if not isinstance(value, list) or not value:
-        raise BadInput(f"{where}: '{name}' must be a non-empty list of tool calls")
+        raise BadInput(f"{where}: '{field}' must be a non-empty list of tool calls")
     calls = []
     for i, item in enumerate(value, start=1):
-        at = f"{where}: {name}[{i}]"
+        at = f"{where}: {field}[{i}]"
         if not isinstance(item, dict) or set(item) - {"name", "arguments"} or "name" not in item:
             raise BadInput(f'{at}: expected {{"name": "<tool>", "arguments": {{...}}}}')
         name, arguments = item["name"], item.get("arguments", {})

@@ -37,17 +37,8 @@ from magv.models import Label, Question, Run, Step, ToolCall, Trajectory, canoni
 from magv.verify.labels import MATCH_MODES, arg_mode, match, match_detail, parse_overrides
 
 DEFAULT_DOMAIN = "imported"
-LINE_FIELDS = {
-    "question_id",
-    "question",
-    "run",
-    "messages",
-    "label",
-    "meta",
-    "group_id",
-    "task_id",
-    "reference",
-}
+LINE_FIELDS = {"question_id", "question", "run", "messages", "label", "meta"}  # what export writes
+OPTIONAL_FIELDS = {"group_id", "task_id", "reference"}
 ROLES = {"system", "developer", "user", "assistant", "tool"}
 LANGCHAIN_TYPES = {"human": "user", "ai": "assistant", "tool": "tool", "system": "system"}
 STATUSES = {"ok", "max_steps", "llm_error"}
@@ -443,7 +434,7 @@ def parse_line(obj: Any, path: Path | str, line: int, notes: Notes | None = None
     notes = notes if notes is not None else Notes()
     if not isinstance(obj, dict):
         raise BadInput(f"{where}: expected a JSON object")
-    extra = set(obj) - LINE_FIELDS
+    extra = set(obj) - LINE_FIELDS - OPTIONAL_FIELDS
     if extra:
         raise BadInput(f'{where}: unknown field {sorted(extra)[0]!r}; put extra data under "meta"')
     qid, question, run = obj.get("question_id"), obj.get("question"), obj.get("run")
