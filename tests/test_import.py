@@ -136,21 +136,50 @@ BAD = {
         "messages[2].tool_call_id: 'zz' does not match",
     ),  # fmt: skip
     "tool message answering no call": (
-        [_good(messages=[{"role": "user", "content": "q"}, {"role": "tool", "tool_call_id": "a1", "content": "x"}])],
+        [
+            _good(
+                messages=[
+                    {"role": "user", "content": "q"},
+                    {"role": "tool", "tool_call_id": "a1", "content": "x"},
+                ]
+            )
+        ],
         "messages[1].tool_call_id: 'a1' does not match",
     ),  # fmt: skip
     "id reused while its call waits": (
-        [_good(messages=_called("{}", {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "a1", "type": "function", "function": {"name": "g", "arguments": "{}"}}]}))],
+        [
+            _good(
+                messages=_called(
+                    "{}",
+                    {
+                        "role": "assistant",
+                        "content": None,
+                        "tool_calls": [
+                            {"id": "a1", "type": "function", "function": {"name": "g", "arguments": "{}"}}
+                        ],
+                    },
+                )
+            )
+        ],
         "messages[2].tool_calls[0].id: 'a1' is used by an earlier tool call still awaiting its result",
     ),  # fmt: skip
-    "unknown role": ([_good(messages=[{"role": "robot", "content": "hi"}])], "messages[0].role: expected one of"),
+    "unknown role": (
+        [_good(messages=[{"role": "robot", "content": "hi"}])],
+        "messages[0].role: expected one of",
+    ),
     "unknown LangChain type": (
-        [_good(messages=[{"type": "humanoid", "content": "hi"}])], "messages[0].type: expected a LangChain"
+        [_good(messages=[{"type": "humanoid", "content": "hi"}])],
+        "messages[0].type: expected a LangChain",
     ),
     "LangChain args not an object": (
-        [_good(messages=[{"type": "human", "content": "q"},
-                         {"type": "ai", "content": "", "tool_calls": [{"name": "f", "args": "x=1", "id": "1"}]}])],
+        [
+            _good(
+                messages=[
+                    {"type": "human", "content": "q"},
+                    {"type": "ai", "content": "", "tool_calls": [{"name": "f", "args": "x=1", "id": "1"}]},
+                ]
+            )
+        ],
         "messages[1].tool_calls[0].args: expected an object",
     ),  # fmt: skip
     "group_id not a string": ([_good(group_id=3)], "group_id: expected a non-empty string"),
@@ -312,7 +341,9 @@ def test_group_lines_keep_today_rule_without_group(tmp_store):
     mixed = [dict(one, group_id="g"), dict(two, group_id="h")]
     with pytest.raises(BadInput, match=r"bad.jsonl:2: group_id: question_id 't' is in group 'h' here"):
         import_trajectories(tmp_store, _write(mixed))
-    assert import_trajectories(tmp_store, _write([dict(one, group_id="g"), dict(two, group_id="g")])).runs == 2
+    assert (
+        import_trajectories(tmp_store, _write([dict(one, group_id="g"), dict(two, group_id="g")])).runs == 2
+    )
 
 
 def _changed_line(n: int, **over) -> str:
