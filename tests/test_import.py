@@ -248,7 +248,7 @@ def test_real_logs_import_with_every_normalisation_counted(tmp_store):
     result = import_trajectories(tmp_store, REAL)
     assert result.normalised == REAL_COUNTS
     assert result.first_seen["reused_call_id"] == f"{REAL}:1: messages[4].tool_calls[0].id"
-    assert result.first_seen["call_without_result"].startswith(f"{REAL}:5:")
+    assert result.first_seen["call_without_result"] == f"{REAL}:5: messages[3].tool_calls[0]"
     # Two tasks whose simulated users open differently: one question per group, three runs each.
     assert (result.lines, result.questions, result.runs, result.mct) == (6, 2, 6, 2)
     assert result.question_ids["task-a"] != result.question_ids["task-b"]

@@ -258,9 +258,10 @@ def read_messages(messages: Any, status: str, where: str, notes: Notes) -> tuple
     if not isinstance(messages, list) or not messages:
         raise BadInput(f"{where}: expected a non-empty list of chat messages")
     parsed = [_message(m, f"{where}[{i}]", notes) for i, m in enumerate(messages)]
-    steps: list[Step | None] = []  # None: the place of an invalid step, filled below
+    steps: list[Step] = []
     pending: dict[str, int] = {}  # call id -> step index awaiting its tool message (insertion = age)
     answered: set[str] = set()
+    places: list[str] = []  # where each call is, for messages about it
     users: list[str] = []
     group = 0
     for i, msg in enumerate(parsed):
@@ -285,6 +286,7 @@ def read_messages(messages: Any, status: str, where: str, notes: Notes) -> tuple
                     notes.repair("reused_call_id", cat)
                     answered.discard(call_id)
                 pending[call_id] = len(steps)
+                places.append(f"{at}.tool_calls[{j}]")
                 steps.append(Step(call=ToolCall(name=call.name, arguments=call.arguments,
                                                 group=group if parallel else None)))  # fmt: skip
             group += parallel
@@ -301,17 +303,16 @@ def read_messages(messages: Any, status: str, where: str, notes: Notes) -> tuple
                     f"{at}.tool_call_id: {call_id!r} does not match a tool call awaiting its result ({known})"
                 )
             step = steps[pending.pop(call_id)]
-            assert step is not None
             step.result, step.error = _tool_result(msg.content)
             answered.add(call_id)
-    for _ in pending:
-        notes.repair("call_without_result", f"{where}: tool call {len(steps)}")
+    for index in pending.values():
+        notes.repair("call_without_result", places[index])
     if not users:
         raise BadInput(f"{where}: no user message (the question)")
     if len(users) > 1:
         notes.count("extra_user_turns", where, len(users) - 1)
     response = _final_text(parsed, status)
-    steps = _with_invalid(parsed, [s for s in steps if s is not None], status)
+    steps = _with_invalid(parsed, steps, status)
     return Trajectory(steps=steps, response=response, status=status), users
 
 
