@@ -409,3 +409,35 @@ def test_grouped_trajectory_round_trips_through_canonical_messages():
     messages = trajectory_to_messages("q", t)
     assert [len(m.get("tool_calls") or []) for m in messages if m["role"] == "assistant"] == [2, 1, 0]
     assert messages_to_trajectory(messages)[0] == t
+
+
+CONFLICTS = {
+    "another question text": lambda lines: [
+        x.update(question="Where is order 1042 now?") for x in lines if x["question_id"] == "conv-1"
+    ],
+    "another trajectory": lambda lines: lines[0].update(
+        messages=lines[0]["messages"][:2] + lines[0]["messages"][-1:]
+    ),
+    "another label": lambda lines: lines[0].update(label=False),
+    "another meta": lambda lines: lines[0].update(meta={**lines[0]["meta"], "session": "s-9"}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONFLICTS))
+def test_cli_reimport_conflict_exits_2_naming_the_line_and_changes_nothing(tmp_path, capsys, case):
+    assert main(["import", "trajectories", str(FIXTURE)]) == 0
+    with Store(tmp_path / "data" / "magv.duckdb") as store:
+        before, runs, labels = store.counts(), store.runs(), store.labels()
+    lines = _lines()
+    CONFLICTS[case](lines)
+    path = tmp_path / "again.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    capsys.readouterr()
+    assert main(["import", "trajectories", str(path)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"{path}:1: question_id 'conv-1'" in err and "already stored with" in err and "--replace" in err
+    with Store(tmp_path / "data" / "magv.duckdb") as store:
+        assert store.counts() == before
+        assert store.runs() == runs and [(lb.run_id, lb.correct) for lb in store.labels()] == [
+            (lb.run_id, lb.correct) for lb in labels
+        ]
