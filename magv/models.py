@@ -41,6 +41,17 @@ def serialised_calls(canonical: list[str] | tuple[str, ...]) -> str:
     return "\n".join(canonical) if canonical else NO_CALLS_TEXT
 
 
+def _by_value(value: Any) -> Any:
+    """Integral floats as ints, recursively (JSON 1 and 1.0 are one number)."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _by_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_by_value(v) for v in value]
+    return value
+
+
 def make_id(*parts: Any, length: int = 16) -> str:
     digest = hashlib.sha256(canonical_json(list(parts)).encode()).hexdigest()
     return digest[:length]
@@ -90,7 +101,9 @@ class ToolCall(_Model):
         return data
 
     def canonical(self) -> str:
-        return f"{self.name}({canonical_json(self.arguments)})"
+        """name(arguments) with sorted keys; numbers by value (1.0 is written 1), as matching
+        compares them, so that MCT voting and the features agree with the match modes."""
+        return f"{self.name}({canonical_json(_by_value(self.arguments))})"
 
 
 class Step(_Model):

@@ -276,6 +276,10 @@ def test_real_logs_import_with_every_normalisation_counted(tmp_store):
     assert qb.meta["import"]["runs"]["2"]["user_turns"] == ["Number 7."]
     assert qb.meta["import"]["runs"]["2"]["question"] == "Can you cancel my order?"
 
+    # 1042.0 in the LangChain run is the number 1042: runs 0 and 1 vote for one trajectory.
+    mct = {m["question_id"]: m for m in tmp_store.mct()}
+    assert (mct[a]["n_runs"], mct[a]["n_distinct"]) == (3, 2) and mct[a]["share"] == pytest.approx(2 / 3)
+    assert (mct[b]["n_runs"], mct[b]["n_distinct"]) == (3, 1)
     labels = {lb.run_id: lb for lb in tmp_store.labels()}
     by_key = {(r.question_id, r.run_index): r.id for r in tmp_store.runs()}
     # Line 2 has no label but a reference: strict match with exact arguments, 1042.0 == 1042.
