@@ -383,3 +383,15 @@ def test_gold_trajectories_read_the_acceptable_ones_from_question_meta():
     q = Question(id="q", domain="d", text="t", origin="seed", group_id="g", target=[WEATHER],
                  meta={"acceptable": [[DIRECTIONS.model_dump()]]})  # fmt: skip
     assert gold_trajectories(q) == [[WEATHER], [DIRECTIONS]]
+
+
+def test_eval_questions_from_a_seed_file_carry_their_acceptable_trajectories(tmp_path):
+    from types import SimpleNamespace
+
+    from magv.evaluate import load_questions
+
+    path = tmp_path / "held_out.jsonl"
+    path.write_text(json.dumps(SEED) + "\n")
+    (q,) = load_questions(SimpleNamespace(name="shop", tools=list(TOOLS.values())), path)
+    assert [c.name for c in q.gold] == ["get_order"]
+    assert [[c.name for c in t] for t in q.acceptable] == [["find_customer", "get_order"]]
