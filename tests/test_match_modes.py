@@ -395,3 +395,17 @@ def test_eval_questions_from_a_seed_file_carry_their_acceptable_trajectories(tmp
     (q,) = load_questions(SimpleNamespace(name="shop", tools=list(TOOLS.values())), path)
     assert [c.name for c in q.gold] == ["get_order"]
     assert [[c.name for c in t] for t in q.acceptable] == [["find_customer", "get_order"]]
+
+
+def test_a_reference_of_bare_assistant_messages_passes_under_strict(tmp_store, tmp_path):
+    path = tmp_path / "ref.jsonl"
+    bare = [
+        {
+            "role": "assistant",
+            "tool_calls": [{"function": {"name": "get_weather", "arguments": '{"city": "SF"}'}}],
+        }
+    ]
+    path.write_text(_line(0, [("get_weather", {"city": "SF"})], bare) + "\n")
+    result = import_trajectories(tmp_store, path, strict=True)
+    assert result.reference_labels == 1 and result.normalised == {}
+    assert [lb.correct for lb in tmp_store.labels()] == [True]

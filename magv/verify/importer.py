@@ -409,7 +409,7 @@ def _first_user_text(messages: Any) -> str | None:
     return None
 
 
-def _reference(value: Any, where: str, notes: Notes) -> list[ToolCall]:
+def _reference(value: Any, where: str) -> list[ToolCall]:
     """A reference trajectory: a list of {"name", "arguments"} calls, or a message list."""
     if not isinstance(value, list):
         raise BadInput(f"{where}: expected a list of tool calls or of chat messages")
@@ -425,9 +425,10 @@ def _reference(value: Any, where: str, notes: Notes) -> list[ToolCall]:
                 raise BadInput(f"{where}[{i}].group: expected an integer or null")
             calls.append(ToolCall(name=name, arguments=args, group=group))
         return calls
-    # A reference written as messages may lack the question; its calls are what counts.
+    # A reference written as messages may lack the question, call ids and tool results: only its
+    # calls count, so nothing in it is a repair of the line (nor refused under --strict).
     messages = value if _first_user_text(value) else [{"role": "user", "content": "(reference)"}, *value]
-    return read_messages(messages, "ok", where, Notes(notes.strict))[0].calls
+    return read_messages(messages, "ok", where, Notes())[0].calls
 
 
 def parse_line(obj: Any, path: Path | str, line: int, notes: Notes | None = None) -> ImportLine:
@@ -473,9 +474,7 @@ def parse_line(obj: Any, path: Path | str, line: int, notes: Notes | None = None
         raise BadInput(f"{where}: messages: missing")
     trajectory, users = read_messages(obj["messages"], status, f"{where}: messages", notes)
     reference = (
-        _reference(obj["reference"], f"{where}: reference", notes)
-        if obj.get("reference") is not None
-        else None
+        _reference(obj["reference"], f"{where}: reference") if obj.get("reference") is not None else None
     )
     return ImportLine(line=line, question_id=qid, question=question, run=run,
                       messages=obj["messages"], label=label, meta=meta, trajectory=trajectory,
