@@ -409,3 +409,28 @@ def test_a_reference_of_bare_assistant_messages_passes_under_strict(tmp_store, t
     result = import_trajectories(tmp_store, path, strict=True)
     assert result.reference_labels == 1 and result.normalised == {}
     assert [lb.correct for lb in tmp_store.labels()] == [True]
+
+
+def test_cli_gold_labels_take_an_argument_mode_and_settings_overrides(tmp_path, capsys, monkeypatch):
+    from magv.mct import most_common_trajectory
+    from magv.store import Store
+
+    seeds_file = tmp_path / "seeds.jsonl"
+    seeds_file.write_text(json.dumps(SEED) + "\n")
+    seeds, _ = read_seeds(seeds_file, "shop", TOOLS)
+    (q,) = seed_questions("shop", seeds)
+    with_note = Trajectory.from_calls([c("get_order", order_id=4, note="asap")])
+    (tmp_path / "data").mkdir()
+    with Store(tmp_path / "data" / "magv.duckdb") as store:
+        store.add_questions([q])
+        store.add_runs([Run(id="r0", question_id=q.id, run_index=0, trajectory=with_note)])
+        store.set_mct([most_common_trajectory(store.runs())])
+    answers = {}
+    for args in (["--arguments"], ["--args-mode", "superset"], ["--args-mode", "subset"]):
+        assert main(["verify", "label", *args, "--json"]) == 0
+        answers[args[-1]] = json.loads(capsys.readouterr().out)["correct"]
+    assert answers == {"--arguments": 0, "superset": 1, "subset": 0}
+    monkeypatch.setenv("MAGV_VERIFY__GOLD_OVERRIDES", json.dumps({"get_order": ["order_id"]}))
+    assert main(["verify", "label", "--arguments", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["correct"] == 1
+    assert main(["verify", "label", "--args-mode", "fuzzy"]) == 2
