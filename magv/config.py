@@ -126,7 +126,10 @@ class PipelineSettings(_Section):
 class VerifySettings(_Section):
     threshold: float = Field(default=0.5, ge=0, le=1)
     gold_match: Literal["strict", "unordered", "subset", "superset"] = "strict"
-    gold_arguments: bool = False
+    # false: names only; true: exact arguments; or an argument mode (exact/ignore/subset/superset).
+    gold_arguments: bool | Literal["exact", "ignore", "subset", "superset"] = False
+    # Per-tool argument rules: a mode, a list of keys to compare, or {mode, keys, ignore}.
+    gold_overrides: dict[str, str | list[str] | dict[str, Any]] = Field(default_factory=dict)
     cv_folds: int = Field(default=5, ge=2, le=20)
     models_dir: str = "data/models"
     # What `score` stores as each prediction's top contributions. XGBoost: exact TreeSHAP (~6 us a

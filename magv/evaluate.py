@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +22,7 @@ from magv.config import Settings, settings_from_dict
 from magv.domains.seeds import read_seeds
 from magv.errors import BadInput, RunFailed
 from magv.models import Question, ToolCall, Trajectory, make_id, utcnow
-from magv.verify.labels import MATCH_MODES, match
+from magv.verify.labels import MATCH_MODES, match_any
 
 MATCH_KEYS = [key for mode in MATCH_MODES for key in (mode, f"{mode}_args")]
 METRICS = MATCH_KEYS + ["valid_calls", "answered", "steps", "tool_calls", "tokens", "latency_s"]
@@ -37,6 +37,7 @@ class EvalQuestion:
     group_id: str
     text: str
     gold: list[ToolCall]
+    acceptable: list[list[ToolCall]] = field(default_factory=list)  # further correct trajectories
 
 
 @dataclass
@@ -99,7 +100,14 @@ def load_questions(domain, source: str | Path) -> list[EvalQuestion]:
         # Seeds keep the pipeline's question id and group, so results line up with the store.
         qid = Question.derive_id(domain.name, origin, s.question)
         out.append(
-            EvalQuestion(id=qid, seed_id=s.id, group_id=s.id, text=s.question, gold=list(s.trajectory))
+            EvalQuestion(
+                id=qid,
+                seed_id=s.id,
+                group_id=s.id,
+                text=s.question,
+                gold=list(s.trajectory),
+                acceptable=[list(t) for t in s.acceptable],
+            )  # fmt: skip
         )
     return out
 
@@ -107,14 +115,24 @@ def load_questions(domain, source: str | Path) -> list[EvalQuestion]:
 # -- scoring --------------------------------------------------------------------------------------
 
 
-def score(trajectory: Trajectory, gold: Sequence[ToolCall]) -> dict[str, Any]:
-    """Per-question figures: a bool per match mode (names only, and `_args` with arguments), the
-    share of steps that were valid tool calls (None without steps), steps, calls, answered."""
+def score(
+    trajectory: Trajectory,
+    gold: Sequence[ToolCall],
+    acceptable: Sequence[Sequence[ToolCall]] = (),
+    arguments: bool | str = "exact",
+    overrides: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Per-question figures: a bool per match mode (names only, and `_args` with arguments under
+    `arguments` and the per-tool `overrides`; a match with `gold` or any `acceptable` trajectory
+    counts), the share of steps that were valid tool calls (None without steps), steps, calls,
+    answered."""
     calls = trajectory.calls
+    golds = [list(gold), *(list(t) for t in acceptable)]
+    args = "exact" if arguments is False or arguments == "ignore" else arguments
     out: dict[str, Any] = {}
     for mode in MATCH_MODES:
-        out[mode] = match(calls, gold, mode, arguments=False)
-        out[f"{mode}_args"] = match(calls, gold, mode, arguments=True)
+        out[mode] = match_any(calls, golds, mode, arguments=False)
+        out[f"{mode}_args"] = match_any(calls, golds, mode, arguments=args, overrides=overrides)
     steps = trajectory.steps
     valid = [s for s in steps if s.kind == "tool" and not (s.error or "").startswith(INVALID_CALL_ERRORS)]
     out["valid_calls"] = len(valid) / len(steps) if steps else None
@@ -122,6 +140,13 @@ def score(trajectory: Trajectory, gold: Sequence[ToolCall]) -> dict[str, Any]:
     out["steps"] = len(steps)
     out["tool_calls"] = len(calls)
     return out
+
+
+def _arg_rules(settings: Settings) -> tuple[bool | str, dict[str, Any]]:
+    """The argument mode and per-tool rules of the `_args` figures: the gold-label settings, with a
+    plain true/false meaning exact (`_args` always compares arguments)."""
+    v = settings.verify
+    return (v.gold_arguments if isinstance(v.gold_arguments, str) else "exact"), dict(v.gold_overrides)
 
 
 def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -231,7 +256,7 @@ async def work_eval(client, ctx: Any, item: EvalItem) -> tuple[str, dict[str, An
     )  # fmt: skip
     t = result.trajectory
     row = {
-        **score(t, q.gold), "seed_id": q.seed_id, "group_id": q.group_id, "status": t.status,
+        **score(t, q.gold, q.acceptable, *_arg_rules(ctx.settings)), "seed_id": q.seed_id, "group_id": q.group_id, "status": t.status,
         "tokens": result.prompt_tokens + result.completion_tokens, "prompt_tokens": result.prompt_tokens,
         "completion_tokens": result.completion_tokens, "latency_s": round(result.latency_s, 4),
         "calls": [c.canonical() for c in t.calls], "demos": [getattr(d, "question_id", "") for d in item.demos],

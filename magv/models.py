@@ -11,7 +11,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 QuestionOrigin = Literal["seed", "investigator", "alternate", "import"]
 TrajectoryStatus = Literal["ok", "max_steps", "llm_error"]
@@ -39,6 +39,17 @@ def serialised_calls(canonical: list[str] | tuple[str, ...]) -> str:
     """A trajectory's calls as the text embedded for its semantic similarity (SS): one canonical
     call per line."""
     return "\n".join(canonical) if canonical else NO_CALLS_TEXT
+
+
+def _by_value(value: Any) -> Any:
+    """Integral floats as ints, recursively (JSON 1 and 1.0 are one number)."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _by_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_by_value(v) for v in value]
+    return value
 
 
 def make_id(*parts: Any, length: int = 16) -> str:
@@ -74,11 +85,25 @@ class ToolSpec(_Model):
 
 
 class ToolCall(_Model):
+    """A tool call. `group` marks parallel calls: consecutive calls with the same group number
+    came from one assistant message (their order carries no meaning); None is a call on its own."""
+
     name: str
     arguments: dict[str, Any] = Field(default_factory=dict)
+    group: int | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_default_group(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Calls outside a parallel group serialise as before groups existed (stored rows, exports).
+        data = handler(self)
+        if data.get("group") is None:
+            data.pop("group", None)
+        return data
 
     def canonical(self) -> str:
-        return f"{self.name}({canonical_json(self.arguments)})"
+        """name(arguments) with sorted keys; numbers by value (1.0 is written 1), as matching
+        compares them, so that MCT voting and the features agree with the match modes."""
+        return f"{self.name}({canonical_json(_by_value(self.arguments))})"
 
 
 class Step(_Model):
@@ -109,6 +134,10 @@ class Trajectory(_Model):
     def tool_names(self) -> list[str]:
         return [c.name for c in self.calls]
 
+    def call_groups(self) -> list[list[ToolCall]]:
+        """The calls cut into parallel groups, in order (see `call_groups`)."""
+        return call_groups(self.calls)
+
     def canonical_calls(self) -> list[str]:
         return [c.canonical() for c in self.calls]
 
@@ -121,16 +150,43 @@ class Trajectory(_Model):
         return cls(steps=[Step(call=c) for c in calls], response=response)
 
 
+def call_groups(calls: list[ToolCall]) -> list[list[ToolCall]]:
+    """Consecutive calls with the same non-null `group` form one parallel group; every other call
+    is a group of its own."""
+    out: list[list[ToolCall]] = []
+    for c in calls:
+        if out and c.group is not None and out[-1][-1].group == c.group:
+            out[-1].append(c)
+        else:
+            out.append([c])
+    return out
+
+
 class Seed(_Model):
-    """A seed question with its verified (gold) trajectory, one line of a domain's seeds.jsonl."""
+    """A seed question with its verified (gold) trajectory, one line of a domain's seeds.jsonl.
+    `acceptable` lists further trajectories that are also correct (say, with or without an
+    optional lookup); `trajectory` stays the one the investigator generates questions for."""
 
     id: str
     question: str
     trajectory: list[ToolCall]
+    acceptable: list[list[ToolCall]] = Field(default_factory=list)
     notes: str | None = None
 
     def signature(self) -> str:
         return Trajectory.from_calls(self.trajectory).signature()
+
+    def golds(self) -> list[list[ToolCall]]:
+        """Every trajectory that counts as correct, the main one first."""
+        return [self.trajectory, *self.acceptable]
+
+    def question_meta(self) -> dict[str, Any]:
+        """What a question made from this seed keeps in its meta: the notes and the further
+        acceptable trajectories (gold matching reads them back with `gold_trajectories`)."""
+        meta: dict[str, Any] = {"notes": self.notes} if self.notes else {}
+        if self.acceptable:
+            meta["acceptable"] = [[c.model_dump() for c in t] for t in self.acceptable]
+        return meta
 
 
 class Question(_Model):

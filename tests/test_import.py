@@ -135,10 +135,55 @@ BAD = {
         [_good(messages=_called("{}", {"role": "tool", "tool_call_id": "zz", "content": "x"}))],
         "messages[2].tool_call_id: 'zz' does not match",
     ),  # fmt: skip
-    "unanswered call": (
-        [_good(messages=_called("{}"))],
-        "'a1' has no tool message",
+    "tool message answering no call": (
+        [
+            _good(
+                messages=[
+                    {"role": "user", "content": "q"},
+                    {"role": "tool", "tool_call_id": "a1", "content": "x"},
+                ]
+            )
+        ],
+        "messages[1].tool_call_id: 'a1' does not match",
     ),  # fmt: skip
+    "id reused while its call waits": (
+        [
+            _good(
+                messages=_called(
+                    "{}",
+                    {
+                        "role": "assistant",
+                        "content": None,
+                        "tool_calls": [
+                            {"id": "a1", "type": "function", "function": {"name": "g", "arguments": "{}"}}
+                        ],
+                    },
+                )
+            )
+        ],
+        "messages[2].tool_calls[0].id: 'a1' is used by an earlier tool call still awaiting its result",
+    ),  # fmt: skip
+    "unknown role": (
+        [_good(messages=[{"role": "robot", "content": "hi"}])],
+        "messages[0].role: expected one of",
+    ),
+    "unknown LangChain type": (
+        [_good(messages=[{"type": "humanoid", "content": "hi"}])],
+        "messages[0].type: expected a LangChain",
+    ),
+    "LangChain args not an object": (
+        [
+            _good(
+                messages=[
+                    {"type": "human", "content": "q"},
+                    {"type": "ai", "content": "", "tool_calls": [{"name": "f", "args": "x=1", "id": "1"}]},
+                ]
+            )
+        ],
+        "messages[1].tool_calls[0].args: expected an object",
+    ),  # fmt: skip
+    "group_id not a string": ([_good(group_id=3)], "group_id: expected a non-empty string"),
+    "reference not a list": ([_good(reference={"name": "f"})], "reference: expected a list"),
     "arguments not a string": (
         [_good(messages=_called({"x": 1}, {"role": "tool", "tool_call_id": "a1", "content": "x"}))],
         "function.arguments: expected a JSON string",
@@ -182,3 +227,221 @@ def test_imported_repeated_runs_get_self_consistency_features_without_alternates
     assert conv1["distinct_ratio"] == pytest.approx(2 / 3)
     assert conv1["n_alternates"] == 0 and conv1["em_mean"] == NEUTRAL and conv1["ss_min"] == NEUTRAL
     assert conv1["n_calls"] == 3 and conv1["n_tool_errors"] == 0
+
+
+# -- real logs: normalisations, groups, references, re-import ---------------------------------------
+
+REAL = Path(__file__).resolve().parent / "fixtures" / "import_real_logs.jsonl"
+REAL_COUNTS = {
+    "reused_call_id": 1,  # line 1: call_1 used again once get_order had its result
+    "missing_call_id": 2,  # line 4: two calls without an id ...
+    "tool_result_by_order": 2,  # ... answered by tool messages without tool_call_id
+    "call_without_result": 1,  # line 5: cancel_order never got a tool message
+    "question_from_messages": 1,  # line 6: no "question" field
+    "langchain_messages": 6,  # line 2: human / ai / tool dicts
+    "parallel_groups": 1,  # line 3: get_order and find_customer in one assistant message
+    "extra_user_turns": 1,  # line 6: "Number 7."
+}
+
+
+def test_real_logs_import_with_every_normalisation_counted(tmp_store):
+    result = import_trajectories(tmp_store, REAL)
+    assert result.normalised == REAL_COUNTS
+    assert result.first_seen["reused_call_id"] == f"{REAL}:1: messages[4].tool_calls[0].id"
+    assert result.first_seen["call_without_result"] == f"{REAL}:5: messages[3].tool_calls[0]"
+    # Two tasks whose simulated users open differently: one question per group, three runs each.
+    assert (result.lines, result.questions, result.runs, result.mct) == (6, 2, 6, 2)
+    assert result.question_ids["task-a"] != result.question_ids["task-b"]
+    qa = tmp_store.questions(ids=[result.question_ids["task-a"]])[0]
+    assert qa.group_id == "task-a" and qa.text == "Please send order 1042 to 3 rue Neuve, Paris."
+    kept = qa.meta["import"]["runs"]
+    assert kept["1"]["question"] == "hi, I moved. order 1042 should go to 3 rue Neuve, Paris"
+
+    runs = {(r.question_id, r.run_index): r.trajectory for r in tmp_store.runs()}
+    a, b = result.question_ids["task-a"], result.question_ids["task-b"]
+    assert runs[a, 0].tool_names() == ["get_order", "update_address"]
+    assert runs[a, 0].steps[1].result == {"ok": True}  # the reused id answered the second call
+    assert runs[a, 1].tool_names() == ["get_order", "update_address"]  # LangChain dicts
+    parallel = runs[a, 2]
+    assert [(c.name, c.group) for c in parallel.calls] == [
+        ("get_order", 0), ("find_customer", 0), ("update_address", None)
+    ]  # fmt: skip
+    assert parallel.steps[1].result == "customer 77 (Ana)"
+    assert [s.result for s in runs[b, 0].steps] == [{"status": "pending"}, {"ok": True}]
+    unanswered = runs[b, 1]
+    assert unanswered.tool_names() == ["get_order", "cancel_order"]
+    assert unanswered.steps[1].result is None and unanswered.steps[1].error is None
+    assert unanswered.response == "I have asked for order 7 to be cancelled."
+    qb = tmp_store.questions(ids=[b])[0]
+    assert qb.meta["import"]["runs"]["2"]["user_turns"] == ["Number 7."]
+    assert qb.meta["import"]["runs"]["2"]["question"] == "Can you cancel my order?"
+
+    # 1042.0 in the LangChain run is the number 1042: runs 0 and 1 vote for one trajectory.
+    mct = {m["question_id"]: m for m in tmp_store.mct()}
+    assert (mct[a]["n_runs"], mct[a]["n_distinct"]) == (3, 2) and mct[a]["share"] == pytest.approx(2 / 3)
+    assert (mct[b]["n_runs"], mct[b]["n_distinct"]) == (3, 1)
+    labels = {lb.run_id: lb for lb in tmp_store.labels()}
+    by_key = {(r.question_id, r.run_index): r.id for r in tmp_store.runs()}
+    # Line 2 has no label but a reference: strict match with exact arguments, 1042.0 == 1042.
+    ref = labels[by_key[a, 1]]
+    assert ref.correct is True and ref.detail == "reference:strict+arguments:import_real_logs.jsonl:2"
+    assert labels[by_key[a, 2]].correct is False and by_key[b, 2] not in labels
+    assert result.labels == 5 and result.reference_labels == 1
+
+
+def test_real_logs_export_back_to_their_lines(tmp_store):
+    import_trajectories(tmp_store, REAL)
+    labels = {lb.run_id: lb.correct for lb in tmp_store.labels()}
+    by_id = {q.id: q for q in tmp_store.questions()}
+    exported = {(e["question_id"], e["run"]): e for r in tmp_store.runs()
+                if (e := run_to_record(by_id[r.question_id], r, labels.get(r.id)))}  # fmt: skip
+    for line in (json.loads(x) for x in REAL.read_text().splitlines()):
+        out = exported[line["question_id"], line["run"]]
+        group = line.pop("task_id", None) or line.pop("group_id")
+        assert out.pop("group_id") == group
+        if "question" not in line:  # the normalised line says what it took as the question
+            assert out.pop("question") == line["messages"][0]["content"]
+        if line["label"] is None and "reference" in line:
+            assert out.pop("label") is True
+            line.pop("label")
+        assert out == line
+
+
+def test_strict_refuses_every_normalisation_naming_line_and_field(tmp_store):
+    with pytest.raises(BadInput) as err:
+        import_trajectories(tmp_store, REAL, strict=True)
+    assert f"{REAL}:1: messages[4].tool_calls[0].id: a tool call id used again" in str(err.value)
+    assert "--strict" in str(err.value)
+    assert tmp_store.counts()["runs"] == 0
+    for n, kind in ((4, "a tool call without an id"), (5, "never got a tool message"), (6, 'no "question"')):
+        path = _write([REAL.read_text().splitlines()[n - 1]])
+        with pytest.raises(BadInput, match=kind) as err:
+            import_trajectories(tmp_store, path, strict=True)
+        assert str(err.value).startswith(f"{path}:1:")
+    # What is only another accepted form (LangChain dicts, parallel calls) passes under --strict.
+    path = _write(REAL.read_text().splitlines()[1:3])
+    assert import_trajectories(tmp_store, path, strict=True).runs == 2
+
+
+def test_cli_summary_shows_the_normalisations(tmp_path, capsys):
+    assert main(["import", "trajectories", str(REAL), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["normalised"] == REAL_COUNTS and out["runs"] == 6 and out["reference_labels"] == 1
+    again = tmp_path / "b.jsonl"
+    again.write_text(REAL.read_text().splitlines()[3] + "\n")
+    assert main(["import", "trajectories", str(again)]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "1 runs were already stored" in text
+    assert "2 x a tool call without an id" in text
+    assert main(["import", "trajectories", str(REAL), "--strict"]) == 2
+    assert "refused under --strict" in capsys.readouterr().err.replace("\n", "")
+
+
+def test_group_lines_keep_today_rule_without_group(tmp_store):
+    one = _good(run=0, question_id="t", question="first words")
+    two = _good(run=1, question_id="t", question="other words")
+    with pytest.raises(BadInput, match=r"bad.jsonl:2: question_id 't' has another question text .*group_id"):
+        import_trajectories(tmp_store, _write([one, two]))
+    mixed = [dict(one, group_id="g"), dict(two, group_id="h")]
+    with pytest.raises(BadInput, match=r"bad.jsonl:2: group_id: question_id 't' is in group 'h' here"):
+        import_trajectories(tmp_store, _write(mixed))
+    assert (
+        import_trajectories(tmp_store, _write([dict(one, group_id="g"), dict(two, group_id="g")])).runs == 2
+    )
+
+
+def _changed_line(n: int, **over) -> str:
+    line = json.loads(REAL.read_text().splitlines()[n - 1])
+    line.update(over)
+    return json.dumps(line)
+
+
+def test_reimport_with_other_content_is_refused_naming_the_line(tmp_store):
+    import_trajectories(tmp_store, REAL)
+    before = tmp_store.counts()
+    stored = {r.id: r.trajectory for r in tmp_store.runs()}
+    lines = REAL.read_text().splitlines()
+    messages = json.loads(lines[0])["messages"][:4] + [{"role": "assistant", "content": "It is processing."}]
+    lines[0] = _changed_line(1, messages=messages, label=False)
+    path = _write(lines)
+    with pytest.raises(BadInput) as err:
+        import_trajectories(tmp_store, path)
+    assert f"{path}:1: group_id 'task-a' run 0 is already stored with other content" in str(err.value)
+    assert "--replace" in str(err.value)
+    assert tmp_store.counts() == before
+    assert {r.id: r.trajectory for r in tmp_store.runs()} == stored
+    # The same file again is no conflict: every run is already stored.
+    assert import_trajectories(tmp_store, REAL).skipped_runs == 6
+
+
+def test_replace_swaps_the_whole_run_label_and_derived_rows(tmp_store):
+    first = import_trajectories(tmp_store, REAL)
+    a = first.question_ids["task-a"]
+    run0 = next(r for r in tmp_store.runs([a]) if r.run_index == 0)
+    assert compute_features(tmp_store, None, alternates=False) >= 2
+    assert any(f.run_id == run0.id for f in tmp_store.features(FEATURE_VERSION))
+    messages = json.loads(REAL.read_text().splitlines()[0])["messages"][:4]
+    messages.append({"role": "assistant", "content": "It is processing."})
+    path = _write([_changed_line(1, messages=messages, label=False, meta={"reward": 0.0})])
+    result = import_trajectories(tmp_store, path, replace=True)
+    assert (result.replaced_runs, result.runs, result.skipped_runs) == (1, 0, 0)
+    after = next(r for r in tmp_store.runs([a]) if r.run_index == 0)
+    assert after.id == run0.id and after.trajectory.tool_names() == ["get_order"]
+    assert after.trajectory.response == "It is processing."
+    labels = [lb for lb in tmp_store.labels() if lb.run_id == run0.id]
+    assert [(lb.source, lb.correct) for lb in labels] == [("import", False)]
+    # Features compare siblings: none of the question's runs keeps a row computed from the old run.
+    ids_a = {r.id for r in tmp_store.runs([a])}
+    assert not ids_a & {f.run_id for f in tmp_store.features(FEATURE_VERSION)}
+    kept = tmp_store.questions(ids=[a])[0].meta["import"]["runs"]["0"]
+    assert kept["meta"] == {"reward": 0.0} and kept["messages"] == messages
+    mct = {m["question_id"]: m for m in tmp_store.mct()}[a]
+    assert mct["n_runs"] == 3
+    # The other runs and the other task are untouched.
+    assert len(tmp_store.runs()) == 6 and tmp_store.counts()["questions"] == 2
+
+
+def test_grouped_trajectory_round_trips_through_canonical_messages():
+    t = Trajectory(
+        steps=[
+            Step(call=ToolCall(name="get_order", arguments={"order_id": 1}, group=0), result={"s": 1}),
+            Step(call=ToolCall(name="find_customer", arguments={"order_id": 1}, group=0), result="ana"),
+            Step(call=ToolCall(name="update_address", arguments={"a": "x"}), result=True),
+        ],
+        response="ok",
+    )
+    messages = trajectory_to_messages("q", t)
+    assert [len(m.get("tool_calls") or []) for m in messages if m["role"] == "assistant"] == [2, 1, 0]
+    assert messages_to_trajectory(messages)[0] == t
+
+
+CONFLICTS = {
+    "another question text": lambda lines: [
+        x.update(question="Where is order 1042 now?") for x in lines if x["question_id"] == "conv-1"
+    ],
+    "another trajectory": lambda lines: lines[0].update(
+        messages=lines[0]["messages"][:2] + lines[0]["messages"][-1:]
+    ),
+    "another label": lambda lines: lines[0].update(label=False),
+    "another meta": lambda lines: lines[0].update(meta={**lines[0]["meta"], "session": "s-9"}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONFLICTS))
+def test_cli_reimport_conflict_exits_2_naming_the_line_and_changes_nothing(tmp_path, capsys, case):
+    assert main(["import", "trajectories", str(FIXTURE)]) == 0
+    with Store(tmp_path / "data" / "magv.duckdb") as store:
+        before, runs, labels = store.counts(), store.runs(), store.labels()
+    lines = _lines()
+    CONFLICTS[case](lines)
+    path = tmp_path / "again.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    capsys.readouterr()
+    assert main(["import", "trajectories", str(path)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"{path}:1: question_id 'conv-1'" in err and "already stored with" in err and "--replace" in err
+    with Store(tmp_path / "data" / "magv.duckdb") as store:
+        assert store.counts() == before
+        assert store.runs() == runs and [(lb.run_id, lb.correct) for lb in store.labels()] == [
+            (lb.run_id, lb.correct) for lb in labels
+        ]

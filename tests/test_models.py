@@ -88,3 +88,41 @@ def test_toolspec_openai_format():
     out = spec.openai()
     assert out["type"] == "function" and out["function"]["name"] == "cancel"
     assert "writes" not in json.dumps(out)
+
+
+def test_parallel_groups_serialise_only_when_set_and_old_rows_still_load():
+    old_row = '{"steps": [{"kind": "tool", "call": {"name": "f", "arguments": {"x": 1}}}], "status": "ok"}'
+    t = Trajectory.model_validate_json(old_row)
+    assert t.calls[0].group is None and "group" not in t.model_dump_json()
+    grouped = Trajectory.from_calls(
+        [
+            ToolCall(name="a", group=0),
+            ToolCall(name="b", group=0),
+            ToolCall(name="c"),
+            ToolCall(name="d", group=1),
+        ]
+    )
+    assert json.loads(grouped.model_dump_json())["steps"][0]["call"]["group"] == 0
+    assert Trajectory.model_validate_json(grouped.model_dump_json()) == grouped
+    assert [[c.name for c in g] for g in grouped.call_groups()] == [["a", "b"], ["c"], ["d"]]
+    # Groups say how calls were issued, not which calls: the signature is the same without them.
+    assert grouped.signature() == Trajectory.from_calls([ToolCall(name=n) for n in "abcd"]).signature()
+
+
+def test_canonical_calls_compare_numbers_by_value():
+    assert ToolCall(name="f", arguments={"n": 1.0, "m": [2.0, 2.5]}).canonical() == 'f({"m":[2,2.5],"n":1})'
+    assert (
+        ToolCall(name="f", arguments={"n": True}).canonical()
+        != ToolCall(name="f", arguments={"n": 1}).canonical()
+    )
+
+
+def test_seed_golds_and_question_meta():
+    a, b = ToolCall(name="a"), ToolCall(name="b")
+    seed = Seed(id="s", question="q", trajectory=[a], acceptable=[[b, a]], notes="n")
+    assert seed.golds() == [[a], [b, a]]
+    assert seed.question_meta() == {
+        "notes": "n",
+        "acceptable": [[{"name": "b", "arguments": {}}, {"name": "a", "arguments": {}}]],
+    }
+    assert Seed(id="s", question="q", trajectory=[a]).question_meta() == {}

@@ -54,6 +54,11 @@ def label(
     arguments: bool = typer.Option(
         None, "--arguments/--no-arguments", help="Compare tool arguments too (default: settings)."
     ),
+    args_mode: str = typer.Option(
+        None,
+        "--args-mode",
+        help="Argument match: exact | ignore | subset | superset (overrides --arguments).",
+    ),
     from_file: Path = typer.Option(
         None, "--from", help='JSONL of {"run_id" | "question_id": ..., "correct": true|false}: import labels.'
     ),
@@ -61,13 +66,17 @@ def label(
 ) -> None:
     """Write gold labels (MCT vs target trajectory), or import labels from a file with --from."""
     from magv.pipeline import labels as stage
-    from magv.verify.labels import MATCH_MODES, read_label_file
+    from magv.verify.labels import ARG_MODES, MATCH_MODES, read_label_file
 
     cfg = settings(ctx)
     mode = mode or cfg.verify.gold_match
     if mode not in MATCH_MODES:
         raise BadInput(f"--mode {mode}: expected one of {', '.join(MATCH_MODES)}")
     arguments = cfg.verify.gold_arguments if arguments is None else arguments
+    if args_mode is not None:
+        if args_mode not in ARG_MODES:
+            raise BadInput(f"--args-mode {args_mode}: expected one of {', '.join(ARG_MODES)}")
+        arguments = args_mode
     with open_store(cfg) as store:
         if from_file is not None:
             labels = read_label_file(store, from_file)
@@ -233,26 +242,51 @@ def annotate(
 @import_app.command("trajectories")
 def import_trajectories(
     ctx: typer.Context,
-    file: Path = typer.Argument(..., help="JSONL: one trajectory per line (see docs/verifier.md)."),
+    file: Path = typer.Argument(..., help="JSONL: one trajectory per line (see docs/export.md)."),
     domain: str = typer.Option(
         None, "--domain", "-d", help="Domain the questions belong to (default: imported)."
     ),
+    strict: bool = typer.Option(
+        False,
+        "--strict",
+        help="Refuse what would be normalised (reused or missing call ids, calls without result...).",
+    ),
+    replace: bool = typer.Option(
+        False,
+        "--replace",
+        help="Replace stored runs whose content differs (with their labels and derived rows).",
+    ),
+    mode: str = typer.Option(
+        None, "--mode", help="Match of a line's reference: strict | unordered | subset | superset."
+    ),
+    args_mode: str = typer.Option(
+        None, "--args-mode", help="Argument match of a reference: exact | ignore | subset | superset."
+    ),
     as_json: bool = JsonOption,
 ) -> None:
-    """Import trajectories (OpenAI chat messages) from JSONL; checked whole before writing."""
-    from magv.verify.importer import DEFAULT_DOMAIN
+    """Import trajectories (OpenAI or LangChain chat messages) from JSONL; checked whole before writing."""
+    from magv.verify.importer import DEFAULT_DOMAIN, FORMS, REPAIRS
     from magv.verify.importer import import_trajectories as run_import
 
     cfg = settings(ctx)
+    arguments = args_mode or (
+        cfg.verify.gold_arguments if isinstance(cfg.verify.gold_arguments, str) else "exact"
+    )
     with open_store(cfg) as store:
-        r = run_import(store, file, domain or DEFAULT_DOMAIN)
-    out = {"file": str(file), "lines": r.lines, "questions": r.questions, "runs": r.runs, "labels": r.labels,
-           "mct": r.mct, "skipped_runs": r.skipped_runs}  # fmt: skip
+        r = run_import(store, file, domain or DEFAULT_DOMAIN, strict=strict, replace=replace,
+                       match_mode=mode or cfg.verify.gold_match, arguments=arguments,
+                       overrides=dict(cfg.verify.gold_overrides))  # fmt: skip
+    out = {"file": str(file), **r.as_dict()}
     if as_json:
         emit_json(out)
-    else:
-        console.print(f"imported {r.runs} runs of {len(r.question_ids)} questions ({r.questions} new), "
-                      f"{r.labels} labels; {r.skipped_runs} runs were already stored")  # fmt: skip
+        return
+    console.print(f"imported {r.runs} runs of {len(set(r.question_ids.values()))} questions ({r.questions} new), "
+                  f"{r.labels} labels ({r.reference_labels} from references); {r.skipped_runs} runs were "
+                  f"already stored, {r.replaced_runs} replaced")  # fmt: skip
+    for kind, n in r.normalised.items():
+        what = REPAIRS.get(kind) or FORMS.get(kind, kind)
+        first = f" (first: {r.first_seen[kind]})" if kind in REPAIRS and kind in r.first_seen else ""
+        console.print(f"  {n} x {what}{first}", highlight=False, markup=False)
 
 
 def register(app: typer.Typer) -> None:

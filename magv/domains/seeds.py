@@ -2,6 +2,9 @@
 
     {"id": "...", "question": "...", "trajectory": [{"name": "tool", "arguments": {...}}], "notes": "..."}
 
+An optional "acceptable": [[call, ...], ...] lists further trajectories that are also correct (for
+example the same answer with or without an optional read-only lookup); gold matching accepts any.
+
 Every problem is a BadInput "<path>:<line>: <reason>", so the user can open the file at the line.
 """
 
@@ -17,7 +20,7 @@ from magv.errors import BadInput
 from magv.models import Seed, ToolCall, ToolSpec
 
 MAX_LINE_BYTES = 64 * 1024
-_FIELDS = {"id", "question", "trajectory", "notes"}
+_FIELDS = {"id", "question", "trajectory", "acceptable", "notes"}
 
 
 def read_seeds(path: Path, domain: str, tools: Mapping[str, ToolSpec]) -> tuple[list[Seed], dict[str, int]]:
@@ -70,15 +73,24 @@ def _parse_line(line: bytes, where: str, domain: str, number: int, tools: Mappin
     if notes is not None and not isinstance(notes, str):
         raise BadInput(f"{where}: 'notes' must be a string")
     calls = _parse_trajectory(data.get("trajectory"), where, tools)
-    return Seed(id=seed_id.strip(), question=question.strip(), trajectory=calls, notes=notes)
+    extra = data.get("acceptable", [])
+    if not isinstance(extra, list):
+        raise BadInput(f"{where}: 'acceptable' must be a list of trajectories (lists of tool calls)")
+    acceptable = [
+        _parse_trajectory(t, where, tools, f"acceptable[{n}]") for n, t in enumerate(extra, start=1)
+    ]
+    return Seed(id=seed_id.strip(), question=question.strip(), trajectory=calls, acceptable=acceptable,
+                notes=notes)  # fmt: skip
 
 
-def _parse_trajectory(value: Any, where: str, tools: Mapping[str, ToolSpec]) -> list[ToolCall]:
+def _parse_trajectory(
+    value: Any, where: str, tools: Mapping[str, ToolSpec], field: str = "trajectory"
+) -> list[ToolCall]:
     if not isinstance(value, list) or not value:
-        raise BadInput(f"{where}: 'trajectory' must be a non-empty list of tool calls")
+        raise BadInput(f"{where}: '{field}' must be a non-empty list of tool calls")
     calls = []
     for i, item in enumerate(value, start=1):
-        at = f"{where}: trajectory[{i}]"
+        at = f"{where}: {field}[{i}]"
         if not isinstance(item, dict) or set(item) - {"name", "arguments"} or "name" not in item:
             raise BadInput(f'{at}: expected {{"name": "<tool>", "arguments": {{...}}}}')
         name, arguments = item["name"], item.get("arguments", {})

@@ -60,7 +60,7 @@ def seed_questions(domain_name: str, seeds: list[Seed]) -> list[Question]:
             seed_id=s.id,
             target=s.trajectory,
             group_id=s.id,
-            meta={"notes": s.notes} if s.notes else {},
+            meta=s.question_meta(),
         )  # fmt: skip
         for s in seeds
     ]
@@ -106,6 +106,7 @@ def write(store, ctx: WorkerContext, results: list[GenerateResult], report: Stag
                     example_seed_id=example.id if example else None,
                     target=target.trajectory,
                     group_id=target.id,
+                    meta={k: v for k, v in target.question_meta().items() if k == "acceptable"},
                 )  # fmt: skip
                 for text in r.reply.questions
             ]

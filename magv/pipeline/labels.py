@@ -5,9 +5,11 @@ from __future__ import annotations
 from magv.pipeline.base import StageReport
 
 
-def run(store, settings, mode: str | None = None, arguments: bool | None = None) -> StageReport:
+def run(store, settings, mode: str | None = None, arguments: bool | str | None = None) -> StageReport:
     from magv.verify.labels import gold_labels
 
     v = settings.verify
-    written = gold_labels(store, mode or v.gold_match, v.gold_arguments if arguments is None else arguments)
+    written = gold_labels(
+        store, mode or v.gold_match, v.gold_arguments if arguments is None else arguments, v.gold_overrides
+    )
     return StageReport("gold_labels", planned=1, done=1, written=written)

@@ -26,6 +26,14 @@ class Questions(Connection):
         ]  # fmt: skip
         return self._insert("questions", rows)
 
+    def update_question(self, q: Question) -> None:
+        """Overwrite a stored question's text and meta (an import adding runs or replacing them)."""
+        with self._lock, self.transaction():
+            self.con.execute(
+                "UPDATE questions SET text=?, meta=?, text_hash=? WHERE id=?",
+                [q.text, to_json(q.meta), text_hash(q.text), q.id],
+            )
+
     def set_question_status(self, question_id: str, status: str) -> None:
         with self._lock:
             self.con.execute("UPDATE questions SET status=? WHERE id=?", [status, question_id])

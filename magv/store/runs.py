@@ -67,6 +67,21 @@ class Runs(Connection):
             for table, only in (("features", ""), ("labels", " AND source = 'gold'"), ("predictions", "")):
                 self.con.execute(f"DELETE FROM {table} WHERE list_contains(?, run_id){only}", [list(run_ids)])
 
+    def replace_runs(self, runs: Sequence[Run]) -> int:
+        """Replace stored runs by new content, in one transaction: their labels (every source:
+        they judged the old content) and judge verdicts go, so do the features and predictions of
+        every run of their questions (features compare a run with its siblings)."""
+        ids = [r.id for r in runs]
+        questions = sorted({r.question_id for r in runs})
+        with self._lock, self.transaction():
+            siblings = "SELECT id FROM runs WHERE list_contains(?, question_id)"
+            for table in ("features", "predictions"):
+                self.con.execute(f"DELETE FROM {table} WHERE run_id IN ({siblings})", [questions])
+            for table in ("labels", "judge_verdicts"):
+                self.con.execute(f"DELETE FROM {table} WHERE list_contains(?, run_id)", [ids])
+            self.con.execute("DELETE FROM runs WHERE list_contains(?, id)", [ids])
+            return self.add_runs(runs)
+
     def finished_run_indices(self) -> dict[str, set[int]]:
         """question_id -> run indices of its runs that did not fail on the model (those that did
         are to be redone)."""

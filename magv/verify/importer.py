@@ -1,20 +1,31 @@
 """Import trajectories produced elsewhere (production logs, other agents, benchmarks).
 
-One JSON object per line (the same format `magv export --format jsonl` writes; docs/verifier.md
+One JSON object per line (the same format `magv export --format jsonl` writes; docs/export.md
 describes every field):
 
     {"question_id": str, "question": str, "run": int, "messages": [...], "label": true|false|null,
-     "meta": {...}}
+     "meta": {...}, "group_id": str, "reference": [...]}
 
-`messages` is an OpenAI chat-completions list. The trajectory is every tool call in order with its
-tool message as result; the final assistant text is the response. The whole file is checked before
-anything is written, then everything is written in one transaction.
+`messages` is an OpenAI chat-completions list or a list of LangChain message dicts (`type`
+human / ai / tool / system, `tool_calls` of `{"name", "args", "id"}`). The trajectory is every tool
+call in order with its tool message as result (the calls of one assistant message form one
+parallel group); the final assistant text is the response. What real logs do that is not strictly
+well-formed (a call id used again once its call has a result, a call without an id, a call that
+never got a result, a tool message without an id, no "question" field) is repaired, counted in
+`ImportResult.normalised` and refused instead under `strict`. `group_id` (or `task_id`) gathers
+runs of one task whose opening words differ (a simulated user); `reference` (a list of calls or of
+messages) labels the run by matching.
+
+The whole file is checked before anything is written, then everything is written in one
+transaction. A run already stored with other content is refused (or, with `replace`, replaced
+with its label and everything derived from it), never half merged.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,13 +33,52 @@ from typing import Any
 from magv.errors import BadInput
 from magv.jsonl import read_jsonl
 from magv.mct import most_common_trajectory as most_common
-from magv.models import Label, Question, Run, Step, ToolCall, Trajectory
+from magv.models import Label, Question, Run, Step, ToolCall, Trajectory, canonical_json
+from magv.verify.labels import MATCH_MODES, arg_mode, match, match_detail, parse_overrides
 
 DEFAULT_DOMAIN = "imported"
-LINE_FIELDS = {"question_id", "question", "run", "messages", "label", "meta"}
+LINE_FIELDS = {"question_id", "question", "run", "messages", "label", "meta"}  # what export writes
+OPTIONAL_FIELDS = {"group_id", "task_id", "reference"}
 ROLES = {"system", "developer", "user", "assistant", "tool"}
+LANGCHAIN_TYPES = {"human": "user", "ai": "assistant", "tool": "tool", "system": "system"}
 STATUSES = {"ok", "max_steps", "llm_error"}
 _TOOL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+
+# What a normalisation does, as the summary says it; `strict` refuses each of these instead.
+REPAIRS = {
+    "reused_call_id": "a tool call id used again after its earlier call got its result",
+    "missing_call_id": "a tool call without an id (one was assigned)",
+    "tool_result_by_order": "a tool message without tool_call_id (given to the oldest call waiting)",
+    "call_without_result": "a tool call that never got a tool message (kept as a step without result)",
+    "question_from_messages": 'no "question" field (the first user message was taken)',
+}
+# Accepted input forms, counted for the summary but never refused.
+FORMS = {
+    "langchain_messages": "messages in LangChain dict form",
+    "parallel_groups": "assistant messages with several tool calls (kept as parallel groups)",
+    "extra_user_turns": "user messages after the first (kept in order)",
+}
+
+
+class Notes:
+    """Counts of the normalisations of a file, with the first place each was seen."""
+
+    def __init__(self, strict: bool = False):
+        self.strict = strict
+        self.counts: Counter[str] = Counter()
+        self.first: dict[str, str] = {}
+
+    def repair(self, kind: str, where: str) -> None:
+        if self.strict:
+            raise BadInput(f"{where}: {REPAIRS[kind]}; refused under --strict")
+        self.count(kind, where)
+
+    def count(self, kind: str, where: str, n: int = 1) -> None:
+        self.counts[kind] += n
+        self.first.setdefault(kind, where)
+
+    def summary(self) -> dict[str, int]:
+        return {k: self.counts[k] for k in (*REPAIRS, *FORMS) if self.counts[k]}
 
 
 @dataclass
@@ -42,6 +92,14 @@ class ImportLine:
     meta: dict[str, Any]
     trajectory: Trajectory
     user_turns: list[str] = field(default_factory=list)
+    group: str | None = None  # group_id / task_id of the line
+    reference: list[ToolCall] | None = None
+    raw: dict[str, Any] = field(default_factory=dict)  # the line as read, for the round trip
+
+    @property
+    def key(self) -> str:
+        """The store question the line is a run of: its group, else its question_id."""
+        return self.group if self.group is not None else self.question_id
 
 
 @dataclass
@@ -52,7 +110,17 @@ class ImportResult:
     labels: int
     mct: int
     skipped_runs: int
-    question_ids: dict[str, str]  # the file's question_id -> the store's id
+    question_ids: dict[str, str]  # the file's question_id (and group_id) -> the store's id
+    normalised: dict[str, int] = field(default_factory=dict)
+    first_seen: dict[str, str] = field(default_factory=dict)  # normalisation -> "file:line: field"
+    replaced_runs: int = 0
+    reference_labels: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"lines": self.lines, "questions": self.questions, "runs": self.runs, "labels": self.labels,
+                "mct": self.mct, "skipped_runs": self.skipped_runs, "replaced_runs": self.replaced_runs,
+                "reference_labels": self.reference_labels, "normalised": self.normalised,
+                "first_seen": self.first_seen}  # fmt: skip
 
 
 # -- messages <-> trajectory ---------------------------------------------------------------------
@@ -88,80 +156,54 @@ def _tool_result(content: str | None) -> tuple[Any, str | None]:
     return value, None
 
 
-def messages_to_trajectory(
-    messages: Any, status: str = "ok", where: str = "messages"
-) -> tuple[Trajectory, list[str]]:
-    """(trajectory, user turns after the first) of an OpenAI message list; BadInput names the
-    message and field that is not in OpenAI format."""
-    if not isinstance(messages, list) or not messages:
-        raise BadInput(f"{where}: expected a non-empty list of chat messages")
-    steps: list[Step] = []
-    pending: dict[str, int] = {}  # tool_call id -> step index awaiting its tool message
-    seen_ids: set[str] = set()
-    texts: dict[int, str] = {}  # assistant messages without tool calls: index -> text
-    users: list[str] = []
-    order: list[tuple[str, int]] = []  # (role, index) for classifying assistant texts
-    for i, msg in enumerate(messages):
-        at = f"{where}[{i}]"
-        if not isinstance(msg, dict):
-            raise BadInput(f"{at}: expected an object with a role")
+@dataclass
+class _Call:
+    id: str | None
+    name: str
+    arguments: dict[str, Any]
+
+
+@dataclass
+class _Message:
+    role: str
+    content: str | None
+    calls: list[_Call]
+    tool_call_id: str | None = None
+
+
+def _role(msg: dict[str, Any], at: str, notes: Notes) -> str:
+    if "role" in msg or "type" not in msg:
         role = msg.get("role")
         if role not in ROLES:
             raise BadInput(f"{at}.role: expected one of {', '.join(sorted(ROLES))}, got {role!r}")
-        content = _text(msg.get("content"), at)
-        order.append((role, i))
-        if role in ("system", "developer", "user"):
-            if content is None:
-                raise BadInput(f"{at}.content: a {role} message needs content")
-            if role == "user":
-                users.append(content)
-        elif role == "assistant":
-            calls = msg.get("tool_calls")
-            if calls is None or calls == []:
-                if content is not None:
-                    texts[i] = content
-                continue
-            if not isinstance(calls, list):
-                raise BadInput(f"{at}.tool_calls: expected a list")
-            for j, tc in enumerate(calls):
-                steps.append(_parse_call(tc, f"{at}.tool_calls[{j}]", seen_ids, pending, len(steps)))
-        else:  # tool
-            call_id = msg.get("tool_call_id")
-            if not isinstance(call_id, str) or call_id not in pending:
-                known = ", ".join(sorted(pending)) or "none pending"
-                raise BadInput(
-                    f"{at}.tool_call_id: {call_id!r} does not match a tool call awaiting its result ({known})"
-                )
-            step = steps[pending.pop(call_id)]
-            step.result, step.error = _tool_result(content)
-    if pending:
-        raise BadInput(f"{where}: tool_call id {sorted(pending)[0]!r} has no tool message with its result")
-    if not users:
-        raise BadInput(f"{where}: no user message (the question)")
-    response = None
-    last_assistant = max((i for r, i in order if r == "assistant"), default=None)
-    final_steps: list[tuple[int, Step]] = []
-    for i, text in texts.items():
-        following = messages[i + 1]["role"] if i + 1 < len(messages) else None
-        is_final = i == last_assistant and following is None
-        if is_final and status == "ok":
-            response = text
-        elif following in ("assistant", None):
-            # An assistant text the agent did not stop at: an unusable reply (an invalid step).
-            final_steps.append((i, Step(kind="invalid", raw=text)))
-    if final_steps:
-        steps = _interleave(messages, steps, final_steps)
-    return Trajectory(steps=steps, response=response, status=status), users[1:]
+        return role
+    kind = msg["type"]
+    if kind not in LANGCHAIN_TYPES:
+        raise BadInput(
+            f"{at}.type: expected a LangChain message type ({', '.join(LANGCHAIN_TYPES)}), got {kind!r}"
+        )
+    notes.count("langchain_messages", at)
+    return LANGCHAIN_TYPES[kind]
 
 
-def _parse_call(tc: Any, at: str, seen: set[str], pending: dict[str, int], index: int) -> Step:
+def _parse_call(tc: Any, at: str) -> _Call:
+    """An OpenAI tool call ({"id", "type": "function", "function": {"name", "arguments": str}}) or a
+    LangChain one ({"name", "args": {...}, "id"})."""
     if not isinstance(tc, dict):
         raise BadInput(f"{at}: expected a tool call object")
-    call_id, fn = tc.get("id"), tc.get("function")
-    if not isinstance(call_id, str) or not call_id:
-        raise BadInput(f"{at}.id: expected a non-empty string")
-    if call_id in seen:
-        raise BadInput(f"{at}.id: {call_id!r} is used by an earlier tool call")
+    call_id = tc.get("id")
+    if call_id is not None and not isinstance(call_id, str):
+        raise BadInput(f"{at}.id: expected a string, got {type(call_id).__name__}")
+    if "function" not in tc and "name" in tc:  # LangChain
+        if tc.get("type", "tool_call") not in ("tool_call", "function"):
+            raise BadInput(f'{at}.type: expected "tool_call", got {tc.get("type")!r}')
+        name, args = tc["name"], tc.get("args", {})
+        if not isinstance(name, str) or not _TOOL_NAME.match(name):
+            raise BadInput(f"{at}.name: expected a tool name (letters, digits, _ . -)")
+        if not isinstance(args, dict):
+            raise BadInput(f"{at}.args: expected an object, got {type(args).__name__}")
+        return _Call(call_id or None, name, args)
+    fn = tc.get("function")
     if tc.get("type", "function") != "function":
         raise BadInput(f'{at}.type: expected "function", got {tc.get("type")!r}')
     if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not _TOOL_NAME.match(fn["name"]):
@@ -177,40 +219,155 @@ def _parse_call(tc: Any, at: str, seen: set[str], pending: dict[str, int], index
         raise BadInput(f"{at}.function.arguments: not valid JSON: {exc.msg}") from None
     if not isinstance(args, dict):
         raise BadInput(f"{at}.function.arguments: expected a JSON object")
-    seen.add(call_id)
-    pending[call_id] = index
-    return Step(call=ToolCall(name=fn["name"], arguments=args))
+    return _Call(call_id or None, fn["name"], args)
 
 
-def _interleave(
-    messages: list[dict[str, Any]], calls: list[Step], invalid: list[tuple[int, Step]]
-) -> list[Step]:
-    """Put invalid steps between the tool steps at the place their message had."""
+def _message(msg: Any, at: str, notes: Notes) -> _Message:
+    if not isinstance(msg, dict):
+        raise BadInput(f"{at}: expected an object with a role")
+    role = _role(msg, at, notes)
+    content = _text(msg.get("content"), at)
+    if role in ("system", "developer", "user"):
+        if content is None:
+            raise BadInput(f"{at}.content: a {role} message needs content")
+        return _Message(role, content, [])
+    if role == "tool":
+        call_id = msg.get("tool_call_id")
+        if call_id is not None and not isinstance(call_id, str):
+            raise BadInput(f"{at}.tool_call_id: expected a string, got {type(call_id).__name__}")
+        return _Message(role, content, [], call_id or None)
+    calls = msg.get("tool_calls")
+    if calls is None:
+        calls = []
+    if not isinstance(calls, list):
+        raise BadInput(f"{at}.tool_calls: expected a list")
+    return _Message(role, content, [_parse_call(tc, f"{at}.tool_calls[{j}]") for j, tc in enumerate(calls)])
+
+
+def messages_to_trajectory(
+    messages: Any, status: str = "ok", where: str = "messages", notes: Notes | None = None
+) -> tuple[Trajectory, list[str]]:
+    """(trajectory, user turns after the first) of an OpenAI or LangChain message list; BadInput
+    names the message and field that cannot be read. Repairs go to `notes` (see `REPAIRS`)."""
+    trajectory, users = read_messages(messages, status, where, notes if notes is not None else Notes())
+    return trajectory, users[1:]
+
+
+def read_messages(messages: Any, status: str, where: str, notes: Notes) -> tuple[Trajectory, list[str]]:
+    """(trajectory, every user turn in order) of a message list."""
+    if not isinstance(messages, list) or not messages:
+        raise BadInput(f"{where}: expected a non-empty list of chat messages")
+    parsed = [_message(m, f"{where}[{i}]", notes) for i, m in enumerate(messages)]
+    steps: list[Step] = []
+    pending: dict[str, int] = {}  # call id -> step index awaiting its tool message (insertion = age)
+    answered: set[str] = set()
+    places: list[str] = []  # where each call is, for messages about it
+    users: list[str] = []
+    group = 0
+    for i, msg in enumerate(parsed):
+        at = f"{where}[{i}]"
+        if msg.role == "user":
+            users.append(msg.content or "")
+        elif msg.role == "assistant" and msg.calls:
+            parallel = len(msg.calls) > 1
+            if parallel:
+                notes.count("parallel_groups", at)
+            for j, call in enumerate(msg.calls):
+                cat = f"{at}.tool_calls[{j}].id"
+                call_id = call.id
+                if call_id is None:
+                    notes.repair("missing_call_id", cat)
+                    call_id = f"\0missing-{i}-{j}"
+                elif call_id in pending:
+                    raise BadInput(
+                        f"{cat}: {call_id!r} is used by an earlier tool call still awaiting its result"
+                    )
+                elif call_id in answered:
+                    notes.repair("reused_call_id", cat)
+                    answered.discard(call_id)
+                pending[call_id] = len(steps)
+                places.append(f"{at}.tool_calls[{j}]")
+                steps.append(Step(call=ToolCall(name=call.name, arguments=call.arguments,
+                                                group=group if parallel else None)))  # fmt: skip
+            group += parallel
+        elif msg.role == "tool":
+            call_id = msg.tool_call_id
+            if call_id is None:
+                if not pending:
+                    raise BadInput(f"{at}.tool_call_id: missing, and no tool call is awaiting its result")
+                notes.repair("tool_result_by_order", f"{at}.tool_call_id")
+                call_id = next(iter(pending))
+            elif call_id not in pending:
+                known = ", ".join(k for k in pending if not k.startswith("\0")) or "none pending"
+                raise BadInput(
+                    f"{at}.tool_call_id: {call_id!r} does not match a tool call awaiting its result ({known})"
+                )
+            step = steps[pending.pop(call_id)]
+            step.result, step.error = _tool_result(msg.content)
+            answered.add(call_id)
+    for index in pending.values():
+        notes.repair("call_without_result", places[index])
+    if not users:
+        raise BadInput(f"{where}: no user message (the question)")
+    if len(users) > 1:
+        notes.count("extra_user_turns", where, len(users) - 1)
+    response = _final_text(parsed, status)
+    steps = _with_invalid(parsed, steps, status)
+    return Trajectory(steps=steps, response=response, status=status), users
+
+
+def _final_text(parsed: list[_Message], status: str) -> str | None:
+    last = parsed[-1]
+    if status == "ok" and last.role == "assistant" and not last.calls and last.content is not None:
+        return last.content
+    return None
+
+
+def _with_invalid(parsed: list[_Message], calls: list[Step], status: str) -> list[Step]:
+    """The tool steps with an invalid step, at its place, for every assistant text the agent did not
+    stop at and that was not a turn of the conversation (followed by another assistant message, or
+    last when the run did not end well)."""
     out: list[Step] = []
     it = iter(calls)
-    marks = dict(invalid)
-    for i, msg in enumerate(messages):
-        if i in marks:
-            out.append(marks[i])
-        elif msg.get("role") == "assistant":
-            out.extend(next(it) for _ in msg.get("tool_calls") or [])
+    for i, msg in enumerate(parsed):
+        if msg.role != "assistant":
+            continue
+        if msg.calls:
+            out.extend(next(it) for _ in msg.calls)
+            continue
+        following = parsed[i + 1].role if i + 1 < len(parsed) else None
+        final = following is None and status == "ok"
+        if msg.content is not None and not final and following in ("assistant", None):
+            out.append(Step(kind="invalid", raw=msg.content))
     return out
 
 
 def trajectory_to_messages(question: str, trajectory: Trajectory) -> list[dict[str, Any]]:
-    """The canonical OpenAI message list of a trajectory (what export writes for magv's own runs)."""
+    """The canonical OpenAI message list of a trajectory (what export writes for magv's own runs):
+    one assistant message per parallel group of calls."""
     messages: list[dict[str, Any]] = [{"role": "user", "content": question}]
-    for i, step in enumerate(trajectory.steps):
+    i = 0
+    steps = trajectory.steps
+    while i < len(steps):
+        step = steps[i]
         if step.kind == "invalid" or step.call is None:
             messages.append({"role": "assistant", "content": step.raw or ""})
+            i += 1
             continue
-        call_id = f"call_{i}"
-        content = json.dumps({"error": step.error} if step.error else step.result, ensure_ascii=False)
-        messages += [
-            {"role": "assistant", "content": None, "tool_calls": [{"id": call_id, "type": "function", "function": {
-                "name": step.call.name, "arguments": json.dumps(step.call.arguments, ensure_ascii=False)}}]},
-            {"role": "tool", "tool_call_id": call_id, "content": content},
-        ]  # fmt: skip
+        group = [i]
+        while (step.call.group is not None and i + len(group) < len(steps)
+               and (nxt := steps[i + len(group)].call) is not None and steps[i + len(group)].kind == "tool"
+               and nxt.group == step.call.group):  # fmt: skip
+            group.append(i + len(group))
+        calls = [{"id": f"call_{k}", "type": "function", "function": {
+            "name": steps[k].call.name, "arguments": json.dumps(steps[k].call.arguments, ensure_ascii=False)}}
+            for k in group]  # type: ignore[union-attr]  # fmt: skip
+        messages.append({"role": "assistant", "content": None, "tool_calls": calls})
+        for k in group:
+            s = steps[k]
+            content = json.dumps({"error": s.error} if s.error else s.result, ensure_ascii=False)
+            messages.append({"role": "tool", "tool_call_id": f"call_{k}", "content": content})
+        i += len(group)
     if trajectory.response is not None:
         messages.append({"role": "assistant", "content": trajectory.response})
     return messages
@@ -222,9 +379,15 @@ def run_to_record(question: Question, run: Run, label: bool | None = None) -> di
     info = question.meta.get("import", {})
     kept = info.get("runs", {}).get(str(run.run_index))
     if kept is not None:
-        messages = kept.get("messages") or trajectory_to_messages(question.text, run.trajectory)
-        return {"question_id": info["question_id"], "question": question.text, "run": run.run_index,
-                "messages": messages, "label": label, "meta": kept.get("meta", {})}  # fmt: skip
+        text = kept.get("question", question.text)
+        messages = kept.get("messages") or trajectory_to_messages(text, run.trajectory)
+        record = {"question_id": kept.get("question_id", info["question_id"]), "question": text,
+                  "run": run.run_index, "messages": messages, "label": label, "meta": kept.get("meta", {})}  # fmt: skip
+        if info.get("group_id") is not None:
+            record["group_id"] = info["group_id"]
+        if kept.get("reference") is not None:
+            record["reference"] = kept["reference"]
+        return record
     meta = {"status": run.trajectory.status, "prompt_tokens": run.prompt_tokens,
             "completion_tokens": run.completion_tokens, "latency_s": run.latency_s,
             "domain": question.domain, "origin": question.origin}  # fmt: skip
@@ -235,16 +398,53 @@ def run_to_record(question: Question, run: Run, label: bool | None = None) -> di
 # -- the file ------------------------------------------------------------------------------------
 
 
-def parse_line(obj: Any, path: Path | str, line: int) -> ImportLine:
+def _first_user_text(messages: Any) -> str | None:
+    for m in messages if isinstance(messages, list) else []:
+        if isinstance(m, dict) and (
+            m.get("role") == "user" or ("role" not in m and m.get("type") == "human")
+        ):
+            text = _text(m.get("content"), "messages")
+            if text and text.strip():
+                return text
+    return None
+
+
+def _reference(value: Any, where: str) -> list[ToolCall]:
+    """A reference trajectory: a list of {"name", "arguments"} calls, or a message list."""
+    if not isinstance(value, list):
+        raise BadInput(f"{where}: expected a list of tool calls or of chat messages")
+    if all(isinstance(c, dict) and "name" in c and set(c) <= {"name", "arguments", "group"} for c in value):
+        calls = []
+        for i, c in enumerate(value):
+            name, args, group = c["name"], c.get("arguments", {}), c.get("group")
+            if not isinstance(name, str) or not _TOOL_NAME.match(name):
+                raise BadInput(f"{where}[{i}].name: expected a tool name (letters, digits, _ . -)")
+            if not isinstance(args, dict):
+                raise BadInput(f"{where}[{i}].arguments: expected an object")
+            if group is not None and (not isinstance(group, int) or isinstance(group, bool)):
+                raise BadInput(f"{where}[{i}].group: expected an integer or null")
+            calls.append(ToolCall(name=name, arguments=args, group=group))
+        return calls
+    # A reference written as messages may lack the question, call ids and tool results: only its
+    # calls count, so nothing in it is a repair of the line (nor refused under --strict).
+    messages = value if _first_user_text(value) else [{"role": "user", "content": "(reference)"}, *value]
+    return read_messages(messages, "ok", where, Notes())[0].calls
+
+
+def parse_line(obj: Any, path: Path | str, line: int, notes: Notes | None = None) -> ImportLine:
     where = f"{path}:{line}"
+    notes = notes if notes is not None else Notes()
     if not isinstance(obj, dict):
         raise BadInput(f"{where}: expected a JSON object")
-    extra = set(obj) - LINE_FIELDS
+    extra = set(obj) - LINE_FIELDS - OPTIONAL_FIELDS
     if extra:
         raise BadInput(f'{where}: unknown field {sorted(extra)[0]!r}; put extra data under "meta"')
     qid, question, run = obj.get("question_id"), obj.get("question"), obj.get("run")
     if not isinstance(qid, str) or not qid.strip():
         raise BadInput(f"{where}: question_id: expected a non-empty string")
+    if "question" not in obj and (first := _first_user_text(obj.get("messages"))) is not None:
+        notes.repair("question_from_messages", f"{where}: question")
+        question = first
     if not isinstance(question, str) or not question.strip():
         raise BadInput(f"{where}: question: expected a non-empty string")
     if not isinstance(run, int) or isinstance(run, bool) or run < 0:
@@ -252,6 +452,16 @@ def parse_line(obj: Any, path: Path | str, line: int) -> ImportLine:
     label = obj.get("label")
     if label is not None and not isinstance(label, bool):
         raise BadInput(f"{where}: label: expected true, false or null, got {label!r}")
+    group = None
+    for name in ("group_id", "task_id"):
+        value = obj.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, str) or not value.strip():
+            raise BadInput(f"{where}: {name}: expected a non-empty string")
+        if group is not None and value != group:
+            raise BadInput(f"{where}: task_id {value!r} differs from group_id {group!r}; give one of them")
+        group = value
     meta = obj.get("meta", {})
     if meta is None:
         meta = {}
@@ -262,30 +472,42 @@ def parse_line(obj: Any, path: Path | str, line: int) -> ImportLine:
         raise BadInput(f"{where}: meta.status: expected one of {', '.join(sorted(STATUSES))}, got {status!r}")
     if "messages" not in obj:
         raise BadInput(f"{where}: messages: missing")
-    trajectory, turns = messages_to_trajectory(obj["messages"], status, f"{where}: messages")
+    trajectory, users = read_messages(obj["messages"], status, f"{where}: messages", notes)
+    reference = (
+        _reference(obj["reference"], f"{where}: reference") if obj.get("reference") is not None else None
+    )
     return ImportLine(line=line, question_id=qid, question=question, run=run,
                       messages=obj["messages"], label=label, meta=meta, trajectory=trajectory,
-                      user_turns=turns)  # fmt: skip
+                      user_turns=users[1:], group=group, reference=reference, raw=obj)  # fmt: skip
 
 
-def read_import_file(path: Path) -> list[ImportLine]:
-    """Every line checked (JSON, fields, OpenAI messages, tool_call ids) and cross-checked (one
-    question text per question_id, one line per run) before anything is written."""
+def read_import_file(path: Path, notes: Notes | None = None) -> list[ImportLine]:
+    """Every line checked (JSON, fields, messages, tool_call ids) and cross-checked (one question
+    text per question_id unless the line has a group, one group per question_id, one line per run)
+    before anything is written."""
+    notes = notes if notes is not None else Notes()
     lines: list[ImportLine] = []
     first_of: dict[str, ImportLine] = {}
+    group_of: dict[str, tuple[str | None, int]] = {}
     run_line: dict[tuple[str, int], int] = {}
     for n, where, obj in read_jsonl(path):
-        item = parse_line(obj, path, n)
-        first = first_of.setdefault(item.question_id, item)
-        if first.question != item.question:
+        item = parse_line(obj, path, n, notes)
+        group, at = group_of.setdefault(item.question_id, (item.group, n))
+        if group != item.group:
             raise BadInput(
-                f"{where}: question_id {item.question_id!r} has another question text than on line {first.line}"
+                f"{where}: group_id: question_id {item.question_id!r} is in group {item.group!r} here "
+                f"but in {group!r} on line {at}"
             )
-        key = (item.question_id, item.run)
+        first = first_of.setdefault(item.key, item)
+        if item.group is None and first.question != item.question:
+            raise BadInput(
+                f"{where}: question_id {item.question_id!r} has another question text than on line {first.line} "
+                '(runs of one task whose opening words differ need a "group_id")'
+            )
+        key = (item.key, item.run)
         if key in run_line:
-            raise BadInput(
-                f"{where}: question_id {item.question_id!r} run {item.run} repeats line {run_line[key]}"
-            )
+            what = f"question_id {item.question_id!r}" if item.group is None else f"group_id {item.group!r}"
+            raise BadInput(f"{where}: {what} run {item.run} repeats line {run_line[key]}")
         run_line[key] = n
         lines.append(item)
     if not lines:
@@ -298,43 +520,127 @@ def _number(meta: dict[str, Any], key: str, kind: type) -> Any:
     return kind(value) if isinstance(value, int | float) and not isinstance(value, bool) else kind(0)
 
 
-def import_trajectories(store: Any, path: Path, domain: str = DEFAULT_DOMAIN) -> ImportResult:
-    lines = read_import_file(path)
-    by_question: dict[str, list[ImportLine]] = {}
-    for item in lines:
-        by_question.setdefault(item.question_id, []).append(item)
+def _kept(item: ImportLine, question_text: str) -> dict[str, Any]:
+    """What the question's meta keeps of a line, so that export gives the line back."""
+    entry: dict[str, Any] = {"meta": item.meta}
+    if item.user_turns:
+        entry["user_turns"] = item.user_turns
+    if item.question != question_text:
+        entry["question"] = item.question
+    if item.group is not None and item.question_id != item.key:
+        entry["question_id"] = item.question_id
+    if item.reference is not None:
+        entry["reference"] = item.raw["reference"]
+    # Keep the original messages unless the canonical form gives them back exactly.
+    if trajectory_to_messages(item.question, item.trajectory) != item.messages:
+        entry["messages"] = item.messages
+    return entry
 
-    questions, runs, labels = [], [], []
-    ids: dict[str, str] = {}
-    for qid, items in by_question.items():
-        store_id = Question.derive_id(domain, "import", qid)
-        ids[qid] = store_id
-        kept = {}
+
+def _dump(value: Any) -> str:
+    return canonical_json(value.model_dump() if hasattr(value, "model_dump") else value)
+
+
+def import_trajectories(
+    store: Any,
+    path: Path,
+    domain: str = DEFAULT_DOMAIN,
+    *,
+    strict: bool = False,
+    replace: bool = False,
+    match_mode: str = "strict",
+    arguments: bool | str = "exact",
+    overrides: dict[str, Any] | None = None,
+) -> ImportResult:
+    """Import a file (see the module docstring). `strict` refuses what would be normalised;
+    `replace` replaces stored runs whose content differs instead of refusing the file. A line's
+    `reference` gives its label by `match` under `match_mode`, `arguments` and `overrides` unless the
+    line has a label of its own."""
+    if match_mode not in MATCH_MODES:
+        raise BadInput(f"match mode {match_mode!r}: expected one of {', '.join(MATCH_MODES)}")
+    arg_mode(arguments)
+    parse_overrides(overrides)
+    notes = Notes(strict)
+    lines = read_import_file(path, notes)
+    by_key: dict[str, list[ImportLine]] = {}
+    for item in lines:
+        by_key.setdefault(item.key, []).append(item)
+
+    detail = match_detail(match_mode, arguments, overrides).replace("gold:", "reference:")
+    ids = {k: Question.derive_id(domain, "import", k) for k in by_key}
+    stored_q = {q.id: q for q in store.questions(ids=list(ids.values()))}
+    stored_runs = {r.id: r for r in store.runs(question_ids=list(ids.values()))}
+    stored_labels = {lb.run_id: lb.correct for lb in store.labels() if lb.source == "import"}
+
+    questions, updated, runs, replaced, labels = [], [], [], [], []
+    question_ids: dict[str, str] = {}
+    n_reference = 0
+    for key, items in by_key.items():
+        store_id = ids[key]
+        text = items[0].question
+        old = stored_q.get(store_id)
+        if old is not None and old.text != text and items[0].group is None and not replace:
+            raise BadInput(
+                f"{path}:{items[0].line}: question_id {items[0].question_id!r} is already stored with another "
+                "question text; use --replace to replace it and its runs"
+            )
+        kept: dict[str, Any] = {}
         for item in items:
-            entry: dict[str, Any] = {"meta": item.meta}
-            if item.user_turns:
-                entry["user_turns"] = item.user_turns
-            # Keep the original messages unless the canonical form gives them back exactly.
-            if trajectory_to_messages(item.question, item.trajectory) != item.messages:
-                entry["messages"] = item.messages
+            question_ids.setdefault(item.question_id, store_id)
+            entry = _kept(item, old.text if old is not None and not replace else text)
             kept[str(item.run)] = entry
-        meta = {"import": {"question_id": qid, "file": path.name, "runs": kept}}
-        questions.append(Question(id=store_id, domain=domain, text=items[0].question, origin="import",
-                                  group_id=qid, meta=meta))  # fmt: skip
-        for item in items:
             run = Run(
                 id=Run.derive_id(store_id, item.run), question_id=store_id, run_index=item.run,
                 trajectory=item.trajectory, prompt_tokens=_number(item.meta, "prompt_tokens", int),
                 completion_tokens=_number(item.meta, "completion_tokens", int),
                 latency_s=_number(item.meta, "latency_s", float),
             )  # fmt: skip
-            runs.append(run)
-            if item.label is not None:
-                labels.append(Label(run_id=run.id, source="import", correct=item.label,
-                                    detail=f"import:{path.name}:{item.line}"))  # fmt: skip
+            label, how = item.label, f"import:{path.name}:{item.line}"
+            if label is None and item.reference is not None:
+                label = match(item.trajectory.calls, item.reference, match_mode, arguments, overrides)
+                how = f"{detail}:{path.name}:{item.line}"
+                n_reference += 1
+            before = stored_runs.get(run.id)
+            if before is not None:
+                old_entry = ((old.meta if old else {}).get("import", {}).get("runs", {})).get(str(item.run))
+                same = (_dump(before.trajectory) == _dump(run.trajectory) and _dump(old_entry) == _dump(entry)
+                        and (label is None or stored_labels.get(run.id) == label))  # fmt: skip
+                if same:
+                    continue
+                if not replace:
+                    what = "group_id" if item.group is not None else "question_id"
+                    raise BadInput(
+                        f"{path}:{item.line}: {what} {item.key!r} run {item.run} is already stored with other "
+                        "content (trajectory, meta or label); use --replace to replace the run, its label "
+                        "and what was derived from it"
+                    )
+                replaced.append(run)
+            else:
+                runs.append(run)
+            if label is not None:
+                labels.append(Label(run_id=run.id, source="import", correct=label, detail=how))
+        group = items[0].group
+        info = {"question_id": items[0].question_id, "file": path.name, "runs": kept}
+        if group is not None:
+            info["group_id"] = group
+        if old is None:
+            questions.append(Question(id=store_id, domain=domain, text=text, origin="import", group_id=key,
+                                      meta={"import": info}))  # fmt: skip
+        else:
+            merged = dict(old.meta.get("import", {}))
+            merged["runs"] = {**merged.get("runs", {}), **kept}
+            meta = {**old.meta, "import": merged}
+            new_text = text if replace else old.text
+            if meta != old.meta or new_text != old.text:
+                updated.append(old.model_copy(update={"meta": meta, "text": new_text}))
+        question_ids.setdefault(key, store_id)
 
     with store.transaction():
         n_questions = store.add_questions(questions)
+        for q in updated:
+            store.update_question(q)
+        if replaced:
+            store.replace_runs(replaced)
         n_runs = store.add_runs(runs)
         n_labels = store.add_labels(labels)
         stored: dict[str, list[Run]] = {}
@@ -343,4 +649,7 @@ def import_trajectories(store: Any, path: Path, domain: str = DEFAULT_DOMAIN) ->
         mct_rows = [m for rs in stored.values() if (m := most_common(rs)) is not None]
         store.set_mct(mct_rows)
     return ImportResult(lines=len(lines), questions=n_questions, runs=n_runs, labels=n_labels,
-                        mct=len(mct_rows), skipped_runs=len(runs) - n_runs, question_ids=ids)  # fmt: skip
+                        mct=len(mct_rows), skipped_runs=len(lines) - n_runs - len(replaced),
+                        question_ids=question_ids, normalised=notes.summary(),
+                        first_seen={k: v for k, v in notes.first.items() if k in notes.summary()},
+                        replaced_runs=len(replaced), reference_labels=n_reference)  # fmt: skip

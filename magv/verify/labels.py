@@ -6,55 +6,238 @@ All are kept; the store's `effective_labels()` lets the most trusted win (human 
 from __future__ import annotations
 
 import json
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from magv.errors import BadInput
 from magv.jsonl import read_jsonl
-from magv.models import Label, Question, Run, ToolCall
+from magv.models import Label, Question, Run, ToolCall, call_groups
 
 MatchMode = Literal["strict", "unordered", "subset", "superset"]
 MATCH_MODES: tuple[str, ...] = ("strict", "unordered", "subset", "superset")
+ArgMode = Literal["exact", "ignore", "subset", "superset"]
+ARG_MODES: tuple[str, ...] = ("exact", "ignore", "subset", "superset")
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class ArgRule:
+    """How one tool's arguments are compared: a mode over all keys, or only `keys` (dotted paths
+    into nested objects) compared for equality; `ignore` keys are dropped first."""
+
+    mode: str = "exact"
+    keys: tuple[str, ...] | None = None
+    ignore: tuple[str, ...] = ()
+
+
+def arg_mode(arguments: bool | str | None) -> str:
+    """The argument mode of the older `arguments` flag (False: names only; True: exact) or a mode."""
+    if arguments is None or arguments is False:
+        return "ignore"
+    if arguments is True:
+        return "exact"
+    if arguments not in ARG_MODES:
+        raise BadInput(f"argument match mode {arguments!r}: expected one of {', '.join(ARG_MODES)}")
+    return arguments
+
+
+def _names(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(k, str) and k for k in value):
+        raise BadInput(f"{where}: expected a list of argument names")
+    return tuple(value)
+
+
+def parse_overrides(value: Any, where: str = "overrides") -> dict[str, ArgRule]:
+    """Per-tool argument rules: {tool: "subset"} (a mode), {tool: ["order_id"]} (only these keys),
+    or {tool: {"mode": ..., "keys": [...], "ignore": [...]}}."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise BadInput(f"{where}: expected an object of tool name -> rule")
+    rules: dict[str, ArgRule] = {}
+    for tool, rule in value.items():
+        at = f"{where}.{tool}"
+        if isinstance(rule, ArgRule):
+            rules[tool] = rule
+        elif isinstance(rule, str):
+            rules[tool] = ArgRule(mode=arg_mode(rule))
+        elif isinstance(rule, list):
+            rules[tool] = ArgRule(keys=_names(rule, at))
+        elif isinstance(rule, Mapping):
+            unknown = set(rule) - {"mode", "keys", "ignore"}
+            if unknown:
+                raise BadInput(f"{at}: unknown field {sorted(unknown)[0]!r}; expected mode, keys, ignore")
+            rules[tool] = ArgRule(
+                mode=arg_mode(rule.get("mode", "exact")),
+                keys=_names(rule["keys"], f"{at}.keys") if "keys" in rule else None,
+                ignore=_names(rule.get("ignore", []), f"{at}.ignore"),
+            )
+        else:
+            raise BadInput(f"{at}: expected a mode, a list of keys or an object with mode/keys/ignore")
+    return rules
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """JSON equality with numbers compared by value (1 == 1.0); true/false are not numbers."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return a == b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_value(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b, strict=True))
+    return type(a) is type(b) and a == b
+
+
+def _at(args: Any, path: str) -> Any:
+    for part in path.split("."):
+        if not isinstance(args, dict) or part not in args:
+            return _MISSING
+        args = args[part]
+    return args
+
+
+def args_match(predicted: dict[str, Any], gold: dict[str, Any], rule: ArgRule) -> bool:
+    """exact: the same arguments; ignore: any; subset: every predicted argument is in gold with its
+    value (some may be missing); superset: every gold argument is in predicted (extras allowed)."""
+    if rule.keys is not None:
+        return all(
+            (pv := _at(predicted, k)) is _MISSING
+            and _at(gold, k) is _MISSING
+            or (pv is not _MISSING and same_value(pv, _at(gold, k)))
+            for k in rule.keys
+        )
+    p = {k: v for k, v in predicted.items() if k not in rule.ignore}
+    g = {k: v for k, v in gold.items() if k not in rule.ignore}
+    if rule.mode == "ignore":
+        return True
+    if rule.mode == "exact":
+        return same_value(p, g)
+    small, large = (p, g) if rule.mode == "subset" else (g, p)
+    return all(k in large and same_value(v, large[k]) for k, v in small.items())
+
+
+def _pairs(
+    left: Sequence[ToolCall], right: Sequence[ToolCall], same: Callable[[ToolCall, ToolCall], bool]
+) -> int:
+    """Size of a maximum one-to-one pairing of left with right calls (Kuhn's augmenting paths):
+    a greedy first fit can miss a pairing when argument rules are not equalities."""
+    owner: list[int | None] = [None] * len(right)
+
+    def place(i: int, seen: set[int]) -> bool:
+        for j, r in enumerate(right):
+            if j in seen or not same(left[i], r):
+                continue
+            seen.add(j)
+            if owner[j] is None or place(owner[j], seen):  # type: ignore[arg-type]
+                owner[j] = i
+                return True
+        return False
+
+    return sum(place(i, set()) for i in range(len(left)))
+
+
+def _blocks(calls: Sequence[ToolCall]) -> set[int]:
+    """Positions after which a new parallel group starts (the end of the list included)."""
+    cuts, n = set(), 0
+    for group in call_groups(list(calls)):
+        n += len(group)
+        cuts.add(n)
+    return cuts
 
 
 def match(
-    predicted: Sequence[ToolCall], gold: Sequence[ToolCall], mode: str = "strict", arguments: bool = False
+    predicted: Sequence[ToolCall],
+    gold: Sequence[ToolCall],
+    mode: str = "strict",
+    arguments: bool | str = False,
+    overrides: Mapping[str, Any] | None = None,
 ) -> bool:
     """Whether a trajectory's calls satisfy the gold calls.
 
-    strict: the same calls in the same order; unordered: the same calls as a multiset;
-    subset: every predicted call is a gold call (nothing extra, possibly some missing);
-    superset: every gold call was made (possibly with extra calls). With `arguments` a call is its
-    name plus canonical arguments, otherwise only its name."""
+    strict: the same calls in the same order, except that the calls of one parallel group (on
+    either side) may come in any order; unordered: the same calls as a multiset; subset: every
+    predicted call pairs with its own gold call (nothing extra, some may be missing); superset:
+    every gold call pairs with its own predicted call (extra calls allowed).
+
+    Calls pair when names are equal and arguments satisfy the argument mode (`arguments`: False =
+    ignore, True = exact, or exact / ignore / subset / superset, always read as "predicted against
+    gold"), or the tool's rule in `overrides` (see `parse_overrides`)."""
     if mode not in MATCH_MODES:
         raise BadInput(f"match mode {mode!r}: expected one of {', '.join(MATCH_MODES)}")
+    default = ArgRule(mode=arg_mode(arguments))
+    rules = parse_overrides(overrides)
 
-    def key(c: ToolCall) -> str:
-        return c.canonical() if arguments else c.name
+    def same(p: ToolCall, g: ToolCall) -> bool:
+        return p.name == g.name and args_match(p.arguments, g.arguments, rules.get(g.name, default))
 
-    p, g = [key(c) for c in predicted], [key(c) for c in gold]
+    p, g = list(predicted), list(gold)
     if mode == "strict":
-        return p == g
-    cp, cg = Counter(p), Counter(g)
+        if len(p) != len(g):
+            return False
+        cuts = sorted(_blocks(p) & _blocks(g))
+        start = 0
+        for end in cuts:
+            if _pairs(p[start:end], g[start:end], same) != end - start:
+                return False
+            start = end
+        return True
     if mode == "unordered":
-        return cp == cg
+        return len(p) == len(g) and _pairs(p, g, same) == len(p)
     if mode == "subset":
-        return not (cp - cg)
-    return not (cg - cp)
+        return _pairs(p, g, same) == len(p)
+    return _pairs(p, g, same) == len(g)
 
 
-def gold_labels(store: Any, mode: str = "strict", arguments: bool = False) -> int:
-    """Label the MCT run of every question that has a target trajectory; returns labels written
-    (a rerun with another mode replaces the previous gold labels)."""
-    detail = f"gold:{mode}{'+arguments' if arguments else ''}"
-    targets = {q.id: q.target for q in store.questions() if q.origin != "alternate" and q.target is not None}
+def match_any(
+    predicted: Sequence[ToolCall],
+    golds: Sequence[Sequence[ToolCall]],
+    mode: str = "strict",
+    arguments: bool | str = False,
+    overrides: Mapping[str, Any] | None = None,
+) -> bool:
+    """Whether the calls match any of several acceptable gold trajectories."""
+    return any(match(predicted, g, mode, arguments, overrides) for g in golds)
+
+
+def gold_trajectories(question: Question) -> list[list[ToolCall]]:
+    """The target trajectory of a question and the further acceptable ones its seed lists."""
+    if question.target is None:
+        return []
+    extra = question.meta.get("acceptable") or []
+    return [list(question.target), *([ToolCall(**c) for c in t] for t in extra)]
+
+
+def match_detail(mode: str, arguments: bool | str = False, overrides: Mapping[str, Any] | None = None) -> str:
+    """How a gold label was decided, e.g. gold:strict, gold:strict+arguments, gold:unordered+subset."""
+    args = arg_mode(arguments)
+    suffix = {"ignore": "", "exact": "+arguments"}.get(args, f"+{args}")
+    return f"gold:{mode}{suffix}{'+overrides' if overrides else ''}"
+
+
+def gold_labels(
+    store: Any,
+    mode: str = "strict",
+    arguments: bool | str = False,
+    overrides: Mapping[str, Any] | None = None,
+) -> int:
+    """Label the MCT run of every question that has a target trajectory (a match with any of its
+    acceptable trajectories is correct); returns labels written (a rerun with another mode replaces
+    the previous gold labels)."""
+    detail = match_detail(mode, arguments, overrides)
+    parse_overrides(overrides)
+    targets = {
+        q.id: gold_trajectories(q)
+        for q in store.questions()
+        if q.origin != "alternate" and q.target is not None
+    }
     mct_runs = {m["run_id"]: m["question_id"] for m in store.mct() if m["question_id"] in targets}
     labels = [
-        Label(run_id=run.id, source="gold", correct=match(run.trajectory.calls, targets[qid], mode, arguments),
-              detail=detail)
+        Label(run_id=run.id, source="gold", correct=match_any(run.trajectory.calls, targets[qid], mode, arguments,
+              overrides), detail=detail)
         for run in store.runs(question_ids=sorted(set(mct_runs.values())))
         if (qid := mct_runs.get(run.id)) is not None
     ]  # fmt: skip
