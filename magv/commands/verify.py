@@ -125,6 +125,10 @@ def score(
     ctx: typer.Context,
     model: str = typer.Option(None, "--model", help="Verifier model id (default: the latest trained)."),
     threshold: float = typer.Option(None, "--threshold", min=0.0, max=1.0, help="Verdict threshold."),
+    model_file: Path = typer.Option(
+        None, "--model-file", help="Load the model from this file instead of its registered path "
+        "(needed when that path is outside verify.models_dir)."
+    ),  # fmt: skip
     as_json: bool = JsonOption,
 ) -> None:
     """Score every trajectory with features: probability, verdict and top feature contributions."""
@@ -132,7 +136,7 @@ def score(
 
     cfg = settings(ctx)
     with open_store(cfg) as store:
-        r = score_stage(store, cfg, model_id=model, threshold=threshold)
+        r = score_stage(store, cfg, model_id=model, threshold=threshold, model_file=model_file)
     out = {"model_id": r.model_id, "model": r.model_name, "scored": r.n, "correct": r.n_correct,
            "threshold": r.threshold, "seconds": {k: round(v, 4) for k, v in r.seconds.items()}}  # fmt: skip
     if as_json:

@@ -23,10 +23,17 @@ from magv.verify.models import (
     MODEL_NAMES,
     Verifier,
     best_model,
+    check_model_path,
     cross_validate_models,
     load_model,
     save_model,
 )
+
+
+# Fewer labelled rows than this (or of a class) give a model whose CV metrics mean nothing: such a
+# training is refused rather than registered.
+MIN_TRAINING_ROWS = 8
+MIN_CLASS_ROWS = 2
 
 
 @dataclass
@@ -105,7 +112,9 @@ def train(
 ) -> TrainResult:
     folds = folds or settings.verify.cv_folds
     seed = settings.pipeline.seed if seed is None else seed
+    check_models_dir(Path(settings.verify.models_dir))
     data = training_data(store)
+    check_enough_rows(data.y)
     results = cross_validate_models(data.X, data.y, data.groups, folds=folds, seed=seed, names=names)
     best = best_model(results, select_by)
     verifier = Verifier(best, seed).fit(data.X, data.y, groups=data.groups, calibrate=True)
@@ -128,14 +137,45 @@ def train(
     return TrainResult(training_id, model_id, best, path, results, verifier.calibrated_, len(data.y))
 
 
-def load_registered(store: Any, model_id: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(registry row, loaded bundle) of a model id, or of the latest model."""
+def check_models_dir(models_dir: Path) -> None:
+    """Checked before any CV: a models_dir that cannot hold files would fail only after it."""
+    if models_dir.exists() and not models_dir.is_dir():
+        raise BadInput(f"verify.models_dir: {models_dir} is not a directory; expected a folder for model files")
+    parent = next((p for p in models_dir.parents if p.exists()), None)
+    if not models_dir.exists() and parent is not None and not parent.is_dir():
+        raise BadInput(f"verify.models_dir: {parent} is a file, so {models_dir} cannot be created")
+
+
+def check_enough_rows(y: np.ndarray) -> None:
+    n, positives = len(y), int(np.sum(y == 1))
+    smallest = min(positives, n - positives)
+    if n and (n < MIN_TRAINING_ROWS or smallest < MIN_CLASS_ROWS) and 0 < positives < n:
+        raise RunFailed(
+            f"only {n} labelled trajectories ({positives} correct, {n - positives} incorrect): training "
+            f"needs at least {MIN_TRAINING_ROWS}, with {MIN_CLASS_ROWS} of each class; nothing was trained "
+            "(label more with `magv verify annotate` or `magv verify label --from FILE`)"
+        )
+
+
+def load_registered(
+    store: Any,
+    model_id: str | None = None,
+    models_dir: Path | None = None,
+    model_file: Path | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(registry row, loaded bundle) of a model id, or of the latest model. The registered path must
+    lie in `models_dir` (when given); `model_file`, named by the user, replaces it and is trusted."""
     row = store.verifier_model(model_id) if model_id else store.latest_verifier_model()
     if row is None:
         if model_id:
             raise BadInput(f"--model {model_id}: no such verifier model (see `magv verify train`)")
         raise RunFailed("no trained verifier: run `magv verify train` first")
-    return row, load_model(Path(row["path"]))
+    if model_file is not None:
+        return row, load_model(check_model_path(Path(model_file), Path("."), explicit=True))
+    path = Path(row["path"])
+    if models_dir is not None:
+        check_model_path(path, models_dir)
+    return row, load_model(path)
 
 
 def score(
@@ -145,10 +185,11 @@ def score(
     model_id: str | None = None,
     threshold: float | None = None,
     top: int = 5,
+    model_file: Path | None = None,
 ) -> ScoreResult:
     """Predict every trajectory with features of the model's feature version."""
     t0 = time.perf_counter()
-    row, bundle = load_registered(store, model_id)
+    row, bundle = load_registered(store, model_id, Path(settings.verify.models_dir), model_file)
     verifier: Verifier = bundle["verifier"]
     names: list[str] = bundle["features"]
     threshold = settings.verify.threshold if threshold is None else threshold
