@@ -13,13 +13,20 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from magv.errors import BadInput
 
 ROLES = ("investigator", "responder", "reverse", "judge")
 _toml_data: ContextVar[dict[str, Any] | None] = ContextVar("magv_toml_data", default=None)
+API_KEY_ENV = "MAGV_LLM__API_KEY"
+# What local servers (llama.cpp, vLLM without --api-key) accept: any non-empty key.
+PLACEHOLDER_KEY = "magv"
+MASK = "**********"
+# The key a magv.toml of this process gave, for settings rebuilt from a dump (flows), which by
+# design carry no key. Set by load_settings; never written anywhere.
+_file_key: SecretStr | None = None
 
 
 class _Section(BaseModel):
@@ -41,7 +48,10 @@ class LLMSettings(_Section):
     # Empty endpoints: magv starts the embedded llama.cpp server itself.
     endpoints: list[str] = Field(default_factory=list)
     model: str = "gemma-3-270m"
-    api_key: str = "magv"
+    # A secret: left out of every dump (so of `pipeline_runs.settings`, flow parameters and
+    # `config show`), read at the point of use by `secret_key()`.
+    api_key: SecretStr | None = Field(default=None, exclude=True)
+    api_key_file: str | None = None  # a file holding only the key (e.g. mode 0600 in ~/.config)
     temperature: float = Field(default=0.7, ge=0, le=2)
     max_tokens: int = Field(default=256, ge=1)
     timeout_s: float = Field(default=120.0, gt=0)
@@ -50,6 +60,37 @@ class LLMSettings(_Section):
     # native: OpenAI `tools=` (vLLM with a tool parser, OpenAI); json: schema-constrained output.
     tool_mode: Literal["native", "json"] = "json"
     roles: dict[str, RoleSettings] = Field(default_factory=dict)
+
+    def secret_key(self) -> str:
+        """The API key, at the point of use: llm.api_key of these settings, else $MAGV_LLM__API_KEY,
+        else the file llm.api_key_file, else the key magv.toml gave this process, else the
+        placeholder local servers accept."""
+        if self.api_key is not None:
+            return self.api_key.get_secret_value()
+        if os.environ.get(API_KEY_ENV):
+            return os.environ[API_KEY_ENV]
+        if self.api_key_file:
+            path = Path(self.api_key_file).expanduser()
+            try:
+                key = path.read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise BadInput(f"llm.api_key_file: cannot read {path}: {exc}") from None
+            if not key:
+                raise BadInput(f"llm.api_key_file: {path} is empty; expected the API key")
+            return key
+        if _file_key is not None:
+            return _file_key.get_secret_value()
+        return PLACEHOLDER_KEY
+
+    def key_source(self) -> str:
+        """Where `secret_key()` finds the key, for `config show` (never the key itself)."""
+        if os.environ.get(API_KEY_ENV):
+            return f"{MASK} (from {API_KEY_ENV})"
+        if self.api_key is not None or _file_key is not None:
+            return f"{MASK} (set)"
+        if self.api_key_file:
+            return f"{MASK} (from {self.api_key_file})"
+        return "(not set; the placeholder local servers accept)"
 
     def role(self, name: str) -> dict[str, Any]:
         """Effective settings of one role: its overrides over the defaults."""
@@ -195,9 +236,12 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
             raise BadInput(f"{toml_file}: not valid TOML: {exc}") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise BadInput(f"{toml_file}: cannot read: {exc}") from None
+    global _file_key
     token = _toml_data.set(data)
     try:
         settings = Settings(**overrides)
+        if settings.llm.api_key is not None and os.environ.get(API_KEY_ENV) is None:
+            _file_key = settings.llm.api_key
     except ValidationError as exc:
         raise BadInput(_describe(exc, toml_file)) from None
     finally:
