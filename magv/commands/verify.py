@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 
 from magv.commands.common import JsonOption, console, emit_json, open_store, settings, table
-from magv.errors import BadInput
+from magv.errors import BadInput, RunFailed
 
 verify_app = typer.Typer(help="Verify trajectories: features, labels, classical models, LLM judge.",
                          no_args_is_help=True)  # fmt: skip
@@ -153,7 +153,7 @@ def judge(
     as_json: bool = JsonOption,
 ) -> None:
     """The LLM-judge baseline: ask the judge model about every verified trajectory not yet judged."""
-    from magv.agents.judge import judge_many, pending_judgements
+    from magv.agents.judge import judge_many, pending_judgements, split_failures
     from magv.llm import LLMClient, managed_endpoints
 
     cfg = settings(ctx)
@@ -161,6 +161,7 @@ def judge(
     override = cfg.llm.roles.get("judge")
     temperature = override.temperature if override and override.temperature is not None else 0.0
     started = time.perf_counter()
+    failed = []
     with open_store(cfg) as store:
         items = pending_judgements(store, role["model"], limit)
         verdicts = []
@@ -172,13 +173,15 @@ def judge(
                         return await judge_many(client, items, cfg.pipeline.concurrency, temperature)
 
                 verdicts = asyncio.run(main())
+            # An LLM failure is no verdict: not stored (it stays pending), counted, and the command fails.
+            verdicts, failed = split_failures(verdicts)
             store.add_judge_verdicts(verdicts)
         labels = store.effective_labels()
     scored = [v for v in verdicts if v.correct is not None and v.run_id in labels]
     out = {
         "model": role["model"], "judged": len(verdicts),
         "correct": sum(v.correct is True for v in verdicts), "incorrect": sum(v.correct is False for v in verdicts),
-        "unparsed": sum(v.correct is None for v in verdicts),
+        "unparsed": sum(v.correct is None for v in verdicts), "llm_errors": len(failed),
         "prompt_tokens": sum(v.prompt_tokens for v in verdicts),
         "completion_tokens": sum(v.completion_tokens for v in verdicts),
         "latency_s": round(sum(v.latency_s for v in verdicts), 3),
@@ -189,6 +192,11 @@ def judge(
         emit_json(out)
     else:
         table(f"LLM judge {out['model']}", [out], [k for k in out if k != "model"])
+    if failed:
+        raise RunFailed(
+            f"{len(failed)} of {len(failed) + len(verdicts)} judgements failed on the LLM (first: "
+            f"{failed[0].error}); {len(verdicts)} verdicts saved; rerun `magv verify judge` to retry the rest"
+        )
 
 
 @verify_app.command("annotate")
