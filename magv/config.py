@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from magv.errors import BadInput
 
@@ -24,6 +24,8 @@ API_KEY_ENV = "MAGV_LLM__API_KEY"
 # What local servers (llama.cpp, vLLM without --api-key) accept: any non-empty key.
 PLACEHOLDER_KEY = "magv"
 MASK = "**********"
+# MAGV_* variables that are not settings; any other MAGV_NAME must name a setting.
+OTHER_ENV = frozenset({"MAGV_CONFIG", "MAGV_PROMPTS_DIR", "MAGV_MODEL_CACHE"})
 # The key a magv.toml of this process gave, for settings rebuilt from a dump (flows), which by
 # design carry no key. Set by load_settings; never written anywhere.
 _file_key: SecretStr | None = None
@@ -237,6 +239,7 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
         except (OSError, UnicodeDecodeError) as exc:
             raise BadInput(f"{toml_file}: cannot read: {exc}") from None
     global _file_key
+    _check_environment()
     token = _toml_data.set(data)
     try:
         settings = Settings(**overrides)
@@ -244,6 +247,8 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
             _file_key = settings.llm.api_key
     except ValidationError as exc:
         raise BadInput(_describe(exc, toml_file)) from None
+    except SettingsError as exc:
+        raise BadInput(_describe_env_error(exc)) from None
     finally:
         _toml_data.reset(token)
     for role in settings.llm.roles:
@@ -251,6 +256,41 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
             where = toml_file or "environment"
             raise BadInput(f"{where}: llm.roles.{role}: unknown role; expected one of {', '.join(ROLES)}")
     return settings
+
+
+def _check_environment() -> None:
+    """An unknown MAGV_* variable is refused (pydantic refuses unknown nested ones itself): a
+    misspelt MAGV_DATABSE must not silently leave the default database in use."""
+    known = {f"MAGV_{name.upper()}" for name in Settings.model_fields} | OTHER_ENV
+    for key in sorted(os.environ):
+        if key.upper().startswith("MAGV_") and "__" not in key and key.upper() not in known:
+            names = ", ".join(sorted(k for k in known if k not in OTHER_ENV))
+            raise BadInput(f"environment variable {key}: unknown setting; expected one of {names} "
+                           "(nested settings use __, e.g. MAGV_PIPELINE__RUNS)")  # fmt: skip
+
+
+def _describe_env_error(exc: SettingsError) -> str:
+    """pydantic-settings fails before validation when a list or table variable is not JSON."""
+    text = str(exc)
+    field = text.split('field "', 1)[-1].split('"', 1)[0] if 'field "' in text else ""
+    bad = sorted(
+        k for k in os.environ if k.upper().startswith(f"MAGV_{field.upper()}__") and _not_json(os.environ[k])
+    )
+    if bad:
+        example = '["http://gpu1:8000/v1"]' if bad[0].upper().endswith("ENDPOINTS") else "JSON"
+        return (f"environment variable {bad[0]}: not valid JSON ({os.environ[bad[0]]!r}); lists and tables "
+                f"are given as JSON, e.g. {bad[0]}='{example}'")  # fmt: skip
+    return f"environment: {text}"
+
+
+def _not_json(value: str) -> bool:
+    import json
+
+    try:
+        json.loads(value)
+    except ValueError:
+        return True
+    return False
 
 
 def _describe(exc: ValidationError, toml_file: Path | None) -> str:

@@ -102,7 +102,9 @@ def value_problem(value: Any) -> str | None:
             continue
         elif isinstance(node, int):
             if not INT64_MIN <= node <= INT64_MAX:
-                return f"{field or '(top)'}: integer {_short(node)} is out of range (a 64-bit integer at most)"
+                return (
+                    f"{field or '(top)'}: integer {_short(node)} is out of range (a 64-bit integer at most)"
+                )
         elif isinstance(node, float) and not math.isfinite(node):
             return f"{field or '(top)'}: {node} is not valid JSON (JSON has no NaN or Infinity)"
     return None

@@ -10,7 +10,8 @@ from pathlib import Path
 import typer
 
 from magv.commands.common import JsonOption, console, emit_json, open_store, settings, table
-from magv.errors import BadInput, RunFailed
+from magv.errors import BadInput, Interrupted, RunFailed
+from magv.jsonl import check_input_file
 
 verify_app = typer.Typer(help="Verify trajectories: features, labels, classical models, LLM judge.",
                          no_args_is_help=True)  # fmt: skip
@@ -67,6 +68,8 @@ def label(
     if mode not in MATCH_MODES:
         raise BadInput(f"--mode {mode}: expected one of {', '.join(MATCH_MODES)}")
     arguments = cfg.verify.gold_arguments if arguments is None else arguments
+    if from_file is not None:
+        check_input_file(from_file, "label file")  # before the store is opened
     with open_store(cfg) as store:
         if from_file is not None:
             labels = read_label_file(store, from_file)
@@ -91,17 +94,22 @@ def train(
     folds: int = typer.Option(
         None, "--folds", min=2, max=20, help="Cross-validation folds (default: settings)."
     ),
-    seed: int = typer.Option(None, "--seed", help="Random seed (default: pipeline.seed)."),
+    seed: int = typer.Option(
+        None, "--seed", min=0, max=2**32 - 1, help="Random seed (default: pipeline.seed)."
+    ),
     select_by: str = typer.Option("roc_auc", "--select-by", help="Metric that picks the best model."),
     as_json: bool = JsonOption,
 ) -> None:
     """Cross-validate the five models (grouped CV), refit, calibrate and save the best."""
     from magv.verify.models import METRICS
+    from magv.verify.training import check_models_dir, check_seed
     from magv.verify.training import train as train_stage
 
     if select_by not in METRICS:
         raise BadInput(f"--select-by {select_by}: expected one of {', '.join(METRICS)}")
     cfg = settings(ctx)
+    check_seed(cfg.pipeline.seed if seed is None else seed)  # before the store is opened
+    check_models_dir(Path(cfg.verify.models_dir))
     with open_store(cfg) as store:
         result = train_stage(store, cfg, folds=folds, seed=seed, select_by=select_by)
     summary = result.summary()
@@ -126,8 +134,10 @@ def score(
     model: str = typer.Option(None, "--model", help="Verifier model id (default: the latest trained)."),
     threshold: float = typer.Option(None, "--threshold", min=0.0, max=1.0, help="Verdict threshold."),
     model_file: Path = typer.Option(
-        None, "--model-file", help="Load the model from this file instead of its registered path "
-        "(needed when that path is outside verify.models_dir)."
+        None,
+        "--model-file",
+        help="Load the model from this file instead of its registered path "
+        "(needed when that path is outside verify.models_dir).",
     ),  # fmt: skip
     as_json: bool = JsonOption,
 ) -> None:
@@ -245,12 +255,19 @@ def import_trajectories(
     as_json: bool = JsonOption,
 ) -> None:
     """Import trajectories (OpenAI chat messages) from JSONL; checked whole before writing."""
-    from magv.verify.importer import DEFAULT_DOMAIN
+    from magv.verify.importer import DEFAULT_DOMAIN, read_import_file
     from magv.verify.importer import import_trajectories as run_import
 
     cfg = settings(ctx)
-    with open_store(cfg) as store:
-        r = run_import(store, file, domain or DEFAULT_DOMAIN)
+    read_import_file(file)  # checked whole before the store is opened: bad input creates no database
+    try:
+        with open_store(cfg) as store:
+            r = run_import(store, file, domain or DEFAULT_DOMAIN)
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"interrupted: nothing of {file} was saved (an import is written in one transaction); "
+            "run the same command again"
+        ) from None
     out = {"file": str(file), "lines": r.lines, "questions": r.questions, "runs": r.runs, "labels": r.labels,
            "mct": r.mct, "skipped_runs": r.skipped_runs}  # fmt: skip
     if as_json:

@@ -311,12 +311,16 @@ def _check_costs(meta: dict[str, Any], where: str) -> None:
         if value is None:
             continue
         if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= INT32_MAX:
-            raise BadInput(f"{where}: meta.{key}: expected an integer from 0 to {INT32_MAX}, got {_shown(value)}")
+            raise BadInput(
+                f"{where}: meta.{key}: expected an integer from 0 to {INT32_MAX}, got {_shown(value)}"
+            )
     value = meta.get("latency_s")
     if value is not None and (
         not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= MAX_LATENCY_S
     ):
-        raise BadInput(f"{where}: meta.latency_s: expected seconds from 0 to {MAX_LATENCY_S:g}, got {_shown(value)}")
+        raise BadInput(
+            f"{where}: meta.latency_s: expected seconds from 0 to {MAX_LATENCY_S:g}, got {_shown(value)}"
+        )
 
 
 def _number(meta: dict[str, Any], key: str, kind: type) -> Any:

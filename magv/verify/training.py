@@ -7,6 +7,7 @@ vectorised and written in one statement.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,10 +30,10 @@ from magv.verify.models import (
     save_model,
 )
 
-
 # Fewer labelled rows than this (or of a class) give a model whose CV metrics mean nothing: such a
 # training is refused rather than registered.
 MIN_TRAINING_ROWS = 8
+MAX_SEED = 2**32 - 1  # numpy's and scikit-learn's random_state
 MIN_CLASS_ROWS = 2
 
 
@@ -112,6 +113,7 @@ def train(
 ) -> TrainResult:
     folds = folds or settings.verify.cv_folds
     seed = settings.pipeline.seed if seed is None else seed
+    check_seed(seed)
     check_models_dir(Path(settings.verify.models_dir))
     data = training_data(store)
     check_enough_rows(data.y)
@@ -137,10 +139,37 @@ def train(
     return TrainResult(training_id, model_id, best, path, results, verifier.calibrated_, len(data.y))
 
 
+def check_feature_set(row: dict[str, Any], bundle: dict[str, Any]) -> None:
+    """A model file of another feature set (another magv version, or a file swapped in for the
+    registered one) would score columns it was not trained on."""
+    version, names = bundle.get("feature_version"), bundle.get("features")
+    where = f"model {row['id']} ({row['path']})"
+    if version != FEATURE_VERSION:
+        raise RunFailed(f"{where} was trained on feature version {version!r}; this magv computes version "
+                        f"{FEATURE_VERSION}: run `magv verify train` again")  # fmt: skip
+    if not isinstance(names, list) or not set(names) <= set(FEATURE_NAMES):
+        unknown = sorted(set(names or []) - set(FEATURE_NAMES))[:5] if isinstance(names, list) else names
+        raise RunFailed(
+            f"{where} holds features this magv does not compute ({unknown}): run `magv verify train` again"
+        )
+    registered = row.get("features")
+    registered = json.loads(registered) if isinstance(registered, str) else registered
+    if registered is not None and list(registered) != names:
+        raise RunFailed(f"{where}: the file's feature list differs from the registered one; the file was replaced: "
+                        "run `magv verify train` again")  # fmt: skip
+
+
+def check_seed(seed: int) -> None:
+    if not 0 <= seed <= MAX_SEED:
+        raise BadInput(f"pipeline.seed: expected an integer from 0 to {MAX_SEED} for training, got {seed}")
+
+
 def check_models_dir(models_dir: Path) -> None:
     """Checked before any CV: a models_dir that cannot hold files would fail only after it."""
     if models_dir.exists() and not models_dir.is_dir():
-        raise BadInput(f"verify.models_dir: {models_dir} is not a directory; expected a folder for model files")
+        raise BadInput(
+            f"verify.models_dir: {models_dir} is not a directory; expected a folder for model files"
+        )
     parent = next((p for p in models_dir.parents if p.exists()), None)
     if not models_dir.exists() and parent is not None and not parent.is_dir():
         raise BadInput(f"verify.models_dir: {parent} is a file, so {models_dir} cannot be created")
@@ -190,6 +219,7 @@ def score(
     """Predict every trajectory with features of the model's feature version."""
     t0 = time.perf_counter()
     row, bundle = load_registered(store, model_id, Path(settings.verify.models_dir), model_file)
+    check_feature_set(row, bundle)
     verifier: Verifier = bundle["verifier"]
     names: list[str] = bundle["features"]
     threshold = settings.verify.threshold if threshold is None else threshold

@@ -23,7 +23,9 @@ def test_lines_split_on_newline_only(tmp_path):
     assert [(n, v) for n, _, v in read_jsonl(path)] == [(1, {"a": text}), (2, {"b": 1})]
 
 
-@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf"), {"x": [1, float("nan")]}, "\ud800"])
+@pytest.mark.parametrize(
+    "value", [float("nan"), float("inf"), float("-inf"), {"x": [1, float("nan")]}, "\ud800"]
+)
 def test_what_magv_writes_refuses_what_json_cannot_hold(value):
     with pytest.raises(ValueError, match="not valid JSON"):
         dumps_line(value)
@@ -48,8 +50,18 @@ def test_written_text_keeps_line_separators_inside_one_line():
         ("[" * 70 + "]" * 70, "nested more than 64 levels deep"),
         ('{"a": ' + "9" * 5000 + "}", "x:1: not valid JSON: Exceeds the limit"),
     ],
-    ids=["nan", "infinity", "-infinity", "overflow", "surrogate", "surrogate key", "int64", "100000 deep",
-         "70 deep", "5000 digits"],  # fmt: skip
+    ids=[
+        "nan",
+        "infinity",
+        "-infinity",
+        "overflow",
+        "surrogate",
+        "surrogate key",
+        "int64",
+        "100000 deep",
+        "70 deep",
+        "5000 digits",
+    ],  # fmt: skip
 )
 def test_a_line_json_cannot_hold_is_refused_naming_line_and_field(raw, expected):
     with pytest.raises(BadInput) as info:
@@ -91,7 +103,9 @@ def test_export_refuses_an_existing_file_unless_forced(tmp_path, monkeypatch, ca
     out.write_text("keep me")
     capsys.readouterr()
     assert main(["export", "--out", str(out)]) == 2
-    assert f"export: {out} already exists; choose a new path or pass --force" in " ".join(capsys.readouterr().err.split())
+    assert f"export: {out} already exists; choose a new path or pass --force" in " ".join(
+        capsys.readouterr().err.split()
+    )
     assert out.read_text() == "keep me"
     assert main(["export", "--out", str(out), "--force"]) == 0
     assert out.read_text().count("\n") == len((FIXTURES / "import_multiturn.jsonl").read_text().splitlines())

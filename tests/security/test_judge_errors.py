@@ -51,8 +51,12 @@ def test_connection_errors_are_not_verdicts_and_are_retried(db, monkeypatch, cap
     with FakeLLMServer(handler=_verdict) as srv:
         monkeypatch.setenv("MAGV_LLM__ENDPOINTS", json.dumps([srv.base_url]))
         code, out, err = _judge(capsys)
-    assert code == 0 and out["judged"] == 6 and out["llm_errors"] == 0 and out["accuracy_vs_labels"] is not None
-    assert query(db, "SELECT count(*) FROM judge_verdicts WHERE correct IS NOT NULL AND error IS NULL") == [(6,)]
+    assert (
+        code == 0 and out["judged"] == 6 and out["llm_errors"] == 0 and out["accuracy_vs_labels"] is not None
+    )
+    assert query(db, "SELECT count(*) FROM judge_verdicts WHERE correct IS NOT NULL AND error IS NULL") == [
+        (6,)
+    ]
 
 
 def test_some_failures_keep_the_good_verdicts_and_retry_the_rest(db, monkeypatch, capsys):
@@ -85,4 +89,6 @@ def test_a_stored_llm_failure_of_an_older_version_is_retried_and_replaced(db, mo
         monkeypatch.setenv("MAGV_LLM__ENDPOINTS", json.dumps([srv.base_url]))
         code, out, _ = _judge(capsys)
     assert code == 0 and out["judged"] == 6
-    assert query(db, "SELECT correct IS NOT NULL, error FROM judge_verdicts WHERE run_id = ?", [run_id]) == [(True, None)]
+    assert query(db, "SELECT correct IS NOT NULL, error FROM judge_verdicts WHERE run_id = ?", [run_id]) == [
+        (True, None)
+    ]

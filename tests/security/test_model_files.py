@@ -50,7 +50,9 @@ def test_the_trusted_types_are_exactly_what_magv_saves(tmp_path):
     assert not any(t.endswith(".") for t in TRUSTED_TYPES)  # names, not prefixes
 
 
-def _hostile_file(path: Path, marker: Path, loader: str = "ConstructorFromReduceNode", func: str = "exec") -> Path:
+def _hostile_file(
+    path: Path, marker: Path, loader: str = "ConstructorFromReduceNode", func: str = "exec"
+) -> Path:
     """A model bundle with one more entry: builtins.exec called on code that writes `marker`."""
     X, y = _data(60)
     good = sio.dumps({"verifier": Verifier("logreg").fit(X, y), "features": ["a", "b", "c", "d"],
@@ -90,7 +92,10 @@ def test_a_file_naming_a_builtin_function_is_refused_and_nothing_runs(tmp_path, 
 @pytest.mark.parametrize(
     ("damage", "expected"),
     [
-        (lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]), "is damaged or not a skops file"),
+        (
+            lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]),
+            "is damaged or not a skops file",
+        ),
         (lambda p: p.write_bytes(b"not a zip at all"), "is damaged or not a skops file"),
         (lambda p: p.write_bytes(b""), "is damaged or not a skops file"),
         (lambda p: p.write_bytes(sio.dumps({"features": ["a"]})), "does not hold a magv verifier"),
@@ -113,7 +118,9 @@ def test_a_model_path_outside_the_models_directory_is_refused(tmp_path):
     for outside in (tmp_path / "elsewhere.skops", models / ".." / "escape.skops", Path("/etc/passwd")):
         with pytest.raises(BadInput, match="is outside verify.models_dir"):
             check_model_path(outside, models)
-    assert check_model_path(tmp_path / "elsewhere.skops", models, explicit=True) == tmp_path / "elsewhere.skops"
+    assert (
+        check_model_path(tmp_path / "elsewhere.skops", models, explicit=True) == tmp_path / "elsewhere.skops"
+    )
 
 
 # -- through the command -----------------------------------------------------------------------

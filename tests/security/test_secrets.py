@@ -23,7 +23,9 @@ def clean_key(monkeypatch, tmp_path):
 
 
 def _toml(tmp_path, extra: str = "") -> None:
-    (tmp_path / "magv.toml").write_text(f'[llm]\napi_key = "{SECRET}"\nendpoints = ["http://127.0.0.1:9/v1"]\n{extra}')
+    (tmp_path / "magv.toml").write_text(
+        f'[llm]\napi_key = "{SECRET}"\nendpoints = ["http://127.0.0.1:9/v1"]\n{extra}'
+    )
 
 
 @pytest.mark.parametrize("as_json", [True, False])
