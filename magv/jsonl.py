@@ -67,7 +67,9 @@ def strict_loads(raw: str, where: str) -> Any:
     try:
         value = json.loads(raw, parse_constant=_refuse_constant)
     except _NonFinite as exc:
-        raise BadInput(f"{where}: {exc.args[0]} is not valid JSON (JSON has no NaN or Infinity)") from None
+        # Parse again keeping the constants as markers, to name the field that holds one.
+        problem = value_problem(json.loads(raw, parse_constant=_Constant))
+        raise BadInput(f"{where}: {problem or f'{exc.args[0]} is not valid JSON'}") from None
     except RecursionError:
         raise BadInput(f"{where}: JSON nested too deeply; at most {MAX_DEPTH} levels") from None
     except json.JSONDecodeError:
@@ -105,6 +107,8 @@ def value_problem(value: Any) -> str | None:
                 return (
                     f"{field or '(top)'}: integer {_short(node)} is out of range (a 64-bit integer at most)"
                 )
+        elif isinstance(node, _Constant):
+            return f"{field or '(top)'}: {node.name} is not valid JSON (JSON has no NaN or Infinity)"
         elif isinstance(node, float) and not math.isfinite(node):
             return f"{field or '(top)'}: {node} is not valid JSON (JSON has no NaN or Infinity)"
     return None
@@ -125,6 +129,11 @@ def dumps_line(value: Any) -> str:
 
 class _NonFinite(ValueError):
     pass
+
+
+class _Constant:
+    def __init__(self, name: str):
+        self.name = name
 
 
 def _refuse_constant(name: str) -> Any:

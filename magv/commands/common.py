@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from magv.config import Settings, load_settings
+from magv.errors import BadInput
 from magv.store import Store
 
 console = Console()
@@ -42,6 +43,8 @@ def settings(ctx: typer.Context, **overrides: Any) -> Settings:
 
 @contextmanager
 def open_store(cfg: Settings, read_only: bool = False) -> Iterator[Store]:
+    if Path(cfg.database).is_dir():
+        raise BadInput(f"database: {cfg.database} is a directory; expected the path of a DuckDB file")
     store = Store(cfg.database, read_only=read_only)
     try:
         yield store

@@ -39,9 +39,9 @@ def test_written_text_keeps_line_separators_inside_one_line():
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
-        ('{"a": NaN}', "x:1: NaN is not valid JSON"),
-        ('{"a": [1, Infinity]}', "x:1: Infinity is not valid JSON"),
-        ('{"a": -Infinity}', "x:1: -Infinity is not valid JSON"),
+        ('{"a": NaN}', "x:1: a: NaN is not valid JSON"),
+        ('{"a": [1, Infinity]}', "x:1: a[1]: Infinity is not valid JSON"),
+        ('{"a": {"b": -Infinity}}', "x:1: a.b: -Infinity is not valid JSON"),
         ('{"a": {"b": 1e400}}', "x:1: a.b: inf is not valid JSON"),
         ('{"a": "\\ud800"}', "x:1: a: text holds a lone surrogate"),
         ('{"\\udfff": 1}', "x:1: \\udfff: the key holds a lone surrogate"),
