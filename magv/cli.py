@@ -83,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except Exception as exc:
         if _is_database_error(exc):
-            _error(f"database error: {str(exc).splitlines()[0]} (the command stopped; what it had committed is kept)")
+            _error(
+                f"database error: {str(exc).splitlines()[0]} (the command stopped; what it had committed is kept)"
+            )
             return 1
         # Usage errors (typer's bundled click) know how to show themselves and carry exit code 2.
         if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):

@@ -386,9 +386,10 @@ CASES = [
 ]  # fmt: skip
 
 
-
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_bad_input_exits_2_with_one_clear_message_and_writes_nothing(case, env, tmp_path, capsys, monkeypatch):
+def test_bad_input_exits_2_with_one_clear_message_and_writes_nothing(
+    case, env, tmp_path, capsys, monkeypatch
+):
     before = read_counts(env)
     path = list(sys.path)
     for name, value in case.environment.items():
