@@ -210,9 +210,13 @@ class _TomlSource(PydanticBaseSettingsSource):
 def settings_from_dict(data: dict[str, Any]) -> Settings:
     """Settings from a full dump (as flows receive them); the dump wins over file and environment."""
     try:
-        return Settings(**data)
+        settings = Settings(**data)
     except ValidationError as exc:
         raise BadInput(_describe(exc, None)) from None
+    if settings.llm.api_key is None and _file_key is not None and not os.environ.get(API_KEY_ENV):
+        # In memory only (dumps leave it out): workers this object is pickled to have no magv.toml.
+        settings.llm.api_key = _file_key
+    return settings
 
 
 def config_path(explicit: str | Path | None = None) -> Path | None:

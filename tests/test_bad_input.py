@@ -381,6 +381,11 @@ CASES = [
          environment={"MAGV_VERIFY__MODELS_DIR": "{tmp}/models/v1"}),
     Case("damaged database file", _damaged_database, ["database: {tmp}/damaged.duckdb:"],
          environment={"MAGV_DATABASE": "{tmp}/damaged.duckdb"}),
+    Case("score without a database", lambda tmp: ["verify", "score"],
+         ["database: {tmp}/none.duckdb does not exist; run the pipeline (`magv run`) or import trajectories"],
+         environment={"MAGV_DATABASE": "{tmp}/none.duckdb"}),
+    Case("train without a database", lambda tmp: ["verify", "train"], ["database: {tmp}/none.duckdb does not exist"],
+         environment={"MAGV_DATABASE": "{tmp}/none.duckdb"}),
     Case("database path is a directory", _database_is_a_directory, ["database: {tmp}/dbdir is a directory; expected the path of a DuckDB file"],
          environment={"MAGV_DATABASE": "{tmp}/dbdir"}),
 ]  # fmt: skip

@@ -35,7 +35,7 @@ def features(
 
     cfg = settings(ctx)
     started = time.perf_counter()
-    with open_store(cfg) as store:
+    with open_store(cfg, existing=True) as store:
         written = compute_features(store, lazy_embedder(cfg), alternates=alternates, replace=replace)
         total = len(store.features(FEATURE_VERSION))
     out = {"written": written, "rows": total, "version": FEATURE_VERSION,
@@ -70,7 +70,7 @@ def label(
     arguments = cfg.verify.gold_arguments if arguments is None else arguments
     if from_file is not None:
         check_input_file(from_file, "label file")  # before the store is opened
-    with open_store(cfg) as store:
+    with open_store(cfg, existing=True) as store:
         if from_file is not None:
             labels = read_label_file(store, from_file)
             store.add_labels(labels)
@@ -110,7 +110,7 @@ def train(
     cfg = settings(ctx)
     check_seed(cfg.pipeline.seed if seed is None else seed)  # before the store is opened
     check_models_dir(Path(cfg.verify.models_dir))
-    with open_store(cfg) as store:
+    with open_store(cfg, existing=True) as store:
         result = train_stage(store, cfg, folds=folds, seed=seed, select_by=select_by)
     summary = result.summary()
     if as_json:
@@ -145,7 +145,7 @@ def score(
     from magv.verify.training import score as score_stage
 
     cfg = settings(ctx)
-    with open_store(cfg) as store:
+    with open_store(cfg, existing=True) as store:
         r = score_stage(store, cfg, model_id=model, threshold=threshold, model_file=model_file)
     out = {"model_id": r.model_id, "model": r.model_name, "scored": r.n, "correct": r.n_correct,
            "threshold": r.threshold, "seconds": {k: round(v, 4) for k, v in r.seconds.items()}}  # fmt: skip
@@ -172,7 +172,7 @@ def judge(
     temperature = override.temperature if override and override.temperature is not None else 0.0
     started = time.perf_counter()
     failed = []
-    with open_store(cfg) as store:
+    with open_store(cfg, existing=True) as store:
         items = pending_judgements(store, role["model"], limit)
         verdicts = []
         if items:
@@ -235,7 +235,7 @@ def annotate(
                 return key
             console.print(f"unknown key {line.strip()!r}; expected c, i, s or q")
 
-    with open_store(cfg) as store:
+    with open_store(cfg, existing=True) as store:
         items = pending_annotations(store, limit)
         if not items:
             console.print("nothing to annotate: every verified trajectory has a human label")

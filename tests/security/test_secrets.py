@@ -109,3 +109,15 @@ def test_flow_parameters_never_hold_the_key(tmp_path, monkeypatch):
     monkeypatch.setattr(command, "_open_lock", lambda cfg, wait: None)
     command.run_flow("pipeline", load_settings(), as_json=True)
     assert seen and SECRET not in json.dumps(seen, default=str)
+
+
+def test_workers_get_the_key_in_memory_not_in_a_dump(tmp_path, monkeypatch):
+    """A Dask worker unpickles the settings in a process that never read magv.toml."""
+    import pickle
+
+    _toml(tmp_path)
+    rebuilt = settings_from_dict(load_settings().model_dump(mode="json"))
+    monkeypatch.setattr(config, "_file_key", None)  # as in the worker process
+    worker = pickle.loads(pickle.dumps(rebuilt))
+    assert worker.llm.secret_key() == SECRET
+    assert SECRET not in json.dumps(worker.model_dump(mode="json"))
