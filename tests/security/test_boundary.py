@@ -81,3 +81,21 @@ def test_training_on_too_few_rows_refuses_instead_of_registering(db, capsys, n_q
     assert read_counts(db) == before and before["verifier_models"] == 0
     assert not (db.parent / "models").exists() or not list((db.parent / "models").iterdir())
     assert n < MIN_TRAINING_ROWS
+
+
+def test_a_database_write_error_is_one_line_and_keeps_what_was_committed(db, monkeypatch, capsys):
+    """No room for the .wal: DuckDB raises an IOException in the middle of a write."""
+    import duckdb
+
+    with Store(db) as store:
+        store.start_pipeline_run("earlier", "imported", {"kind": "import"})
+    before = read_counts(db)
+
+    def no_room(self, runs):
+        raise duckdb.IOException(f'Could not write file "{db}.wal": No space left on device\nmore detail')
+
+    monkeypatch.setattr(Store, "add_runs", no_room)
+    code, err = _cli(["import", "trajectories", str(IMPORT)], capsys)
+    assert code == 1 and "Traceback" not in err
+    assert f'database error: Could not write file "{db}.wal": No space left on device' in err
+    assert "more detail" not in err and read_counts(db) == before

@@ -184,3 +184,28 @@ def test_score_with_a_truncated_model_file_is_a_clear_error(tmp_path, registered
     code, err = _cli(["verify", "score"], capsys)
     assert code == 1 and f"model file {path} is damaged or not a skops file" in err and "Traceback" not in err
     assert read_counts(db) == before
+
+
+@pytest.mark.parametrize(
+    ("version", "names", "expected"),
+    [
+        ("0-old", None, "was trained on feature version '0-old'; this magv computes version"),
+        (None, ["a", "b", "c", "d"], "holds features this magv does not compute (['a', 'b', 'c', 'd'])"),
+    ],
+    ids=["other feature version", "other feature names"],
+)
+def test_score_refuses_a_model_file_of_another_feature_set(
+    tmp_path, registered, capsys, version, names, expected
+):
+    from magv.verify.features import FEATURE_NAMES, FEATURE_VERSION
+
+    register, models = registered
+    X, y = _data(60)
+    names = names or list(FEATURE_NAMES[:4])
+    v = Verifier("logreg").fit(X, y)
+    path = save_model(models / "m1.skops", v, names, version or FEATURE_VERSION, model_id="m1", name="logreg")
+    db = register(path)
+    before = read_counts(db)
+    code, err = _cli(["verify", "score"], capsys)
+    assert code == 1 and expected in err and "Traceback" not in err
+    assert read_counts(db) == before
