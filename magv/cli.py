@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(rv, int):  # click returns the code of typer.Exit in this mode
             return rv
     except MagvError as exc:
-        err_console.print(f"[red]magv: error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        _error(str(exc))
         return exc.exit_code
     except typer.Exit as exc:
         return exc.exit_code
@@ -75,13 +75,33 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         err_console.print("interrupted; finished work is saved, rerun to continue")
         return 130
+    except OSError as exc:
+        # A full disk, a folder without room for the .wal, a file vanishing: the work failed, and the
+        # one line that says where is worth more than a traceback.
+        where = f"{exc.filename}: " if exc.filename else ""
+        _error(f"{where}{exc.strerror or exc} (the command stopped; what it had committed is kept)")
+        return 1
     except Exception as exc:
+        if _is_database_error(exc):
+            _error(
+                f"database error: {str(exc).splitlines()[0]} (the command stopped; what it had committed is kept)"
+            )
+            return 1
         # Usage errors (typer's bundled click) know how to show themselves and carry exit code 2.
         if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
             exc.show()
             return exc.exit_code
         raise
     return 0
+
+
+def _error(message: str) -> None:
+    err_console.print(f"[red]magv: error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def _is_database_error(exc: Exception) -> bool:
+    duckdb = sys.modules.get("duckdb")
+    return duckdb is not None and isinstance(exc, duckdb.Error)
 
 
 def entry() -> None:

@@ -13,13 +13,22 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from magv.errors import BadInput
 
 ROLES = ("investigator", "responder", "reverse", "judge")
 _toml_data: ContextVar[dict[str, Any] | None] = ContextVar("magv_toml_data", default=None)
+API_KEY_ENV = "MAGV_LLM__API_KEY"
+# What local servers (llama.cpp, vLLM without --api-key) accept: any non-empty key.
+PLACEHOLDER_KEY = "magv"
+MASK = "**********"
+# MAGV_* variables that are not settings; any other MAGV_NAME must name a setting.
+OTHER_ENV = frozenset({"MAGV_CONFIG", "MAGV_PROMPTS_DIR", "MAGV_MODEL_CACHE"})
+# The key a magv.toml of this process gave, for settings rebuilt from a dump (flows), which by
+# design carry no key. Set by load_settings; never written anywhere.
+_file_key: SecretStr | None = None
 
 
 class _Section(BaseModel):
@@ -41,7 +50,10 @@ class LLMSettings(_Section):
     # Empty endpoints: magv starts the embedded llama.cpp server itself.
     endpoints: list[str] = Field(default_factory=list)
     model: str = "gemma-3-270m"
-    api_key: str = "magv"
+    # A secret: left out of every dump (so of `pipeline_runs.settings`, flow parameters and
+    # `config show`), read at the point of use by `secret_key()`.
+    api_key: SecretStr | None = Field(default=None, exclude=True)
+    api_key_file: str | None = None  # a file holding only the key (e.g. mode 0600 in ~/.config)
     temperature: float = Field(default=0.7, ge=0, le=2)
     max_tokens: int = Field(default=256, ge=1)
     timeout_s: float = Field(default=120.0, gt=0)
@@ -50,6 +62,37 @@ class LLMSettings(_Section):
     # native: OpenAI `tools=` (vLLM with a tool parser, OpenAI); json: schema-constrained output.
     tool_mode: Literal["native", "json"] = "json"
     roles: dict[str, RoleSettings] = Field(default_factory=dict)
+
+    def secret_key(self) -> str:
+        """The API key, at the point of use: llm.api_key of these settings, else $MAGV_LLM__API_KEY,
+        else the file llm.api_key_file, else the key magv.toml gave this process, else the
+        placeholder local servers accept."""
+        if self.api_key is not None:
+            return self.api_key.get_secret_value()
+        if os.environ.get(API_KEY_ENV):
+            return os.environ[API_KEY_ENV]
+        if self.api_key_file:
+            path = Path(self.api_key_file).expanduser()
+            try:
+                key = path.read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise BadInput(f"llm.api_key_file: cannot read {path}: {exc}") from None
+            if not key:
+                raise BadInput(f"llm.api_key_file: {path} is empty; expected the API key")
+            return key
+        if _file_key is not None:
+            return _file_key.get_secret_value()
+        return PLACEHOLDER_KEY
+
+    def key_source(self) -> str:
+        """Where `secret_key()` finds the key, for `config show` (never the key itself)."""
+        if os.environ.get(API_KEY_ENV):
+            return f"{MASK} (from {API_KEY_ENV})"
+        if self.api_key is not None or _file_key is not None:
+            return f"{MASK} (set)"
+        if self.api_key_file:
+            return f"{MASK} (from {self.api_key_file})"
+        return "(not set; the placeholder local servers accept)"
 
     def role(self, name: str) -> dict[str, Any]:
         """Effective settings of one role: its overrides over the defaults."""
@@ -176,9 +219,13 @@ class _TomlSource(PydanticBaseSettingsSource):
 def settings_from_dict(data: dict[str, Any]) -> Settings:
     """Settings from a full dump (as flows receive them); the dump wins over file and environment."""
     try:
-        return Settings(**data)
+        settings = Settings(**data)
     except ValidationError as exc:
         raise BadInput(_describe(exc, None)) from None
+    if settings.llm.api_key is None and _file_key is not None and not os.environ.get(API_KEY_ENV):
+        # In memory only (dumps leave it out): workers this object is pickled to have no magv.toml.
+        settings.llm.api_key = _file_key
+    return settings
 
 
 def config_path(explicit: str | Path | None = None) -> Path | None:
@@ -204,11 +251,17 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
             raise BadInput(f"{toml_file}: not valid TOML: {exc}") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise BadInput(f"{toml_file}: cannot read: {exc}") from None
+    global _file_key
+    _check_environment()
     token = _toml_data.set(data)
     try:
         settings = Settings(**overrides)
+        if settings.llm.api_key is not None and os.environ.get(API_KEY_ENV) is None:
+            _file_key = settings.llm.api_key
     except ValidationError as exc:
         raise BadInput(_describe(exc, toml_file)) from None
+    except SettingsError as exc:
+        raise BadInput(_describe_env_error(exc)) from None
     finally:
         _toml_data.reset(token)
     for role in settings.llm.roles:
@@ -216,6 +269,41 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
             where = toml_file or "environment"
             raise BadInput(f"{where}: llm.roles.{role}: unknown role; expected one of {', '.join(ROLES)}")
     return settings
+
+
+def _check_environment() -> None:
+    """An unknown MAGV_* variable is refused (pydantic refuses unknown nested ones itself): a
+    misspelt MAGV_DATABSE must not silently leave the default database in use."""
+    known = {f"MAGV_{name.upper()}" for name in Settings.model_fields} | OTHER_ENV
+    for key in sorted(os.environ):
+        if key.upper().startswith("MAGV_") and "__" not in key and key.upper() not in known:
+            names = ", ".join(sorted(k for k in known if k not in OTHER_ENV))
+            raise BadInput(f"environment variable {key}: unknown setting; expected one of {names} "
+                           "(nested settings use __, e.g. MAGV_PIPELINE__RUNS)")  # fmt: skip
+
+
+def _describe_env_error(exc: SettingsError) -> str:
+    """pydantic-settings fails before validation when a list or table variable is not JSON."""
+    text = str(exc)
+    field = text.split('field "', 1)[-1].split('"', 1)[0] if 'field "' in text else ""
+    bad = sorted(
+        k for k in os.environ if k.upper().startswith(f"MAGV_{field.upper()}__") and _not_json(os.environ[k])
+    )
+    if bad:
+        example = '["http://gpu1:8000/v1"]' if bad[0].upper().endswith("ENDPOINTS") else "JSON"
+        return (f"environment variable {bad[0]}: not valid JSON ({os.environ[bad[0]]!r}); lists and tables "
+                f"are given as JSON, e.g. {bad[0]}='{example}'")  # fmt: skip
+    return f"environment: {text}"
+
+
+def _not_json(value: str) -> bool:
+    import json
+
+    try:
+        json.loads(value)
+    except ValueError:
+        return True
+    return False
 
 
 def _describe(exc: ValidationError, toml_file: Path | None) -> str:

@@ -21,3 +21,9 @@ class RunFailed(MagvError):
 
 class StoreLocked(RunFailed):
     """Another process holds the database for writing."""
+
+
+class Interrupted(MagvError):
+    """Ctrl-C, with what was saved: the message says it, exit code 130 as for any SIGINT."""
+
+    exit_code = 130

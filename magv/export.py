@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from magv.errors import BadInput
+from magv.errors import BadInput, RunFailed
+from magv.jsonl import dumps_line
 from magv.models import Question, Run, Trajectory
 from magv.store import Store
 from magv.verify.importer import run_to_record, trajectory_to_messages
@@ -149,9 +150,18 @@ def export(
                 specs, system = tools[row["domain"]]
                 line = {"messages": to_messages(row["question"], trajectory, system),
                         "tools": _with_called(specs, trajectory)}  # fmt: skip
-            fh.write(json.dumps(line, ensure_ascii=False) + "\n")
+            fh.write(_line(line, row) + "\n")
             result.rows += 1
     return result
+
+
+def _line(value: Any, row: dict[str, Any]) -> str:
+    """Valid JSON or nothing: a value JSON cannot hold (NaN from an older import) stops the export
+    naming the run, before the file replaces anything."""
+    try:
+        return dumps_line(value)
+    except ValueError as exc:
+        raise RunFailed(f"run {row['run_id']}: cannot be exported as JSON: {exc}") from None
 
 
 def _write_parquet(store: Store, rows: list[dict[str, Any]], result: ExportResult) -> None:

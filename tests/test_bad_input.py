@@ -8,11 +8,12 @@ The modules of each area test their parsers; this suite is about what a user see
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -96,6 +97,8 @@ class Case:
     name: str
     argv: Callable[[Path], list[str]]  # given tmp_path: sets up the bad input, returns the command
     expected: list[str]  # all in the message (with {tmp} for the test's directory)
+    environment: dict[str, str] = field(default_factory=dict)  # set for the command ({tmp} as above)
+    code: int = 2  # 1 for input that is well formed but cannot be used (RunFailed)
 
 
 def _toml(text: str) -> Callable[[Path], list[str]]:
@@ -147,6 +150,75 @@ def _existing_backup(tmp: Path) -> list[str]:
     return ["db", "backup", str(tmp / "taken.duckdb")]
 
 
+def _env(name: str, value: str, argv: list[str], expected: list[str], label: str = "") -> Case:
+    return Case(f"env {name}{label}", lambda tmp: list(argv), expected, environment={name: value})
+
+
+def _special(kind: str) -> Callable[[Path], list[str]]:
+    """An import whose file is a directory, a FIFO or standard input."""
+
+    def setup(tmp: Path) -> list[str]:
+        if kind == "fifo":
+            os.mkfifo(tmp / "pipe.jsonl")
+            return ["import", "trajectories", str(tmp / "pipe.jsonl")]
+        if kind == "directory":
+            (tmp / "folder.jsonl").mkdir()
+            return ["import", "trajectories", str(tmp / "folder.jsonl")]
+        return ["import", "trajectories", "/dev/stdin"]
+
+    return setup
+
+
+def _label_from(kind: str) -> Callable[[Path], list[str]]:
+    def setup(tmp: Path) -> list[str]:
+        path = tmp / "labels.jsonl"
+        if kind == "fifo":
+            os.mkfifo(path)
+        else:
+            path.mkdir()
+        return ["verify", "label", "--from", str(path)]
+
+    return setup
+
+
+def _existing_export(tmp: Path) -> list[str]:
+    (tmp / "out.jsonl").write_text("earlier export\n")
+    return ["export", "--out", str(tmp / "out.jsonl")]
+
+
+def _export_to_directory(tmp: Path) -> list[str]:
+    (tmp / "outdir").mkdir()
+    return ["export", "--out", str(tmp / "outdir")]
+
+
+def _models_dir_is_a_file(tmp: Path) -> list[str]:
+    (tmp / "models").write_text("not a folder")
+    return ["verify", "train"]
+
+
+def _damaged_database(tmp: Path) -> list[str]:
+    (tmp / "damaged.duckdb").write_bytes(b"DUCK" * 2000)
+    return ["db", "info"]
+
+
+def _database_is_a_directory(tmp: Path) -> list[str]:
+    (tmp / "dbdir").mkdir()
+    return ["import", "trajectories", str(FIXTURES / "import_multiturn.jsonl")]
+
+
+def _imported_text(text: str | bytes) -> Callable[[Path], list[str]]:
+    def setup(tmp: Path) -> list[str]:
+        path = tmp / "incoming.jsonl"
+        path.write_bytes(text if isinstance(text, bytes) else text.encode())
+        return ["import", "trajectories", str(path)]
+
+    return setup
+
+
+ARGS_1 = ("messages", 2, "tool_calls", 0, "function", "arguments")
+RESULT_1 = ("messages", 3, "content")
+DEEP = "[" * 100_000 + "]" * 100_000
+DEEP_SEED = "[" * 30_000 + "]" * 30_000  # seed lines stop at 64 KiB
 GOOD_CALL = '{"name": "search_books", "arguments": {"query": "le guin"}}'
 CASES = [
     # -- settings
@@ -206,7 +278,7 @@ CASES = [
          ["{tmp}/incoming.jsonl:1:", "never got a tool message", "refused under --strict"]),
     Case("import unknown field", _imported(_set(2, "score", 0.9)),
          ["{tmp}/incoming.jsonl:2: unknown field 'score'; put extra data under \"meta\""]),
-    Case("import run index negative", _imported(_set(3, "run", -1)), ["{tmp}/incoming.jsonl:3: run: expected an integer >= 0, got -1"]),
+    Case("import run index negative", _imported(_set(3, "run", -1)), ["{tmp}/incoming.jsonl:3: run: expected an integer >= 0 and <= 2147483647, got -1"]),
     # -- command-line arguments out of range
     Case("runs 0", lambda tmp: ["run", "--runs", "0"], ["Invalid value for '--runs' / '-R': Input should be greater than or equal to 1"]),
     Case("alternates 21", lambda tmp: ["run", "--alternates", "21"], ["Invalid value for '--alternates' / '-k': Input should be less than or equal to 20"]),
@@ -216,13 +288,119 @@ CASES = [
     Case("alternate runs 0", lambda tmp: ["reverse", "--alternate-runs", "0"], ["Invalid value for '--alternate-runs': Input should be greater than or equal to 1"]),
     Case("train folds 1", lambda tmp: ["verify", "train", "--folds", "1"], ["Invalid value for '--folds': Input should be greater than or equal to 2"]),
     Case("backup over a file", _existing_backup, ["backup: {tmp}/taken.duckdb already exists; choose a new path"]),
+    # -- environment variables
+    _env("MAGV_DATABSE", "x.duckdb", ["run", *SMALL], ["environment variable MAGV_DATABSE: unknown setting; expected one of MAGV_DATABASE"]),
+    _env("MAGV_PIPELINE__RUNZ", "3", ["run", *SMALL], ["environment variable MAGV_PIPELINE__RUNZ: pipeline.runz: unknown setting"]),
+    _env("MAGV_LLM__ENDPOINTS", "http://gpu1:8000/v1", ["run", *SMALL],
+         ["environment variable MAGV_LLM__ENDPOINTS: not valid JSON ('http://gpu1:8000/v1')", """MAGV_LLM__ENDPOINTS='["http://gpu1:8000/v1"]'"""]),
+    _env("MAGV_LLM__ENDPOINTS", '"http://gpu1:8000/v1"', ["run", *SMALL],
+         ["environment variable MAGV_LLM__ENDPOINTS: llm.endpoints: Input should be a valid list"], " as a JSON string"),
+    _env("MAGV_PIPELINE__RUNS", "99999999999999999999", ["run", *SMALL],
+         ["environment variable MAGV_PIPELINE__RUNS: pipeline.runs: Input should be less than or equal to 50"]),
+    _env("MAGV_PIPELINE__SEED", "12345678901234567890", ["verify", "train"],
+         ["pipeline.seed: expected an integer from 0 to 4294967295 for training, got 12345678901234567890"]),
+    Case("toml embeddings endpoint as a list", _toml('[embeddings]\nendpoint = ["http://gpu1:8000/v1"]\n'),
+         ["magv.toml: embeddings.endpoint: Input should be a valid string"]),
+    Case("toml role endpoint as a plain URL", _toml('[llm.roles.judge]\nendpoints = "http://gpu1:8000/v1"\n'),
+         ["magv.toml: llm.roles.judge.endpoints: Input should be a valid list"]),
+    Case("toml threshold NaN", _toml("[verify]\nthreshold = nan\n"), ["magv.toml: verify.threshold:"]),
+    # -- seed lines that JSON or the store cannot hold
+    Case("seed lone surrogate", _seeds(_seed_lines((2, '{"question": "Books by \\ud800?", "trajectory": [' + GOOD_CALL + "]}"))),
+         ["{tmp}/library/seeds.jsonl:2: question: text holds a lone surrogate"]),
+    Case("seed nested 30000 deep", _seeds(_seed_lines((2, DEEP_SEED))), ["{tmp}/library/seeds.jsonl:2: JSON nested too deeply"]),
+    Case("seed NaN argument",
+         _seeds(_seed_lines((2, '{"question": "Books?", "trajectory": [{"name": "search_books", "arguments": {"query": NaN}}]}'))),
+         ["{tmp}/library/seeds.jsonl:2: trajectory[0].arguments.query: NaN is not valid JSON"]),
+    Case("seed 20-digit integer",
+         _seeds(_seed_lines((2, '{"question": "Books?", "trajectory": [{"name": "search_books", "arguments": {"query": 12345678901234567890}}]}'))),
+         ["{tmp}/library/seeds.jsonl:2: trajectory[0].arguments.query: integer 12345678901234567890 is out of range"]),
+    # -- import lines that JSON or the store cannot hold
+    Case("import lone surrogate in the question", _imported(_set(2, "question", "Where is \ud800?")),
+         ["{tmp}/incoming.jsonl:2: question: text holds a lone surrogate"]),
+    Case("import lone surrogate in a key", _imported(_set(2, "meta", {"\udc00": 1})),
+         ["{tmp}/incoming.jsonl:2: meta.\\udc00: the key holds a lone surrogate"]),
+    Case("import lone surrogate in a tool result", _imported(_set(1, *RESULT_1, '{"city": "\\ud83d"}')),
+         ["{tmp}/incoming.jsonl:1: messages[3].content: city: text holds a lone surrogate"]),
+    Case("import nested 100000 deep", _imported(raw_line=(3, DEEP)), ["{tmp}/incoming.jsonl:3: JSON nested too deeply"]),
+    Case("import nested 100000 deep in arguments", _imported(_set(1, *ARGS_1, DEEP)),
+         ["{tmp}/incoming.jsonl:1: messages[2].tool_calls[0].function.arguments: JSON nested too deeply"]),
+    Case("import NaN in tool arguments", _imported(_set(1, *ARGS_1, '{"order_id": NaN}')),
+         ["{tmp}/incoming.jsonl:1: messages[2].tool_calls[0].function.arguments: order_id: NaN is not valid JSON"]),
+    Case("import Infinity in a tool result", _imported(_set(4, *RESULT_1, '{"cancelled": Infinity}')),
+         ["{tmp}/incoming.jsonl:4: messages[3].content: cancelled: Infinity is not valid JSON"]),
+    Case("import NaN in meta", _imported(_set(2, "meta", {"score": float("nan")})),
+         ["{tmp}/incoming.jsonl:2: meta.score: NaN is not valid JSON"]),
+    Case("import 1e400 in meta", _imported(raw_line=(2, '{"question_id": "q", "question": "x", "run": 0, "messages": [], "meta": {"latency_s": 1e400}}')),
+         ["{tmp}/incoming.jsonl:2: meta.latency_s: inf is not valid JSON"]),
+    Case("import latency 1e300", _imported(_set(2, "meta", {"latency_s": 1e300})),
+         ["{tmp}/incoming.jsonl:2: meta.latency_s: expected seconds from 0 to 1e+07, got 1e+300"]),
+    Case("import latency negative", _imported(_set(2, "meta", {"latency_s": -1.5})),
+         ["{tmp}/incoming.jsonl:2: meta.latency_s: expected seconds from 0 to 1e+07, got -1.5"]),
+    Case("import prompt tokens beyond INT32", _imported(_set(2, "meta", {"prompt_tokens": 2**31})),
+         ["{tmp}/incoming.jsonl:2: meta.prompt_tokens: expected an integer from 0 to 2147483647, got 2147483648"]),
+    Case("import completion tokens beyond INT64", _imported(_set(2, "meta", {"completion_tokens": 2**64})),
+         ["{tmp}/incoming.jsonl:2: meta.completion_tokens: integer 18446744073709551616 is out of range"]),
+    Case("import prompt tokens 1e300", _imported(_set(2, "meta", {"prompt_tokens": 1e300})),
+         ["{tmp}/incoming.jsonl:2: meta.prompt_tokens: expected an integer from 0 to 2147483647, got 1e+300"]),
+    Case("import prompt tokens negative", _imported(_set(2, "meta", {"prompt_tokens": -5})),
+         ["{tmp}/incoming.jsonl:2: meta.prompt_tokens: expected an integer from 0 to 2147483647, got -5"]),
+    Case("import run beyond INT32", _imported(_set(3, "run", 2**31)),
+         ["{tmp}/incoming.jsonl:3: run: expected an integer >= 0 and <= 2147483647, got 2147483648"]),
+    Case("import run of 20 digits", _imported(_set(3, "run", 12345678901234567890)),
+         ["{tmp}/incoming.jsonl:3: run: integer 12345678901234567890 is out of range"]),
+    Case("import run of 5000 digits", _imported(raw_line=(3, '{"run": ' + "7" * 5000 + "}")),
+         ["{tmp}/incoming.jsonl:3: not valid JSON: Exceeds the limit"]),
+    Case("import run as a float", _imported(_set(3, "run", 1.5)), ["{tmp}/incoming.jsonl:3: run: expected an integer >= 0"]),
+    Case("import meta not an object", _imported(_set(2, "meta", [1, 2])), ["{tmp}/incoming.jsonl:2: meta: expected an object"]),
+    Case("import label not a boolean", _imported(_set(2, "label", "yes")),
+         ["{tmp}/incoming.jsonl:2: label: expected true, false or null, got 'yes'"]),
+    Case("import empty question id", _imported(_set(2, "question_id", " ")),
+         ["{tmp}/incoming.jsonl:2: question_id: expected a non-empty string"]),
+    Case("import file empty", _imported_text("\n\n"), ["{tmp}/incoming.jsonl: no trajectories in the file"]),
+    Case("import file not UTF-8", _imported_text(b'{"question": "caf\xe9"}\n'), ["{tmp}/incoming.jsonl: cannot read as UTF-8 text"]),
+    Case("import file missing", lambda tmp: ["import", "trajectories", str(tmp / "nope.jsonl")], ["{tmp}/nope.jsonl: no such file"]),
+    Case("import file is a directory", _special("directory"), ["{tmp}/folder.jsonl: is a directory; expected a JSONL input file"]),
+    Case("import file is a FIFO", _special("fifo"), ["{tmp}/pipe.jsonl: is a FIFO (pipe); expected a regular JSONL input file"]),
+    Case("import file is stdin", _special("stdin"), ["/dev/stdin: is", "expected a regular JSONL input file"]),
+    Case("label file is a FIFO", _label_from("fifo"), ["{tmp}/labels.jsonl: is a FIFO (pipe); expected a regular JSONL label file"]),
+    Case("label file is a directory", _label_from("directory"), ["{tmp}/labels.jsonl: is a directory; expected a JSONL label file"]),
+    # -- command-line integers and paths
+    Case("train seed -1", lambda tmp: ["verify", "train", "--seed", "-1"], ["Invalid value for '--seed': Input should be greater than or equal to 0"]),
+    Case("train seed of 20 digits", lambda tmp: ["verify", "train", "--seed", "12345678901234567890"],
+         ["Invalid value for '--seed': Input should be less than or equal to 4294967295"]),
+    Case("domain build seed -1", lambda tmp: ["domain", "build", "retail", "--seed", "-1"],
+         ["Invalid value for '--seed': Input should be greater than or equal to 0"]),
+    Case("eval seed of 20 digits", lambda tmp: ["eval", "--seed", "99999999999999999999"],
+         ["Invalid value for '--seed': Input should be less than or equal to 4294967295"]),
+    Case("export over a file", _existing_export, ["export: {tmp}/out.jsonl already exists; choose a new path or pass --force"]),
+    Case("export to a directory", _export_to_directory, ["export: {tmp}/outdir is a directory; give a file path with --out"]),
+    Case("models_dir is a file", _models_dir_is_a_file,
+         ["verify.models_dir: {tmp}/models is not a directory; expected a folder for model files"],
+         environment={"MAGV_VERIFY__MODELS_DIR": "{tmp}/models"}),
+    Case("models_dir under a file", _models_dir_is_a_file,
+         ["verify.models_dir: {tmp}/models is a file, so {tmp}/models/v1 cannot be created"],
+         environment={"MAGV_VERIFY__MODELS_DIR": "{tmp}/models/v1"}),
+    Case("damaged database file", _damaged_database, ["database: {tmp}/damaged.duckdb:"],
+         environment={"MAGV_DATABASE": "{tmp}/damaged.duckdb"}),
+    Case("score without a database", lambda tmp: ["verify", "score"],
+         ["database: {tmp}/none.duckdb does not exist; run the pipeline (`magv run`) or import trajectories"],
+         environment={"MAGV_DATABASE": "{tmp}/none.duckdb"}),
+    Case("train without a database", lambda tmp: ["verify", "train"], ["database: {tmp}/none.duckdb does not exist"],
+         environment={"MAGV_DATABASE": "{tmp}/none.duckdb"}),
+    Case("database path is a directory", _database_is_a_directory, ["database: {tmp}/dbdir is a directory; expected the path of a DuckDB file"],
+         environment={"MAGV_DATABASE": "{tmp}/dbdir"}),
 ]  # fmt: skip
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_bad_input_exits_2_with_one_clear_message_and_writes_nothing(case, env, tmp_path, capsys):
+def test_bad_input_exits_2_with_one_clear_message_and_writes_nothing(
+    case, env, tmp_path, capsys, monkeypatch
+):
     before = read_counts(env)
     path = list(sys.path)
+    for name, value in case.environment.items():
+        monkeypatch.setenv(name, value.format(tmp=tmp_path))
+    files = {p.name for p in env.parent.iterdir()}
     argv = case.argv(tmp_path)
     capsys.readouterr()
     try:
@@ -231,12 +409,14 @@ def test_bad_input_exits_2_with_one_clear_message_and_writes_nothing(case, env, 
         sys.path[:] = path
     out, err = capsys.readouterr()
     message = " ".join(err.split())  # rich wraps long lines
-    assert code == 2, (out, err)
+    assert code == case.code, (out, err)
     for text in case.expected:
         assert text.format(tmp=tmp_path) in message, message
     assert "Traceback" not in err
     assert len(re.findall(r"(?:^|\s)(?:magv: error|Error):", message)) == 1
     assert read_counts(env) == before
+    # Nothing new beside the database either (no second database, no half-written export).
+    assert {p.name for p in env.parent.iterdir()} == files
 
 
 def test_the_suite_covers_every_kind_of_bad_input():
@@ -247,4 +427,4 @@ def test_the_suite_covers_every_kind_of_bad_input():
             if prefix in case.name:
                 groups[prefix] += 1
     assert groups["seed"] >= 5 and groups["domain"] >= 4 and groups["import"] >= 5 and groups["toml"] >= 4
-    assert len(CASES) >= 30
+    assert len(CASES) >= 80

@@ -27,6 +27,8 @@ VERDICT_SCHEMA: dict[str, Any] = {
 RESPONSE_FORMAT = {"type": "json_schema", "json_schema": {"name": "verdict", "schema": VERDICT_SCHEMA}}
 
 _OBJECT = re.compile(r"\{.*\}", re.DOTALL)
+# The error of a judgement the LLM never answered (connection, timeout, HTTP error): not a verdict.
+LLM_ERROR = "LLM error: "
 
 
 def _step_line(step: Step) -> str:
@@ -81,15 +83,16 @@ def parse_verdict(text: str | None) -> tuple[bool | None, str, str | None]:
 async def judge(
     client, run_id: str, question: str, trajectory: Trajectory, *, temperature: float | None = 0.0
 ) -> JudgeVerdict:
-    """One verdict. An LLM failure or an unparsable reply is a verdict with correct=None and the
-    error, so a batch of judgements never stops on one bad call."""
+    """One verdict. An unparsable reply is a verdict with correct=None and the error; an LLM failure
+    comes back the same way, its error starting with LLM_ERROR, so a batch never stops on one bad
+    call, but it is no verdict: `split_failures` keeps it out of the store, to be asked again."""
     text, template, template_hash = render(question, trajectory)
     result = await client.chat(
         "judge", [{"role": "user", "content": text}], template=template, template_hash=template_hash,
         response_format=RESPONSE_FORMAT, temperature=temperature, context_key=f"judge:{run_id}",
     )  # fmt: skip
     if result.error:
-        correct, reason, error = None, "", f"LLM error: {result.error}"
+        correct, reason, error = None, "", f"{LLM_ERROR}{result.error}"
     else:
         correct, reason, error = parse_verdict(result.text)
     return JudgeVerdict(
@@ -99,9 +102,19 @@ async def judge(
     )  # fmt: skip
 
 
+def failed_on_llm(verdict: JudgeVerdict) -> bool:
+    return bool(verdict.error and verdict.error.startswith(LLM_ERROR))
+
+
+def split_failures(verdicts: Sequence[JudgeVerdict]) -> tuple[list[JudgeVerdict], list[JudgeVerdict]]:
+    """(verdicts to store, judgements that failed on the LLM and are to be retried)."""
+    return [v for v in verdicts if not failed_on_llm(v)], [v for v in verdicts if failed_on_llm(v)]
+
+
 def pending_judgements(store: Any, model: str, limit: int | None = None) -> list[tuple[str, str, Trajectory]]:
-    """(run_id, question, trajectory) of verified trajectories this judge model has not judged."""
-    done = {v.run_id for v in store.judge_verdicts() if v.model == model}
+    """(run_id, question, trajectory) of verified trajectories this judge model has not judged. A
+    stored LLM failure (older versions kept them) counts as not judged."""
+    done = {v.run_id for v in store.judge_verdicts() if v.model == model and not failed_on_llm(v)}
     mct = {m["question_id"]: m["run_id"] for m in store.mct() if m["run_id"] not in done}
     questions = {q.id: q for q in store.questions(ids=list(mct)) if q.origin != "alternate"}
     items = [

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from magv.config import Settings, load_settings
+from magv.errors import BadInput
 from magv.store import Store
 
 console = Console()
@@ -41,7 +42,16 @@ def settings(ctx: typer.Context, **overrides: Any) -> Settings:
 
 
 @contextmanager
-def open_store(cfg: Settings, read_only: bool = False) -> Iterator[Store]:
+def open_store(cfg: Settings, read_only: bool = False, existing: bool = False) -> Iterator[Store]:
+    """The store of the settings. `existing`: a command that only works on stored data refuses a
+    missing database rather than create an empty one."""
+    if Path(cfg.database).is_dir():
+        raise BadInput(f"database: {cfg.database} is a directory; expected the path of a DuckDB file")
+    if existing and not Path(cfg.database).exists():
+        raise BadInput(
+            f"database: {cfg.database} does not exist; run the pipeline (`magv run`) or import "
+            "trajectories (`magv import trajectories`) first"
+        )
     store = Store(cfg.database, read_only=read_only)
     try:
         yield store

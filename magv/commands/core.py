@@ -18,6 +18,7 @@ def config_show(ctx: typer.Context, as_json: bool = JsonOption) -> None:
     """Print the effective settings (defaults < magv.toml < MAGV_* environment)."""
     cfg = settings(ctx)
     data = cfg.model_dump(mode="json")
+    data["llm"]["api_key"] = cfg.llm.key_source()  # a secret: never shown
     if as_json:
         emit_json(data)
         return

@@ -48,7 +48,9 @@ def domain_build(
     ctx: typer.Context,
     spec: str = SpecArgument,
     force: bool = typer.Option(False, "--force", help="Rebuild even if the database exists."),
-    seed: int = typer.Option(0, "--seed", help="Generator seed; the shipped seed questions refer to seed 0."),
+    seed: int = typer.Option(
+        0, "--seed", min=0, max=2**32 - 1, help="Generator seed; the shipped seed questions refer to seed 0."
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Generate the domain's database in the domain data dir (settings: domain_data_dir)."""

@@ -49,7 +49,7 @@ def eval_command(
     ),
     limit: int = typer.Option(None, "--limit", min=1, help="Evaluate only the first N questions."),
     bootstrap: int = typer.Option(2000, "--bootstrap", min=100, help="Bootstrap resamples for --compare."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1, help="Seed of the bootstrap."),
     as_json: bool = JsonOption,
 ) -> None:
     """Evaluate the responder: accuracy under each match mode, call validity, steps, tokens, latency.

@@ -64,6 +64,7 @@ def export(
         help="Only runs labelled correct, or unlabelled with a positive verifier verdict.",
     ),
     min_score: float = typer.Option(None, "--min-score", help="Only runs with a verifier probability >= P."),
+    force: bool = typer.Option(False, "--force", help="Replace the output file if it exists."),
     as_json: bool = JsonOption,
 ) -> None:
     """Export questions with their trajectories, responses, labels and scores."""
@@ -74,6 +75,10 @@ def export(
         raise BadInput(f"--format: {fmt!r} is not one of {', '.join(FORMATS)}")
     cfg = settings(ctx)
     target = out or cfg.database.parent / "export" / f"{cfg.database.stem}{SUFFIX[fmt]}"
+    if target.is_dir():
+        raise BadInput(f"export: {target} is a directory; give a file path with --out")
+    if target.exists() and not force:
+        raise BadInput(f"export: {target} already exists; choose a new path or pass --force to replace it")
     with open_store(cfg, read_only=True) as store:
         result = run_export(store, fmt, target, verified_only=verified_only, min_score=min_score)
     if as_json:

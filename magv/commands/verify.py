@@ -9,7 +9,8 @@ from pathlib import Path
 import typer
 
 from magv.commands.common import JsonOption, console, emit_json, open_store, settings, table
-from magv.errors import BadInput
+from magv.errors import BadInput, Interrupted, RunFailed
+from magv.jsonl import check_input_file
 from magv.pipeline.worker import WorkerContext
 
 verify_app = typer.Typer(help="Verify trajectories: features, labels, classical models, LLM judge.",
@@ -34,7 +35,7 @@ def features(
 
     cfg = settings(ctx)
     started = time.perf_counter()
-    with open_store(cfg) as store:
+    with open_store(cfg, existing=True) as store:
         written = stage.run(store, cfg, alternates=alternates, replace=replace).written
         total = len(store.features(FEATURE_VERSION))
     out = {"written": written, "rows": total, "version": FEATURE_VERSION,
@@ -77,7 +78,9 @@ def label(
         if args_mode not in ARG_MODES:
             raise BadInput(f"--args-mode {args_mode}: expected one of {', '.join(ARG_MODES)}")
         arguments = args_mode
-    with open_store(cfg) as store:
+    if from_file is not None:
+        check_input_file(from_file, "label file")  # before the store is opened
+    with open_store(cfg, existing=True) as store:
         if from_file is not None:
             labels = read_label_file(store, from_file)
             store.add_labels(labels)
@@ -101,18 +104,23 @@ def train(
     folds: int = typer.Option(
         None, "--folds", min=2, max=20, help="Cross-validation folds (default: settings)."
     ),
-    seed: int = typer.Option(None, "--seed", help="Random seed (default: pipeline.seed)."),
+    seed: int = typer.Option(
+        None, "--seed", min=0, max=2**32 - 1, help="Random seed (default: pipeline.seed)."
+    ),
     select_by: str = typer.Option("roc_auc", "--select-by", help="Metric that picks the best model."),
     as_json: bool = JsonOption,
 ) -> None:
     """Cross-validate the five models (grouped CV), refit, calibrate and save the best."""
     from magv.pipeline import train as stage
     from magv.verify.models import METRICS
+    from magv.verify.training import check_models_dir, check_seed
 
     if select_by not in METRICS:
         raise BadInput(f"--select-by {select_by}: expected one of {', '.join(METRICS)}")
     cfg = settings(ctx)
-    with open_store(cfg) as store:
+    check_seed(cfg.pipeline.seed if seed is None else seed)  # before the store is opened
+    check_models_dir(Path(cfg.verify.models_dir))
+    with open_store(cfg, existing=True) as store:
         result = stage.run(store, cfg, folds=folds, seed=seed, select_by=select_by).result
     summary = result.summary()
     if as_json:
@@ -135,14 +143,20 @@ def score(
     ctx: typer.Context,
     model: str = typer.Option(None, "--model", help="Verifier model id (default: the latest trained)."),
     threshold: float = typer.Option(None, "--threshold", min=0.0, max=1.0, help="Verdict threshold."),
+    model_file: Path = typer.Option(
+        None,
+        "--model-file",
+        help="Load the model from this file instead of its registered path "
+        "(needed when that path is outside verify.models_dir).",
+    ),  # fmt: skip
     as_json: bool = JsonOption,
 ) -> None:
     """Score every trajectory with features: probability, verdict and top feature contributions."""
     from magv.pipeline import score as stage
 
     cfg = settings(ctx)
-    with open_store(cfg) as store:
-        r = stage.run(store, cfg, model_id=model, threshold=threshold).result
+    with open_store(cfg, existing=True) as store:
+        r = stage.run(store, cfg, model_id=model, threshold=threshold, model_file=model_file).result
     out = {"model_id": r.model_id, "model": r.model_name, "scored": r.n, "correct": r.n_correct,
            "threshold": r.threshold, "seconds": {k: round(v, 4) for k, v in r.seconds.items()}}  # fmt: skip
     if as_json:
@@ -159,6 +173,7 @@ def judge(
     as_json: bool = JsonOption,
 ) -> None:
     """The LLM-judge baseline: ask the judge model about every verified trajectory not yet judged."""
+    from magv.agents.judge import split_failures
     from magv.llm import managed_endpoints
     from magv.models import make_id, utcnow
     from magv.pipeline import judge as stage
@@ -170,12 +185,15 @@ def judge(
     role = cfg.llm.role("judge")
     started = time.perf_counter()
     verdicts: list = []
+    failed: list = []
 
     def keep(store, ctx, results, report) -> None:
         stage.write(store, ctx, results, report)
-        verdicts.extend(results)
+        done, lost = split_failures(results)
+        verdicts.extend(done)
+        failed.extend(lost)
 
-    with open_store(cfg) as store:
+    with open_store(cfg, existing=True) as store:
         items = stage.plan(store, WorkerContext(cfg), limit)
         if items:
             try:
@@ -190,7 +208,7 @@ def judge(
     out = {
         "model": role["model"], "judged": len(verdicts),
         "correct": sum(v.correct is True for v in verdicts), "incorrect": sum(v.correct is False for v in verdicts),
-        "unparsed": sum(v.correct is None for v in verdicts),
+        "unparsed": sum(v.correct is None for v in verdicts), "llm_errors": len(failed),
         "prompt_tokens": sum(v.prompt_tokens for v in verdicts),
         "completion_tokens": sum(v.completion_tokens for v in verdicts),
         "latency_s": round(sum(v.latency_s for v in verdicts), 3),
@@ -201,6 +219,11 @@ def judge(
         emit_json(out)
     else:
         table(f"LLM judge {out['model']}", [out], [k for k in out if k != "model"])
+    if failed:
+        raise RunFailed(
+            f"{len(failed)} of {len(failed) + len(verdicts)} judgements failed on the LLM (first: "
+            f"{failed[0].error}); {len(verdicts)} verdicts saved; rerun `magv verify judge` to retry the rest"
+        )
 
 
 @verify_app.command("annotate")
@@ -229,7 +252,7 @@ def annotate(
                 return key
             console.print(f"unknown key {line.strip()!r}; expected c, i, s or q")
 
-    with open_store(cfg) as store:
+    with open_store(cfg, existing=True) as store:
         items = pending_annotations(store, limit)
         if not items:
             console.print("nothing to annotate: every verified trajectory has a human label")
@@ -265,17 +288,24 @@ def import_trajectories(
     as_json: bool = JsonOption,
 ) -> None:
     """Import trajectories (OpenAI or LangChain chat messages) from JSONL; checked whole before writing."""
-    from magv.verify.importer import DEFAULT_DOMAIN, FORMS, REPAIRS
+    from magv.verify.importer import DEFAULT_DOMAIN, FORMS, REPAIRS, read_import_file
     from magv.verify.importer import import_trajectories as run_import
 
     cfg = settings(ctx)
     arguments = args_mode or (
         cfg.verify.gold_arguments if isinstance(cfg.verify.gold_arguments, str) else "exact"
     )
-    with open_store(cfg) as store:
-        r = run_import(store, file, domain or DEFAULT_DOMAIN, strict=strict, replace=replace,
-                       match_mode=mode or cfg.verify.gold_match, arguments=arguments,
-                       overrides=dict(cfg.verify.gold_overrides))  # fmt: skip
+    read_import_file(file)  # checked whole before the store is opened: bad input creates no database
+    try:
+        with open_store(cfg) as store:
+            r = run_import(store, file, domain or DEFAULT_DOMAIN, strict=strict, replace=replace,
+                           match_mode=mode or cfg.verify.gold_match, arguments=arguments,
+                           overrides=dict(cfg.verify.gold_overrides))  # fmt: skip
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"interrupted: nothing of {file} was saved (an import is written in one transaction); "
+            "run the same command again"
+        ) from None
     out = {"file": str(file), **r.as_dict()}
     if as_json:
         emit_json(out)

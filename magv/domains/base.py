@@ -10,7 +10,7 @@ from pathlib import Path
 
 import duckdb
 
-from magv.domains.sandbox import META_TABLE, Sandbox, SandboxPool
+from magv.domains.sandbox import META_TABLE, NO_EXTENSIONS, Sandbox, SandboxPool
 from magv.domains.seeds import read_seeds
 from magv.domains.tools import Tool
 from magv.errors import BadInput, RunFailed
@@ -140,7 +140,9 @@ class Domain:
         if not path.is_file():
             return None
         try:
-            con = duckdb.connect(str(path), read_only=True)
+            # No extension autoload: a file of another format (SQLite, say) must not make DuckDB
+            # download a reader for it; it is simply not a built domain.
+            con = duckdb.connect(str(path), read_only=True, config=dict(NO_EXTENSIONS))
         except duckdb.Error:
             return None
         try:

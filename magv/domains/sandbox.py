@@ -15,6 +15,11 @@ do exactly that; and any SQL error aborts the whole transaction, losing the run'
 Private copies have neither problem. Each call still runs in its own transaction (committed into
 the private copies for write tools, rolled back for read tools) so a failing call leaves no
 half-done change behind.
+
+Once the tables are in memory the connection is locked down (`LOCKDOWN`): no file or network
+access (`read_text`, `read_csv`, `COPY`, `ATTACH` of any file, the domain's own included), no
+extension loading or download, and the configuration itself is locked so a tool's SQL cannot turn
+any of it back on. Tools see the domain's tables and nothing else of the host.
 """
 
 from __future__ import annotations
@@ -45,6 +50,11 @@ MAX_STRING_CHARS = 2000
 MAX_RESULT_CHARS = 8000
 LIST_LIMITS = (50, 20, 8, 3)
 STOP_GRACE_S = 2.0
+# From the start: opening a file DuckDB does not know natively (SQLite, say) must not download
+# or load an extension to read it.
+NO_EXTENSIONS = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+# Once the domain is loaded; the configuration lock comes last, after what it has to keep off.
+LOCKDOWN = ("SET enable_external_access = false", "SET lock_configuration = true")
 
 
 class _Failure(Exception):
@@ -72,8 +82,10 @@ class SandboxPool:
         self.database = Path(database)
         self.tool_timeout_s = float(tool_timeout_s)
         self._lock = threading.Lock()
-        self._con: duckdb.DuckDBPyConnection | None = duckdb.connect(":memory:")
+        self._con: duckdb.DuckDBPyConnection | None = duckdb.connect(":memory:", config=NO_EXTENSIONS)
         self.tables, self._views = self._load()
+        for statement in LOCKDOWN:
+            self._con.execute(statement)
 
     def _load(self) -> tuple[list[str], list[str]]:
         if not self.database.is_file():
@@ -239,7 +251,10 @@ class Sandbox:
                 raise _Failure("internal_error", f"{tool.name}: database error: {str(exc).splitlines()[0]}")
             if isinstance(exc, Exception):
                 raise _Failure("internal_error", f"{tool.name}: {type(exc).__name__}: {exc}")
-            raise exc
+            # SystemExit, KeyboardInterrupt and the like raised by the tool itself, in its worker
+            # thread: a broken tool, not a request to stop magv (the user's Ctrl-C reaches the main
+            # thread, never this one). Recorded like any other tool failure.
+            raise _Failure("internal_error", f"{tool.name}: {_base_exception(exc)}")
         return outcome["result"]
 
     def _call(self, tool: Tool, arguments: dict[str, Any]) -> Any:
@@ -278,6 +293,14 @@ class Sandbox:
             threading.Thread(target=lambda: (stuck.join(), self._db.close()), daemon=True).start()
         else:
             self._db.close()
+
+
+def _base_exception(exc: BaseException) -> str:
+    if isinstance(exc, SystemExit):
+        return f"the tool called sys.exit({exc.code!r}); a tool cannot stop the run"
+    if isinstance(exc, KeyboardInterrupt):
+        return "the tool raised KeyboardInterrupt itself (not an interrupt of magv)"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def bound(result: Any) -> Any:

@@ -10,13 +10,13 @@ Every problem is a BadInput "<path>:<line>: <reason>", so the user can open the 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from magv.domains.tools import argument_errors
 from magv.errors import BadInput
+from magv.jsonl import loads_line
 from magv.models import Seed, ToolCall, ToolSpec
 
 MAX_LINE_BYTES = 64 * 1024
@@ -51,11 +51,10 @@ def read_seeds(path: Path, domain: str, tools: Mapping[str, ToolSpec]) -> tuple[
 
 def _parse_line(line: bytes, where: str, domain: str, number: int, tools: Mapping[str, ToolSpec]) -> Seed:
     try:
-        data = json.loads(line.decode("utf-8"))
+        text = line.decode("utf-8")
     except UnicodeDecodeError:
         raise BadInput(f"{where}: not UTF-8 text") from None
-    except json.JSONDecodeError as exc:
-        raise BadInput(f"{where}: not valid JSON: {exc.msg} (column {exc.colno})") from None
+    data = loads_line(text, where)
     if not isinstance(data, dict):
         raise BadInput(f"{where}: expected a JSON object with 'question' and 'trajectory'")
     unknown = sorted(set(data) - _FIELDS)

@@ -125,7 +125,7 @@ class LLMClient:
         dispatcher = self._per_loop.get(loop)
         if dispatcher is None:
             llm = self.settings.llm
-            dispatcher = self._per_loop[loop] = Dispatcher(llm.concurrency_per_endpoint, llm.api_key)
+            dispatcher = self._per_loop[loop] = Dispatcher(llm.concurrency_per_endpoint, llm.secret_key())
         return dispatcher
 
     # -- the call --------------------------------------------------------------------------------

@@ -163,7 +163,7 @@ class Embedder:
         import httpx
 
         if self._client is None:
-            headers = {"Authorization": f"Bearer {self.llm.api_key}"} if self.llm.api_key else {}
+            headers = {"Authorization": f"Bearer {self.llm.secret_key()}"}
             self._client = httpx.Client(timeout=self.llm.timeout_s, headers=headers)
         url = f"{self.cfg.endpoint.rstrip('/')}/embeddings"
         problem = ""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from magv.agents.judge import judge, pending_judgements
+from magv.agents.judge import judge, pending_judgements, split_failures
 from magv.models import JudgeVerdict, Trajectory
 from magv.pipeline.base import AgentStage, StageReport
 from magv.pipeline.worker import WorkerContext
@@ -36,17 +36,19 @@ async def work(client, ctx: WorkerContext, item: JudgeItem) -> JudgeVerdict:
 
 
 def write(store, ctx: WorkerContext, results: list[JudgeVerdict], report: StageReport) -> None:
-    report.written += store.add_judge_verdicts(results) or 0
+    # An LLM failure is no verdict: it is not stored, so the trajectory stays pending for the next run.
+    verdicts, failed = split_failures(results)
+    report.written += store.add_judge_verdicts(verdicts) or 0
     for v in results:
         report.prompt_tokens += v.prompt_tokens
         report.completion_tokens += v.completion_tokens
         if v.correct is None:
             report.failed += 1
-            report.llm_errors += bool(v.error and v.error.startswith("LLM error"))
             if v.error:
                 report.errors.append(f"run {v.run_id}: {v.error}")
         else:
             report.done += 1
+    report.llm_errors += len(failed)
 
 
 STAGE = AgentStage("judge", plan, work, write)

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from magv.errors import BadInput
-from magv.jsonl import read_jsonl
+from magv.jsonl import read_jsonl, strict_loads
 from magv.mct import most_common_trajectory as most_common
 from magv.models import Label, Question, Run, Step, ToolCall, Trajectory, canonical_json
 from magv.verify.labels import MATCH_MODES, arg_mode, match, match_detail, parse_overrides
@@ -143,12 +143,13 @@ def _text(content: Any, where: str) -> str | None:
     raise BadInput(f"{where}.content: expected a string, null or a list of content parts")
 
 
-def _tool_result(content: str | None) -> tuple[Any, str | None]:
-    """(result, error) of a tool message: JSON if it parses; {"error": msg} alone is a tool error."""
+def _tool_result(content: str | None, where: str = "content") -> tuple[Any, str | None]:
+    """(result, error) of a tool message: JSON if it parses; {"error": msg} alone is a tool error.
+    JSON that magv could not write back (NaN, Infinity, a lone surrogate) is refused."""
     if content is None:
         return None, None
     try:
-        value = json.loads(content)
+        value = strict_loads(content, where)
     except json.JSONDecodeError:
         return content, None
     if isinstance(value, dict) and set(value) == {"error"} and isinstance(value["error"], str):
@@ -214,7 +215,7 @@ def _parse_call(tc: Any, at: str) -> _Call:
             f"{at}.function.arguments: expected a JSON string (OpenAI format), got {type(raw).__name__}"
         )
     try:
-        args = json.loads(raw) if raw.strip() else {}
+        args = strict_loads(raw, f"{at}.function.arguments") if raw.strip() else {}
     except json.JSONDecodeError as exc:
         raise BadInput(f"{at}.function.arguments: not valid JSON: {exc.msg}") from None
     if not isinstance(args, dict):
@@ -303,7 +304,7 @@ def read_messages(messages: Any, status: str, where: str, notes: Notes) -> tuple
                     f"{at}.tool_call_id: {call_id!r} does not match a tool call awaiting its result ({known})"
                 )
             step = steps[pending.pop(call_id)]
-            step.result, step.error = _tool_result(msg.content)
+            step.result, step.error = _tool_result(msg.content, f"{at}.content")
             answered.add(call_id)
     for index in pending.values():
         notes.repair("call_without_result", places[index])
@@ -447,8 +448,8 @@ def parse_line(obj: Any, path: Path | str, line: int, notes: Notes | None = None
         question = first
     if not isinstance(question, str) or not question.strip():
         raise BadInput(f"{where}: question: expected a non-empty string")
-    if not isinstance(run, int) or isinstance(run, bool) or run < 0:
-        raise BadInput(f"{where}: run: expected an integer >= 0, got {run!r}")
+    if not isinstance(run, int) or isinstance(run, bool) or not 0 <= run <= INT32_MAX:
+        raise BadInput(f"{where}: run: expected an integer >= 0 and <= {INT32_MAX}, got {_shown(run)}")
     label = obj.get("label")
     if label is not None and not isinstance(label, bool):
         raise BadInput(f"{where}: label: expected true, false or null, got {label!r}")
@@ -467,6 +468,7 @@ def parse_line(obj: Any, path: Path | str, line: int, notes: Notes | None = None
         meta = {}
     if not isinstance(meta, dict):
         raise BadInput(f"{where}: meta: expected an object")
+    _check_costs(meta, where)
     status = meta.get("status", "ok")
     if status not in STATUSES:
         raise BadInput(f"{where}: meta.status: expected one of {', '.join(sorted(STATUSES))}, got {status!r}")
@@ -513,6 +515,34 @@ def read_import_file(path: Path, notes: Notes | None = None) -> list[ImportLine]
     if not lines:
         raise BadInput(f"{path}: no trajectories in the file (one JSON object per line expected)")
     return lines
+
+
+INT32_MAX = 2**31 - 1
+MAX_LATENCY_S = 1e7  # ~4 months: anything above is a unit mistake, not a latency
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:20]}…({len(text)} characters)"
+
+
+def _check_costs(meta: dict[str, Any], where: str) -> None:
+    """The numbers of meta that land in INTEGER / DOUBLE columns, checked where they enter."""
+    for key in ("prompt_tokens", "completion_tokens"):
+        value = meta.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= INT32_MAX:
+            raise BadInput(
+                f"{where}: meta.{key}: expected an integer from 0 to {INT32_MAX}, got {_shown(value)}"
+            )
+    value = meta.get("latency_s")
+    if value is not None and (
+        not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= MAX_LATENCY_S
+    ):
+        raise BadInput(
+            f"{where}: meta.latency_s: expected seconds from 0 to {MAX_LATENCY_S:g}, got {_shown(value)}"
+        )
 
 
 def _number(meta: dict[str, Any], key: str, kind: type) -> Any:

@@ -34,7 +34,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 from xgboost import DMatrix, XGBClassifier
 
-from magv.errors import RunFailed
+from magv.errors import BadInput, RunFailed
 from magv.verify.treeshap import build_tables, table_contributions
 
 MODEL_NAMES: tuple[str, ...] = ("logreg", "svm", "random_forest", "knn", "xgboost")
@@ -46,8 +46,21 @@ MIN_CALIBRATION_ROWS = 30
 MIN_CALIBRATION_CLASS = 6
 CALIBRATION_FOLDS = 3
 
-# The only types a model file may hold: what magv itself saves.
-ALLOWED_TYPE_PREFIXES = ("sklearn.", "xgboost.", "numpy.", "builtins.", "magv.verify.models.")
+# The types beyond skops' own defaults that a model file may hold: exactly what `save_model` writes
+# for the five verifiers, calibrated or not (listed with `skops.io.get_untrusted_types` on files of
+# each; tests/security/test_model_files.py checks the list). Whole names, never prefixes: a prefix
+# such as "builtins." admits `builtins.exec`, which skops would call while loading.
+TRUSTED_TYPES = frozenset({
+    "magv.verify.models.Verifier",
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
+    "sklearn.metrics._dist_metrics.EuclideanDistance64",
+    "sklearn.model_selection._split.StratifiedKFold",
+    "sklearn.neighbors._kd_tree.KDTree",
+    "sklearn.tree._tree.Tree",
+    "xgboost.core.Booster",
+    "xgboost.sklearn.XGBClassifier",
+})  # fmt: skip
 
 
 def _min_class(y: np.ndarray) -> int:
@@ -318,11 +331,44 @@ def save_model(
 
 
 def load_model(path: Path) -> dict[str, Any]:
-    """Load a model file, trusting only types from the libraries magv itself saves."""
+    """Load a model file, trusting only the types magv itself saves (TRUSTED_TYPES). A file holding
+    anything else is refused before skops builds a single object of it."""
     if not path.is_file():
         raise RunFailed(f"model file {path} is missing; run `magv verify train` again")
-    untrusted = sio.get_untrusted_types(file=path)
-    unknown = [t for t in untrusted if not t.startswith(ALLOWED_TYPE_PREFIXES)]
+    try:
+        untrusted = sio.get_untrusted_types(file=path)
+    except Exception as exc:  # not a zip, no schema, truncated: skops raises many kinds
+        raise RunFailed(
+            f"model file {path} is damaged or not a skops file ({type(exc).__name__}: {exc}); "
+            "run `magv verify train` again"
+        ) from None
+    unknown = sorted(set(untrusted) - TRUSTED_TYPES)
     if unknown:
-        raise RunFailed(f"model file {path} holds types magv does not trust: {', '.join(unknown)}")
-    return sio.load(path, trusted=untrusted)
+        raise RunFailed(
+            f"model file {path} holds types magv does not trust and was not loaded: {', '.join(unknown)}"
+        )
+    try:
+        bundle = sio.load(path, trusted=sorted(TRUSTED_TYPES))
+    except Exception as exc:
+        raise RunFailed(
+            f"model file {path} cannot be loaded ({type(exc).__name__}: {exc}); run `magv verify train` again"
+        ) from None
+    if not isinstance(bundle, dict) or not isinstance(bundle.get("verifier"), Verifier):
+        raise RunFailed(f"model file {path} does not hold a magv verifier; run `magv verify train` again")
+    return bundle
+
+
+def check_model_path(path: Path, models_dir: Path, explicit: bool = False) -> Path:
+    """A model path read from the database must lie inside `verify.models_dir`: a database handed
+    over by someone else must not make magv open files elsewhere. A path the user names on the
+    command line (`explicit`) is theirs to trust."""
+    if explicit:
+        return path
+    root = Path(models_dir).resolve()
+    resolved = Path(path).resolve()
+    if not resolved.is_relative_to(root):
+        raise BadInput(
+            f"model file {path} is outside verify.models_dir ({models_dir}); magv loads registered "
+            f"models only from there: move it there, or name it with --model-file to trust it"
+        )
+    return path

@@ -7,6 +7,7 @@ vectorised and written in one statement.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,10 +24,17 @@ from magv.verify.models import (
     MODEL_NAMES,
     Verifier,
     best_model,
+    check_model_path,
     cross_validate_models,
     load_model,
     save_model,
 )
+
+# Fewer labelled rows than this (or of a class) give a model whose CV metrics mean nothing: such a
+# training is refused rather than registered.
+MIN_TRAINING_ROWS = 8
+MAX_SEED = 2**32 - 1  # numpy's and scikit-learn's random_state
+MIN_CLASS_ROWS = 2
 
 
 @dataclass
@@ -105,7 +113,10 @@ def train(
 ) -> TrainResult:
     folds = folds or settings.verify.cv_folds
     seed = settings.pipeline.seed if seed is None else seed
+    check_seed(seed)
+    check_models_dir(Path(settings.verify.models_dir))
     data = training_data(store)
+    check_enough_rows(data.y)
     results = cross_validate_models(data.X, data.y, data.groups, folds=folds, seed=seed, names=names)
     best = best_model(results, select_by)
     verifier = Verifier(best, seed).fit(data.X, data.y, groups=data.groups, calibrate=True)
@@ -128,14 +139,72 @@ def train(
     return TrainResult(training_id, model_id, best, path, results, verifier.calibrated_, len(data.y))
 
 
-def load_registered(store: Any, model_id: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(registry row, loaded bundle) of a model id, or of the latest model."""
+def check_feature_set(row: dict[str, Any], bundle: dict[str, Any]) -> None:
+    """A model file of another feature set (another magv version, or a file swapped in for the
+    registered one) would score columns it was not trained on."""
+    version, names = bundle.get("feature_version"), bundle.get("features")
+    where = f"model {row['id']} ({row['path']})"
+    if version != FEATURE_VERSION:
+        raise RunFailed(f"{where} was trained on feature version {version!r}; this magv computes version "
+                        f"{FEATURE_VERSION}: run `magv verify train` again")  # fmt: skip
+    if not isinstance(names, list) or not set(names) <= set(FEATURE_NAMES):
+        unknown = sorted(set(names or []) - set(FEATURE_NAMES))[:5] if isinstance(names, list) else names
+        raise RunFailed(
+            f"{where} holds features this magv does not compute ({unknown}): run `magv verify train` again"
+        )
+    registered = row.get("features")
+    registered = json.loads(registered) if isinstance(registered, str) else registered
+    if registered is not None and list(registered) != names:
+        raise RunFailed(f"{where}: the file's feature list differs from the registered one; the file was replaced: "
+                        "run `magv verify train` again")  # fmt: skip
+
+
+def check_seed(seed: int) -> None:
+    if not 0 <= seed <= MAX_SEED:
+        raise BadInput(f"pipeline.seed: expected an integer from 0 to {MAX_SEED} for training, got {seed}")
+
+
+def check_models_dir(models_dir: Path) -> None:
+    """Checked before any CV: a models_dir that cannot hold files would fail only after it."""
+    if models_dir.exists() and not models_dir.is_dir():
+        raise BadInput(
+            f"verify.models_dir: {models_dir} is not a directory; expected a folder for model files"
+        )
+    parent = next((p for p in models_dir.parents if p.exists()), None)
+    if not models_dir.exists() and parent is not None and not parent.is_dir():
+        raise BadInput(f"verify.models_dir: {parent} is a file, so {models_dir} cannot be created")
+
+
+def check_enough_rows(y: np.ndarray) -> None:
+    n, positives = len(y), int(np.sum(y == 1))
+    smallest = min(positives, n - positives)
+    if n and (n < MIN_TRAINING_ROWS or smallest < MIN_CLASS_ROWS) and 0 < positives < n:
+        raise RunFailed(
+            f"only {n} labelled trajectories ({positives} correct, {n - positives} incorrect): training "
+            f"needs at least {MIN_TRAINING_ROWS}, with {MIN_CLASS_ROWS} of each class; nothing was trained "
+            "(label more with `magv verify annotate` or `magv verify label --from FILE`)"
+        )
+
+
+def load_registered(
+    store: Any,
+    model_id: str | None = None,
+    models_dir: Path | None = None,
+    model_file: Path | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(registry row, loaded bundle) of a model id, or of the latest model. The registered path must
+    lie in `models_dir` (when given); `model_file`, named by the user, replaces it and is trusted."""
     row = store.verifier_model(model_id) if model_id else store.latest_verifier_model()
     if row is None:
         if model_id:
             raise BadInput(f"--model {model_id}: no such verifier model (see `magv verify train`)")
         raise RunFailed("no trained verifier: run `magv verify train` first")
-    return row, load_model(Path(row["path"]))
+    if model_file is not None:
+        return row, load_model(check_model_path(Path(model_file), Path("."), explicit=True))
+    path = Path(row["path"])
+    if models_dir is not None:
+        check_model_path(path, models_dir)
+    return row, load_model(path)
 
 
 def score(
@@ -145,10 +214,12 @@ def score(
     model_id: str | None = None,
     threshold: float | None = None,
     top: int = 5,
+    model_file: Path | None = None,
 ) -> ScoreResult:
     """Predict every trajectory with features of the model's feature version."""
     t0 = time.perf_counter()
-    row, bundle = load_registered(store, model_id)
+    row, bundle = load_registered(store, model_id, Path(settings.verify.models_dir), model_file)
+    check_feature_set(row, bundle)
     verifier: Verifier = bundle["verifier"]
     names: list[str] = bundle["features"]
     threshold = settings.verify.threshold if threshold is None else threshold
