@@ -144,7 +144,8 @@ def test_worst_cases_are_the_lowest_scores_and_readable(rendered):
     assert [w["run_id"] for w in worst] == expected
     assert len(worst) == 10
     first = worst[0]
-    assert first["question"] and first["steps"] is not None
+    assert first["question"] and first["conversation"][0] == {"role": "customer", "text": first["question"]}
+    assert first["conversation"][-1]["role"] == "answer"
     assert f'data-run="{first["run_id"]}"' in html
     assert first["question"].replace("'", "&#39;").replace('"', "&#34;") in html
 

@@ -15,7 +15,8 @@ from typing import Any
 from magv.errors import BadInput
 from magv.report import plots
 from magv.report.html import ReportFiles, _env, _write
-from magv.report.metrics import ReportData, collect
+from magv.report.metrics import collect
+from magv.report.scope import ReportData
 from magv.store import Store
 
 RATES = (
@@ -105,7 +106,7 @@ def write_compare(spec_a: str, spec_b: str, default_db: Path, out_dir: str | Pat
     for spec in (spec_a, spec_b):
         path, run_id = resolve(spec, default_db)
         with Store(path, read_only=True) as store:
-            data = collect(store, run_id, worst=0)
+            data = collect(store, run_id, worst=0, samples=0)
         run = data.metrics["summary"]["pipeline_run"]
         label = run_id or (f"{path.stem}:{run['id']}" if run else path.stem)
         sides.append((label, data))
