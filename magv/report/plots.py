@@ -85,7 +85,7 @@ def tokens_by_role(models: list[dict[str, Any]]) -> Figure | None:
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _compact(v)))
     ax.set_xlabel("tokens")
     ax.set_title("Tokens by agent role")
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.35 if len(models) < 4 else -0.2), ncol=2, fontsize=8)
     return fig
 
 
@@ -148,7 +148,7 @@ def embedding_map(points: list[tuple[Any, ...]], labelled: int = 40) -> Figure |
     ax.set_xticks([])
     ax.set_yticks([])
     if clusters or dropped:
-        ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, ncol=1 if len(clusters) < 14 else 2)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.02), fontsize=8, ncol=min(6, len(clusters) + 1))
     return fig
 
 

@@ -44,7 +44,10 @@ def verifier_section(scope: Scope, runs, labels, data: ReportData) -> dict[str, 
     if not preds:
         missing.append(
             f"verifier: no scored trajectories: the score stage failed: {errors['score'][0]}"
-            if errors.get("score") else "verifier: no scored trajectories (run `magv verify score`)"
+            if errors.get("score")
+            else "verifier: no scored trajectories: no model to score with (the train stage failed)"
+            if errors.get("train") and not cv["models"]
+            else "verifier: no scored trajectories (run `magv verify score`)"
         )
 
     if not curves and preds:
