@@ -302,7 +302,14 @@ def test_a_failed_train_stage_says_why_where_the_verifier_would_be(tmp_path):
         run = store.pipeline_runs()[-1]
         stages = json.loads(run["stages"])
         why = "only one class in the labels (all 12 labelled correct)"
-        stages["train"] = {"planned": 1, "done": 0, "failed": 1, "written": 0, "seconds": 0.1, "errors": [why]}
+        stages["train"] = {
+            "planned": 1,
+            "done": 0,
+            "failed": 1,
+            "written": 0,
+            "seconds": 0.1,
+            "errors": [why],
+        }
         store.finish_pipeline_run(run["id"], "failed", stages, json.loads(run["summary"]))
         files = write_report(store, tmp_path / "out")
     metrics = json.loads(files.metrics.read_text())

@@ -16,7 +16,7 @@ from typing import Any
 
 from magv.models import LABEL_TRUST, utcnow
 from magv.report.samples import samples_section, worst_cases
-from magv.report.scope import ReportData, Scope, call_text, loads, mean, rounded
+from magv.report.scope import ReportData, Scope, loads, mean, rounded
 from magv.report.verifier import verifier_section
 from magv.store import Store
 
@@ -62,9 +62,6 @@ def collect(
 
 
 # -- helpers ------------------------------------------------------------------------------------
-
-
-
 
 
 def _when(value: datetime | None) -> str | None:
@@ -139,7 +136,9 @@ def _summary(scope: Scope, questions, runs, labels, data: ReportData) -> dict[st
     failures = {
         "failed_stages": failed_stages,
         "failed_generations": gen["failed_generations"],
-        "failed_reverse": sum(1 for g in generations if g.get("kind") == "reverse" and g["status"] == "failed"),
+        "failed_reverse": sum(
+            1 for g in generations if g.get("kind") == "reverse" and g["status"] == "failed"
+        ),
         "failed_questions": sum(1 for q in questions if q["status"] == "failed"),
         "llm_call_errors": sum(m["errors"] for m in models.values()),
         "llm_call_retries": sum(m["retries"] for m in models.values()),
@@ -251,7 +250,9 @@ def _generation(scope: Scope, questions, data: ReportData) -> dict[str, Any]:
             "question generation: no selection yet, so no embedding map (run selection)"
         )
     kept_clusters = {s["cluster"] for s in selections.values() if s["kept"] and s["cluster"] is not None}
-    seeds_kept = sum(1 for q in questions if q["origin"] == "seed" and (selections.get(q["id"]) or {}).get("kept"))
+    seeds_kept = sum(
+        1 for q in questions if q["origin"] == "seed" and (selections.get(q["id"]) or {}).get("kept")
+    )
     kept = sum(t["kept"] for t in rows)
     return {
         "targets": rows,

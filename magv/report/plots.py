@@ -85,7 +85,9 @@ def tokens_by_role(models: list[dict[str, Any]]) -> Figure | None:
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _compact(v)))
     ax.set_xlabel("tokens")
     ax.set_title("Tokens by agent role")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.35 if len(models) < 4 else -0.2), ncol=2, fontsize=8)
+    ax.legend(
+        loc="upper center", bbox_to_anchor=(0.5, -0.35 if len(models) < 4 else -0.2), ncol=2, fontsize=8
+    )
     return fig
 
 

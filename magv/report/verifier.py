@@ -30,7 +30,8 @@ def verifier_section(scope: Scope, runs, labels, data: ReportData) -> dict[str, 
         failed = next((st for st in ("train", "label", "features") if errors.get(st)), None)
         missing.append(
             f"verifier: no cross-validation results: the {failed} stage failed: {errors[failed][0]}"
-            if failed else "verifier: no cross-validation results (run `magv verify train`)"
+            if failed
+            else "verifier: no cross-validation results (run `magv verify train`)"
         )
 
     predictions = scope.rows("predictions")
