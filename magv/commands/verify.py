@@ -9,8 +9,8 @@ from pathlib import Path
 
 import typer
 
-from magv.commands.common import JsonOption, console, emit_json, open_store, settings, table
-from magv.errors import BadInput
+from magv.commands.common import JsonOption, console, emit_json, err_console, open_store, settings, table
+from magv.errors import BadInput, RunFailed
 
 verify_app = typer.Typer(help="Verify trajectories: features, labels, classical models, LLM judge.",
                          no_args_is_help=True)  # fmt: skip
@@ -125,6 +125,14 @@ def score(
     ctx: typer.Context,
     model: str = typer.Option(None, "--model", help="Verifier model id (default: the latest trained)."),
     threshold: float = typer.Option(None, "--threshold", min=0.0, max=1.0, help="Verdict threshold."),
+    fail_under: float = typer.Option(
+        None,
+        "--fail-under",
+        min=0.0,
+        max=1.0,
+        metavar="SHARE",
+        help="CI gate: exit 1 when the share of scored trajectories verified correct is below SHARE.",
+    ),  # fmt: skip
     as_json: bool = JsonOption,
 ) -> None:
     """Score every trajectory with features: probability, verdict and top feature contributions."""
@@ -140,6 +148,15 @@ def score(
     else:
         console.print(f"{r.n} trajectories scored with {r.model_name} ({r.model_id}): {r.n_correct} correct "
                       f"at threshold {r.threshold:g}; predict {r.seconds['predict']:.3f} s")  # fmt: skip
+    if fail_under is not None:
+        verified = r.n_correct / r.n if r.n else None
+        if verified is None or verified < fail_under:
+            got = (
+                "nothing was scored" if verified is None else f"{verified:.4g} verified ({r.n_correct}/{r.n})"
+            )
+            err_console.print(f"[red]below the bar:[/red] {got} < {fail_under:g}", highlight=False)
+            raise RunFailed(f"verify score: share verified below --fail-under {fail_under:g}")
+        err_console.print(f"gate passed: {verified:.4g} verified >= {fail_under:g}", highlight=False)
 
 
 @verify_app.command("judge")
