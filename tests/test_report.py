@@ -340,3 +340,28 @@ def test_figures_show_only_what_has_data():
     assert seconds.get_xscale() == "linear"  # one bar: no log axis
     fig = plots.embedding_map([(0.0, 0.0, 0, True, "Where is my order?"), (1.0, 1.0, 1, False, "Cancel it")])
     assert {t.get_text() for t in fig.axes[0].texts} == {"Where is my order?", "Cancel it"}
+
+
+def test_compare_marks_regressions(tmp_path, capsys, monkeypatch):
+    good, bad = tmp_path / "good.duckdb", tmp_path / "bad.duckdb"
+    build_report_store(good, seed=1, quality=0.95, pipeline_run_id="before")
+    build_report_store(bad, seed=1, quality=0.4, pipeline_run_id="after")
+    files = write_compare(str(good), str(bad), tmp_path / "unused.duckdb", tmp_path / "cmp")
+    result = json.loads(files.metrics.read_text())
+    rows = {r["metric"]: r for r in result["headline"]}
+    assert rows["labelled correct (share)"]["b"] < rows["labelled correct (share)"]["a"]
+    assert rows["labelled correct (share)"]["change"] == "worse"
+    assert "labelled correct (share)" in result["regressions"]
+    assert all(rows[m]["change"] == "worse" for m in result["regressions"])
+    assert rows["questions generated"]["change"] is None  # sizes have no better or worse
+    html = files.html.read_text()
+    assert 'id="regressions"' in html and "▼ worse" in html
+    # the other way round the same numbers are improvements
+    back = json.loads(
+        write_compare(str(bad), str(good), tmp_path / "u.duckdb", tmp_path / "cmp2").metrics.read_text()
+    )
+    assert "labelled correct (share)" in back["improvements"]
+    assert "labelled correct (share)" not in back["regressions"]
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", "--compare", str(good), str(bad), "--out", "c3"]) == 0
+    assert "regressions" in capsys.readouterr().out

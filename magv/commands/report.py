@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
@@ -25,6 +26,7 @@ def report(
         help="Two pipeline runs side by side; each a pipeline run id in this store or a path to a .duckdb file.",
     ),  # fmt: skip
     worst: int = typer.Option(10, "--worst", min=0, help="How many lowest-scored trajectories to show."),
+    samples: int = typer.Option(30, "--samples", min=0, help="How many kept questions to show in Samples."),
     as_json: bool = JsonOption,
 ) -> None:
     """Write a self-contained HTML report with plots, and metrics.json beside it; print its path."""
@@ -36,16 +38,21 @@ def report(
 
         files = write_compare(compare[0], compare[1], cfg.database, out)
         missing: list[str] = []
+        regressions = json.loads(files.metrics.read_text())["regressions"]
     else:
         from magv.report.html import write_report
 
         with open_store(cfg, read_only=True) as store:
-            files = write_report(store, out, pipeline_run_id=run, worst=worst)
+            files = write_report(store, out, pipeline_run_id=run, worst=worst, samples=samples)
         missing = files.data.metrics["missing"] if files.data else []
+        regressions = None
     if as_json:
         emit_json({"report": str(files.html), "metrics": str(files.metrics), "figures": files.figures,
-                   "missing": missing})  # fmt: skip
+                   "missing": missing, **({"regressions": regressions} if compare else {})})  # fmt: skip
         return
+    if regressions:
+        console.print(f"[red]regressions ({compare[1]} vs {compare[0]}):[/red] {', '.join(regressions)}",
+                      highlight=False)  # fmt: skip
     for note in missing:
         console.print(f"[yellow]not in the report:[/yellow] {note}", highlight=False)
     console.print(f"metrics: {files.metrics} · figures: {files.figures}", highlight=False)
