@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from magv.commands.common import JsonOption, console, emit_json, open_store, settings
+from magv.commands.common import JsonOption, console, emit_json, err_console, open_store, settings
 from magv.errors import BadInput
 
 DEFAULT_REPORT_DIR = Path("report")
@@ -81,14 +81,24 @@ def export(
         raise BadInput(f"--format: {fmt!r} is not one of {', '.join(FORMATS)}")
     cfg = settings(ctx)
     target = out or cfg.database.parent / "export" / f"{cfg.database.stem}{SUFFIX[fmt]}"
+    from magv.datacard import build_card, verification_warning, write_card
+
     with open_store(cfg, read_only=True) as store:
         result = run_export(store, fmt, target, verified_only=verified_only, min_score=min_score)
+        card = build_card(store, result, verified_only=verified_only, min_score=min_score)
+    card_json, card_md = write_card(card)
+    warning = verification_warning(card)
+    if warning:
+        err_console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
     if as_json:
-        emit_json(result.as_dict())
+        emit_json({**result.as_dict(), "card": {"json": str(card_json), "markdown": str(card_md)},
+                   "verified_runs": card["counts"]["verified_runs"], "warning": warning})  # fmt: skip
         return
     extra = f", {result.skipped} runs without a final answer skipped" if result.skipped else ""
     console.print(
-        f"{result.rows} runs of {result.questions} questions exported as {fmt}{extra}", highlight=False
+        f"{result.rows} runs of {result.questions} questions exported as {fmt}{extra}; "
+        f"{card['counts']['verified_runs']} verified; data card: {card_md}",
+        highlight=False,
     )
     typer.echo(str(result.path))
 
