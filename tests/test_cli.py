@@ -85,3 +85,18 @@ def test_global_database_option(tmp_path, capsys):
     assert main(["--database", str(db), "db", "info", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["database"] == str(db)
+
+
+def test_tables_never_cut_identifiers_at_80_columns(monkeypatch):
+    from rich.console import Console
+
+    from magv.commands import common
+
+    narrow = Console(width=80, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
+    monkeypatch.setattr(common, "console", narrow)
+    long_name = "modify_pending_order_items_and_payment"
+    common.table("tools", [{"tool": long_name, "run_id": "a05d1ec589c0baab4f21",
+                            "description": "a long description " * 6}])  # fmt: skip
+    text = narrow.export_text()
+    assert long_name in text and "a05d1ec589c0baab4f21" in text and "…" not in text
+    assert all(len(line) <= 80 for line in text.splitlines())
