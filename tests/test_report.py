@@ -327,7 +327,7 @@ def test_figures_show_only_what_has_data():
 
     fig = plots.tool_use([{"tool": "list_orders", "calls": 3, "errors": 3, "error_rate": 1.0}])
     ax = fig.axes[0]
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["tool error"]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["tool error"]  # no "succeeded"
     assert all(float(t).is_integer() for t in ax.get_xticks())
     assert isinstance(ax.xaxis, XAxis)
     only_cost = {"verifier": {"cv_accuracy": None}, "judge": {"accuracy": None},
@@ -365,3 +365,18 @@ def test_compare_marks_regressions(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["report", "--compare", str(good), str(bad), "--out", "c3"]) == 0
     assert "regressions" in capsys.readouterr().out
+
+
+def test_scoring_cost_is_per_prediction_written_not_per_batch(tmp_path):
+    with Store(tmp_path / "m.duckdb") as store:
+        info = populate(store, with_eval=False)
+        run = store.pipeline_runs()[-1]
+        stages = json.loads(run["stages"])
+        n = stages["score"]["written"]
+        stages["score"].update({"planned": 1, "done": 1, "seconds": 0.5})  # the real stage: one batch
+        store.finish_pipeline_run(run["id"], "completed", stages, json.loads(run["summary"]))
+        data = collect(store)
+    scoring = data.metrics["verifier"]["comparison"]["cost_per_1000"]["verifier_scoring"]
+    assert n == len(info.mct_runs) > 1
+    assert scoring["measured_on"] == n
+    assert scoring["seconds_per_1000"] == round(0.5 / n * 1000, 3)

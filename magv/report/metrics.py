@@ -21,8 +21,8 @@ from magv.report.verifier import verifier_section
 from magv.store import Store
 
 # pipeline order; stages JSON comes back with sorted keys
-STAGE_ORDER = ("generate", "select", "respond", "reverse", "respond_alternates", "features", "label", "train",
-               "score", "judge")  # fmt: skip
+STAGE_ORDER = ("generate", "select", "respond", "reverse", "respond_alternates", "features", "gold_labels",
+               "label", "train", "score", "judge")  # fmt: skip
 BASE = "base"
 ALTERNATE = "alternate"
 

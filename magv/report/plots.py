@@ -187,7 +187,7 @@ def steps_histogram(groups: dict[str, dict[str, int]], title: str = "Trajectory 
 def tool_use(per_tool: list[dict[str, Any]]) -> Figure | None:
     if not per_tool:
         return None
-    fig = _figure(6, 0.38 * len(per_tool) + 1.4)
+    fig = _figure(6, 0.38 * len(per_tool) + 1.2)
     ax = fig.add_subplot()
     names = [t["tool"] for t in per_tool]
     ok = [t["calls"] - t["errors"] for t in per_tool]
@@ -203,10 +203,9 @@ def tool_use(per_tool: list[dict[str, Any]]) -> Figure | None:
     _counts(ax.xaxis)
     ax.set_xlabel("calls")
     ax.set_title("Tool use and tool errors (base questions)")
-    handles, _ = ax.get_legend_handles_labels()
+    handles, labels = ax.get_legend_handles_labels()
     if handles:  # below the axes, never over the bars
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.5 / (0.38 * len(per_tool) + 1.4) - 0.12),
-                  ncol=2, fontsize=8)  # fmt: skip
+        fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=8)
     return fig
 
 

@@ -124,7 +124,7 @@ def samples_section(scope: Scope, qmap, runs, labels, n: int, data: ReportData) 
 
 def _why_no_scores(data: ReportData, section: str) -> str:
     errors = data.metrics.get("stage_errors", {})
-    for stage in ("score", "train", "features", "label"):
+    for stage in ("score", "train", "gold_labels", "label", "features"):
         if errors.get(stage):
             return f"{section}: no verifier scores: the {stage} stage failed: {errors[stage][0]}"
     return f"{section}: no verifier scores yet (run `magv verify score`)"

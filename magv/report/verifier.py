@@ -27,7 +27,7 @@ def verifier_section(scope: Scope, runs, labels, data: ReportData) -> dict[str, 
         best_name = max(cv["models"], key=lambda m: (m["f1"] or 0, m["roc_auc"] or 0))["name"]
     errors = data.metrics.get("stage_errors", {})
     if not cv["models"]:
-        failed = next((st for st in ("train", "label", "features") if errors.get(st)), None)
+        failed = next((st for st in ("train", "gold_labels", "label", "features") if errors.get(st)), None)
         missing.append(
             f"verifier: no cross-validation results: the {failed} stage failed: {errors[failed][0]}"
             if failed
@@ -154,8 +154,9 @@ def _comparison(scope: Scope, preds, labels, best, data: ReportData) -> dict[str
     judge_seconds = sum(j["latency_s"] or 0.0 for j in judges)
     stages = data.metrics["summary"]["stages"]
     score_stage = stages.get("score", {})
+    # the stage's `done` counts batches (one for a whole store), `written` the predictions it stored
     n_scored = int(
-        score_stage.get("scored") or score_stage.get("done") or score_stage.get("written") or len(preds)
+        score_stage.get("written") or score_stage.get("scored") or score_stage.get("done") or len(preds)
     )
     scoring = None
     if score_stage.get("seconds") is not None and n_scored:
