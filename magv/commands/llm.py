@@ -140,14 +140,11 @@ def llm_calls(
 ) -> None:
     """Logged model calls, newest first, each with its prompt and response (--short: a table)."""
     cfg = settings(ctx)
-    choice("--role", role, ROLES)
     with open_store(cfg, read_only=cfg.database.exists()) as store:
-        if model is not None:
-            choice(
-                "--model",
-                model,
-                [r["model"] for r in store.query("SELECT DISTINCT model FROM llm_calls ORDER BY 1")],
-            )
+        logged = store.query("SELECT DISTINCT role, model FROM llm_calls")
+        # the agent roles, and any other role a call was logged under
+        choice("--role", role, sorted(set(ROLES) | {r["role"] for r in logged if r["role"]}))
+        choice("--model", model, sorted({r["model"] for r in logged if r["model"]}))
         rows = find_calls(store, role=role, model=model, text=text, limit=limit)
     if as_json:
         emit_json([_decoded(r) for r in rows])
