@@ -228,8 +228,7 @@ def show(
     ),
     as_json: bool = JsonOption,
 ) -> None:
-    """Everything about one question, run, LLM call or pipeline run: texts, trajectories as a
-    conversation, labels, verdicts and errors."""
+    """Everything about one question, run, LLM call or pipeline run: texts, conversations, verdicts, errors."""
     cfg = settings(ctx)
     with open_store(cfg, read_only=True) as store:
         d = detail(store, ident)
