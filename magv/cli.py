@@ -32,6 +32,7 @@ COMMAND_MODULES = [
     "magv.commands.report",
     "magv.commands.eval",
     "magv.commands.llm",
+    "magv.commands.show",
     "magv.commands.schedule",
 ]
 
@@ -48,11 +49,14 @@ def _root(
     config: Path = typer.Option(
         None, "--config", "-c", help="Settings file (default: ./magv.toml or $MAGV_CONFIG)."
     ),
+    database: Path = typer.Option(
+        None, "--database", help="The DuckDB store to use (default: `database` in the settings)."
+    ),
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
 ) -> None:
-    ctx.obj = {"config": config}
+    ctx.obj = {"config": config, "database": database}
 
 
 for _name in COMMAND_MODULES:

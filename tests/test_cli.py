@@ -68,3 +68,35 @@ def test_installed_entry_point_runs():
     exe = os.path.join(os.path.dirname(sys.executable), "magv")
     out = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "Usage" in out.stdout
+
+
+def test_flags_show_no_value_type_in_help(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "100")
+    assert main(["export", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--verified-only" in out and "--json" in out
+    assert "<bool>" not in out
+    assert "<float>" in out  # options that take a value still say what they take
+
+
+def test_global_database_option(tmp_path, capsys):
+    db = tmp_path / "chosen.duckdb"
+    (tmp_path / "magv.toml").write_text(f'database = "{tmp_path / "other.duckdb"}"\n')
+    assert main(["--database", str(db), "db", "info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["database"] == str(db)
+
+
+def test_tables_never_cut_identifiers_at_80_columns(monkeypatch):
+    from rich.console import Console
+
+    from magv.commands import common
+
+    narrow = Console(width=80, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
+    monkeypatch.setattr(common, "console", narrow)
+    long_name = "modify_pending_order_items_and_payment"
+    common.table("tools", [{"tool": long_name, "run_id": "a05d1ec589c0baab4f21",
+                            "description": "a long description " * 6}])  # fmt: skip
+    text = narrow.export_text()
+    assert long_name in text and "a05d1ec589c0baab4f21" in text and "…" not in text
+    assert all(len(line) <= 80 for line in text.splitlines())

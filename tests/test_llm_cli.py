@@ -89,3 +89,44 @@ def test_serve_vllm_dry_run_prints_the_command(capsys):
 def test_serve_vllm_without_vllm_says_how_to_install(capsys):
     assert main(["serve", "vllm", "--model", "m", "--port", "8112"]) == 1
     assert "gpu extra" in capsys.readouterr().err
+
+
+def test_llm_calls_show_prompt_and_response(call_log, capsys):
+    assert main(["llm", "calls", "--role", "responder"]) == 0
+    out = capsys.readouterr().out
+    assert "q0" in out and "q2" in out  # the prompts
+    assert "response:" in out and "\nok\n" in out  # the fake server's reply
+    assert "error:" in out and "HTTP 500" in out
+    assert out.rstrip().endswith("3 calls (newest first)")
+
+
+def test_llm_calls_query_and_model_filters(call_log, capsys):
+    assert main(["llm", "calls", "-q", "VERDICT?", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["role"] for r in rows] == ["judge"]
+    assert main(["llm", "calls", "-q", "q1", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 1
+    model = rows[0]["model"]
+    assert main(["llm", "calls", "-m", model, "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 4
+
+
+def test_unknown_filter_values_are_refused_with_the_valid_ones(call_log, capsys):
+    assert main(["llm", "calls", "--role", "responer"]) == 2
+    err = capsys.readouterr().err
+    assert "'responer'" in err and "responder" in err and "investigator" in err
+    assert main(["llm", "calls", "-m", "no-such-model"]) == 2
+    assert "no-such-model" in capsys.readouterr().err
+
+
+def test_llm_calls_table_keeps_ids_whole_at_80_columns(call_log, capsys, monkeypatch):
+    from magv.commands import common
+
+    monkeypatch.setattr(common.console, "width", 80)
+    assert main(["llm", "calls", "--short", "--json"]) == 0
+    ids = [r["id"] for r in json.loads(capsys.readouterr().out)]
+    assert main(["llm", "calls", "--short"]) == 0
+    out = capsys.readouterr().out
+    assert all(len(line) <= 80 for line in out.splitlines())
+    assert all(i in out for i in ids)
+    assert "…" not in out

@@ -144,7 +144,8 @@ def test_worst_cases_are_the_lowest_scores_and_readable(rendered):
     assert [w["run_id"] for w in worst] == expected
     assert len(worst) == 10
     first = worst[0]
-    assert first["question"] and first["steps"] is not None
+    assert first["question"] and first["conversation"][0] == {"role": "customer", "text": first["question"]}
+    assert first["conversation"][-1]["role"] == "answer"
     assert f'data-run="{first["run_id"]}"' in html
     assert first["question"].replace("'", "&#39;").replace('"', "&#34;") in html
 
@@ -253,3 +254,129 @@ def test_command_writes_report_and_ends_with_its_path(fixture_store, tmp_path, m
     assert "no pipeline run 'no-such-run'" in capsys.readouterr().err
     assert main(["report", "--compare", "pipeline-a", str(path), "--out", "cmp"]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1] == str(Path("cmp") / "compare.html")
+
+
+def test_samples_show_each_kept_question_with_its_mct_as_a_conversation(rendered):
+    _, metrics, html, info = rendered
+    samples = metrics["samples"]
+    assert samples["kept"] == metrics["summary"]["sizes"]["kept_questions"]
+    assert samples["shown"] == min(30, samples["kept"]) and samples["shown"] > 0
+    mct_runs = set(info.mct_runs)
+    for item in samples["items"]:
+        assert item["run_id"] in mct_runs and item["is_mct"]
+        turns = item["conversation"]
+        assert turns[0] == {"role": "customer", "text": item["question"]}
+        assert turns[-1] == {"role": "answer", "text": item["response"]}
+        calls = [t for t in turns if t["role"] == "call"]
+        # every call is followed by what came back: a result or the tool's error message
+        for t in calls:
+            following = turns[turns.index(t) + 1]
+            assert following["step"] == t["step"] and following["role"] in ("result", "error")
+        errors = [t["text"] for t in turns if t["role"] == "error"]
+        assert [e["message"] for e in item["tool_errors"]] == errors
+        assert f'data-question="{item["question_id"]}"' in html
+    with_errors = [i for i in samples["items"] if i["tool_errors"]]
+    assert with_errors, "the fixture's runs have tool errors"
+    assert with_errors[0]["tool_errors"][0]["message"] in html
+    scored = [i for i in samples["items"] if i["probability"] is not None]
+    assert scored and all(len(i["contributions"]) == 5 for i in scored)
+
+
+def test_counts_agree_across_sections(rendered):
+    _, metrics, html, _ = rendered
+    s, g, h = metrics["summary"], metrics["generation"], metrics["headline"]
+    assert s["sizes"]["kept_questions"] == g["kept_total"] == h["questions kept"]
+    assert g["kept_total"] == g["kept"] + g["seeds_kept"]
+    assert h["failures"] == s["failures"]["total"]
+    # two stages of the fixture recorded errors: both count, each with its messages in the page
+    assert set(s["failures"]["failed_stages"]) == set(metrics["stage_errors"]) == {"generate", "judge"}
+    assert s["failures"]["total"] == sum(s["failures"]["failed_stages"].values())
+    for errors in metrics["stage_errors"].values():
+        assert errors[0] in html
+    assert f'<div class="v">{s["failures"]["total"]}</div><div class="k">failures in 2 stages' in html
+
+
+def test_a_failed_train_stage_says_why_where_the_verifier_would_be(tmp_path):
+    with Store(tmp_path / "m.duckdb") as store:
+        populate(store, with_verifier=False, with_eval=False)
+        run = store.pipeline_runs()[-1]
+        stages = json.loads(run["stages"])
+        why = "only one class in the labels (all 12 labelled correct)"
+        stages["train"] = {
+            "planned": 1,
+            "done": 0,
+            "failed": 1,
+            "written": 0,
+            "seconds": 0.1,
+            "errors": [why],
+        }
+        store.finish_pipeline_run(run["id"], "failed", stages, json.loads(run["summary"]))
+        files = write_report(store, tmp_path / "out")
+    metrics = json.loads(files.metrics.read_text())
+    assert metrics["stage_errors"]["train"] == [why]
+    assert f"verifier: no cross-validation results: the train stage failed: {why}" in metrics["missing"]
+    verifier_html = files.html.read_text().split('<section id="verifier">')[1].split("</section>")[0]
+    assert why in verifier_html and "magv verify train" not in verifier_html
+    assert 'id="judge-table"' not in verifier_html  # nothing measured: no table of dashes
+
+
+def test_figures_show_only_what_has_data():
+    from matplotlib.axis import XAxis
+
+    from magv.report import plots
+
+    fig = plots.tool_use([{"tool": "list_orders", "calls": 3, "errors": 3, "error_rate": 1.0}])
+    ax = fig.axes[0]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["tool error"]  # no "succeeded"
+    assert all(float(t).is_integer() for t in ax.get_xticks())
+    assert isinstance(ax.xaxis, XAxis)
+    only_cost = {"verifier": {"cv_accuracy": None}, "judge": {"accuracy": None},
+                 "cost_per_1000": {"verifier_scoring": {"tokens_per_1000": 0, "seconds_per_1000": 0.5},
+                                   "verifier_with_alternates": None, "judge": None}}  # fmt: skip
+    fig = plots.verifier_vs_judge(only_cost)
+    titles = [a.get_title() for a in fig.axes]
+    assert "Accuracy on labels" not in titles
+    seconds = next(a for a in fig.axes if a.get_title() == "Seconds / 1,000")
+    assert seconds.get_xscale() == "linear"  # one bar: no log axis
+    fig = plots.embedding_map([(0.0, 0.0, 0, True, "Where is my order?"), (1.0, 1.0, 1, False, "Cancel it")])
+    assert {t.get_text() for t in fig.axes[0].texts} == {"Where is my order?", "Cancel it"}
+
+
+def test_compare_marks_regressions(tmp_path, capsys, monkeypatch):
+    good, bad = tmp_path / "good.duckdb", tmp_path / "bad.duckdb"
+    build_report_store(good, seed=1, quality=0.95, pipeline_run_id="before")
+    build_report_store(bad, seed=1, quality=0.4, pipeline_run_id="after")
+    files = write_compare(str(good), str(bad), tmp_path / "unused.duckdb", tmp_path / "cmp")
+    result = json.loads(files.metrics.read_text())
+    rows = {r["metric"]: r for r in result["headline"]}
+    assert rows["labelled correct (share)"]["b"] < rows["labelled correct (share)"]["a"]
+    assert rows["labelled correct (share)"]["change"] == "worse"
+    assert "labelled correct (share)" in result["regressions"]
+    assert all(rows[m]["change"] == "worse" for m in result["regressions"])
+    assert rows["questions generated"]["change"] is None  # sizes have no better or worse
+    html = files.html.read_text()
+    assert 'id="regressions"' in html and "▼ worse" in html
+    # the other way round the same numbers are improvements
+    back = json.loads(
+        write_compare(str(bad), str(good), tmp_path / "u.duckdb", tmp_path / "cmp2").metrics.read_text()
+    )
+    assert "labelled correct (share)" in back["improvements"]
+    assert "labelled correct (share)" not in back["regressions"]
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", "--compare", str(good), str(bad), "--out", "c3"]) == 0
+    assert "regressions" in capsys.readouterr().out
+
+
+def test_scoring_cost_is_per_prediction_written_not_per_batch(tmp_path):
+    with Store(tmp_path / "m.duckdb") as store:
+        info = populate(store, with_eval=False)
+        run = store.pipeline_runs()[-1]
+        stages = json.loads(run["stages"])
+        n = stages["score"]["written"]
+        stages["score"].update({"planned": 1, "done": 1, "seconds": 0.5})  # the real stage: one batch
+        store.finish_pipeline_run(run["id"], "completed", stages, json.loads(run["summary"]))
+        data = collect(store)
+    scoring = data.metrics["verifier"]["comparison"]["cost_per_1000"]["verifier_scoring"]
+    assert n == len(info.mct_runs) > 1
+    assert scoring["measured_on"] == n
+    assert scoring["seconds_per_1000"] == round(0.5 / n * 1000, 3)

@@ -66,6 +66,12 @@ def test_report_renders_in_headless_chromium(tmp_path):
     )
     assert len(images) == expected, f"{len(images)} of {expected} figures in the rendered page"
     assert {state for state, _ in images} == {"ok"}, "a figure failed to decode"
+    # the data itself is in the page: the first samples are open, with their conversation
+    first = files.data.metrics["samples"]["items"][0]
+    samples = dom.split('<section id="samples">')[1].split("</section>")[0]
+    assert re.search(r'<details class="case sample"[^>]*\bopen\b', samples)
+    assert 'class="turn customer"' in samples and 'class="turn answer"' in samples
+    assert first["question_id"] in samples
     assert len(re.findall(r"<img ", dom)) == expected
     # headless Chromium does not log failed loads reliably; nothing in the page may point outside it
     assert not re.search(r'(src|href)="(https?:)?//', dom) and "<link" not in dom

@@ -12,6 +12,7 @@ from typing import Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperOption
 
 from magv.config import Settings, load_settings
 from magv.errors import BadInput
@@ -23,10 +24,37 @@ err_console = Console(stderr=True)
 JsonOption = typer.Option(False, "--json", help="Print the result as JSON for scripts.")
 
 
+def _plain_flags() -> None:
+    """Show flags as flags in --help: typer's rich help prints a `<bool>` type beside every flag
+    (even --help), which reads as if the flag took a value."""
+    shown = TyperOption.display_type_rich
+    if getattr(shown, "_magv_plain_flags", False):
+        return
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag else shown(self, ctx)
+
+    display_type_rich._magv_plain_flags = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_plain_flags()
+
+
+def choice(option: str, value: str | None, valid: Sequence[str]) -> str | None:
+    """`value` if it is one of `valid` (or None); else a BadInput listing the valid values, so a typo
+    such as `--role responer` is refused instead of matching nothing."""
+    if value is None or value in valid:
+        return value
+    raise BadInput(f"{option}: {value!r} is not one of {', '.join(valid) or '(none recorded yet)'}")
+
+
 def settings(ctx: typer.Context, **overrides: Any) -> Settings:
     """The effective settings: --config file, environment, then command-line overrides."""
     root = ctx.find_root()
     obj = root.obj or {}
+    if obj.get("database") is not None:  # the global --database wins over file and environment
+        overrides = {"database": obj["database"], **overrides}
     base = load_settings(obj.get("config"))
     clean = {k: v for k, v in overrides.items() if v is not None}
     if not clean:
@@ -67,11 +95,22 @@ def emit_json(value: Any) -> None:
     sys.stdout.write(json.dumps(to_jsonable(value), indent=2) + "\n")
 
 
-def table(title: str | None, rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> None:
+# Columns holding names a user copies into the next command: never cut, never wrapped.
+ID_COLUMNS = ("id", "name", "seed", "tool", "model", "role", "table", "config", "key")
+
+
+def table(title: str | None, rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None,
+          ids: Sequence[str] = ID_COLUMNS) -> None:  # fmt: skip
+    """Rows as a table fitted to the terminal. Identifier columns (`ids`, and any `*_id`) keep their
+    full width on one line; the other columns wrap (never an ellipsis) to make room."""
     cols = list(columns or (rows[0].keys() if rows else []))
     t = Table(title=title)
     for c in cols:
-        t.add_column(str(c))
+        if str(c) in ids or str(c).endswith("_id"):
+            width = max([len(str(c)), *(len(_fmt(r.get(c))) for r in rows)])
+            t.add_column(str(c), no_wrap=True, min_width=width)
+        else:
+            t.add_column(str(c), overflow="fold")
     for r in rows:
         t.add_row(*[_fmt(r.get(c)) for c in cols])
     console.print(t)

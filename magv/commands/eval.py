@@ -50,6 +50,13 @@ def eval_command(
     limit: int = typer.Option(None, "--limit", min=1, help="Evaluate only the first N questions."),
     bootstrap: int = typer.Option(2000, "--bootstrap", min=100, help="Bootstrap resamples for --compare."),
     seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1, help="Seed of the bootstrap."),
+    fail_under: list[str] = typer.Option(
+        None,
+        "--fail-under",
+        metavar="METRIC=SHARE",
+        help="CI gate (repeatable): exit 1 when any configuration's METRIC (strict, unordered_args, "
+        "valid_calls, answered, ...) is below SHARE, e.g. strict=0.6.",
+    ),  # fmt: skip
     as_json: bool = JsonOption,
 ) -> None:
     """Evaluate the responder: accuracy under each match mode, call validity, steps, tokens, latency.
@@ -59,8 +66,10 @@ def eval_command(
     from magv.commands.pipeline import RichReporter, _quiet_prefect
     from magv.config import load_settings
     from magv.domains import load_domain
-    from magv.evaluate import configure, load_questions, parse_spec, run_evaluation
+    from magv.evaluate import MATCH_KEYS, configure, load_questions, parse_spec, run_evaluation
+    from magv.gate import parse_bars, shortfalls
 
+    bars = parse_bars(fail_under, [*MATCH_KEYS, "valid_calls", "answered"])
     cfg = settings(ctx, domain=domain, **{"pipeline.demos": demos, "pipeline.max_steps": max_steps})
     # Everything is checked before a model starts or a row is written.
     dom = load_domain(cfg.domain)
@@ -89,6 +98,9 @@ def eval_command(
     finally:
         progress.set_reporter(None)
     out = {**result.as_dict(), "database": str(cfg.database)}
+    fell = [line for c in out["configs"] for line in shortfalls(c["summary"], bars, c["name"])]
+    if bars:
+        out["gate"] = {"fail_under": bars, "passed": not fell, "below": fell}
     if as_json:
         emit_json(out)
     else:
@@ -100,6 +112,14 @@ def eval_command(
                               "verifier first or add --seed-demos")  # fmt: skip
         if s["questions"] and s["llm_errors"] == s["questions"]:
             raise RunFailed(f"{c['name']}: every run ended in an LLM error; see `magv llm calls`")
+    if fell:
+        for line in fell:
+            err_console.print(f"[red]below the bar:[/red] {line}", highlight=False)
+        raise RunFailed(f"eval: {len(fell)} metric(s) below --fail-under")
+    if bars:
+        err_console.print(
+            f"gate passed: {', '.join(f'{k} >= {v:g}' for k, v in bars.items())}", highlight=False
+        )
 
 
 def _print(out: dict[str, Any]) -> None:

@@ -8,7 +8,8 @@ from typing import Any
 
 import typer
 
-from magv.commands.common import JsonOption, console, emit_json, open_store, settings
+from magv.commands.common import JsonOption, choice, console, emit_json, open_store, settings
+from magv.config import ROLES
 
 llm_app = typer.Typer(help="The LLM call log: every model call with tokens, latency and errors.",
                       no_args_is_help=True)  # fmt: skip
@@ -18,9 +19,9 @@ serve_app = typer.Typer(help="Run a model server in the foreground (Ctrl-C stops
 def _print_table(
     title: str, rows: list[dict[str, Any]], columns: list[tuple[str, str]], droppable: tuple[str, ...] = ()
 ) -> None:
-    """One line per row, fitted to the terminal: columns in `droppable` go, in that order, while
-    the table does not fit, then the error column is cut to what is left.
-    (commands.common.table squeezes every column alike: 'responder' wraps in 80 columns.)"""
+    """One row per call, fitted to the terminal: columns in `droppable` go, in that order, while the
+    table does not fit; identifiers keep their full width and the error column wraps, so nothing a
+    user copies is ever cut."""
     from rich.table import Table
 
     def width(key: str, header: str) -> int:
@@ -37,9 +38,13 @@ def _print_table(
         cols = [c for c in cols if c[0] != key]
     t = Table(title=title)
     for key, header in cols:
-        w = max(8, console.width - fixed(cols)) if key == "error" else width(key, header)
-        left = key in ("time", "role", "model", "template", "error")
-        t.add_column(header, no_wrap=True, overflow="ellipsis", width=w, justify="left" if left else "right")
+        left = key in ("id", "time", "role", "model", "template", "error")
+        if key == "error":
+            t.add_column(header, overflow="fold", min_width=8)
+        else:
+            t.add_column(
+                header, no_wrap=True, min_width=width(key, header), justify="left" if left else "right"
+            )
     for r in rows:
         t.add_row(*[_cell(r, k) for k, _ in cols])
     console.print(t)
@@ -58,29 +63,106 @@ def _decoded(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def find_calls(store: Any, role: str | None = None, model: str | None = None, text: str | None = None,
+               limit: int | None = None, ids: list[str] | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """Logged calls, newest first, filtered by role, model, call ids and a text that the request or
+    the response contains (case-insensitive)."""
+    where, params = [], []
+    for column, value in (("role", role), ("model", model)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    if text:
+        where.append(
+            "(CAST(request AS VARCHAR) ILIKE ? OR CAST(response AS VARCHAR) ILIKE ? OR error ILIKE ?)"
+        )
+        params += [f"%{text}%"] * 3
+    if ids is not None:
+        where.append("list_contains(?, id)")
+        params.append(list(ids))
+    sql = "SELECT * FROM llm_calls" + (" WHERE " + " AND ".join(where) if where else "")
+    sql += " ORDER BY created_at DESC, id" + (f" LIMIT {int(limit)}" if limit else "")
+    return store.query(sql, params)
+
+
+def message_text(message: dict[str, Any]) -> str:
+    """A chat message as text: its content, and the tool calls it makes."""
+    parts = []
+    content = message.get("content")
+    if isinstance(content, list):  # content parts
+        content = "\n".join(str(p.get("text", p)) if isinstance(p, dict) else str(p) for p in content)
+    if content:
+        parts.append(str(content))
+    for call in message.get("tool_calls") or []:
+        fn = call.get("function", {})
+        parts.append(f"→ {fn.get('name')}({fn.get('arguments', '')})")
+    return "\n".join(parts)
+
+
+def print_call(row: dict[str, Any]) -> None:
+    """One call, readable: what it was, every prompt message, and the reply."""
+    from rich.markup import escape
+
+    r = _decoded(row)
+    tokens = f"{r['prompt_tokens']}/{r['completion_tokens']} tokens"
+    console.print(
+        f"[bold]{escape(r['id'])}[/bold]  {r['created_at']:%Y-%m-%d %H:%M:%S}  {escape(str(r['role']))}  "
+        f"{escape(str(r['model']))}  {escape(str(r['template'] or '-'))}  {tokens}  {r['latency_s'] or 0:.2f}s"
+        + (f"  retries {r['retries']}" if r["retries"] else ""),
+        highlight=False, soft_wrap=True,
+    )  # fmt: skip
+    for m in (r.get("request") or {}).get("messages", []):
+        console.print(f"[cyan]{escape(str(m.get('role')))}:[/cyan]", highlight=False)
+        console.print(message_text(m), markup=False, highlight=False, soft_wrap=True)
+    if r["error"]:
+        console.print(f"[red]error:[/red] {escape(r['error'])}", highlight=False, soft_wrap=True)
+    for choice_ in (r.get("response") or {}).get("choices", []):
+        console.print("[green]response:[/green]", highlight=False)
+        console.print(
+            message_text(choice_.get("message") or {}), markup=False, highlight=False, soft_wrap=True
+        )
+    console.print()
+
+
 @llm_app.command("calls")
 def llm_calls(
     ctx: typer.Context,
-    role: str = typer.Option(None, "--role", "-r", help="Only this agent role."),
+    role: str = typer.Option(None, "--role", "-r", help=f"Only this agent role ({', '.join(ROLES)})."),
+    model: str = typer.Option(None, "--model", "-m", help="Only calls to this model."),
+    text: str = typer.Option(
+        None, "--query", "-q", help="Only calls whose prompt, response or error contains TEXT."
+    ),
     limit: int = typer.Option(20, "--limit", "-n", min=1, help="Newest N calls."),
+    short: bool = typer.Option(
+        False, "--short", "-s", help="One line per call, without prompt and response."
+    ),
     as_json: bool = JsonOption,
 ) -> None:
-    """List logged model calls, newest first (--json includes request and response)."""
+    """Logged model calls, newest first, each with its prompt and response (--short: a table)."""
     cfg = settings(ctx)
     with open_store(cfg, read_only=cfg.database.exists()) as store:
-        rows = store.llm_calls(role=role, limit=limit)
+        logged = store.query("SELECT DISTINCT role, model FROM llm_calls")
+        # the agent roles, and any other role a call was logged under
+        choice("--role", role, sorted(set(ROLES) | {r["role"] for r in logged if r["role"]}))
+        choice("--model", model, sorted({r["model"] for r in logged if r["model"]}))
+        rows = find_calls(store, role=role, model=model, text=text, limit=limit)
     if as_json:
         emit_json([_decoded(r) for r in rows])
         return
+    if not short:
+        for r in rows:
+            print_call(r)
+        console.print(f"{len(rows)} call{'s' if len(rows) != 1 else ''} (newest first)", highlight=False)
+        return
     shown = [
-        {"time": f"{r['created_at']:%H:%M:%S}", "role": r["role"], "model": r["model"],
+        {"id": r["id"], "time": f"{r['created_at']:%H:%M:%S}", "role": r["role"], "model": r["model"],
          "template": r["template"], "tokens": f"{r['prompt_tokens']}/{r['completion_tokens']}",
          "latency_s": f"{r['latency_s']:.2f}", "retries": r["retries"], "error": r["error"]}
         for r in rows
     ]  # fmt: skip
-    columns = [("time", "time"), ("role", "role"), ("model", "model"), ("template", "template"),
+    columns = [("id", "id"), ("time", "time"), ("role", "role"), ("model", "model"), ("template", "template"),
                ("tokens", "in/out"), ("latency_s", "s"), ("retries", "retry"), ("error", "error")]  # fmt: skip
-    _print_table(f"LLM calls ({len(rows)} newest)", shown, columns, droppable=("template", "time"))
+    _print_table(f"LLM calls ({len(rows)} newest)", shown, columns, droppable=("template", "time", "retries"))
 
 
 @llm_app.command("stats")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
 
-from magv.commands.common import JsonOption, console, emit_json, open_store, settings
+from magv.commands.common import JsonOption, console, emit_json, err_console, open_store, settings
 from magv.errors import BadInput
 
 DEFAULT_REPORT_DIR = Path("report")
@@ -25,6 +26,7 @@ def report(
         help="Two pipeline runs side by side; each a pipeline run id in this store or a path to a .duckdb file.",
     ),  # fmt: skip
     worst: int = typer.Option(10, "--worst", min=0, help="How many lowest-scored trajectories to show."),
+    samples: int = typer.Option(30, "--samples", min=0, help="How many kept questions to show in Samples."),
     as_json: bool = JsonOption,
 ) -> None:
     """Write a self-contained HTML report with plots, and metrics.json beside it; print its path."""
@@ -36,16 +38,21 @@ def report(
 
         files = write_compare(compare[0], compare[1], cfg.database, out)
         missing: list[str] = []
+        regressions = json.loads(files.metrics.read_text())["regressions"]
     else:
         from magv.report.html import write_report
 
         with open_store(cfg, read_only=True) as store:
-            files = write_report(store, out, pipeline_run_id=run, worst=worst)
+            files = write_report(store, out, pipeline_run_id=run, worst=worst, samples=samples)
         missing = files.data.metrics["missing"] if files.data else []
+        regressions = None
     if as_json:
         emit_json({"report": str(files.html), "metrics": str(files.metrics), "figures": files.figures,
-                   "missing": missing})  # fmt: skip
+                   "missing": missing, **({"regressions": regressions} if compare else {})})  # fmt: skip
         return
+    if regressions:
+        console.print(f"[red]regressions ({compare[1]} vs {compare[0]}):[/red] {', '.join(regressions)}",
+                      highlight=False)  # fmt: skip
     for note in missing:
         console.print(f"[yellow]not in the report:[/yellow] {note}", highlight=False)
     console.print(f"metrics: {files.metrics} · figures: {files.figures}", highlight=False)
@@ -79,14 +86,25 @@ def export(
         raise BadInput(f"export: {target} is a directory; give a file path with --out")
     if target.exists() and not force:
         raise BadInput(f"export: {target} already exists; choose a new path or pass --force to replace it")
+
+    from magv.datacard import build_card, verification_warning, write_card
+
     with open_store(cfg, read_only=True) as store:
         result = run_export(store, fmt, target, verified_only=verified_only, min_score=min_score)
+        card = build_card(store, result, verified_only=verified_only, min_score=min_score)
+    card_json, card_md = write_card(card)
+    warning = verification_warning(card)
+    if warning:
+        err_console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
     if as_json:
-        emit_json(result.as_dict())
+        emit_json({**result.as_dict(), "card": {"json": str(card_json), "markdown": str(card_md)},
+                   "verified_runs": card["counts"]["verified_runs"], "warning": warning})  # fmt: skip
         return
     extra = f", {result.skipped} runs without a final answer skipped" if result.skipped else ""
     console.print(
-        f"{result.rows} runs of {result.questions} questions exported as {fmt}{extra}", highlight=False
+        f"{result.rows} runs of {result.questions} questions exported as {fmt}{extra}; "
+        f"{card['counts']['verified_runs']} verified; data card: {card_md}",
+        highlight=False,
     )
     typer.echo(str(result.path))
 

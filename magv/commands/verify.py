@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from magv.commands.common import JsonOption, console, emit_json, open_store, settings, table
+from magv.commands.common import JsonOption, console, emit_json, err_console, open_store, settings, table
 from magv.errors import BadInput, Interrupted, RunFailed
 from magv.jsonl import check_input_file
 from magv.pipeline.worker import WorkerContext
@@ -148,6 +148,14 @@ def score(
         "--model-file",
         help="Load the model from this file instead of its registered path "
         "(needed when that path is outside verify.models_dir).",
+    ),
+    fail_under: float = typer.Option(
+        None,
+        "--fail-under",
+        min=0.0,
+        max=1.0,
+        metavar="SHARE",
+        help="CI gate: exit 1 when the share of scored trajectories verified correct is below SHARE.",
     ),  # fmt: skip
     as_json: bool = JsonOption,
 ) -> None:
@@ -164,6 +172,15 @@ def score(
     else:
         console.print(f"{r.n} trajectories scored with {r.model_name} ({r.model_id}): {r.n_correct} correct "
                       f"at threshold {r.threshold:g}; predict {r.seconds['predict']:.3f} s")  # fmt: skip
+    if fail_under is not None:
+        verified = r.n_correct / r.n if r.n else None
+        if verified is None or verified < fail_under:
+            got = (
+                "nothing was scored" if verified is None else f"{verified:.4g} verified ({r.n_correct}/{r.n})"
+            )
+            err_console.print(f"[red]below the bar:[/red] {got} < {fail_under:g}", highlight=False)
+            raise RunFailed(f"verify score: share verified below --fail-under {fail_under:g}")
+        err_console.print(f"gate passed: {verified:.4g} verified >= {fail_under:g}", highlight=False)
 
 
 @verify_app.command("judge")

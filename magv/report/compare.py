@@ -15,7 +15,8 @@ from typing import Any
 from magv.errors import BadInput
 from magv.report import plots
 from magv.report.html import ReportFiles, _env, _write
-from magv.report.metrics import ReportData, collect
+from magv.report.metrics import collect
+from magv.report.scope import ReportData
 from magv.store import Store
 
 RATES = (
@@ -36,6 +37,32 @@ def resolve(spec: str, default_db: Path) -> tuple[Path, str | None]:
             raise BadInput(f"--compare: {spec}: no such database file")
         return path, None
     return default_db, spec
+
+
+# Which way is better for each headline number; the rest (sizes, stage times) are shown unmarked.
+HIGHER_IS_BETTER = ("mean MCT share", "labelled correct (share)", "verifier best model CV accuracy",
+                    "verifier best model CV F1", "verifier best model CV ROC AUC",
+                    "verified correct (share of scored)", "judge accuracy")  # fmt: skip
+LOWER_IS_BETTER = (
+    "failures",
+    "failed generations",
+    "tool error rate",
+    "invalid step rate",
+    "runs ending not ok",
+)
+# a change smaller than this (absolute, on shares) is noise, not a regression
+SHARE_TOLERANCE = 0.005
+
+
+def change(metric: str, delta: float | None) -> str | None:
+    """'better', 'worse' or 'same' for the metrics with a direction; None for the others."""
+    if delta is None or (metric not in HIGHER_IS_BETTER and metric not in LOWER_IS_BETTER):
+        return None
+    if abs(delta) <= (
+        0 if metric in ("failures", "failed generations", "runs ending not ok") else SHARE_TOLERANCE
+    ):
+        return "same"
+    return "better" if (delta > 0) == (metric in HIGHER_IS_BETTER) else "worse"
 
 
 def _dig(m: dict[str, Any], keys: tuple[str, ...]) -> Any:
@@ -62,12 +89,16 @@ def compare_metrics(a: ReportData, b: ReportData, labels: tuple[str, str]) -> di
     ha, hb = a.metrics["headline"], b.metrics["headline"]
     rows = [{"metric": k, "a": ha.get(k), "b": hb.get(k), "delta": _delta(ha.get(k), hb.get(k))}
             for k in list(ha) + [k for k in hb if k not in ha]]  # fmt: skip
+    for r in rows:
+        r["change"] = change(r["metric"], r["delta"])
     models_a = {m["name"]: m for m in a.metrics["verifier"]["models"]}
     models_b = {m["name"]: m for m in b.metrics["verifier"]["models"]}
     models = [
         {"name": n, "a": models_a.get(n), "b": models_b.get(n)} for n in sorted(set(models_a) | set(models_b))
     ]
-    return {"labels": list(labels), "headline": rows, "models": models}
+    return {"labels": list(labels), "headline": rows, "models": models,
+            "regressions": [r["metric"] for r in rows if r["change"] == "worse"],
+            "improvements": [r["metric"] for r in rows if r["change"] == "better"]}  # fmt: skip
 
 
 def figures(a: ReportData, b: ReportData, labels: tuple[str, str]) -> dict[str, str]:
@@ -105,7 +136,7 @@ def write_compare(spec_a: str, spec_b: str, default_db: Path, out_dir: str | Pat
     for spec in (spec_a, spec_b):
         path, run_id = resolve(spec, default_db)
         with Store(path, read_only=True) as store:
-            data = collect(store, run_id, worst=0)
+            data = collect(store, run_id, worst=0, samples=0)
         run = data.metrics["summary"]["pipeline_run"]
         label = run_id or (f"{path.stem}:{run['id']}" if run else path.stem)
         sides.append((label, data))

@@ -15,7 +15,8 @@ from matplotlib.figure import Figure
 from magv import __version__
 from magv.export import atomic_output
 from magv.report import plots
-from magv.report.metrics import ReportData, collect
+from magv.report.metrics import collect
+from magv.report.scope import ReportData
 from magv.store import Store
 
 _HERE = Path(__file__).resolve().parent
@@ -87,9 +88,9 @@ def render(data: ReportData, figs: dict[str, str]) -> str:
 
 
 def write_report(
-    store: Store, out_dir: str | Path, pipeline_run_id: str | None = None, worst: int = 10
+    store: Store, out_dir: str | Path, pipeline_run_id: str | None = None, worst: int = 10, samples: int = 30
 ) -> ReportFiles:
-    data = collect(store, pipeline_run_id, worst=worst)
+    data = collect(store, pipeline_run_id, worst=worst, samples=samples)
     figs = figures(data)
     data.metrics["figures"] = sorted(figs)
     out = Path(out_dir)

@@ -11,50 +11,26 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from magv.definitions import effective_labels, is_tool_error
-from magv.errors import BadInput
-from magv.models import Label, canonical_json, utcnow
+from magv.models import Label, utcnow
+from magv.report.samples import samples_section, worst_cases
+from magv.report.scope import ReportData, Scope, loads, mean, rounded
+from magv.report.verifier import verifier_section
 from magv.store import Store
 
 # pipeline order; stages JSON comes back with sorted keys
-STAGE_ORDER = ("generate", "select", "respond", "reverse", "respond_alternates", "features", "label", "train",
-               "score", "judge")  # fmt: skip
+STAGE_ORDER = ("generate", "select", "respond", "reverse", "respond_alternates", "features", "gold_labels",
+               "label", "train", "score", "judge")  # fmt: skip
 BASE = "base"
 ALTERNATE = "alternate"
 
 
-@dataclass
-class ReportData:
-    metrics: dict[str, Any]
-    series: dict[str, Any] = field(default_factory=dict)
-
-
-class Scope:
-    """Reads tables of one store, limited to one pipeline run's time window when given."""
-
-    def __init__(self, store: Store, pipeline_run_id: str | None = None):
-        self.store = store
-        self.pipeline_runs = store.pipeline_runs()
-        self.window: tuple[datetime, datetime] | None = None
-        if pipeline_run_id is not None:
-            run = next((r for r in self.pipeline_runs if r["id"] == pipeline_run_id), None)
-            if run is None:
-                known = ", ".join(r["id"] for r in self.pipeline_runs) or "none"
-                raise BadInput(f"{store.path}: no pipeline run {pipeline_run_id!r} (known: {known})")
-            self.run = run
-            self.window = (run["started_at"], run["finished_at"] or utcnow())
-        else:
-            self.run = self.pipeline_runs[-1] if self.pipeline_runs else None
-
-    def rows(self, table: str, columns: list[str] | None = None) -> list[dict[str, Any]]:
-        return self.store.report_rows(table, columns, self.window)
-
-
-def collect(store: Store, pipeline_run_id: str | None = None, worst: int = 10) -> ReportData:
+def collect(
+    store: Store, pipeline_run_id: str | None = None, worst: int = 10, samples: int = 30
+) -> ReportData:
     scope = Scope(store, pipeline_run_id)
     data = ReportData(metrics={
         "database": str(store.path),
@@ -75,31 +51,19 @@ def collect(store: Store, pipeline_run_id: str | None = None, worst: int = 10) -
     winners = effective_labels(Label(**r) for r in scope.rows("labels"))
     labels = {run_id: label.model_dump() for run_id, label in winners.items()}
 
-    data.metrics["summary"] = _summary(scope, questions, runs, labels, data)
+    data.metrics["stage_errors"] = stage_errors(scope)
     data.metrics["generation"] = _generation(scope, questions, data)
+    data.metrics["summary"] = _summary(scope, questions, runs, labels, data)
     data.metrics["responder"] = _responder(scope, runs, data)
-    data.metrics["verifier"] = _verifier(scope, runs, labels, data)
-    data.metrics["worst_cases"] = _worst_cases(scope, qmap, runs, labels, worst, data)
+    data.metrics["verifier"] = verifier_section(scope, runs, labels, data)
+    data.metrics["worst_cases"] = worst_cases(scope, qmap, runs, labels, worst, data)
+    data.metrics["samples"] = samples_section(scope, qmap, runs, labels, samples, data)
     data.metrics["evaluation"] = _evaluation(scope, data)
     data.metrics["headline"] = headline(data.metrics)
     return data
 
 
 # -- helpers ------------------------------------------------------------------------------------
-
-
-def _loads(value: Any, default: Any = None) -> Any:
-    if value is None:
-        return default
-    return json.loads(value) if isinstance(value, str) else value
-
-
-def _r(x: float | None, digits: int = 4) -> float | None:
-    return None if x is None else round(float(x), digits)
-
-
-def _mean(values: list[float]) -> float | None:
-    return _r(sum(values) / len(values)) if values else None
 
 
 def _when(value: datetime | None) -> str | None:
@@ -129,10 +93,10 @@ def _summary(scope: Scope, questions, runs, labels, data: ReportData) -> dict[st
     if run is None:
         data.metrics["missing"].append("run summary: no pipeline run recorded (stages were run one by one)")
     else:
-        raw = {k: v for k, v in _loads(run["stages"], {}).items() if isinstance(v, dict)}
+        raw = {k: v for k, v in loads(run["stages"], {}).items() if isinstance(v, dict)}
         rank = {name: i for i, name in enumerate(STAGE_ORDER)}
         stages = dict(sorted(raw.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0])))
-        summary = _loads(run["summary"], {})
+        summary = loads(run["summary"], {})
     calls = scope.rows("llm_calls", ["role", "model", "prompt_tokens", "completion_tokens", "latency_s",
                                      "retries", "error"])  # fmt: skip
     models: dict[tuple[str, str], dict[str, Any]] = {}
@@ -148,16 +112,39 @@ def _summary(scope: Scope, questions, runs, labels, data: ReportData) -> dict[st
         m["retries"] += c["retries"] or 0
         m["errors"] += c["error"] is not None
     for m in models.values():
-        m["latency_s"] = _r(m["latency_s"], 3)
+        m["latency_s"] = rounded(m["latency_s"], 3)
     origins = Counter(q["origin"] for q in questions)
-    selections = scope.rows("selections", ["kept"])
     generations = scope.rows("generations")
     judge = scope.rows("judge_verdicts", ["error"])
     run_status = Counter(r["status"] for r in runs)
     wall = None
     if run is not None and run["finished_at"] and run["started_at"]:
-        wall = _r((run["finished_at"] - run["started_at"]).total_seconds(), 3)
+        wall = rounded((run["finished_at"] - run["started_at"]).total_seconds(), 3)
     domains = sorted({q.get("domain") for q in scope.rows("questions", ["domain"])} - {None})
+    gen = data.metrics["generation"]
+    failed_stages = {name: int(st.get("failed") or 0) for name, st in stages.items()
+                     if st.get("failed") or st.get("errors")}  # fmt: skip
+    failures = {
+        "failed_stages": failed_stages,
+        "failed_generations": gen["failed_generations"],
+        "failed_reverse": sum(
+            1 for g in generations if g.get("kind") == "reverse" and g["status"] == "failed"
+        ),
+        "failed_questions": sum(1 for q in questions if q["status"] == "failed"),
+        "llm_call_errors": sum(m["errors"] for m in models.values()),
+        "llm_call_retries": sum(m["retries"] for m in models.values()),
+        "runs_not_ok": {k: v for k, v in sorted(run_status.items()) if k != "ok"},
+        "judge_errors": sum(1 for j in judge if j["error"]),
+        "reported_by_pipeline": summary.get("failures", {}),
+    }
+    # One total, used by the headline and the KPI: the failed work items of every stage when the
+    # pipeline recorded its stages (a stage that failed as a whole, errors but no failed items, counts
+    # one), else what the tables show failed (stages run on their own).
+    if stages:
+        failures["total"] = sum(failed_stages.values()) + sum(1 for n in failed_stages.values() if n == 0)
+    else:
+        failures["total"] = (failures["failed_generations"] + failures["failed_reverse"]
+                             + failures["failed_questions"] + failures["judge_errors"])  # fmt: skip
     return {
         "pipeline_run": None if run is None else {
             "id": run["id"], "status": run["status"], "domain": run["domain"],
@@ -168,7 +155,7 @@ def _summary(scope: Scope, questions, runs, labels, data: ReportData) -> dict[st
         "domain": run["domain"] if run is not None else (", ".join(domains) or None),
         "stages": {name: {k: v for k, v in s.items() if isinstance(v, int | float) and not isinstance(v, bool)}
                    for name, s in stages.items()},
-        "stage_seconds_total": _r(sum(float(s.get("seconds") or 0) for s in stages.values()), 3),
+        "stage_seconds_total": rounded(sum(float(s.get("seconds") or 0) for s in stages.values()), 3),
         "models": sorted(models.values(), key=lambda m: (m["role"], m["model"])),
         "tokens": {
             "prompt": sum(m["prompt_tokens"] for m in models.values()),
@@ -176,23 +163,27 @@ def _summary(scope: Scope, questions, runs, labels, data: ReportData) -> dict[st
         },
         "sizes": {
             "seed_questions": origins.get("seed", 0), "generated_questions": origins.get("investigator", 0),
-            "kept_questions": sum(1 for s in selections if s["kept"]),
+            "kept_questions": gen["kept_total"],
             "alternate_questions": origins.get("alternate", 0), "imported_questions": origins.get("import", 0),
             "base_runs": sum(1 for r in runs if r["group"] == BASE),
             "alternate_runs": sum(1 for r in runs if r["group"] == ALTERNATE),
             "labelled_runs": len(labels),
         },
-        "failures": {
-            "failed_generations": sum(1 for g in generations if g["status"] == "failed"),
-            "failed_questions": sum(1 for q in questions if q["status"] == "failed"),
-            "llm_call_errors": sum(m["errors"] for m in models.values()),
-            "llm_call_retries": sum(m["retries"] for m in models.values()),
-            "runs_not_ok": {k: v for k, v in sorted(run_status.items()) if k != "ok"},
-            "judge_errors": sum(1 for j in judge if j["error"]),
-            "reported_by_pipeline": summary.get("failures", {}),
-        },
+        "failures": failures,
         "pipeline_summary": summary,
     }  # fmt: skip
+
+
+def stage_errors(scope: Scope) -> dict[str, list[str]]:
+    """stage -> the error messages its record kept (`pipeline_runs.stages.<stage>.errors`), for the
+    stages of the scoped pipeline run that recorded any."""
+    if scope.run is None:
+        return {}
+    raw = loads(scope.run["stages"], {}) or {}
+    rank = {name: i for i, name in enumerate(STAGE_ORDER)}
+    out = {name: [str(e) for e in st["errors"]] for name, st in raw.items()
+           if isinstance(st, dict) and st.get("errors")}  # fmt: skip
+    return dict(sorted(out.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0])))
 
 
 def _generation(scope: Scope, questions, data: ReportData) -> dict[str, Any]:
@@ -211,13 +202,13 @@ def _generation(scope: Scope, questions, data: ReportData) -> dict[str, Any]:
 
     for q in questions:
         if q["origin"] == "seed":
-            target(q["seed_id"])["target"] = _tool_string(_loads(q["target"]))
+            target(q["seed_id"])["target"] = _tool_string(loads(q["target"]))
     for q in questions:
         if q["origin"] != "investigator":
             continue
         t = target(q["seed_id"])
         if t["target"] == "(unknown)":
-            t["target"] = _tool_string(_loads(q["target"]))
+            t["target"] = _tool_string(loads(q["target"]))
         t["generated"] += 1
         sel = selections.get(q["id"])
         if sel is None:
@@ -236,8 +227,11 @@ def _generation(scope: Scope, questions, data: ReportData) -> dict[str, Any]:
     reasons: Counter = Counter()
     for t in rows:
         reasons.update(t["dropped_by_reason"])
-    points = [(s["x"], s["y"], s["cluster"], bool(s["kept"])) for s in selections.values()
-              if s["x"] is not None and s["y"] is not None]  # fmt: skip
+    texts = {q["id"]: q["text"] for q in questions}
+    # seeds are kept without an embedding (x = y = 0): they are not points of the map
+    points = [(s["x"], s["y"], s["cluster"], bool(s["kept"]), texts.get(qid))
+              for qid, s in selections.items()
+              if s["x"] is not None and s["y"] is not None and s.get("reason") != "seed"]  # fmt: skip
     data.series["map"] = points
     data.series["per_target"] = rows
     if not any(t["generated"] for t in rows):
@@ -247,10 +241,16 @@ def _generation(scope: Scope, questions, data: ReportData) -> dict[str, Any]:
             "question generation: no selection yet, so no embedding map (run selection)"
         )
     kept_clusters = {s["cluster"] for s in selections.values() if s["kept"] and s["cluster"] is not None}
+    seeds_kept = sum(
+        1 for q in questions if q["origin"] == "seed" and (selections.get(q["id"]) or {}).get("kept")
+    )
+    kept = sum(t["kept"] for t in rows)
     return {
         "targets": rows,
         "generated": sum(t["generated"] for t in rows),
-        "kept": sum(t["kept"] for t in rows),
+        "kept": kept,
+        "seeds_kept": seeds_kept,
+        "kept_total": kept + seeds_kept,
         "dropped": sum(t["dropped"] for t in rows),
         "dropped_by_reason": dict(sorted(reasons.items())),
         "failed_generations": sum(t["failed_generations"] for t in rows),
@@ -288,23 +288,23 @@ def _run_stats(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "runs": n,
         "status": dict(sorted(Counter(r["status"] for r in runs).items())),
-        "mean_steps": _mean([len(r["trajectory"].get("steps", [])) for r in runs]),
-        "mean_tool_calls": _r(n_calls / n) if n else None,
+        "mean_steps": mean([len(r["trajectory"].get("steps", [])) for r in runs]),
+        "mean_tool_calls": rounded(n_calls / n) if n else None,
         "steps_histogram": {str(k): v for k, v in sorted(steps_hist.items())},
         "tool_calls_histogram": {str(k): v for k, v in sorted(calls_hist.items())},
         "tool_calls": n_calls,
         "tool_errors": sum(tool_errors.values()),
-        "tool_error_rate": _r(sum(tool_errors.values()) / n_calls) if n_calls else None,
+        "tool_error_rate": rounded(sum(tool_errors.values()) / n_calls) if n_calls else None,
         "invalid_steps": invalid,
-        "invalid_step_rate": _r(invalid / total_steps) if total_steps else None,
-        "runs_with_tool_error": _r(with_error / n) if n else None,
+        "invalid_step_rate": rounded(invalid / total_steps) if total_steps else None,
+        "runs_with_tool_error": rounded(with_error / n) if n else None,
         "per_tool": [
-            {"tool": t, "calls": c, "errors": tool_errors[t], "error_rate": _r(tool_errors[t] / c)}
+            {"tool": t, "calls": c, "errors": tool_errors[t], "error_rate": rounded(tool_errors[t] / c)}
             for t, c in sorted(tool_calls.items(), key=lambda kv: (-kv[1], kv[0]))
         ],
-        "mean_prompt_tokens": _mean([r["prompt_tokens"] or 0 for r in runs]),
-        "mean_completion_tokens": _mean([r["completion_tokens"] or 0 for r in runs]),
-        "mean_latency_s": _mean([r["latency_s"] or 0.0 for r in runs]),
+        "mean_prompt_tokens": mean([r["prompt_tokens"] or 0 for r in runs]),
+        "mean_completion_tokens": mean([r["completion_tokens"] or 0 for r in runs]),
+        "mean_latency_s": mean([r["latency_s"] or 0.0 for r in runs]),
     }
 
 
@@ -323,66 +323,13 @@ def _responder(scope: Scope, runs, data: ReportData) -> dict[str, Any]:
         "alternates": _run_stats(alternates),
         "mct": {
             "questions": len(mct),
-            "mean_share": _mean(shares),
-            "unanimous": _r(sum(1 for s in shares if s >= 1.0) / len(shares)) if shares else None,
-            "mean_distinct": _mean([m["n_distinct"] for m in mct if m["n_distinct"] is not None]),
+            "mean_share": mean(shares),
+            "unanimous": rounded(sum(1 for s in shares if s >= 1.0) / len(shares)) if shares else None,
+            "mean_distinct": mean([m["n_distinct"] for m in mct if m["n_distinct"] is not None]),
             "share_histogram": {
                 f"{k:.2f}": v for k, v in sorted(Counter(round(s, 2) for s in shares).items())
             },
         },
-    }
-
-
-def _verifier(scope: Scope, runs, labels, data: ReportData) -> dict[str, Any]:
-    from magv.report.verifier import verifier_section
-
-    return verifier_section(scope, runs, labels, data)
-
-
-def _worst_cases(scope: Scope, qmap, runs, labels, n: int, data: ReportData) -> list[dict[str, Any]]:
-    model_id = data.metrics["verifier"].get("scored_model_id")
-    preds = [p for p in scope.rows("predictions") if p["model_id"] == model_id]
-    if not preds:
-        data.metrics["missing"].append("worst cases: no verifier scores yet (run `magv verify score`)")
-        return []
-    by_run = {r["id"]: r for r in runs}
-    judges = {j["run_id"]: j for j in scope.rows("judge_verdicts")}
-    out = []
-    for p in sorted(preds, key=lambda p: (p["probability"], p["run_id"]))[:n]:
-        run = by_run.get(p["run_id"])
-        if run is None:
-            continue
-        q = qmap.get(run["question_id"], {})
-        contributions = _loads(p["contributions"], {})
-        label = labels.get(p["run_id"])
-        judge = judges.get(p["run_id"])
-        out.append({
-            "run_id": p["run_id"], "question_id": run["question_id"], "question": q.get("text"),
-            "origin": q.get("origin"), "target": [_call_text(c) for c in _loads(q.get("target"), []) or []],
-            "probability": _r(p["probability"]), "verdict": p["verdict"], "status": run["status"],
-            "label": None if label is None else label["correct"],
-            "label_source": None if label is None else label["source"],
-            "judge": None if judge is None else {"correct": judge["correct"], "reason": judge["reason"]},
-            "steps": [_step_view(s) for s in run["trajectory"].get("steps", [])],
-            "response": run["trajectory"].get("response"),
-            "contributions": dict(sorted(contributions.items(), key=lambda kv: -abs(kv[1]))[:5]),
-        })  # fmt: skip
-    return out
-
-
-def _call_text(call: dict[str, Any]) -> str:
-    return f"{call['name']}({canonical_json(call.get('arguments', {}))})"
-
-
-def _step_view(step: dict[str, Any], limit: int = 300) -> dict[str, Any]:
-    if step.get("kind") == "invalid":
-        return {"kind": "invalid", "text": (step.get("raw") or "")[:limit]}
-    result = canonical_json(step.get("result"))
-    return {
-        "kind": "tool",
-        "call": _call_text(step["call"]) if step.get("call") else "(none)",
-        "error": step.get("error"),
-        "result": result if len(result) <= limit else result[:limit] + " …",
     }
 
 
@@ -392,7 +339,7 @@ def _evaluation(scope: Scope, data: ReportData) -> dict[str, Any] | None:
         return None
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
-        groups[(r["eval_id"], r["config"])].append(_flatten(_loads(r["results"], {})))
+        groups[(r["eval_id"], r["config"])].append(_flatten(loads(r["results"], {})))
     out = []
     for (eval_id, config), results in sorted(groups.items()):
         keys = sorted({k for res in results for k in res})
@@ -400,9 +347,9 @@ def _evaluation(scope: Scope, data: ReportData) -> dict[str, Any] | None:
         for k in keys:
             values = [res[k] for res in results if k in res]
             if all(isinstance(v, bool) for v in values):
-                rates[k] = _mean([float(v) for v in values])
+                rates[k] = mean([float(v) for v in values])
             else:
-                means[k] = _mean([float(v) for v in values])
+                means[k] = mean([float(v) for v in values])
         out.append(
             {"eval_id": eval_id, "config": config, "questions": len(results), "rates": rates, "means": means}
         )
@@ -426,9 +373,11 @@ def headline(m: dict[str, Any]) -> dict[str, float | int | None]:
     s, g, r, v = m["summary"], m["generation"], m["responder"], m["verifier"]
     out: dict[str, float | int | None] = {
         "questions generated": g["generated"],
-        "questions kept": g["kept"],
+        "questions kept": g["kept_total"],
+        "generated questions kept": g["kept"],
         "questions dropped": g["dropped"],
         "failed generations": g["failed_generations"],
+        "failures": s["failures"]["total"],
         "responder runs": r["base"]["runs"],
         "mean steps per run": r["base"]["mean_steps"],
         "mean tool calls per run": r["base"]["mean_tool_calls"],

@@ -13,7 +13,7 @@ from typing import Any
 
 import matplotlib
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 PALETTE = ["#3b6ea8", "#e07b39", "#4f9d69", "#c44e52", "#8172b2", "#937860", "#da8bc3", "#8c8c8c",
            "#ccb974", "#64b5cd"]  # fmt: skip
@@ -85,7 +85,9 @@ def tokens_by_role(models: list[dict[str, Any]]) -> Figure | None:
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _compact(v)))
     ax.set_xlabel("tokens")
     ax.set_title("Tokens by agent role")
-    ax.legend(loc="lower right")
+    ax.legend(
+        loc="upper center", bbox_to_anchor=(0.5, -0.35 if len(models) < 4 else -0.2), ncol=2, fontsize=8
+    )
     return fig
 
 
@@ -114,6 +116,7 @@ def per_target(targets: list[dict[str, Any]]) -> Figure | None:
         )
         left = [a + b for a, b in zip(left, values, strict=True)]
     ax.invert_yaxis()
+    _counts(ax.xaxis)
     ax.set_xlabel("generated questions")
     ax.set_title("Generated questions per target trajectory")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=3, fontsize=8)
@@ -121,13 +124,15 @@ def per_target(targets: list[dict[str, Any]]) -> Figure | None:
 
 
 @_styled
-def embedding_map(points: list[tuple[float, float, int | None, bool]]) -> Figure | None:
+def embedding_map(points: list[tuple[Any, ...]], labelled: int = 40) -> Figure | None:
+    """points: (x, y, cluster, kept[, label]); up to `labelled` points are annotated with their label
+    (the start of the question) so a reader can tell which question is where."""
     if not points:
         return None
-    fig = _figure(6, 4.2)
+    fig = _figure(7, 4.8)
     ax = fig.add_subplot()
     many = len(points) > 3000  # raster dots inside the SVG keep big maps small
-    clusters = sorted({c for *_, c, _ in points if c is not None})
+    clusters = sorted({p[2] for p in points if p[2] is not None})
     for i, c in enumerate(clusters):
         xs = [p[0] for p in points if p[2] == c and p[3]]
         ys = [p[1] for p in points if p[2] == c and p[3]]
@@ -136,11 +141,22 @@ def embedding_map(points: list[tuple[float, float, int | None, bool]]) -> Figure
     if dropped:
         ax.scatter([p[0] for p in dropped], [p[1] for p in dropped], s=22, marker="x", color=NEUTRAL,
                    linewidths=1, label="dropped", rasterized=many)  # fmt: skip
+    if len(points) <= labelled:
+        for p in points:
+            if len(p) > 4 and p[4]:
+                ax.annotate(_short(p[4]), (p[0], p[1]), xytext=(4, 3), textcoords="offset points", fontsize=6,
+                            color="#3e4c59" if p[3] else NEUTRAL)  # fmt: skip
     ax.set_title("Question embeddings (2-D), coloured by cluster")
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, ncol=1 if len(clusters) < 14 else 2)
+    if clusters or dropped:
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.02), fontsize=8, ncol=min(6, len(clusters) + 1))
     return fig
+
+
+def _short(text: str, limit: int = 28) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 # -- responder ----------------------------------------------------------------------------------
@@ -171,21 +187,31 @@ def steps_histogram(groups: dict[str, dict[str, int]], title: str = "Trajectory 
 def tool_use(per_tool: list[dict[str, Any]]) -> Figure | None:
     if not per_tool:
         return None
-    fig = _figure(6, 0.38 * len(per_tool) + 1.0)
+    fig = _figure(6, 0.38 * len(per_tool) + 1.2)
     ax = fig.add_subplot()
     names = [t["tool"] for t in per_tool]
     ok = [t["calls"] - t["errors"] for t in per_tool]
     err = [t["errors"] for t in per_tool]
-    ax.barh(names, ok, color=PALETTE[0], label="succeeded")
-    bars = ax.barh(names, err, left=ok, color=BAD, label="tool error")
+    # only the segments that exist get a legend entry
+    if any(ok):
+        ax.barh(names, ok, color=PALETTE[0], label="succeeded")
+    bars = ax.barh(names, err, left=ok, color=BAD, label="tool error" if any(err) else None)
     ax.bar_label(bars, labels=[f"{t['error_rate']:.0%} errors" if t["errors"] else "" for t in per_tool],
                  padding=3, fontsize=8)  # fmt: skip
     ax.invert_yaxis()
     ax.margins(x=0.18)
+    _counts(ax.xaxis)
     ax.set_xlabel("calls")
     ax.set_title("Tool use and tool errors (base questions)")
-    ax.legend(loc="lower right")
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:  # below the axes, never over the bars
+        fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=8)
     return fig
+
+
+def _counts(axis: Any) -> None:
+    """Whole-number ticks on an axis that counts things."""
+    axis.set_major_locator(MaxNLocator(integer=True))
 
 
 @_styled
@@ -196,6 +222,7 @@ def mct_share(shares: list[float]) -> Figure | None:
     ax = fig.add_subplot()
     ax.hist(shares, bins=[i / 10 for i in range(11)], color=PALETTE[2], edgecolor="white")
     ax.set_xlim(0, 1)
+    _counts(ax.yaxis)
     ax.set_xlabel("share of runs that follow the most common trajectory")
     ax.set_ylabel("questions")
     ax.set_title("Self-consistency: MCT share")
@@ -333,6 +360,7 @@ def score_distribution(scores: list[tuple[float, bool | None]], threshold: float
     if threshold is not None:
         ax.axvline(threshold, color="black", linestyle="--", linewidth=0.8)
     ax.set_xlim(0, 1)
+    _counts(ax.yaxis)
     ax.set_xlabel("verifier probability that the trajectory is correct")
     ax.set_ylabel("trajectories")
     ax.set_title("Verifier scores")
@@ -352,36 +380,49 @@ def verifier_vs_judge(comparison: dict[str, Any]) -> Figure | None:
     bars = [b for b in bars if b[1]]
     if not acc and not bars:
         return None
-    fig = _figure(8, 2.6)
-    axes = fig.subplots(1, 3, width_ratios=[1, 1.5, 1.5])
+    # panels only for what was measured: no empty "accuracy" axes
+    panels = (["accuracy"] if acc else []) + (["tokens", "seconds"] if bars else [])
+    ratios = {"accuracy": 1.0, "tokens": 1.5, "seconds": 1.5}
+    fig = _figure(2.7 * len(panels) + 0.6, 2.6)
+    axes = dict(zip(panels, fig.subplots(1, len(panels), width_ratios=[ratios[p] for p in panels],
+                                         squeeze=False)[0], strict=True))  # fmt: skip
     if acc:
-        b = axes[0].bar([a[0] for a in acc], [a[1] for a in acc], color=[a[2] for a in acc])
-        axes[0].bar_label(b, fmt="%.2f", fontsize=8)
-    axes[0].set_ylim(0, 1.1)
-    axes[0].set_title("Accuracy on labels")
-    axes[0].tick_params(axis="x", labelsize=7)
+        ax = axes["accuracy"]
+        b = ax.bar([a[0] for a in acc], [a[1] for a in acc], color=[a[2] for a in acc])
+        ax.bar_label(b, fmt="%.2f", fontsize=8)
+        ax.set_ylim(0, 1.1)
+        ax.set_title("Accuracy on labels")
+        ax.tick_params(axis="x", labelsize=7)
+    if not bars:
+        return fig
     names = [n for n, _, _ in bars]
     colours = [col for _, _, col in bars]
     tokens = [c.get("tokens_per_1000") or 0 for _, c, _ in bars]
-    b = axes[1].barh(names, tokens, color=colours)
-    axes[1].bar_label(b, labels=[_compact(t) if t else "0 (no LLM)" for t in tokens], fontsize=8, padding=2)
-    axes[1].xaxis.set_major_formatter(FuncFormatter(lambda v, _: _compact(v)))
-    axes[1].set_title("LLM tokens / 1,000")
-    # seconds span five orders of magnitude (scoring vs LLM calls): log scale
+    b = axes["tokens"].barh(names, tokens, color=colours)
+    axes["tokens"].bar_label(b, labels=[_compact(t) if t else "0 (no LLM)" for t in tokens], fontsize=8,
+                             padding=2)  # fmt: skip
+    axes["tokens"].xaxis.set_major_formatter(FuncFormatter(lambda v, _: _compact(v)))
+    axes["tokens"].set_title("LLM tokens / 1,000")
     seconds = [c.get("seconds_per_1000") or 0 for _, c, _ in bars]
-    b = axes[2].barh(names, [max(x, 1e-3) for x in seconds], color=colours)
-    axes[2].bar_label(b, labels=[_seconds(x) for x in seconds], fontsize=8, padding=2)
-    axes[2].set_xscale("log")
+    ax = axes["seconds"]
     positive = [x for x in seconds if x > 0] or [1.0]
-    axes[2].set_xlim(min(positive) / 3, max(positive) * 30)
-    axes[2].xaxis.set_major_locator(LogLocator(base=100))
-    axes[2].xaxis.set_minor_formatter(NullFormatter())
-    axes[2].set_title("Seconds / 1,000")
-    axes[2].set_yticks([])
-    for ax in axes[1:]:
-        ax.invert_yaxis()
-        ax.margins(x=0.35)
-        ax.tick_params(axis="y", labelsize=7)
+    # a log scale only where the bars span orders of magnitude (scoring vs LLM calls)
+    if len(positive) > 1 and max(positive) / min(positive) >= 100:
+        b = ax.barh(names, [max(x, 1e-3) for x in seconds], color=colours)
+        ax.set_xscale("log")
+        ax.set_xlim(min(positive) / 3, max(positive) * 30)
+        ax.xaxis.set_major_locator(LogLocator(base=100))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    else:
+        b = ax.barh(names, seconds, color=colours)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _compact(v)))
+    ax.bar_label(b, labels=[_seconds(x) for x in seconds], fontsize=8, padding=2)
+    ax.set_title("Seconds / 1,000")
+    ax.set_yticks([])
+    for key in ("tokens", "seconds"):
+        axes[key].invert_yaxis()
+        axes[key].margins(x=0.35)
+        axes[key].tick_params(axis="y", labelsize=7)
     return fig
 
 

@@ -4,32 +4,35 @@ verifier against the LLM judge in accuracy and in cost per 1,000 trajectories.""
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from magv.report.curves import binary_curves, confusion
-from magv.report.metrics import _loads, _r
-
-if TYPE_CHECKING:
-    from magv.report.metrics import ReportData, Scope
+from magv.report.scope import ReportData, Scope, loads, rounded
 
 METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
 
 
 def _per_1000(total: float, n: int) -> float | None:
-    return _r(total / n * 1000, 3) if n else None
+    return rounded(total / n * 1000, 3) if n else None
 
 
 def verifier_section(scope: Scope, runs, labels, data: ReportData) -> dict[str, Any]:
     missing = data.metrics["missing"]
     cv, curves = _cross_validation(scope)
     model = _latest(scope.rows("verifier_models"))
-    model_metrics = _loads(model["metrics"], {}) if model else {}
+    model_metrics = loads(model["metrics"], {}) if model else {}
     names = [m["name"] for m in cv["models"]]
     best_name = model["name"] if model and model["name"] in names else None
     if best_name is None and cv["models"]:
         best_name = max(cv["models"], key=lambda m: (m["f1"] or 0, m["roc_auc"] or 0))["name"]
+    errors = data.metrics.get("stage_errors", {})
     if not cv["models"]:
-        missing.append("verifier: no cross-validation results (run `magv verify train`)")
+        failed = next((st for st in ("train", "gold_labels", "label", "features") if errors.get(st)), None)
+        missing.append(
+            f"verifier: no cross-validation results: the {failed} stage failed: {errors[failed][0]}"
+            if failed
+            else "verifier: no cross-validation results (run `magv verify train`)"
+        )
 
     predictions = scope.rows("predictions")
     scored_ids = Counter(p["model_id"] for p in predictions)
@@ -40,7 +43,13 @@ def verifier_section(scope: Scope, runs, labels, data: ReportData) -> dict[str, 
         scored_model_id = max(predictions, key=lambda p: p["created_at"])["model_id"]
     preds = [p for p in predictions if p["model_id"] == scored_model_id]
     if not preds:
-        missing.append("verifier: no scored trajectories (run `magv verify score`)")
+        missing.append(
+            f"verifier: no scored trajectories: the score stage failed: {errors['score'][0]}"
+            if errors.get("score")
+            else "verifier: no scored trajectories: no model to score with (the train stage failed)"
+            if errors.get("train") and not cv["models"]
+            else "verifier: no scored trajectories (run `magv verify score`)"
+        )
 
     if not curves and preds:
         # no out-of-fold predictions stored: fall back to the deployed model on its labelled rows
@@ -58,11 +67,11 @@ def verifier_section(scope: Scope, runs, labels, data: ReportData) -> dict[str, 
     if not importances and preds:
         totals: Counter = Counter()
         for p in preds:
-            for k, v in _loads(p["contributions"], {}).items():
+            for k, v in loads(p["contributions"], {}).items():
                 totals[k] += abs(v)
         importances = {k: v / len(preds) for k, v in totals.items()}
         importance_source = "mean |contribution| over scored trajectories" if importances else None
-    importances = dict(sorted(((k, _r(v)) for k, v in importances.items()), key=lambda kv: -kv[1]))
+    importances = dict(sorted(((k, rounded(v)) for k, v in importances.items()), key=lambda kv: -kv[1]))
     data.series["importances"] = importances
 
     scores = [
@@ -77,23 +86,23 @@ def verifier_section(scope: Scope, runs, labels, data: ReportData) -> dict[str, 
         "best": best,
         "model": None if model is None else {
             "id": model["id"], "name": model["name"], "feature_version": model["feature_version"],
-            "features": _loads(model["features"], []), "created_at": str(model["created_at"]),
+            "features": loads(model["features"], []), "created_at": str(model["created_at"]),
         },
         "scored_model_id": scored_model_id,
         "importances": importances,
         "importance_source": importance_source,
-        "curves": {name: {"n": c["n"], "positives": c["positives"], "roc_auc": _r(c["roc"]["auc"]),
-                          "average_precision": _r(c["pr"]["average_precision"]),
-                          "brier": _r(c["calibration"]["brier"])} for name, c in curves.items()},
+        "curves": {name: {"n": c["n"], "positives": c["positives"], "roc_auc": rounded(c["roc"]["auc"]),
+                          "average_precision": rounded(c["pr"]["average_precision"]),
+                          "brier": rounded(c["calibration"]["brier"])} for name, c in curves.items()},
         "labels": {
             "labelled": len(labels),
             "by_source": dict(sorted(by_source.items())),
-            "correct_share": _r(sum(lb["correct"] for lb in labels.values()) / len(labels)) if labels else None,
+            "correct_share": rounded(sum(lb["correct"] for lb in labels.values()) / len(labels)) if labels else None,
         },
         "scores": {
             "scored": len(preds),
-            "positive_share": _r(sum(bool(p["verdict"]) for p in preds) / len(preds)) if preds else None,
-            "mean_probability": _r(sum(p["probability"] for p in preds) / len(preds)) if preds else None,
+            "positive_share": rounded(sum(bool(p["verdict"]) for p in preds) / len(preds)) if preds else None,
+            "mean_probability": rounded(sum(p["probability"] for p in preds) / len(preds)) if preds else None,
             "threshold": preds[0]["threshold"] if preds else None,
         },
         "comparison": _comparison(scope, preds, labels, best, data),
@@ -111,10 +120,10 @@ def _cross_validation(scope: Scope) -> tuple[dict[str, Any], dict[str, Any]]:
     training_id = max(rows, key=lambda r: (r["created_at"], r["training_id"]))["training_id"]
     models, curves = [], {}
     for r in sorted((r for r in rows if r["training_id"] == training_id), key=lambda r: r["name"]):
-        m = _loads(r["metrics"], {})
+        m = loads(r["metrics"], {})
         oof = m.get("oof") or {}
         y, proba = oof.get("y") or [], oof.get("proba") or []
-        row: dict[str, Any] = {"name": r["name"], **{k: _r(m.get(k)) for k in METRICS}}
+        row: dict[str, Any] = {"name": r["name"], **{k: rounded(m.get(k)) for k in METRICS}}
         row["confusion"] = m.get("confusion") or (confusion(y, proba) if y and len(y) == len(proba) else None)
         row["n"] = len(y) if y else (sum(map(sum, row["confusion"])) if row["confusion"] else None)
         models.append(row)
@@ -131,7 +140,7 @@ def _comparison(scope: Scope, preds, labels, best, data: ReportData) -> dict[str
     judged = [j for j in judges if j["run_id"] in labels]
     parsed = [j for j in judged if j["correct"] is not None]
     judge_acc = (
-        _r(sum(j["correct"] == labels[j["run_id"]]["correct"] for j in parsed) / len(judged))
+        rounded(sum(j["correct"] == labels[j["run_id"]]["correct"] for j in parsed) / len(judged))
         if judged
         else None
     )
@@ -145,8 +154,9 @@ def _comparison(scope: Scope, preds, labels, best, data: ReportData) -> dict[str
     judge_seconds = sum(j["latency_s"] or 0.0 for j in judges)
     stages = data.metrics["summary"]["stages"]
     score_stage = stages.get("score", {})
+    # the stage's `done` counts batches (one for a whole store), `written` the predictions it stored
     n_scored = int(
-        score_stage.get("scored") or score_stage.get("done") or score_stage.get("written") or len(preds)
+        score_stage.get("written") or score_stage.get("scored") or score_stage.get("done") or len(preds)
     )
     scoring = None
     if score_stage.get("seconds") is not None and n_scored:
@@ -170,7 +180,7 @@ def _comparison(scope: Scope, preds, labels, best, data: ReportData) -> dict[str
     return {
         "verifier": {
             "cv_accuracy": best["accuracy"] if best else None,
-            "in_sample_accuracy": _r(
+            "in_sample_accuracy": rounded(
                 sum(bool(p["verdict"]) == labels[p["run_id"]]["correct"] for p in scored_labelled) / len(scored_labelled)
             ) if scored_labelled else None,
             "labelled_scored": len(scored_labelled),
@@ -179,11 +189,11 @@ def _comparison(scope: Scope, preds, labels, best, data: ReportData) -> dict[str
             "model": judges[0]["model"] if judges else None,
             "verdicts": len(judges), "labelled_judged": len(judged), "unparsed": len(judged) - len(parsed),
             "accuracy": judge_acc,
-            "accuracy_parsed_only": _r(
+            "accuracy_parsed_only": rounded(
                 sum(j["correct"] == labels[j["run_id"]]["correct"] for j in parsed) / len(parsed)
             ) if parsed else None,
         },
-        "agreement": _r(sum(j["correct"] == verdict[j["run_id"]] for j in both) / len(both)) if both else None,
+        "agreement": rounded(sum(j["correct"] == verdict[j["run_id"]] for j in both) / len(both)) if both else None,
         "cost_per_1000": {
             "judge": {"tokens_per_1000": _per_1000(judge_tokens, len(judges)),
                       "seconds_per_1000": _per_1000(judge_seconds, len(judges)), "measured_on": len(judges)}

@@ -1,0 +1,167 @@
+"""The data card written beside every export (`<export>.card.json` and `<export>.card.md`): where the
+dataset came from and how far it can be trusted, so it can be published with its provenance.
+
+It records the models that made it (per agent role), the hashes of the prompt templates they were
+given, the counts (runs, questions, verified runs, labels by source), and the verifier that scored
+it with its cross-validation metrics. "Verified" is the store's definition (`Store.export_rows`
+with `verified_only`): the effective label if there is one, else the verifier's verdict.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from magv import __version__
+from magv.models import utcnow
+
+CV_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
+
+
+def card_paths(export_path: str | Path) -> tuple[Path, Path]:
+    p = Path(export_path)
+    return p.with_name(p.name + ".card.json"), p.with_name(p.name + ".card.md")
+
+
+def _loads(value: Any, default: Any = None) -> Any:
+    if value is None:
+        return default
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def build_card(
+    store: Any, result: Any, *, verified_only: bool = False, min_score: float | None = None
+) -> dict[str, Any]:
+    """The card of an export just written: `result` is its ExportResult."""
+    rows = store.export_rows(result.model_id, verified_only=verified_only, min_score=min_score)
+    verified = store.export_rows(result.model_id, verified_only=True, min_score=min_score)
+    labelled = [r for r in rows if r["label"] is not None]
+    roles = store.query(
+        "SELECT role, model, template, template_hash, count(*) AS calls FROM llm_calls "
+        "GROUP BY ALL ORDER BY role, model, template"
+    )
+    model = store.verifier_model(result.model_id) if result.model_id else None
+    return {
+        "magv_version": __version__,
+        "created_at": utcnow().isoformat(timespec="seconds"),
+        "database": str(store.path),
+        "export": {"path": str(result.path), "format": result.format, "rows": result.rows,
+                   "questions": result.questions, "skipped_without_answer": result.skipped,
+                   "filters": {"verified_only": verified_only, "min_score": min_score}},
+        "domains": dict(sorted(Counter(r["domain"] for r in rows).items())),
+        "counts": {
+            "runs": len(rows), "questions": len({r["question_id"] for r in rows}),
+            "by_origin": dict(sorted(Counter(r["origin"] for r in rows).items())),
+            "mct_runs": sum(1 for r in rows if r["is_mct"]),
+            "verified_runs": len(verified), "labelled_runs": len(labelled),
+            "labelled_correct": sum(1 for r in labelled if r["label"]),
+            "scored_runs": sum(1 for r in rows if r["score"] is not None),
+            "verdict_correct": sum(1 for r in rows if r["verdict"]),
+        },
+        "label_sources": dict(sorted(Counter(r["label_source"] for r in labelled).items())),
+        "models": sorted({(r["role"], r["model"]) for r in roles}),
+        "prompts": [{"role": r["role"], "model": r["model"], "template": r["template"],
+                     "template_hash": r["template_hash"], "calls": r["calls"]} for r in roles],
+        "verifier": None if model is None else _verifier(store, model),
+        "pipeline_runs": [{"id": p["id"], "status": p["status"], "domain": p["domain"],
+                           "started_at": str(p["started_at"])} for p in store.pipeline_runs()],
+    }  # fmt: skip
+
+
+def _verifier(store: Any, model: dict[str, Any]) -> dict[str, Any]:
+    metrics = _loads(model["metrics"], {}) or {}
+    cv = {}
+    for row in store.cv_results():
+        m = _loads(row["metrics"], {}) or {}
+        cv[row["name"]] = {k: m.get(k) for k in CV_METRICS}
+    return {
+        "model_id": model["id"], "name": model["name"], "feature_version": model["feature_version"],
+        "features": _loads(model["features"], []), "created_at": str(model["created_at"]),
+        "metrics": {k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)},
+        "cross_validation": cv,
+    }  # fmt: skip
+
+
+def card_markdown(card: dict[str, Any]) -> str:
+    e, c = card["export"], card["counts"]
+    lines = [
+        f"# Data card: {Path(e['path']).name}",
+        "",
+        f"Exported by magv {card['magv_version']} on {card['created_at']} UTC from `{card['database']}`, "
+        f"format `{e['format']}`.",
+        "",
+        "## Contents",
+        "",
+        f"- {e['rows']:,} rows from {e['questions']:,} questions"
+        + (f" ({e['skipped_without_answer']:,} runs without a final answer left out)" if e["skipped_without_answer"] else ""),
+        f"- domains: {', '.join(f'{d} ({n:,})' for d, n in card['domains'].items()) or 'none'}",
+        f"- origin of the questions (runs): {', '.join(f'{o} {n:,}' for o, n in c['by_origin'].items()) or 'none'}",
+        f"- filters: verified only: {'yes' if e['filters']['verified_only'] else 'no'}; "
+        f"minimum verifier score: {e['filters']['min_score'] if e['filters']['min_score'] is not None else 'none'}",
+        "",
+        "## How far it is verified",
+        "",
+        f"- verified runs (label correct, or no label and verifier verdict correct): {c['verified_runs']:,} of {c['runs']:,}",
+        f"- labelled runs: {c['labelled_runs']:,} ({c['labelled_correct']:,} correct); label sources: "
+        + (", ".join(f"{s} {n:,}" for s, n in card["label_sources"].items()) or "none"),
+        f"- runs scored by the verifier: {c['scored_runs']:,} ({c['verdict_correct']:,} judged correct)",
+        f"- most common trajectories (MCT) among the rows: {c['mct_runs']:,}",
+        "",
+        "## Models and prompts",
+        "",
+        "| role | model | template | template hash | calls |",
+        "| --- | --- | --- | --- | ---: |",
+        *[f"| {p['role']} | {p['model']} | {p['template'] or '–'} | `{p['template_hash'] or '–'}` | {p['calls']:,} |"
+          for p in card["prompts"]],
+        "",
+        "## Verifier",
+        "",
+    ]  # fmt: skip
+    v = card["verifier"]
+    if v is None:
+        lines.append("No verifier scored these runs.")
+    else:
+        lines += [
+            f"`{v['name']}` (model {v['model_id']}, features {v['feature_version']}, trained {v['created_at']}).",
+            "",
+        ]
+        if v["cross_validation"]:
+            lines += ["| model | " + " | ".join(CV_METRICS) + " |", "| --- |" + " ---: |" * len(CV_METRICS)]
+            for name, m in v["cross_validation"].items():
+                cells = " | ".join("–" if m[k] is None else f"{m[k]:.3f}" for k in CV_METRICS)
+                lines.append(f"| {name} | {cells} |")
+    if card["pipeline_runs"]:
+        lines += ["", "## Pipeline runs", ""]
+        lines += [
+            f"- `{p['id']}` {p['domain']} {p['status']} (started {p['started_at']})"
+            for p in card["pipeline_runs"]
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def write_card(card: dict[str, Any]) -> tuple[Path, Path]:
+    from magv.export import atomic_output
+
+    json_path, md_path = card_paths(card["export"]["path"])
+    with atomic_output(json_path) as tmp:
+        tmp.write_text(json.dumps(card, indent=2, default=str) + "\n", encoding="utf-8")
+    with atomic_output(md_path) as tmp:
+        tmp.write_text(card_markdown(card), encoding="utf-8")
+    return json_path, md_path
+
+
+def verification_warning(card: dict[str, Any]) -> str | None:
+    """What a user must know before using the export for training, or None."""
+    c, e = card["counts"], card["export"]
+    if not c["runs"]:
+        return None
+    if c["verified_runs"] == 0:
+        return (f"none of the {c['runs']:,} exported runs is verified (no correct label and no positive "
+                "verifier verdict): label or score them first (`magv verify label|train|score`), then export "
+                "with --verified-only")  # fmt: skip
+    if not e["filters"]["verified_only"] and c["verified_runs"] < c["runs"]:
+        return (f"{c['runs'] - c['verified_runs']:,} of the {c['runs']:,} exported runs are not verified; "
+                f"--verified-only exports only the {c['verified_runs']:,} verified ones")  # fmt: skip
+    return None
