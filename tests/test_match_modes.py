@@ -17,7 +17,7 @@ from magv.domains.seeds import read_seeds
 from magv.errors import BadInput
 from magv.evaluate import score
 from magv.models import Question, Run, ToolCall, ToolSpec, Trajectory
-from magv.stages import seed_questions
+from magv.pipeline.generate import seed_questions
 from magv.verify.importer import import_trajectories
 from magv.verify.labels import (
     ArgRule,

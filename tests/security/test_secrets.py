@@ -76,7 +76,7 @@ def test_without_any_key_local_servers_get_the_placeholder():
 
 
 def test_pipeline_runs_settings_never_hold_the_key(tmp_path):
-    from flows.common import session
+    from magv.pipeline.session import session
 
     from tests.reliability_helpers import query
 
@@ -91,7 +91,7 @@ def test_pipeline_runs_settings_never_hold_the_key(tmp_path):
 
 def test_flow_parameters_never_hold_the_key(tmp_path, monkeypatch):
     """`magv run` hands its flow `cfg.model_dump(mode="json")`: catch what the flow receives."""
-    import flows.pipeline as pipeline_module
+    import magv.flows.pipeline as pipeline_module
     from magv.commands import pipeline as command
 
     _toml(tmp_path)
