@@ -129,7 +129,7 @@ class Verifier(ClassifierMixin, BaseEstimator):
         check_classification_targets(y)
         self.classes_, encoded = np.unique(y, return_inverse=True)
         if len(self.classes_) > 2:
-            raise ValueError(f"Verifier is a binary classifier; y has {len(self.classes_)} classes")
+            raise ValueError(f"Only binary classification is supported; y has {len(self.classes_)} classes")
         params = dict(self.params or {})
         self.calibrated_ = False
         if len(self.classes_) < 2:
@@ -174,7 +174,8 @@ class Verifier(ClassifierMixin, BaseEstimator):
             return self.model_.predict_proba(X)
 
     def predict(self, X: Any) -> np.ndarray:
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=1)]
 
     def proba_correct(self, X: Any) -> np.ndarray:
         """P(correct) of each row, shape (n,): the probability of label 1 (True), or of the second
