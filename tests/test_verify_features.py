@@ -372,7 +372,8 @@ def test_forget_embeddings_command_drops_stored_vectors(tmp_path, capsys, monkey
     import json
 
     from magv.cli import main
-    
+    from magv.store import Store
+
     db = tmp_path / "magv.duckdb"
     monkeypatch.setenv("MAGV_DATABASE", str(db))
     with Store(db) as store:
