@@ -74,7 +74,9 @@ def test_own_features_count_steps_errors_and_invalid_replies():
 def test_aggregate_and_neutral_values():
     rows = [{"em": 1.0}, {"em": 0.0}, {"em": 1.0}]
     assert F.aggregate(rows, ["em"]) == {"em_mean": pytest.approx(2 / 3), "em_min": 0.0, "em_max": 1.0}
-    assert F.aggregate([], ["em"], "sibling_") == {f"sibling_em_{a}": F.NEUTRAL for a in ("mean", "min", "max")}
+    assert F.aggregate([], ["em"], "sibling_") == {
+        f"sibling_em_{a}": F.NEUTRAL for a in ("mean", "min", "max")
+    }
 
 
 def _reference_row(i, ts, keys, embedder, questions=None, alternates=None, write_tools=frozenset()):
@@ -117,7 +119,9 @@ def _reference_row(i, ts, keys, embedder, questions=None, alternates=None, write
     question = (questions or {}).get(key)
     q_rows = [{"question_sim": sim(question, a.question)} for a in alts] if question is not None else []
     row.update(F.aggregate(q_rows, ["question_sim"]))
-    row.update(n_alternates=len(alts), n_alternate_runs=len(alt), gedit_exact=float(all(e for _, e in sib + alt)))
+    row.update(
+        n_alternates=len(alts), n_alternate_runs=len(alt), gedit_exact=float(all(e for _, e in sib + alt))
+    )
     return [row[name] for name in F.FEATURE_NAMES]
 
 
@@ -127,9 +131,12 @@ def _plain_case():
                                Step(call=ToolCall(name="cancel_order", arguments={"order_id": 7}))],
                         response=" \u00a0\n")  # fmt: skip
     ts = [
-        traj("get_order", "cancel_order", order_id=7), errors, traj("get_order", "cancel_order", order_id=7),
+        traj("get_order", "cancel_order", order_id=7),
+        errors,
+        traj("get_order", "cancel_order", order_id=7),
         traj("get_order", "cancel_order", order_id=8, response="cancelled 8"),
-        traj("find_customer", response=None), traj("find_customer", "get_order"),
+        traj("find_customer", response=None),
+        traj("find_customer", "get_order"),
         traj("list_orders"),
     ]
     keys = ["t1", "t1", "t1", "t1", "t2", "t2", "t3"]
@@ -163,7 +170,9 @@ def test_featurizer_on_plain_trajectories_matches_the_readable_definition(with_e
     col = {n: k for k, n in enumerate(F.FEATURE_NAMES)}
     assert X[1, col["is_mct"]] == 1.0 and X[3, col["is_mct"]] == 0.0  # 1 makes the same calls as 0
     assert X[0, col["n_alternates"]] == 2 and X[0, col["n_alternate_runs"]] == 3
-    assert X[6, col["n_runs"]] == 1 and X[6, col["sibling_em_mean"]] == F.NEUTRAL and X[6, col["em_min"]] == 1.0
+    assert (
+        X[6, col["n_runs"]] == 1 and X[6, col["sibling_em_mean"]] == F.NEUTRAL and X[6, col["em_min"]] == 1.0
+    )
     # dicts in the shape of a Trajectory work as well; rows picks and orders the rows computed
     as_dicts = [t.model_dump() for t in ts]
     rows = F.TrajectoryFeaturizer(embedder, write_tools=writes).transform(

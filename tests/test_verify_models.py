@@ -105,7 +105,9 @@ def test_single_class_training_fold_predicts_that_class():
     v = Verifier("logreg").fit(np.zeros((3, 2)), np.ones(3))
     assert list(v.predict(np.zeros((2, 2)))) == [1, 1]
     assert list(v.proba_correct(np.zeros((2, 2)))) == [1.0, 1.0]
-    assert list(Verifier("xgboost").fit(np.zeros((3, 2)), np.zeros(3)).proba_correct(np.zeros((1, 2)))) == [0.0]
+    assert list(Verifier("xgboost").fit(np.zeros((3, 2)), np.zeros(3)).proba_correct(np.zeros((1, 2)))) == [
+        0.0
+    ]
     assert not v.contributions(np.zeros((2, 2))).any()
 
 
@@ -153,7 +155,12 @@ def test_scikit_learn_estimator_checks(estimator, check):
 def test_hyper_parameters_are_kept_unchanged_and_fitted_attributes_appear_only_in_fit():
     params = {"n_estimators": 10}
     v = Verifier("random_forest", random_state=4, params=params, calibrate=True)
-    assert v.get_params() == {"model": "random_forest", "random_state": 4, "params": params, "calibrate": True}
+    assert v.get_params() == {
+        "model": "random_forest",
+        "random_state": 4,
+        "params": params,
+        "calibrate": True,
+    }
     assert not [k for k in vars(v) if k.endswith("_")]
     X, y, _ = _data(40)
     v.fit(X, y)

@@ -21,7 +21,7 @@ _EXPORTS = {
     "FEATURE_NAMES": "magv.verify.features", "FEATURE_VERSION": "magv.verify.features",
     "Verifier": "magv.verify.models", "MODEL_NAMES": "magv.verify.models",
 }  # fmt: skip
-__all__ = sorted(_EXPORTS)
+__all__ = ["FEATURE_NAMES", "FEATURE_VERSION", "MODEL_NAMES", "Alternate", "TrajectoryFeaturizer", "Verifier"]
 
 if TYPE_CHECKING:
     from magv.verify.features import FEATURE_NAMES, FEATURE_VERSION, Alternate, TrajectoryFeaturizer

@@ -371,7 +371,9 @@ class TrajectoryFeaturizer:
         ts = [_as_trajectory(t, i) for i, t in enumerate(trajectories)]
         keys = [0] * len(ts) if groups is None else list(groups)
         if len(keys) != len(ts):
-            raise BadInput(f"groups: {len(keys)} keys for {len(ts)} trajectories; expected one per trajectory")
+            raise BadInput(
+                f"groups: {len(keys)} keys for {len(ts)} trajectories; expected one per trajectory"
+            )
         wanted = list(range(len(ts))) if rows is None else [int(i) for i in rows]
         if any(not 0 <= i < len(ts) for i in wanted):
             raise BadInput(f"rows: expected indices in 0..{len(ts) - 1}")
@@ -387,6 +389,10 @@ def _as_trajectory(t: Trajectory | dict[str, Any], i: int) -> Trajectory:
         except ValueError as exc:
             raise BadInput(f"trajectories[{i}]: not a trajectory ({exc})") from exc
     raise BadInput(f"trajectories[{i}]: expected a Trajectory or a dict, got {type(t).__name__}")
+
+
+# The SIBLING_COUNTS that count the group rather than compare pairs.
+_GROUP_COUNTS = ("n_runs", "n_distinct", "distinct_ratio", "is_mct", "mct_share", "signature_share")
 
 
 class _Batch:
@@ -414,7 +420,9 @@ class _Batch:
                 if alt.trajectories:
                     start = len(self.trajectories)
                     self.trajectories += [_as_trajectory(t, i) for i, t in enumerate(alt.trajectories)]
-                    self.alternates.setdefault(key, []).append((alt.question, list(range(start, len(self.trajectories)))))
+                    self.alternates.setdefault(key, []).append(
+                        (alt.question, list(range(start, len(self.trajectories))))
+                    )
         self.calls = [calls_of(t) for t in self.trajectories]
         codes: dict[tuple[str, ...], int] = {}
         self.code = [codes.setdefault(c.canonical, len(codes)) for c in self.calls]
@@ -435,75 +443,67 @@ class _Batch:
 
     def matrix(self, wanted: list[int]) -> np.ndarray:
         n = len(wanted)
-        columns: dict[str, np.ndarray] = {name: np.empty(n) for name in (*OWN_FEATURES, *SIBLING_COUNTS)}
-        # Pairs of each kind: the output row, the two trajectories; texts of the similarities.
-        sib_row, sib_a, sib_b = [], [], []
-        alt_row, alt_a, alt_b = [], [], []
-        q_row, q_base, q_alt = [], [], []
         votes = {key: _vote(self, members) for key, members in self.members.items()}
-        for r, i in enumerate(wanted):
-            for name, value in own_features(self.trajectories[i]).items():
-                columns[name][r] = value
-            key = self.keys[i]
-            members = self.members[key]
-            counts, mct_code, mct_count = votes[key]
-            columns["n_runs"][r] = len(members)
-            columns["n_distinct"][r] = len(counts)
-            columns["distinct_ratio"][r] = len(counts) / len(members)
-            columns["is_mct"][r] = float(self.code[i] == mct_code)
-            columns["mct_share"][r] = mct_count / len(members)
-            columns["signature_share"][r] = counts[self.code[i]] / len(members)
-            for j in members:
-                if j != i:
-                    sib_row.append(r), sib_a.append(i), sib_b.append(j)
-            question = self.questions.get(key)
-            for alt_question, runs in self.alternates.get(key, []):
-                for j in runs:
-                    alt_row.append(r), alt_a.append(i), alt_b.append(j)
-                if question is not None:
-                    q_row.append(r), q_base.append(self.text(question)), q_alt.append(self.text(alt_question))
-        sib = self._pair_values(sib_a, sib_b)
-        alt = self._pair_values(alt_a, alt_b)
-        vectors = self._vectors()
+        counts = [self._counts(i, votes[self.keys[i]]) for i in wanted]
+        # (output row, trajectory, other trajectory) of every comparison
+        sibling_pairs = [
+            (r, i, j) for r, i in enumerate(wanted) for j in self.members[self.keys[i]] if j != i
+        ]
+        alternate_pairs = [(r, i, j) for r, i in enumerate(wanted)
+                           for _, runs in self.alternates.get(self.keys[i], []) for j in runs]  # fmt: skip
+        question_pairs = [(r, self.text(q), self.text(alt_question)) for r, i in enumerate(wanted)
+                          if (q := self.questions.get(self.keys[i])) is not None
+                          for alt_question, _ in self.alternates.get(self.keys[i], [])]  # fmt: skip
+        sib, alt = self._pair_values(sibling_pairs), self._pair_values(alternate_pairs)
+        vectors = self._vectors()  # every text is numbered by now
         for values in (sib, alt):
-            values["ss"] = self._similarity(vectors, values.pop("serial_a"), values.pop("serial_b"))
-            values["response_sim"] = self._similarity(vectors, values.pop("response_a"), values.pop("response_b"))
-        question_sim = self._similarity(vectors, np.asarray(q_base, dtype=np.int64), np.asarray(q_alt, dtype=np.int64))
+            values["ss"] = _similarity(vectors, values["serial_a"], values["serial_b"])
+            values["response_sim"] = _similarity(vectors, values["response_a"], values["response_b"])
+        q_row, q_base, q_alt = _columns(question_pairs, 3)
+        question_sim = _similarity(vectors, q_base, q_alt)
 
-        sib_row_a = np.asarray(sib_row, dtype=np.int64)
-        alt_row_a = np.asarray(alt_row, dtype=np.int64)
-        for name, test in (("sibling_same_calls", sib["edit"] == 0.0), ("sibling_same_arguments", sib["arg_agreement"] == 1.0),
-                           ("sibling_same_writes", sib["write_agreement"] == 1.0)):  # fmt: skip
-            columns[name] = _grouped(sib_row_a, test.astype(np.float64), n, NEUTRAL)[0]
+        columns = {name: np.array([c[name] for c in counts], dtype=np.float64).reshape(n)
+                   for name in (*OWN_FEATURES, *_GROUP_COUNTS, "n_alternates")}  # fmt: skip
+        same = {"calls": sib["edit"] == 0.0, "arguments": sib["arg_agreement"] == 1.0,
+                "writes": sib["write_agreement"] == 1.0}  # fmt: skip
+        for name, test in same.items():
+            columns[f"sibling_same_{name}"] = _grouped(sib["row"], test.astype(np.float64), n, NEUTRAL)[0]
         for name in PAIR_FEATURES:
-            for agg, col in zip(AGGREGATES, _grouped(sib_row_a, sib[name], n, NEUTRAL), strict=True):
-                columns[f"sibling_{name}_{agg}"] = col
-            for agg, col in zip(AGGREGATES, _grouped(alt_row_a, alt[name], n, NEUTRAL), strict=True):
-                columns[f"{name}_{agg}"] = col
-        q_row_a = np.asarray(q_row, dtype=np.int64)
-        for agg, col in zip(AGGREGATES, _grouped(q_row_a, question_sim, n, NEUTRAL), strict=True):
-            columns[f"question_sim_{agg}"] = col
-        columns["n_alternates"] = np.array([len(self.alternates.get(self.keys[i], [])) for i in wanted], dtype=np.float64)
-        columns["n_alternate_runs"] = np.bincount(alt_row_a, minlength=n).astype(np.float64)
+            columns.update(_aggregated(f"sibling_{name}", sib["row"], sib[name], n))
+            columns.update(_aggregated(name, alt["row"], alt[name], n))
+        columns.update(_aggregated("question_sim", q_row, question_sim, n))
+        columns["n_alternate_runs"] = np.bincount(alt["row"], minlength=n).astype(np.float64)
         exact = np.r_[sib["exact"], alt["exact"]]
-        columns["gedit_exact"] = _grouped(np.r_[sib_row_a, alt_row_a], exact, n, 1.0, ordered=False)[1]
-        return np.column_stack([columns[name] for name in FEATURE_NAMES]) if n else np.zeros((0, len(FEATURE_NAMES)))
+        columns["gedit_exact"] = _grouped(np.r_[sib["row"], alt["row"]], exact, n, 1.0, ordered=False)[1]
+        return np.column_stack([columns[name] for name in FEATURE_NAMES]).reshape(n, len(FEATURE_NAMES))
 
-    def _pair_values(self, a: list[int], b: list[int]) -> dict[str, np.ndarray]:
-        """Columns of CALL_FEATURES and exact over pairs (a[k], b[k]), and the text numbers of the
-        pairs' serialised calls and responses (for the similarities)."""
-        table = np.array([self.pair(i, j) for i, j in zip(a, b, strict=True)], dtype=np.float64)
-        table = table.reshape(len(a), len(CALL_FEATURES) + 1)
+    def _counts(self, i: int, vote: tuple[Counter[int], int, int]) -> dict[str, float]:
+        """Trajectory i's own counts, its group's, and its alternates'."""
+        counts, mct_code, mct_count = vote
+        n_runs = len(self.members[self.keys[i]])
+        return {
+            **own_features(self.trajectories[i]),
+            "n_runs": n_runs, "n_distinct": len(counts), "distinct_ratio": len(counts) / n_runs,
+            "is_mct": float(self.code[i] == mct_code), "mct_share": mct_count / n_runs,
+            "signature_share": counts[self.code[i]] / n_runs,
+            "n_alternates": len(self.alternates.get(self.keys[i], [])),
+        }  # fmt: skip
+
+    def _pair_values(self, pairs: list[tuple[int, int, int]]) -> dict[str, np.ndarray]:
+        """Columns over (row, i, j) pairs: the row, CALL_FEATURES and exact of trajectories i and
+        j, and the text numbers of their serialised calls and responses (-1 without an embedder)."""
+        rows, a, b = _columns(pairs, 3)
+        table = np.array([self.pair(i, j) for _, i, j in pairs], dtype=np.float64)
+        table = table.reshape(len(pairs), len(CALL_FEATURES) + 1)
         out = {name: table[:, k] for k, name in enumerate((*CALL_FEATURES, "exact"))}
+        out["row"] = rows
+        used = np.unique(np.r_[a, b])
+        serial, response = np.full(len(self.trajectories), -1), np.full(len(self.trajectories), -1)
         if self.embedder is not None:
-            serial = {i: self.text(serialise(self.calls[i])) for i in {*a, *b}}
-            response = {i: self.text(self.trajectories[i].response or "") for i in {*a, *b}}
-        else:
-            serial = response = dict.fromkeys({*a, *b}, -1)
-        out["serial_a"] = np.array([serial[i] for i in a], dtype=np.int64)
-        out["serial_b"] = np.array([serial[i] for i in b], dtype=np.int64)
-        out["response_a"] = np.array([response[i] for i in a], dtype=np.int64)
-        out["response_b"] = np.array([response[i] for i in b], dtype=np.int64)
+            for i in used.tolist():
+                serial[i] = self.text(serialise(self.calls[i]))
+                response[i] = self.text(self.trajectories[i].response or "")
+        out.update(serial_a=serial[a], serial_b=serial[b], response_a=response[a], response_b=response[b])
         return out
 
     def _vectors(self) -> np.ndarray | None:
@@ -512,16 +512,31 @@ class _Batch:
             return None
         vectors = np.asarray(self.embedder.embed(list(self.texts)), dtype=np.float64)
         if vectors.ndim != 2 or len(vectors) != len(self.texts):
-            raise RunFailed(f"embedder returned {vectors.shape} for {len(self.texts)} texts; expected one row each")
+            raise RunFailed(
+                f"embedder returned {vectors.shape} for {len(self.texts)} texts; expected one row each"
+            )
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
 
-    @staticmethod
-    def _similarity(vectors: np.ndarray | None, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """Cosine of text rows a[k] and b[k] (a zero vector gives 0); NEUTRAL without vectors."""
-        if vectors is None:
-            return np.full(len(a), NEUTRAL)
-        return np.clip(np.einsum("ij,ij->i", vectors[a], vectors[b]), -1.0, 1.0)
+
+def _similarity(vectors: np.ndarray | None, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine of text rows a[k] and b[k] (a zero vector gives 0); NEUTRAL without vectors."""
+    if vectors is None:
+        return np.full(len(a), NEUTRAL)
+    return np.clip(np.einsum("ij,ij->i", vectors[a], vectors[b]), -1.0, 1.0)
+
+
+def _columns(rows: list[tuple[int, ...]], width: int) -> list[np.ndarray]:
+    """Integer columns of a list of tuples (empty columns for no rows)."""
+    table = np.array(rows, dtype=np.int64).reshape(len(rows), width)
+    return [table[:, k] for k in range(width)]
+
+
+def _aggregated(name: str, group: np.ndarray, values: np.ndarray, n: int) -> dict[str, np.ndarray]:
+    """name_mean / _min / _max of values per output row (NEUTRAL for a row without any)."""
+    return {
+        f"{name}_{agg}": col for agg, col in zip(AGGREGATES, _grouped(group, values, n, NEUTRAL), strict=True)
+    }
 
 
 def _vote(batch: _Batch, members: list[int]) -> tuple[Counter[int], int, int]:
@@ -589,11 +604,20 @@ def sibling_key(question: Mapping[str, Any]) -> str:
     return f"question:{question['id']}"
 
 
+# Sibling groups featurized (and their trajectories parsed) at a time: memory stays bounded, and so
+# does the number of live objects each pass of Python's cyclic garbage collector walks.
+CHUNK_GROUPS = 500
+
+
 @dataclass
-class _StoreRun:
-    id: str
-    question_id: str
-    trajectory: Trajectory
+class _Plan:
+    """What the stage reads before any trajectory: each sibling group's runs (ids, in run order),
+    question text and domain, and its alternates as (question text, run ids)."""
+
+    runs: dict[str, list[str]]
+    text: dict[str, str]
+    domain: dict[str, str]
+    alternates: dict[str, list[tuple[str, list[str]]]]
 
 
 def compute_features(
@@ -614,77 +638,88 @@ def compute_features(
     similarities are NEUTRAL). Texts are embedded through the store's cache."""
     questions = {q["id"]: q for q in store.query(
         "SELECT id, domain, text, origin, parent_id, group_id FROM questions ORDER BY id")}  # fmt: skip
-    runs_of: dict[str, list[_StoreRun]] = {}
-    for r in store.query(
-        "SELECT id, question_id, trajectory::VARCHAR AS trajectory FROM runs ORDER BY question_id, run_index"
-    ):
-        if r["question_id"] in questions:
-            run = _StoreRun(r["id"], r["question_id"], Trajectory.model_validate_json(r["trajectory"]))
-            runs_of.setdefault(r["question_id"], []).append(run)
-
-    # sibling sets (with their question text and domain) and the alternates of each
-    sets: dict[str, list[_StoreRun]] = {}
-    text_of: dict[str, str] = {}
-    domain_of: dict[str, str] = {}
-    for qid, runs in runs_of.items():
-        q = questions[qid]
-        key = sibling_key(q)
-        sets.setdefault(key, []).extend(runs)
-        text_of.setdefault(key, q["text"])
-        domain_of.setdefault(key, q["domain"])
-    alts_of: dict[str, list[Alternate]] = {}
-    if alternates:
-        for qid, runs in runs_of.items():
-            q = questions[qid]
-            parent = questions.get(q["parent_id"] or "")
-            if q["origin"] == "alternate" and parent is not None and parent["id"] in runs_of:
-                alt = Alternate(q["text"], [r.trajectory for r in runs])
-                alts_of.setdefault(sibling_key(parent), []).append(alt)
-
-    chosen = _rows_to_compute(store, questions, runs_of, sets, alts_of, replace, mct_only)
+    runs = store.query(
+        "SELECT id, question_id, status, coalesce(signature, '') AS signature FROM runs "
+        "ORDER BY question_id, run_index"
+    )
+    plan = _plan(questions, runs, alternates)
+    chosen = _rows_to_compute(store, questions, runs, plan, replace, mct_only)
     total = sum(len(v) for v in chosen.values())
     if progress is not None:
         progress(0, total)
-    if total == 0:
-        return 0
     cached = StoreCachedEmbedder(store, embedder) if alternates and embedder is not None else None
     written = 0
-    for domain in sorted({domain_of[k] for k in chosen}):
-        keys = [k for k in chosen if domain_of[k] == domain]
-        runs = [r for k in keys for r in sets[k]]
-        position = {r.id: i for i, r in enumerate(runs)}
-        wanted = [position[run_id] for k in keys for run_id in chosen[k]]
-        X = TrajectoryFeaturizer(cached, write_tools_of(domain)).transform(
-            [r.trajectory for r in runs], [k for k in keys for _ in sets[k]],
-            questions={k: text_of[k] for k in keys}, alternates={k: alts_of[k] for k in keys if k in alts_of},
-            rows=wanted,
-        )  # fmt: skip
-        written += store.write_feature_matrix(FEATURE_VERSION, [runs[i].id for i in wanted], FEATURE_NAMES, X)
-        if progress is not None:
-            progress(written, total)
+    for domain in sorted({plan.domain[k] for k in chosen}):
+        featurizer = TrajectoryFeaturizer(cached, write_tools_of(domain))
+        keys = [k for k in chosen if plan.domain[k] == domain]
+        for start in range(0, len(keys), CHUNK_GROUPS):
+            chunk = keys[start : start + CHUNK_GROUPS]
+            X, run_ids = _featurize(store, featurizer, plan, {k: chosen[k] for k in chunk})
+            written += store.write_feature_matrix(FEATURE_VERSION, run_ids, FEATURE_NAMES, X)
+            if progress is not None:
+                progress(written, total)
     return written
 
 
-def _rows_to_compute(
-    store: Any, questions: dict[str, dict[str, Any]], runs_of: dict[str, list[_StoreRun]],
-    sets: dict[str, list[_StoreRun]], alts_of: dict[str, list[Alternate]], replace: bool, mct_only: bool,
-) -> dict[str, list[str]]:  # fmt: skip
-    """Sibling set -> the ids of its runs that need a (new) row."""
-    from magv.mct import most_common_trajectory
-    from magv.models import Run
+def _plan(questions: dict[str, dict[str, Any]], runs: list[dict[str, Any]], alternates: bool) -> _Plan:
+    plan = _Plan({}, {}, {}, {})
+    runs_of: dict[str, list[str]] = {}
+    for r in runs:
+        if r["question_id"] in questions:
+            runs_of.setdefault(r["question_id"], []).append(r["id"])
+    for qid, ids in runs_of.items():
+        q = questions[qid]
+        key = sibling_key(q)
+        plan.runs.setdefault(key, []).extend(ids)
+        plan.text.setdefault(key, q["text"])
+        plan.domain.setdefault(key, q["domain"])
+    if alternates:
+        for qid, ids in runs_of.items():
+            q = questions[qid]
+            parent = questions.get(q["parent_id"] or "")
+            if q["origin"] == "alternate" and parent is not None and parent["id"] in runs_of:
+                plan.alternates.setdefault(sibling_key(parent), []).append((q["text"], ids))
+    return plan
 
+
+def _featurize(
+    store: Any, featurizer: TrajectoryFeaturizer, plan: _Plan, chosen: dict[str, list[str]]
+) -> tuple[np.ndarray, list[str]]:
+    """The rows of `chosen` (sibling group -> run ids), with each group's runs and alternates."""
+    needed = [r for k in chosen for r in plan.runs[k]]
+    needed += [r for k in chosen for _, ids in plan.alternates.get(k, []) for r in ids]
+    trajectory = {
+        r["id"]: Trajectory.model_validate_json(r["trajectory"])
+        for r in store.query(
+            "SELECT r.id, r.trajectory::VARCHAR AS trajectory FROM runs r "
+            "JOIN (SELECT unnest(?::VARCHAR[]) AS id) w USING (id)",
+            [needed],
+        )
+    }
+    ids = [r for k in chosen for r in plan.runs[k]]
+    position = {r: i for i, r in enumerate(ids)}
+    wanted = [position[r] for k in chosen for r in chosen[k]]
+    X = featurizer.transform(
+        [trajectory[r] for r in ids], [k for k in chosen for _ in plan.runs[k]],
+        questions={k: plan.text[k] for k in chosen},
+        alternates={k: [Alternate(text, [trajectory[r] for r in alt_ids]) for text, alt_ids in plan.alternates[k]]
+                    for k in chosen if k in plan.alternates},
+        rows=wanted,
+    )  # fmt: skip
+    return X, [ids[i] for i in wanted]
+
+
+def _rows_to_compute(
+    store: Any, questions: dict[str, dict[str, Any]], runs: list[dict[str, Any]], plan: _Plan, replace: bool,
+    mct_only: bool,
+) -> dict[str, list[str]]:  # fmt: skip
+    """Sibling group -> the ids of its runs that need a (new) row."""
     if mct_only:
         candidates: dict[str, list[str]] = {}
-        for qid, runs in runs_of.items():
-            if questions[qid]["origin"] == "alternate":
-                continue
-            vote = most_common_trajectory(
-                [Run(id=r.id, question_id=qid, run_index=k, trajectory=r.trajectory) for k, r in enumerate(runs)]
-            )
-            if vote is not None:
-                candidates.setdefault(sibling_key(questions[qid]), []).append(vote["run_id"])
+        for qid, mct in _mct_runs(questions, runs).items():
+            candidates.setdefault(sibling_key(questions[qid]), []).append(mct)
     else:
-        candidates = {k: [r.id for r in runs] for k, runs in sets.items() if len(runs) > 1 or k in alts_of}
+        candidates = {k: ids for k, ids in plan.runs.items() if len(ids) > 1 or k in plan.alternates}
     if replace:
         return candidates
     # A stored row is current while it counts the same sibling runs and alternate runs.
@@ -692,8 +727,24 @@ def _rows_to_compute(
     counts = dict(zip(stored_ids, map(tuple, stored.tolist()), strict=True))
     out = {}
     for key, run_ids in candidates.items():
-        now = (float(len(sets[key])), float(sum(len(a.trajectories) for a in alts_of.get(key, []))))
+        now = (float(len(plan.runs[key])), float(sum(len(ids) for _, ids in plan.alternates.get(key, []))))
         stale = [r for r in run_ids if counts.get(r) != now]
         if stale:
             out[key] = stale
+    return out
+
+
+def _mct_runs(questions: dict[str, dict[str, Any]], runs: list[dict[str, Any]]) -> dict[str, str]:
+    """Base question -> its MCT run (runs in run order): the most frequent stored signature among
+    runs that did not fail on the model, a tie going to the earliest (magv.mct's rule)."""
+    by_question: dict[str, list[dict[str, Any]]] = {}
+    for r in runs:
+        q = questions.get(r["question_id"])
+        if q is not None and q["origin"] != "alternate" and r["status"] != "llm_error":
+            by_question.setdefault(r["question_id"], []).append(r)
+    out = {}
+    for qid, usable in by_question.items():
+        counts = Counter(r["signature"] for r in usable)
+        top = max(counts.values())
+        out[qid] = next(r["id"] for r in usable if counts[r["signature"]] == top)
     return out

@@ -68,7 +68,9 @@ def _model(name: str, params: dict[str, Any], seed: int, y: np.ndarray) -> Any:
         lr = LogisticRegression(**{"max_iter": 2000, "class_weight": "balanced", **params})
         return make_pipeline(StandardScaler(), lr)
     if name == "svm":
-        svc = make_pipeline(StandardScaler(), SVC(**{"class_weight": "balanced", "random_state": seed, **params}))
+        svc = make_pipeline(
+            StandardScaler(), SVC(**{"class_weight": "balanced", "random_state": seed, **params})
+        )
         k = min(3, _min_class(y))
         if k >= 2:
             cv = StratifiedKFold(k, shuffle=True, random_state=seed)
@@ -124,7 +126,9 @@ class Verifier(ClassifierMixin, BaseEstimator):
         """Fit on rows X with labels y; `groups` (one per row: question or task) keeps a group on
         one side of every calibration split."""
         if self.model not in MODEL_NAMES:
-            raise ValueError(f"unknown verifier model {self.model!r}; expected one of {', '.join(MODEL_NAMES)}")
+            raise ValueError(
+                f"unknown verifier model {self.model!r}; expected one of {', '.join(MODEL_NAMES)}"
+            )
         X, y = validate_data(self, X, y, dtype=np.float64)
         check_classification_targets(y)
         self.classes_, encoded = np.unique(y, return_inverse=True)
