@@ -17,11 +17,13 @@ takes `NEUTRAL`, so one model can score every kind of row.
 
 from __future__ import annotations
 
+import gc
 import itertools
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -604,8 +606,7 @@ def sibling_key(question: Mapping[str, Any]) -> str:
     return f"question:{question['id']}"
 
 
-# Sibling groups featurized (and their trajectories parsed) at a time: memory stays bounded, and so
-# does the number of live objects each pass of Python's cyclic garbage collector walks.
+# Sibling groups featurized (and their trajectories parsed) at a time: memory stays bounded.
 CHUNK_GROUPS = 500
 
 
@@ -649,16 +650,35 @@ def compute_features(
         progress(0, total)
     cached = StoreCachedEmbedder(store, embedder) if alternates and embedder is not None else None
     written = 0
-    for domain in sorted({plan.domain[k] for k in chosen}):
-        featurizer = TrajectoryFeaturizer(cached, write_tools_of(domain))
-        keys = [k for k in chosen if plan.domain[k] == domain]
-        for start in range(0, len(keys), CHUNK_GROUPS):
-            chunk = keys[start : start + CHUNK_GROUPS]
-            X, run_ids = _featurize(store, featurizer, plan, {k: chosen[k] for k in chunk})
-            written += store.write_feature_matrix(FEATURE_VERSION, run_ids, FEATURE_NAMES, X)
-            if progress is not None:
-                progress(written, total)
+    with _collector_paused():
+        for domain in sorted({plan.domain[k] for k in chosen}):
+            featurizer = TrajectoryFeaturizer(cached, write_tools_of(domain))
+            keys = [k for k in chosen if plan.domain[k] == domain]
+            for start in range(0, len(keys), CHUNK_GROUPS):
+                chunk = keys[start : start + CHUNK_GROUPS]
+                X, run_ids = _featurize(store, featurizer, plan, {k: chosen[k] for k in chunk})
+                written += store.write_feature_matrix(FEATURE_VERSION, run_ids, FEATURE_NAMES, X)
+                if progress is not None:
+                    progress(written, total)
     return written
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off while the stage runs. The parsed trajectories of a
+    chunk live until it is written, so they reach the oldest generation, and every few tens of
+    thousands of them set off a full pass over every object of the process (a CLI process holds
+    some 10^5, most of them the OpenAI client's types). This stage, as `magv verify features
+    --replace` runs it, on 10,000 synthetic questions (30,000 rows) took 29 s with the collector on
+    and 17 s with it paused.
+    Nothing the stage makes is cyclic, so nothing is left for the collector to find."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _plan(questions: dict[str, dict[str, Any]], runs: list[dict[str, Any]], alternates: bool) -> _Plan:
