@@ -277,8 +277,10 @@ def _call_features(
     ged, exact = _ged_of_names(a.names, b.names, injections)
     # Deleting one graph and inserting the other always works, so this bounds GED to [0, 1].
     gedit = ged / max(1, graph_size(a) + graph_size(b))
-    values = (exact_match(a, b), name_edit_distance(a, b), gedit, call_edit_distance(a, b), tool_jaccard(a, b),
-              lcs_ratio(a, b), argument_agreement(a, b), write_agreement(a, b, write_tools))  # fmt: skip
+    values = (
+        exact_match(a, b), name_edit_distance(a, b), gedit, call_edit_distance(a, b), tool_jaccard(a, b),
+        lcs_ratio(a, b), argument_agreement(a, b), write_agreement(a, b, write_tools),
+    )  # fmt: skip
     return values, exact
 
 
@@ -402,11 +404,16 @@ class _Batch:
     ones), their distinct call signatures numbered, pair values memoised by signature pair, texts
     collected and embedded once."""
 
-    def __init__(self, featurizer: TrajectoryFeaturizer, ts: list[Trajectory], keys: list[Hashable],
-                 questions: Mapping[Hashable, str], alternates: Mapping[Hashable, Sequence[Alternate]]):  # fmt: skip
+    def __init__(
+        self,
+        featurizer: TrajectoryFeaturizer,
+        ts: list[Trajectory],
+        keys: list[Hashable],
+        questions: Mapping[Hashable, str],
+        alternates: Mapping[Hashable, Sequence[Alternate]],
+    ):
         self.embedder = featurizer.embedder
         self.write_tools = featurizer.write_tools
-        self.n_given = len(ts)
         self.members: dict[Hashable, list[int]] = {}
         for i, key in enumerate(keys):
             self.members.setdefault(key, []).append(i)
@@ -637,6 +644,14 @@ def compute_features(
     alternate counts they were computed from have changed since (a later respond or reverse stage).
     With `alternates` False, alternates are left out and no text is embedded (SS and the other
     similarities are NEUTRAL). Texts are embedded through the store's cache."""
+    with _collector_paused():
+        return _compute_features(store, embedder, alternates, replace, mct_only, progress)
+
+
+def _compute_features(
+    store: Any, embedder: SupportsEmbed | None, alternates: bool, replace: bool, mct_only: bool,
+    progress: Callable[[int, int], None] | None,
+) -> int:  # fmt: skip
     questions = {q["id"]: q for q in store.query(
         "SELECT id, domain, text, origin, parent_id, group_id FROM questions ORDER BY id")}  # fmt: skip
     runs = store.query(
@@ -650,28 +665,27 @@ def compute_features(
         progress(0, total)
     cached = StoreCachedEmbedder(store, embedder) if alternates and embedder is not None else None
     written = 0
-    with _collector_paused():
-        for domain in sorted({plan.domain[k] for k in chosen}):
-            featurizer = TrajectoryFeaturizer(cached, write_tools_of(domain))
-            keys = [k for k in chosen if plan.domain[k] == domain]
-            for start in range(0, len(keys), CHUNK_GROUPS):
-                chunk = keys[start : start + CHUNK_GROUPS]
-                X, run_ids = _featurize(store, featurizer, plan, {k: chosen[k] for k in chunk})
-                written += store.write_feature_matrix(FEATURE_VERSION, run_ids, FEATURE_NAMES, X)
-                if progress is not None:
-                    progress(written, total)
+    for domain in sorted({plan.domain[k] for k in chosen}):
+        featurizer = TrajectoryFeaturizer(cached, write_tools_of(domain))
+        keys = [k for k in chosen if plan.domain[k] == domain]
+        for start in range(0, len(keys), CHUNK_GROUPS):
+            chunk = keys[start : start + CHUNK_GROUPS]
+            X, run_ids = _featurize(store, featurizer, plan, {k: chosen[k] for k in chunk})
+            written += store.write_feature_matrix(FEATURE_VERSION, run_ids, FEATURE_NAMES, X)
+            if progress is not None:
+                progress(written, total)
     return written
 
 
 @contextmanager
 def _collector_paused() -> Iterator[None]:
-    """Python's cyclic garbage collector off while the stage runs. The parsed trajectories of a
-    chunk live until it is written, so they reach the oldest generation, and every few tens of
-    thousands of them set off a full pass over every object of the process (a CLI process holds
-    some 10^5, most of them the OpenAI client's types). This stage, as `magv verify features
-    --replace` runs it, on 10,000 synthetic questions (30,000 rows) took 29 s with the collector on
-    and 17 s with it paused.
-    Nothing the stage makes is cyclic, so nothing is left for the collector to find."""
+    """Python's cyclic garbage collector off while the stage runs. The rows read and the parsed
+    trajectories of a chunk live until it is written, so they reach the oldest generation, and
+    every few tens of thousands of them set off a full pass over every object of the process (a
+    CLI process holds some 10^5, most of them the OpenAI client's types). This stage, as `magv
+    verify features --replace` runs it, on 10,000 synthetic questions (30,000 rows) took 29 s with
+    the collector on and 17 s with it paused. Nothing the stage makes is cyclic: nothing is left
+    for the collector to find."""
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -719,12 +733,14 @@ def _featurize(
     ids = [r for k in chosen for r in plan.runs[k]]
     position = {r: i for i, r in enumerate(ids)}
     wanted = [position[r] for k in chosen for r in chosen[k]]
+    alternates = {
+        k: [Alternate(text, [trajectory[r] for r in alt_ids]) for text, alt_ids in plan.alternates[k]]
+        for k in chosen
+        if k in plan.alternates
+    }
     X = featurizer.transform(
         [trajectory[r] for r in ids], [k for k in chosen for _ in plan.runs[k]],
-        questions={k: plan.text[k] for k in chosen},
-        alternates={k: [Alternate(text, [trajectory[r] for r in alt_ids]) for text, alt_ids in plan.alternates[k]]
-                    for k in chosen if k in plan.alternates},
-        rows=wanted,
+        questions={k: plan.text[k] for k in chosen}, alternates=alternates, rows=wanted,
     )  # fmt: skip
     return X, [ids[i] for i in wanted]
 
