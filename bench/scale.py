@@ -4,9 +4,11 @@
 The trajectories are bench/_synthetic.py's, written into a real DuckDB store (one file per size):
 what the pipeline makes for a base question (R = 3 runs, k = 3 alternates with a run each, a third
 of the verified trajectories wrong, gold labels). Features: the real stage,
-`magv.verify.features.compute_features`, with its in-process memos cleared and a hash embedder in
-place of the sentence model (SS needs vectors, not meaning; the model's cost is the embedding
-server's, see docs/performance.md) that is not cached, so every text is embedded each time.
+`magv.verify.features.compute_features` (as `magv verify features --replace`), twice: a row for
+every run with siblings (3 per question) and `--mct-only` (one per question, the paper's reading),
+with a hash embedder in place of the sentence model (SS needs vectors, not meaning; the model's
+cost is the embedding server's, see docs/performance.md) that is not cached, so every text is
+embedded each time.
 
 Training: grouped 5-fold CV plus the calibrated refit, per model, as `magv verify train` does.
 Models that grow faster than linearly (SVM, k-NN) are skipped at a size where their time, projected
@@ -51,27 +53,28 @@ class HashEmbedder:
 # -- measuring -----------------------------------------------------------------------------------
 
 
-def time_features(store: Store, n: int) -> float:
-    F.clear_caches()
+def time_features(store: Store, n: int, mct_only: bool) -> float:
     t0 = time.perf_counter()
-    written = F.compute_features(store, HashEmbedder(), replace=True)
+    written = F.compute_features(store, HashEmbedder(), replace=True, mct_only=mct_only)
     elapsed = time.perf_counter() - t0
-    if written != n:
-        raise SystemExit(f"{written} feature rows for {n} verified trajectories")
+    if written != (n if mct_only else n * R):
+        raise SystemExit(f"{written} feature rows for {n} questions (mct_only={mct_only})")
     return elapsed
 
 
 def matrix(store: Store, data: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The labelled rows (the verified trajectories')."""
     run_ids, X = store.feature_matrix(F.FEATURE_VERSION, F.FEATURE_NAMES)
-    y = np.array([data["truth"][r] for r in run_ids])
-    groups = np.array([data["group"][r] for r in run_ids])
-    return X, y, groups
+    keep = [i for i, r in enumerate(run_ids) if r in data["truth"]]
+    y = np.array([data["truth"][run_ids[i]] for i in keep])
+    groups = np.array([data["group"][run_ids[i]] for i in keep])
+    return X[keep], y, groups
 
 
 def time_training(name: str, X: np.ndarray, y: np.ndarray, groups: np.ndarray) -> tuple[float, float]:
     t0 = time.perf_counter()
     cv = cross_validate_models(X, y, groups, folds=5, seed=0, names=[name])
-    Verifier(name, 0).fit(X, y, groups=groups, calibrate=True)
+    Verifier(name, 0, calibrate=True).fit(X, y, groups=groups)
     return time.perf_counter() - t0, cv[name]["roc_auc"]
 
 
@@ -87,12 +90,12 @@ def main() -> None:
     )
     args = p.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    print(f"features: compute_features on synthetic stores (R={R}, k={K}, hash embeddings, memos cleared); "
+    print(f"features: compute_features on synthetic stores (R={R}, k={K}, hash embeddings), every run and MCT only; "
           "training: 5-fold grouped CV + calibrated refit per model", flush=True)  # fmt: skip
     tmp = tempfile.TemporaryDirectory(prefix="magv-scale-")
     warm = Store(Path(tmp.name) / "warm.duckdb")  # imports and first-call costs are not growth
     warm_data = fill_store(warm, 200, seed=1)
-    time_features(warm, 200)
+    time_features(warm, 200, mct_only=False)
     for name in MODEL_NAMES:
         time_training(name, *matrix(warm, warm_data))
     warm.close()
@@ -102,7 +105,8 @@ def main() -> None:
         t0 = time.perf_counter()
         data = fill_store(store, n)
         synth = time.perf_counter() - t0
-        row: dict[str, Any] = {"n": n, "synthesis_s": synth, "features_s": time_features(store, n)}
+        row: dict[str, Any] = {"n": n, "synthesis_s": synth, "features_mct_only_s": time_features(store, n, True),
+                               "features_s": time_features(store, n, False)}  # fmt: skip
         X, y, groups = matrix(store, data)
         store.close()
         row["positives"] = int(y.sum())
@@ -117,8 +121,9 @@ def main() -> None:
         trains = ", ".join(f"{k} {v:.1f} s" for k, v in row["train_s"].items())
         skipped = ", ".join(f"{k} (projected {v:.0f} s)" for k, v in row["skipped"].items())
         row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        print(f"{n:>7} trajectories: features {row['features_s']:.1f} s = "
-              f"{row['features_s'] / n * 1e6:.0f} us each; training {trains}"
+        print(f"{n:>7} questions: features of {n * R} runs {row['features_s']:.1f} s = "
+              f"{row['features_s'] / (n * R) * 1e6:.0f} us each, of the {n} MCTs only {row['features_mct_only_s']:.1f} s; "
+              f"training {trains}"
               + (f"; skipped {skipped}" if skipped else "") + f" [writing the store {synth:.1f} s, peak RSS {row['peak_rss_mb']:.0f} MB]",
               flush=True)  # fmt: skip
     growth = _growth(rows)
@@ -126,7 +131,8 @@ def main() -> None:
         print(f"growth exponent {key}: {value:.2f} (1 = linear)")
     path = write_result("scale", {"settings": vars(args), "rows": rows, "growth_exponents": growth})
     print(f"results written to {path.relative_to(path.parents[2])}")
-    feats = ", ".join(f"{r['n'] // 1000}k {r['features_s']:.1f} s" for r in rows)
+    feats = ", ".join(f"{r['n'] // 1000}k {r['features_s']:.1f} s (MCT only {r['features_mct_only_s']:.1f} s)"
+                      for r in rows)  # fmt: skip
     xgb = ", ".join(
         f"{r['n'] // 1000}k {r['train_s']['xgboost']:.1f} s" for r in rows if "xgboost" in r["train_s"]
     )

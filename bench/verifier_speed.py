@@ -5,8 +5,8 @@ output (bench/_synthetic.py: R = 3 runs, k = 3 alternates with a run each, gold 
 verifier trained on them. Then, with the fake server answering chat calls after L = 100 ms:
 
 * verifier: recompute the features of every verified trajectory from the store and score them all
-  with the trained model, as `magv verify features --replace` and `magv verify score` do. The
-  in-process memos (pair values, graph edit distances) are cleared before each repetition. Two
+  with the trained model, as `magv verify features --replace --mct-only` and `magv verify score`
+  do (one row per verified trajectory, so rates compare with the judge's per trajectory). Two
   cases: the texts' embeddings already stored (as they are after the pipeline's own features stage:
   magv embeds a text once per model), and every text embedded in the timed window through the same
   endpoint (the fake server answers embeddings at once, without L; a real server adds its time);
@@ -65,12 +65,11 @@ def time_verifier(store: Any, settings: Any, reps: int, cold: bool) -> dict[str,
     walls, feature_s, score_s = [], [], []
     n = 0
     for _ in range(reps):
-        F.clear_caches()
         if cold:
             store.con.execute("DELETE FROM embeddings")
         embedder = lazy_embedder(settings)
         t0 = time.perf_counter()
-        n = F.compute_features(store, embedder, replace=True)
+        n = F.compute_features(store, embedder, replace=True, mct_only=True)
         t1 = time.perf_counter()
         scored = training.score(store, settings)
         t2 = time.perf_counter()
@@ -133,7 +132,7 @@ def main() -> None:
                    help="trajectories the judge is timed on one verdict at a time")  # fmt: skip
     p.add_argument("--model", default="xgboost", help="the verifier model trained and scored")
     p.add_argument("--contributions", default="exact", choices=["exact", "approx", "none"],
-                   help="verify.contributions while scoring (exact TreeSHAP is magv's default)")  # fmt: skip
+                   help="verify.contributions while scoring (exact TreeSHAP, XGBoost's pred_contribs, is the default)")  # fmt: skip
     p.add_argument("--reps", type=int, default=3, help="verifier repetitions (median)")
     args = p.parse_args()
     from magv.store import Store
@@ -151,7 +150,7 @@ def main() -> None:
             from magv.llm.embeddings import lazy_embedder
             from magv.verify.features import compute_features
 
-            compute_features(store, lazy_embedder(settings))
+            compute_features(store, lazy_embedder(settings), mct_only=True)
             training.train(store, settings, names=[args.model])
             # warm first: the cold case deletes the stored vectors, and DuckDB keeps deleted rows
             # until a checkpoint, which would slow the warm case's look-ups

@@ -175,9 +175,12 @@ class VerifySettings(_Section):
     gold_overrides: dict[str, str | list[str] | dict[str, Any]] = Field(default_factory=dict)
     cv_folds: int = Field(default=5, ge=2, le=20)
     models_dir: str = "data/models"
-    # What `score` stores as each prediction's top contributions. XGBoost: exact TreeSHAP (~6 us a
-    # row from per-tree tables; ~60-100 us for trees too deep for them), approx = Saabas path
-    # attribution (~4 us), none = not computed. Linear models are exact.
+    # true: the paper's reading, one feature row (and verdict) per question's MCT; false: every run
+    # with siblings or alternates gets one.
+    mct_only: bool = False
+    # What `score` stores as each prediction's top contributions. XGBoost: exact TreeSHAP
+    # (XGBoost's pred_contribs), approx = Saabas path attribution, none = not computed. Linear
+    # models are exact.
     contributions: Literal["exact", "approx", "none"] = "exact"
 
 

@@ -220,7 +220,7 @@ def test_cli_import_exit_codes(tmp_path, capsys):
 
 def test_imported_repeated_runs_get_self_consistency_features_without_alternates(tmp_store):
     import_trajectories(tmp_store, FIXTURE)
-    assert compute_features(tmp_store, None, alternates=False) == 2
+    assert compute_features(tmp_store, None, alternates=False, mct_only=True) == 2
     rows = {f.run_id: f.values for f in tmp_store.features(FEATURE_VERSION)}
     conv1 = next(v for v in rows.values() if v["n_runs"] == 3)
     assert conv1["mct_share"] == pytest.approx(2 / 3) and conv1["n_distinct"] == 2

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from magv.errors import RunFailed
+from magv.errors import BadInput, RunFailed
 from magv.models import Question, Run, Step, ToolCall, Trajectory
-from magv.store import Store
 from magv.verify import features as F
 from tests.verify_helpers import HashEmbedder, synthetic_store, traj
 
@@ -62,57 +61,185 @@ def test_large_graphs_use_the_bounded_approximation_and_say_so():
     assert not exact and 0.0 < values["gedit"] <= 1.0
 
 
-def test_base_features_count_steps_errors_and_self_consistency():
+def test_own_features_count_steps_errors_and_invalid_replies():
     t = Trajectory(
         steps=[Step(call=ToolCall(name="a")), Step(call=ToolCall(name="b"), error="boom"), Step(kind="invalid", raw="?")],
-        response="ok",
+        response=" \u00a0\n",
     )  # fmt: skip
-    runs = [Run(id=f"r{i}", question_id="q", run_index=i, trajectory=t) for i in range(2)]
-    runs.append(Run(id="r2", question_id="q", run_index=2, trajectory=traj("a", "c")))
-    v = F.base_features(runs[0], runs)
+    v = F.own_features(t)
     assert (v["n_steps"], v["n_calls"], v["n_tool_errors"], v["n_invalid"]) == (3, 2, 1, 1)
-    assert v["mct_share"] == pytest.approx(2 / 3) and v["n_distinct"] == 2 and v["n_runs"] == 3
-    # Against its twin 0, against a->c 1/2.
-    assert v["self_edit_mean"] == pytest.approx(0.25)
+    assert v["has_response"] == 0.0 and v["status_ok"] == 1.0
 
 
 def test_aggregate_and_neutral_values():
     rows = [{"em": 1.0}, {"em": 0.0}, {"em": 1.0}]
     assert F.aggregate(rows, ["em"]) == {"em_mean": pytest.approx(2 / 3), "em_min": 0.0, "em_max": 1.0}
-    assert F.aggregate([], ["em"]) == {"em_mean": F.NEUTRAL, "em_min": F.NEUTRAL, "em_max": F.NEUTRAL}
+    assert F.aggregate([], ["em"], "sibling_") == {
+        f"sibling_em_{a}": F.NEUTRAL for a in ("mean", "min", "max")
+    }
 
 
-def test_verified_features_cover_every_name_and_use_embeddings():
-    base_q = Question(id="b", domain="x", text="where is order 5", origin="investigator", group_id="g")
-    alt_q = Question(
-        id="a", domain="x", text="where is order 5", origin="alternate", parent_id="b", group_id="g"
+def _reference_row(i, ts, keys, embedder, questions=None, alternates=None, write_tools=frozenset()):
+    """Row i spelled out with the readable definitions, one pair at a time: what the featurizer's
+    batched computation must give."""
+    from collections import Counter
+
+    def sim(a, b):
+        if embedder is None:
+            return F.NEUTRAL
+        u, v = embedder.embed([a, b])
+        norms = np.linalg.norm(u) * np.linalg.norm(v)
+        return float(np.clip(np.dot(u, v) / norms, -1, 1)) if norms else 0.0  # a blank text: 0
+
+    def pairs(t, others):
+        out = []
+        for o in others:
+            row, exact = F.pair_features(t, o, write_tools=write_tools, ss=sim(F.serialise(t), F.serialise(o)),
+                                         response_sim=sim(t.response or "", o.response or ""))  # fmt: skip
+            out.append((row, exact))
+        return out
+
+    t, key = ts[i], keys[i]
+    group = [ts[j] for j in range(len(ts)) if keys[j] == key]
+    siblings = [ts[j] for j in range(len(ts)) if keys[j] == key and j != i]
+    signatures = Counter(g.signature() for g in group)
+    top = max(signatures.values())
+    mct = next(g for g in group if signatures[g.signature()] == top)
+    sib = pairs(t, siblings)
+    alts = [a for a in (alternates or {}).get(key, []) if a.trajectories]
+    alt = pairs(t, [o for a in alts for o in a.trajectories])
+    row = {**F.own_features(t), "n_runs": len(group), "n_distinct": len(signatures),
+           "distinct_ratio": len(signatures) / len(group), "is_mct": float(t.signature() == mct.signature()),
+           "mct_share": top / len(group), "signature_share": signatures[t.signature()] / len(group)}  # fmt: skip
+    for name, test in (("calls", lambda r: r["edit"] == 0), ("arguments", lambda r: r["arg_agreement"] == 1),
+                       ("writes", lambda r: r["write_agreement"] == 1)):  # fmt: skip
+        row[f"sibling_same_{name}"] = float(np.mean([test(r) for r, _ in sib])) if sib else F.NEUTRAL
+    row.update(F.aggregate([r for r, _ in sib], F.PAIR_FEATURES, "sibling_"))
+    row.update(F.aggregate([r for r, _ in alt], F.PAIR_FEATURES))
+    question = (questions or {}).get(key)
+    q_rows = [{"question_sim": sim(question, a.question)} for a in alts] if question is not None else []
+    row.update(F.aggregate(q_rows, ["question_sim"]))
+    row.update(
+        n_alternates=len(alts), n_alternate_runs=len(alt), gedit_exact=float(all(e for _, e in sib + alt))
     )
-    mct = Run(id="r", question_id="b", run_index=0, trajectory=traj("get_order", response="shipped"))
-    alt = Run(id="ra", question_id="a", run_index=0, trajectory=traj("get_order", response="shipped"))
-    emb = F._Embeddings(HashEmbedder(), F._texts(base_q, mct, [(alt_q, [alt])]))
-    values = F.verified_features(base_q, mct, [mct], [(alt_q, [alt])], emb)
-    assert list(values) == list(F.FEATURE_NAMES)
-    assert values["ss_mean"] == pytest.approx(1.0) and values["question_sim_max"] == pytest.approx(1.0)
-    assert values["response_sim_min"] == pytest.approx(1.0)
-    assert values["n_alternates"] == 1 and values["em_min"] == 1.0
+    return [row[name] for name in F.FEATURE_NAMES]
 
 
-def test_compute_features_stage_writes_one_row_per_verified_trajectory(tmp_store):
+def _plain_case():
+    errors = Trajectory(steps=[Step(call=ToolCall(name="get_order", arguments={"order_id": 7}), error="boom"),
+                               Step(kind="invalid", raw="{oops"),
+                               Step(call=ToolCall(name="cancel_order", arguments={"order_id": 7}))],
+                        response=" \u00a0\n")  # fmt: skip
+    ts = [
+        traj("get_order", "cancel_order", order_id=7),
+        errors,
+        traj("get_order", "cancel_order", order_id=7),
+        traj("get_order", "cancel_order", order_id=8, response="cancelled 8"),
+        traj("find_customer", response=None),
+        traj("find_customer", "get_order"),
+        traj("list_orders"),
+    ]
+    keys = ["t1", "t1", "t1", "t1", "t2", "t2", "t3"]
+    questions = {"t1": "cancel order 7", "t2": "who am I"}
+    alternates = {
+        "t1": [F.Alternate("please cancel order 7", [traj("cancel_order", order_id=7), errors]),
+               F.Alternate("stop order 7", [traj("get_order", "cancel_order", order_id=7)]),
+               F.Alternate("no runs", [])],
+        "t3": [F.Alternate("list my orders", [traj("list_orders")])],
+    }  # fmt: skip
+    return ts, keys, questions, alternates
+
+
+@pytest.mark.parametrize("with_embedder", [True, False])
+def test_featurizer_on_plain_trajectories_matches_the_readable_definition(with_embedder):
+    """No store: trajectories, their groups, questions and alternates in, a row per trajectory out,
+    equal to the pair-at-a-time definition (siblings, alternates, write tools, NEUTRAL where there
+    is nothing to compare with)."""
+    ts, keys, questions, alternates = _plain_case()
+    embedder = HashEmbedder() if with_embedder else None
+    writes = frozenset({"cancel_order"})
+    X = F.TrajectoryFeaturizer(embedder, write_tools=writes).transform(
+        ts, keys, questions=questions, alternates=alternates
+    )
+    assert X.shape == (len(ts), len(F.FEATURE_NAMES))
+    assert list(F.TrajectoryFeaturizer().get_feature_names_out()) == list(F.FEATURE_NAMES)
+    for i in range(len(ts)):
+        expected = _reference_row(i, ts, keys, embedder, questions, alternates, writes)
+        for name, got, want in zip(F.FEATURE_NAMES, X[i], expected, strict=True):
+            assert got == pytest.approx(want, abs=1e-6), (i, name)
+    col = {n: k for k, n in enumerate(F.FEATURE_NAMES)}
+    assert X[1, col["is_mct"]] == 1.0 and X[3, col["is_mct"]] == 0.0  # 1 makes the same calls as 0
+    assert X[0, col["n_alternates"]] == 2 and X[0, col["n_alternate_runs"]] == 3
+    assert (
+        X[6, col["n_runs"]] == 1 and X[6, col["sibling_em_mean"]] == F.NEUTRAL and X[6, col["em_min"]] == 1.0
+    )
+    # dicts in the shape of a Trajectory work as well; rows picks and orders the rows computed
+    as_dicts = [t.model_dump() for t in ts]
+    rows = F.TrajectoryFeaturizer(embedder, write_tools=writes).transform(
+        as_dicts, keys, questions=questions, alternates=alternates, rows=[5, 0]
+    )
+    np.testing.assert_allclose(rows, X[[5, 0]])
+
+
+def test_featurizer_refuses_mismatched_input():
+    with pytest.raises(BadInput, match="2 keys for 1 trajectories"):
+        F.TrajectoryFeaturizer().transform([traj("a")], ["x", "y"])
+    with pytest.raises(BadInput, match=r"trajectories\[0\]: expected a Trajectory"):
+        F.TrajectoryFeaturizer().transform(["get_order"])
+    with pytest.raises(BadInput, match=r"trajectories\[0\]: not a trajectory"):
+        F.TrajectoryFeaturizer().transform([{"steps": "none"}])
+
+
+def test_verifier_trains_on_featurized_plain_trajectories():
+    """The README's use: own trajectories and labels, no database."""
+    from magv.verify import TrajectoryFeaturizer, Verifier
+
+    rng = np.random.default_rng(0)
+    ts, keys, labels = [], [], []
+    for task in range(40):
+        good = rng.random() < 0.5
+        for trial in range(4):
+            wrong = not good and trial % 2 == 0
+            ts.append(traj("find_customer", "refund" if wrong else "get_order", order_id=task))
+            keys.append(f"task{task}")
+            labels.append(int(not wrong))
+    X = TrajectoryFeaturizer().transform(ts, groups=keys)
+    v = Verifier("logreg").fit(X, labels)
+    assert v.predict_proba(X).shape == (len(ts), 2) and v.score(X, labels) > 0.9
+
+
+def test_compute_features_writes_one_row_per_run_with_siblings(tmp_store):
     synthetic_store(tmp_store, n_questions=12)
     embedder = HashEmbedder()
-    assert F.compute_features(tmp_store, embedder) == 12
-    rows = tmp_store.features(F.FEATURE_VERSION)
-    assert {r.run_id for r in rows} == {m["run_id"] for m in tmp_store.mct()}
-    assert all(r.values["n_alternates"] == 2 for r in rows)
-    assert all(0.0 <= r.values["gedit_mean"] <= 1.0 for r in rows)
+    # 12 questions x 3 runs; alternates have one run each and no siblings: no row for them
+    assert F.compute_features(tmp_store, embedder) == 36
+    rows = {r.run_id: r.values for r in tmp_store.features(F.FEATURE_VERSION)}
+    base_runs = {r.id for r in tmp_store.runs() if "_a" not in r.question_id}
+    assert set(rows) == base_runs
+    assert all(r["n_alternates"] == 2 and r["n_runs"] == 3 for r in rows.values())
+    assert all(0.0 <= r["gedit_mean"] <= 1.0 for r in rows.values())
+    mct = {m["run_id"] for m in tmp_store.mct()}
+    assert all(rows[r]["is_mct"] == 1.0 for r in mct)
     # A rerun has nothing to do; --replace recomputes everything.
     calls = embedder.calls
     assert F.compute_features(tmp_store, embedder) == 0 and embedder.calls == calls
-    assert F.compute_features(tmp_store, embedder, replace=True) == 12
-    # Without alternates no embedder is needed and alternate features are neutral.
-    assert F.compute_features(tmp_store, None, alternates=False) == 12
+    assert F.compute_features(tmp_store, embedder, replace=True) == 36
+    # Without alternates no embedder is needed and the alternate and embedding features are neutral.
+    assert F.compute_features(tmp_store, None, alternates=False) == 36
     row = tmp_store.features(F.FEATURE_VERSION)[0].values
-    assert row["n_alternates"] == 0 and row["ss_mean"] == F.NEUTRAL and row["gedit_exact"] == 1.0
+    assert row["n_alternates"] == 0 and row["ss_mean"] == F.NEUTRAL and row["sibling_ss_mean"] == F.NEUTRAL
+    assert row["gedit_exact"] == 1.0
+
+
+def test_mct_only_writes_the_papers_rows(tmp_store):
+    synthetic_store(tmp_store, n_questions=12)
+    assert F.compute_features(tmp_store, HashEmbedder(), mct_only=True) == 12
+    assert {f.run_id for f in tmp_store.features(F.FEATURE_VERSION)} == {m["run_id"] for m in tmp_store.mct()}
+    # the other runs' rows come later without changing the MCTs' (the same definitions)
+    before = {f.run_id: f.values for f in tmp_store.features(F.FEATURE_VERSION)}
+    assert F.compute_features(tmp_store, HashEmbedder()) == 24
+    after = {f.run_id: f.values for f in tmp_store.features(F.FEATURE_VERSION)}
+    assert all(after[r] == pytest.approx(before[r]) for r in before)
 
 
 def test_features_follow_the_distant_supervision_signal(tmp_store):
@@ -121,7 +248,8 @@ def test_features_follow_the_distant_supervision_signal(tmp_store):
     mct = {m["run_id"]: m["question_id"] for m in tmp_store.mct()}
     em = {True: [], False: []}
     for f in tmp_store.features(F.FEATURE_VERSION):
-        em[truth[mct[f.run_id]]].append(f.values["em_mean"])
+        if f.run_id in mct:
+            em[truth[mct[f.run_id]]].append(f.values["em_mean"])
     assert np.mean(em[True]) > np.mean(em[False]) + 0.2
 
 
@@ -130,114 +258,60 @@ def test_semantic_similarity_with_the_real_sentence_model():
     from magv.config import Settings
     from magv.llm.embeddings import Embedder
 
-    embedder = Embedder(Settings())
-    base_q = Question(id="b", domain="x", text="Where is my order 1042?", origin="investigator", group_id="g")
-    near = Question(id="a1", domain="x", text="Can you tell me where order 1042 is?", origin="alternate",
-                    parent_id="b", group_id="g")  # fmt: skip
-    far = Question(id="a2", domain="x", text="I want to reset my password.", origin="alternate",
-                   parent_id="b", group_id="g")  # fmt: skip
-    mct = Run(id="r", question_id="b", run_index=0, trajectory=traj("get_order", order_id=1042))
-    runs = {a.id: [Run(id=f"r{a.id}", question_id=a.id, run_index=0, trajectory=traj("get_order", order_id=1042))]
-            for a in (near, far)}  # fmt: skip
-    sims = {}
-    for alt in (near, far):
-        alts = [(alt, runs[alt.id])]
-        emb = F._Embeddings(embedder, F._texts(base_q, mct, alts))
-        sims[alt.id] = F.verified_features(base_q, mct, [mct], alts, emb)
-    assert sims["a1"]["question_sim_mean"] > sims["a2"]["question_sim_mean"] + 0.2
-    assert sims["a1"]["ss_mean"] == pytest.approx(1.0, abs=1e-5)
+    featurizer = F.TrajectoryFeaturizer(Embedder(Settings()))
+    base = traj("get_order", order_id=1042)
+    alternates = {"q": [F.Alternate("Can you tell me where order 1042 is?", [traj("get_order", order_id=1042)])],
+                  "far": [F.Alternate("I want to reset my password.", [traj("get_order", order_id=1042)])]}  # fmt: skip
+    X = featurizer.transform([base, base], ["q", "far"], alternates=alternates,
+                             questions={"q": "Where is my order 1042?", "far": "Where is my order 1042?"})  # fmt: skip
+    col = {n: k for k, n in enumerate(F.FEATURE_NAMES)}
+    assert X[0, col["question_sim_mean"]] > X[1, col["question_sim_mean"]] + 0.2
+    assert X[0, col["ss_mean"]] == pytest.approx(1.0, abs=1e-5)
 
 
-def _reference_rows(store, embedder) -> dict[str, dict[str, float]]:
-    """Every verified trajectory's row from verified_features, one trajectory at a time: the
-    readable definition the bulk stage must reproduce."""
-    from magv.verify.importer import most_common
-
-    questions = store.questions()
-    runs_of: dict[str, list[Run]] = {}
-    for run in store.runs():
-        runs_of.setdefault(run.question_id, []).append(run)
-    mct = {m["question_id"]: m for m in store.mct()}
-    out = {}
-    for q in questions:
-        runs = runs_of.get(q.id, [])
-        if q.origin == "alternate" or not runs:
-            continue
-        row = mct.get(q.id)
-        if row is None or row["run_id"] not in {r.id for r in runs}:
-            row = most_common(runs)
-        chosen = next(r for r in runs if r.id == row["run_id"])
-        alts = [(a, runs_of[a.id]) for a in questions if a.parent_id == q.id and a.origin == "alternate"
-                and runs_of.get(a.id)]  # fmt: skip
-        emb = F._Embeddings(embedder, F._texts(q, chosen, alts)) if alts else None
-        out[chosen.id] = F.verified_features(q, chosen, runs, alts, emb, share=row["share"],
-                                             write_tools=F.write_tools_of(q.domain))  # fmt: skip
-    return out
-
-
-@pytest.mark.parametrize("stored_calls", ["all", "older store"])
-def test_bulk_stage_reproduces_the_per_trajectory_definition(tmp_store, stored_calls):
-    """The stage's rows equal verified_features' on a store with every awkward case: several
-    alternates with several runs, an alternate without runs, a base without an MCT row, a blank
-    response, tool errors and invalid steps, write tools, shared texts and signatures. "older
-    store": a store made before runs kept their calls and texts their hashes, reopened; its old runs
-    are parsed and its old texts hashed instead."""
-    if stored_calls == "older store":
-        synthetic_store(tmp_store, n_questions=15, alternates=3)
-        tmp_store.con.execute(
-            "ALTER TABLE runs DROP COLUMN tools; ALTER TABLE runs DROP COLUMN calls; "
-            "ALTER TABLE runs DROP COLUMN response_hash; ALTER TABLE runs DROP COLUMN calls_hash; "
-            "ALTER TABLE questions DROP COLUMN text_hash; UPDATE meta SET value = '1' WHERE key = 'schema_version'"
-        )  # a file of schema version 1 as magv wrote it before these columns: reopening migrates it
-        tmp_store.close()
-        tmp_store = Store(tmp_store.path)
-        assert tmp_store.scalar("SELECT count(*) FROM runs WHERE calls IS NULL AND response_hash IS NULL") > 0
-        assert tmp_store.scalar("SELECT count(*) FROM questions WHERE text_hash IS NULL") > 0
-    synthetic_store(tmp_store, n_questions=30, alternates=3)
+def test_stage_rows_equal_the_featurizer_on_a_store_with_awkward_cases(tmp_store):
+    """The stage's rows equal the readable definition on a store with several alternates with
+    several runs, an alternate without runs, a question without an MCT row, a blank response,
+    tool errors and invalid steps, write tools, and imported trials of one task grouped by
+    group_id."""
+    synthetic_store(tmp_store, n_questions=6, alternates=3)
+    ts, _, _, _ = _plain_case()
     extra_q = [
         Question(id="x1", domain="retail", text="cancel order 7", origin="investigator", group_id="gx"),
         Question(id="x1_a0", domain="retail", text="please cancel order 7", origin="alternate", parent_id="x1",
                  group_id="gx"),
-        Question(id="x1_a1", domain="retail", text="cancel order 7", origin="alternate", parent_id="x1",
-                 group_id="gx"),
-        Question(id="x1_a2", domain="retail", text="no runs here", origin="alternate", parent_id="x1",
-                 group_id="gx"),
-        Question(id="x2", domain="retail", text="nothing voted", origin="investigator", group_id="gy"),
+        Question(id="x1_a1", domain="retail", text="stop order 7", origin="alternate", parent_id="x1", group_id="gx"),
+        Question(id="x1_a2", domain="retail", text="no runs", origin="alternate", parent_id="x1", group_id="gx"),
+        Question(id="i1", domain="elsewhere", text="who am I", origin="import", group_id="task"),
+        Question(id="i2", domain="elsewhere", text="tell me who I am", origin="import", group_id="task"),
     ]  # fmt: skip
-    errors = Trajectory(steps=[Step(call=ToolCall(name="get_order", arguments={"order_id": 7}), error="boom"),
-                               Step(kind="invalid", raw="{oops"),
-                               Step(call=ToolCall(name="cancel_order", arguments={"order_id": 7}))],
-                        response=" \u00a0\n")  # fmt: skip
-    extra_runs = [
-        Run(id="x1r0", question_id="x1", run_index=0, trajectory=errors),
-        Run(
-            id="x1r1", question_id="x1", run_index=1, trajectory=traj("get_order", "cancel_order", order_id=7)
-        ),
-        Run(id="x1r2", question_id="x1", run_index=2, trajectory=errors),
+    extra_runs = [Run(id=f"x1r{k}", question_id="x1", run_index=k, trajectory=ts[k]) for k in range(4)] + [
         Run(id="x1a0r0", question_id="x1_a0", run_index=0, trajectory=traj("cancel_order", order_id=7)),
-        Run(id="x1a0r1", question_id="x1_a0", run_index=1, trajectory=errors),
-        Run(id="x1a1r0", question_id="x1_a1", run_index=0, trajectory=traj(response="sorry")),
-        Run(id="x2r0", question_id="x2", run_index=0, trajectory=traj("find_customer", response=None)),
-        Run(id="x2r1", question_id="x2", run_index=1, trajectory=traj("find_customer", "get_order")),
+        Run(id="x1a0r1", question_id="x1_a0", run_index=1, trajectory=ts[1]),
+        Run(id="x1a1r0", question_id="x1_a1", run_index=0, trajectory=ts[0]),
+        Run(id="i1r0", question_id="i1", run_index=0, trajectory=ts[4]),
+        Run(id="i2r0", question_id="i2", run_index=0, trajectory=ts[5]),
     ]
     tmp_store.add_questions(extra_q)
     tmp_store.add_runs(extra_runs)
-    from magv.mct import most_common_trajectory
-
-    tmp_store.set_mct([most_common_trajectory(extra_runs[:3])])  # x2 gets no MCT row
-
     embedder = HashEmbedder()
-    expected = _reference_rows(tmp_store, embedder)
-    assert F.compute_features(tmp_store, embedder) == len(expected) == 32
+    # 6 x 3 base runs, x1's 4, x1_a0's 2 (siblings of each other), the task's 2
+    assert F.compute_features(tmp_store, embedder) == 18 + 4 + 2 + 2
     got = {f.run_id: f.values for f in tmp_store.features(F.FEATURE_VERSION)}
-    assert set(got) == set(expected)
-    assert got["x1r0"]["has_response"] == 0.0 and got["x1r0"]["n_alternates"] == 2
-    assert got["x1r0"]["n_alternate_runs"] == 3 and got["x1r0"]["n_tool_errors"] == 1
-    for run_id, row in expected.items():
-        for name in F.FEATURE_NAMES:
-            assert got[run_id][name] == pytest.approx(row[name], abs=1e-6), (run_id, name)
-    if stored_calls == "older store":
-        tmp_store.close()
+    writes = F.write_tools_of("retail")
+    x1 = [r.trajectory for r in extra_runs[:4]]
+    alts = {"x1": [F.Alternate("please cancel order 7", [extra_runs[4].trajectory, extra_runs[5].trajectory]),
+                   F.Alternate("stop order 7", [extra_runs[6].trajectory])]}  # fmt: skip
+    for k in range(4):
+        want = _reference_row(k, x1, ["x1"] * 4, embedder, {"x1": "cancel order 7"}, alts, writes)
+        assert [got[f"x1r{k}"][n] for n in F.FEATURE_NAMES] == pytest.approx(want, abs=1e-6), k
+    task = [ts[4], ts[5]]
+    for k, run_id in enumerate(("i1r0", "i2r0")):
+        assert [got[run_id][n] for n in F.FEATURE_NAMES] == pytest.approx(
+            _reference_row(k, task, ["task", "task"], embedder), abs=1e-6
+        )
+    assert got["x1r1"]["has_response"] == 0.0 and got["x1r1"]["n_tool_errors"] == 1
+    assert got["x1a0r0"]["n_runs"] == 2 and got["x1a0r0"]["n_alternates"] == 0
 
 
 class KeyedHashEmbedder(HashEmbedder):
@@ -252,7 +326,7 @@ def test_texts_are_embedded_once_per_model_through_the_store(tmp_store):
     stored = tmp_store.counts()["embeddings"]
     assert embedder.calls == 1 and stored > 0
     # Recomputing every row needs no new vector: the model is not asked again.
-    assert F.compute_features(tmp_store, embedder, replace=True) == 12
+    assert F.compute_features(tmp_store, embedder, replace=True) == 36
     assert embedder.calls == 1 and tmp_store.counts()["embeddings"] == stored
     again = {f.run_id: f.values for f in tmp_store.features(F.FEATURE_VERSION)}
     assert all(again[r][n] == pytest.approx(first[r][n], abs=1e-6) for r in first for n in F.FEATURE_NAMES)

@@ -28,7 +28,8 @@ def test_verify_flow_runs_every_stage_and_records_them(tmp_path, prefect_harness
     assert result["results"]["train"]["best"] in {m["name"] for m in result["results"]["train"]["models"]}
     with Store(cfg.database, read_only=True) as store:
         counts = store.counts()
-        assert counts["features"] == counts["labels"] == counts["predictions"] == 30
+        # a row and a verdict for each of the 30 questions' 3 runs; gold labels on the 30 MCTs
+        assert counts["features"] == counts["predictions"] == 90 and counts["labels"] == 30
         assert store.pipeline_runs()[-1]["status"] == "completed"
 
 
@@ -43,4 +44,4 @@ def test_a_stage_that_cannot_run_is_recorded_and_the_flow_finishes(tmp_path, pre
     train = result["stages"]["train"]
     assert train["failed"] == 1 and "all 6 labelled trajectories are incorrect" in train["errors"][0]
     assert "score" not in result["stages"]  # no model to score with
-    assert result["stages"]["features"]["written"] == 6
+    assert result["stages"]["features"]["written"] == 18

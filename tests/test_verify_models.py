@@ -1,9 +1,13 @@
-"""The five verifiers, grouped cross-validation and model files."""
+"""The five verifiers as one scikit-learn estimator, grouped cross-validation and model files."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.model_selection import GroupKFold, cross_val_score
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from magv.errors import RunFailed
 from magv.verify.models import (
@@ -68,7 +72,7 @@ def test_every_model_learns_a_separable_signal():
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_saved_and_loaded_model_scores_identically(tmp_path, name):
     X, y, groups = _data(90)
-    v = Verifier(name, seed=3).fit(X, y, groups=groups, calibrate=True)
+    v = Verifier(name, random_state=3, calibrate=True).fit(X, y, groups=groups)
     path = save_model(tmp_path / f"{name}.skops", v, ["f0", "f1", "f2", "f3", "f4"], "1", name=name)
     bundle = load_model(path)
     loaded = bundle["verifier"]
@@ -99,7 +103,10 @@ def test_contributions_explain_the_models_log_odds():
 
 def test_single_class_training_fold_predicts_that_class():
     v = Verifier("logreg").fit(np.zeros((3, 2)), np.ones(3))
-    assert list(v.predict_proba(np.zeros((2, 2)))) == [1.0, 1.0]
+    assert list(v.predict(np.zeros((2, 2)))) == [1, 1]
+    assert list(v.proba_correct(np.zeros((2, 2)))) == [1.0, 1.0]
+    wrong = Verifier("xgboost").fit(np.zeros((3, 2)), np.zeros(3))
+    assert list(wrong.proba_correct(np.zeros((1, 2)))) == [0.0]
     assert not v.contributions(np.zeros((2, 2))).any()
 
 
@@ -126,5 +133,67 @@ def test_tiny_labelled_sets_train_every_model(n):
     results = cross_validate_models(X, y, groups, folds=5, seed=0)
     assert set(results) == {"logreg", "svm", "random_forest", "knn", "xgboost"}
     for name in results:
-        proba = Verifier(name, 0).fit(X, y, groups=groups, calibrate=True).predict_proba(X)
-        assert proba.shape == (n,) and np.all((proba >= 0) & (proba <= 1))
+        proba = Verifier(name, 0, calibrate=True).fit(X, y, groups=groups).predict_proba(X)
+        assert proba.shape == (n, 2) and np.all((proba >= 0) & (proba <= 1))
+        np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+
+
+# -- the scikit-learn contract ---------------------------------------------------------------------
+
+
+@parametrize_with_checks(
+    [Verifier("logreg"), Verifier("xgboost", params={"n_estimators": 20}), Verifier("logreg", calibrate=True)]
+)
+def test_scikit_learn_estimator_checks(estimator, check):
+    """Every check scikit-learn runs on a binary classifier. Its multiclass checks do not apply
+    (the tag multi_class is False, and fit says "Only binary classification is supported");
+    it skips the pandas and array-API checks itself when those libraries are not set up."""
+    check(estimator)
+
+
+def test_hyper_parameters_are_kept_unchanged_and_fitted_attributes_appear_only_in_fit():
+    params = {"n_estimators": 10}
+    v = Verifier("random_forest", random_state=4, params=params, calibrate=True)
+    assert v.get_params() == {
+        "model": "random_forest",
+        "random_state": 4,
+        "params": params,
+        "calibrate": True,
+    }
+    assert not [k for k in vars(v) if k.endswith("_")]
+    X, y, _ = _data(40)
+    v.fit(X, y)
+    assert v.params is params and params == {"n_estimators": 10}
+    assert list(v.classes_) == [0, 1] and v.n_features_in_ == 5
+    assert v.estimator_.n_estimators == 10
+
+
+def test_predict_before_fit_raises_not_fitted_error():
+    X, _, _ = _data(10)
+    for method in ("predict", "predict_proba", "proba_correct", "contributions"):
+        with pytest.raises(NotFittedError):
+            getattr(Verifier("logreg"), method)(X)
+
+
+def test_predict_proba_has_one_column_per_class_and_predict_returns_labels():
+    X, y, _ = _data(80)
+    labels = np.where(y == 1, "correct", "wrong")
+    v = Verifier("xgboost", params={"n_estimators": 30}).fit(X, labels)
+    proba = v.predict_proba(X)
+    assert proba.shape == (80, 2) and list(v.classes_) == ["correct", "wrong"]
+    np.testing.assert_array_equal(v.predict(X), v.classes_[proba.argmax(axis=1)])
+    assert v.score(X, labels) > 0.9
+    with pytest.raises(ValueError, match="Only binary classification"):
+        Verifier("logreg").fit(X[:9], np.arange(9) % 3)
+    with pytest.raises(ValueError, match="unknown verifier model 'tree'"):
+        Verifier("tree").fit(X, y)
+
+
+def test_clone_and_cross_val_score_work():
+    X, y, groups = _data(90)
+    v = Verifier("logreg", random_state=2, calibrate=True)
+    copy = clone(v)
+    assert copy is not v and copy.get_params() == v.get_params()
+    scores = cross_val_score(Verifier("logreg"), X, y, groups=groups, cv=GroupKFold(3), scoring="roc_auc")
+    assert scores.shape == (3,) and scores.mean() > 0.8
+    assert cross_val_score(Verifier("xgboost", params={"n_estimators": 30}), X, y, cv=3).mean() > 0.7

@@ -24,19 +24,23 @@ def features(
     alternates: bool = typer.Option(
         True,
         "--alternates/--no-alternates",
-        help="Compare with alternates' runs (needs embeddings); --no-alternates: counts and self-consistency only.",
+        help="Compare with alternates' runs and embed texts for SS; --no-alternates: counts and agreement "
+        "with sibling runs only, no embedding model.",
     ),  # fmt: skip
     replace: bool = typer.Option(False, "--replace", help="Recompute rows that are already stored."),
+    mct_only: bool = typer.Option(
+        False, "--mct-only", help="Only each question's most common trajectory (the paper's reading)."
+    ),
     as_json: bool = JsonOption,
 ) -> None:
-    """Compute the feature row of every verified trajectory (the MCT run of each question)."""
+    """Compute a feature row for every run that has siblings or alternates (--mct-only: each MCT)."""
     from magv.pipeline import features as stage
     from magv.verify.features import FEATURE_VERSION
 
     cfg = settings(ctx)
     started = time.perf_counter()
     with open_store(cfg, existing=True) as store:
-        written = stage.run(store, cfg, alternates=alternates, replace=replace).written
+        written = stage.run(store, cfg, alternates=alternates, replace=replace, mct_only=mct_only).written
         total = len(store.features(FEATURE_VERSION))
     out = {"written": written, "rows": total, "version": FEATURE_VERSION,
            "seconds": round(time.perf_counter() - started, 3)}  # fmt: skip

@@ -1,18 +1,18 @@
-"""Distant-supervision features of a verified trajectory (MAG-V).
+"""Distant-supervision features of trajectories (MAG-V), one row per trajectory.
 
-The verified trajectory is the MCT run of a base question. Its features compare it with the runs of
-the alternate questions reverse-engineered from its response (the paper's EM, EDIT, GEDIT, SS and
-more), aggregated over alternates with mean / min / max, plus counts and the self-consistency of the
-base question's own runs.
+A trajectory's row compares it with its *siblings* (the other runs of its question or task group)
+and, where they exist, with the runs of the *alternate* questions reverse-engineered from the
+group's answer. Against each sibling and each alternate run it computes the paper's EM, EDIT,
+GEDIT and SS and a few more pair features (`pair_features`), aggregated with mean / min / max; it
+adds the trajectory's own counts, whether it follows the group's most common trajectory (MCT), and
+the share of siblings with the same calls, the same arguments and the same writes.
 
-The pair functions and `verified_features` define each feature for one trajectory, readably.
-`compute_features` is the stage: it computes the same rows for the whole store at once — DuckDB
-joins the runs, every pair function runs once per distinct pair of call signatures (runs repeat
-calls), similarities are one dot product per distinct pair of texts, and the aggregates over
-alternates are numpy reductions. tests/test_verify_features.py holds the two to each other.
+`TrajectoryFeaturizer` turns trajectories (no database needed) into the feature matrix; the stage
+`compute_features` reads a store's runs, featurizes them and writes one row per run that has
+siblings or alternates (or, with `mct_only`, the paper's reading: one row per question's MCT).
 
-With no alternates (or `alternates=False`) every alternate feature takes `NEUTRAL` and
-`n_alternates` is 0, so one model can score both kinds of rows.
+Where there is nothing to compare with (no sibling, no alternate, no embedder for SS), a feature
+takes `NEUTRAL`, so one model can score every kind of row.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ import itertools
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from functools import lru_cache
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import networkx as nx
@@ -32,16 +32,17 @@ import numpy as np
 from rapidfuzz.distance import LCSseq, Levenshtein
 
 from magv.definitions import tool_error_count
-from magv.errors import RunFailed
+from magv.errors import BadInput, RunFailed
 from magv.llm.embeddings import SupportsEmbed, embed_cached
-from magv.models import NO_CALLS_TEXT, Question, Run, Trajectory, serialised_calls, text_hash
+from magv.models import Trajectory, serialised_calls
 
+# 3: a row for every run, compared with its siblings as well as with alternates' runs.
 # 2: graph edit distance of graphs with self-loops (a tool called twice in a row) is exact; networkx's
 # search, used for version 1, matched a self-loop with another edge for free.
-FEATURE_VERSION = "2"
+FEATURE_VERSION = "3"
 
 # Midway between "agrees completely" (1 for similarities, 0 for distances) and "nothing in common":
-# a row without alternates carries no evidence either way.
+# a row with nothing to compare with carries no evidence either way.
 NEUTRAL = 0.5
 
 # Exact GED explores every node mapping; beyond this many nodes in the larger graph, or when the exact
@@ -51,37 +52,27 @@ GED_TIMEOUT_S = 1.0
 GED_APPROX_TIMEOUT_S = 0.2
 
 START = "__start__"
+AGGREGATES = ("mean", "min", "max")
 
 PAIR_FEATURES = (
     "em", "edit", "gedit", "ss", "call_edit", "jaccard", "lcs", "arg_agreement", "response_sim",
     "write_agreement",
 )  # fmt: skip
 ALTERNATE_FEATURES = (*PAIR_FEATURES, "question_sim")
-BASE_FEATURES = (
-    "n_steps", "n_calls", "n_tool_errors", "n_invalid", "has_response", "status_ok",
-    "mct_share", "n_runs", "n_distinct", "distinct_ratio", "self_edit_mean", "self_jaccard_mean",
+OWN_FEATURES = ("n_steps", "n_calls", "n_tool_errors", "n_invalid", "has_response", "status_ok")
+SIBLING_COUNTS = (
+    "n_runs", "n_distinct", "distinct_ratio", "is_mct", "mct_share", "signature_share",
+    "sibling_same_calls", "sibling_same_arguments", "sibling_same_writes",
 )  # fmt: skip
 FEATURE_NAMES: tuple[str, ...] = (
-    *BASE_FEATURES,
+    *OWN_FEATURES,
+    *SIBLING_COUNTS,
+    *(f"sibling_{name}_{agg}" for name in PAIR_FEATURES for agg in AGGREGATES),
     "n_alternates",
     "n_alternate_runs",
     "gedit_exact",
-    *(f"{name}_{agg}" for name in ALTERNATE_FEATURES for agg in ("mean", "min", "max")),
+    *(f"{name}_{agg}" for name in ALTERNATE_FEATURES for agg in AGGREGATES),
 )
-
-
-# Runs repeat calls, and a flow or a rerun computes the same pairs again: pair values are memoised
-# by signature pair (tens of µs each, GED most of it).
-_PAIR_CACHE: dict[tuple[str, str, frozenset[str]], tuple[float, ...]] = {}
-_PAIR_CACHE_MAX = 200_000  # ~40 MB
-
-
-def clear_caches() -> None:
-    """Forget the memoised pair values and graph edit distances (benchmarks measure without them)."""
-    _PAIR_CACHE.clear()
-    _name_pair_features.cache_clear()
-    _ged_of_names.cache_clear()
-    _tool_graph_arrays.cache_clear()
 
 
 # -- pure pair functions -------------------------------------------------------------------------
@@ -141,7 +132,13 @@ def argument_agreement(a: Trajectory | Calls, b: Trajectory | Calls) -> float:
     """For each tool both trajectories call, the Jaccard of the argument sets it was called with;
     averaged over those tools. 1 when neither calls a tool, 0 when they share none."""
     ca, cb = calls_of(a), calls_of(b)
-    return _argument_agreement(ca, cb, _args_by_tool(ca), _args_by_tool(cb))
+    if not ca.names and not cb.names:
+        return 1.0
+    args_a, args_b = _args_by_tool(ca), _args_by_tool(cb)
+    shared = args_a.keys() & args_b.keys()
+    if not shared:
+        return 0.0
+    return sum(_jaccard(args_a[n], args_b[n]) for n in shared) / len(shared)
 
 
 def _args_by_tool(calls: Calls) -> dict[str, set[str]]:
@@ -151,36 +148,18 @@ def _args_by_tool(calls: Calls) -> dict[str, set[str]]:
     return by_tool
 
 
-def _argument_agreement(
-    ca: Calls, cb: Calls, args_a: dict[str, set[str]], args_b: dict[str, set[str]]
-) -> float:
-    if not ca.names and not cb.names:
-        return 1.0
-    shared = args_a.keys() & args_b.keys()
-    if not shared:
-        return 0.0
-    return sum(_jaccard(args_a[n], args_b[n]) for n in shared) / len(shared)
-
-
 def write_agreement(a: Trajectory | Calls, b: Trajectory | Calls, write_tools: frozenset[str]) -> float:
     """Multiset Jaccard of the calls that change data (canonical); 1 when neither writes."""
-    return _multiset_jaccard(_writes(calls_of(a), write_tools), _writes(calls_of(b), write_tools))
-
-
-def _writes(calls: Calls, write_tools: frozenset[str]) -> dict[str, int]:
-    """How many times each canonical call that changes data was made."""
-    counts: dict[str, int] = {}
-    for name, canonical in zip(calls.names, calls.canonical, strict=True):
-        if name in write_tools:
-            counts[canonical] = counts.get(canonical, 0) + 1
-    return counts
-
-
-def _multiset_jaccard(wa: dict[str, int], wb: dict[str, int]) -> float:
+    wa, wb = _writes(calls_of(a), write_tools), _writes(calls_of(b), write_tools)
     if not wa and not wb:
         return 1.0
-    shared = sum(min(n, wb.get(c, 0)) for c, n in wa.items())
+    shared = sum((wa & wb).values())
     return shared / (sum(wa.values()) + sum(wb.values()) - shared)
+
+
+def _writes(calls: Calls, write_tools: frozenset[str]) -> Counter[str]:
+    """How many times each canonical call that changes data was made."""
+    return Counter(c for n, c in zip(calls.names, calls.canonical, strict=True) if n in write_tools)
 
 
 def tool_graph(trajectory: Trajectory | Calls) -> nx.DiGraph:
@@ -195,8 +174,10 @@ def tool_graph(trajectory: Trajectory | Calls) -> nx.DiGraph:
     return graph
 
 
-def _same_label(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    return a["label"] == b["label"]
+def graph_size(trajectory: Trajectory | Calls) -> int:
+    """Nodes + edges of tool_graph: START, one node per distinct tool, one edge per distinct step."""
+    names = calls_of(trajectory).names
+    return 1 + len(set(names)) + len(set(zip((START, *names), names)))
 
 
 def graph_edit_distance(
@@ -205,31 +186,31 @@ def graph_edit_distance(
     *,
     exact_nodes: int = GED_EXACT_NODES,
 ) -> tuple[float, bool]:
-    """GEDIT: (cost, exact). Unit costs; START is pinned to START. Exact search for graphs of up to
+    """GEDIT: (cost, exact). Unit costs; START is pinned to START. Exact for graphs of up to
     `exact_nodes` nodes, else (or when the exact search times out) a time-bounded upper bound."""
-    if not isinstance(a, nx.DiGraph) and not isinstance(b, nx.DiGraph) and exact_nodes == GED_EXACT_NODES:
-        return _ged_of_names(calls_of(a).names, calls_of(b).names)
-    return _ged(a if isinstance(a, nx.DiGraph) else tool_graph(a),
-                b if isinstance(b, nx.DiGraph) else tool_graph(b), exact_nodes)  # fmt: skip
+    if isinstance(a, nx.DiGraph) or isinstance(b, nx.DiGraph) or exact_nodes != GED_EXACT_NODES:
+        ga = a if isinstance(a, nx.DiGraph) else tool_graph(a)
+        gb = b if isinstance(b, nx.DiGraph) else tool_graph(b)
+        return _ged(ga, gb, exact_nodes)
+    return _ged_of_names(calls_of(a).names, calls_of(b).names, {})
 
 
-@lru_cache(maxsize=65536)
-def _ged_of_names(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[float, bool]:
-    """GED depends only on the tool-name sequences (tool_graph reads nothing else): memoised.
-    Graphs of up to GED_EXACT_NODES nodes take the exact enumeration below (~30x faster than
-    networkx's search, the same cost); larger ones networkx's bounded search."""
+def _ged_of_names(
+    a: tuple[str, ...], b: tuple[str, ...], injections: dict[tuple[int, int], np.ndarray]
+) -> tuple[float, bool]:
+    """GED of two tool-name sequences (all tool_graph reads). Graphs of up to GED_EXACT_NODES nodes
+    take the exact enumeration below (networkx's exact search miscounts self-loops); larger ones
+    networkx's bounded search. `injections` keeps the node maps of each size between calls."""
     if a == b:
         return 0.0, True
-    ga, gb = _tool_graph_arrays(a), _tool_graph_arrays(b)
+    ga, gb = _graph_arrays(a), _graph_arrays(b)
     if max(len(ga[0]), len(gb[0])) <= GED_EXACT_NODES:
-        return _ged_by_enumeration(ga, gb), True
+        return _ged_by_enumeration(ga, gb, injections), True
     return _ged(tool_graph(Calls(a, a)), tool_graph(Calls(b, b)), GED_EXACT_NODES)
 
 
-@lru_cache(maxsize=65536)
-def _tool_graph_arrays(names: tuple[str, ...]) -> tuple[list[str], np.ndarray]:
-    """tool_graph as (node labels, START first; adjacency matrix). Memoised: a sequence meets many
-    others; callers do not modify the result."""
+def _graph_arrays(names: tuple[str, ...]) -> tuple[list[str], np.ndarray]:
+    """tool_graph as (node labels, START first; adjacency matrix)."""
     nodes = [START, *dict.fromkeys(names)]
     index = {n: i for i, n in enumerate(nodes)}
     adjacency = np.zeros((len(nodes), len(nodes)), dtype=np.int64)
@@ -240,7 +221,6 @@ def _tool_graph_arrays(names: tuple[str, ...]) -> tuple[list[str], np.ndarray]:
     return nodes, adjacency
 
 
-@lru_cache(maxsize=64)
 def _injections(k: int, n: int) -> np.ndarray:
     """Every map of the k non-START nodes of a graph (1..k) injectively onto the n of another
     (1..n), START (0) onto START, one per row."""
@@ -248,18 +228,27 @@ def _injections(k: int, n: int) -> np.ndarray:
     return np.array([(0, *m) for m in maps], dtype=np.int64).reshape(len(maps), k + 1)
 
 
-def _ged_by_enumeration(ga: tuple[list[str], np.ndarray], gb: tuple[list[str], np.ndarray]) -> float:
+def _ged_by_enumeration(
+    ga: tuple[list[str], np.ndarray], gb: tuple[list[str], np.ndarray], injections: dict
+) -> float:
     """Exact unit-cost GED of two tool graphs, START pinned to START. Mapping one more node pair
     never costs more than deleting one and inserting the other (at most 1 against 2, and an edge
     can only be kept), so some optimum maps every node of the smaller graph: enumerate those maps
     and take the cheapest of substitutions + unmatched nodes + edges not carried over."""
     (la, A), (lb, B) = (ga, gb) if len(ga[0]) <= len(gb[0]) else (gb, ga)
-    phi = _injections(len(la) - 1, len(lb) - 1)
+    size = (len(la) - 1, len(lb) - 1)
+    if size not in injections:
+        injections[size] = _injections(*size)
+    phi = injections[size]
     mismatch = np.array([[x != y for y in lb] for x in la], dtype=np.int64)
     node_cost = mismatch[np.arange(len(la)), phi].sum(axis=1) + (len(lb) - len(la))
     us, vs = np.nonzero(A)
     kept = B[phi[:, us], phi[:, vs]].sum(axis=1)
     return float((node_cost + A.sum() + B.sum() - 2 * kept).min())
+
+
+def _same_label(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return a["label"] == b["label"]
 
 
 def _ged(ga: nx.DiGraph, gb: nx.DiGraph, exact_nodes: int) -> tuple[float, bool]:
@@ -278,10 +267,22 @@ def _ged(ga: nx.DiGraph, gb: nx.DiGraph, exact_nodes: int) -> tuple[float, bool]
     return float(best), False
 
 
-def graph_size(trajectory: Trajectory | Calls) -> int:
-    """Nodes + edges of tool_graph: START, one node per distinct tool, one edge per distinct step."""
-    names = calls_of(trajectory).names
-    return 1 + len(set(names)) + len(set(zip((START, *names), names)))
+# The pair features that read the calls (all but the embedding similarities), in this order.
+CALL_FEATURES = ("em", "edit", "gedit", "call_edit", "jaccard", "lcs", "arg_agreement", "write_agreement")
+
+
+def _call_features(
+    a: Calls, b: Calls, write_tools: frozenset[str], injections: dict
+) -> tuple[tuple[float, ...], bool]:
+    """The CALL_FEATURES of a pair, and whether its GED is exact."""
+    ged, exact = _ged_of_names(a.names, b.names, injections)
+    # Deleting one graph and inserting the other always works, so this bounds GED to [0, 1].
+    gedit = ged / max(1, graph_size(a) + graph_size(b))
+    values = (
+        exact_match(a, b), name_edit_distance(a, b), gedit, call_edit_distance(a, b), tool_jaccard(a, b),
+        lcs_ratio(a, b), argument_agreement(a, b), write_agreement(a, b, write_tools),
+    )  # fmt: skip
+    return values, exact
 
 
 def pair_features(
@@ -292,53 +293,16 @@ def pair_features(
     ss: float,
     response_sim: float,
 ) -> tuple[dict[str, float], bool]:
-    """Features of one (base, alternate run) pair, and whether the GED was exact. The embedding
+    """Features of one (trajectory, other run) pair, and whether the GED was exact. The embedding
     similarities are passed in because they are computed for many pairs in one batch."""
-    base, other = calls_of(base), calls_of(other)
-    by_names, exact = _name_pair_features(base.names, other.names)
-    values = {
-        **by_names,
-        **_call_pair_features(base, other, write_tools),
-        "ss": ss,
-        "response_sim": response_sim,
-    }
-    return {name: values[name] for name in PAIR_FEATURES}, exact
+    values, exact = _call_features(calls_of(base), calls_of(other), write_tools, {})
+    named = {**dict(zip(CALL_FEATURES, values, strict=True)), "ss": ss, "response_sim": response_sim}
+    return {name: named[name] for name in PAIR_FEATURES}, exact
 
 
-@lru_cache(maxsize=65536)
-def _name_pair_features(a: tuple[str, ...], b: tuple[str, ...]) -> tuple[dict[str, float], bool]:
-    """The pair features that read tool names only (few distinct pairs: memoised)."""
-    ca, cb = Calls(a, a), Calls(b, b)  # names stand in for the calls: nothing here reads arguments
-    ged, exact = graph_edit_distance(ca, cb)
-    # Deleting one graph and inserting the other always works, so this bounds GED to [0, 1].
-    gedit = ged / max(1, graph_size(ca) + graph_size(cb))
-    values = {"edit": name_edit_distance(ca, cb), "gedit": gedit, "jaccard": tool_jaccard(ca, cb),
-              "lcs": lcs_ratio(ca, cb)}  # fmt: skip
-    return values, exact
-
-
-def _call_pair_features(a: Calls, b: Calls, write_tools: frozenset[str]) -> dict[str, float]:
-    """The pair features that read the calls' arguments."""
-    return {"em": exact_match(a, b), "call_edit": call_edit_distance(a, b),
-            "arg_agreement": argument_agreement(a, b), "write_agreement": write_agreement(a, b, write_tools)}  # fmt: skip
-
-
-def aggregate(rows: Sequence[dict[str, float]], names: Sequence[str]) -> dict[str, float]:
-    """name_mean / name_min / name_max over rows; NEUTRAL for all when there are none."""
-    out: dict[str, float] = {}
-    for name in names:
-        vals = [r[name] for r in rows if name in r]
-        for agg, fn in (("mean", np.mean), ("min", np.min), ("max", np.max)):
-            out[f"{name}_{agg}"] = float(fn(vals)) if vals else NEUTRAL
-    return out
-
-
-def base_features(mct: Run, runs: Sequence[Run], share: float | None = None) -> dict[str, float]:
-    """Counts of the MCT run and the self-consistency of the question's own runs."""
-    t = mct.trajectory
-    signatures = Counter(r.trajectory.signature() for r in runs) or Counter([t.signature()])
-    n_runs = max(1, len(runs))
-    others = [r.trajectory for r in runs if r.id != mct.id]
+def own_features(trajectory: Trajectory) -> dict[str, float]:
+    """Counts of one trajectory."""
+    t = trajectory
     return {
         "n_steps": float(len(t.steps)),
         "n_calls": float(len(t.calls)),
@@ -346,92 +310,291 @@ def base_features(mct: Run, runs: Sequence[Run], share: float | None = None) -> 
         "n_invalid": float(sum(1 for s in t.steps if s.kind == "invalid")),
         "has_response": float(bool(t.response and t.response.strip())),
         "status_ok": float(t.status == "ok"),
-        "mct_share": float(share if share is not None else signatures[t.signature()] / n_runs),
-        "n_runs": float(n_runs),
-        "n_distinct": float(len(signatures)),
-        "distinct_ratio": len(signatures) / n_runs,
-        "self_edit_mean": float(np.mean([name_edit_distance(t, o) for o in others])) if others else 0.0,
-        "self_jaccard_mean": float(np.mean([tool_jaccard(t, o) for o in others])) if others else 1.0,
     }
 
 
-def cosine(u: np.ndarray, v: np.ndarray) -> float:
-    nu, nv = float(np.linalg.norm(u)), float(np.linalg.norm(v))
-    if nu == 0.0 or nv == 0.0:
-        return 0.0
-    return float(np.clip(np.dot(u, v) / (nu * nv), -1.0, 1.0))
+def aggregate(rows: Sequence[dict[str, float]], names: Sequence[str], prefix: str = "") -> dict[str, float]:
+    """prefix+name_mean / _min / _max over rows; NEUTRAL for all when there are none."""
+    out: dict[str, float] = {}
+    for name in names:
+        vals = [r[name] for r in rows if name in r]
+        for agg, fn in zip(AGGREGATES, (np.mean, np.min, np.max), strict=True):
+            out[f"{prefix}{name}_{agg}"] = float(fn(vals)) if vals else NEUTRAL
+    return out
 
 
-# -- one verified trajectory ---------------------------------------------------------------------
+# -- the featurizer --------------------------------------------------------------------------------
 
 
-class _Embeddings:
-    """Embeds a batch of texts once (deduplicated) and looks vectors up by text."""
+@dataclass(frozen=True)
+class Alternate:
+    """An alternate question reverse-engineered from a group's answer, with the trajectories the
+    agent produced for it."""
 
-    def __init__(self, embedder: SupportsEmbed | None, texts: Iterable[str]):
-        unique = list(dict.fromkeys(texts))
-        self._index = {t: i for i, t in enumerate(unique)}
-        if unique and embedder is None:
-            raise ValueError("alternate features need an embedder")
-        self._vectors = np.asarray(embedder.embed(unique), dtype=np.float32) if unique else np.zeros((0, 1))
-        if len(self._vectors) != len(unique):
-            raise ValueError(f"embedder returned {len(self._vectors)} vectors for {len(unique)} texts")
-
-    def sim(self, a: str, b: str) -> float:
-        return cosine(self._vectors[self._index[a]], self._vectors[self._index[b]])
+    question: str
+    trajectories: Sequence[Trajectory]
 
 
-def verified_features(
-    question: Question,
-    mct: Run,
-    runs: Sequence[Run],
-    alternates: Sequence[tuple[Question, Sequence[Run]]],
-    embeddings: _Embeddings | None,
-    *,
-    share: float | None = None,
-    write_tools: frozenset[str] = frozenset(),
-) -> dict[str, float]:
-    """The full feature row of one verified trajectory (the MCT run of `question`)."""
-    values = base_features(mct, runs, share)
-    pairs: list[dict[str, float]] = []
-    question_sims: list[dict[str, float]] = []
-    all_exact = True
-    base = mct.trajectory
-    if alternates and embeddings is None:
-        raise ValueError("alternate features need embeddings")
-    for alt_question, alt_runs in alternates:
-        question_sims.append({"question_sim": embeddings.sim(question.text, alt_question.text)})
-        for run in alt_runs:
-            t = run.trajectory
-            row, exact = pair_features(
-                base, t, write_tools=write_tools,
-                ss=embeddings.sim(serialise(base), serialise(t)),
-                response_sim=embeddings.sim(base.response or "", t.response or ""),
-            )  # fmt: skip
-            all_exact = all_exact and exact
-            pairs.append(row)
-    values["n_alternates"] = float(len(question_sims))
-    values["n_alternate_runs"] = float(len(pairs))
-    values["gedit_exact"] = float(all_exact)
-    values.update(aggregate(pairs, PAIR_FEATURES))
-    values.update(aggregate(question_sims, ("question_sim",)))
-    return {name: values[name] for name in FEATURE_NAMES}
+class TrajectoryFeaturizer:
+    """Trajectories in, the feature matrix (one row each, columns FEATURE_NAMES) out.
+
+        X = TrajectoryFeaturizer(embedder).transform(trajectories, groups=task_ids)
+
+    embedder: anything with `embed(texts) -> array (n, d)` (a sentence-transformers model, magv's
+        Embedder); SS and response / question similarity need it, without one they are NEUTRAL.
+    write_tools: names of the tools that change data (write_agreement and sibling_same_writes
+        compare only their calls; with none known nothing can disagree).
+
+    Pair values are memoised by the pair of call signatures within one `transform` call: runs
+    repeat calls, and graph edit distance is most of the cost."""
+
+    def __init__(self, embedder: SupportsEmbed | None = None, write_tools: Iterable[str] = ()):
+        self.embedder = embedder
+        self.write_tools = frozenset(write_tools)
+
+    def get_feature_names_out(self) -> np.ndarray:
+        return np.asarray(FEATURE_NAMES, dtype=object)
+
+    def transform(
+        self,
+        trajectories: Sequence[Trajectory | dict[str, Any]],
+        groups: Sequence[Hashable] | None = None,
+        *,
+        questions: Mapping[Hashable, str] | None = None,
+        alternates: Mapping[Hashable, Sequence[Alternate]] | None = None,
+        rows: Sequence[int] | None = None,
+    ) -> np.ndarray:
+        """Feature rows of `trajectories` (Trajectory objects or their JSON-shaped dicts).
+
+        groups: one key per trajectory; trajectories with the same key are siblings (runs of one
+            question or task). None: all are siblings of each other. Order matters for the MCT:
+            a tie goes to the earliest trajectory.
+        questions: group -> its question text (question_sim against alternates needs it).
+        alternates: group -> its alternate questions with their trajectories.
+        rows: the indices of the trajectories whose rows to compute (default all), in that order;
+            the others are context (siblings) only."""
+        ts = [_as_trajectory(t, i) for i, t in enumerate(trajectories)]
+        keys = [0] * len(ts) if groups is None else list(groups)
+        if len(keys) != len(ts):
+            raise BadInput(
+                f"groups: {len(keys)} keys for {len(ts)} trajectories; expected one per trajectory"
+            )
+        wanted = list(range(len(ts))) if rows is None else [int(i) for i in rows]
+        if any(not 0 <= i < len(ts) for i in wanted):
+            raise BadInput(f"rows: expected indices in 0..{len(ts) - 1}")
+        return _Batch(self, ts, keys, questions or {}, alternates or {}).matrix(wanted)
 
 
-def _texts(question: Question, mct: Run, alternates: Sequence[tuple[Question, Sequence[Run]]]) -> list[str]:
-    base = mct.trajectory
-    texts = [question.text, serialise(base), base.response or ""]
-    for alt_question, alt_runs in alternates:
-        texts.append(alt_question.text)
-        for run in alt_runs:
-            texts += [serialise(run.trajectory), run.trajectory.response or ""]
-    return texts
+def _as_trajectory(t: Trajectory | dict[str, Any], i: int) -> Trajectory:
+    if isinstance(t, Trajectory):
+        return t
+    if isinstance(t, dict):
+        try:
+            return Trajectory.model_validate(t)
+        except ValueError as exc:
+            raise BadInput(f"trajectories[{i}]: not a trajectory ({exc})") from exc
+    raise BadInput(f"trajectories[{i}]: expected a Trajectory or a dict, got {type(t).__name__}")
 
 
-# -- the stage -----------------------------------------------------------------------------------
+# The SIBLING_COUNTS that count the group rather than compare pairs.
+_GROUP_COUNTS = ("n_runs", "n_distinct", "distinct_ratio", "is_mct", "mct_share", "signature_share")
 
 
-@lru_cache(maxsize=64)
+class _Batch:
+    """The work of one transform call: trajectories numbered (alternates' runs after the given
+    ones), their distinct call signatures numbered, pair values memoised by signature pair, texts
+    collected and embedded once."""
+
+    def __init__(
+        self,
+        featurizer: TrajectoryFeaturizer,
+        ts: list[Trajectory],
+        keys: list[Hashable],
+        questions: Mapping[Hashable, str],
+        alternates: Mapping[Hashable, Sequence[Alternate]],
+    ):
+        self.embedder = featurizer.embedder
+        self.write_tools = featurizer.write_tools
+        self.members: dict[Hashable, list[int]] = {}
+        for i, key in enumerate(keys):
+            self.members.setdefault(key, []).append(i)
+        self.keys = keys
+        self.questions = questions
+        self.trajectories = list(ts)
+        # group -> [(question text, indices of its runs)], alternates without runs left out
+        self.alternates: dict[Hashable, list[tuple[str, list[int]]]] = {}
+        for key, alts in alternates.items():
+            if key not in self.members:
+                continue
+            for alt in alts:
+                if alt.trajectories:
+                    start = len(self.trajectories)
+                    self.trajectories += [_as_trajectory(t, i) for i, t in enumerate(alt.trajectories)]
+                    self.alternates.setdefault(key, []).append(
+                        (alt.question, list(range(start, len(self.trajectories))))
+                    )
+        self.calls = [calls_of(t) for t in self.trajectories]
+        codes: dict[tuple[str, ...], int] = {}
+        self.code = [codes.setdefault(c.canonical, len(codes)) for c in self.calls]
+        self.pairs: dict[tuple[int, int], tuple[float, ...]] = {}
+        self.injections: dict[tuple[int, int], np.ndarray] = {}
+        self.texts: dict[str, int] = {}
+
+    def pair(self, i: int, j: int) -> tuple[float, ...]:
+        """CALL_FEATURES of trajectories i and j, then 1.0 if their GED is exact."""
+        key = (self.code[i], self.code[j])
+        if key not in self.pairs:
+            values, exact = _call_features(self.calls[i], self.calls[j], self.write_tools, self.injections)
+            self.pairs[key] = (*values, float(exact))
+        return self.pairs[key]
+
+    def text(self, text: str) -> int:
+        return self.texts.setdefault(text, len(self.texts))
+
+    def matrix(self, wanted: list[int]) -> np.ndarray:
+        n = len(wanted)
+        votes = {key: _vote(self, members) for key, members in self.members.items()}
+        counts = [self._counts(i, votes[self.keys[i]]) for i in wanted]
+        # (output row, trajectory, other trajectory) of every comparison
+        sibling_pairs = [
+            (r, i, j) for r, i in enumerate(wanted) for j in self.members[self.keys[i]] if j != i
+        ]
+        alternate_pairs = [(r, i, j) for r, i in enumerate(wanted)
+                           for _, runs in self.alternates.get(self.keys[i], []) for j in runs]  # fmt: skip
+        question_pairs = [(r, self.text(q), self.text(alt_question)) for r, i in enumerate(wanted)
+                          if (q := self.questions.get(self.keys[i])) is not None
+                          for alt_question, _ in self.alternates.get(self.keys[i], [])]  # fmt: skip
+        sib, alt = self._pair_values(sibling_pairs), self._pair_values(alternate_pairs)
+        vectors = self._vectors()  # every text is numbered by now
+        for values in (sib, alt):
+            values["ss"] = _similarity(vectors, values["serial_a"], values["serial_b"])
+            values["response_sim"] = _similarity(vectors, values["response_a"], values["response_b"])
+        q_row, q_base, q_alt = _columns(question_pairs, 3)
+        question_sim = _similarity(vectors, q_base, q_alt)
+
+        columns = {name: np.array([c[name] for c in counts], dtype=np.float64).reshape(n)
+                   for name in (*OWN_FEATURES, *_GROUP_COUNTS, "n_alternates")}  # fmt: skip
+        same = {"calls": sib["edit"] == 0.0, "arguments": sib["arg_agreement"] == 1.0,
+                "writes": sib["write_agreement"] == 1.0}  # fmt: skip
+        for name, test in same.items():
+            columns[f"sibling_same_{name}"] = _grouped(sib["row"], test.astype(np.float64), n, NEUTRAL)[0]
+        for name in PAIR_FEATURES:
+            columns.update(_aggregated(f"sibling_{name}", sib["row"], sib[name], n))
+            columns.update(_aggregated(name, alt["row"], alt[name], n))
+        columns.update(_aggregated("question_sim", q_row, question_sim, n))
+        columns["n_alternate_runs"] = np.bincount(alt["row"], minlength=n).astype(np.float64)
+        exact = np.r_[sib["exact"], alt["exact"]]
+        columns["gedit_exact"] = _grouped(np.r_[sib["row"], alt["row"]], exact, n, 1.0, ordered=False)[1]
+        return np.column_stack([columns[name] for name in FEATURE_NAMES]).reshape(n, len(FEATURE_NAMES))
+
+    def _counts(self, i: int, vote: tuple[Counter[int], int, int]) -> dict[str, float]:
+        """Trajectory i's own counts, its group's, and its alternates'."""
+        counts, mct_code, mct_count = vote
+        n_runs = len(self.members[self.keys[i]])
+        return {
+            **own_features(self.trajectories[i]),
+            "n_runs": n_runs, "n_distinct": len(counts), "distinct_ratio": len(counts) / n_runs,
+            "is_mct": float(self.code[i] == mct_code), "mct_share": mct_count / n_runs,
+            "signature_share": counts[self.code[i]] / n_runs,
+            "n_alternates": len(self.alternates.get(self.keys[i], [])),
+        }  # fmt: skip
+
+    def _pair_values(self, pairs: list[tuple[int, int, int]]) -> dict[str, np.ndarray]:
+        """Columns over (row, i, j) pairs: the row, CALL_FEATURES and exact of trajectories i and
+        j, and the text numbers of their serialised calls and responses (-1 without an embedder)."""
+        rows, a, b = _columns(pairs, 3)
+        table = np.array([self.pair(i, j) for _, i, j in pairs], dtype=np.float64)
+        table = table.reshape(len(pairs), len(CALL_FEATURES) + 1)
+        out = {name: table[:, k] for k, name in enumerate((*CALL_FEATURES, "exact"))}
+        out["row"] = rows
+        used = np.unique(np.r_[a, b])
+        serial, response = np.full(len(self.trajectories), -1), np.full(len(self.trajectories), -1)
+        if self.embedder is not None:
+            for i in used.tolist():
+                serial[i] = self.text(serialise(self.calls[i]))
+                response[i] = self.text(self.trajectories[i].response or "")
+        out.update(serial_a=serial[a], serial_b=serial[b], response_a=response[a], response_b=response[b])
+        return out
+
+    def _vectors(self) -> np.ndarray | None:
+        """L2-normalised vectors of the collected texts (rows = text numbers), one embed call."""
+        if self.embedder is None or not self.texts:
+            return None
+        vectors = np.asarray(self.embedder.embed(list(self.texts)), dtype=np.float64)
+        if vectors.ndim != 2 or len(vectors) != len(self.texts):
+            raise RunFailed(
+                f"embedder returned {vectors.shape} for {len(self.texts)} texts; expected one row each"
+            )
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
+
+
+def _similarity(vectors: np.ndarray | None, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine of text rows a[k] and b[k] (a zero vector gives 0); NEUTRAL without vectors."""
+    if vectors is None:
+        return np.full(len(a), NEUTRAL)
+    return np.clip(np.einsum("ij,ij->i", vectors[a], vectors[b]), -1.0, 1.0)
+
+
+def _columns(rows: list[tuple[int, ...]], width: int) -> list[np.ndarray]:
+    """Integer columns of a list of tuples (empty columns for no rows)."""
+    table = np.array(rows, dtype=np.int64).reshape(len(rows), width)
+    return [table[:, k] for k in range(width)]
+
+
+def _aggregated(name: str, group: np.ndarray, values: np.ndarray, n: int) -> dict[str, np.ndarray]:
+    """name_mean / _min / _max of values per output row (NEUTRAL for a row without any)."""
+    return {
+        f"{name}_{agg}": col for agg, col in zip(AGGREGATES, _grouped(group, values, n, NEUTRAL), strict=True)
+    }
+
+
+def _vote(batch: _Batch, members: list[int]) -> tuple[Counter[int], int, int]:
+    """(runs per signature, the MCT's signature, its count among the runs that did not fail on the
+    model): the most frequent signature, a tie going to the earliest run (as magv.mct does)."""
+    counts = Counter(batch.code[i] for i in members)
+    usable = Counter(batch.code[i] for i in members if batch.trajectories[i].status != "llm_error")
+    if not usable:
+        return counts, -1, 0
+    top = max(usable.values())
+    first = next(i for i in members if usable.get(batch.code[i]) == top)
+    return counts, batch.code[first], top
+
+
+def _grouped(
+    group: np.ndarray, values: np.ndarray, n: int, default: float, ordered: bool = True
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean, min, max) of `values` per group 0..n-1 (rows sorted by group unless not `ordered`);
+    `default` where a group has no rows."""
+    means, mins, maxs = (np.full(n, default, dtype=np.float64) for _ in range(3))
+    if len(group) == 0:
+        return means, mins, maxs
+    if not ordered:
+        order = np.argsort(group, kind="stable")
+        group, values = group[order], values[order]
+    starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+    ids = group[starts]
+    means[ids] = np.add.reduceat(values, starts) / np.diff(np.r_[starts, len(group)])
+    mins[ids] = np.minimum.reduceat(values, starts)
+    maxs[ids] = np.maximum.reduceat(values, starts)
+    return means, mins, maxs
+
+
+# -- the stage -------------------------------------------------------------------------------------
+
+
+class StoreCachedEmbedder:
+    """An embedder whose vectors go through the store's cache (`embed_cached`): each text is
+    embedded once per embedding model."""
+
+    def __init__(self, store: Any, embedder: SupportsEmbed):
+        self.store = store
+        self.embedder = embedder
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        return embed_cached(self.store, self.embedder, texts)
+
+
 def write_tools_of(domain: str) -> frozenset[str]:
     """Names of the domain's tools that change data; empty for unknown domains (imported data)."""
     try:
@@ -443,28 +606,87 @@ def write_tools_of(domain: str) -> frozenset[str]:
         return frozenset()
 
 
+def sibling_key(question: Mapping[str, Any]) -> str:
+    """Runs with the same key are siblings: the runs of one question, or for imported questions
+    the runs of one task group (trials of a task may open with other words)."""
+    if question["origin"] == "import" and question["group_id"]:
+        return f"group:{question['group_id']}"
+    return f"question:{question['id']}"
+
+
+# Sibling groups featurized (and their trajectories parsed) at a time: memory stays bounded.
+CHUNK_GROUPS = 500
+
+
+@dataclass
+class _Plan:
+    """What the stage reads before any trajectory: each sibling group's runs (ids, in run order),
+    question text and domain, and its alternates as (question text, run ids)."""
+
+    runs: dict[str, list[str]]
+    text: dict[str, str]
+    domain: dict[str, str]
+    alternates: dict[str, list[tuple[str, list[str]]]]
+
+
 def compute_features(
     store: Any,
     embedder: SupportsEmbed | None,
     *,
     alternates: bool = True,
     replace: bool = False,
+    mct_only: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> int:
-    """Write a feature row for the MCT run of every base question; returns rows written.
+    """Write a feature row for every run that has siblings or alternates (with `mct_only`: for the
+    MCT run of every base question, the paper's reading); returns rows written.
 
     Rows already stored for this FEATURE_VERSION are kept unless `replace`, or unless the run or
-    alternate counts they were computed from have changed since (a later reverse stage). Texts are
-    embedded through the store's cache (`embed_cached`): each once per embedding model."""
+    alternate counts they were computed from have changed since (a later respond or reverse stage).
+    With `alternates` False, alternates are left out and no text is embedded (SS and the other
+    similarities are NEUTRAL). Texts are embedded through the store's cache."""
     with _collector_paused():
-        return _compute_features(store, embedder, alternates, replace, progress)
+        return _compute_features(store, embedder, alternates, replace, mct_only, progress)
+
+
+def _compute_features(
+    store: Any, embedder: SupportsEmbed | None, alternates: bool, replace: bool, mct_only: bool,
+    progress: Callable[[int, int], None] | None,
+) -> int:  # fmt: skip
+    questions = {q["id"]: q for q in store.query(
+        "SELECT id, domain, text, origin, parent_id, group_id FROM questions ORDER BY id")}  # fmt: skip
+    runs = store.query(
+        "SELECT id, question_id, status, coalesce(signature, '') AS signature FROM runs "
+        "ORDER BY question_id, run_index"
+    )
+    plan = _plan(questions, runs, alternates)
+    chosen = _rows_to_compute(store, questions, runs, plan, replace, mct_only)
+    total = sum(len(v) for v in chosen.values())
+    if progress is not None:
+        progress(0, total)
+    cached = StoreCachedEmbedder(store, embedder) if alternates and embedder is not None else None
+    written = 0
+    for domain in sorted({plan.domain[k] for k in chosen}):
+        featurizer = TrajectoryFeaturizer(cached, write_tools_of(domain))
+        keys = [k for k in chosen if plan.domain[k] == domain]
+        for start in range(0, len(keys), CHUNK_GROUPS):
+            chunk = keys[start : start + CHUNK_GROUPS]
+            X, run_ids = _featurize(store, featurizer, plan, {k: chosen[k] for k in chunk})
+            written += store.write_feature_matrix(FEATURE_VERSION, run_ids, FEATURE_NAMES, X)
+            if progress is not None:
+                progress(written, total)
+    return written
 
 
 @contextmanager
 def _collector_paused() -> Iterator[None]:
-    """The stage makes some 10^5 short-lived, acyclic containers; each pass of the cyclic garbage
-    collector they trigger walks every object of the process (~25% of the stage's time measured
-    on 5,000 trajectories)."""
+    """Python's cyclic garbage collector off while the stage runs. The rows read and the parsed
+    trajectories of a chunk live until it is written, so they reach the oldest generation, and
+    every few tens of thousands of them set off a full pass over every object of the process (a
+    CLI process holds some 10^5, most of them the OpenAI client's types). This stage, as `magv
+    verify features --replace` runs it, on 10,000 synthetic questions (30,000 rows) took 29 s with
+    the collector on and 17 s with it paused. Nothing the stage makes is cyclic: nothing is left
+    for the collector to find."""
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -474,263 +696,92 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _compute_features(
-    store: Any, embedder: SupportsEmbed | None, alternates: bool, replace: bool,
-    progress: Callable[[int, int], None] | None,
-) -> int:  # fmt: skip
-    picks = _votes(store, store.bases_without_mct())
-    key = getattr(embedder, "key", None)
-    data = store.feature_inputs(FEATURE_VERSION, alternates=alternates, replace=replace, picks=picks,
-                                embedding_model=key, no_calls_text=NO_CALLS_TEXT)  # fmt: skip
-    jobs, alts, own = data["jobs"], data["alts"], data["own"]
-    n = len(jobs["job"])
-    if progress is not None:
-        progress(0, n)
-    if n == 0:
-        return 0
-    signatures = data["signatures"]
-    # codes number the distinct signatures 0..k-1 in order, so a code indexes these lists
-    trajectories = _signature_calls(len(signatures["code"]), data["calls"], data["parse"])
-    sig_keys = [str(sig) for sig in signatures["signature"]]
-    values = _base_values(jobs, own, trajectories)
-    if len(alts["job"]):
-        values.update(_alternate_values(store, embedder, data, trajectories, sig_keys))
-    else:  # no alternate runs: every alternate feature is NEUTRAL and no text is embedded
-        values.update({name: np.full(n, NEUTRAL) for name in FEATURE_NAMES if name not in values})
-        values.update(n_alternates=np.zeros(n), n_alternate_runs=np.zeros(n), gedit_exact=np.ones(n))
-    X = np.column_stack([values[name] for name in FEATURE_NAMES])
-    written = store.write_feature_matrix(FEATURE_VERSION, list(jobs["run_id"]), FEATURE_NAMES, X)
-    if progress is not None:
-        progress(n, n)
-    return written
+def _plan(questions: dict[str, dict[str, Any]], runs: list[dict[str, Any]], alternates: bool) -> _Plan:
+    plan = _Plan({}, {}, {}, {})
+    runs_of: dict[str, list[str]] = {}
+    for r in runs:
+        if r["question_id"] in questions:
+            runs_of.setdefault(r["question_id"], []).append(r["id"])
+    for qid, ids in runs_of.items():
+        q = questions[qid]
+        key = sibling_key(q)
+        plan.runs.setdefault(key, []).extend(ids)
+        plan.text.setdefault(key, q["text"])
+        plan.domain.setdefault(key, q["domain"])
+    if alternates:
+        for qid, ids in runs_of.items():
+            q = questions[qid]
+            parent = questions.get(q["parent_id"] or "")
+            if q["origin"] == "alternate" and parent is not None and parent["id"] in runs_of:
+                plan.alternates.setdefault(sibling_key(parent), []).append((q["text"], ids))
+    return plan
 
 
-def _signature_calls(n: int, calls: dict[str, Any], parse: dict[str, Any]) -> list[Calls]:
-    """The Calls of each of the n signature codes: the stored tool names and canonical calls, or
-    for runs stored before magv kept them, parsed from the trajectory."""
-    bounds = np.searchsorted(np.asarray(calls["code"], dtype=np.int64), np.arange(n + 1))
-    tools, canonical = calls["tool"].tolist(), calls["call"].tolist()
-    out = [
-        Calls(tuple(tools[a:b]), tuple(canonical[a:b])) for a, b in zip(bounds[:-1], bounds[1:], strict=True)
-    ]
-    for code, trajectory in zip(parse["code"].tolist(), parse["trajectory"].tolist(), strict=True):
-        out[code] = calls_of(Trajectory.model_validate_json(trajectory))
+def _featurize(
+    store: Any, featurizer: TrajectoryFeaturizer, plan: _Plan, chosen: dict[str, list[str]]
+) -> tuple[np.ndarray, list[str]]:
+    """The rows of `chosen` (sibling group -> run ids), with each group's runs and alternates."""
+    needed = [r for k in chosen for r in plan.runs[k]]
+    needed += [r for k in chosen for _, ids in plan.alternates.get(k, []) for r in ids]
+    trajectory = {
+        r["id"]: Trajectory.model_validate_json(r["trajectory"])
+        for r in store.query(
+            "SELECT r.id, r.trajectory::VARCHAR AS trajectory FROM runs r "
+            "JOIN (SELECT unnest(?::VARCHAR[]) AS id) w USING (id)",
+            [needed],
+        )
+    }
+    ids = [r for k in chosen for r in plan.runs[k]]
+    position = {r: i for i, r in enumerate(ids)}
+    wanted = [position[r] for k in chosen for r in chosen[k]]
+    alternates = {
+        k: [Alternate(text, [trajectory[r] for r in alt_ids]) for text, alt_ids in plan.alternates[k]]
+        for k in chosen
+        if k in plan.alternates
+    }
+    X = featurizer.transform(
+        [trajectory[r] for r in ids], [k for k in chosen for _ in plan.runs[k]],
+        questions={k: plan.text[k] for k in chosen}, alternates=alternates, rows=wanted,
+    )  # fmt: skip
+    return X, [ids[i] for i in wanted]
+
+
+def _rows_to_compute(
+    store: Any, questions: dict[str, dict[str, Any]], runs: list[dict[str, Any]], plan: _Plan, replace: bool,
+    mct_only: bool,
+) -> dict[str, list[str]]:  # fmt: skip
+    """Sibling group -> the ids of its runs that need a (new) row."""
+    if mct_only:
+        candidates: dict[str, list[str]] = {}
+        for qid, mct in _mct_runs(questions, runs).items():
+            candidates.setdefault(sibling_key(questions[qid]), []).append(mct)
+    else:
+        candidates = {k: ids for k, ids in plan.runs.items() if len(ids) > 1 or k in plan.alternates}
+    if replace:
+        return candidates
+    # A stored row is current while it counts the same sibling runs and alternate runs.
+    stored_ids, stored = store.feature_matrix(FEATURE_VERSION, ["n_runs", "n_alternate_runs"])
+    counts = dict(zip(stored_ids, map(tuple, stored.tolist()), strict=True))
+    out = {}
+    for key, run_ids in candidates.items():
+        now = (float(len(plan.runs[key])), float(sum(len(ids) for _, ids in plan.alternates.get(key, []))))
+        stale = [r for r in run_ids if counts.get(r) != now]
+        if stale:
+            out[key] = stale
     return out
 
 
-def _base_values(
-    jobs: dict[str, Any], own: dict[str, Any], trajectories: list[Calls]
-) -> dict[str, np.ndarray]:
-    """Counts of each MCT run and the self-consistency of its question's runs (base_features)."""
-    n = len(jobs["job"])
-    job_sig = np.asarray(jobs["sig"], dtype=np.int64)
-    values = {name: _floats(jobs[column]) for name, column in (
-        ("n_steps", "n_steps"), ("n_tool_errors", "n_tool_errors"), ("n_invalid", "n_invalid"),
-        ("has_response", "has_response"), ("status_ok", "status_ok"), ("mct_share", "share"),
-        ("n_runs", "n_runs"), ("n_distinct", "n_distinct"))}  # fmt: skip
-    values["n_calls"] = np.asarray([len(t.names) for t in trajectories], dtype=np.float64)[job_sig]
-    values["distinct_ratio"] = values["n_distinct"] / values["n_runs"]
-    # the MCT against each other run of its question, computed once per signature pair
-    own_job = np.asarray(own["job"], dtype=np.int64)
-    pairs, inverse = _distinct_pairs(job_sig[own_job], np.asarray(own["sig"], dtype=np.int64))
-    named = [_name_pair_features(trajectories[a].names, trajectories[b].names)[0] for a, b in pairs.tolist()]
-    per_pair = np.array([(v["edit"], v["jaccard"]) for v in named], dtype=np.float64).reshape(-1, 2)
-    mean, _, _ = _grouped(own_job, per_pair[inverse], n, np.array([0.0, 1.0]))
-    values["self_edit_mean"], values["self_jaccard_mean"] = mean[:, 0], mean[:, 1]
-    return values
-
-
-def _alternate_values(
-    store: Any, embedder: SupportsEmbed | None, data: dict[str, dict[str, Any]], trajectories: list[Calls],
-    sig_keys: list[str],
-) -> dict[str, np.ndarray]:  # fmt: skip
-    """The pair features of each MCT run against its alternates' runs, aggregated per MCT run."""
-    jobs, alts = data["jobs"], data["alts"]
-    n = len(jobs["job"])
-    alt_job = np.asarray(alts["job"], dtype=np.int64)
-    job_sig = np.asarray(jobs["sig"], dtype=np.int64)
-    base_sig, other_sig = job_sig[alt_job], np.asarray(alts["sig"], dtype=np.int64)
-
-    write_sets = [write_tools_of(d) for d in jobs["domain"]]
-    sets = list(dict.fromkeys(write_sets))
-    job_set = np.asarray([sets.index(ws) for ws in write_sets], dtype=np.int64)
-    pairs, inverse = _distinct_pairs(base_sig, other_sig, job_set[alt_job])
-    table = _pair_table(trajectories, sig_keys, pairs, sets)[inverse]
-    names = _CALL_VALUES
-    per_run = {name: table[:, k] for k, name in enumerate(names)}
-
-    serial_code = np.asarray(data["signatures"]["serial_code"], dtype=np.int64)
-    text_vec, sig_vec = _text_vectors(
-        store, embedder, data["texts"], trajectories, np.unique(np.r_[base_sig, other_sig]), serial_code
-    )
-    per_run["ss"] = _similarity(sig_vec, base_sig, other_sig)
-    job_response = np.asarray(jobs["response_code"], dtype=np.int64)
-    per_run["response_sim"] = _similarity(
-        text_vec, job_response[alt_job], np.asarray(alts["response_code"], dtype=np.int64)
-    )
-    alt_index = np.asarray(alts["alt"], dtype=np.int64)
-    first = np.r_[True, alt_index[1:] != alt_index[:-1]]  # one row per alternate question
-    q_job = alt_job[first]
-    job_text = np.asarray(jobs["text_code"], dtype=np.int64)
-    question_sim = _similarity(
-        text_vec, job_text[q_job], np.asarray(alts["text_code"], dtype=np.int64)[first]
-    )
-
-    values = {"n_alternates": np.bincount(q_job, minlength=n).astype(np.float64),
-              "n_alternate_runs": np.bincount(alt_job, minlength=n).astype(np.float64)}  # fmt: skip
-    _, all_exact, _ = _grouped(alt_job, table[:, len(names) : len(names) + 1], n, np.array([1.0]))
-    values["gedit_exact"] = all_exact[:, 0]
-    aggregated = [(name, per_run[name]) for name in PAIR_FEATURES] + [("question_sim", None)]
-    for name, column in aggregated:
-        group, col = (q_job, question_sim) if column is None else (alt_job, column)
-        mean, low, high = _grouped(group, col[:, None], n, np.array([NEUTRAL]))
-        values[f"{name}_mean"], values[f"{name}_min"], values[f"{name}_max"] = (
-            mean[:, 0],
-            low[:, 0],
-            high[:, 0],
-        )
-    return values
-
-
-def _floats(column: Any) -> np.ndarray:
-    return np.asarray(column, dtype=np.float64)
-
-
-def _distinct_pairs(*codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct rows of equal-length non-negative integer columns (sorted), and each row's
-    index among them."""
-    if len(codes[0]) == 0:
-        return np.zeros((0, len(codes)), dtype=np.int64), np.zeros(0, dtype=np.int64)
-    columns = np.column_stack(codes).astype(np.int64)
-    spans = [int(c.max()) + 1 for c in codes]
-    if math.prod(spans) >= 2**62:
-        distinct, inverse = np.unique(columns, axis=0, return_inverse=True)
-        return distinct, inverse.reshape(-1)
-    # one mixed-radix key per row: a 1-d unique sorts ~10x faster than rows, in the same order
-    key = np.zeros(len(columns), dtype=np.int64)
-    for column, span in zip(columns.T, spans, strict=True):
-        key = key * span + column
-    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
-    return columns[first], inverse.reshape(-1)
-
-
-def _grouped(group: np.ndarray, values: np.ndarray, n: int, default: np.ndarray):
-    """(mean, min, max) of `values` rows per group 0..n-1 (rows sorted by group); `default` where a
-    group has no rows."""
-    k = values.shape[1] if values.ndim == 2 else 1
-    means, mins, maxs = (np.tile(np.asarray(default, dtype=np.float64), (n, 1)) for _ in range(3))
-    if len(group) == 0:
-        return means, mins, maxs
-    starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
-    ids = group[starts]
-    counts = np.diff(np.r_[starts, len(group)])
-    values = values.reshape(len(group), k)
-    means[ids] = np.add.reduceat(values, starts, axis=0) / counts[:, None]
-    mins[ids] = np.minimum.reduceat(values, starts, axis=0)
-    maxs[ids] = np.maximum.reduceat(values, starts, axis=0)
-    return means, mins, maxs
-
-
-def _similarity(vectors: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Cosine of rows a[i] and b[i] of L2-normalised vectors (a zero row gives 0), clipped to
-    [-1, 1]; each distinct pair is computed once."""
-    pairs, inverse = _distinct_pairs(a, b)
-    if len(pairs) == 0:
-        return np.zeros(0)
-    dots = np.einsum("ij,ij->i", vectors[pairs[:, 0]], vectors[pairs[:, 1]], dtype=np.float64)
-    return np.clip(dots, -1.0, 1.0)[inverse]
-
-
-# The columns of _pair_table, in the order its loop writes them.
-_CALL_VALUES = ("em", "edit", "gedit", "call_edit", "jaccard", "lcs", "arg_agreement", "write_agreement")
-assert set(_CALL_VALUES) == set(PAIR_FEATURES) - {"ss", "response_sim"}
-
-
-def _pair_table(
-    trajectories: list[Calls], sig_keys: list[str], pairs: np.ndarray, sets: list[frozenset[str]]
-) -> np.ndarray:
-    """One row per (base code, other code, write-set index) of `pairs`: pair_features without the
-    embedding similarities (columns _CALL_VALUES), then whether GED was exact. Each signature's
-    argument sets and writes are gathered once; values are memoised by the pair of call signatures
-    (what every one of them depends on)."""
-    args: dict[int, dict[str, set[str]]] = {}
-    writes: dict[tuple[int, int], dict[str, int]] = {}
-    rows = []
-    for a, b, w in pairs.tolist():
-        key = (sig_keys[a], sig_keys[b], sets[w])
-        hit = _PAIR_CACHE.get(key)
-        if hit is None:
-            ta, tb = trajectories[a], trajectories[b]
-            names, exact = _name_pair_features(ta.names, tb.names)
-            if ta.canonical == tb.canonical:  # the same calls agree completely
-                em, call_edit, arguments, writes_agree = 1.0, 0.0, 1.0, 1.0
-            else:
-                for code, t in ((a, ta), (b, tb)):
-                    if code not in args:
-                        args[code] = _args_by_tool(t)
-                    if (code, w) not in writes:
-                        writes[code, w] = _writes(t, sets[w])
-                em, call_edit = 0.0, Levenshtein.normalized_distance(ta.canonical, tb.canonical)
-                arguments = _argument_agreement(ta, tb, args[a], args[b])
-                writes_agree = _multiset_jaccard(writes[a, w], writes[b, w])
-            hit = (em, names["edit"], names["gedit"], call_edit, names["jaccard"], names["lcs"], arguments,
-                   writes_agree, float(exact))  # fmt: skip
-            if len(_PAIR_CACHE) >= _PAIR_CACHE_MAX:
-                _PAIR_CACHE.clear()
-            _PAIR_CACHE[key] = hit
-        rows.append(hit)
-    return np.array(rows, dtype=np.float64).reshape(len(pairs), len(_CALL_VALUES) + 1)
-
-
-def _text_vectors(
-    store: Any, embedder: SupportsEmbed | None, texts: dict[str, Any], trajectories: list[Calls],
-    used: np.ndarray, serial_code: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """Vectors of the job texts (rows = text codes; stored ones come with `texts`) and of the
-    serialised calls of each signature in `used` (rows = signature codes: the text of
-    `serial_code`, or for signatures parsed from older runs serialised here), embedding the rest
-    in one batch through the store's cache."""
-    if embedder is None:
-        raise ValueError("alternate features need an embedder")
-    dims = np.asarray(texts["dim"], dtype=np.int64)
-    missing = np.flatnonzero(dims == 0)
-    stored = np.flatnonzero(dims > 0)
-    as_text = used[serial_code[used] >= 0]
-    parsed = used[serial_code[used] < 0]
-    wanted = [str(texts["text"][i]) for i in missing] + [serialise(trajectories[c]) for c in parsed]
-    # the inputs query hashed its texts already; only serialisations made here need hashing
-    hashes = [str(h) for h in texts["hash"][missing]] + [text_hash(t) for t in wanted[len(missing) :]]
-    fresh = embed_cached(store, embedder, wanted, hashes) if wanted else None
-    sizes = set(dims[stored].tolist()) | ({fresh.shape[1]} if fresh is not None else set())
-    if len(sizes) != 1:
-        raise RunFailed(
-            f"stored embeddings do not all have the embedder's size ({sorted(sizes)}): the model changed under "
-            "the same name; drop them with `magv db forget-embeddings`"
-        )
-    dim = sizes.pop()
-    text_vec = np.zeros((len(dims), dim), dtype=np.float32)
-    if len(stored):
-        text_vec[stored] = np.frombuffer(b"".join(texts["vector"][stored]), dtype=np.float32).reshape(-1, dim)
-    sig_vec = np.zeros((len(trajectories), dim), dtype=np.float32)
-    if fresh is not None:
-        text_vec[missing] = fresh[: len(missing)]
-        sig_vec[parsed] = fresh[len(missing) :]
-    sig_vec[as_text] = text_vec[serial_code[as_text]]
-    return text_vec, sig_vec
-
-
-def _votes(store: Any, question_ids: list[str]) -> list[tuple[str, str, float]]:
-    """(question_id, run_id, share) of the responder's vote, for bases the mct table lacks."""
-    if not question_ids:
-        return []
-    from magv.verify.importer import most_common
-
-    runs_of: dict[str, list[Run]] = {}
-    for run in store.runs(question_ids=question_ids):
-        runs_of.setdefault(run.question_id, []).append(run)
-    picks = []
-    for qid, runs in runs_of.items():
-        chosen = most_common(runs)
-        if chosen:
-            picks.append((qid, chosen["run_id"], float(chosen["share"])))
-    return picks
+def _mct_runs(questions: dict[str, dict[str, Any]], runs: list[dict[str, Any]]) -> dict[str, str]:
+    """Base question -> its MCT run (runs in run order): the most frequent stored signature among
+    runs that did not fail on the model, a tie going to the earliest (magv.mct's rule)."""
+    by_question: dict[str, list[dict[str, Any]]] = {}
+    for r in runs:
+        q = questions.get(r["question_id"])
+        if q is not None and q["origin"] != "alternate" and r["status"] != "llm_error":
+            by_question.setdefault(r["question_id"], []).append(r)
+    out = {}
+    for qid, usable in by_question.items():
+        counts = Counter(r["signature"] for r in usable)
+        top = max(counts.values())
+        out[qid] = next(r["id"] for r in usable if counts[r["signature"]] == top)
+    return out

@@ -1,15 +1,19 @@
-"""Classical verifiers behind one interface, grouped cross-validation, and safe model files.
+"""Classical verifiers as one scikit-learn estimator, grouped cross-validation, and safe model files.
 
-    v = Verifier("xgboost").fit(X, y)      # y: 1 = correct trajectory
-    v.predict_proba(X)                     # P(correct), shape (n,)
+    v = Verifier("xgboost").fit(X, y)      # y: 1 = correct trajectory (any two labels work)
+    v.predict(X)                           # the predicted label of each row
+    v.predict_proba(X)                     # shape (n, 2): columns follow v.classes_
     v.contributions(X)                     # per-feature contribution, shape (n, d)
 
-Contributions: XGBoost's exact TreeSHAP values (pred_contribs; for shallow trees read from per-tree
-tables built once per saved model, see treeshap.py) and logistic regression's linear terms coef * standardised
-x are exact in the models' log-odds. Random forest, SVM and k-NN have no cheap exact form, so they use
-a linear surrogate: a ridge regression, fitted at training time, of the model's own log-odds on the
-standardised features; its terms approximate the direction and size of each feature's effect and
-cost one matrix product at scoring time.
+`Verifier` is a scikit-learn classifier (BaseEstimator + ClassifierMixin): `clone`, pipelines,
+`cross_val_score` and grid search work on it. Its hyper-parameters are the model kind, that model's
+parameters (merged over magv's defaults), whether to calibrate, and the random state.
+
+Contributions: XGBoost's exact TreeSHAP values (its own `pred_contribs`) and logistic regression's
+linear terms coef * standardised x are exact in the models' log-odds. Random forest, SVM and k-NN
+have no cheap exact form, so they use a linear surrogate: a ridge regression, fitted at training
+time, of the model's own log-odds on the standardised features; its terms approximate the direction
+and size of each feature's effect and cost one matrix product at scoring time.
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ from typing import Any
 
 import numpy as np
 import skops.io as sio
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.calibration import CalibratedClassifierCV
+from sklearn.dummy import DummyClassifier
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression, Ridge
@@ -32,16 +38,17 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
 from xgboost import DMatrix, XGBClassifier
 
 from magv.errors import BadInput, RunFailed
-from magv.verify.treeshap import build_tables, table_contributions
 
 MODEL_NAMES: tuple[str, ...] = ("logreg", "svm", "random_forest", "knn", "xgboost")
 METRICS: tuple[str, ...] = ("accuracy", "precision", "recall", "f1", "roc_auc")
 
 # Calibrating needs held-out rows of both classes in every calibration fold; below this the model's
-# own probabilities are kept (and the file says calibrated=False).
+# own probabilities are kept (and calibrated_ says False).
 MIN_CALIBRATION_ROWS = 30
 MIN_CALIBRATION_CLASS = 6
 CALIBRATION_FOLDS = 3
@@ -67,129 +74,147 @@ def _min_class(y: np.ndarray) -> int:
     return int(min(np.sum(y == 1), np.sum(y == 0)))
 
 
-class Verifier:
-    """One classifier of MODEL_NAMES with fit / predict_proba / score / contributions."""
+def _model(name: str, params: dict[str, Any], seed: int, y: np.ndarray) -> Any:
+    """An unfitted model of kind `name`: magv's defaults with `params` over them. Scale-sensitive
+    models get a StandardScaler in front; SVC, which has no probabilities, is Platt-scaled."""
+    if name == "logreg":
+        lr = LogisticRegression(**{"max_iter": 2000, "class_weight": "balanced", **params})
+        return make_pipeline(StandardScaler(), lr)
+    if name == "svm":
+        svc = make_pipeline(
+            StandardScaler(), SVC(**{"class_weight": "balanced", "random_state": seed, **params})
+        )
+        k = min(3, _min_class(y))
+        if k >= 2:
+            cv = StratifiedKFold(k, shuffle=True, random_state=seed)
+            return CalibratedClassifierCV(svc, method="sigmoid", ensemble=False, cv=cv)
+        return _InSamplePlatt(svc)
+    if name == "random_forest":
+        defaults = {"n_estimators": 200, "class_weight": "balanced", "n_jobs": 1, "random_state": seed}
+        return RandomForestClassifier(**{**defaults, **params})
+    if name == "knn":
+        knn = KNeighborsClassifier(**{"n_neighbors": min(5, len(y)), "weights": "distance", **params})
+        return make_pipeline(StandardScaler(), knn)
+    defaults = {"n_estimators": 200, "max_depth": 3, "learning_rate": 0.1, "n_jobs": 1, "random_state": seed,
+                "eval_metric": "logloss", "verbosity": 0}  # fmt: skip
+    return XGBClassifier(**{**defaults, **params})
 
-    def __init__(self, name: str, seed: int = 0):
-        if name not in MODEL_NAMES:
-            raise ValueError(f"unknown verifier model {name!r}; expected one of {', '.join(MODEL_NAMES)}")
-        self.name = name
-        self.seed = seed
-        self.constant_: float | None = None
-        self.estimator_: Any = None  # the model fitted on all rows (contributions come from it)
-        self.model_: Any = None  # what predict_proba uses: estimator_ or its calibrated form
-        self.calibrated_ = False
-        self.surrogate_: dict[str, np.ndarray] | None = None
+
+class Verifier(ClassifierMixin, BaseEstimator):
+    """A binary classifier of trajectories: one model of MODEL_NAMES behind the scikit-learn API.
+
+    model: "logreg" | "svm" | "random_forest" | "knn" | "xgboost".
+    random_state: seeds the model and the calibration folds.
+    params: that model's own parameters, over magv's defaults (e.g. {"n_estimators": 50}).
+    calibrate: fit a sigmoid on out-of-fold predictions (grouped when `fit` gets groups) once
+        there are MIN_CALIBRATION_ROWS rows with MIN_CALIBRATION_CLASS of each class; calibrated_
+        says whether it did. SVM is always sigmoid-calibrated (it has no probabilities of its own).
+
+    A training set of one class predicts that class (predict_proba then has one column)."""
+
+    def __init__(
+        self,
+        model: str = "xgboost",
+        random_state: int = 0,
+        params: dict[str, Any] | None = None,
+        calibrate: bool = False,
+    ):
+        self.model = model
+        self.random_state = random_state
+        self.params = params
+        self.calibrate = calibrate
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_class = False
+        return tags
 
     @property
     def contribution_method(self) -> str:
-        return {"xgboost": "pred_contribs", "logreg": "linear_terms"}.get(self.name, "linear_surrogate")
+        return {"xgboost": "pred_contribs", "logreg": "linear_terms"}.get(self.model, "linear_surrogate")
 
-    # -- building ----------------------------------------------------------------------------
+    # -- fitting -------------------------------------------------------------------------------
 
-    def _new(self, y: np.ndarray) -> Any:
-        n = len(y)
-        if self.name == "logreg":
-            return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, class_weight="balanced"))
-        if self.name == "svm":
-            # SVC gives no probabilities itself (probability=True is deprecated): Platt-scale it.
-            svc = make_pipeline(StandardScaler(), SVC(class_weight="balanced", random_state=self.seed))
-            k = min(3, _min_class(y))
-            if k >= 2:
-                cv = StratifiedKFold(k, shuffle=True, random_state=self.seed)
-                return CalibratedClassifierCV(svc, method="sigmoid", ensemble=False, cv=cv)
-            return _InSamplePlatt(svc)
-        if self.name == "random_forest":
-            return RandomForestClassifier(
-                n_estimators=200, class_weight="balanced", n_jobs=1, random_state=self.seed
+    def fit(self, X: Any, y: Any, groups: Any = None) -> Verifier:
+        """Fit on rows X with labels y; `groups` (one per row: question or task) keeps a group on
+        one side of every calibration split."""
+        if self.model not in MODEL_NAMES:
+            raise ValueError(
+                f"unknown verifier model {self.model!r}; expected one of {', '.join(MODEL_NAMES)}"
             )
-        if self.name == "knn":
-            return make_pipeline(
-                StandardScaler(), KNeighborsClassifier(n_neighbors=min(5, n), weights="distance")
-            )
-        return XGBClassifier(
-            n_estimators=200, max_depth=3, learning_rate=0.1, n_jobs=1, random_state=self.seed,
-            eval_metric="logloss", verbosity=0,
-        )  # fmt: skip
-
-    def fit(
-        self, X: np.ndarray, y: np.ndarray, *, groups: np.ndarray | None = None, calibrate: bool = False
-    ) -> Verifier:
-        X = np.asarray(X, dtype=np.float64)
-        y = np.asarray(y, dtype=np.int64)
-        self.__dict__.pop("shap_tables_", None)  # tables of the previous fit
-        if len(np.unique(y)) < 2:
+        X, y = validate_data(self, X, y, dtype=np.float64)
+        check_classification_targets(y)
+        self.classes_, encoded = np.unique(y, return_inverse=True)
+        if len(self.classes_) > 2:
+            raise ValueError(f"Only binary classification is supported; y has {len(self.classes_)} classes")
+        params = dict(self.params or {})
+        self.calibrated_ = False
+        if len(self.classes_) < 2:
             # A training fold of one class: the honest prediction is that class.
-            self.constant_ = float(y[0]) if len(y) else 0.5
+            self.estimator_ = self.model_ = DummyClassifier(strategy="prior").fit(X, encoded)
             return self
-        self.constant_ = None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            est = self._new(y)
-            if isinstance(est, _InSamplePlatt):
-                est = est.fit(X, y)
-            else:
-                est.fit(X, y)
-            self.estimator_ = self.model_ = est
-            self.calibrated_ = self.name == "svm"
-            enough = len(y) >= MIN_CALIBRATION_ROWS and _min_class(y) >= MIN_CALIBRATION_CLASS
-            cv = (
-                _calibration_splits(y, groups, self.seed)
-                if calibrate and enough and self.name != "svm"
-                else None
-            )
-            if cv is not None:
+            est = _model(self.model, params, self.random_state, encoded)
+            est = est.fit(X, encoded)
+            self.estimator_ = self.model_ = est  # estimator_: the model contributions come from
+            self.calibrated_ = self.model == "svm"
+            enough = len(encoded) >= MIN_CALIBRATION_ROWS and _min_class(encoded) >= MIN_CALIBRATION_CLASS
+            splits = None
+            if self.calibrate and enough and self.model != "svm":
+                splits = _calibration_splits(encoded, None if groups is None else np.asarray(groups),
+                                             self.random_state)  # fmt: skip
+            if splits is not None:
                 # ensemble=False: one model refit on all rows plus a sigmoid fitted on out-of-fold
                 # predictions, so scoring costs one model, not one per fold.
                 self.model_ = CalibratedClassifierCV(
-                    self._new(y), method="sigmoid", cv=cv, ensemble=False
-                ).fit(X, y)
+                    _model(self.model, params, self.random_state, encoded), method="sigmoid", cv=splits,
+                    ensemble=False,
+                ).fit(X, encoded)  # fmt: skip
                 self.estimator_ = self.model_.calibrated_classifiers_[0].estimator
                 self.calibrated_ = True
             if self.contribution_method == "linear_surrogate":
-                self.surrogate_ = _fit_surrogate(X, self._raw_proba(X))
+                self.surrogate_ = _fit_surrogate(X, self.estimator_.predict_proba(X)[:, 1])
         return self
 
     # -- predicting ----------------------------------------------------------------------------
 
-    def _raw_proba(self, X: np.ndarray) -> np.ndarray:
-        return self.estimator_.predict_proba(X)[:, 1]
+    def _checked(self, X: Any) -> np.ndarray:
+        check_is_fitted(self)
+        return validate_data(self, X, reset=False, dtype=np.float64)
 
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        X = np.asarray(X, dtype=np.float64)
-        if self.constant_ is not None:
-            return np.full(len(X), self.constant_)
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Probabilities of each class in the order of classes_, shape (n, 2)."""
+        X = self._checked(X)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return self.model_.predict_proba(X)[:, 1]
+            return self.model_.predict_proba(X)
 
-    def score(self, X: np.ndarray, y: np.ndarray, threshold: float = 0.5) -> float:
-        return float(accuracy_score(np.asarray(y), self.predict_proba(X) >= threshold))
+    def predict(self, X: Any) -> np.ndarray:
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=1)]
 
-    def shap_tables(self) -> dict[str, np.ndarray] | None:
-        """XGBoost's per-tree TreeSHAP tables (None: not an XGBoost model, or trees too deep for
-        them), built on first use and kept: save_model builds them, so a model file holds them
-        and cross-validation folds, which never explain, do not pay for them."""
-        if self.name != "xgboost" or self.constant_ is not None:
-            return None
-        if not hasattr(self, "shap_tables_"):
-            self.shap_tables_ = build_tables(self.estimator_.get_booster())
-        return self.shap_tables_
+    def proba_correct(self, X: Any) -> np.ndarray:
+        """P(correct) of each row, shape (n,): the probability of label 1 (True), or of the second
+        class when the labels are others."""
+        proba = self.predict_proba(X)
+        if len(self.classes_) == 1:
+            return np.full(len(proba), float(self.classes_[0] == 1))
+        positive = np.flatnonzero(self.classes_ == 1)
+        return proba[:, positive[0] if len(positive) else 1]
 
-    def contributions(self, X: np.ndarray, method: str = "exact") -> np.ndarray:
-        """Per-feature contributions to the log-odds of 'correct' (see the module docstring).
-        For XGBoost `method` "approx" takes Saabas path attribution instead of exact TreeSHAP."""
-        X = np.asarray(X, dtype=np.float64)
-        if self.constant_ is not None:
+    def contributions(self, X: Any, method: str = "exact") -> np.ndarray:
+        """Per-feature contributions to the log-odds of the second class (see the module
+        docstring). For XGBoost `method` "approx" takes Saabas path attribution instead of exact
+        TreeSHAP."""
+        X = self._checked(X)
+        if isinstance(self.estimator_, DummyClassifier):
             return np.zeros_like(X)
-        if self.name == "xgboost":
+        if self.model == "xgboost":
             booster = self.estimator_.get_booster()
-            tables = self.shap_tables() if method != "approx" else None
-            if tables is not None:
-                return table_contributions(tables, X)
             booster.set_param({"nthread": os.cpu_count() or 1})  # trained on one thread for CV; score on all
             return booster.predict(DMatrix(X), pred_contribs=True, approx_contribs=method == "approx")[:, :-1]
-        if self.name == "logreg":
+        if self.model == "logreg":
             scaler, lr = self.estimator_[0], self.estimator_[-1]
             return scaler.transform(X) * lr.coef_[0]
         s = self.surrogate_
@@ -299,7 +324,7 @@ def cross_validate_models(
     for name in names:
         oof = np.zeros(len(y))
         for train_idx, test_idx in splits:
-            oof[test_idx] = Verifier(name, seed).fit(X[train_idx], y[train_idx]).predict_proba(X[test_idx])
+            oof[test_idx] = Verifier(name, seed).fit(X[train_idx], y[train_idx]).proba_correct(X[test_idx])
         results[name] = {**metrics(y, oof), "folds": len(splits), "n": int(len(y)), "positives": int(y.sum())}
     return results
 
@@ -324,7 +349,6 @@ def save_model(
 ) -> Path:
     """A skops file holding the verifier, its feature list (column order) and feature version."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    verifier.shap_tables()  # built once here rather than at every scoring
     bundle = {"verifier": verifier, "features": list(features), "feature_version": feature_version, **meta}
     sio.dump(bundle, path)
     return path

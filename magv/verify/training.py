@@ -87,14 +87,12 @@ def checked_matrix(store: Any, version: str, names: Sequence[str]) -> tuple[list
 
 
 def training_data(store: Any, version: str = FEATURE_VERSION) -> TrainingData:
-    """Feature rows of verified trajectories that have an effective label, with the CV group of
-    their question. A row of a run that is no longer its question's MCT (more runs changed the
-    vote) is left out."""
+    """Feature rows of every run that has an effective label (an MCT or any other run), with the
+    CV group of its question: its group_id, else the question id."""
     labels = store.effective_labels()
-    verified = {m["run_id"] for m in store.mct()}
     names = list(FEATURE_NAMES)
     run_ids, X = checked_matrix(store, version, names)
-    info = store.run_questions([r for r in run_ids if r in labels and r in verified])
+    info = store.run_questions([r for r in run_ids if r in labels])
     keep = [i for i, r in enumerate(run_ids) if r in info]
     run_ids = [run_ids[i] for i in keep]
     y = np.array([int(labels[r].correct) for r in run_ids], dtype=np.int64)
@@ -119,7 +117,7 @@ def train(
     check_enough_rows(data.y)
     results = cross_validate_models(data.X, data.y, data.groups, folds=folds, seed=seed, names=names)
     best = best_model(results, select_by)
-    verifier = Verifier(best, seed).fit(data.X, data.y, groups=data.groups, calibrate=True)
+    verifier = Verifier(best, seed, calibrate=True).fit(data.X, data.y, groups=data.groups)
 
     # Same labelled rows, same settings -> same ids: retraining unchanged data registers nothing new.
     training_id = make_id("training", FEATURE_VERSION, sorted(zip(data.run_ids, data.y.tolist())), folds, seed,
@@ -216,16 +214,21 @@ def score(
     top: int = 5,
     model_file: Path | None = None,
 ) -> ScoreResult:
-    """Predict every trajectory with features of the model's feature version."""
+    """Predict every run that has a feature row of the model's feature version."""
     t0 = time.perf_counter()
     row, bundle = load_registered(store, model_id, Path(settings.verify.models_dir), model_file)
     check_feature_set(row, bundle)
     verifier: Verifier = bundle["verifier"]
+    if not hasattr(verifier, "classes_"):
+        raise RunFailed(
+            f"model {row['id']} was saved by an older magv (features v{bundle['feature_version']}): "
+            "run `magv verify features` and `magv verify train` again"
+        )
     names: list[str] = bundle["features"]
     threshold = settings.verify.threshold if threshold is None else threshold
     run_ids, X = checked_matrix(store, bundle["feature_version"], names)
     t1 = time.perf_counter()
-    proba = verifier.predict_proba(X)
+    proba = verifier.proba_correct(X)
     verdicts = proba >= threshold
     method = settings.verify.contributions
     top_index, top_values = top_contributions(
