@@ -123,9 +123,9 @@ class VerifySettings(_Section):
     gold_arguments: bool = False
     cv_folds: int = Field(default=5, ge=2, le=20)
     models_dir: str = "data/models"
-    # What `score` stores as each prediction's top contributions. XGBoost: exact TreeSHAP (~6 us a
-    # row from per-tree tables; ~60-100 us for trees too deep for them), approx = Saabas path
-    # attribution (~4 us), none = not computed. Linear models are exact.
+    # What `score` stores as each prediction's top contributions. XGBoost: exact TreeSHAP (its own
+    # pred_contribs), approx = Saabas path attribution (approx_contribs, cheaper), none = not
+    # computed. Linear models are exact.
     contributions: Literal["exact", "approx", "none"] = "exact"
 
 
