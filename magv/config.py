@@ -178,9 +178,9 @@ class VerifySettings(_Section):
     # true: the paper's reading, one feature row (and verdict) per question's MCT; false: every run
     # with siblings or alternates gets one.
     mct_only: bool = False
-    # What `score` stores as each prediction's top contributions. XGBoost: exact TreeSHAP
-    # (XGBoost's pred_contribs), approx = Saabas path attribution, none = not computed. Linear
-    # models are exact.
+    # What `score` stores as each prediction's top contributions. XGBoost: exact TreeSHAP (its own
+    # pred_contribs), approx = Saabas path attribution (approx_contribs, cheaper), none = not
+    # computed. Linear models are exact.
     contributions: Literal["exact", "approx", "none"] = "exact"
 
 

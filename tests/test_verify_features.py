@@ -163,6 +163,7 @@ def test_featurizer_on_plain_trajectories_matches_the_readable_definition(with_e
     )
     assert X.shape == (len(ts), len(F.FEATURE_NAMES))
     assert list(F.TrajectoryFeaturizer().get_feature_names_out()) == list(F.FEATURE_NAMES)
+    assert len(set(F.FEATURE_NAMES)) == len(F.FEATURE_NAMES)
     for i in range(len(ts)):
         expected = _reference_row(i, ts, keys, embedder, questions, alternates, writes)
         for name, got, want in zip(F.FEATURE_NAMES, X[i], expected, strict=True):

@@ -340,8 +340,9 @@ class TrajectoryFeaturizer:
 
         X = TrajectoryFeaturizer(embedder).transform(trajectories, groups=task_ids)
 
-    embedder: anything with `embed(texts) -> array (n, d)` (a sentence-transformers model, magv's
-        Embedder); SS and response / question similarity need it, without one they are NEUTRAL.
+    embedder: anything with `embed(texts) -> array (n, d)` (magv's Embedder, or a wrapper around
+        a sentence-transformers model's `encode`); SS and response / question similarity need it,
+        without one they are NEUTRAL.
     write_tools: names of the tools that change data (write_agreement and sibling_same_writes
         compare only their calls; with none known nothing can disagree).
 

@@ -153,26 +153,26 @@ class Verifier(ClassifierMixin, BaseEstimator):
             # A training fold of one class: the honest prediction is that class.
             self.estimator_ = self.model_ = DummyClassifier(strategy="prior").fit(X, encoded)
             return self
+        splits = None
+        enough = len(encoded) >= MIN_CALIBRATION_ROWS and _min_class(encoded) >= MIN_CALIBRATION_CLASS
+        if self.calibrate and enough and self.model != "svm":
+            splits = _calibration_splits(
+                encoded, None if groups is None else np.asarray(groups), self.random_state
+            )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            est = _model(self.model, params, self.random_state, encoded)
-            est = est.fit(X, encoded)
-            self.estimator_ = self.model_ = est  # estimator_: the model contributions come from
-            self.calibrated_ = self.model == "svm"
-            enough = len(encoded) >= MIN_CALIBRATION_ROWS and _min_class(encoded) >= MIN_CALIBRATION_CLASS
-            splits = None
-            if self.calibrate and enough and self.model != "svm":
-                splits = _calibration_splits(encoded, None if groups is None else np.asarray(groups),
-                                             self.random_state)  # fmt: skip
-            if splits is not None:
+            model = _model(self.model, params, self.random_state, encoded)
+            if splits is None:
+                self.estimator_ = self.model_ = model.fit(X, encoded)
+                self.calibrated_ = self.model == "svm"  # its own Platt scaling
+            else:
                 # ensemble=False: one model refit on all rows plus a sigmoid fitted on out-of-fold
                 # predictions, so scoring costs one model, not one per fold.
-                self.model_ = CalibratedClassifierCV(
-                    _model(self.model, params, self.random_state, encoded), method="sigmoid", cv=splits,
-                    ensemble=False,
-                ).fit(X, encoded)  # fmt: skip
+                self.model_ = CalibratedClassifierCV(model, method="sigmoid", cv=splits, ensemble=False)
+                self.model_.fit(X, encoded)
                 self.estimator_ = self.model_.calibrated_classifiers_[0].estimator
                 self.calibrated_ = True
+            # estimator_ is the model contributions come from
             if self.contribution_method == "linear_surrogate":
                 self.surrogate_ = _fit_surrogate(X, self.estimator_.predict_proba(X)[:, 1])
         return self
