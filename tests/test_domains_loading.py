@@ -202,7 +202,7 @@ def test_unknown_spec_is_bad_input():
         (
             [SEED, '{"question": "q", "trajectory": [], "extra": 1}'],
             2,
-            "unknown field(s) extra; expected id, notes, question, trajectory",
+            "unknown field(s) extra; expected acceptable, id, notes, question, trajectory",
         ),
         (
             ['{"id": "a", ' + SEED[1:], '{"id": "a", ' + SEED[1:]],

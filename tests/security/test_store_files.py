@@ -5,6 +5,7 @@ backup` that fails half-way (a full disk) leaves nothing behind that blocks its 
 from __future__ import annotations
 
 import errno
+import json
 import hashlib
 import os
 import shutil
@@ -70,7 +71,10 @@ def test_a_duckdb_file_of_another_application_is_refused_untouched(tmp_path, rea
 def test_the_cli_refuses_another_applications_database_with_exit_2(argv, tmp_path, monkeypatch, capsys):
     path = tmp_path / "other.duckdb"
     _foreign_duckdb(path)
-    (tmp_path / "x.jsonl").write_text("")
+    # a valid line: the file passes its own checks, so what is refused is the database
+    line = {"question_id": "q", "question": "hi", "run": 0,
+            "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+    (tmp_path / "x.jsonl").write_text(json.dumps(line) + "\n")
     before = _sha256(path)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MAGV_DATABASE", str(path))
