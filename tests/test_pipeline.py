@@ -162,21 +162,22 @@ def test_whole_pipeline_with_verifier_then_report(tmp_path, capsys, prefect_harn
 
 @pytest.mark.integration
 def test_a_run_whose_stage_failed_is_completed_with_errors_and_exits_1(tmp_path, capsys, prefect_harness):
-    """One target, one kept question: the verifier cannot train (too few labelled trajectories),
-    so the run says which stage failed and why, and stores the reason with the stage."""
+    """One target, one kept question, one run each and no alternates: the verifier has nothing to
+    train on, so the run says which stage failed and why, and stores the reason with the stage."""
     with fake_pipeline_env(tmp_path):
         rc = main(["run", "--json", "--targets", "1", "--questions", "1", "--runs", "1", "--alternates", "0"])
     captured = capsys.readouterr()
     assert rc == 1
     result = json.loads(captured.out)
     assert result["status"] == "completed_with_errors"
-    assert "stage train failed" in captured.err and "nothing was trained" in captured.err
+    assert "stage train failed" in captured.err
     assert "score" not in result["stages"]  # nothing to score with
     with Store(tmp_path / "magv.duckdb", read_only=True) as store:
         [run] = store.pipeline_runs()
     stages = json.loads(run["stages"]) if isinstance(run["stages"], str) else run["stages"]
     assert run["status"] == "completed_with_errors"
-    assert "nothing was trained" in stages["train"]["errors"][0] and stages["train"]["error"]
+    reason = stages["train"]["errors"][0]
+    assert stages["train"]["error"] and " ".join(reason.split()) in " ".join(captured.err.split())
     assert stages["respond"]["error"] is None and stages["respond"]["done"] == 2
 
 
