@@ -100,13 +100,14 @@ def test_twenty_percent_faults_of_every_kind_are_retried_or_recorded(
     assert len(successful_keys(db)) - len(answered) == resent  # only unanswered calls were sent
     assert all(n == (1 if origin == "alternate" else R) for origin, n in runs_per_question(db).values())
     # The verifier's rows follow the redone runs: a row for each of a base question's R runs (they are
-    # siblings), none for another run; gold labels on each question's current MCT.
+    # siblings), none for another run; gold labels on the base runs that are stored now.
     mct_runs = {r for (r,) in query(db, "SELECT run_id FROM mct JOIN questions q ON q.id = question_id "
                                         "WHERE q.origin <> 'alternate'")}  # fmt: skip
     base_runs = {r for (r,) in query(db, "SELECT r.id FROM runs r JOIN questions q ON q.id = r.question_id "
                                          "WHERE q.origin <> 'alternate'")}  # fmt: skip
     assert {r for (r,) in query(db, "SELECT run_id FROM features")} == base_runs
-    assert {r for (r,) in query(db, "SELECT run_id FROM labels WHERE source = 'gold'")} <= mct_runs
+    assert {r for (r,) in query(db, "SELECT run_id FROM labels WHERE source = 'gold'")} <= base_runs
+    assert mct_runs <= base_runs
 
 
 def _check_faults_are_retried_or_recorded(db, result, sent, requests) -> None:

@@ -28,8 +28,8 @@ def test_verify_flow_runs_every_stage_and_records_them(tmp_path, prefect_harness
     assert result["results"]["train"]["best"] in {m["name"] for m in result["results"]["train"]["models"]}
     with Store(cfg.database, read_only=True) as store:
         counts = store.counts()
-        # a row and a verdict for each of the 30 questions' 3 runs; gold labels on the 30 MCTs
-        assert counts["features"] == counts["predictions"] == 90 and counts["labels"] == 30
+        # a row, a gold label and a verdict for each of the 30 questions' 3 runs
+        assert counts["features"] == counts["predictions"] == counts["labels"] == 90
         assert store.pipeline_runs()[-1]["status"] == "completed"
 
 
@@ -39,9 +39,9 @@ def test_a_stage_that_cannot_run_is_recorded_and_the_flow_finishes(tmp_path, pre
 
     cfg = _cfg(tmp_path, 6)
     with Store(cfg.database) as store:
-        store.add_labels([Label(run_id=m["run_id"], source="human", correct=False) for m in store.mct()])
+        store.add_labels([Label(run_id=r.id, source="human", correct=False) for r in store.runs()])
     result = verify_flow(settings=cfg.model_dump(mode="json"), alternates=False)
     train = result["stages"]["train"]
-    assert train["failed"] == 1 and "all 6 labelled trajectories are incorrect" in train["errors"][0]
+    assert train["failed"] == 1 and "all 18 labelled trajectories are incorrect" in train["errors"][0]
     assert "score" not in result["stages"]  # no model to score with
     assert result["stages"]["features"]["written"] == 18

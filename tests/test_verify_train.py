@@ -51,7 +51,8 @@ def test_match_rejects_unknown_mode():
 
 def test_gold_labels_and_trust_order(tmp_store):
     truth = synthetic_store(tmp_store, n_questions=20)
-    assert gold_labels(tmp_store, "strict") == 20
+    assert gold_labels(tmp_store, "strict", mct_only=True) == 20  # the paper's reading: each MCT
+    assert gold_labels(tmp_store, "strict") == 60  # every run of the 20 base questions (R = 3)
     labels = tmp_store.effective_labels()
     mct = {m["run_id"]: m["question_id"] for m in tmp_store.mct()}
     agreement = np.mean([labels[r].correct == truth[q] for r, q in mct.items()])
@@ -90,8 +91,8 @@ def test_train_registers_the_best_model_and_score_predicts_every_row(tmp_path):
     store, cfg = _trained_store(tmp_path)
     result = training.train(store, cfg)
     assert set(result.results) == {"logreg", "svm", "random_forest", "knn", "xgboost"}
-    # gold labels are on the 60 MCT runs; every run with siblings (180) has a row and is scored
-    assert result.path.is_file() and result.calibrated and result.n_rows == 60
+    # gold labels are on every base run (180), and every run with siblings has a row and is scored
+    assert result.path.is_file() and result.calibrated and result.n_rows == 180
     assert store.latest_verifier_model()["id"] == result.model_id
     assert len(store.cv_results(result.training_id)) == 5
     # Retraining the same data is the same model: nothing new is registered.
@@ -113,6 +114,8 @@ def test_train_registers_the_best_model_and_score_predicts_every_row(tmp_path):
 def test_labels_on_any_run_train_the_model(tmp_path):
     """A label on a run that is not its question's MCT trains the model like any other."""
     store, cfg = _trained_store(tmp_path, n=30)
+    store.con.execute("DELETE FROM labels")  # only the labels below
+    gold_labels(store, mct_only=True)
     mct = {m["run_id"] for m in store.mct()}
     others = [r for r in store.runs() if "_a" not in r.question_id and r.id not in mct][:20]
     store.add_labels([Label(run_id=r.id, source="human", correct=bool(i % 2)) for i, r in enumerate(others)])
@@ -148,9 +151,9 @@ def test_scoring_ten_thousand_rows_is_well_under_a_second(tmp_path):
 
 def test_training_without_both_classes_fails_clearly(tmp_path):
     store, cfg = _trained_store(tmp_path, n=6)
-    for m in store.mct():
-        store.add_labels([Label(run_id=m["run_id"], source="human", correct=True)])
-    with pytest.raises(RunFailed, match="all 6 labelled trajectories are correct"):
+    for r in store.runs():
+        store.add_labels([Label(run_id=r.id, source="human", correct=True)])
+    with pytest.raises(RunFailed, match="all 18 labelled trajectories are correct"):
         training.train(store, cfg)
     with pytest.raises(RunFailed, match="no trained verifier"):
         training.score(store, cfg)
@@ -167,7 +170,7 @@ def test_cli_verify_train_prints_exactly_the_table_json(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["written"] == 90  # the other runs of each question
     assert main(["verify", "label", "--json"]) == 0
     labelled = json.loads(capsys.readouterr().out)
-    assert labelled["written"] == 45 and labelled["source"] == "gold"
+    assert labelled["written"] == 135 and labelled["source"] == "gold"  # every run of the 45 questions
     assert main(["verify", "train", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert set(out) == {"models", "best"}

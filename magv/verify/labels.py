@@ -223,10 +223,12 @@ def gold_labels(
     mode: str = "strict",
     arguments: bool | str = False,
     overrides: Mapping[str, Any] | None = None,
+    mct_only: bool = False,
 ) -> int:
-    """Label the MCT run of every question that has a target trajectory (a match with any of its
-    acceptable trajectories is correct); returns labels written (a rerun with another mode replaces
-    the previous gold labels)."""
+    """Label every run of every question that has a target trajectory (with `mct_only`, the
+    paper's reading: only each question's MCT run); a match with any of its acceptable
+    trajectories is correct. Returns labels written (a rerun with another mode replaces the
+    previous gold labels)."""
     detail = match_detail(mode, arguments, overrides)
     parse_overrides(overrides)
     targets = {
@@ -234,12 +236,12 @@ def gold_labels(
         for q in store.questions()
         if q.origin != "alternate" and q.target is not None
     }
-    mct_runs = {m["run_id"]: m["question_id"] for m in store.mct() if m["question_id"] in targets}
+    only = {m["run_id"] for m in store.mct() if m["question_id"] in targets} if mct_only else None
     labels = [
-        Label(run_id=run.id, source="gold", correct=match_any(run.trajectory.calls, targets[qid], mode, arguments,
-              overrides), detail=detail)
-        for run in store.runs(question_ids=sorted(set(mct_runs.values())))
-        if (qid := mct_runs.get(run.id)) is not None
+        Label(run_id=run.id, source="gold", correct=match_any(run.trajectory.calls, targets[run.question_id], mode,
+              arguments, overrides), detail=detail)
+        for run in store.runs(question_ids=sorted(targets))
+        if only is None or run.id in only
     ]  # fmt: skip
     store.add_labels(labels)
     return len(labels)
