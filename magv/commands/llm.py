@@ -85,7 +85,9 @@ def llm_calls(
 
 @llm_app.command("stats")
 def llm_stats(ctx: typer.Context, as_json: bool = JsonOption) -> None:
-    """Calls, tokens, latency, retries and errors per role and model."""
+    """Calls, tokens, latency, retries and errors per role and model, and the prompt-cache hit rate:
+    the share of prompt tokens the server did not evaluate again (from the `cached_tokens` the
+    server reports; `-` for servers that do not)."""
     cfg = settings(ctx)
     with open_store(cfg, read_only=cfg.database.exists()) as store:
         rows = store.llm_stats()
@@ -94,8 +96,10 @@ def llm_stats(ctx: typer.Context, as_json: bool = JsonOption) -> None:
         return
     columns = [("role", "role"), ("model", "model"), ("calls", "calls"), ("prompt_tokens", "in"),
                ("completion_tokens", "out"), ("latency_s", "total s"), ("mean_latency_s", "mean s"),
+               ("cached_prompt_tokens", "in cached"), ("prompt_cache_hit_rate", "hit"),
                ("retries", "retry"), ("errors", "errors")]  # fmt: skip
-    _print_table("LLM calls per role and model (tokens in/out)", rows, columns, droppable=("latency_s",))
+    _print_table("LLM calls per role and model (tokens in/out; prompt tokens served from the server's "
+                 "prompt cache)", rows, columns, droppable=("latency_s", "cached_prompt_tokens"))  # fmt: skip
 
 
 @serve_app.command("llama")

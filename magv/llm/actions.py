@@ -1,6 +1,7 @@
 """The two ways to get a tool call from a model, and what a reply turns into.
 
-native: OpenAI `tools=` (vLLM with a tool parser, OpenAI itself); the server parses the call.
+native: OpenAI `tools=` (vLLM with a tool parser, OpenAI itself); the server parses the call, or
+        leaves the model's own `<tool_call>` text, which is parsed here (llama-cpp-python).
 json:   a JSON schema admitting exactly `{"tool": <name>, "arguments": <that tool's parameters>}` for
         each tool, or `{"answer": <text>}`; llama.cpp turns it into a grammar, vLLM into structured
         outputs, so even a small base model writes a well-formed call.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Literal
@@ -146,7 +148,42 @@ def parse_native_action(result: ChatResult, tools: list[ToolSpec]) -> Action:
     text = (result.text or "").strip()
     if not text:
         return InvalidReply(raw=result.text or "", error="empty reply")
+    written = call_in_text(text)
+    if written is not None:
+        name, args = written
+        return check_call(name, args, tools, text)
     return FinalAnswer(text=text)
+
+
+_TAGGED = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.S)
+_FENCED = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.S)
+
+
+def call_in_text(text: str) -> tuple[Any, Any] | None:
+    """(name, arguments) of a tool call the model wrote as text: a Hermes `<tool_call>` block (what
+    Qwen's chat template asks for; llama-cpp-python leaves it in the text), a fenced or bare JSON
+    object `{"name": ..., "arguments": ...}`, or that object in the doubled braces of the
+    template's own example. None when the text is not one of those (it is then an answer)."""
+    tagged = _TAGGED.search(text)
+    fenced = _FENCED.match(text)
+    body = tagged.group(1) if tagged else fenced.group(1) if fenced else text
+    if body.startswith("{{") and body.endswith("}}"):
+        body = body[1:-1]
+    if not body.startswith("{"):
+        return None
+    try:
+        obj = json.loads(body, strict=False)
+    except ValueError:
+        return None
+    if not isinstance(obj, dict) or "name" not in obj or set(obj) - {"name", "arguments", "parameters"}:
+        return None
+    args = obj.get("arguments", obj.get("parameters", {}))
+    if isinstance(args, str):
+        try:
+            args = json.loads(args) if args.strip() else {}
+        except ValueError:
+            pass
+    return obj["name"], args
 
 
 def check_call(name: Any, arguments: Any, tools: list[ToolSpec], raw: str) -> Action:
