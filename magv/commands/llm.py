@@ -106,12 +106,15 @@ def llm_stats(ctx: typer.Context, as_json: bool = JsonOption) -> None:
 def serve_llama(
     ctx: typer.Context,
     port: int = typer.Option(None, "--port", help="Port on 127.0.0.1 (default: llama.port)."),
-    gguf: Path = typer.Option(None, "--gguf", help="A GGUF model file (default: the gemma-3-270m package)."),
+    model: str = typer.Option(
+        None, "--model", "-m", help="A model of `magv models list` (default: llama.model)."
+    ),
+    gguf: Path = typer.Option(None, "--gguf", help="A GGUF model file instead (default: llama.gguf)."),
 ) -> None:
     """Serve the embedded model with llama.cpp's OpenAI-compatible server."""
     from magv.llm.servers import LlamaServer
 
-    cfg = settings(ctx)
+    cfg = settings(ctx, **{"llama.model": model})
     server = LlamaServer(cfg, gguf=gguf, port=port)
     console.print(f"starting llama.cpp server on {server.url} (log: {server.log_path})")
     _serve_foreground(server)
