@@ -100,6 +100,9 @@ def stages(cfg, run_args: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("MAGV_PIPELINE__MAX_STEPS", "4")
+    # Three steps: the demo's long targets (4 and 5 calls) are then incorrect by construction.
+    os.environ.setdefault("MAGV_PIPELINE__MAX_STEPS", "3")
+    # Temperature 0: the short targets' trajectories are the ones measured right.
+    os.environ.setdefault("MAGV_LLM__TEMPERATURE", "0")
     Path("data").mkdir(exist_ok=True)
     main(sys.argv[1:])
