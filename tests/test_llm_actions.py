@@ -153,6 +153,9 @@ def test_native_mode_takes_the_first_of_several_calls():
         '```json\n{\n  "name": "get_order",\n  "arguments": {"order_id": 12}\n}\n```',  # fenced
         '{{"name": "get_order", "arguments": {"order_id": 12}}}',  # the braces of Qwen's template
         '{"name": "get_order", "arguments": "{\\"order_id\\": 12}"}',  # arguments as a JSON string
+        '<tools>\n  <function name="get_order" arguments=\'{"order_id": 12}\'/>\n</tools>',
+        'I will look it up:\n```json\n{"name": "get_order", "arguments": {"order_id": 12}}\n```\nThen I answer.',
+        '<tools>\n{{"name": "get_order", "arguments": {"order_id": 12}}}\n{{"name": "refund", "arguments": {}}}',
     ],
 )
 def test_native_mode_reads_a_call_the_model_wrote_as_text(text):

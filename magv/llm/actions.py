@@ -155,35 +155,37 @@ def parse_native_action(result: ChatResult, tools: list[ToolSpec]) -> Action:
     return FinalAnswer(text=text)
 
 
-_TAGGED = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.S)
-_FENCED = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.S)
+_FUNCTION_TAG = re.compile(r"""<function\s+name=["']([^"']+)["']\s+arguments='(.*?)'\s*/?>""", re.S)
+_CALL_KEYS = {"name", "arguments", "parameters"}
 
 
 def call_in_text(text: str) -> tuple[Any, Any] | None:
-    """(name, arguments) of a tool call the model wrote as text: a Hermes `<tool_call>` block (what
-    Qwen's chat template asks for; llama-cpp-python leaves it in the text), a fenced or bare JSON
-    object `{"name": ..., "arguments": ...}`, or that object in the doubled braces of the
-    template's own example. None when the text is not one of those (it is then an answer)."""
-    tagged = _TAGGED.search(text)
-    fenced = _FENCED.match(text)
-    body = tagged.group(1) if tagged else fenced.group(1) if fenced else text
-    if body.startswith("{{") and body.endswith("}}"):
-        body = body[1:-1]
-    if not body.startswith("{"):
-        return None
-    try:
-        obj = json.loads(body, strict=False)
-    except ValueError:
-        return None
-    if not isinstance(obj, dict) or "name" not in obj or set(obj) - {"name", "arguments", "parameters"}:
-        return None
-    args = obj.get("arguments", obj.get("parameters", {}))
+    """(name, arguments) of the first tool call a model wrote as text, or None (the text is then
+    an answer). llama-cpp-python leaves the call in the text, and a small model writes it in many
+    shapes: a Hermes `<tool_call>` block (what Qwen's template asks for), a fenced or bare JSON
+    object `{"name": ..., "arguments": ...}` (also inside prose, or in the doubled braces of the
+    template's own example), or `<function name="..." arguments='{...}'/>`."""
+    tag = _FUNCTION_TAG.search(text)
+    if tag:
+        return tag.group(1), _json_or_text(tag.group(2))
+    decoder = json.JSONDecoder(strict=False)
+    for start in (i for i, ch in enumerate(text) if ch == "{"):
+        try:
+            obj, _ = decoder.raw_decode(text, start)
+        except ValueError:
+            continue
+        if isinstance(obj, dict) and isinstance(obj.get("name"), str) and set(obj) <= _CALL_KEYS:
+            return obj["name"], _json_or_text(obj.get("arguments", obj.get("parameters", {})))
+    return None
+
+
+def _json_or_text(args: Any) -> Any:
     if isinstance(args, str):
         try:
-            args = json.loads(args) if args.strip() else {}
+            return json.loads(args) if args.strip() else {}
         except ValueError:
-            pass
-    return obj["name"], args
+            return args
+    return args
 
 
 def check_call(name: Any, arguments: Any, tools: list[ToolSpec], raw: str) -> Action:
