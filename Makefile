@@ -13,8 +13,9 @@ export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
 # The demo's targets (demo/retail/seeds.jsonl) are seeds the default model answers right at
-# temperature 0 and seeds it cannot (more calls than max_steps), so the verifier has both classes.
-DEMO_ARGS ?= --domain demo/retail --targets 4 --per-target 2 --questions 6 --runs 2 --alternates 1
+# temperature 0 and seeds it cannot (more calls than max_steps), so the verifier has both classes:
+# the seeds are labelled questions themselves, besides the investigator's questions.
+DEMO_ARGS ?= --domain demo/retail --targets 4 --per-target 2 --questions 4 --runs 2 --alternates 1
 
 .PHONY: demo model test test-fast bench lint install install-dev clean
 
