@@ -48,7 +48,7 @@ install-dev: $(VENV)/.deps-dev
 demo: install model
 	$(BIN)/python demo/run.py $(DEMO_ARGS)
 
-test: install-dev
+test: install-dev model
 	$(BIN)/pytest -q
 
 test-fast: install-dev
