@@ -143,8 +143,8 @@ QUESTIONS = ["Where is my order 4411?", "I want a refund for order 98, it came b
 def embedded_throughput(prompts: int, max_tokens: int, reps: int) -> dict:
     from llama_cpp import Llama
 
-    from magv.llm.llama_serve import GEMMA_FORMAT, register_gemma_format
-    from magv.llm.servers import LlamaServer, default_gguf
+    from magv.llm.llama_serve import register_gemma_format
+    from magv.llm.servers import LlamaServer, embedded_model
 
     work = Path(tempfile.mkdtemp(prefix="magv-bench-"))
     settings = Settings(database=work / "magv.duckdb", llama=LlamaSettings(port=free_port(), n_ctx=4096))
@@ -153,7 +153,8 @@ def embedded_throughput(prompts: int, max_tokens: int, reps: int) -> dict:
     server.start()
     register_gemma_format()
     # Same GGUF, context, chat format and thread defaults as the server (logits_all is off in both).
-    direct = Llama(model_path=str(default_gguf()), n_ctx=settings.llama.n_ctx, chat_format=GEMMA_FORMAT,
+    model = embedded_model(settings.llama)
+    direct = Llama(model_path=str(model.path), n_ctx=settings.llama.n_ctx, chat_format=model.chat_format,
                    verbose=False)  # fmt: skip
     rows = []
 

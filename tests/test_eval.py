@@ -27,6 +27,7 @@ from magv.evaluate import (
     score,
 )
 from magv.models import Step, ToolCall, Trajectory
+from magv.serving.registry import DEFAULT_MODEL
 from magv.store import Store
 from magv.verify.labels import match
 from tests.fake_agents import AgentScript
@@ -88,7 +89,7 @@ def test_compare_spec_is_checked():
     )
     role = cfg.settings.llm.role("responder")
     assert cfg.demos == 3 and role["model"] == "qwen" and role["endpoints"] == ["http://a/v1"]
-    assert role["temperature"] == 0 and cfg.settings.llm.role("judge")["model"] == "gemma-3-270m"
+    assert role["temperature"] == 0 and cfg.settings.llm.role("judge")["model"] == DEFAULT_MODEL
     for spec, words in [("demos", "KEY=VALUE"), ("colour=red", "unknown key"), ("demos=x", "integer"),
                         ("demos=99", "pipeline.demos"), ("seed_demos=maybe", "true or false"),
                         ("prompts=/nowhere", "responder.j2")]:  # fmt: skip

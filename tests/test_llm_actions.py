@@ -144,3 +144,32 @@ def test_native_mode_takes_the_first_of_several_calls():
         action, result = _choose(srv, "native")
     assert action == ToolCall(name="refund", arguments={"order_id": 1, "reason": "late"})
     assert [c.name for c in result.tool_calls] == ["refund", "get_order"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '<tool_call>\n{"name": "get_order", "arguments": {"order_id": 12}}\n</tool_call>',  # Hermes / Qwen
+        '```json\n{\n  "name": "get_order",\n  "arguments": {"order_id": 12}\n}\n```',  # fenced
+        '{{"name": "get_order", "arguments": {"order_id": 12}}}',  # the braces of Qwen's template
+        '{"name": "get_order", "arguments": "{\\"order_id\\": 12}"}',  # arguments as a JSON string
+        '<tools>\n  <function name="get_order" arguments=\'{"order_id": 12}\'/>\n</tools>',
+        'I will look it up:\n```json\n{"name": "get_order", "arguments": {"order_id": 12}}\n```\nThen I answer.',
+        '<tools>\n{{"name": "get_order", "arguments": {"order_id": 12}}}\n{{"name": "refund", "arguments": {}}}',
+    ],
+)
+def test_native_mode_reads_a_call_the_model_wrote_as_text(text):
+    with FakeLLMServer(handler=lambda body: text) as srv:
+        action, _ = _choose(srv, "native")
+    assert action == ToolCall(name="get_order", arguments={"order_id": 12})
+
+
+def test_native_mode_text_calls_are_checked_and_plain_text_is_an_answer():
+    bad = '<tool_call>{"name": "get_order", "arguments": {"order_id": "twelve"}}</tool_call>'
+    with FakeLLMServer(handler=lambda body: bad) as srv:
+        action, _ = _choose(srv, "native")
+    assert isinstance(action, InvalidReply) and "order_id" in action.error
+    for answer in ["Your order 12 has shipped.", '{"status": "shipped"}', '{"name": "Ann", "age": 3}']:
+        with FakeLLMServer(handler=lambda body, a=answer: a) as srv:
+            action, _ = _choose(srv, "native")
+        assert action == FinalAnswer(text=answer)

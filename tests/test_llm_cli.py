@@ -130,3 +130,30 @@ def test_llm_calls_table_keeps_ids_whole_at_80_columns(call_log, capsys, monkeyp
     assert all(len(line) <= 80 for line in out.splitlines())
     assert all(i in out for i in ids)
     assert "…" not in out
+
+
+def test_llm_stats_shows_the_prompt_cache_hit_rate(tmp_path, monkeypatch, capsys):
+    from magv.models import LLMCall
+
+    db = tmp_path / "magv.duckdb"
+    monkeypatch.setenv("MAGV_DATABASE", str(db))
+
+    def call(i, role, prompt, cached):
+        usage = {"prompt_tokens": prompt, "completion_tokens": 5}
+        if cached is not None:
+            usage["prompt_tokens_details"] = {"cached_tokens": cached}
+        return LLMCall(id=f"c{i}", key=f"k{i}", role=role, model="m", endpoint="http://x/v1", request={},
+                       response={"choices": [], "usage": usage}, prompt_tokens=prompt, completion_tokens=5)  # fmt: skip
+
+    with Store(db) as store:
+        store.add_llm_calls([call(1, "responder", 800, 0), call(2, "responder", 900, 850),
+                             call(3, "responder", 100, None), call(4, "judge", 300, None)])  # fmt: skip
+    assert main(["llm", "stats", "--json"]) == 0
+    rows = {r["role"]: r for r in json.loads(capsys.readouterr().out)}
+    # over the calls whose server reported cached tokens: 850 of 1700 prompt tokens
+    assert (
+        rows["responder"]["cached_prompt_tokens"] == 850 and rows["responder"]["prompt_cache_hit_rate"] == 0.5
+    )
+    assert rows["judge"]["cached_prompt_tokens"] is None and rows["judge"]["prompt_cache_hit_rate"] is None
+    assert main(["llm", "stats"]) == 0
+    assert "hit" in capsys.readouterr().out

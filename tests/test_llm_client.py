@@ -12,6 +12,7 @@ import pytest
 from magv.config import RoleSettings, Settings
 from magv.errors import BadInput
 from magv.llm import LLMClient
+from magv.serving.registry import DEFAULT_MODEL
 from tests.fakellm import FakeLLMServer
 
 MESSAGES = [
@@ -68,7 +69,7 @@ def test_reply_is_parsed_and_logged_once(tmp_store):
     assert len(rows) == 1
     row = rows[0]
     assert row["id"] == result.call_id
-    assert row["role"] == "responder" and row["model"] == "gemma-3-270m"
+    assert row["role"] == "responder" and row["model"] == DEFAULT_MODEL
     assert row["endpoint"] == srv.base_url
     assert (row["template"], row["template_hash"]) == ("responder.j2", "abc123")
     assert (
@@ -307,7 +308,7 @@ def test_role_settings_and_endpoint_overrides():
     assert judged.endpoint == b.base_url and answered.endpoint == a.base_url
     sent = b.requests[0]
     assert (sent["model"], sent["temperature"], sent["max_tokens"]) == ("judge-model", 0.0, 17)
-    assert a.requests[0]["model"] == "gemma-3-270m" and a.requests[0]["max_tokens"] == 256
+    assert a.requests[0]["model"] == DEFAULT_MODEL and a.requests[0]["max_tokens"] == 256
 
 
 def test_configured_endpoints_are_used_without_override():

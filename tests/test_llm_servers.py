@@ -13,9 +13,10 @@ import pytest
 
 from magv.config import RoleSettings, Settings
 from magv.errors import BadInput, RunFailed
-from magv.llm import LlamaServer, VLLMServer, managed_endpoints
-from magv.llm.llama_serve import gemma_prompt
+from magv.llm import LlamaServer, VLLMServer, managed_endpoints, servers
+from magv.llm.llama_serve import _decoded_arguments, gemma_prompt
 from magv.llm.servers import vllm_installed
+from magv.serving.registry import DEFAULT_MODEL
 from tests.fakellm import FakeLLMServer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -118,13 +119,38 @@ def test_llama_command_line(tmp_path):
     args = " ".join(cmd)
     assert cmd[:3] == [sys.executable, "-m", "magv.llm.llama_serve"]
     assert f"--watch-parent {os.getpid()}" in args
-    for expected in [f"--model {gguf}", "--model_alias gemma-3-270m", "--host 127.0.0.1", "--port 9001",
+    for expected in [f"--model {gguf}", f"--model_alias {s.llm.model}", "--host 127.0.0.1", "--port 9001",
                      "--n_ctx 4096", "--cache true", "--cache_type ram", "--logits_all false",
                      "--chat_format magv-gemma", "--n_threads 2"]:  # fmt: skip
         assert expected in args
     other = tmp_path / "qwen.gguf"
     other.write_bytes(b"GGUF")
-    assert "--chat_format" not in LlamaServer(s, gguf=other).command()
+    assert "--chat_format" not in LlamaServer(s, gguf=other).command()  # the GGUF's own template
+
+
+def test_llama_command_line_for_a_named_model(tmp_path, monkeypatch):
+    monkeypatch.setattr(servers, "assemble", lambda spec: tmp_path / spec.filename)
+    s = Settings(llama={"model": "gemma-3-270m"})
+    cmd = " ".join(LlamaServer(s, port=9001).command())
+    assert f"--model {tmp_path}/gemma-3-270m-" in cmd and "--chat_format magv-gemma" in cmd
+    assert "--model_alias gemma-3-270m" in cmd  # the call log names the model that answered
+    cmd = LlamaServer(Settings(), port=9001).command()
+    assert "--chat_format" not in cmd and f"--model_alias {DEFAULT_MODEL}" in " ".join(cmd)
+    assert LlamaServer(Settings(llm={"model": "mine"}, llama={"model": "gemma-3-270m"})).model_alias == "mine"
+
+
+def test_template_messages_get_tool_arguments_as_objects():
+    messages = [
+        {"role": "user", "content": "Where is 7?"},
+        {"role": "assistant", "content": "",
+         "tool_calls": [{"id": "c1", "type": "function",
+                         "function": {"name": "get_order", "arguments": "{\"order_id\": 7}"}}]},
+        {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "x", "arguments": "not json"}}]},
+    ]  # fmt: skip
+    out = _decoded_arguments(messages)
+    assert out[1]["tool_calls"][0]["function"]["arguments"] == {"order_id": 7}
+    assert out[2]["tool_calls"][0]["function"]["arguments"] == "not json"  # left for the template
+    assert messages[1]["tool_calls"][0]["function"]["arguments"] == '{"order_id": 7}'  # not mutated
 
 
 def test_llama_missing_gguf_is_bad_input(tmp_path):

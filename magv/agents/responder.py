@@ -16,6 +16,10 @@ from magv.llm.actions import FinalAnswer, InvalidReply, choose_action
 from magv.models import Step, ToolCall, ToolSpec, Trajectory, canonical_json
 from magv.prompts import load_prompt
 
+RETRY_HINT = {
+    "json": 'Reply with one JSON object: a tool call {"tool": ..., "arguments": {...}} or {"answer": ...}.',
+    "native": "Call one of the tools with valid arguments, or answer the customer in plain text.",
+}
 RESULT_CHARS = 1500  # tool results shown to the model are cut here: small models have small contexts
 
 
@@ -105,9 +109,8 @@ async def respond(
                 steps.append(Step(kind="invalid", raw=action.raw[:2000], error=action.error))
                 messages += [
                     {"role": "assistant", "content": action.raw[:2000]},
-                    {"role": "user", "content": f"Invalid reply: {action.error}. Reply with one JSON object: "
-                     'a tool call {"tool": ..., "arguments": {...}} or {"answer": ...}.'},
-                ]  # fmt: skip
+                    {"role": "user", "content": f"Invalid reply: {action.error}. {RETRY_HINT[tool_mode]}"},
+                ]
                 continue
             step = await asyncio.to_thread(sandbox.execute, action)
             steps.append(step)
@@ -121,7 +124,8 @@ def _exchange(call: ToolCall, step: Step, tool_mode: str, n: int) -> list[dict]:
     if tool_mode == "native":
         call_id = f"call_{n}"
         return [
-            {"role": "assistant", "content": None, "tool_calls": [
+            # "" not None: llama-cpp-python's server rejects a null content.
+            {"role": "assistant", "content": "", "tool_calls": [
                 {"id": call_id, "type": "function",
                  "function": {"name": call.name, "arguments": json.dumps(call.arguments)}}]},
             {"role": "tool", "tool_call_id": call_id, "content": _result_text(step)},

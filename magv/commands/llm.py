@@ -167,7 +167,9 @@ def llm_calls(
 
 @llm_app.command("stats")
 def llm_stats(ctx: typer.Context, as_json: bool = JsonOption) -> None:
-    """Calls, tokens, latency, retries and errors per role and model."""
+    """Calls, tokens, latency, retries and errors per role and model, and the prompt-cache hit rate:
+    the share of prompt tokens the server did not evaluate again (from the `cached_tokens` the
+    server reports; `-` for servers that do not)."""
     cfg = settings(ctx)
     with open_store(cfg, read_only=cfg.database.exists()) as store:
         rows = store.llm_stats()
@@ -176,20 +178,25 @@ def llm_stats(ctx: typer.Context, as_json: bool = JsonOption) -> None:
         return
     columns = [("role", "role"), ("model", "model"), ("calls", "calls"), ("prompt_tokens", "in"),
                ("completion_tokens", "out"), ("latency_s", "total s"), ("mean_latency_s", "mean s"),
+               ("cached_prompt_tokens", "in cached"), ("prompt_cache_hit_rate", "hit"),
                ("retries", "retry"), ("errors", "errors")]  # fmt: skip
-    _print_table("LLM calls per role and model (tokens in/out)", rows, columns, droppable=("latency_s",))
+    _print_table("LLM calls per role and model (tokens in/out; prompt tokens served from the server's "
+                 "prompt cache)", rows, columns, droppable=("latency_s", "cached_prompt_tokens"))  # fmt: skip
 
 
 @serve_app.command("llama")
 def serve_llama(
     ctx: typer.Context,
     port: int = typer.Option(None, "--port", help="Port on 127.0.0.1 (default: llama.port)."),
-    gguf: Path = typer.Option(None, "--gguf", help="A GGUF model file (default: the gemma-3-270m package)."),
+    model: str = typer.Option(
+        None, "--model", "-m", help="A model of `magv models list` (default: llama.model)."
+    ),
+    gguf: Path = typer.Option(None, "--gguf", help="A GGUF model file instead (default: llama.gguf)."),
 ) -> None:
     """Serve the embedded model with llama.cpp's OpenAI-compatible server."""
     from magv.llm.servers import LlamaServer
 
-    cfg = settings(ctx)
+    cfg = settings(ctx, **{"llama.model": model})
     server = LlamaServer(cfg, gguf=gguf, port=port)
     console.print(f"starting llama.cpp server on {server.url} (log: {server.log_path})")
     _serve_foreground(server)

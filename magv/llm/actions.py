@@ -1,6 +1,7 @@
 """The two ways to get a tool call from a model, and what a reply turns into.
 
-native: OpenAI `tools=` (vLLM with a tool parser, OpenAI itself); the server parses the call.
+native: OpenAI `tools=` (vLLM with a tool parser, OpenAI itself); the server parses the call, or
+        leaves the model's own `<tool_call>` text, which is parsed here (llama-cpp-python).
 json:   a JSON schema admitting exactly `{"tool": <name>, "arguments": <that tool's parameters>}` for
         each tool, or `{"answer": <text>}`; llama.cpp turns it into a grammar, vLLM into structured
         outputs, so even a small base model writes a well-formed call.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Literal
@@ -146,7 +148,44 @@ def parse_native_action(result: ChatResult, tools: list[ToolSpec]) -> Action:
     text = (result.text or "").strip()
     if not text:
         return InvalidReply(raw=result.text or "", error="empty reply")
+    written = call_in_text(text)
+    if written is not None:
+        name, args = written
+        return check_call(name, args, tools, text)
     return FinalAnswer(text=text)
+
+
+_FUNCTION_TAG = re.compile(r"""<function\s+name=["']([^"']+)["']\s+arguments='(.*?)'\s*/?>""", re.S)
+_CALL_KEYS = {"name", "arguments", "parameters"}
+
+
+def call_in_text(text: str) -> tuple[Any, Any] | None:
+    """(name, arguments) of the first tool call a model wrote as text, or None (the text is then
+    an answer). llama-cpp-python leaves the call in the text, and a small model writes it in many
+    shapes: a Hermes `<tool_call>` block (what Qwen's template asks for), a fenced or bare JSON
+    object `{"name": ..., "arguments": ...}` (also inside prose, or in the doubled braces of the
+    template's own example), or `<function name="..." arguments='{...}'/>`."""
+    tag = _FUNCTION_TAG.search(text)
+    if tag:
+        return tag.group(1), _json_or_text(tag.group(2))
+    decoder = json.JSONDecoder(strict=False)
+    for start in (i for i, ch in enumerate(text) if ch == "{"):
+        try:
+            obj, _ = decoder.raw_decode(text, start)
+        except ValueError:
+            continue
+        if isinstance(obj, dict) and isinstance(obj.get("name"), str) and set(obj) <= _CALL_KEYS:
+            return obj["name"], _json_or_text(obj.get("arguments", obj.get("parameters", {})))
+    return None
+
+
+def _json_or_text(args: Any) -> Any:
+    if isinstance(args, str):
+        try:
+            return json.loads(args) if args.strip() else {}
+        except ValueError:
+            return args
+    return args
 
 
 def check_call(name: Any, arguments: Any, tools: list[ToolSpec], raw: str) -> Action:

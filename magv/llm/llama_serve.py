@@ -8,6 +8,10 @@ where ARGS are llama-cpp-python server arguments. Three things on top of `python
   Gemma's 262k vocabulary a row is 1 MiB: copying them took 0.05-0.6 s per call (more than the
   whole llama.cpp state, ~3 MB) and they are not counted against the cache size. A restored state
   re-decodes its last token before sampling, so the dropped rows are never read.
+- the GGUF's own chat template (Qwen's) gets tool-call arguments as objects, as Hugging Face
+  templates expect; OpenAI clients send them as JSON strings, which the template would print quoted.
+- each reply's usage carries `prompt_tokens_details.cached_tokens`, the prompt tokens taken from the
+  KV cache or the prompt cache instead of being evaluated (llama-cpp-python does not report them).
 - with --watch-parent, the server exits when the process that started it is gone, so a killed
   pipeline does not leave a model in memory.
 """
@@ -21,7 +25,7 @@ import threading
 import time
 from typing import Any
 
-GEMMA_FORMAT = "magv-gemma"
+from magv.serving.registry import GEMMA_FORMAT
 
 
 def _text(message: dict[str, Any]) -> str:
@@ -97,6 +101,78 @@ def use_slim_prompt_cache() -> None:
     cls.save_state = save_state
 
 
+def _decoded_arguments(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for m in messages:
+        calls = m.get("tool_calls") if isinstance(m, dict) else None
+        if calls:
+            m = dict(m, tool_calls=[_decode_call(c) for c in calls])
+        out.append(m)
+    return out
+
+
+def _decode_call(call: dict[str, Any]) -> dict[str, Any]:
+    fn = call.get("function") or {}
+    args = fn.get("arguments")
+    if isinstance(args, str):
+        try:
+            return dict(call, function=dict(fn, arguments=json.loads(args)))
+        except ValueError:
+            pass
+    return call
+
+
+def use_object_arguments_in_templates() -> None:
+    from llama_cpp import llama_chat_format as fmt
+
+    cls = fmt.Jinja2ChatFormatter
+    if getattr(cls.__call__, "_magv", False):
+        return
+    original = cls.__call__
+
+    def call(self: Any, *, messages: list[dict[str, Any]], **kwargs: Any) -> Any:
+        return original(self, messages=_decoded_arguments(messages), **kwargs)
+
+    call._magv = True  # type: ignore[attr-defined]
+    cls.__call__ = call
+
+
+def report_cached_tokens() -> None:
+    """Count, at each generate(), the prompt prefix already in the KV cache (after a prompt-cache
+    state was loaded), the way llama-cpp-python decides what it re-evaluates."""
+    from llama_cpp import llama as llama_module
+    from llama_cpp import llama_types
+
+    cls = llama_module.Llama
+    if getattr(cls.generate, "_magv", False):
+        return
+    original_generate, original_chat = cls.generate, cls.create_chat_completion
+
+    def generate(self: Any, tokens: Any, *args: Any, **kwargs: Any) -> Any:
+        tokens = list(tokens)
+        reused = 0
+        if kwargs.get("reset", True) and self.n_tokens > 0:
+            reused = cls.longest_token_prefix(self._input_ids[: self.n_tokens].tolist(), tokens)
+            if reused == len(tokens):  # all cached: the last token is decoded again for fresh logits
+                reused -= 1
+        self._magv_cached_tokens = reused
+        return original_generate(self, tokens, *args, **kwargs)
+
+    def create_chat_completion(self: Any, *args: Any, **kwargs: Any) -> Any:
+        self._magv_cached_tokens = 0
+        reply = original_chat(self, *args, **kwargs)
+        if isinstance(reply, dict) and isinstance(reply.get("usage"), dict):
+            reply["usage"]["prompt_tokens_details"] = {"cached_tokens": self._magv_cached_tokens}
+        return reply
+
+    generate._magv = True  # type: ignore[attr-defined]
+    cls.generate = generate
+    cls.create_chat_completion = create_chat_completion
+    # The server filters replies through its response types; let the usage keep the extra key.
+    # Must run before llama_cpp.server.app is imported (its routes build the schemas).
+    llama_types.CompletionUsage.__pydantic_config__ = {"extra": "allow"}  # type: ignore[attr-defined]
+
+
 def _watch_parent(pid: int) -> None:
     while os.getppid() == pid:
         time.sleep(1.0)
@@ -111,6 +187,8 @@ def main(argv: list[str] | None = None) -> None:
         threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     register_gemma_format()
     use_slim_prompt_cache()
+    use_object_arguments_in_templates()
+    report_cached_tokens()
     from llama_cpp.server.__main__ import main as serve
 
     sys.argv = ["llama_cpp.server", *args]

