@@ -12,10 +12,10 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-# The demo's targets (demo/retail/seeds.jsonl) are seeds the default model answers right at
-# temperature 0 and seeds it cannot (more calls than max_steps), so the verifier has both classes:
+# The demo's targets (magv/domains/retail_demo/seeds.jsonl) are seeds the default model answers right
+# at temperature 0 and seeds it cannot (more calls than max_steps), so the verifier has both classes:
 # the seeds are labelled questions themselves, besides the investigator's questions.
-DEMO_ARGS ?= --domain demo/retail --targets 4 --per-target 2 --questions 4 --runs 2 --alternates 1
+DEMO_ARGS ?= --domain magv.domains.retail_demo --targets 4 --per-target 2 --questions 4 --runs 2 --alternates 1
 
 .PHONY: demo model test test-fast bench lint install install-dev clean
 
@@ -46,7 +46,7 @@ install-dev: $(VENV)/.deps-dev
 # Sized for 2 CPU cores with the default qwen2.5-coder-1.5b-instruct: pipeline, trained verifier,
 # LLM-judge baseline, scores and the report; each stage timed; a failed stage exits non-zero.
 demo: install model
-	$(BIN)/python demo/run.py $(DEMO_ARGS)
+	$(BIN)/magv demo $(DEMO_ARGS)
 
 test: install-dev model
 	$(BIN)/pytest -q

@@ -35,6 +35,7 @@ COMMAND_MODULES = [
     "magv.commands.show",
     "magv.commands.models",
     "magv.commands.schedule",
+    "magv.commands.demo",
 ]
 
 
