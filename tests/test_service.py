@@ -268,3 +268,22 @@ def test_score_input_fail_under_gates_on_the_share_verified(model_file, tmp_path
     assert main([*args, "--fail-under", "0.4"]) == 0
     assert main([*args, "--fail-under", "0.6"]) == 1
     assert "below the bar" in capsys.readouterr().err
+
+
+def test_score_input_uses_the_registered_model_of_an_existing_store(model_file, tmp_path, embeddings, capsys):
+    import shutil
+
+    from magv.verify import FEATURE_NAMES, FEATURE_VERSION
+
+    (tmp_path / "data" / "models").mkdir(parents=True)
+    registered = shutil.copy(model_file, tmp_path / "data" / "models" / "m1.skops")
+    with Store(tmp_path / "data" / "magv.duckdb") as store:
+        store.add_verifier_model({"id": "m1", "name": "logreg", "path": str(registered),
+                                  "feature_version": FEATURE_VERSION, "features": list(FEATURE_NAMES),
+                                  "metrics": {}})  # fmt: skip
+    before = (tmp_path / "data" / "magv.duckdb").stat().st_mtime_ns
+    src = _write(tmp_path / "traj.jsonl", import_lines(1))
+    assert main(["verify", "score", "--input", str(src), "--output", "-"]) == 0
+    rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [r["model"] for r in rows] == ["m1"] * 3
+    assert (tmp_path / "data" / "magv.duckdb").stat().st_mtime_ns == before  # read only

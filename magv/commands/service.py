@@ -27,6 +27,7 @@ def serve_verifier(
     ),
     max_body: int = typer.Option(1_000_000, "--max-body", min=1, help="Largest request body in bytes (413 above)."),
     max_batch: int = typer.Option(256, "--max-batch", min=1, help="Most trajectories per request (413 above)."),
+    workers: int = typer.Option(None, "--workers", min=1, help="Requests scored at once (default: one per CPU)."),
 ) -> None:  # fmt: skip
     """Serve verdicts over HTTP: POST /v1/verify (OpenAI chat messages), GET /health, /openapi.json."""
     import uvicorn
@@ -42,7 +43,9 @@ def serve_verifier(
     # The embedding model is loaded now, not on the first request.
     scorer.featurizer.embedder.embed(["warm-up"])
     trajectory_log = TrajectoryLog(log_to, domain) if log_to is not None else None
-    app = create_app(scorer, trajectory_log=trajectory_log, max_body=max_body, max_trajectories=max_batch)
+    app = create_app(
+        scorer, trajectory_log=trajectory_log, max_body=max_body, max_trajectories=max_batch, workers=workers
+    )
     err_console.print(
         f"serving {scorer.model_name} ({scorer.model_id}) on http://{host}:{port}/v1/verify"
         + (f"; logging trajectories to {log_to}" if log_to else ""),

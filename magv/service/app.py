@@ -3,17 +3,20 @@
     app = create_app(scorer, log=TrajectoryLog(path), max_body=1_000_000)
     uvicorn.run(app, host="127.0.0.1", port=8765)
 
-Scoring runs in a worker thread so the event loop keeps answering (health checks, other
-requests) while a batch is featurized. Errors are JSON: {"error": {"field": ..., "message": ...}}.
+Scoring runs in worker threads (`workers`, default one per CPU) so the event loop keeps answering
+(health checks, other requests) while a batch is featurized. Errors are JSON: {"error": {"field": ..., "message": ...}}.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
+from collections.abc import Callable
 from typing import Any
 
+import anyio
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -68,12 +71,19 @@ def create_app(
     trajectory_log: TrajectoryLog | None = None,
     max_body: int = MAX_BODY,
     max_trajectories: int = MAX_TRAJECTORIES,
+    workers: int | None = None,
 ) -> Starlette:
     schema = openapi_schema(max_body, max_trajectories)
+    # Scoring is CPU-bound and holds the GIL: more threads than cores only make them take turns
+    # with the event loop, which then reads and answers requests late (the tail latency).
+    limiter = anyio.CapacityLimiter(workers or os.cpu_count() or 1)
+
+    async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
+        return await anyio.to_thread.run_sync(functools.partial(fn, *args), limiter=limiter)
 
     async def verify(request: Request) -> JSONResponse:
         entries, batch = parse_request(await _body(request, max_body), max_trajectories)
-        verdicts = await run_in_threadpool(score_entries, scorer, entries)
+        verdicts = await in_thread(score_entries, scorer, entries)
         results = [{"id": e.id, **v.as_dict()} for e, v in zip(entries, verdicts, strict=True)]
         out: dict[str, Any] = {"model": scorer.model_id}
         if batch:
@@ -82,7 +92,7 @@ def create_app(
             out.update(results[0])
         if trajectory_log is not None:
             try:
-                out["logged"] = await run_in_threadpool(trajectory_log.add, entries)
+                out["logged"] = await in_thread(trajectory_log.add, entries)
             except Exception as exc:  # the verdicts stand; the client is told the log failed
                 log.exception("storing trajectories in %s failed", trajectory_log.database)
                 out["log_error"] = f"{type(exc).__name__}: {exc}"
