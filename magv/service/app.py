@@ -81,9 +81,13 @@ def create_app(
     async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
         return await anyio.to_thread.run_sync(functools.partial(fn, *args), limiter=limiter)
 
+    def _parse_and_score(body: bytes) -> tuple[list[Entry], bool, list[Verdict]]:
+        entries, batch = parse_request(body, max_trajectories)
+        return entries, batch, score_entries(scorer, entries)
+
     async def verify(request: Request) -> JSONResponse:
-        entries, batch = parse_request(await _body(request, max_body), max_trajectories)
-        verdicts = await in_thread(score_entries, scorer, entries)
+        body = await _body(request, max_body)
+        entries, batch, verdicts = await in_thread(_parse_and_score, body)
         results = [{"id": e.id, **v.as_dict()} for e, v in zip(entries, verdicts, strict=True)]
         out: dict[str, Any] = {"model": scorer.model_id}
         if batch:
