@@ -15,6 +15,8 @@ Timed, at 1, 8 and 64 concurrent clients:
   (`parse_request` then `score_entries`), from C threads.
 
 Figures: verdicts per second and p50 / p99 latency of each, and HTTP / in-process throughput.
+For scale, the same client against an HTTP server whose handler only reads the body and answers a
+fixed verdict (its own process): what the HTTP round trip and the client alone cost here.
 
     .venv/bin/python bench/verifier_service.py [--requests 1500 --clients 1,8,64 --model xgboost]
 """
@@ -62,20 +64,26 @@ async def over_http(url: str, payloads: list[bytes], clients: int) -> dict[str, 
 
     latencies: list[float] = []
     todo = iter(payloads)
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(limits=limits, timeout=120) as client:
+    # One client (one keep-alive connection) per simulated caller: httpx's shared connection pool
+    # costs more CPU per request the more requests wait on it, which at 64 would measure the pool.
+    one = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    callers = [httpx.AsyncClient(limits=one, timeout=120) for _ in range(clients)]
 
-        async def worker() -> None:
-            for body in todo:
-                t0 = time.perf_counter()
-                r = await client.post(url, content=body, headers={"content-type": "application/json"})
-                latencies.append(time.perf_counter() - t0)
-                if r.status_code != 200:
-                    raise SystemExit(f"service answered {r.status_code}: {r.text[:500]}")
+    async def worker(client: httpx.AsyncClient) -> None:
+        for body in todo:
+            t0 = time.perf_counter()
+            r = await client.post(url, content=body, headers={"content-type": "application/json"})
+            latencies.append(time.perf_counter() - t0)
+            if r.status_code != 200:
+                raise SystemExit(f"service answered {r.status_code}: {r.text[:500]}")
 
+    try:
         started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(clients)))
+        await asyncio.gather(*(worker(c) for c in callers))
         return summary(latencies, time.perf_counter() - started)
+    finally:
+        for c in callers:
+            await c.aclose()
 
 
 def in_process(scorer: Any, payloads: list[bytes], clients: int) -> dict[str, float]:
@@ -94,11 +102,27 @@ def in_process(scorer: Any, payloads: list[bytes], clients: int) -> dict[str, fl
     return summary(latencies, time.perf_counter() - started)
 
 
-def start_service(model_file: Path, env: dict[str, str], work: Path) -> tuple[subprocess.Popen, str]:
+def serve_noop(port: int) -> None:
+    """An HTTP server that reads the body and answers a fixed verdict: what HTTP itself costs."""
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def verify(request: Request) -> JSONResponse:
+        await request.body()
+        return JSONResponse({"verdict": "correct", "probability": 1.0, "threshold": 0.5, "reasons": []})
+
+    app = Starlette(routes=[Route("/v1/verify", verify, methods=["POST"]), Route("/health", verify)])
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+def start_service(cmd: list[str], env: dict[str, str], work: Path) -> tuple[subprocess.Popen, str]:
     import httpx
 
     port = free_port()
-    cmd = [str(BIN / "magv"), "serve", "verifier", "--model-file", str(model_file), "--port", str(port)]
+    cmd = [*cmd, "--port", str(port)]
     proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while True:
@@ -113,7 +137,7 @@ def start_service(model_file: Path, env: dict[str, str], work: Path) -> tuple[su
             pass
         if time.monotonic() > deadline:
             proc.kill()
-            raise SystemExit("magv serve verifier did not start within 120 s")
+            raise SystemExit(f"{cmd[1]} did not start within 120 s")
         time.sleep(0.2)
 
 
@@ -137,7 +161,9 @@ def main() -> None:
         env = quiet_env(MAGV_EMBEDDINGS__BACKEND="endpoint", MAGV_EMBEDDINGS__ENDPOINT=base_url)
         os.environ.update({k: v for k, v in env.items() if k.startswith("MAGV_")})
         scorer = load_scorer(load_settings(), model_file=model_file)
-        proc, url = start_service(model_file, env, work)
+        serve = [str(BIN / "magv"), "serve", "verifier", "--model-file", str(model_file)]
+        noop = [sys.executable, str(Path(__file__).resolve()), "noop"]
+        (proc, url), (noop_proc, noop_url) = start_service(serve, env, work), start_service(noop, env, work)
         try:
             asyncio.run(over_http(url, payloads[:20], 4))  # warm-up: connections, first-call costs
             in_process(scorer, payloads[:20], 4)
@@ -145,16 +171,19 @@ def main() -> None:
             for c in levels:
                 http = asyncio.run(over_http(url, payloads, c))
                 local = in_process(scorer, payloads, c)
-                results[c] = {"http": http, "in_process": local,
+                empty = asyncio.run(over_http(noop_url, payloads, c))
+                results[c] = {"http": http, "in_process": local, "http_empty_handler": empty,
                               "ratio": http["verdicts_per_s"] / local["verdicts_per_s"]}  # fmt: skip
         finally:
-            proc.terminate()
-            proc.wait(timeout=20)
+            for p in (proc, noop_proc):
+                p.terminate()
+                p.wait(timeout=20)
     for c, r in results.items():
         h, i = r["http"], r["in_process"]
         print(f"{c:>3} clients: HTTP {h['verdicts_per_s']:.0f} verdicts/s (p50 {h['p50_ms']:.1f} ms, p99 "
               f"{h['p99_ms']:.1f} ms); in-process {i['verdicts_per_s']:.0f} verdicts/s (p50 {i['p50_ms']:.1f} ms, "
-              f"p99 {i['p99_ms']:.1f} ms); HTTP / in-process {r['ratio']:.2f}")  # fmt: skip
+              f"p99 {i['p99_ms']:.1f} ms); HTTP / in-process {r['ratio']:.2f}; HTTP alone (empty handler) "
+              f"{r['http_empty_handler']['verdicts_per_s']:.0f} requests/s")  # fmt: skip
     path = write_result("verifier_service", {"settings": vars(args), "levels": results})
     print(f"results written to {path.relative_to(path.parents[2])}")
     print("FIGURES verifier service verdicts/s HTTP vs in-process (p50/p99 ms): " + "; ".join(
@@ -164,4 +193,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["noop"]:
+        serve_noop(int(sys.argv[sys.argv.index("--port") + 1]))
+    else:
+        main()
