@@ -287,3 +287,24 @@ def test_score_input_uses_the_registered_model_of_an_existing_store(model_file, 
     rows = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert [r["model"] for r in rows] == ["m1"] * 3
     assert (tmp_path / "data" / "magv.duckdb").stat().st_mtime_ns == before  # read only
+
+
+def test_a_failed_log_still_answers_the_verdicts_and_says_so(scorer, tmp_path):
+    log = TrajectoryLog(tmp_path / "prod.duckdb")
+    log.store.close()  # every write now fails
+    body, truth = _batch(2)
+    with ServedApp(create_app(scorer, trajectory_log=log)) as srv:
+        r = httpx.post(f"{srv.url}/v1/verify", json=body, timeout=30)
+    assert r.status_code == 200
+    assert [x["verdict"] == "correct" for x in r.json()["results"]] == truth
+    assert "logged" not in r.json() and r.json()["log_error"]
+
+
+def test_a_model_file_that_is_not_a_verifier_is_refused_before_scoring(tmp_path, capsys):
+    bad = tmp_path / "model.skops"
+    bad.write_bytes(b"not a zip file")
+    src = _write(tmp_path / "traj.jsonl", import_lines(1))
+    out = tmp_path / "v.jsonl"
+    assert main(["verify", "score", "--input", str(src), "--output", str(out), "--model-file", str(bad)]) == 1
+    assert "damaged or not a skops file" in capsys.readouterr().err
+    assert not out.exists()
