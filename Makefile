@@ -58,6 +58,7 @@ bench: install-dev
 	$(BIN)/python bench/llm_overhead.py
 	$(BIN)/python bench/pipeline_efficiency.py
 	$(BIN)/python bench/verifier_speed.py
+	$(BIN)/python bench/verifier_service.py
 	$(BIN)/python bench/scale.py
 
 lint: install-dev

@@ -32,6 +32,7 @@ COMMAND_MODULES = [
     "magv.commands.report",
     "magv.commands.eval",
     "magv.commands.llm",
+    "magv.commands.service",
     "magv.commands.show",
     "magv.commands.models",
     "magv.commands.schedule",

@@ -46,10 +46,15 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, str, Any]]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise BadInput(f"{path}: cannot read as UTF-8 text: {exc}") from None
+    yield from iter_jsonl_text(text, path)
+
+
+def iter_jsonl_text(text: str, name: Path | str) -> Iterator[tuple[int, str, Any]]:
+    """`read_jsonl` over text already read (stdin, a request body); `name` stands for the file."""
     for n, raw in enumerate(text.split("\n"), start=1):
         if not raw.strip():
             continue
-        where = f"{path}:{n}"
+        where = f"{name}:{n}"
         yield n, where, loads_line(raw, where)
 
 

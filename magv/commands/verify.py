@@ -161,27 +161,57 @@ def score(
         metavar="SHARE",
         help="CI gate: exit 1 when the share of scored trajectories verified correct is below SHARE.",
     ),  # fmt: skip
+    input_file: str = typer.Option(
+        None,
+        "--input",
+        metavar="FILE",
+        help="Score the trajectories of this JSONL file (import format; - for stdin) instead of the "
+        "database's; no database is opened with --model-file.",
+    ),
+    output_file: str = typer.Option(
+        None,
+        "--output",
+        metavar="FILE",
+        help="With --input: write one verdict line per input line here (- or default: stdout).",
+    ),  # fmt: skip
+    domain: str = typer.Option(
+        None, "--domain", "-d", help="With --input: the domain whose write tools the features compare."
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Score every trajectory with features: probability, verdict and top feature contributions."""
     from magv.pipeline import score as stage
 
     cfg = settings(ctx)
-    with open_store(cfg, existing=True) as store:
-        r = stage.run(store, cfg, model_id=model, threshold=threshold, model_file=model_file).result
-    out = {"model_id": r.model_id, "model": r.model_name, "scored": r.n, "correct": r.n_correct,
-           "threshold": r.threshold, "seconds": {k: round(v, 4) for k, v in r.seconds.items()}}  # fmt: skip
-    if as_json:
-        emit_json(out)
+    if input_file is None:
+        if output_file is not None or domain is not None:
+            raise BadInput("--output and --domain go with --input FILE (trajectories to score from a file)")
+        with open_store(cfg, existing=True) as store:
+            r = stage.run(store, cfg, model_id=model, threshold=threshold, model_file=model_file).result
+        n, n_correct, seconds = r.n, r.n_correct, r.seconds
+        out = {"model_id": r.model_id, "model": r.model_name, "scored": r.n, "correct": r.n_correct,
+               "threshold": r.threshold, "seconds": {k: round(v, 4) for k, v in r.seconds.items()}}  # fmt: skip
     else:
-        console.print(f"{r.n} trajectories scored with {r.model_name} ({r.model_id}): {r.n_correct} correct "
-                      f"at threshold {r.threshold:g}; predict {r.seconds['predict']:.3f} s")  # fmt: skip
+        from magv.service.files import score_file
+
+        r = score_file(cfg, input_file, output_file or "-", model_file=model_file, model_id=model,
+                       threshold=threshold, domain=domain)  # fmt: skip
+        n, n_correct, seconds = r["scored"], r["correct"], r["seconds"]
+        out = r
+    if as_json and (input_file is None or (output_file or "-") != "-"):
+        emit_json(out)
+    elif input_file is None:
+        console.print(f"{n} trajectories scored with {out['model']} ({out['model_id']}): {n_correct} correct "
+                      f"at threshold {out['threshold']:g}; predict {seconds['predict']:.3f} s")  # fmt: skip
+    else:
+        err_console.print(f"{n} trajectories of {input_file} scored with {out['model']} ({out['model_id']}): "
+                          f"{n_correct} correct at threshold {out['threshold']:g}; verdicts: {out['output']}",
+                          highlight=False)  # fmt: skip
     if fail_under is not None:
-        verified = r.n_correct / r.n if r.n else None
+        r_n, r_correct = n, n_correct
+        verified = r_correct / r_n if r_n else None
         if verified is None or verified < fail_under:
-            got = (
-                "nothing was scored" if verified is None else f"{verified:.4g} verified ({r.n_correct}/{r.n})"
-            )
+            got = "nothing was scored" if verified is None else f"{verified:.4g} verified ({r_correct}/{r_n})"
             err_console.print(f"[red]below the bar:[/red] {got} < {fail_under:g}", highlight=False)
             raise RunFailed(f"verify score: share verified below --fail-under {fail_under:g}")
         err_console.print(f"gate passed: {verified:.4g} verified >= {fail_under:g}", highlight=False)

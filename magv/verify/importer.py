@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -487,12 +488,20 @@ def read_import_file(path: Path, notes: Notes | None = None) -> list[ImportLine]
     """Every line checked (JSON, fields, messages, tool_call ids) and cross-checked (one question
     text per question_id unless the line has a group, one group per question_id, one line per run)
     before anything is written."""
+    return check_import_lines(read_jsonl(path), path, notes)
+
+
+def check_import_lines(
+    entries: Iterable[tuple[int, str, Any]], path: Path | str, notes: Notes | None = None
+) -> list[ImportLine]:
+    """`read_import_file` over (line number, "path:line", parsed value) entries from any source
+    (a file, stdin read whole, a request body)."""
     notes = notes if notes is not None else Notes()
     lines: list[ImportLine] = []
     first_of: dict[str, ImportLine] = {}
     group_of: dict[str, tuple[str | None, int]] = {}
     run_line: dict[tuple[str, int], int] = {}
-    for n, where, obj in read_jsonl(path):
+    for n, where, obj in entries:
         item = parse_line(obj, path, n, notes)
         group, at = group_of.setdefault(item.question_id, (item.group, n))
         if group != item.group:
@@ -588,10 +597,31 @@ def import_trajectories(
     line has a label of its own."""
     if match_mode not in MATCH_MODES:
         raise BadInput(f"match mode {match_mode!r}: expected one of {', '.join(MATCH_MODES)}")
-    arg_mode(arguments)
-    parse_overrides(overrides)
     notes = Notes(strict)
     lines = read_import_file(path, notes)
+    return import_lines(store, lines, path, domain, notes=notes, replace=replace, match_mode=match_mode,
+                        arguments=arguments, overrides=overrides)  # fmt: skip
+
+
+def import_lines(
+    store: Any,
+    lines: list[ImportLine],
+    path: Path,
+    domain: str = DEFAULT_DOMAIN,
+    *,
+    notes: Notes | None = None,
+    replace: bool = False,
+    match_mode: str = "strict",
+    arguments: bool | str = "exact",
+    overrides: dict[str, Any] | None = None,
+) -> ImportResult:
+    """Write checked lines (`check_import_lines`) as `import_trajectories` does; `path` names their
+    source in labels, meta and messages."""
+    if match_mode not in MATCH_MODES:
+        raise BadInput(f"match mode {match_mode!r}: expected one of {', '.join(MATCH_MODES)}")
+    arg_mode(arguments)
+    parse_overrides(overrides)
+    notes = notes if notes is not None else Notes()
     by_key: dict[str, list[ImportLine]] = {}
     for item in lines:
         by_key.setdefault(item.key, []).append(item)

@@ -1,0 +1,62 @@
+"""`magv serve verifier`: the saved verifier as an HTTP service (magv.service.app)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from magv.commands.common import err_console, settings
+from magv.commands.llm import serve_app
+from magv.errors import BadInput
+
+
+@serve_app.command("verifier")
+def serve_verifier(
+    ctx: typer.Context,
+    model_file: Path = typer.Option(
+        None, "--model-file", help="The model to serve (default: the latest registered in the database)."
+    ),
+    model: str = typer.Option(None, "--model", help="A registered model id (default: the latest)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Listen address; 0.0.0.0 to serve other hosts."),
+    port: int = typer.Option(8765, "--port", min=0, max=65535, help="Port (0: any free port)."),
+    threshold: float = typer.Option(None, "--threshold", min=0.0, max=1.0, help="Verdict threshold."),
+    domain: str = typer.Option(None, "--domain", "-d", help="The domain whose write tools the features compare."),
+    log_to: Path = typer.Option(
+        None, "--log-to", metavar="DATABASE", help="Store every scored trajectory in this DuckDB file (as imported runs)."
+    ),
+    max_body: int = typer.Option(1_000_000, "--max-body", min=1, help="Largest request body in bytes (413 above)."),
+    max_batch: int = typer.Option(256, "--max-batch", min=1, help="Most trajectories per request (413 above)."),
+    workers: int = typer.Option(None, "--workers", min=1, help="Requests scored at once (default: one per CPU)."),
+) -> None:  # fmt: skip
+    """Serve verdicts over HTTP: POST /v1/verify (OpenAI chat messages), GET /health, /openapi.json."""
+    import uvicorn
+
+    from magv.service.app import create_app
+    from magv.service.log import TrajectoryLog
+    from magv.service.scoring import load_scorer
+
+    cfg = settings(ctx)
+    if log_to is not None and log_to.is_dir():
+        raise BadInput(f"--log-to {log_to}: is a directory; expected the path of a DuckDB file")
+    scorer = load_scorer(cfg, model_file=model_file, model_id=model, threshold=threshold, domain=domain)
+    # The embedding model is loaded now, not on the first request.
+    scorer.featurizer.embedder.embed(["warm-up"])
+    trajectory_log = TrajectoryLog(log_to, domain) if log_to is not None else None
+    app = create_app(
+        scorer, trajectory_log=trajectory_log, max_body=max_body, max_trajectories=max_batch, workers=workers
+    )
+    err_console.print(
+        f"serving {scorer.model_name} ({scorer.model_id}) on http://{host}:{port}/v1/verify"
+        + (f"; logging trajectories to {log_to}" if log_to else ""),
+        highlight=False,
+    )
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    finally:
+        if trajectory_log is not None:
+            trajectory_log.close()
+
+
+def register(app: typer.Typer) -> None:
+    """`verifier` joins the `serve` group that magv.commands.llm registers."""

@@ -1,0 +1,73 @@
+"""`--log-to DATABASE`: the trajectories the service scored, stored as imported runs, so production
+traffic can be labelled (`magv verify annotate`) and become training data.
+
+Each request's sibling group (a trajectory with its `siblings`, or the trajectories of one
+`group`) is one question whose id is a hash of its messages and ids: a trajectory sent again is
+recognised and not stored twice. The lines go through the importer's own checks and writer
+(`check_import_lines`, `import_lines`), exactly as `magv import trajectories` would store them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from pathlib import Path
+from typing import Any
+
+from magv.models import canonical_json
+from magv.service.payload import Entry
+from magv.verify.importer import DEFAULT_DOMAIN, check_import_lines, import_lines
+
+SOURCE = "magv serve verifier"
+
+
+def records(entries: list[Entry]) -> list[dict[str, Any]]:
+    """Import lines (docs/export.md) of the entries, one question per sibling group."""
+    groups: dict[Any, list[tuple[Entry, int | None]]] = {}
+    for e in entries:
+        key = ("group", e.group) if e.group is not None else ("entry", e.index)
+        groups.setdefault(key, []).append((e, None))
+        groups[key].extend((e, j) for j in range(len(e.siblings)))
+    out = []
+    for members in groups.values():
+        runs = [(e, e.run if j is None else e.siblings[j], j) for e, j in members]
+        digest = hashlib.sha256(
+            canonical_json([[e.id, e.group, j, run.messages] for e, run, j in runs]).encode()
+        ).hexdigest()[:20]
+        qid = f"serve-{digest}"
+        for n, (e, run, j) in enumerate(runs):
+            meta: dict[str, Any] = {"source": SOURCE, "scored": j is None}
+            if e.id is not None:
+                meta["id"] = e.id
+            if e.group is not None:
+                meta["group"] = e.group
+            if j is not None:
+                meta["sibling_of"] = e.index
+            out.append({"question_id": qid, "group_id": qid, "question": run.question, "run": n,
+                        "messages": run.messages, "meta": meta})  # fmt: skip
+    return out
+
+
+class TrajectoryLog:
+    """The store the service writes to, open for the service's lifetime (DuckDB has one writer)."""
+
+    def __init__(self, database: Path, domain: str | None = None):
+        from magv.store import Store
+
+        self.database = Path(database)
+        self.domain = domain or DEFAULT_DOMAIN
+        self.store = Store(self.database)
+        self._lock = threading.Lock()
+
+    def add(self, entries: list[Entry]) -> int:
+        """Store the entries' runs; returns how many were new."""
+        lines = check_import_lines(
+            ((n, f"request:{n}", r) for n, r in enumerate(records(entries), start=1)), "request"
+        )
+        with self._lock:
+            result = import_lines(self.store, lines, Path("serve-verifier"), self.domain)
+        return result.runs
+
+    def close(self) -> None:
+        with self._lock:
+            self.store.close()
