@@ -8,6 +8,7 @@ import json
 import pytest
 
 from magv.cli import main
+from magv.config import DEFAULT_MODEL
 from magv.models import JudgeVerdict
 from magv.store import Store
 from magv.verify.labels import gold_labels
@@ -83,7 +84,7 @@ def test_some_failures_keep_the_good_verdicts_and_retry_the_rest(db, monkeypatch
 def test_a_stored_llm_failure_of_an_older_version_is_retried_and_replaced(db, monkeypatch, capsys):
     with Store(db) as store:
         run_id = store.mct()[0]["run_id"]
-        store.add_judge_verdicts([JudgeVerdict(run_id=run_id, model="gemma-3-270m", correct=None, reason="",
+        store.add_judge_verdicts([JudgeVerdict(run_id=run_id, model=DEFAULT_MODEL, correct=None, reason="",
                                                error="LLM error: connection refused")])  # fmt: skip
     with FakeLLMServer(handler=_verdict) as srv:
         monkeypatch.setenv("MAGV_LLM__ENDPOINTS", json.dumps([srv.base_url]))
