@@ -45,6 +45,22 @@ def test_check_fails_with_the_seed_line_and_reason(tmp_path, capsys):
     )
 
 
+def test_check_runs_acceptable_trajectories_and_says_where_it_builds(tmp_path, capsys):
+    folder = tmp_path / "lib"
+    shutil.copytree(USER_DOMAIN, folder)
+    seeds = folder / "seeds.jsonl"
+    lines = seeds.read_text().splitlines()
+    first = json.loads(lines[0])
+    first["acceptable"] = [[{"name": "find_member_by_email", "arguments": {"email": "nobody@example.org"}}]]
+    seeds.write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
+    assert main(["domain", "check", str(folder)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "building the library database at" in err  # the new file is announced
+    assert f"{seeds}:1: seed library-renew (acceptable 1): call 1 find_member_by_email: tool_error" in err
+    assert main(["domain", "check", str(folder)]) == 2
+    assert "building" not in capsys.readouterr().err  # built once, reused
+
+
 def test_check_bad_seed_file_exits_2(tmp_path, capsys):
     folder = tmp_path / "lib"
     shutil.copytree(USER_DOMAIN, folder)

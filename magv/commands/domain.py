@@ -8,7 +8,7 @@ from typing import Any
 import typer
 from rich.markup import escape
 
-from magv.commands.common import JsonOption, console, emit_json, settings, table
+from magv.commands.common import JsonOption, console, emit_json, err_console, settings, table
 from magv.domains import Domain, list_domains, load_domain
 from magv.errors import BadInput
 
@@ -93,14 +93,23 @@ def domain_tools(ctx: typer.Context, spec: str = SpecArgument, as_json: bool = J
 
 @domain_app.command("check")
 def domain_check(ctx: typer.Context, spec: str = SpecArgument, as_json: bool = JsonOption) -> None:
-    """Validate the domain and run every gold trajectory in a sandbox; exit 2 on any failure."""
+    """Validate the domain and run every gold trajectory (and every acceptable one) in a sandbox;
+    exit 2 on any failure. Builds the domain's database first if it is not there yet."""
     cfg = settings(ctx)
     domain = load_domain(spec)
     seeds = domain.seeds()
+    database = domain.database_path(cfg.domain_data_dir)
+    if not database.is_file():
+        # Said on stderr, so `--json` output stays one document: a new file appears in the data dir.
+        err_console.print(f"building the {domain.name} database at {database} (once; reused afterwards)")
     with domain.sandbox_pool(cfg.domain_data_dir, tool_timeout_s=cfg.pipeline.tool_timeout_s) as pool:
-        results = [_check_seed(domain, pool, seed) for seed in seeds]
+        results = [
+            _check_seed(domain, pool, seed, trajectory, which)
+            for seed in seeds
+            for which, trajectory in enumerate(seed.golds())
+        ]
     failures = [r for r in results if r["problem"]]
-    used = {name for seed in seeds for name in (c.name for c in seed.trajectory)}
+    used = {c.name for seed in seeds for t in seed.golds() for c in t}
     unused = sorted(t.name for t in domain.tools if t.name not in used)
     if as_json:
         emit_json(
@@ -136,9 +145,10 @@ def domain_check(ctx: typer.Context, spec: str = SpecArgument, as_json: bool = J
         console.print(f"[green]ok[/green]: every gold trajectory of {domain.name} ran without error")
 
 
-def _check_seed(domain: Domain, pool: Any, seed: Any) -> dict[str, Any]:
+def _check_seed(domain: Domain, pool: Any, seed: Any, trajectory: list, which: int) -> dict[str, Any]:
+    """One of a seed's correct trajectories (`which` 0: its gold `trajectory`, then its `acceptable` ones)."""
     start = time.perf_counter()
-    steps = pool.run(seed.trajectory)
+    steps = pool.run(trajectory)
     problem = None
     for i, step in enumerate(steps, start=1):
         if step.error:
@@ -148,7 +158,7 @@ def _check_seed(domain: Domain, pool: Any, seed: Any) -> dict[str, Any]:
             problem = f"call {i} {step.call.name}: returned no data"
             break
     return {
-        "id": seed.id,
+        "id": seed.id if which == 0 else f"{seed.id} (acceptable {which})",
         "line": domain.seed_line(seed.id),
         "calls": len(steps),
         "tools": [s.call.name for s in steps],
