@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import duckdb
 
@@ -40,8 +40,16 @@ from magv.domains.tools import Tool, ToolError, argument_errors
 from magv.errors import BadInput
 from magv.models import Step, ToolCall, canonical_json
 
-if TYPE_CHECKING:
-    from magv.domains.base import Domain
+
+class ToolProvider(Protocol):
+    """What the sandbox needs of a domain (a `magv.domains.base.Domain` is one): no import of it,
+    so the sandbox does not depend on the module that builds it."""
+
+    name: str
+    tools: Sequence[Tool]
+
+    def implementation(self, name: str) -> Any: ...
+
 
 META_TABLE = "magv_meta"
 MAX_ARGUMENT_CHARS = 8 * 1024
@@ -75,7 +83,7 @@ def _clip(text: str, limit: int = MAX_ERROR_CHARS) -> str:
 class SandboxPool:
     """The domain's data in memory, shared by this process's sessions. Thread-safe."""
 
-    def __init__(self, domain: Domain, database: str | Path, tool_timeout_s: float = 10.0):
+    def __init__(self, domain: ToolProvider, database: str | Path, tool_timeout_s: float = 10.0):
         if tool_timeout_s <= 0:
             raise BadInput(f"tool_timeout_s: must be > 0 (got {tool_timeout_s})")
         self.domain = domain
