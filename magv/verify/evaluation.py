@@ -236,3 +236,53 @@ def ablate(
 def without_oof(results: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     """Results without the per-row predictions, for summaries."""
     return {n: {k: v for k, v in m.items() if k != "oof"} for n, m in results.items()}
+
+
+# -- tables --------------------------------------------------------------------------------------
+
+TABLE_METRICS = ("accuracy", "balanced_accuracy", "roc_auc", "mcc", "brier")
+_SHORT = {"accuracy": "accuracy", "balanced_accuracy": "bal. acc.", "roc_auc": "AUROC", "mcc": "MCC",
+          "brier": "Brier"}  # fmt: skip
+
+
+def with_interval(m: Mapping[str, Any], k: str) -> str:
+    """'0.712 [0.650, 0.770]', or the point alone without an interval, '–' when undefined."""
+    v = m.get(k)
+    if v is None:
+        return "–"
+    iv = (m.get("intervals") or {}).get(k)
+    return f"{v:.3f} [{iv[0]:.3f}, {iv[1]:.3f}]" if iv else f"{v:.3f}"
+
+
+def _row(label: str, m: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"": label, **extra, **{_SHORT[k]: with_interval(m, k) for k in TABLE_METRICS}}
+
+
+def summary_tables(summary: Mapping[str, Any]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """(title, rows) of the evaluation in `TrainResult.summary()`'s shape, for the console."""
+    first = summary["models"][0] if summary["models"] else {}
+    boot = summary.get("bootstrap") or {}
+    ci = (f"95 % intervals from {boot['replicates']} bootstrap draws of the {summary.get('groups')} CV groups"
+          if boot.get("replicates") else "no intervals (--bootstrap 0)")  # fmt: skip
+    rows = [_row(m["name"] + (" *" if m["name"] == summary["best"] else ""), m, n=m.get("n"))
+            for m in summary["models"]]  # fmt: skip
+    for name, m in summary.get("baselines", {}).items():
+        rows.append(_row(f"baseline: {name}", m, n=m.get("n")))
+    out = [(f"grouped {first.get('folds')}-fold CV on {summary.get('n')} labelled trajectories "
+            f"({first.get('positives')} correct); * = best by {summary.get('select_by')}; {ci}", rows)]  # fmt: skip
+    judge_rows_ = []
+    for j in summary.get("judges", []):
+        judge_rows_.append(_row(f"judge {j['model']}", j["judge"], n=j["n"]))
+        judge_rows_.append(_row(f"{j['best_model']['name']} (same rows)", j["best_model"], n=j["n"]))
+    if judge_rows_:
+        out.append(("the LLM judge and the best model on the rows the judge gave a verdict for", judge_rows_))
+    diffs = [{"": k, "metric": d["metric"], "n": d["n"],
+              "difference": "–" if d["value"] is None else (
+                  f"{d['value']:+.3f}" + (f" [{d['interval'][0]:+.3f}, {d['interval'][1]:+.3f}]" if d["interval"] else ""))}
+             for k, d in summary.get("differences", {}).items()]  # fmt: skip
+    if diffs:
+        out.append(("differences (paired bootstrap)", diffs))
+    abl = [_row(a["features"], a, model=a["model"], features=a["n_features"]) for a in summary.get("ablation", [])]
+    if abl:
+        out.append(("feature ablation: the paper's four features, each family added, all", abl))
+    return out
