@@ -245,13 +245,14 @@ _SHORT = {"accuracy": "accuracy", "balanced_accuracy": "bal. acc.", "roc_auc": "
           "brier": "Brier"}  # fmt: skip
 
 
-def with_interval(m: Mapping[str, Any], k: str) -> str:
-    """'0.712 [0.650, 0.770]', or the point alone without an interval, '–' when undefined."""
+def with_interval(m: Mapping[str, Any], k: str, sep: str = "\n") -> str:
+    """'0.712' and '[0.650, 0.770]' on the next line (`sep`), the point alone without an interval,
+    '–' when undefined."""
     v = m.get(k)
     if v is None:
         return "–"
     iv = (m.get("intervals") or {}).get(k)
-    return f"{v:.3f} [{iv[0]:.3f}, {iv[1]:.3f}]" if iv else f"{v:.3f}"
+    return f"{v:.3f}{sep}[{iv[0]:.3f}, {iv[1]:.3f}]" if iv else f"{v:.3f}"
 
 
 def _row(label: str, m: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
