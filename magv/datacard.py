@@ -75,7 +75,9 @@ def build_card(
 def _verifier(store: Any, model: dict[str, Any]) -> dict[str, Any]:
     metrics = _loads(model["metrics"], {}) or {}
     cv, raw = {}, {}
-    for row in store.cv_results(metrics.get("training_id")) if metrics.get("training_id") else store.cv_results():
+    for row in (
+        store.cv_results(metrics.get("training_id")) if metrics.get("training_id") else store.cv_results()
+    ):
         m = _loads(row["metrics"], {}) or {}
         raw[row["name"]] = m
         cv[row["name"]] = {k: m.get(k) for k in (*CV_METRICS, *INTERVAL_METRICS)}
@@ -86,7 +88,8 @@ def _verifier(store: Any, model: dict[str, Any]) -> dict[str, Any]:
                  for name, b in evaluation.get("baselines", {}).items()}  # fmt: skip
     for j in evaluation.get("judges", []):
         baselines[f"judge {j['model']} ({j['n']} rows)"] = {
-            **{k: j["judge"].get(k) for k in INTERVAL_METRICS}, "intervals": j["judge"].get("intervals") or {}
+            **{k: j["judge"].get(k) for k in INTERVAL_METRICS},
+            "intervals": j["judge"].get("intervals") or {},
         }
     return {
         "model_id": model["id"], "name": model["name"], "feature_version": model["feature_version"],
@@ -153,7 +156,10 @@ def card_markdown(card: dict[str, Any]) -> str:
             lines += [f"Grouped cross-validation (out-of-fold; 95 % intervals from a bootstrap over the CV groups); "
                       f"best by {v['select_by']}: `{v['best_by_cv']}`.", "",
                       "| scorer | " + " | ".join(INTERVAL_METRICS) + " |", "| --- |" + " ---: |" * len(INTERVAL_METRICS)]  # fmt: skip
-            for name, m in [*v["cross_validation"].items(), *((f"baseline: {n}", b) for n, b in v["baselines"].items())]:
+            for name, m in [
+                *v["cross_validation"].items(),
+                *((f"baseline: {n}", b) for n, b in v["baselines"].items()),
+            ]:
                 mark = " (best)" if name == v["best_by_cv"] else ""
                 lines.append(f"| {name}{mark} | " + " | ".join(_cell(m, k) for k in INTERVAL_METRICS) + " |")
     if card["pipeline_runs"]:

@@ -186,7 +186,16 @@ def test_cli_verify_train_prints_exactly_the_table_json(tmp_path, capsys, monkey
     assert [a["features"] for a in out["ablation"]][0] == "paper" and out["ablation"][-1]["features"] == "all"
     assert main(["verify", "train", "--bootstrap", "200", "--no-ablation"]) == 0
     table_text = capsys.readouterr().out
-    for name in ("logreg", "svm", "random_forest", "knn", "xgboost", "AUROC", "baseline: majority", "baseline: agreement"):
+    for name in (
+        "logreg",
+        "svm",
+        "random_forest",
+        "knn",
+        "xgboost",
+        "AUROC",
+        "baseline: majority",
+        "baseline: agreement",
+    ):
         assert name in table_text
     assert re.search(r"\[0\.\d{3}, [01]\.\d{3}\]", table_text)  # an interval under each value
     assert "feature ablation" not in table_text

@@ -113,9 +113,15 @@ def train(
     ),
     select_by: str = typer.Option("roc_auc", "--select-by", help="Metric that picks the best model."),
     bootstrap: int = typer.Option(
-        1000, "--bootstrap", min=0, max=100_000, help="Bootstrap replicates (over CV groups) for the intervals; 0: none."
+        1000,
+        "--bootstrap",
+        min=0,
+        max=100_000,
+        help="Bootstrap replicates (over CV groups) for the intervals; 0: none.",
     ),
-    ablation: bool = typer.Option(True, "--ablation/--no-ablation", help="Cross-validate the feature families."),
+    ablation: bool = typer.Option(
+        True, "--ablation/--no-ablation", help="Cross-validate the feature families."
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Cross-validate the five models (grouped CV) beside the baselines and the judge, refit,

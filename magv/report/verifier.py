@@ -130,7 +130,10 @@ def _cross_validation(scope: Scope) -> tuple[dict[str, Any], dict[str, Any]]:
         raw[r["name"]] = m
         oof = m.get("oof") or {}
         y, proba = oof.get("y") or [], oof.get("proba") or []
-        row: dict[str, Any] = {"name": r["name"], **{k: rounded(m.get(k)) for k in (*METRICS, *INTERVAL_METRICS)}}
+        row: dict[str, Any] = {
+            "name": r["name"],
+            **{k: rounded(m.get(k)) for k in (*METRICS, *INTERVAL_METRICS)},
+        }
         row["confusion"] = m.get("confusion") or (confusion(y, proba) if y and len(y) == len(proba) else None)
         row["n"] = len(y) if y else (sum(map(sum, row["confusion"])) if row["confusion"] else None)
         row["intervals"] = _intervals(m)

@@ -121,9 +121,7 @@ def agreement_oof(
     return Scorer(pred, proba, score), chosen
 
 
-def judge_rows(
-    run_ids: Sequence[str], verdicts: Sequence[Any]
-) -> dict[str, tuple[np.ndarray, Scorer, int]]:
+def judge_rows(run_ids: Sequence[str], verdicts: Sequence[Any]) -> dict[str, tuple[np.ndarray, Scorer, int]]:
     """judge model -> (row indices with a verdict, its Scorer on them, rows judged without a
     verdict): the judge's verdict is its prediction, probability and score alike."""
     index = {r: i for i, r in enumerate(run_ids)}
@@ -283,7 +281,10 @@ def summary_tables(summary: Mapping[str, Any]) -> list[tuple[str, list[dict[str,
              for k, d in summary.get("differences", {}).items()]  # fmt: skip
     if diffs:
         out.append(("differences (paired bootstrap)", diffs))
-    abl = [_row(a["features"], a, model=a["model"], features=a["n_features"]) for a in summary.get("ablation", [])]
+    abl = [
+        _row(a["features"], a, model=a["model"], features=a["n_features"])
+        for a in summary.get("ablation", [])
+    ]
     if abl:
         out.append(("feature ablation: the paper's four features, each family added, all", abl))
     return out

@@ -165,6 +165,8 @@ def difference(
         y, a, b = y[rows], a.take(rows), b.take(rows)
     va, vb = point_metrics(y, a)[metric], point_metrics(y, b)[metric]
     value = None if va is None or vb is None else va - vb
-    samples = [weighted_metrics(y, a, w)[metric] - weighted_metrics(y, b, w)[metric] for w in boot.batches(rows)]
+    samples = [
+        weighted_metrics(y, a, w)[metric] - weighted_metrics(y, b, w)[metric] for w in boot.batches(rows)
+    ]
     interval = _bounds(np.concatenate(samples)) if samples else None
     return {"metric": metric, "value": value, "interval": interval, "n": int(len(y))}

@@ -152,7 +152,9 @@ def train(
                         "training_id": training_id, "contributions": verifier.contribution_method,
                         "evaluation": evaluation},
         })  # fmt: skip
-    return TrainResult(training_id, model_id, best, path, results, verifier.calibrated_, len(data.y), evaluation)
+    return TrainResult(
+        training_id, model_id, best, path, results, verifier.calibrated_, len(data.y), evaluation
+    )
 
 
 def check_feature_set(row: dict[str, Any], bundle: dict[str, Any]) -> None:
