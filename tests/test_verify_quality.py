@@ -334,3 +334,23 @@ def test_bench_verifier_quality_on_a_generated_labelled_file(tmp_path, capsys, m
 def test_bench_without_a_dataset_says_so(tmp_path, capsys):
     assert _bench().main([str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "r.json")]) == 2
     assert "no labelled dataset at" in capsys.readouterr().err
+
+
+def test_retraining_after_the_judge_ran_updates_the_stored_evaluation(tmp_path):
+    """Same labels, same model id; the judge's verdicts arrived since, so the registry's evaluation
+    (what the report and the data card read) must show them."""
+    with Store(tmp_path / "m.duckdb") as store:
+        synthetic_store(store, n_questions=30)
+        compute_features(store, None, alternates=False)
+        gold_labels(store)
+        cfg = load_settings(None, database=store.path, verify={"models_dir": str(tmp_path / "models")})
+        first = training.train(store, cfg, names=["logreg"], bootstrap=0, ablation=False)
+        assert json.loads(store.latest_verifier_model()["metrics"])["evaluation"]["judges"] == []
+        store.add_judge_verdicts(
+            [JudgeVerdict(run_id=r, model="j", correct=True) for r in store.effective_labels()]
+        )
+        again = training.train(store, cfg, names=["logreg"], bootstrap=0, ablation=False)
+        assert again.model_id == first.model_id and store.counts()["verifier_models"] == 1
+        (judge,) = json.loads(store.latest_verifier_model()["metrics"])["evaluation"]["judges"]
+        assert judge["n"] == 30 and judge["judge"]["recall"] == 1.0
+        assert any(b["name"] == "judge j" for b in collect(store).metrics["verifier"]["baselines"])
