@@ -26,6 +26,7 @@ from magv.datacard import _verifier
 from magv.definitions import best_model
 from magv.export import export
 from magv.models import JudgeVerdict
+from magv.report.html import write_report
 from magv.report.metrics import collect
 from magv.store import Store
 from magv.verify import models as models_module
@@ -255,6 +256,14 @@ def test_report_and_data_card_name_the_model_training_picked(trained, tmp_path):
     assert set(data.series["curves"]) == {"logreg", "random_forest"}
     assert set(data.series["confusion"]) == {"logreg", "random_forest"}
     assert {b["name"] for b in v["baselines"]} >= {"majority", "agreement", "judge tiny-judge"}
+    html = write_report(store, tmp_path / "report").html.read_text()
+    assert (
+        'id="cv-intervals"' in html
+        and 'data-scorer="majority"' in html
+        and 'data-scorer="judge tiny-judge"' in html
+    )
+    lo, hi = result.results[result.best]["intervals"]["accuracy"]
+    assert f"[{lo:.3f}, {hi:.3f}]" in html
     card = _verifier(store, store.latest_verifier_model())
     assert card["best_by_cv"] == result.best and set(card["baselines"]) >= {"majority", "agreement"}
     # another selection metric: training, report and card still agree
