@@ -89,9 +89,10 @@ def best_threshold(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """(threshold, accuracy) of the rule "correct when x >= threshold" with the best accuracy on
     (x, y); candidates are the distinct values and +inf (always incorrect); ties go to the lowest."""
     levels = np.unique(x)
+    pos, neg = np.sort(x[y == 1]), np.sort(x[y == 0])
     # positives at or above each level, negatives below it
-    pos_above = np.array([np.sum((x >= t) & (y == 1)) for t in levels])
-    neg_below = np.array([np.sum((x < t) & (y == 0)) for t in levels])
+    pos_above = len(pos) - np.searchsorted(pos, levels, side="left")
+    neg_below = np.searchsorted(neg, levels, side="left")
     acc = np.r_[(pos_above + neg_below) / len(y), np.mean(y == 0)]
     k = int(np.argmax(acc))
     return (float(levels[k]) if k < len(levels) else float("inf")), float(acc[k])
@@ -213,19 +214,24 @@ def evaluate(
         "ablation": [],
     }
     if ablation:
-        out["ablation"] = ablate(X, y, groups, names, best, folds=folds, seed=seed, boot=boot)
+        out["ablation"] = ablate(X, y, groups, names, best, folds=folds, seed=seed, boot=boot,
+                                 every_feature=results[best])  # fmt: skip
     return out
 
 
 def ablate(
     X: np.ndarray, y: np.ndarray, groups: np.ndarray, names: Sequence[str], model: str, *, folds: int,
-    seed: int, boot: GroupBootstrap | None,
+    seed: int, boot: GroupBootstrap | None, every_feature: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:  # fmt: skip
-    """The model cross-validated on each feature set of `feature_sets`, on the same folds."""
+    """The model cross-validated on each feature set of `feature_sets`, on the same folds;
+    `every_feature`, the model's own result on all columns (with `oof`), is reused for "all"."""
     X = np.asarray(X, dtype=np.float64)
     rows = []
     for label, cols in feature_sets(list(names)):
-        r = cross_validate_models(X[:, cols], y, groups, folds=folds, seed=seed, names=[model])[model]
+        if len(cols) == X.shape[1] and every_feature is not None:
+            r = every_feature
+        else:
+            r = cross_validate_models(X[:, cols], y, groups, folds=folds, seed=seed, names=[model])[model]
         m = evaluate_scorer(y, Scorer.from_proba(np.asarray(r["oof"]["proba"])), boot)
         rows.append({"features": label, "model": model, "n_features": len(cols), **m})
     return rows
