@@ -31,7 +31,7 @@ def _data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 def _saved(path: Path, name: str, n: int, calibrate: bool) -> Path:
     X, y = _data(n)
-    v = Verifier(name, 0).fit(X, y, groups=np.arange(n) % 6, calibrate=calibrate)
+    v = Verifier(name, 0, calibrate=calibrate).fit(X, y, groups=np.arange(n) % 6)
     return save_model(path, v, ["a", "b", "c", "d"], "1", model_id="m", name=name, calibrated=v.calibrated_)
 
 
