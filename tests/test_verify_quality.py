@@ -363,3 +363,49 @@ def test_retraining_after_the_judge_ran_updates_the_stored_evaluation(tmp_path):
         (judge,) = json.loads(store.latest_verifier_model()["metrics"])["evaluation"]["judges"]
         assert judge["n"] == 30 and judge["judge"]["recall"] == 1.0
         assert any(b["name"] == "judge j" for b in collect(store).metrics["verifier"]["baselines"])
+
+
+def test_sigkill_while_saving_leaves_the_registered_model_file(tmp_path):
+    """A real kill -9 in the middle of writing the new model: the old file is still the good one."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 3))
+    y = (X[:, 0] > 0).astype(int)
+    path = tmp_path / "models" / "m.skops"
+    save_model(path, Verifier("logreg").fit(X, y), ["a", "b", "c"], "1", name="logreg")
+    before = path.read_bytes()
+    ready = tmp_path / "half-written"
+    script = f"""
+import time
+from pathlib import Path
+import numpy as np
+from magv.verify import models
+real_dump = models.sio.dump
+def slow_dump(obj, file):
+    real_dump(obj, file)
+    data = Path(file).read_bytes()
+    Path(file).write_bytes(data[: len(data) // 2])
+    Path({str(ready)!r}).write_text("x")
+    time.sleep(60)
+models.sio.dump = slow_dump
+rng = np.random.default_rng(1)
+X = rng.normal(size=(40, 3)); y = (X[:, 0] > 0).astype(int)
+models.save_model(Path({str(path)!r}), models.Verifier("knn").fit(X, y), ["a", "b", "c"], "1", name="knn")
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO)
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, "the writer never got half-way"
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert path.read_bytes() == before and load_model(path)["name"] == "logreg"
