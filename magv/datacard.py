@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from magv import __version__
+from magv.definitions import best_model
 from magv.models import utcnow
 
 CV_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
+INTERVAL_METRICS = ("accuracy", "balanced_accuracy", "roc_auc", "mcc", "brier")
 
 
 def card_paths(export_path: str | Path) -> tuple[Path, Path]:
@@ -72,16 +74,39 @@ def build_card(
 
 def _verifier(store: Any, model: dict[str, Any]) -> dict[str, Any]:
     metrics = _loads(model["metrics"], {}) or {}
-    cv = {}
-    for row in store.cv_results():
+    cv, raw = {}, {}
+    for row in (
+        store.cv_results(metrics.get("training_id")) if metrics.get("training_id") else store.cv_results()
+    ):
         m = _loads(row["metrics"], {}) or {}
-        cv[row["name"]] = {k: m.get(k) for k in CV_METRICS}
+        raw[row["name"]] = m
+        cv[row["name"]] = {k: m.get(k) for k in (*CV_METRICS, *INTERVAL_METRICS)}
+        cv[row["name"]]["intervals"] = {k: v for k, v in (m.get("intervals") or {}).items() if v}
+    select_by = metrics.get("select_by") or "roc_auc"
+    evaluation = metrics.get("evaluation") or {}
+    baselines = {name: {**{k: b.get(k) for k in INTERVAL_METRICS}, "intervals": b.get("intervals") or {}}
+                 for name, b in evaluation.get("baselines", {}).items()}  # fmt: skip
+    for j in evaluation.get("judges", []):
+        baselines[f"judge {j['model']} ({j['n']} rows)"] = {
+            **{k: j["judge"].get(k) for k in INTERVAL_METRICS},
+            "intervals": j["judge"].get("intervals") or {},
+        }
     return {
         "model_id": model["id"], "name": model["name"], "feature_version": model["feature_version"],
         "features": _loads(model["features"], []), "created_at": str(model["created_at"]),
         "metrics": {k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)},
         "cross_validation": cv,
+        "best_by_cv": best_model(raw, select_by) if raw else None,
+        "select_by": select_by,
+        "baselines": baselines,
     }  # fmt: skip
+
+
+def _cell(m: dict[str, Any], k: str) -> str:
+    v, iv = m.get(k), (m.get("intervals") or {}).get(k)
+    if v is None:
+        return "–"
+    return f"{v:.3f} [{iv[0]:.3f}, {iv[1]:.3f}]" if iv else f"{v:.3f}"
 
 
 def card_markdown(card: dict[str, Any]) -> str:
@@ -128,10 +153,15 @@ def card_markdown(card: dict[str, Any]) -> str:
             "",
         ]
         if v["cross_validation"]:
-            lines += ["| model | " + " | ".join(CV_METRICS) + " |", "| --- |" + " ---: |" * len(CV_METRICS)]
-            for name, m in v["cross_validation"].items():
-                cells = " | ".join("–" if m[k] is None else f"{m[k]:.3f}" for k in CV_METRICS)
-                lines.append(f"| {name} | {cells} |")
+            lines += [f"Grouped cross-validation (out-of-fold; 95 % intervals from a bootstrap over the CV groups); "
+                      f"best by {v['select_by']}: `{v['best_by_cv']}`.", "",
+                      "| scorer | " + " | ".join(INTERVAL_METRICS) + " |", "| --- |" + " ---: |" * len(INTERVAL_METRICS)]  # fmt: skip
+            for name, m in [
+                *v["cross_validation"].items(),
+                *((f"baseline: {n}", b) for n, b in v["baselines"].items()),
+            ]:
+                mark = " (best)" if name == v["best_by_cv"] else ""
+                lines.append(f"| {name}{mark} | " + " | ".join(_cell(m, k) for k in INTERVAL_METRICS) + " |")
     if card["pipeline_runs"]:
         lines += ["", "## Pipeline runs", ""]
         lines += [

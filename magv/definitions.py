@@ -1,5 +1,6 @@
-"""The three verdicts the pipeline, the exports and the report must agree on, each decided here only:
-which of a run's labels wins, what counts as a tool error, and when a trajectory is verified."""
+"""The verdicts the pipeline, the exports and the report must agree on, each decided here only:
+which of a run's labels wins, what counts as a tool error, when a trajectory is verified, and which
+cross-validated verifier model is the best."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from magv.models import LABEL_TRUST
+
+# Metrics `best_model` can select by (higher is better); the default is the first.
+SELECT_BY: tuple[str, ...] = ("roc_auc", "accuracy", "balanced_accuracy", "mcc", "f1", "precision", "recall")
 
 if TYPE_CHECKING:
     from magv.models import Label, Step, Trajectory
@@ -47,3 +51,20 @@ def is_verified(label: bool | None, score: float | None, threshold: float | None
     if score is None or threshold is None:
         return None
     return score >= threshold
+
+
+def best_model(results: Mapping[str, Mapping[str, Any]], select_by: str = "roc_auc") -> str:
+    """The best of cross-validated models (name -> metrics): the highest `select_by`, ties broken by
+    accuracy, then F1, then the name (alphabetical), so the answer does not depend on the order the
+    results come in. A missing or NaN metric counts as lowest. Training registers this model; the
+    report and the data card name it."""
+    if select_by not in SELECT_BY:
+        raise ValueError(f"select_by {select_by!r}: expected one of {', '.join(SELECT_BY)}")
+    if not results:
+        raise ValueError("best_model: no cross-validation results")
+
+    def value(m: Mapping[str, Any], k: str) -> float:
+        v = m.get(k)
+        return float("-inf") if v is None or v != v else float(v)  # v != v: NaN
+
+    return min(results, key=lambda n: (*(-value(results[n], k) for k in (select_by, "accuracy", "f1")), n))

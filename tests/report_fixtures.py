@@ -17,6 +17,7 @@ from typing import Any
 
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
 
+from magv.definitions import best_model
 from magv.models import (
     Features,
     JudgeVerdict,
@@ -484,7 +485,7 @@ def _verifier(store: Store, rng: random.Random, info: FixtureInfo, base: list[Qu
         }
     store.add_cv_results(f"train-{info.pipeline_run_id}", cv)
     info.cv = cv
-    best = max(MODELS, key=lambda m: (cv[m]["f1"], cv[m]["roc_auc"] or 0))
+    best = best_model(cv)  # the one definition training, report and data card use
     model_id = make_id("model", info.pipeline_run_id, best)
     importances = {f: round(rng.uniform(0.02, 0.4), 4) for f in FEATURES}
     store.add_verifier_model({

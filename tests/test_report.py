@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from magv.cli import main
+from magv.definitions import best_model
 from magv.report.compare import write_compare
 from magv.report.html import write_report
 from magv.report.metrics import collect, reason_kind
@@ -72,7 +73,7 @@ def test_cv_table_shows_every_model_with_its_values(rendered):
         stored = next(m for m in metrics["verifier"]["models"] if m["name"] == name)
         assert stored["confusion"] == info.cv[name]["confusion"]
         assert stored["f1"] == info.cv[name]["f1"]
-    best = max(MODELS, key=lambda m: (info.cv[m]["f1"], info.cv[m]["roc_auc"]))
+    best = best_model(info.cv)
     assert 'class="best" data-model="' + best + '"' in html
     assert metrics["verifier"]["best"]["name"] == best
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from magv.cli import main
+from magv.commands.common import console
 from magv.config import load_settings
 from magv.errors import BadInput, RunFailed
 from magv.models import Features, Label, ToolCall
@@ -160,7 +162,8 @@ def test_training_without_both_classes_fails_clearly(tmp_path):
     store.close()
 
 
-def test_cli_verify_train_prints_exactly_the_table_json(tmp_path, capsys):
+def test_cli_verify_train_prints_exactly_the_table_json(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(console, "width", 160)
     store = Store(tmp_path / "data" / "magv.duckdb")
     synthetic_store(store, n_questions=45)
     store.close()
@@ -173,15 +176,32 @@ def test_cli_verify_train_prints_exactly_the_table_json(tmp_path, capsys):
     assert labelled["written"] == 135 and labelled["source"] == "gold"  # every run of the 45 questions
     assert main(["verify", "train", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"models", "best"}
+    assert set(out) == {"models", "best", "select_by", "n", "groups", "bootstrap", "baselines", "judges",
+                        "differences", "ablation"}  # fmt: skip
     assert [m["name"] for m in out["models"]] == ["logreg", "svm", "random_forest", "knn", "xgboost"]
+    metrics = {"accuracy", "balanced_accuracy", "roc_auc", "mcc", "brier", "precision", "recall", "f1"}
     for m in out["models"]:
-        assert set(m) == {"name", "accuracy", "precision", "recall", "f1", "roc_auc"}
-    assert out["best"] in {m["name"] for m in out["models"]}
-    assert main(["verify", "train"]) == 0
+        assert metrics | {"name", "intervals", "confusion"} <= set(m)
+        assert set(m["intervals"]) == {"accuracy", "balanced_accuracy", "roc_auc", "mcc", "brier"}
+        assert sum(map(sum, m["confusion"])) == out["n"] == 45
+    assert out["best"] in {m["name"] for m in out["models"]} and out["select_by"] == "roc_auc"
+    assert set(out["baselines"]) == {"majority", "agreement"} and out["judges"] == []
+    assert [a["features"] for a in out["ablation"]][0] == "paper" and out["ablation"][-1]["features"] == "all"
+    assert main(["verify", "train", "--bootstrap", "200", "--no-ablation"]) == 0
     table_text = capsys.readouterr().out
-    for name in ("logreg", "svm", "random_forest", "knn", "xgboost", "roc_auc"):
+    for name in (
+        "logreg",
+        "svm",
+        "random_forest",
+        "knn",
+        "xgboost",
+        "AUROC",
+        "baseline: majority",
+        "baseline: agreement",
+    ):
         assert name in table_text
+    assert re.search(r"\[0\.\d{3}, [01]\.\d{3}\]", table_text)  # an interval under each value
+    assert "feature ablation" not in table_text
     assert main(["verify", "score", "--json", "--threshold", "0.7"]) == 0
     scored = json.loads(capsys.readouterr().out)
     assert scored["scored"] == 135 and scored["threshold"] == 0.7

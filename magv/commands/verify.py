@@ -112,9 +112,20 @@ def train(
         None, "--seed", min=0, max=2**32 - 1, help="Random seed (default: pipeline.seed)."
     ),
     select_by: str = typer.Option("roc_auc", "--select-by", help="Metric that picks the best model."),
+    bootstrap: int = typer.Option(
+        1000,
+        "--bootstrap",
+        min=0,
+        max=100_000,
+        help="Bootstrap replicates (over CV groups) for the intervals; 0: none.",
+    ),
+    ablation: bool = typer.Option(
+        True, "--ablation/--no-ablation", help="Cross-validate the feature families."
+    ),
     as_json: bool = JsonOption,
 ) -> None:
-    """Cross-validate the five models (grouped CV), refit, calibrate and save the best."""
+    """Cross-validate the five models (grouped CV) beside the baselines and the judge, refit,
+    calibrate and save the best."""
     from magv.pipeline import train as stage
     from magv.verify.models import METRICS
     from magv.verify.training import check_models_dir, check_seed
@@ -125,21 +136,25 @@ def train(
     check_seed(cfg.pipeline.seed if seed is None else seed)  # before the store is opened
     check_models_dir(Path(cfg.verify.models_dir))
     with open_store(cfg, existing=True) as store:
-        result = stage.run(store, cfg, folds=folds, seed=seed, select_by=select_by).result
+        result = stage.run(store, cfg, folds=folds, seed=seed, select_by=select_by, bootstrap=bootstrap,
+                           ablation=ablation).result  # fmt: skip
     summary = result.summary()
     if as_json:
         emit_json(summary)
         return
-    rows = [{("model" if k == "name" else k): v for k, v in m.items()} for m in summary["models"]]
-    for r in rows:
-        r["model"] += " *" if r["model"] == result.best else ""
-    first = next(iter(result.results.values()))
-    title = (f"grouped {first['folds']}-fold CV on {result.n_rows} labelled trajectories "
-             f"({first['positives']} correct); * = best by {select_by}")  # fmt: skip
-    table(title, rows)
+    print_evaluation(summary)
     console.print(
         f"saved {result.best} (calibrated: {result.calibrated}) as model {result.model_id}: {result.path}"
     )
+
+
+def print_evaluation(summary: dict) -> None:
+    """The tables of `magv verify train` (and bench/verifier_quality.py): models and baselines with
+    95 % intervals, the judges on their rows, the differences, the ablation."""
+    from magv.verify.evaluation import summary_tables
+
+    for title, rows in summary_tables(summary):
+        table(title, rows)
 
 
 @verify_app.command("score")

@@ -6,10 +6,12 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from magv.definitions import best_model
 from magv.report.curves import binary_curves, confusion
 from magv.report.scope import ReportData, Scope, loads, rounded
 
 METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
+INTERVAL_METRICS = ("accuracy", "balanced_accuracy", "roc_auc", "mcc", "brier")
 
 
 def _per_1000(total: float, n: int) -> float | None:
@@ -21,10 +23,12 @@ def verifier_section(scope: Scope, runs, labels, data: ReportData) -> dict[str, 
     cv, curves = _cross_validation(scope)
     model = _latest(scope.rows("verifier_models"))
     model_metrics = loads(model["metrics"], {}) if model else {}
-    names = [m["name"] for m in cv["models"]]
-    best_name = model["name"] if model and model["name"] in names else None
-    if best_name is None and cv["models"]:
-        best_name = max(cv["models"], key=lambda m: (m["f1"] or 0, m["roc_auc"] or 0))["name"]
+    # The best model is magv.definitions.best_model's, by the metric the training selected by; the
+    # model that training registered is that one whenever it comes from the same training.
+    select_by = model_metrics.get("select_by") or "roc_auc"
+    best_name = best_model(cv["raw"], select_by) if cv["raw"] else None
+    same_training = bool(model) and model_metrics.get("training_id") == cv["training_id"]
+    evaluation = model_metrics.get("evaluation") if same_training else None
     errors = data.metrics.get("stage_errors", {})
     if not cv["models"]:
         failed = next((st for st in ("train", "gold_labels", "label", "features") if errors.get(st)), None)
@@ -84,6 +88,8 @@ def verifier_section(scope: Scope, runs, labels, data: ReportData) -> dict[str, 
         "training_id": cv["training_id"],
         "models": cv["models"],
         "best": best,
+        "select_by": select_by if best else None,
+        "baselines": _baselines(evaluation),
         "model": None if model is None else {
             "id": model["id"], "name": model["name"], "feature_version": model["feature_version"],
             "features": loads(model["features"], []), "created_at": str(model["created_at"]),
@@ -116,21 +122,48 @@ def _latest(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
 def _cross_validation(scope: Scope) -> tuple[dict[str, Any], dict[str, Any]]:
     rows = scope.rows("cv_results")
     if not rows:
-        return {"training_id": None, "models": []}, {}
+        return {"training_id": None, "models": [], "raw": {}}, {}
     training_id = max(rows, key=lambda r: (r["created_at"], r["training_id"]))["training_id"]
-    models, curves = [], {}
+    models, curves, raw = [], {}, {}
     for r in sorted((r for r in rows if r["training_id"] == training_id), key=lambda r: r["name"]):
         m = loads(r["metrics"], {})
+        raw[r["name"]] = m
         oof = m.get("oof") or {}
         y, proba = oof.get("y") or [], oof.get("proba") or []
-        row: dict[str, Any] = {"name": r["name"], **{k: rounded(m.get(k)) for k in METRICS}}
+        row: dict[str, Any] = {
+            "name": r["name"],
+            **{k: rounded(m.get(k)) for k in (*METRICS, *INTERVAL_METRICS)},
+        }
         row["confusion"] = m.get("confusion") or (confusion(y, proba) if y and len(y) == len(proba) else None)
         row["n"] = len(y) if y else (sum(map(sum, row["confusion"])) if row["confusion"] else None)
+        row["intervals"] = _intervals(m)
         models.append(row)
         c = binary_curves(y, proba) if y else None
         if c:
             curves[r["name"]] = c
-    return {"training_id": training_id, "models": models}, curves
+    return {"training_id": training_id, "models": models, "raw": raw}, curves
+
+
+def _intervals(m: dict[str, Any]) -> dict[str, Any]:
+    """metric -> {"value", "low", "high"} for the metrics training gave an interval (rounded)."""
+    iv = m.get("intervals") or {}
+    return {k: {"value": rounded(m.get(k)), "low": rounded(iv[k][0]), "high": rounded(iv[k][1])}
+            for k in INTERVAL_METRICS if iv.get(k)}  # fmt: skip
+
+
+def _baselines(evaluation: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The training's baselines and judges (magv.verify.evaluation) as rows beside the models."""
+    if not evaluation:
+        return []
+    rows = [{"name": name, "n": b.get("n"), **{k: rounded(b.get(k)) for k in INTERVAL_METRICS},
+             "intervals": _intervals(b)} for name, b in evaluation.get("baselines", {}).items()]  # fmt: skip
+    for j in evaluation.get("judges", []):
+        rows.append({"name": f"judge {j['model']}", "n": j["n"], **{k: rounded(j["judge"].get(k)) for k in INTERVAL_METRICS},
+                     "intervals": _intervals(j["judge"])})  # fmt: skip
+        b = j["best_model"]
+        rows.append({"name": f"{b['name']} on the judge's rows", "n": j["n"],
+                     **{k: rounded(b.get(k)) for k in INTERVAL_METRICS}, "intervals": _intervals(b)})  # fmt: skip
+    return rows
 
 
 def _comparison(scope: Scope, preds, labels, best, data: ReportData) -> dict[str, Any]:

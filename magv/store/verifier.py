@@ -13,11 +13,14 @@ from magv.store.connection import Connection, to_json
 
 class VerifierTables(Connection):
     def add_verifier_model(self, row: dict[str, Any]) -> int:
-        """row: id, name, path, feature_version, features (list), metrics (dict)."""
+        """row: id, name, path, feature_version, features (list), metrics (dict). A model id already
+        registered keeps its row but takes the new metrics: its evaluation can change without the
+        model (judge verdicts added since, an older magv's metrics)."""
         return self._insert(
             "verifier_models",
             [{**row, "features": to_json(row["features"]), "metrics": to_json(row["metrics"]),
               "created_at": utcnow()}],
+            conflict="(id) DO UPDATE SET metrics = excluded.metrics",
         )  # fmt: skip
 
     def latest_verifier_model(self) -> dict[str, Any] | None:
@@ -32,7 +35,10 @@ class VerifierTables(Connection):
         now = utcnow()
         rows = [{"training_id": training_id, "name": name, "metrics": to_json(m), "created_at": now}
                 for name, m in results.items()]  # fmt: skip
-        return self._insert("cv_results", rows)
+        # the same training again replaces the metrics (an older magv stored no out-of-fold predictions)
+        return self._insert(
+            "cv_results", rows, conflict="(training_id, name) DO UPDATE SET metrics = excluded.metrics"
+        )
 
     def cv_results(self, training_id: str | None = None) -> list[dict[str, Any]]:
         if training_id is None:

@@ -32,7 +32,6 @@ from sklearn.dummy import DummyClassifier
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression, Ridge
-from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
 from sklearn.model_selection import GroupKFold, StratifiedGroupKFold, StratifiedKFold
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline, make_pipeline
@@ -42,10 +41,12 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from xgboost import DMatrix, XGBClassifier
 
+from magv.definitions import SELECT_BY, best_model  # noqa: F401  (best_model: re-exported)
 from magv.errors import BadInput, RunFailed
+from magv.verify.metrics import Scorer, point_metrics
 
 MODEL_NAMES: tuple[str, ...] = ("logreg", "svm", "random_forest", "knn", "xgboost")
-METRICS: tuple[str, ...] = ("accuracy", "precision", "recall", "f1", "roc_auc")
+METRICS: tuple[str, ...] = SELECT_BY  # what `best_model` (magv.definitions) can select by
 
 # Calibrating needs held-out rows of both classes in every calibration fold; below this the model's
 # own probabilities are kept (and calibrated_ says False).
@@ -296,15 +297,9 @@ def grouped_splits(
 
 
 def metrics(y: np.ndarray, proba: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
-    pred = proba >= threshold
-    auc = roc_auc_score(y, proba) if len(np.unique(y)) == 2 else float("nan")
-    return {
-        "accuracy": float(accuracy_score(y, pred)),
-        "precision": float(precision_score(y, pred, zero_division=0)),
-        "recall": float(recall_score(y, pred, zero_division=0)),
-        "f1": float(f1_score(y, pred, zero_division=0)),
-        "roc_auc": float(auc),
-    }
+    """Out-of-fold metrics of probabilities (magv.verify.metrics: accuracy, balanced accuracy,
+    ROC AUC, MCC, Brier, precision, recall, F1; positive = correct, verdict = proba >= threshold)."""
+    return point_metrics(np.asarray(y), Scorer.from_proba(proba, threshold))
 
 
 def cross_validate_models(
@@ -316,7 +311,8 @@ def cross_validate_models(
     names: Sequence[str] = MODEL_NAMES,
 ) -> dict[str, dict[str, Any]]:
     """Out-of-fold metrics per model. Predictions of all folds are pooled before scoring, so tiny
-    folds (one class, two rows) still give defined numbers."""
+    folds (one class, two rows) still give defined numbers. Each result keeps its out-of-fold
+    predictions, `oof`: {"y": labels, "proba": P(correct)} in row order."""
     X, y, groups = np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.int64), np.asarray(groups)
     check_trainable(y, groups)
     splits = grouped_splits(y, groups, folds, seed)
@@ -325,20 +321,9 @@ def cross_validate_models(
         oof = np.zeros(len(y))
         for train_idx, test_idx in splits:
             oof[test_idx] = Verifier(name, seed).fit(X[train_idx], y[train_idx]).proba_correct(X[test_idx])
-        results[name] = {**metrics(y, oof), "folds": len(splits), "n": int(len(y)), "positives": int(y.sum())}
+        results[name] = {**metrics(y, oof), "folds": len(splits), "n": int(len(y)), "positives": int(y.sum()),
+                         "oof": {"y": y.tolist(), "proba": oof.round(6).tolist()}}  # fmt: skip
     return results
-
-
-def best_model(results: dict[str, dict[str, Any]], select_by: str = "roc_auc") -> str:
-    """Highest `select_by`, then accuracy, then f1; NaN counts as lowest."""
-    if select_by not in METRICS:
-        raise ValueError(f"select_by {select_by!r}: expected one of {', '.join(METRICS)}")
-
-    def key(name: str) -> tuple[float, ...]:
-        m = results[name]
-        return tuple(-1.0 if np.isnan(m[k]) else m[k] for k in (select_by, "accuracy", "f1"))
-
-    return max(results, key=key)
 
 
 # -- files -----------------------------------------------------------------------------------
@@ -350,7 +335,14 @@ def save_model(
     """A skops file holding the verifier, its feature list (column order) and feature version."""
     path.parent.mkdir(parents=True, exist_ok=True)
     bundle = {"verifier": verifier, "features": list(features), "feature_version": feature_version, **meta}
-    sio.dump(bundle, path)
+    # Written beside the target and renamed over it: a kill or a failing write mid-way leaves the
+    # file that was there (a registered model) whole, never a truncated one in its place.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        sio.dump(bundle, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

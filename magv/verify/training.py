@@ -19,7 +19,9 @@ import numpy as np
 from magv.config import Settings
 from magv.errors import BadInput, RunFailed
 from magv.models import make_id
+from magv.verify.evaluation import evaluate, without_oof
 from magv.verify.features import FEATURE_NAMES, FEATURE_VERSION
+from magv.verify.metrics import ALL_METRICS, N_BOOTSTRAP
 from magv.verify.models import (
     MODEL_NAMES,
     Verifier,
@@ -55,12 +57,19 @@ class TrainResult:
     results: dict[str, dict[str, Any]]
     calibrated: bool
     n_rows: int
+    evaluation: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
-        """The shape `magv verify train --json` prints."""
-        rows = [{"name": n, **{k: m[k] for k in ("accuracy", "precision", "recall", "f1", "roc_auc")}}
-                for n, m in self.results.items()]  # fmt: skip
-        return {"models": rows, "best": self.best}
+        """The shape `magv verify train --json` prints: per model its metrics with `intervals`
+        (metric -> [low, high]) and `confusion`; the baselines, judges, differences and ablation of
+        `magv.verify.evaluation` beside them."""
+        keep = (*ALL_METRICS, "intervals", "confusion", "n", "positives", "folds")
+        rows = [{"name": n, **{k: m[k] for k in keep if k in m}} for n, m in self.results.items()]
+        ev = self.evaluation
+        return {"models": rows, "best": self.best, "select_by": ev.get("select_by"), "n": self.n_rows,
+                "groups": ev.get("groups"), "bootstrap": ev.get("bootstrap"),
+                "baselines": ev.get("baselines", {}), "judges": ev.get("judges", []),
+                "differences": ev.get("differences", {}), "ablation": ev.get("ablation", [])}  # fmt: skip
 
 
 @dataclass
@@ -108,7 +117,12 @@ def train(
     seed: int | None = None,
     select_by: str = "roc_auc",
     names: Sequence[str] = MODEL_NAMES,
+    bootstrap: int = N_BOOTSTRAP,
+    ablation: bool = True,
 ) -> TrainResult:
+    """Cross-validate `names`, evaluate them against the baselines and judges
+    (magv.verify.evaluation; `bootstrap` replicates for the intervals, 0 for none; `ablation` the
+    feature families), refit the best (magv.definitions.best_model) calibrated, save and register it."""
     folds = folds or settings.verify.cv_folds
     seed = settings.pipeline.seed if seed is None else seed
     check_seed(seed)
@@ -116,6 +130,9 @@ def train(
     data = training_data(store)
     check_enough_rows(data.y)
     results = cross_validate_models(data.X, data.y, data.groups, folds=folds, seed=seed, names=names)
+    evaluation = evaluate(data.X, data.y, data.groups, data.features, results, run_ids=data.run_ids,
+                          judge_verdicts=store.judge_verdicts(), folds=folds, seed=seed, n_bootstrap=bootstrap,
+                          select_by=select_by, ablation=ablation)  # fmt: skip
     best = best_model(results, select_by)
     verifier = Verifier(best, seed, calibrate=True).fit(data.X, data.y, groups=data.groups)
 
@@ -127,14 +144,17 @@ def train(
     save_model(path, verifier, data.features, FEATURE_VERSION, model_id=model_id, name=best,
                calibrated=verifier.calibrated_)  # fmt: skip
     with store.transaction():
-        store.add_cv_results(training_id, results)
+        store.add_cv_results(training_id, results)  # with each model's out-of-fold predictions
         store.add_verifier_model({
             "id": model_id, "name": best, "path": str(path), "feature_version": FEATURE_VERSION,
             "features": data.features,
-            "metrics": {**results[best], "calibrated": verifier.calibrated_, "select_by": select_by,
-                        "training_id": training_id, "contributions": verifier.contribution_method},
+            "metrics": {**without_oof(results)[best], "calibrated": verifier.calibrated_, "select_by": select_by,
+                        "training_id": training_id, "contributions": verifier.contribution_method,
+                        "evaluation": evaluation},
         })  # fmt: skip
-    return TrainResult(training_id, model_id, best, path, results, verifier.calibrated_, len(data.y))
+    return TrainResult(
+        training_id, model_id, best, path, results, verifier.calibrated_, len(data.y), evaluation
+    )
 
 
 def check_feature_set(row: dict[str, Any], bundle: dict[str, Any]) -> None:
