@@ -333,9 +333,9 @@ def test_bench_verifier_quality_on_a_generated_labelled_file(tmp_path, capsys, m
     ):
         assert word in text
     summary = json.loads(out.read_text())
-    assert summary["n"] == 45 and summary["groups"] == 15  # the seed families kept in meta.group_id
+    assert summary["n"] == 135 and summary["groups"] == 15  # every run gold-labelled; groups: meta.group_id
     assert [m["name"] for m in summary["models"]] == ["logreg", "knn"]
-    assert summary["judges"][0]["n"] == 45
+    assert summary["judges"][0]["n"] == 135
     keys = set(summary["differences"])
     assert f"{summary['best']} - majority" in keys and f"{summary['best']} - judge j" in keys
 
@@ -361,7 +361,7 @@ def test_retraining_after_the_judge_ran_updates_the_stored_evaluation(tmp_path):
         again = training.train(store, cfg, names=["logreg"], bootstrap=0, ablation=False)
         assert again.model_id == first.model_id and store.counts()["verifier_models"] == 1
         (judge,) = json.loads(store.latest_verifier_model()["metrics"])["evaluation"]["judges"]
-        assert judge["n"] == 30 and judge["judge"]["recall"] == 1.0
+        assert judge["n"] == 90 and judge["judge"]["recall"] == 1.0
         assert any(b["name"] == "judge j" for b in collect(store).metrics["verifier"]["baselines"])
 
 

@@ -183,7 +183,7 @@ def test_cli_verify_train_prints_exactly_the_table_json(tmp_path, capsys, monkey
     for m in out["models"]:
         assert metrics | {"name", "intervals", "confusion"} <= set(m)
         assert set(m["intervals"]) == {"accuracy", "balanced_accuracy", "roc_auc", "mcc", "brier"}
-        assert sum(map(sum, m["confusion"])) == out["n"] == 45
+        assert sum(map(sum, m["confusion"])) == out["n"] == 135
     assert out["best"] in {m["name"] for m in out["models"]} and out["select_by"] == "roc_auc"
     assert set(out["baselines"]) == {"majority", "agreement"} and out["judges"] == []
     assert [a["features"] for a in out["ablation"]][0] == "paper" and out["ablation"][-1]["features"] == "all"
