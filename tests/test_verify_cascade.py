@@ -86,6 +86,17 @@ def env(base, tmp_path, monkeypatch, capsys):
         yield tmp_path, srv
 
 
+def _report(db: Path, out: Path) -> dict | None:
+    from magv.report.html import write_report
+
+    with Store(db, read_only=True) as store:
+        files = write_report(store, out)
+    html = files.html.read_text()
+    section = json.loads(files.metrics.read_text())["cascade"]
+    assert (section is None) == ('id="cascade"' not in html)
+    return section
+
+
 def _tokens(db: Path, roles: tuple[str, ...], since=None) -> int:
     with Store(db, read_only=True) as store:
         rows = [
@@ -98,6 +109,7 @@ def _tokens(db: Path, roles: tuple[str, ...], since=None) -> int:
 def test_alternates_decide_within_the_token_budget_and_a_rerun_redoes_nothing(env, capsys):
     tmp, srv = env
     db = tmp / "magv.duckdb"
+    assert _report(db, tmp / "before") is None  # no cascade yet: no section
     before = _tokens(db, ("reverse", "responder"))
     limit = 20000
     out = _cli(["verify", "cascade", "--no-judge", "--max-llm-tokens", str(limit)], capsys)
@@ -131,6 +143,13 @@ def test_alternates_decide_within_the_token_budget_and_a_rerun_redoes_nothing(en
     assert [p["step"] for p in points] == ["agreement", "verifier", "alternates", "judge", "human"]
     assert points[2]["tokens"] == spent and points[2]["calls_per_1000"] > 0
     assert all(a["tokens"] <= b["tokens"] for a, b in zip(points, points[1:]))  # cumulative
+
+    section = _report(db, tmp / "after")
+    assert section["curve"]["points"] == points and section["queued_for_human"] == len(queued)
+    assert section["by_step"]["alternates"] == out["decided_by"]["alternates"]
+    html = (tmp / "after" / "report.html").read_text()
+    assert 'id="cascade"' in html and 'id="fig-cascade_curve"' in html and 'data-step="alternates"' in html
+    assert section["learning_curve"]["points"] and 'id="fig-learning_curve"' in html
 
 
 @pytest.mark.integration
