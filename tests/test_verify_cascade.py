@@ -285,3 +285,31 @@ def test_a_version_2_file_gains_the_cascade_table(tmp_path):
     with Store(path) as store:
         assert store.cascade_decisions() == []
         assert store.scalar("SELECT value FROM meta WHERE key='schema_version'") == "3"
+
+
+@pytest.mark.integration
+def test_the_cascade_flow_records_its_run(env):
+    from magv.config import load_settings
+    from magv.flows.cascade import cascade_flow
+
+    tmp, _ = env
+    cfg = load_settings(None)
+    result = cascade_flow(settings=cfg.model_dump(mode="json"), max_judge_share=0.25, alternates=False)
+    assert result["status"] == "completed" and list(result["stages"]) == ["judge", "cascade"]
+    summary = result["cascade"]
+    assert summary["judged"] == math.floor(0.25 * summary["trajectories"])
+    with Store(tmp / "magv.duckdb", read_only=True) as store:
+        assert store.pipeline_runs()[-1]["status"] == "completed"
+        assert len(store.cascade_decisions()) == summary["trajectories"]
+
+
+def test_a_store_without_features_has_nothing_to_decide(tmp_path, monkeypatch, capsys):
+    from tests.verify_helpers import synthetic_store
+
+    db = tmp_path / "magv.duckdb"
+    with Store(db) as store:
+        synthetic_store(store, n_questions=4)
+    monkeypatch.setenv("MAGV_DATABASE", str(db))
+    out = _cli(["verify", "cascade", "--no-judge", "--no-alternates"], capsys)
+    assert out["trajectories"] == 0 and out["queued_for_human"] == 0
+    assert main(["verify", "cascade", "--max-judge-share", "1.5"]) == 2  # bad input
