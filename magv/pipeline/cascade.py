@@ -108,6 +108,7 @@ class Cascade:
                              max(0, math.floor(options.max_judge_share * len(self.rows)) - judged_before))  # fmt: skip
         self.model_id = self.store.scored_model_id()
         self.threshold = options.threshold
+        self.scored_threshold: float | None = None  # what the stored predictions were scored with
         self.report = StageReport("cascade", planned=len(self.pending))
         self.by_step: dict[str, int] = {}
         self.notes: list[str] = []
@@ -120,8 +121,10 @@ class Cascade:
         for r in self.rows:
             p = preds.get(r.run_id)
             r.probability = p.probability if p else None
-            if p and self.threshold is None:
-                self.threshold = p.threshold
+            if p:
+                self.scored_threshold = p.threshold
+                if self.threshold is None:
+                    self.threshold = p.threshold
         if self.threshold is None:
             self.threshold = self.sess.settings.verify.threshold
 
@@ -200,8 +203,9 @@ class Cascade:
         if not spent_on:
             return
         run_in_process(sess, "cascade_features", features.run, self.store, cfg, alternates=True)
+        # scored again as they were scored before (the stored verdicts keep their threshold)
         run_in_process(sess, "cascade_score", score.run, self.store, cfg, model_id=self.model_id,
-                       threshold=self.threshold)  # fmt: skip
+                       threshold=self.scored_threshold)  # fmt: skip
         self.rows_changed()
         self.verifier("alternates", only=spent_on)
 
