@@ -313,3 +313,41 @@ def test_a_store_without_features_has_nothing_to_decide(tmp_path, monkeypatch, c
     out = _cli(["verify", "cascade", "--no-judge", "--no-alternates"], capsys)
     assert out["trajectories"] == 0 and out["queued_for_human"] == 0
     assert main(["verify", "cascade", "--max-judge-share", "1.5"]) == 2  # bad input
+
+
+def test_simulated_cascade_replays_stored_alternates_and_verdicts(tmp_path, monkeypatch, capsys):
+    from magv.models import JudgeVerdict
+    from magv.verify.cascade_sim import simulate
+    from magv.verify.features import compute_features
+    from magv.verify.labels import gold_labels
+    from tests.verify_helpers import HashEmbedder, synthetic_store
+
+    db = tmp_path / "magv.duckdb"
+    with Store(db) as store:
+        truth = synthetic_store(store, n_questions=40)
+        compute_features(store, HashEmbedder(), mct_only=True)
+        gold_labels(store)
+        mct = {m["question_id"]: m["run_id"] for m in store.mct()}
+        # a judge right on 3 of 4, 100 tokens a verdict
+        store.add_judge_verdicts([
+            JudgeVerdict(run_id=mct[q], model="j", correct=ok if i % 4 else not ok, prompt_tokens=90,
+                         completion_tokens=10)
+            for i, (q, ok) in enumerate(sorted(truth.items()))
+        ])  # fmt: skip
+        before = store.counts()
+        out = simulate(store, max_judge_share=0.25, margin=0.3)
+        assert store.counts() == before  # nothing written
+    n = out["rows"]
+    assert n == 40 and out["judged"] <= 10
+    points = {p["step"]: p for p in out["curve"]["points"]}
+    assert points["human"]["coverage"] == 1.0
+    assert points["judge"]["tokens"] == 100 * out["judged"]
+    assert out["curve"]["judge_everything_tokens_per_1000"] == 100_000
+    assert out["single"]["judge"] == 0.75 and out["single"]["judge_rows"] == 40
+    with Store(db) as store:
+        tight = simulate(store, max_judge_share=1.0, margin=0.49, max_llm_tokens=250)
+    assert tight["tokens_spent"] <= 250 and tight["judged"] <= 2
+
+    monkeypatch.setenv("MAGV_DATABASE", str(db))
+    cli = _cli(["verify", "cascade", "--simulate", "--max-judge-share", "0.25", "--margin", "0.3"], capsys)
+    assert cli["rows"] == 40 and cli["curve"]["points"][-1]["coverage"] == 1.0

@@ -278,6 +278,12 @@ def cascade(
         True, "--alternates/--no-alternates", help="Reverse-engineer alternates for uncertain trajectories."
     ),
     use_judge: bool = typer.Option(True, "--judge/--no-judge", help="Ask the LLM judge about what is left."),
+    simulate: bool = typer.Option(
+        False,
+        "--simulate",
+        help="Replay the cascade offline on labelled trajectories (out-of-fold scores, stored alternates and "
+        "judge verdicts); calls no model and stores nothing.",
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Decide each trajectory by the cheapest confident step: agreement, verifier, alternates, judge, human."""
@@ -292,6 +298,20 @@ def cascade(
                              rule_confidence=rule_confidence, threshold=threshold, alternates=alternates,
                              judge=use_judge)  # fmt: skip
     options.check()
+    if simulate:
+        from magv.verify.cascade_sim import simulate as replay
+
+        with open_store(cfg, read_only=True, existing=True) as store:
+            out = replay(store, threshold=cfg.verify.threshold if threshold is None else threshold, margin=margin,
+                         rule_confidence=rule_confidence, max_judge_share=max_judge_share,
+                         max_llm_tokens=max_llm_tokens, seed=cfg.pipeline.seed, folds=cfg.verify.cv_folds)  # fmt: skip
+        if as_json or "curve" not in out:
+            emit_json(out)
+            return
+        table(f"simulated cascade on {out['rows']} labelled trajectories (out-of-fold)", out["curve"]["points"],
+              ["step", "decided", "coverage", "accuracy", "accuracy_all", "tokens_per_1000", "calls_per_1000"])  # fmt: skip
+        table("each step alone", [out["single"]])
+        return
     run_id = make_id("cascade", cfg.domain, str(utcnow()))
     with open_store(cfg, existing=True) as store:
         with local_session(cfg, store, {}, run_id) as sess:
