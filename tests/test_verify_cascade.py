@@ -144,8 +144,20 @@ def test_alternates_decide_within_the_token_budget_and_a_rerun_redoes_nothing(en
     assert points[2]["tokens"] == spent and points[2]["calls_per_1000"] > 0
     assert all(a["tokens"] <= b["tokens"] for a, b in zip(points, points[1:]))  # cumulative
 
+    # a human answers one row of the queue: the next cascade takes the answer
+    answered = queued[0]["run_id"]
+    with Store(db) as store:
+        store.add_labels([Label(run_id=answered, source="human", correct=False)])
+    third = _cli(["verify", "cascade", "--no-judge", "--no-alternates"], capsys)
+    assert third["decided_by"] == {"human": 1} and third["queued_for_human"] == len(queued) - 1
+    with Store(db, read_only=True) as store:
+        row = next(d for d in store.cascade_decisions() if d["run_id"] == answered)
+    assert row["step"] == "human" and row["correct"] is False and row["detail"] == "human label"
+    points = third["curve"]["points"]
+
     section = _report(db, tmp / "after")
-    assert section["curve"]["points"] == points and section["queued_for_human"] == len(queued)
+    assert section["curve"]["points"] == points, (section["curve"]["points"], points)
+    assert section["queued_for_human"] == len(queued) - 1
     assert section["by_step"]["alternates"] == out["decided_by"]["alternates"]
     html = (tmp / "after" / "report.html").read_text()
     assert 'id="cascade"' in html and 'id="fig-cascade_curve"' in html and 'data-step="alternates"' in html

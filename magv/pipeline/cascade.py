@@ -96,6 +96,7 @@ class Cascade:
         self.sess, self.store, self.options = sess, sess.store, options
         self.cascade_id = make_id("cascade", sess.run_id, str(utcnow()))
         stored = {d["run_id"]: d for d in self.store.cascade_decisions()}
+        self.queued = {run_id for run_id, d in stored.items() if d["correct"] is None}
         self.rows = population(self.store)
         self.decided = {r.run_id for r in self.rows if stored.get(r.run_id, {}).get("correct") is not None}
         self.pending = [r for r in self.rows if r.run_id not in self.decided]
@@ -337,10 +338,18 @@ class Cascade:
             (r, None, None if r.probability is None else round(abs(r.probability - self.threshold), 4),
              "left for a human (`magv verify annotate --uncertain`)") for r in self.pending
         ])  # fmt: skip
-        self.by_step["human"] = len(self.pending)
+
+    def answered(self) -> None:
+        """Rows of the human queue that a human has labelled since (`magv verify annotate`) are
+        decided by that label."""
+        human = {lb.run_id: lb.correct for lb in self.store.labels() if lb.source == "human"}
+        self._decide("human", [(r, human[r.run_id], None, "human label") for r in self.pending
+                               if r.run_id in self.queued and r.run_id in human])  # fmt: skip
 
     def free_steps(self) -> None:
-        """The steps that call no model: agreement rules, then the verifier's stored scores."""
+        """The steps that call no model: the human queue's answers, agreement rules, then the
+        verifier's stored scores."""
+        self.answered()
         self.agreement()
         if self.pending:
             self.verifier()
