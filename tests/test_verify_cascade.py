@@ -363,3 +363,22 @@ def test_simulated_cascade_replays_stored_alternates_and_verdicts(tmp_path, monk
     monkeypatch.setenv("MAGV_DATABASE", str(db))
     cli = _cli(["verify", "cascade", "--simulate", "--max-judge-share", "0.25", "--margin", "0.3"], capsys)
     assert cli["rows"] == 40 and cli["curve"]["points"][-1]["coverage"] == 1.0
+
+
+@pytest.mark.integration
+def test_the_verifier_decides_what_is_far_from_the_threshold(env, capsys):
+    tmp, srv = env
+    chats = srv.counts["chat"]
+    # the constructed model says p of about 0.34 to every row without alternates
+    near = _cli(
+        ["verify", "cascade", "--no-alternates", "--no-judge", "--threshold", "0.4", "--margin", "0.1"],
+        capsys,
+    )
+    assert near["decided_by"] == {} and near["queued_for_human"] == near["trajectories"]
+    far = _cli(["verify", "cascade", "--no-alternates", "--no-judge", "--margin", "0.1"], capsys)
+    assert far["decided_by"] == {"verifier": far["trajectories"]} and far["queued_for_human"] == 0
+    with Store(tmp / "magv.duckdb", read_only=True) as store:
+        rows = store.cascade_decisions()
+    assert all(d["step"] == "verifier" and d["correct"] is False and d["calls"] == 0 for d in rows)
+    assert all(d["detail"].startswith("model constructed-alternates, p=0.3") for d in rows)
+    assert srv.counts["chat"] == chats  # the free steps call no model

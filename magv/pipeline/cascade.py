@@ -141,7 +141,8 @@ class Cascade:
         done = {r.run_id for r, correct, _, _ in decided if correct is not None}
         self.pending = [r for r in self.pending if r.run_id not in done]
         self.decided |= done
-        self.by_step[step] = self.by_step.get(step, 0) + len(done)
+        if done:
+            self.by_step[step] = self.by_step.get(step, 0) + len(done)
         self.report.done += len(done)
 
     # -- the steps ---------------------------------------------------------------------------
