@@ -29,7 +29,8 @@ from magv.verify.cascade import (
     rule_decisions,
 )
 
-JUDGE_REPLY_TOKENS = 64  # what a verdict's completion is allowed for in the estimate before calling
+# The estimate of a judgement before calling: its prompt at 3 characters a token, plus the reply.
+JUDGE_REPLY_TOKENS = 64
 
 
 @dataclass
@@ -302,7 +303,7 @@ class Cascade:
                 continue
             item = judge.JudgeItem(r.run_id, texts[r.question_id], runs[r.run_id].trajectory)
             estimate = max(
-                float(largest or 0), len(render(item.question, item.trajectory)[0]) / 4 + JUDGE_REPLY_TOKENS
+                float(largest or 0), len(render(item.question, item.trajectory)[0]) / 3 + JUDGE_REPLY_TOKENS
             )
             if self.budget.affordable(estimate, 1) == 0:
                 self.budget.stopped.append("judge: token budget reached")
