@@ -135,7 +135,12 @@ def test_verifier_against_judge_accuracy_and_cost(rendered):
     cells = _cells(_row(html, 'data-row="judge"'))
     assert cells[1] == f"{right / n:.3f}"
     assert float(cells[2].replace(",", "")) == pytest.approx(info.judge_tokens / n * 1000, abs=1e-3)
-    assert _cells(_row(html, 'data-row="verifier-scoring"'))[3] == "0.480"
+    assert cells[3] == "1,000"  # one judge call per verdict
+    scoring = _cells(_row(html, 'data-row="verifier-scoring"'))
+    assert scoring[3] == "0" and scoring[4] == "0.480"  # LLM calls, seconds
+    # the verifier's own LLM calls: the reverse engineer's and the responder's on alternates
+    alternates = cost["verifier_with_alternates"]
+    assert alternates["calls_per_1000"] > 0 and alternates["alternate_run_calls"] > 0
 
 
 def test_worst_cases_are_the_lowest_scores_and_readable(rendered):

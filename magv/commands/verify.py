@@ -1,4 +1,4 @@
-"""`magv verify features|label|train|score|judge|annotate` and `magv import trajectories`."""
+"""`magv verify features|label|train|score|judge|cascade|annotate` and `magv import trajectories`."""
 
 from __future__ import annotations
 
@@ -292,13 +292,114 @@ def judge(
         )
 
 
+@verify_app.command("cascade")
+def cascade(
+    ctx: typer.Context,
+    max_judge_share: float = typer.Option(
+        0.2,
+        "--max-judge-share",
+        min=0.0,
+        max=1.0,
+        help="At most this share of the trajectories goes to the judge.",
+    ),
+    max_llm_tokens: int = typer.Option(
+        None,
+        "--max-llm-tokens",
+        min=0,
+        help="At most this many LLM tokens (prompt + completion) this invocation.",
+    ),
+    margin: float = typer.Option(
+        0.25, "--margin", min=0.0, max=0.5, help="The verifier decides when |p - threshold| >= margin."
+    ),
+    rule_confidence: float = typer.Option(
+        0.9,
+        "--rule-confidence",
+        min=0.5,
+        max=1.0,
+        help="An agreement rule decides when its smoothed precision on labelled rows is at least this.",
+    ),  # fmt: skip
+    threshold: float = typer.Option(None, "--threshold", min=0.0, max=1.0, help="Verdict threshold."),
+    alternates: bool = typer.Option(
+        True, "--alternates/--no-alternates", help="Reverse-engineer alternates for uncertain trajectories."
+    ),
+    use_judge: bool = typer.Option(True, "--judge/--no-judge", help="Ask the LLM judge about what is left."),
+    simulate: bool = typer.Option(
+        False,
+        "--simulate",
+        help="Replay the cascade offline on labelled trajectories (out-of-fold scores, stored alternates and "
+        "judge verdicts); calls no model and stores nothing.",
+    ),
+    as_json: bool = JsonOption,
+) -> None:
+    """Decide each trajectory by the cheapest confident step: agreement, verifier, alternates, judge, human."""
+    from magv.llm import managed_endpoints
+    from magv.models import make_id, utcnow
+    from magv.pipeline.cascade import Cascade, CascadeOptions
+    from magv.pipeline.session import local_session
+    from magv.pipeline.worker import close_resources
+
+    cfg = settings(ctx)
+    options = CascadeOptions(max_judge_share=max_judge_share, max_llm_tokens=max_llm_tokens, margin=margin,
+                             rule_confidence=rule_confidence, threshold=threshold, alternates=alternates,
+                             judge=use_judge)  # fmt: skip
+    options.check()
+    if simulate:
+        from magv.verify.cascade_sim import simulate as replay
+
+        with open_store(cfg, read_only=True, existing=True) as store:
+            out = replay(store, threshold=cfg.verify.threshold if threshold is None else threshold, margin=margin,
+                         rule_confidence=rule_confidence, max_judge_share=max_judge_share,
+                         max_llm_tokens=max_llm_tokens, seed=cfg.pipeline.seed, folds=cfg.verify.cv_folds)  # fmt: skip
+        if as_json or "curve" not in out:
+            emit_json(out)
+            return
+        table(f"simulated cascade on {out['rows']} labelled trajectories (out-of-fold)", out["curve"]["points"],
+              ["step", "decided", "coverage", "accuracy", "accuracy_all", "tokens_per_1000", "calls_per_1000"])  # fmt: skip
+        table("each step alone", [out["single"]])
+        return
+    run_id = make_id("cascade", cfg.domain, str(utcnow()))
+    with open_store(cfg, existing=True) as store:
+        with local_session(cfg, store, {}, run_id) as sess:
+            c = Cascade(sess, options)
+            c.free_steps()
+        if c.needs_llm():
+            try:
+                with (
+                    managed_endpoints(cfg) as endpoints,
+                    local_session(cfg, store, endpoints, run_id) as sess,
+                ):
+                    c.llm_steps(sess)
+            finally:
+                close_resources()
+        out = c.finish().result
+    if as_json:
+        emit_json(out)
+        return
+    console.print(f"cascade over {out['trajectories']} trajectories ({out['pending_at_start']} undecided at the "
+                  f"start): {out['queued_for_human']} left for a human; {out['tokens_spent']} LLM tokens")  # fmt: skip
+    table(
+        "accuracy against cost (per 1,000 trajectories, cumulative)",
+        out["curve"]["points"],
+        ["step", "decided", "coverage", "accuracy", "accuracy_all", "tokens_per_1000", "calls_per_1000"],
+    )
+    for note in out["budget_stops"] + out["notes"]:
+        console.print(f"  {note}", highlight=False, markup=False)
+
+
 @verify_app.command("annotate")
 def annotate(
     ctx: typer.Context,
     limit: int = typer.Option(None, "--limit", min=1, help="Stop after this many trajectories."),
     annotator: str = typer.Option("human", "--annotator", help="Name stored with the labels."),
+    uncertain: bool = typer.Option(
+        False,
+        "--uncertain",
+        help="The cascade's human queue first, then the rest; each by the verifier's uncertainty "
+        "(|p - threshold|), round-robin over question groups.",
+    ),
 ) -> None:
     """Label verified trajectories by hand (c/i/s/q); resumes where the last session stopped."""
+    from magv.verify.active import uncertain_annotations
     from magv.verify.labels import KEYS, describe, pending_annotations
     from magv.verify.labels import annotate as run_session
 
@@ -319,7 +420,7 @@ def annotate(
             console.print(f"unknown key {line.strip()!r}; expected c, i, s or q")
 
     with open_store(cfg, existing=True) as store:
-        items = pending_annotations(store, limit)
+        items = uncertain_annotations(store, limit) if uncertain else pending_annotations(store, limit)
         if not items:
             console.print("nothing to annotate: every verified trajectory has a human label")
             return

@@ -79,6 +79,8 @@ def figures(data: ReportData) -> dict[str, str]:
         "scores": lambda: plots.score_distribution(s.get("scores", []), v["scores"]["threshold"]),
         "verifier_vs_judge": lambda: plots.verifier_vs_judge(v["comparison"]),
         "evaluation": lambda: plots.evaluation_rates(s.get("evaluation", [])),
+        "cascade_curve": lambda: plots.cascade_curve(s.get("cascade_curve", [])),
+        "learning_curve": lambda: plots.learning_curve(s.get("learning_curve", [])),
     }  # fmt: skip
     return plots.render_figures(makers)
 

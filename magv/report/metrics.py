@@ -16,6 +16,7 @@ from typing import Any
 
 from magv.definitions import effective_labels, is_tool_error
 from magv.models import Label, utcnow
+from magv.report.cascade import cascade_section
 from magv.report.samples import samples_section, worst_cases
 from magv.report.scope import ReportData, Scope, loads, mean, rounded
 from magv.report.verifier import verifier_section
@@ -23,7 +24,7 @@ from magv.store import Store
 
 # pipeline order; stages JSON comes back with sorted keys
 STAGE_ORDER = ("generate", "select", "respond", "reverse", "respond_alternates", "features", "gold_labels",
-               "label", "train", "score", "judge")  # fmt: skip
+               "label", "train", "score", "judge", "cascade")  # fmt: skip
 BASE = "base"
 ALTERNATE = "alternate"
 
@@ -56,6 +57,7 @@ def collect(
     data.metrics["summary"] = _summary(scope, questions, runs, labels, data)
     data.metrics["responder"] = _responder(scope, runs, data)
     data.metrics["verifier"] = verifier_section(scope, runs, labels, data)
+    data.metrics["cascade"] = cascade_section(scope, labels, data)
     data.metrics["worst_cases"] = worst_cases(scope, qmap, runs, labels, worst, data)
     data.metrics["samples"] = samples_section(scope, qmap, runs, labels, samples, data)
     data.metrics["evaluation"] = _evaluation(scope, data)

@@ -516,3 +516,56 @@ def render_figures(makers: dict[str, Callable[[], Figure | None]]) -> dict[str, 
         if fig is not None:
             out[name] = data_uri(fig)
     return out
+
+
+# -- cascade ------------------------------------------------------------------------------------
+
+
+@_styled
+def cascade_curve(points: list[dict[str, Any]]) -> Figure | None:
+    """Accuracy on labelled rows against cumulative LLM tokens per 1,000 trajectories, one point
+    per cascade step."""
+    pts = [p for p in points if p.get("accuracy_all") is not None or p.get("accuracy") is not None]
+    if not pts:
+        return None
+    fig = _figure(6.5, 3.2)
+    ax = fig.add_subplot()
+    x = [p["tokens_per_1000"] or 0 for p in pts]
+    for key, label, colour in (("accuracy", "decided rows", PALETTE[0]),
+                               ("accuracy_all", "all rows (verifier for the undecided)", PALETTE[1])):  # fmt: skip
+        xs = [xi for xi, p in zip(x, pts) if p.get(key) is not None]
+        ys = [p[key] for p in pts if p.get(key) is not None]
+        ax.plot(xs, ys, marker="o", color=colour, label=label)
+    right = max(x) * 0.7 if max(x) else 1.0
+    for i, (xi, p) in enumerate(zip(x, pts)):
+        y = p["accuracy"] if p.get("accuracy") is not None else p["accuracy_all"]
+        # steps that cost nothing more sit on one point: stagger their labels
+        ax.annotate(f"{p['step']} ({p['coverage']:.0%})", (xi, y), fontsize=7, xytext=(3 if xi < right else -3, -10 - 9 * i),
+                    textcoords="offset points", ha="left" if xi < right else "right")  # fmt: skip
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _compact(v)))
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("cumulative LLM tokens per 1,000 trajectories")
+    ax.set_ylabel("accuracy on labels")
+    ax.set_title("Cascade: accuracy against cost (coverage in brackets)")
+    ax.legend(fontsize=7, loc="lower right")
+    return fig
+
+
+@_styled
+def learning_curve(points: list[dict[str, Any]]) -> Figure | None:
+    if not points:
+        return None
+    fig = _figure(6, 3)
+    ax = fig.add_subplot()
+    for key, label, colour in (
+        ("uncertain", "uncertainty first", PALETTE[0]),
+        ("random", "random order", NEUTRAL),
+    ):
+        xs = [p["labels"] for p in points if p.get(key) is not None]
+        ax.plot(xs, [p[key] for p in points if p.get(key) is not None], marker="o", color=colour, label=label)
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("human labels")
+    ax.set_ylabel("accuracy on the rest")
+    ax.set_title("Active learning (simulated on labelled rows)")
+    ax.legend(fontsize=7, loc="lower right")
+    return fig

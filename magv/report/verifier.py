@@ -7,8 +7,10 @@ from collections import Counter
 from typing import Any
 
 from magv.definitions import best_model
+from magv.models import Trajectory
 from magv.report.curves import binary_curves, confusion
 from magv.report.scope import ReportData, Scope, loads, rounded
+from magv.verify.cascade import agent_calls
 
 METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
 INTERVAL_METRICS = ("accuracy", "balanced_accuracy", "roc_auc", "mcc", "brier")
@@ -183,8 +185,15 @@ def _comparison(scope: Scope, preds, labels, best, data: ReportData) -> dict[str
     if not judges:
         data.metrics["missing"].append("verifier vs judge: no LLM-judge verdicts (run `magv verify judge`)")
 
-    judge_tokens = sum((j["prompt_tokens"] or 0) + (j["completion_tokens"] or 0) for j in judges)
-    judge_seconds = sum(j["latency_s"] or 0.0 for j in judges)
+    # Every LLM call by role from the log, failed and retried ones too: they were paid for.
+    calls = scope.rows("llm_calls", ["role", "prompt_tokens", "completion_tokens", "latency_s"])
+    judge_calls = [c for c in calls if c["role"] == "judge"]
+    if judge_calls:
+        judge_tokens = sum((c["prompt_tokens"] or 0) + (c["completion_tokens"] or 0) for c in judge_calls)
+        judge_seconds = sum(c["latency_s"] or 0.0 for c in judge_calls)
+    else:  # verdicts imported without their calls
+        judge_tokens = sum((j["prompt_tokens"] or 0) + (j["completion_tokens"] or 0) for j in judges)
+        judge_seconds = sum(j["latency_s"] or 0.0 for j in judges)
     stages = data.metrics["summary"]["stages"]
     score_stage = stages.get("score", {})
     # the stage's `done` counts batches (one for a whole store), `written` the predictions it stored
@@ -194,16 +203,19 @@ def _comparison(scope: Scope, preds, labels, best, data: ReportData) -> dict[str
     scoring = None
     if score_stage.get("seconds") is not None and n_scored:
         scoring = {"seconds_per_1000": _per_1000(float(score_stage["seconds"]), n_scored), "tokens_per_1000": 0,
-                   "measured_on": n_scored, "source": "score stage wall time"}  # fmt: skip
+                   "calls_per_1000": 0, "measured_on": n_scored, "source": "score stage wall time"}  # fmt: skip
     elif preds:
         data.metrics["missing"].append("verifier cost: no measured scoring time (score stage not recorded)")
 
     # The features need alternates: the reverse engineer's calls and the responder's runs on them.
-    reverse = scope.rows("llm_calls", ["role", "prompt_tokens", "completion_tokens", "latency_s"])
-    reverse = [c for c in reverse if c["role"] == "reverse"]
+    # The reverse engineer's calls come from the log by role; the responder's calls on alternates
+    # share the role with its base runs, so they are counted on the alternates' runs (one call per
+    # agent turn, magv.verify.cascade.agent_calls).
+    reverse = [c for c in calls if c["role"] == "reverse"]
     alt_ids = {q["id"] for q in scope.rows("questions", ["id", "origin"]) if q["origin"] == "alternate"}
-    alt_runs = [r for r in scope.rows("runs", ["question_id", "prompt_tokens", "completion_tokens", "latency_s"])
-                if r["question_id"] in alt_ids]  # fmt: skip
+    alt_runs = [r for r in scope.rows("runs", ["question_id", "prompt_tokens", "completion_tokens", "latency_s",
+                                               "trajectory"]) if r["question_id"] in alt_ids]  # fmt: skip
+    alt_calls = sum(agent_calls(Trajectory.model_validate(loads(r["trajectory"], {}))) for r in alt_runs)
     n_verified = len(scope.rows("features", ["run_id"])) or len(preds)
     supervision_tokens = sum(
         (c["prompt_tokens"] or 0) + (c["completion_tokens"] or 0) for c in reverse + alt_runs
@@ -229,14 +241,19 @@ def _comparison(scope: Scope, preds, labels, best, data: ReportData) -> dict[str
         "agreement": rounded(sum(j["correct"] == verdict[j["run_id"]] for j in both) / len(both)) if both else None,
         "cost_per_1000": {
             "judge": {"tokens_per_1000": _per_1000(judge_tokens, len(judges)),
-                      "seconds_per_1000": _per_1000(judge_seconds, len(judges)), "measured_on": len(judges)}
+                      "calls_per_1000": _per_1000(len(judge_calls) or len(judges), len(judges)),
+                      "seconds_per_1000": _per_1000(judge_seconds, len(judges)), "measured_on": len(judges),
+                      "source": "judge calls in the LLM call log" if judge_calls else "judge verdicts"}
             if judges else None,
             "verifier_scoring": scoring,
             "verifier_with_alternates": {
                 "tokens_per_1000": _per_1000(supervision_tokens, n_verified),
+                "calls_per_1000": _per_1000(len(reverse) + alt_calls, n_verified),
+                "reverse_calls": len(reverse), "alternate_run_calls": alt_calls,
                 "seconds_per_1000": _per_1000(supervision_seconds + float(score_stage.get("seconds") or 0), n_verified),
                 "measured_on": n_verified,
-                "source": "reverse-engineer calls + responder runs on alternates + features and score stages",
+                "source": "reverse-engineer calls (LLM call log) + responder runs on alternates + features and "
+                          "score stages",
             } if n_verified and (reverse or alt_runs) else None,
         },
     }  # fmt: skip

@@ -12,11 +12,13 @@ transactions, the insert paths):
 - `features` (bulk SQL): FeatureRows - `embeddings`: Embeddings
 - `labels`: Labels                   - `verifier_models`, `cv_results`, `predictions`: VerifierTables
 - `judge_verdicts`: JudgeVerdicts    - `eval_results`: EvalResults
+- `cascade_decisions`: CascadeDecisions
 - report and export reads: ReportRows
 """
 
 from __future__ import annotations
 
+from magv.store.cascade import CascadeDecisions
 from magv.store.connection import Connection
 from magv.store.embeddings import Embeddings
 from magv.store.evals import EvalResults
@@ -34,7 +36,7 @@ from magv.store.verifier import VerifierTables
 
 class Store(
     PipelineRuns, Questions, Runs, LLMCalls, FeatureRows, Embeddings, ReportRows, Labels, VerifierTables,
-    JudgeVerdicts, EvalResults,
+    JudgeVerdicts, EvalResults, CascadeDecisions,
 ):  # fmt: skip
     """One magv DuckDB file. Use as a context manager or call `close()`; `read_only` never creates
     nor changes the file."""

@@ -92,6 +92,13 @@ ALTER TABLE runs ADD COLUMN IF NOT EXISTS response_hash VARCHAR;
 ALTER TABLE runs ADD COLUMN IF NOT EXISTS calls_hash VARCHAR;
 """
 
+_CASCADE = """
+CREATE TABLE cascade_decisions (
+    run_id VARCHAR PRIMARY KEY, question_id VARCHAR, step VARCHAR NOT NULL, correct BOOLEAN,
+    confidence DOUBLE, probability DOUBLE, detail VARCHAR, prompt_tokens BIGINT, completion_tokens BIGINT,
+    calls DOUBLE, costs JSON, cascade_id VARCHAR, created_at TIMESTAMP);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "the pipeline tables as first released", _TABLES_V1),
     Migration(
@@ -102,6 +109,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         "written before them",
         _ADDED_UNDER_V1,
     ),
+    Migration(
+        3,
+        "the cascade_decisions table: which step of `magv verify cascade` decided each trajectory, its "
+        "verdict (NULL while it waits in the human queue) and the LLM cost spent on it",
+        _CASCADE,
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version
@@ -109,8 +122,10 @@ SCHEMA_VERSION = MIGRATIONS[-1].version
 TABLES = (
     "pipeline_runs", "questions", "generations", "selections", "runs", "mct", "llm_calls",
     "features", "labels", "verifier_models", "cv_results", "predictions", "judge_verdicts",
-    "eval_results", "embeddings",
+    "eval_results", "embeddings", "cascade_decisions",
 )  # fmt: skip
+# Tables that migrations after the first add: a file at an older version lacks them rightly.
+_LATER_TABLES = ("embeddings", "cascade_decisions")
 
 
 def _user_objects(con: duckdb.DuckDBPyConnection) -> list[str]:
@@ -146,7 +161,7 @@ def file_version(con: duckdb.DuckDBPyConnection, path: Path) -> int:
         raise BadInput(
             f"database: {path}: meta.schema_version is {row[0]!r}, not a number; the file is damaged"
         ) from None
-    missing = [t for t in TABLES if t not in objects and t != "embeddings"]  # migration 1 made them
+    missing = [t for t in TABLES if t not in objects and t not in _LATER_TABLES]  # migration 1 made them
     if version >= 1 and missing:
         raise BadInput(
             f"database: {path} is not a magv database: it has a meta.schema_version but not the tables "

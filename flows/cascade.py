@@ -1,0 +1,34 @@
+"""The verifier cascade as a Prefect flow: agreement rules, the verifier, alternates for the
+uncertain, the LLM judge, a human queue (magv.pipeline.cascade), under a token and judge budget."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+
+from magv.config import load_settings
+from magv.pipeline.cascade import CascadeOptions
+from magv.pipeline.cascade import run as run_cascade
+from magv.pipeline.runner import run_in_process
+from magv.pipeline.session import session
+
+
+@flow(name="magv-cascade", log_prints=True)
+def cascade_flow(
+    settings: dict[str, Any] | None = None,
+    settings_path: str | None = None,
+    max_judge_share: float = 0.2,
+    max_llm_tokens: int | None = None,
+    margin: float = 0.25,
+    alternates: bool = True,
+    judge: bool = True,
+) -> dict[str, Any]:
+    cfg = settings or load_settings(Path(settings_path) if settings_path else None)
+    options = CascadeOptions(max_judge_share=max_judge_share, max_llm_tokens=max_llm_tokens, margin=margin,
+                             alternates=alternates, judge=judge)  # fmt: skip
+    options.check()
+    with session(cfg, "cascade", endpoints=alternates or judge) as sess:
+        report = run_in_process(sess, "cascade", run_cascade, sess, options)
+        return sess.result(cascade=report.result)

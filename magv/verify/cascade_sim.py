@@ -1,0 +1,182 @@
+"""The cascade replayed offline on a store that holds everything already: labelled trajectories
+whose feature rows include alternates, the alternates' runs and the judge's verdicts. No model is
+called and nothing is written; it is what the benchmark runs on a committed dataset.
+
+Each labelled trajectory gets two out-of-fold probabilities from grouped cross-validation: on its
+sibling features alone (the alternate features set to their neutral values, as before the
+alternates existed) and on its full row. The model of a fold is trained on both variants of its
+training rows, as the pipeline's one model scores both kinds of row. The steps then run as in
+`magv.pipeline.cascade`, with the costs the store recorded: the question's alternates' runs (tokens,
+agent turns) plus the mean reverse-engineer call, and the judge verdict's tokens.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from magv.verify.cascade import agent_calls, confident, cost_curve, rule_decisions
+
+_AGGREGATES = ("_mean", "_min", "_max")
+
+
+def sibling_only(X: np.ndarray, names: Sequence[str]) -> np.ndarray:
+    """The rows as they were before alternates: alternate comparisons neutral (0.5), counts 0."""
+    out = X.copy()
+    for j, n in enumerate(names):
+        if n.endswith(_AGGREGATES) and not n.startswith("sibling_"):
+            out[:, j] = 0.5
+        elif n in ("n_alternates", "n_alternate_runs"):
+            out[:, j] = 0.0
+    return out
+
+
+def _oof(
+    X: np.ndarray, X_sib: np.ndarray, y: np.ndarray, groups: list[str], model: str, folds: int, seed: int
+):
+    from sklearn.model_selection import GroupKFold
+
+    from magv.verify.models import Verifier
+
+    p_sib, p_full = np.full(len(y), np.nan), np.full(len(y), np.nan)
+    k = min(folds, len(set(groups)))
+    for train, test in GroupKFold(n_splits=k).split(X, y, groups):
+        if len(set(y[train].tolist())) < 2:
+            p_sib[test] = p_full[test] = float(y[train][0])
+            continue
+        v = Verifier(model, random_state=seed).fit(
+            np.vstack([X[train], X_sib[train]]), np.concatenate([y[train]] * 2)
+        )
+        p_sib[test], p_full[test] = v.proba_correct(X_sib[test]), v.proba_correct(X[test])
+    return p_sib, p_full
+
+
+def simulate(
+    store: Any, *, model: str = "logreg", folds: int = 5, seed: int = 0, threshold: float = 0.5,
+    margin: float = 0.25, rule_confidence: float = 0.9, max_judge_share: float = 0.2,
+    max_llm_tokens: int | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """The cascade's curve on the labelled trajectories, with the accuracy of each single step
+    deciding alone beside it (`single`)."""
+    from magv.pipeline.cascade import population
+    from magv.verify.features import FEATURE_NAMES, FEATURE_VERSION
+
+    labels = {k: v.correct for k, v in store.effective_labels().items()}
+    rows = [r for r in population(store) if r.run_id in labels]
+    if len(rows) < 4 or len({labels[r.run_id] for r in rows}) < 2:
+        return {"rows": len(rows), "error": "needs at least 4 labelled trajectories of both classes"}
+    names = list(FEATURE_NAMES)
+    run_ids, X_all = store.feature_matrix(FEATURE_VERSION, names)
+    index = {r: i for i, r in enumerate(run_ids)}
+    X = X_all[[index[r.run_id] for r in rows]]
+    y = np.array([int(labels[r.run_id]) for r in rows])
+    p_sib, p_full = _oof(X, sibling_only(X, names), y, [r.group for r in rows], model, folds, seed)
+
+    costs = _alternate_costs(store, [r.question_id for r in rows])
+    model_name = store.scalar(
+        "SELECT model FROM judge_verdicts GROUP BY model ORDER BY count(*) DESC LIMIT 1"
+    )
+    verdicts = {
+        v.run_id: v for v in store.judge_verdicts() if v.model == model_name and v.correct is not None
+    }
+
+    decided: dict[str, dict[str, Any]] = {}
+    pending = list(range(len(rows)))
+    rules = rule_decisions({r.run_id: r.features for r in rows}, labels, rule_confidence)
+
+    def decide(i: int, step: str, correct: bool | None, row_costs: dict[str, Any]) -> None:
+        decided[rows[i].run_id] = {
+            "run_id": rows[i].run_id,
+            "step": step,
+            "correct": correct,
+            "costs": row_costs,
+        }
+
+    spent: dict[int, dict[str, Any]] = {i: {} for i in pending}
+    for i in list(pending):
+        if rows[i].run_id in rules:
+            decide(i, "agreement", rules[rows[i].run_id].verdict, {})
+        elif confident(p_sib[i], threshold, margin):
+            decide(i, "verifier", bool(p_sib[i] >= threshold), {})
+    pending = [i for i in pending if rows[i].run_id not in decided]
+    tokens = 0
+    pending.sort(key=lambda i: abs(p_sib[i] - threshold))
+    for i in pending:
+        c = costs.get(rows[i].question_id)
+        if c is None:
+            continue  # no alternates stored for it: the step cannot be replayed
+        if (
+            max_llm_tokens is not None
+            and tokens + c["prompt_tokens"] + c["completion_tokens"] > max_llm_tokens
+        ):
+            break
+        tokens += c["prompt_tokens"] + c["completion_tokens"]
+        spent[i]["alternates"] = c
+        if confident(p_full[i], threshold, margin):
+            decide(i, "alternates", bool(p_full[i] >= threshold), spent[i])
+    pending = sorted(
+        (i for i in pending if rows[i].run_id not in decided), key=lambda i: abs(p_full[i] - threshold)
+    )
+    allowed = math.floor(max_judge_share * len(rows))
+    judged = 0
+    for i in pending:
+        v = verdicts.get(rows[i].run_id)
+        if v is None or judged >= allowed:
+            continue
+        cost = (v.prompt_tokens or 0) + (v.completion_tokens or 0)
+        if max_llm_tokens is not None and tokens + cost > max_llm_tokens:
+            break
+        tokens += cost
+        judged += 1
+        spent[i]["judge"] = {"prompt_tokens": v.prompt_tokens or 0, "completion_tokens": v.completion_tokens or 0,
+                             "calls": 1}  # fmt: skip
+        decide(i, "judge", bool(v.correct), spent[i])
+    for i in pending:
+        if rows[i].run_id not in decided:
+            decide(i, "human", None, spent[i])
+
+    truth = {r.run_id: bool(labels[r.run_id]) for r in rows}
+    judge_tokens = [(v.prompt_tokens or 0) + (v.completion_tokens or 0) for v in verdicts.values()]
+    curve = cost_curve(list(decided.values()), truth, {r.run_id: bool(p_full[i] >= threshold) for i, r in
+                                                         enumerate(rows)},
+                       float(np.mean(judge_tokens)) if judge_tokens else None)  # fmt: skip
+    judged_rows = [r.run_id for r in rows if r.run_id in verdicts]
+    single = {
+        "majority": round(max(y.mean(), 1 - y.mean()), 4),
+        "verifier_sibling_features": round(float(np.mean((p_sib >= threshold) == (y == 1))), 4),
+        "verifier_with_alternates": round(float(np.mean((p_full >= threshold) == (y == 1))), 4),
+        "judge": round(float(np.mean([verdicts[r].correct == truth[r] for r in judged_rows])), 4)
+        if judged_rows else None,
+        "judge_rows": len(judged_rows),
+    }  # fmt: skip
+    return {"rows": len(rows), "model": model, "folds": folds, "tokens_spent": tokens, "judged": judged,
+            "max_judged": allowed, "single": single, "curve": curve}  # fmt: skip
+
+
+def _alternate_costs(store: Any, question_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """question id -> what its alternates cost: the mean reverse-engineer call (the log does not
+    say which question a call was for) plus its alternates' runs (tokens, agent turns)."""
+    from magv.models import Trajectory
+
+    reverse = store.query(
+        "SELECT avg(coalesce(prompt_tokens, 0)) AS p, avg(coalesce(completion_tokens, 0)) AS c FROM llm_calls "
+        "WHERE role = 'reverse'"
+    )[0]
+    wanted = set(question_ids)
+    out: dict[str, dict[str, Any]] = {}
+    rows = store.query(
+        "SELECT q.parent_id, r.prompt_tokens, r.completion_tokens, r.trajectory FROM runs r "
+        "JOIN questions q ON q.id = r.question_id WHERE q.origin = 'alternate'"
+    )
+    for r in rows:
+        if r["parent_id"] not in wanted:
+            continue
+        c = out.setdefault(r["parent_id"], {"prompt_tokens": round(reverse["p"] or 0),
+                                            "completion_tokens": round(reverse["c"] or 0), "calls": 1})  # fmt: skip
+        c["prompt_tokens"] += r["prompt_tokens"] or 0
+        c["completion_tokens"] += r["completion_tokens"] or 0
+        c["calls"] += agent_calls(Trajectory.model_validate_json(r["trajectory"]))
+    return out
