@@ -576,6 +576,74 @@ def _kept(item: ImportLine, question_text: str) -> dict[str, Any]:
     return entry
 
 
+def exported_question_id(store_id: str, meta: dict[str, Any]) -> str:
+    """The question_id (or group_id) the export lines of a stored question carry, which an
+    alternate's `meta.parent_question_id` names: an imported question's original group_id or
+    question_id (see `run_to_record`), magv's own question's store id."""
+    info = meta.get("import")
+    if not info:
+        return store_id
+    return info.get("group_id") or info["question_id"]
+
+
+def _alternate_links(
+    store: Any, by_key: dict[str, list[ImportLine]], ids: dict[str, str], stored_q: dict[str, Question],
+    path: Path, domain: str,
+) -> dict[str, tuple[str, str]]:  # fmt: skip
+    """Store question key -> (parent's store id, parent's group_id) for the questions whose lines say
+    `meta.origin` "alternate": `meta.parent_question_id` names a question_id or group_id of the file,
+    or a question imported before into `domain`; anything else is refused."""
+    key_of = {item.question_id: key for key, items in by_key.items() for item in items}
+    wanted: dict[str, tuple[ImportLine, str]] = {}
+    for key, items in by_key.items():
+        alternate = [item.meta.get("origin") == "alternate" for item in items]
+        if not any(alternate):
+            continue
+        if not all(alternate):
+            other = items[alternate.index(False)]
+            raise BadInput(
+                f"{path}:{other.line}: meta.origin: {other.question_id!r} is an alternate on line "
+                f"{items[alternate.index(True)].line} but not here; give every run of it the same origin"
+            )
+        parent = items[0].meta.get("parent_question_id")
+        for item in items:
+            named = item.meta.get("parent_question_id")
+            if not isinstance(named, str) or not named.strip():
+                raise BadInput(
+                    f'{path}:{item.line}: meta.parent_question_id: an alternate (meta.origin "alternate") needs '
+                    "the question_id of its base question, a string"
+                )
+            if named != parent:
+                raise BadInput(
+                    f"{path}:{item.line}: meta.parent_question_id: {named!r} differs from {parent!r} on line "
+                    f"{items[0].line}; an alternate has one base question"
+                )
+        wanted[key] = (items[0], parent)
+    outside = {p: Question.derive_id(domain, "import", p) for _, p in wanted.values() if p not in by_key
+               and p not in key_of}  # fmt: skip
+    found = {q.id: q for q in store.questions(ids=list(outside.values()))} if outside else {}
+    links: dict[str, tuple[str, str]] = {}
+    for key, (item, parent) in wanted.items():
+        where = f"{path}:{item.line}: meta.parent_question_id"
+        parent_key = parent if parent in by_key else key_of.get(parent)
+        if parent_key is not None:
+            if parent_key in wanted:
+                raise BadInput(f"{where}: {parent!r} is itself an alternate; an alternate's base is a base question")
+            old = stored_q.get(ids[parent_key])
+            links[key] = (ids[parent_key], old.group_id if old is not None and old.group_id else parent_key)
+            continue
+        base = found.get(outside[parent])
+        if base is None:
+            raise BadInput(
+                f"{where}: {parent!r} is not a question_id or group_id of this file nor a question imported "
+                f"into domain {domain!r} before; import the base question with its alternates"
+            )
+        if base.origin == "alternate":
+            raise BadInput(f"{where}: {parent!r} is itself an alternate; an alternate's base is a base question")
+        links[key] = (base.id, base.group_id or base.id)
+    return links
+
+
 def _dump(value: Any) -> str:
     return canonical_json(value.model_dump() if hasattr(value, "model_dump") else value)
 
@@ -632,6 +700,8 @@ def import_lines(
     stored_runs = {r.id: r for r in store.runs(question_ids=list(ids.values()))}
     stored_labels = {lb.run_id: lb.correct for lb in store.labels() if lb.source == "import"}
 
+    links = _alternate_links(store, by_key, ids, stored_q, path, domain)
+
     questions, updated, runs, replaced, labels = [], [], [], [], []
     question_ids: dict[str, str] = {}
     n_reference = 0
@@ -643,6 +713,14 @@ def import_lines(
             raise BadInput(
                 f"{path}:{items[0].line}: question_id {items[0].question_id!r} is already stored with another "
                 "question text; use --replace to replace it and its runs"
+            )
+        origin, parent_id, group_id = ("alternate", *links[key]) if key in links else ("import", None, key)
+        if old is not None and (old.origin, old.parent_id) != (origin, parent_id) and not replace:
+            raise BadInput(
+                f"{path}:{items[0].line}: meta.origin: question_id {items[0].question_id!r} is already stored as "
+                f"an {old.origin} question{f' of {old.parent_id}' if old.parent_id else ''}, here it is "
+                f"{'an alternate of ' + repr(links[key][0]) if key in links else 'a base question'}; "
+                "use --replace to replace it and its runs"
             )
         kept: dict[str, Any] = {}
         for item in items:
@@ -684,15 +762,18 @@ def import_lines(
         if group is not None:
             info["group_id"] = group
         if old is None:
-            questions.append(Question(id=store_id, domain=domain, text=text, origin="import", group_id=key,
-                                      meta={"import": info}))  # fmt: skip
+            questions.append(Question(id=store_id, domain=domain, text=text, origin=origin, parent_id=parent_id,
+                                      group_id=group_id, meta={"import": info}))  # fmt: skip
         else:
             merged = dict(old.meta.get("import", {}))
             merged["runs"] = {**merged.get("runs", {}), **kept}
             meta = {**old.meta, "import": merged}
             new_text = text if replace else old.text
-            if meta != old.meta or new_text != old.text:
-                updated.append(old.model_copy(update={"meta": meta, "text": new_text}))
+            # a base question keeps the group it was stored with; an alternate follows its base's
+            link = {"origin": origin, "parent_id": parent_id,
+                    "group_id": group_id if key in links else old.group_id}  # fmt: skip
+            if meta != old.meta or new_text != old.text or any(getattr(old, k) != v for k, v in link.items()):
+                updated.append(old.model_copy(update={"meta": meta, "text": new_text, **link}))
         question_ids.setdefault(key, store_id)
 
     with store.transaction():
