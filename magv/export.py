@@ -103,8 +103,15 @@ def _record(row: dict[str, Any], trajectory: Trajectory) -> dict[str, Any]:
               prompt_tokens=row["prompt_tokens"] or 0, completion_tokens=row["completion_tokens"] or 0,
               latency_s=row["latency_s"] or 0.0)  # fmt: skip
     record = run_to_record(question, run, row["label"])
-    record["meta"] = {**record["meta"], **_meta(row, trajectory)}
+    here = _meta(row, trajectory)
+    if "import" in question.meta:  # where the dataset came from outlives the stores it moved through
+        here.update({k: record["meta"][k] for k in PROVENANCE if record["meta"].get(k) is not None})
+    record["meta"] = {**record["meta"], **here}
     return record
+
+
+# What the lines of an imported question keep of the meta they were imported with.
+PROVENANCE = ("origin", "group_id", "seed_id", "target")
 
 
 def export_rows(
