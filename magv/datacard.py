@@ -39,7 +39,9 @@ def build_card(
     """The card of an export just written: `result` is its ExportResult."""
     from magv.export import export_rows
 
-    rows, _ = export_rows(store, result.format, result.model_id, verified_only=verified_only, min_score=min_score)
+    rows, _ = export_rows(
+        store, result.format, result.model_id, verified_only=verified_only, min_score=min_score
+    )
     verified, _ = export_rows(store, result.format, result.model_id, verified_only=True, min_score=min_score)
     labelled = [r for r in rows if r["label"] is not None]
     roles = store.query(

@@ -115,7 +115,12 @@ PROVENANCE = ("origin", "group_id", "seed_id", "target")
 
 
 def export_rows(
-    store: Store, fmt: str, model_id: str | None, *, verified_only: bool = False, min_score: float | None = None
+    store: Store,
+    fmt: str,
+    model_id: str | None,
+    *,
+    verified_only: bool = False,
+    min_score: float | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
     """(the rows an export in `fmt` holds, alternates' runs left out for want of their base): the
     store's `export_rows` with alternates, each with `parent_question_id`. jsonl keeps an alternate
@@ -132,7 +137,9 @@ def export_rows(
             if fmt == "jsonl" and row["parent_id"] not in bases:
                 orphans += 1
                 continue
-            row["parent_question_id"] = exported_question_id(row["parent_id"], json.loads(row["parent_meta"] or "{}"))
+            row["parent_question_id"] = exported_question_id(
+                row["parent_id"], json.loads(row["parent_meta"] or "{}")
+            )
         out.append(row)
     return out, orphans
 

@@ -81,7 +81,9 @@ def test_alternate_features_are_the_same_in_both_stores(moved):
     before, after = _features(source), _features(target)
     base_runs = [r for r in source.runs() if not r.question_id.count("_a")]
     assert base_runs and all(r.id in before for r in base_runs)
-    alternate_names = [n for n in FEATURE_NAMES if n.split("_")[0] in {"em", "edit", "gedit", "ss", "question"}]
+    alternate_names = [
+        n for n in FEATURE_NAMES if n.split("_")[0] in {"em", "edit", "gedit", "ss", "question"}
+    ]
     assert {"em_mean", "gedit_max", "ss_min", "question_sim_mean"} <= set(alternate_names)
     for run in base_runs:
         want = before[run.id]

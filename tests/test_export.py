@@ -128,7 +128,9 @@ def test_openai_format_is_ready_for_fine_tuning(fixture_store, tmp_path):
     with Store(path, read_only=True) as store:
         alternates = store.export_rows(store.scored_model_id(), alternates=True)
     verified_alternates = sum(
-        bool(is_verified(r["label"], r["score"], r["threshold"])) for r in alternates if r["origin"] == "alternate"
+        bool(is_verified(r["label"], r["score"], r["threshold"]))
+        for r in alternates
+        if r["origin"] == "alternate"
     )
     # an alternate's run is a training example only where it is verified
     assert result.rows == len(lines) and result.rows + result.skipped == info.base_runs + verified_alternates

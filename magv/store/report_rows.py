@@ -42,7 +42,9 @@ class ReportRows(Labels):
         With `alternates`, also the runs of alternates whose base question is stored, each with its
         base's `parent_meta` (base questions have None). `verified_only` keeps the runs that
         `magv.definitions.is_verified` accepts."""
-        where = ["(q.origin <> 'alternate' OR pq.id IS NOT NULL)" if alternates else "q.origin <> 'alternate'"]
+        where = [
+            "(q.origin <> 'alternate' OR pq.id IS NOT NULL)" if alternates else "q.origin <> 'alternate'"
+        ]
         params: list[Any] = [model_id]
         if min_score is not None:
             where.append("p.probability >= ?")

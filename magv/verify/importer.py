@@ -14,7 +14,9 @@ well-formed (a call id used again once its call has a result, a call without an 
 never got a result, a tool message without an id, no "question" field) is repaired, counted in
 `ImportResult.normalised` and refused instead under `strict`. `group_id` (or `task_id`) gathers
 runs of one task whose opening words differ (a simulated user); `reference` (a list of calls or of
-messages) labels the run by matching.
+messages) labels the run by matching. A line whose `meta.origin` is "alternate" is a run of an
+alternate question of the base question `meta.parent_question_id` (a question_id or group_id of the
+file, or one imported before); the link is restored, an unknown base refused.
 
 The whole file is checked before anything is written, then everything is written in one
 transaction. A run already stored with other content is refused (or, with `replace`, replaced
@@ -628,7 +630,9 @@ def _alternate_links(
         parent_key = parent if parent in by_key else key_of.get(parent)
         if parent_key is not None:
             if parent_key in wanted:
-                raise BadInput(f"{where}: {parent!r} is itself an alternate; an alternate's base is a base question")
+                raise BadInput(
+                    f"{where}: {parent!r} is itself an alternate; an alternate's base is a base question"
+                )
             old = stored_q.get(ids[parent_key])
             links[key] = (ids[parent_key], old.group_id if old is not None and old.group_id else parent_key)
             continue
@@ -639,7 +643,9 @@ def _alternate_links(
                 f"into domain {domain!r} before; import the base question with its alternates"
             )
         if base.origin == "alternate":
-            raise BadInput(f"{where}: {parent!r} is itself an alternate; an alternate's base is a base question")
+            raise BadInput(
+                f"{where}: {parent!r} is itself an alternate; an alternate's base is a base question"
+            )
         links[key] = (base.id, base.group_id or base.id)
     return links
 
