@@ -153,3 +153,16 @@ def test_an_alternate_links_to_a_base_imported_before_and_keeps_its_origin(tmp_p
             import_trajectories(store, _write(tmp_path / "alt2.jsonl", plain))
         replaced = import_trajectories(store, tmp_path / "alt2.jsonl", replace=True)
         assert store.questions(ids=[replaced.question_ids["alt-1"]])[0].origin == "import"
+
+
+def test_an_alternate_may_come_first_and_name_its_base_by_group(tmp_path):
+    base = {**_base_line("trial-7"), "group_id": "task-7"}
+    path = _write(tmp_path / "grouped.jsonl", _alternate_line("task-7"), base)
+    with Store(tmp_path / "s.duckdb") as store:
+        result = import_trajectories(store, path)
+        stored = {q.id: q for q in store.questions()}
+        linked, parent = stored[result.question_ids["alt-1"]], stored[result.question_ids["task-7"]]
+        assert (linked.origin, linked.parent_id, linked.group_id) == ("alternate", parent.id, "task-7")
+        export(store, "jsonl", tmp_path / "out.jsonl")
+    back = {line["question_id"]: line for line in _lines(tmp_path / "out.jsonl")}
+    assert back["alt-1"]["meta"]["parent_question_id"] == "task-7" and back["trial-7"]["group_id"] == "task-7"
