@@ -60,7 +60,7 @@ def test_export_and_import_keep_questions_runs_and_alternates(moved):
     assert result.rows == 9 * 3 + 9 * 2 and result.questions == 9 and result.alternates == 18
     assert Counter(q.origin for q in source.questions()) == {"investigator": 9, "alternate": 18}
     assert Counter(q.origin for q in target.questions()) == {"import": 9, "alternate": 18}
-    assert target.counts()["runs"] == source.counts()["runs"] == 45
+    assert target.counts()["runs"] == source.counts()["runs"] == 45 and imported.alternates == 18
     ids = imported.question_ids
     stored = {q.id: q for q in target.questions()}
     for alt in source.questions(origin="alternate"):

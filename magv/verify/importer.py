@@ -118,11 +118,13 @@ class ImportResult:
     first_seen: dict[str, str] = field(default_factory=dict)  # normalisation -> "file:line: field"
     replaced_runs: int = 0
     reference_labels: int = 0
+    alternates: int = 0  # questions of the file that are alternates of a base question
 
     def as_dict(self) -> dict[str, Any]:
         return {"lines": self.lines, "questions": self.questions, "runs": self.runs, "labels": self.labels,
                 "mct": self.mct, "skipped_runs": self.skipped_runs, "replaced_runs": self.replaced_runs,
-                "reference_labels": self.reference_labels, "normalised": self.normalised,
+                "reference_labels": self.reference_labels, "alternates": self.alternates,
+                "normalised": self.normalised,
                 "first_seen": self.first_seen}  # fmt: skip
 
 
@@ -799,4 +801,5 @@ def import_lines(
                         mct=len(mct_rows), skipped_runs=len(lines) - n_runs - len(replaced),
                         question_ids=question_ids, normalised=notes.summary(),
                         first_seen={k: v for k, v in notes.first.items() if k in notes.summary()},
-                        replaced_runs=len(replaced), reference_labels=n_reference)  # fmt: skip
+                        replaced_runs=len(replaced), reference_labels=n_reference,
+                        alternates=len(links))  # fmt: skip
