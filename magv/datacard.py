@@ -37,8 +37,12 @@ def build_card(
     store: Any, result: Any, *, verified_only: bool = False, min_score: float | None = None
 ) -> dict[str, Any]:
     """The card of an export just written: `result` is its ExportResult."""
-    rows = store.export_rows(result.model_id, verified_only=verified_only, min_score=min_score)
-    verified = store.export_rows(result.model_id, verified_only=True, min_score=min_score)
+    from magv.export import export_rows
+
+    rows, _ = export_rows(
+        store, result.format, result.model_id, verified_only=verified_only, min_score=min_score
+    )
+    verified, _ = export_rows(store, result.format, result.model_id, verified_only=True, min_score=min_score)
     labelled = [r for r in rows if r["label"] is not None]
     roles = store.query(
         "SELECT role, model, template, template_hash, count(*) AS calls FROM llm_calls "
@@ -50,11 +54,13 @@ def build_card(
         "created_at": utcnow().isoformat(timespec="seconds"),
         "database": str(store.path),
         "export": {"path": str(result.path), "format": result.format, "rows": result.rows,
-                   "questions": result.questions, "skipped_without_answer": result.skipped,
+                   "questions": result.questions, "alternates": result.alternates,
+                   "orphan_alternates": result.orphan_alternates, "skipped_without_answer": result.skipped,
                    "filters": {"verified_only": verified_only, "min_score": min_score}},
         "domains": dict(sorted(Counter(r["domain"] for r in rows).items())),
         "counts": {
-            "runs": len(rows), "questions": len({r["question_id"] for r in rows}),
+            "runs": len(rows), "questions": len({r["question_id"] for r in rows if r["origin"] != "alternate"}),
+            "alternates": len({r["question_id"] for r in rows if r["origin"] == "alternate"}),
             "by_origin": dict(sorted(Counter(r["origin"] for r in rows).items())),
             "mct_runs": sum(1 for r in rows if r["is_mct"]),
             "verified_runs": len(verified), "labelled_runs": len(labelled),

@@ -1,10 +1,14 @@
-"""Export the dataset: every run of every (non-alternate) question with its trajectory, response,
-label and verifier score, as
+"""Export the dataset: every run of every base question with its trajectory, response, label and
+verifier score, as
 
 - `jsonl`: the import format of `magv import trajectories` (one run per line, OpenAI chat messages),
-  so an export can be imported into another store;
-- `openai`: chat-format JSONL `{"messages", "tools"}` for fine-tuning or evaluating an agent;
-- `parquet`: one flat row per run for warehouses, written by DuckDB's COPY.
+  so an export can be imported into another store; alternates' runs are lines too, their meta
+  naming `origin: "alternate"` and `parent_question_id` (the question_id of the base's lines), so
+  the import restores the link the verifier's features need;
+- `openai`: chat-format JSONL `{"messages", "tools"}` for fine-tuning or evaluating an agent; an
+  alternate's run is an example only where it is verified (`magv.definitions.is_verified`);
+- `parquet`: one flat row per run for warehouses, written by DuckDB's COPY, alternates included
+  with their `origin` and `parent_question_id`.
 
 Files are written to a temporary name and renamed, so a reader never sees half a file.
 Field by field description: docs/export.md.
@@ -20,18 +24,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from magv import definitions
 from magv.errors import BadInput, RunFailed
 from magv.jsonl import dumps_line
 from magv.models import Question, Run, Trajectory
 from magv.store import Store
-from magv.verify.importer import run_to_record, trajectory_to_messages
+from magv.verify.importer import exported_question_id, run_to_record, trajectory_to_messages
 
 FORMATS = ("jsonl", "parquet", "openai")
 SUFFIX = {"jsonl": ".jsonl", "parquet": ".parquet", "openai": ".openai.jsonl"}
 
 PARQUET_COLUMNS = {
     "question_id": "VARCHAR", "question": "VARCHAR", "run": "INTEGER", "run_id": "VARCHAR",
-    "domain": "VARCHAR", "origin": "VARCHAR", "group_id": "VARCHAR", "seed_id": "VARCHAR",
+    "domain": "VARCHAR", "origin": "VARCHAR", "parent_question_id": "VARCHAR", "group_id": "VARCHAR", "seed_id": "VARCHAR",
     "target": "JSON", "is_mct": "BOOLEAN", "mct_share": "DOUBLE", "status": "VARCHAR",
     "n_steps": "INTEGER", "n_tool_errors": "INTEGER", "n_invalid": "INTEGER", "tools": "VARCHAR[]",
     "messages": "JSON", "response": "VARCHAR", "label": "BOOLEAN", "label_source": "VARCHAR",
@@ -46,14 +51,17 @@ class ExportResult:
     path: Path
     format: str
     rows: int
-    questions: int
+    questions: int  # base questions
     skipped: int = 0  # openai: runs without a final answer cannot be training examples
+    alternates: int = 0  # alternate questions with runs in the export
+    orphan_alternates: int = 0  # jsonl: runs of alternates left out because their base has no line
     model_id: str | None = None
     tools_source: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {"path": str(self.path), "format": self.format, "rows": self.rows, "questions": self.questions,
-                "skipped": self.skipped, "model_id": self.model_id, "tools_source": self.tools_source}  # fmt: skip
+                "skipped": self.skipped, "alternates": self.alternates, "orphan_alternates": self.orphan_alternates,
+                "model_id": self.model_id, "tools_source": self.tools_source}  # fmt: skip
 
 
 @contextmanager
@@ -95,12 +103,50 @@ def _record(row: dict[str, Any], trajectory: Trajectory) -> dict[str, Any]:
               prompt_tokens=row["prompt_tokens"] or 0, completion_tokens=row["completion_tokens"] or 0,
               latency_s=row["latency_s"] or 0.0)  # fmt: skip
     record = run_to_record(question, run, row["label"])
-    record["meta"] = {**record["meta"], **_meta(row, trajectory)}
+    here = _meta(row, trajectory)
+    if "import" in question.meta:  # where the dataset came from outlives the stores it moved through
+        here.update({k: record["meta"][k] for k in PROVENANCE if record["meta"].get(k) is not None})
+    record["meta"] = {**record["meta"], **here}
     return record
 
 
+# What the lines of an imported question keep of the meta they were imported with.
+PROVENANCE = ("origin", "group_id", "seed_id", "target")
+
+
+def export_rows(
+    store: Store,
+    fmt: str,
+    model_id: str | None,
+    *,
+    verified_only: bool = False,
+    min_score: float | None = None,
+) -> tuple[list[dict[str, Any]], int]:
+    """(the rows an export in `fmt` holds, alternates' runs left out for want of their base): the
+    store's `export_rows` with alternates, each with `parent_question_id`. jsonl keeps an alternate
+    only beside a line of its base (so the file imports on its own), openai only where it is
+    verified; openai's runs without a final answer are skipped later."""
+    rows = store.export_rows(model_id, verified_only=verified_only, min_score=min_score, alternates=True)
+    bases = {r["question_id"] for r in rows if r["origin"] != "alternate"}
+    out, orphans = [], 0
+    for row in rows:
+        row["parent_question_id"] = None
+        if row["origin"] == "alternate":
+            if fmt == "openai" and not definitions.is_verified(row["label"], row["score"], row["threshold"]):
+                continue
+            if fmt == "jsonl" and row["parent_id"] not in bases:
+                orphans += 1
+                continue
+            row["parent_question_id"] = exported_question_id(
+                row["parent_id"], json.loads(row["parent_meta"] or "{}")
+            )
+        out.append(row)
+    return out, orphans
+
+
 def _meta(row: dict[str, Any], trajectory: Trajectory) -> dict[str, Any]:
-    return {
+    link = {"parent_question_id": row["parent_question_id"]} if row["origin"] == "alternate" else {}
+    return {**link,
         "run_id": row["run_id"], "domain": row["domain"], "origin": row["origin"], "group_id": row["group_id"],
         "seed_id": row["seed_id"], "target": json.loads(row["target"]) if row["target"] else None,
         "mct": bool(row["is_mct"]), "mct_share": row["mct_share"], "status": row["status"],
@@ -129,9 +175,11 @@ def export(
     if min_score is not None and not 0.0 <= min_score <= 1.0:
         raise BadInput(f"--min-score: {min_score} is not a probability between 0 and 1")
     model_id = store.scored_model_id()
-    rows = store.export_rows(model_id, verified_only=verified_only, min_score=min_score)
-    result = ExportResult(path=Path(out), format=fmt, rows=0, questions=len({r["question_id"] for r in rows}),
-                          model_id=model_id)  # fmt: skip
+    rows, orphans = export_rows(store, fmt, model_id, verified_only=verified_only, min_score=min_score)
+    base = {r["question_id"] for r in rows if r["origin"] != "alternate"}
+    result = ExportResult(path=Path(out), format=fmt, rows=0, questions=len(base), model_id=model_id,
+                          alternates=len({r["question_id"] for r in rows}) - len(base),
+                          orphan_alternates=orphans)  # fmt: skip
     if fmt == "parquet":
         _write_parquet(store, rows, result)
         return result

@@ -21,9 +21,12 @@ def test_export_writes_a_data_card_with_provenance(tmp_path, monkeypatch, capsys
     assert Path(printed["card"]["json"]) == Path("all.jsonl.card.json")
     assert Path(printed["card"]["markdown"]).is_file()
     c = card["counts"]
-    assert c["runs"] == printed["rows"] == info.base_runs
-    assert c["questions"] == printed["questions"]
-    assert card["export"]["format"] == "jsonl" and card["domains"] == {"retail": info.base_runs}
+    # the jsonl export holds the alternates' runs (one each) beside the base questions' runs
+    runs = info.base_runs + len(info.alternates)
+    assert c["runs"] == printed["rows"] == runs
+    assert c["questions"] == printed["questions"] == len(info.base_questions)
+    assert c["alternates"] == printed["alternates"] == len(info.alternates)
+    assert card["export"]["format"] == "jsonl" and card["domains"] == {"retail": runs}
     # the verified count is the one --verified-only exports
     assert main(["--database", str(db), "export", "--out", "v.jsonl", "--verified-only", "--json"]) == 0
     verified = json.loads(capsys.readouterr().out)

@@ -10,6 +10,7 @@ import duckdb
 import pytest
 
 from magv.cli import main
+from magv.definitions import is_verified
 from magv.errors import BadInput
 from magv.export import PARQUET_COLUMNS, export
 from magv.store import Store
@@ -53,8 +54,13 @@ def test_jsonl_is_the_import_format_and_round_trips(fixture_store, tmp_path):
         result = export(store, "jsonl", out)
         original = {(r.question_id, r.run_index): r.trajectory for r in store.runs()}
     lines = _lines(out)
-    assert result.rows == len(lines) == info.base_runs
-    assert result.questions == len(info.base_questions)
+    # one line per run: the base questions' runs and the alternates' (one run each)
+    assert result.rows == len(lines) == info.base_runs + len(info.alternates)
+    assert result.questions == len(info.base_questions) and result.alternates == len(info.alternates)
+    alternate_lines = [line for line in lines if line["meta"]["origin"] == "alternate"]
+    assert {line["question_id"] for line in alternate_lines} == set(info.alternates)
+    assert {line["meta"]["parent_question_id"] for line in alternate_lines} <= set(info.base_questions)
+    assert all("parent_question_id" not in line["meta"] for line in lines if line not in alternate_lines)
     labelled = 0
     for line in lines:
         assert set(line) == LINE_FIELDS
@@ -72,7 +78,8 @@ def test_jsonl_is_the_import_format_and_round_trips(fixture_store, tmp_path):
     with Store(tmp_path / "imported.duckdb") as target:
         imported = import_trajectories(target, out, domain="retail")
         assert imported.runs == len(lines) and imported.labels == len(info.labels)
-        assert target.counts()["runs"] == info.base_runs
+        assert target.counts()["runs"] == info.base_runs + len(info.alternates)
+        assert len(target.questions(origin="alternate")) == len(info.alternates)
         back = {(r.question_id, r.run_index): r.trajectory for r in target.runs()}
         for line in lines:
             got = back[(imported.question_ids[line["question_id"]], line["run"])]
@@ -99,7 +106,12 @@ def test_parquet_loads_into_duckdb_with_the_same_rows(fixture_store, tmp_path):
         "SELECT count(*), count(score), count(label), count(*) FILTER (WHERE is_mct) FROM read_parquet(?)",
         [str(out)],
     ).fetchone()
-    assert result.rows == total == info.base_runs
+    assert result.rows == total == info.base_runs + len(info.alternates)
+    links = con.execute(
+        "SELECT origin = 'alternate' AS alt, count(*), count(parent_question_id) FROM read_parquet(?) GROUP BY ALL",
+        [str(out)],
+    ).fetchall()
+    assert sorted(links) == [(False, info.base_runs, 0), (True, len(info.alternates), len(info.alternates))]
     assert scored == len(info.predictions) and labelled == len(info.labels) and mct == len(info.mct_runs)
     columns = [r[0] for r in con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [str(out)]).fetchall()]
     assert columns == list(PARQUET_COLUMNS)
@@ -113,7 +125,15 @@ def test_openai_format_is_ready_for_fine_tuning(fixture_store, tmp_path):
     with Store(path, read_only=True) as store:
         result = export(store, "openai", out)
     lines = _lines(out)
-    assert result.rows == len(lines) and result.rows + result.skipped == info.base_runs
+    with Store(path, read_only=True) as store:
+        alternates = store.export_rows(store.scored_model_id(), alternates=True)
+    verified_alternates = sum(
+        bool(is_verified(r["label"], r["score"], r["threshold"]))
+        for r in alternates
+        if r["origin"] == "alternate"
+    )
+    # an alternate's run is a training example only where it is verified
+    assert result.rows == len(lines) and result.rows + result.skipped == info.base_runs + verified_alternates
     assert result.skipped > 0  # runs that ran out of steps or failed have no final answer
     for line in lines:
         assert set(line) == {"messages", "tools"}
@@ -179,7 +199,7 @@ def test_command_exports_and_prints_the_path(fixture_store, tmp_path, monkeypatc
     monkeypatch.setenv("MAGV_DATABASE", str(path))
     assert main(["export", "--format", "parquet", "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed["rows"] == info.base_runs
+    assert printed["rows"] == info.base_runs + len(info.alternates)
     assert Path(printed["path"]) == path.parent / "export" / "magv.parquet"
     assert main(["export", "-f", "jsonl", "--out", "out.jsonl", "--verified-only"]) == 0
     assert capsys.readouterr().out.strip().splitlines()[-1] == "out.jsonl"

@@ -101,8 +101,9 @@ def export(
                    "verified_runs": card["counts"]["verified_runs"], "warning": warning})  # fmt: skip
         return
     extra = f", {result.skipped} runs without a final answer skipped" if result.skipped else ""
+    alternates = f" and {result.alternates} alternates" if result.alternates else ""
     console.print(
-        f"{result.rows} runs of {result.questions} questions exported as {fmt}{extra}; "
+        f"{result.rows} runs of {result.questions} questions{alternates} exported as {fmt}{extra}; "
         f"{card['counts']['verified_runs']} verified; data card: {card_md}",
         highlight=False,
     )

@@ -477,7 +477,9 @@ def import_trajectories(
     if as_json:
         emit_json(out)
         return
-    console.print(f"imported {r.runs} runs of {len(set(r.question_ids.values()))} questions ({r.questions} new), "
+    alternates = f", {r.alternates} of them alternates" if r.alternates else ""
+    console.print(f"imported {r.runs} runs of {len(set(r.question_ids.values()))} questions ({r.questions} new"
+                  f"{alternates}), "
                   f"{r.labels} labels ({r.reference_labels} from references); {r.skipped_runs} runs were "
                   f"already stored, {r.replaced_runs} replaced")  # fmt: skip
     for kind, n in r.normalised.items():

@@ -27,11 +27,12 @@ class Questions(Connection):
         return self._insert("questions", rows)
 
     def update_question(self, q: Question) -> None:
-        """Overwrite a stored question's text and meta (an import adding runs or replacing them)."""
+        """Overwrite a stored question's text, meta and link (origin, parent, group): an import adding
+        runs or replacing them."""
         with self._lock, self.transaction():
             self.con.execute(
-                "UPDATE questions SET text=?, meta=?, text_hash=? WHERE id=?",
-                [q.text, to_json(q.meta), text_hash(q.text), q.id],
+                "UPDATE questions SET text=?, meta=?, text_hash=?, origin=?, parent_id=?, group_id=? WHERE id=?",
+                [q.text, to_json(q.meta), text_hash(q.text), q.origin, q.parent_id, q.group_id, q.id],
             )
 
     def set_question_status(self, question_id: str, status: str) -> None:

@@ -31,12 +31,20 @@ class ReportRows(Labels):
         return self.query(sql, params)
 
     def export_rows(
-        self, model_id: str | None = None, verified_only: bool = False, min_score: float | None = None
+        self,
+        model_id: str | None = None,
+        verified_only: bool = False,
+        min_score: float | None = None,
+        alternates: bool = False,
     ) -> list[dict[str, Any]]:
         """Every run of a non-alternate question with its question, MCT mark, effective label
         (`label`, `label_source`), the score of verifier `model_id` and the latest judge verdict.
-        `verified_only` keeps the runs that `magv.definitions.is_verified` accepts."""
-        where = ["q.origin <> 'alternate'"]
+        With `alternates`, also the runs of alternates whose base question is stored, each with its
+        base's `parent_meta` (base questions have None). `verified_only` keeps the runs that
+        `magv.definitions.is_verified` accepts."""
+        where = [
+            "(q.origin <> 'alternate' OR pq.id IS NOT NULL)" if alternates else "q.origin <> 'alternate'"
+        ]
         params: list[Any] = [model_id]
         if min_score is not None:
             where.append("p.probability >= ?")
@@ -50,8 +58,10 @@ class ReportRows(Labels):
                 r.latency_s, q.text AS question, q.domain, q.origin, q.parent_id, q.seed_id,
                 q.group_id, q.target, q.meta AS question_meta, coalesce(m.run_id = r.id, false) AS is_mct,
                 m.share AS mct_share, p.probability AS score, p.verdict, p.threshold, p.model_id,
-                judge.correct AS judge_correct, judge.model AS judge_model
+                judge.correct AS judge_correct, judge.model AS judge_model,
+                CASE WHEN q.origin = 'alternate' THEN pq.meta END AS parent_meta
             FROM runs r JOIN questions q ON q.id = r.question_id
+            LEFT JOIN questions pq ON pq.id = q.parent_id
             LEFT JOIN mct m ON m.question_id = r.question_id
             LEFT JOIN predictions p ON p.run_id = r.id AND p.model_id = ?
             LEFT JOIN judge ON judge.run_id = r.id

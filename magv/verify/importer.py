@@ -14,7 +14,9 @@ well-formed (a call id used again once its call has a result, a call without an 
 never got a result, a tool message without an id, no "question" field) is repaired, counted in
 `ImportResult.normalised` and refused instead under `strict`. `group_id` (or `task_id`) gathers
 runs of one task whose opening words differ (a simulated user); `reference` (a list of calls or of
-messages) labels the run by matching.
+messages) labels the run by matching. A line whose `meta.origin` is "alternate" is a run of an
+alternate question of the base question `meta.parent_question_id` (a question_id or group_id of the
+file, or one imported before); the link is restored, an unknown base refused.
 
 The whole file is checked before anything is written, then everything is written in one
 transaction. A run already stored with other content is refused (or, with `replace`, replaced
@@ -116,11 +118,13 @@ class ImportResult:
     first_seen: dict[str, str] = field(default_factory=dict)  # normalisation -> "file:line: field"
     replaced_runs: int = 0
     reference_labels: int = 0
+    alternates: int = 0  # questions of the file that are alternates of a base question
 
     def as_dict(self) -> dict[str, Any]:
         return {"lines": self.lines, "questions": self.questions, "runs": self.runs, "labels": self.labels,
                 "mct": self.mct, "skipped_runs": self.skipped_runs, "replaced_runs": self.replaced_runs,
-                "reference_labels": self.reference_labels, "normalised": self.normalised,
+                "reference_labels": self.reference_labels, "alternates": self.alternates,
+                "normalised": self.normalised,
                 "first_seen": self.first_seen}  # fmt: skip
 
 
@@ -576,6 +580,78 @@ def _kept(item: ImportLine, question_text: str) -> dict[str, Any]:
     return entry
 
 
+def exported_question_id(store_id: str, meta: dict[str, Any]) -> str:
+    """The question_id (or group_id) the export lines of a stored question carry, which an
+    alternate's `meta.parent_question_id` names: an imported question's original group_id or
+    question_id (see `run_to_record`), magv's own question's store id."""
+    info = meta.get("import")
+    if not info:
+        return store_id
+    return info.get("group_id") or info["question_id"]
+
+
+def _alternate_links(
+    store: Any, by_key: dict[str, list[ImportLine]], ids: dict[str, str], stored_q: dict[str, Question],
+    path: Path, domain: str,
+) -> dict[str, tuple[str, str]]:  # fmt: skip
+    """Store question key -> (parent's store id, parent's group_id) for the questions whose lines say
+    `meta.origin` "alternate": `meta.parent_question_id` names a question_id or group_id of the file,
+    or a question imported before into `domain`; anything else is refused."""
+    key_of = {item.question_id: key for key, items in by_key.items() for item in items}
+    wanted: dict[str, tuple[ImportLine, str]] = {}
+    for key, items in by_key.items():
+        alternate = [item.meta.get("origin") == "alternate" for item in items]
+        if not any(alternate):
+            continue
+        if not all(alternate):
+            other = items[alternate.index(False)]
+            raise BadInput(
+                f"{path}:{other.line}: meta.origin: {other.question_id!r} is an alternate on line "
+                f"{items[alternate.index(True)].line} but not here; give every run of it the same origin"
+            )
+        parent = items[0].meta.get("parent_question_id")
+        for item in items:
+            named = item.meta.get("parent_question_id")
+            if not isinstance(named, str) or not named.strip():
+                raise BadInput(
+                    f'{path}:{item.line}: meta.parent_question_id: an alternate (meta.origin "alternate") needs '
+                    "the question_id of its base question, a string"
+                )
+            if named != parent:
+                raise BadInput(
+                    f"{path}:{item.line}: meta.parent_question_id: {named!r} differs from {parent!r} on line "
+                    f"{items[0].line}; an alternate has one base question"
+                )
+        wanted[key] = (items[0], parent)
+    outside = {p: Question.derive_id(domain, "import", p) for _, p in wanted.values() if p not in by_key
+               and p not in key_of}  # fmt: skip
+    found = {q.id: q for q in store.questions(ids=list(outside.values()))} if outside else {}
+    links: dict[str, tuple[str, str]] = {}
+    for key, (item, parent) in wanted.items():
+        where = f"{path}:{item.line}: meta.parent_question_id"
+        parent_key = parent if parent in by_key else key_of.get(parent)
+        if parent_key is not None:
+            if parent_key in wanted:
+                raise BadInput(
+                    f"{where}: {parent!r} is itself an alternate; an alternate's base is a base question"
+                )
+            old = stored_q.get(ids[parent_key])
+            links[key] = (ids[parent_key], old.group_id if old is not None and old.group_id else parent_key)
+            continue
+        base = found.get(outside[parent])
+        if base is None:
+            raise BadInput(
+                f"{where}: {parent!r} is not a question_id or group_id of this file nor a question imported "
+                f"into domain {domain!r} before; import the base question with its alternates"
+            )
+        if base.origin == "alternate":
+            raise BadInput(
+                f"{where}: {parent!r} is itself an alternate; an alternate's base is a base question"
+            )
+        links[key] = (base.id, base.group_id or base.id)
+    return links
+
+
 def _dump(value: Any) -> str:
     return canonical_json(value.model_dump() if hasattr(value, "model_dump") else value)
 
@@ -632,6 +708,8 @@ def import_lines(
     stored_runs = {r.id: r for r in store.runs(question_ids=list(ids.values()))}
     stored_labels = {lb.run_id: lb.correct for lb in store.labels() if lb.source == "import"}
 
+    links = _alternate_links(store, by_key, ids, stored_q, path, domain)
+
     questions, updated, runs, replaced, labels = [], [], [], [], []
     question_ids: dict[str, str] = {}
     n_reference = 0
@@ -643,6 +721,14 @@ def import_lines(
             raise BadInput(
                 f"{path}:{items[0].line}: question_id {items[0].question_id!r} is already stored with another "
                 "question text; use --replace to replace it and its runs"
+            )
+        origin, parent_id, group_id = ("alternate", *links[key]) if key in links else ("import", None, key)
+        if old is not None and (old.origin, old.parent_id) != (origin, parent_id) and not replace:
+            raise BadInput(
+                f"{path}:{items[0].line}: meta.origin: question_id {items[0].question_id!r} is already stored as "
+                f"an {old.origin} question{f' of {old.parent_id}' if old.parent_id else ''}, here it is "
+                f"{'an alternate of ' + repr(links[key][0]) if key in links else 'a base question'}; "
+                "use --replace to replace it and its runs"
             )
         kept: dict[str, Any] = {}
         for item in items:
@@ -684,15 +770,18 @@ def import_lines(
         if group is not None:
             info["group_id"] = group
         if old is None:
-            questions.append(Question(id=store_id, domain=domain, text=text, origin="import", group_id=key,
-                                      meta={"import": info}))  # fmt: skip
+            questions.append(Question(id=store_id, domain=domain, text=text, origin=origin, parent_id=parent_id,
+                                      group_id=group_id, meta={"import": info}))  # fmt: skip
         else:
             merged = dict(old.meta.get("import", {}))
             merged["runs"] = {**merged.get("runs", {}), **kept}
             meta = {**old.meta, "import": merged}
             new_text = text if replace else old.text
-            if meta != old.meta or new_text != old.text:
-                updated.append(old.model_copy(update={"meta": meta, "text": new_text}))
+            # a base question keeps the group it was stored with; an alternate follows its base's
+            link = {"origin": origin, "parent_id": parent_id,
+                    "group_id": group_id if key in links else old.group_id}  # fmt: skip
+            if meta != old.meta or new_text != old.text or any(getattr(old, k) != v for k, v in link.items()):
+                updated.append(old.model_copy(update={"meta": meta, "text": new_text, **link}))
         question_ids.setdefault(key, store_id)
 
     with store.transaction():
@@ -712,4 +801,5 @@ def import_lines(
                         mct=len(mct_rows), skipped_runs=len(lines) - n_runs - len(replaced),
                         question_ids=question_ids, normalised=notes.summary(),
                         first_seen={k: v for k, v in notes.first.items() if k in notes.summary()},
-                        replaced_runs=len(replaced), reference_labels=n_reference)  # fmt: skip
+                        replaced_runs=len(replaced), reference_labels=n_reference,
+                        alternates=len(links))  # fmt: skip
