@@ -277,13 +277,20 @@ def test_report_and_data_card_name_the_model_training_picked(trained, tmp_path):
 # -- model files ---------------------------------------------------------------------------------
 
 
-def test_a_failing_model_write_leaves_the_registered_file_whole(tmp_path, monkeypatch):
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(40, 3))
-    y = (X[:, 0] > 0).astype(int)
+def _xy() -> tuple[np.ndarray, np.ndarray]:
+    X = np.random.default_rng(0).normal(size=(40, 3))
+    return X, (X[:, 0] > 0).astype(int)
+
+
+def _saved_model(tmp_path: Path) -> tuple[Path, bytes]:
+    """A small registered model file and its bytes, to check that a failed save leaves them."""
     path = tmp_path / "models" / "m.skops"
-    save_model(path, Verifier("logreg").fit(X, y), ["a", "b", "c"], "1", name="logreg")
-    before = path.read_bytes()
+    save_model(path, Verifier("logreg").fit(*_xy()), ["a", "b", "c"], "1", name="logreg")
+    return path, path.read_bytes()
+
+
+def test_a_failing_model_write_leaves_the_registered_file_whole(tmp_path, monkeypatch):
+    path, before = _saved_model(tmp_path)
 
     def dies_half_way(obj, file):
         Path(file).write_bytes(before[: len(before) // 2])  # a partial file, then the process "dies"
@@ -291,7 +298,7 @@ def test_a_failing_model_write_leaves_the_registered_file_whole(tmp_path, monkey
 
     monkeypatch.setattr(models_module.sio, "dump", dies_half_way)
     with pytest.raises(OSError, match="No space left"):
-        save_model(path, Verifier("knn").fit(X, y), ["a", "b", "c"], "1", name="knn")
+        save_model(path, Verifier("knn").fit(*_xy()), ["a", "b", "c"], "1", name="knn")
     assert path.read_bytes() == before
     assert load_model(path)["name"] == "logreg"
     assert [p.name for p in path.parent.iterdir()] == ["m.skops"]  # no temporary file left behind
@@ -373,12 +380,7 @@ def test_sigkill_while_saving_leaves_the_registered_model_file(tmp_path):
     import sys
     import time
 
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(40, 3))
-    y = (X[:, 0] > 0).astype(int)
-    path = tmp_path / "models" / "m.skops"
-    save_model(path, Verifier("logreg").fit(X, y), ["a", "b", "c"], "1", name="logreg")
-    before = path.read_bytes()
+    path, before = _saved_model(tmp_path)
     ready = tmp_path / "half-written"
     script = f"""
 import time
