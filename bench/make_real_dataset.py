@@ -282,8 +282,14 @@ def main(argv: list[str] | None = None) -> None:
                     break
                 for d in domains:
                     args, extra = round_args(round_no, seeds[d], a.targets_step, a.per_target)
-                    runner.magv(d, "run", "--domain", d, *args, "--runs", str(a.runs),
-                                "--alternates", str(a.alternates), "--no-verify", extra_env=extra)  # fmt: skip
+                    run = ["run", "--domain", d, *args, "--runs", str(a.runs), "--alternates", str(a.alternates),
+                           "--no-verify"]  # fmt: skip
+                    try:
+                        runner.magv(d, *run, extra_env=extra)
+                    except CommandFailed as exc:
+                        # a stage that failed (e.g. model timeouts) is redone by a rerun: try once more
+                        print(f"make_real_dataset: {exc}; running it again", file=sys.stderr)
+                        runner.magv(d, *run, extra_env=extra)
                     runner.magv(d, "verify", "label", timed=False)
                     runner.magv(d, "verify", "judge")
                 labelled = sum(labelled_base_runs(runner.db(d)) for d in domains)
