@@ -247,6 +247,7 @@ def main(argv: list[str] | None = None) -> None:
         ap.error("--runs: R >= 2 is needed (agreement among runs is what the verifier reads)")
     started = time.monotonic()
     started_at = dt.datetime.now(dt.UTC)
+    commit = git_commit()  # the code that runs: read before the tree can change under a long run
     deadline = started + a.max_minutes * 60
     domains = [d for d in a.domains.split(",") if d]
     store_dir = a.store_dir.expanduser().resolve()
@@ -359,7 +360,7 @@ def main(argv: list[str] | None = None) -> None:
             "upstream": spec.upstream,
         },
         "magv_version": __version__,
-        "magv_commit": git_commit(),
+        "magv_commit": commit,
         "started_at": started_at.isoformat(timespec="seconds"),
         "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "wall_time_s": wall,
