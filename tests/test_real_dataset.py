@@ -1,0 +1,65 @@
+"""The committed real-model dataset (bench/make_real_dataset.py) imports into a store and holds what
+its provenance file says: both label classes, R >= 2 runs per base question, alternates, judge
+verdicts. A missing fixture fails: the benchmarks read it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from magv.cli import main
+from magv.store import Store
+
+FIXTURES = Path(__file__).resolve().parent.parent / "data" / "fixtures"
+BASE = FIXTURES / "real_dataset.jsonl"
+PROVENANCE = FIXTURES / "real_dataset.json"
+
+
+def _import(path: Path, db: Path, domain: str, capsys) -> dict:
+    assert path.is_file(), f"{path} is missing: run bench/make_real_dataset.py"
+    assert (
+        main(["--database", str(db), "import", "trajectories", str(path), "--domain", domain, "--json"]) == 0
+    )
+    return json.loads(capsys.readouterr().out)
+
+
+def test_real_dataset_imports_with_what_its_provenance_counts(tmp_path, capsys):
+    assert PROVENANCE.is_file(), f"{PROVENANCE} is missing: run bench/make_real_dataset.py"
+    prov = json.loads(PROVENANCE.read_text(encoding="utf-8"))
+    counts = prov["counts"]
+    assert prov["model"]["gguf_sha256"] and prov["commands"]
+
+    db = tmp_path / "real.duckdb"
+    imported = _import(BASE, db, "real", capsys)
+    assert imported["runs"] == imported["lines"] == counts["base_runs"] + counts["alternate_runs"]
+    assert imported["alternates"] == counts["alternate_questions"] > 0
+    assert imported["questions"] == counts["base_questions"] + counts["alternate_questions"]
+    assert imported["labels"] == counts["labelled"]
+
+    with Store(db, read_only=True) as store:
+        everything = store.questions(domain="real")
+        questions = {q.id: q for q in everything if q.origin != "alternate"}
+        alternates = [q for q in everything if q.origin == "alternate"]
+        runs = store.runs(question_ids=list(questions))
+        labels = store.effective_labels()
+        per_question: dict[str, int] = {}
+        for run in runs:
+            per_question[run.question_id] = per_question.get(run.question_id, 0) + 1
+        assert min(per_question.values()) >= 2 and len(per_question) == counts["base_questions"]
+
+        base_labels = [labels[r.id].correct for r in runs if r.id in labels]
+        assert len(base_labels) == counts["labelled"]
+        assert sum(base_labels) == counts["correct"] > 0
+        assert len(base_labels) - sum(base_labels) == counts["incorrect"] > 0
+
+        # the judge's verdicts travel in each line's meta (kept by the importer on the question)
+        metas = [entry["meta"] for q in questions.values() for entry in q.meta["import"]["runs"].values()]
+        judged = [m for m in metas if m.get("judge_correct") is not None]
+        assert len(judged) == counts["judged"] > 0
+        assert all(m["mct"] and m["judge_model"] == prov["model"]["name"] for m in judged)
+        assert {m["domain"] for m in metas} == set(counts["per_domain"]) == {"retail", "logs"}
+
+        # every alternate is linked to a base question of the dataset, in the base's CV group
+        assert len(alternates) == counts["alternate_questions"]
+        assert all(q.parent_id in questions for q in alternates)
+        assert all(q.group_id == questions[q.parent_id].group_id for q in alternates)
