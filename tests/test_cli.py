@@ -100,3 +100,21 @@ def test_tables_never_cut_identifiers_at_80_columns(monkeypatch):
     text = narrow.export_text()
     assert long_name in text and "a05d1ec589c0baab4f21" in text and "…" not in text
     assert all(len(line) <= 80 for line in text.splitlines())
+
+
+def test_demo_runs_the_demo_domain_with_its_defaults_or_the_given_arguments(monkeypatch):
+    from magv.commands import demo
+
+    seen: list[list[str]] = []
+    monkeypatch.setattr(demo, "main", seen.append)
+    for key in ("MAGV_PIPELINE__MAX_STEPS", "MAGV_LLM__TEMPERATURE"):  # recorded, so teardown removes them
+        monkeypatch.setenv(key, "")
+        monkeypatch.delenv(key)
+    assert main(["demo"]) == 0
+    assert seen[-1] == ["--domain", demo.DEMO_DOMAIN, *demo.DEFAULT_ARGS]
+    assert os.environ["MAGV_PIPELINE__MAX_STEPS"] == "3"  # the long seeds are wrong by construction
+    monkeypatch.delenv("MAGV_PIPELINE__MAX_STEPS")
+    assert main(["demo", "--runs", "3"]) == 0
+    assert seen[-1] == ["--domain", demo.DEMO_DOMAIN, "--runs", "3"]
+    assert main(["demo", "--domain", "retail", "--runs", "3"]) == 0
+    assert seen[-1] == ["--domain", "retail", "--runs", "3"]
