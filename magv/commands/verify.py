@@ -455,19 +455,21 @@ def import_trajectories(
     as_json: bool = JsonOption,
 ) -> None:
     """Import trajectories (OpenAI or LangChain chat messages) from JSONL; checked whole before writing."""
-    from magv.verify.importer import DEFAULT_DOMAIN, FORMS, REPAIRS, read_import_file
-    from magv.verify.importer import import_trajectories as run_import
+    from magv.verify.importer import DEFAULT_DOMAIN, FORMS, REPAIRS, Notes, import_lines, read_import_file
 
     cfg = settings(ctx)
     arguments = args_mode or (
         cfg.verify.gold_arguments if isinstance(cfg.verify.gold_arguments, str) else "exact"
     )
-    read_import_file(file)  # checked whole before the store is opened: bad input creates no database
+    notes = Notes(strict)
+    lines = read_import_file(
+        file, notes
+    )  # checked whole before the store is opened: bad input creates no database
     try:
         with open_store(cfg) as store:
-            r = run_import(store, file, domain or DEFAULT_DOMAIN, strict=strict, replace=replace,
-                           match_mode=mode or cfg.verify.gold_match, arguments=arguments,
-                           overrides=dict(cfg.verify.gold_overrides))  # fmt: skip
+            r = import_lines(store, lines, file, domain or DEFAULT_DOMAIN, notes=notes, replace=replace,
+                             match_mode=mode or cfg.verify.gold_match, arguments=arguments,
+                             overrides=dict(cfg.verify.gold_overrides))  # fmt: skip
     except KeyboardInterrupt:
         raise Interrupted(
             f"interrupted: nothing of {file} was saved (an import is written in one transaction); "

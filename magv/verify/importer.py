@@ -671,8 +671,6 @@ def import_trajectories(
     `replace` replaces stored runs whose content differs instead of refusing the file. A line's
     `reference` gives its label by `match` under `match_mode`, `arguments` and `overrides` unless the
     line has a label of its own."""
-    if match_mode not in MATCH_MODES:
-        raise BadInput(f"match mode {match_mode!r}: expected one of {', '.join(MATCH_MODES)}")
     notes = Notes(strict)
     lines = read_import_file(path, notes)
     return import_lines(store, lines, path, domain, notes=notes, replace=replace, match_mode=match_mode,
