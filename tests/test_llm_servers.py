@@ -126,6 +126,9 @@ def test_llama_command_line(tmp_path):
     other = tmp_path / "qwen.gguf"
     other.write_bytes(b"GGUF")
     assert "--chat_format" not in LlamaServer(s, gguf=other).command()  # the GGUF's own template
+    s.llama.n_threads = None  # every CPU this process may use, not llama-cpp-python's half
+    cpus = len(os.sched_getaffinity(0))
+    assert f"--n_threads {cpus} --n_threads_batch {cpus}" in " ".join(LlamaServer(s, gguf=other).command())
 
 
 def test_llama_command_line_for_a_named_model(tmp_path, monkeypatch):

@@ -209,8 +209,9 @@ class LlamaServer(_Managed):
         ]  # fmt: skip
         if model.chat_format is not None:
             cmd += ["--chat_format", model.chat_format]
-        if cfg.n_threads:
-            cmd += ["--n_threads", str(cfg.n_threads), "--n_threads_batch", str(cfg.n_threads)]
+        # llama-cpp-python's own default generates on half the cores; on a small CPU box that is one.
+        threads = cfg.n_threads or len(os.sched_getaffinity(0))
+        cmd += ["--n_threads", str(threads), "--n_threads_batch", str(threads)]
         return cmd
 
 
