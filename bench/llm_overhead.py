@@ -144,7 +144,7 @@ def embedded_throughput(prompts: int, max_tokens: int, reps: int) -> dict:
     from llama_cpp import Llama
 
     from magv.llm.llama_serve import register_gemma_format
-    from magv.llm.servers import LlamaServer, embedded_model
+    from magv.llm.servers import LlamaServer, embedded_model, llama_threads
 
     work = Path(tempfile.mkdtemp(prefix="magv-bench-"))
     settings = Settings(database=work / "magv.duckdb", llama=LlamaSettings(port=free_port(), n_ctx=4096))
@@ -154,8 +154,9 @@ def embedded_throughput(prompts: int, max_tokens: int, reps: int) -> dict:
     register_gemma_format()
     # Same GGUF, context, chat format and thread defaults as the server (logits_all is off in both).
     model = embedded_model(settings.llama)
+    threads = llama_threads(settings.llama)
     direct = Llama(model_path=str(model.path), n_ctx=settings.llama.n_ctx, chat_format=model.chat_format,
-                   verbose=False)  # fmt: skip
+                   n_threads=threads, n_threads_batch=threads, verbose=False)  # fmt: skip
     rows = []
 
     async def through_layer(client: LLMClient, messages: list[dict]) -> tuple[int, float]:

@@ -45,6 +45,12 @@ def default_gguf() -> Path:
     return model_path(DEFAULT_MODEL)
 
 
+def llama_threads(llama: LlamaSettings) -> int:
+    """`[llama] n_threads`, else every CPU this process may use: llama-cpp-python's own default
+    generates on half the cores, which on a small CPU box is one."""
+    return llama.n_threads or len(os.sched_getaffinity(0))
+
+
 def embedded_model(llama: LlamaSettings, gguf: str | Path | None = None) -> EmbeddedModel:
     """What `[llama]` asks for: a GGUF file (`gguf`, which wins) or a model of the registry (`model`)."""
     path = gguf if gguf is not None else llama.gguf
@@ -209,8 +215,7 @@ class LlamaServer(_Managed):
         ]  # fmt: skip
         if model.chat_format is not None:
             cmd += ["--chat_format", model.chat_format]
-        # llama-cpp-python's own default generates on half the cores; on a small CPU box that is one.
-        threads = cfg.n_threads or len(os.sched_getaffinity(0))
+        threads = llama_threads(cfg)
         cmd += ["--n_threads", str(threads), "--n_threads_batch", str(threads)]
         return cmd
 
