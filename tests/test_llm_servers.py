@@ -4,6 +4,7 @@ llama.cpp command line, reuse of a running server, managed endpoints, the Gemma 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -107,6 +108,26 @@ def test_a_running_server_is_reused_and_left_running():
             assert vllm.reused
         assert srv.counts["models"] >= 1 and srv.counts["health"] >= 1
         assert llama.health()  # still up
+
+
+def test_a_busy_server_is_waited_for_not_started_twice():
+    """A listener that does not answer /health at first (llama.cpp busy with a long prompt) is
+    waited for; one that never answers is an error naming the port, and no second server starts."""
+    with FakeLLMServer() as srv:
+        s = Settings()
+        s.llama.port = srv.port
+        s.llama.startup_timeout_s = 5
+        llama = LlamaServer(s, gguf="/nonexistent.gguf")
+        answers = iter([False, False, True])
+        llama.health = lambda timeout=2.0: next(answers)
+        with llama:
+            assert llama.reused and llama.proc is None
+    with socket.create_server(("127.0.0.1", 0)) as listener:  # accepts, never answers HTTP
+        s = Settings()
+        s.llama.port = listener.getsockname()[1]
+        s.llama.startup_timeout_s = 0.5
+        with pytest.raises(RunFailed, match=f"port {s.llama.port} is taken"):
+            LlamaServer(s, gguf="/nonexistent.gguf").start()
 
 
 def test_llama_command_line(tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -101,6 +102,12 @@ class _Managed:
         if self.health():
             self.reused = True
             return self
+        if self._port_taken():
+            # Something listens but did not answer in time: a server busy with a long prompt (llama.cpp
+            # answers between requests). Starting a second one could only fail to bind, so wait for it.
+            self.wait_healthy()
+            self.reused = True
+            return self
         cmd = self.command()
         log = self._open_log()
         try:
@@ -115,6 +122,13 @@ class _Managed:
                 log.close()
         self.wait_healthy()
         return self
+
+    def _port_taken(self) -> bool:
+        try:
+            with socket.create_connection((self.host, self.port), timeout=1.0):
+                return True
+        except OSError:
+            return False
 
     def _open_log(self) -> Any:
         if self.log_path is None:
@@ -133,11 +147,14 @@ class _Managed:
                 self.proc = None
                 raise RunFailed(f"{self.name} exited with code {code} while starting{self._log_tail()}")
             if time.monotonic() > deadline:
+                started = self.proc is not None
                 self.stop()
                 raise RunFailed(
                     f"{self.name} did not answer {self.root_url}{self.health_path} within "
-                    f"{self.startup_timeout_s:g}s{self._log_tail()}"
-                )
+                    f"{self.startup_timeout_s:g}s"
+                    + (self._log_tail() if started else
+                       f"; port {self.port} is taken by a process that is not a healthy {self.name}")
+                )  # fmt: skip
             time.sleep(delay)
             delay = min(delay * 1.5, 1.0)
 
