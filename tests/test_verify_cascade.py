@@ -235,6 +235,12 @@ def test_cost_curve_is_cumulative_per_1000():
     assert by["judge"]["tokens"] == 170 and by["judge"]["accuracy"] == 0.5
     assert by["human"]["decided"] == 3 and by["human"]["accuracy"] == pytest.approx(2 / 3, abs=1e-4)
     assert c["judge_everything_tokens_per_1000"] == 50000 and c["share_of_judge_everything"] == 0.85
+    assert (
+        by["alternates"]["share_of_judge_everything"] == 0.6
+        and by["human"]["share_of_judge_everything"] == 0.85
+    )
+    unknown = cost_curve(decisions, {"a": True}, judge_tokens_per_verdict=None)
+    assert all(p["share_of_judge_everything"] is None for p in unknown["points"])
 
 
 def test_uncertain_order_puts_the_least_certain_first_and_spreads_groups():
