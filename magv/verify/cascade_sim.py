@@ -60,16 +60,19 @@ def simulate(
     store: Any, *, model: str = "logreg", folds: int = 5, seed: int = 0, threshold: float = 0.5,
     margin: float = 0.25, rule_confidence: float = 0.9, max_judge_share: float = 0.2,
     max_llm_tokens: int | None = None, reverse_cost: dict[str, Any] | None = None,
+    groups: dict[str, str] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """The cascade's curve on the labelled trajectories, with the accuracy of each single step
     deciding alone beside it (`single`). `reverse_cost` is one reverse-engineer call's
-    `prompt_tokens` and `completion_tokens` (and a `source` to report), used instead of the mean of
-    the store's `llm_calls` log. `costs` says where each cost came from."""
+    `prompt_tokens` and `completion_tokens` (a `source` to report, `known` False for a stand-in),
+    used instead of the mean of the store's `llm_calls` log. `groups` (run id -> CV group) replaces
+    the question's group where given, as a benchmark's seed families do. `costs` says where each
+    cost came from."""
     from magv.pipeline.cascade import population
     from magv.verify.features import FEATURE_NAMES, FEATURE_VERSION
 
     labels = {k: v.correct for k, v in store.effective_labels().items()}
-    rows = [r for r in population(store) if r.run_id in labels]
+    rows = [r for r in population(store, imported=True) if r.run_id in labels]
     if len(rows) < 4 or len({labels[r.run_id] for r in rows}) < 2:
         return {"rows": len(rows), "error": "needs at least 4 labelled trajectories of both classes"}
     names = list(FEATURE_NAMES)
@@ -77,7 +80,8 @@ def simulate(
     index = {r: i for i, r in enumerate(run_ids)}
     X = X_all[[index[r.run_id] for r in rows]]
     y = np.array([int(labels[r.run_id]) for r in rows])
-    p_sib, p_full = _oof(X, sibling_only(X, names), y, [r.group for r in rows], model, folds, seed)
+    cv_groups = [(groups or {}).get(r.run_id) or r.group for r in rows]
+    p_sib, p_full = _oof(X, sibling_only(X, names), y, cv_groups, model, folds, seed)
 
     reverse = _reverse(store, reverse_cost)
     costs = _alternate_costs(store, [r.question_id for r in rows], reverse)
@@ -185,9 +189,9 @@ def reverse_call_cost(store: Any) -> dict[str, Any] | None:
 
 def _reverse(store: Any, given: dict[str, Any] | None) -> dict[str, Any]:
     """One reverse call's cost and where it came from: `given`, else the log's mean, else 0."""
-    if given is not None:
+    if given is not None:  # a caller that knows the cost is unknown says so with known False
         return {"prompt_tokens": given["prompt_tokens"], "completion_tokens": given["completion_tokens"],
-                "known": True, "source": str(given.get("source") or "given")}  # fmt: skip
+                "known": bool(given.get("known", True)), "source": str(given.get("source") or "given")}  # fmt: skip
     logged = reverse_call_cost(store)
     if logged is not None:
         return {
