@@ -52,14 +52,17 @@ def reverse_cost(path: Path) -> dict[str, Any]:
     """One reverse-engineer call's tokens for the cascade, from the provenance file beside the
     dataset (`reverse_call`); unknown (counted as 0, `known` False) when it has none."""
     prov = path.with_suffix(".json")
-    try:
-        call = json.loads(prov.read_text(encoding="utf-8")).get("reverse_call") if prov.is_file() else None
-    except ValueError:
-        call = None
-    if isinstance(call, dict) and call.get("calls") and call.get("prompt_tokens") is not None:
-        return {"prompt_tokens": call["prompt_tokens"], "completion_tokens": call["completion_tokens"] or 0,
-                "source": f"{prov.name}: the mean of the {call['calls']} reverse calls of the stores that made it"}  # fmt: skip
-    why = f"{prov.name} has no reverse_call" if prov.is_file() else f"no provenance file {prov.name}"
+    why = f"no provenance file {prov.name}"
+    if prov.is_file():
+        why = f"{prov.name} has no reverse_call"
+        try:
+            data = json.loads(prov.read_text(encoding="utf-8"))
+        except ValueError:
+            data, why = None, f"{prov.name} is not valid JSON"
+        call = data.get("reverse_call") if isinstance(data, dict) else None
+        if isinstance(call, dict) and call.get("calls") and call.get("prompt_tokens") is not None:
+            return {"prompt_tokens": call["prompt_tokens"], "completion_tokens": call["completion_tokens"] or 0,
+                    "source": f"{prov.name}: the mean of the {call['calls']} reverse calls of the stores that made it"}  # fmt: skip
     return {"prompt_tokens": 0, "completion_tokens": 0, "known": False,
             "source": f"reverse cost unknown: {why} (counted as 0)"}  # fmt: skip
 

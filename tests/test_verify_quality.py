@@ -372,6 +372,8 @@ def test_bench_verifier_quality_on_a_generated_labelled_file(tmp_path, capsys, m
     assert given["source"].startswith("labelled.json: the mean of the 9 reverse calls")
     (tmp_path / "labelled.json").write_text(json.dumps({"counts": {}}))
     assert "labelled.json has no reverse_call" in bench.reverse_cost(tmp_path / "labelled.jsonl")["source"]
+    (tmp_path / "labelled.json").write_text("{")
+    assert "labelled.json is not valid JSON" in bench.reverse_cost(tmp_path / "labelled.jsonl")["source"]
 
 
 def test_bench_without_a_dataset_says_so(tmp_path, capsys):
