@@ -9,7 +9,9 @@ judge about every verified trajectory, and exports the result in magv's own JSON
                                        verdict; every alternate run (`meta.origin` "alternate",
                                        `meta.parent_question_id` naming its base question)
     data/fixtures/real_dataset.json    provenance: commands, model and GGUF hash, magv version
-                                       and commit, date, counts, wall time
+                                       and commit, date, counts, wall time, and the mean
+                                       reverse-engineer call of each store (`reverse_call`: the
+                                       export carries no call log, the cascade's replay needs it)
 
 The stores live outside the work tree (`--store-dir`, default ~/.cache/magv/real-dataset), one
 per domain, so the dataset grows over several invocations: round r uses more seed targets
@@ -191,6 +193,26 @@ def counts(path: Path) -> dict[str, Any]:
     }
 
 
+def reverse_calls(dbs: dict[str, Path]) -> dict[str, Any]:
+    """The mean reverse-engineer call (prompt and completion tokens, over `calls`) of each domain's
+    store, and over all of them (weighted by calls; None without any)."""
+    from magv.store import Store
+    from magv.verify.cascade_sim import reverse_call_cost
+
+    per_domain: dict[str, Any] = {}
+    for domain, db in dbs.items():
+        if db.exists():
+            with Store(db, read_only=True) as store:
+                per_domain[domain] = reverse_call_cost(store)
+    known = [c for c in per_domain.values() if c is not None]
+    calls = sum(c["calls"] for c in known)
+    mean = {
+        k: round(sum(c[k] * c["calls"] for c in known) / calls, 1) if calls else None
+        for k in ("prompt_tokens", "completion_tokens")
+    }
+    return {**mean, "calls": calls, "per_domain": per_domain}
+
+
 def git_commit() -> str | None:
     try:
         out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True)
@@ -365,6 +387,7 @@ def export_and_record(a, argv, runner, state, state_path, domains, store_dir, st
         "rounds_finished": state.get("next_round", 0),
         "files": {"dataset": base_path.name},
         "counts": counts(base_path),
+        "reverse_call": reverse_calls({d: runner.db(d) for d in domains}),
     }
     prov_path = out_dir / "real_dataset.json"
     with atomic_output(prov_path) as tmp:

@@ -41,7 +41,8 @@ PARQUET_COLUMNS = {
     "n_steps": "INTEGER", "n_tool_errors": "INTEGER", "n_invalid": "INTEGER", "tools": "VARCHAR[]",
     "messages": "JSON", "response": "VARCHAR", "label": "BOOLEAN", "label_source": "VARCHAR",
     "score": "DOUBLE", "verdict": "BOOLEAN", "threshold": "DOUBLE", "model_id": "VARCHAR",
-    "judge_correct": "BOOLEAN", "judge_model": "VARCHAR", "prompt_tokens": "INTEGER",
+    "judge_correct": "BOOLEAN", "judge_model": "VARCHAR", "judge_prompt_tokens": "INTEGER",
+    "judge_completion_tokens": "INTEGER", "prompt_tokens": "INTEGER",
     "completion_tokens": "INTEGER", "latency_s": "DOUBLE",
 }  # fmt: skip
 
@@ -153,6 +154,7 @@ def _meta(row: dict[str, Any], trajectory: Trajectory) -> dict[str, Any]:
         "score": row["score"], "verdict": row["verdict"], "threshold": row["threshold"],
         "model_id": row["model_id"], "label_source": row["label_source"],
         "judge_correct": row["judge_correct"], "judge_model": row["judge_model"],
+        "judge_prompt_tokens": row["judge_prompt_tokens"], "judge_completion_tokens": row["judge_completion_tokens"],
         "n_steps": row["n_steps"], "n_tool_errors": row["n_tool_errors"], "n_invalid": row["n_invalid"],
         "prompt_tokens": row["prompt_tokens"], "completion_tokens": row["completion_tokens"],
         "latency_s": row["latency_s"],

@@ -13,6 +13,7 @@ from magv.cli import main
 from magv.definitions import is_verified
 from magv.errors import BadInput
 from magv.export import PARQUET_COLUMNS, export
+from magv.models import Run
 from magv.store import Store
 from magv.verify.importer import LINE_FIELDS, import_trajectories
 from tests.report_fixtures import build_report_store
@@ -94,6 +95,66 @@ def test_jsonl_is_the_import_format_and_round_trips(fixture_store, tmp_path):
     assert len(by_key) == len(lines)
     for line in lines:
         assert by_key[(line["question_id"], line["run"])]["messages"] == line["messages"]
+
+
+def test_jsonl_round_trip_restores_the_judge_verdicts_with_their_tokens(fixture_store, tmp_path):
+    path, info = fixture_store
+    out = tmp_path / "x.jsonl"
+    with Store(path, read_only=True) as store:
+        export(store, "jsonl", out)
+        stored = {v.run_id: v for v in store.judge_verdicts()}
+    lines = _lines(out)
+    judged = [x for x in lines if x["meta"]["run_id"] in stored]
+    assert len(judged) == len(info.judge) > 0
+    for line in judged:
+        v, meta = stored[line["meta"]["run_id"]], line["meta"]
+        assert (meta["judge_correct"], meta["judge_model"]) == (v.correct, v.model)
+        tokens = (meta["judge_prompt_tokens"], meta["judge_completion_tokens"])
+        assert tokens == (v.prompt_tokens, v.completion_tokens)
+        assert v.prompt_tokens > 0
+    with_verdict = [x for x in judged if isinstance(x["meta"]["judge_correct"], bool)]
+    assert 0 < len(with_verdict) < len(judged)  # the unparsed reply (correct None) is no verdict
+
+    with Store(tmp_path / "imported.duckdb") as target:
+        imported = import_trajectories(target, out, domain="retail")
+        assert imported.judge_verdicts == len(with_verdict)
+        back = {v.run_id: v for v in target.judge_verdicts()}
+        assert len(back) == len(with_verdict)
+        for line in with_verdict:
+            v = back[Run.derive_id(imported.question_ids[line["question_id"]], line["run"])]
+            want = stored[line["meta"]["run_id"]]
+            assert (v.model, v.correct, v.prompt_tokens, v.completion_tokens) == (
+                want.model, want.correct, want.prompt_tokens, want.completion_tokens)  # fmt: skip
+        # importing the file again adds nothing, and the store exports the same verdicts
+        assert import_trajectories(target, out, domain="retail").judge_verdicts == 0
+        again = tmp_path / "again.jsonl"
+        export(target, "jsonl", again)
+    keys = ("judge_correct", "judge_model", "judge_prompt_tokens", "judge_completion_tokens")
+    by_key = {(x["question_id"], x["run"]): x["meta"] for x in _lines(again)}
+    for line in with_verdict:
+        got = by_key[(line["question_id"], line["run"])]
+        assert {k: got[k] for k in keys} == {k: line["meta"][k] for k in keys}
+
+
+def test_a_judge_verdict_without_tokens_imports_with_zero_and_bad_fields_are_refused(tmp_path):
+    line = {"question_id": "q1", "question": "Cancel order 7", "run": 0, "label": True,
+            "messages": [{"role": "user", "content": "Cancel order 7"}, {"role": "assistant", "content": "done"}],
+            "meta": {"judge_correct": False}}  # fmt: skip
+    good = tmp_path / "good.jsonl"
+    good.write_text(json.dumps(line) + "\n")
+    with Store(tmp_path / "a.duckdb") as store:
+        assert import_trajectories(store, good).judge_verdicts == 1
+        [v] = store.judge_verdicts()
+        assert (v.model, v.correct, v.prompt_tokens, v.completion_tokens) == ("judge", False, 0, 0)
+    for meta, field in (({"judge_correct": True, "judge_prompt_tokens": -3}, "meta.judge_prompt_tokens"),
+                        ({"judge_correct": True, "judge_completion_tokens": "9"}, "meta.judge_completion_tokens"),
+                        ({"judge_correct": True, "judge_model": 4}, "meta.judge_model")):  # fmt: skip
+        bad = tmp_path / "bad.jsonl"
+        bad.write_text(json.dumps({**line, "meta": meta}) + "\n")
+        with Store(tmp_path / "b.duckdb") as store:
+            with pytest.raises(BadInput, match=rf"bad.jsonl:1: {field}"):
+                import_trajectories(store, bad)
+            assert store.counts()["runs"] == 0
 
 
 def test_parquet_loads_into_duckdb_with_the_same_rows(fixture_store, tmp_path):

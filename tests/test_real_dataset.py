@@ -57,9 +57,50 @@ def test_real_dataset_imports_with_what_its_provenance_counts(tmp_path, capsys):
         judged = [m for m in metas if m.get("judge_correct") is not None]
         assert len(judged) == counts["judged"] > 0
         assert all(m["mct"] and m["judge_model"] == prov["model"]["name"] for m in judged)
+        # and the importer restores them as verdicts, so the judge baseline and the cascade read them
+        verdicts = store.judge_verdicts()
+        assert len(verdicts) == counts["judged"] and {v.model for v in verdicts} == {prov["model"]["name"]}
         assert {m["domain"] for m in metas} == set(counts["per_domain"]) == {"retail", "logs"}
 
         # every alternate is linked to a base question of the dataset, in the base's CV group
         assert len(alternates) == counts["alternate_questions"]
         assert all(q.parent_id in questions for q in alternates)
         assert all(q.group_id == questions[q.parent_id].group_id for q in alternates)
+
+
+def _make_real_dataset():
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "bench" / "make_real_dataset.py"
+    spec = importlib.util.spec_from_file_location("make_real_dataset", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_provenance_records_the_mean_reverse_call_of_each_store(tmp_path):
+    from magv.models import LLMCall
+
+    def call(i: int, role: str, prompt: int, completion: int) -> LLMCall:
+        return LLMCall(id=f"c{i}", key=f"k{i}", role=role, model="m", endpoint="e", request={},
+                       prompt_tokens=prompt, completion_tokens=completion)  # fmt: skip
+
+    with Store(tmp_path / "retail.duckdb") as store:
+        store.add_llm_calls(
+            [call(1, "reverse", 100, 10), call(2, "reverse", 200, 30), call(3, "judge", 900, 90)]
+        )
+    with Store(tmp_path / "logs.duckdb") as store:
+        store.add_llm_calls([call(4, "reverse", 400, 50), call(5, "responder", 5, 5)])
+    with Store(tmp_path / "empty.duckdb"):
+        pass
+    dbs = {d: tmp_path / f"{d}.duckdb" for d in ("retail", "logs", "empty", "missing")}
+    got = _make_real_dataset().reverse_calls(dbs)
+    assert got["per_domain"] == {
+        "retail": {"prompt_tokens": 150.0, "completion_tokens": 20.0, "calls": 2},
+        "logs": {"prompt_tokens": 400.0, "completion_tokens": 50.0, "calls": 1},
+        "empty": None,
+    }
+    # over all stores, weighted by their calls: (100 + 200 + 400) / 3, (10 + 30 + 50) / 3
+    assert (got["prompt_tokens"], got["completion_tokens"], got["calls"]) == (233.3, 30.0, 3)
+    none = _make_real_dataset().reverse_calls({"empty": tmp_path / "empty.duckdb"})
+    assert (none["prompt_tokens"], none["calls"]) == (None, 0)

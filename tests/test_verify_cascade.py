@@ -235,6 +235,12 @@ def test_cost_curve_is_cumulative_per_1000():
     assert by["judge"]["tokens"] == 170 and by["judge"]["accuracy"] == 0.5
     assert by["human"]["decided"] == 3 and by["human"]["accuracy"] == pytest.approx(2 / 3, abs=1e-4)
     assert c["judge_everything_tokens_per_1000"] == 50000 and c["share_of_judge_everything"] == 0.85
+    assert (
+        by["alternates"]["share_of_judge_everything"] == 0.6
+        and by["human"]["share_of_judge_everything"] == 0.85
+    )
+    unknown = cost_curve(decisions, {"a": True}, judge_tokens_per_verdict=None)
+    assert all(p["share_of_judge_everything"] is None for p in unknown["points"])
 
 
 def test_uncertain_order_puts_the_least_certain_first_and_spreads_groups():
@@ -356,9 +362,33 @@ def test_simulated_cascade_replays_stored_alternates_and_verdicts(tmp_path, monk
     assert points["judge"]["tokens"] == 100 * out["judged"]
     assert out["curve"]["judge_everything_tokens_per_1000"] == 100_000
     assert out["single"]["judge"] == 0.75 and out["single"]["judge_rows"] == 40
+    assert out["costs"]["judge_verdict"]["tokens_per_verdict"] == 100.0
+    # the synthetic store logged no reverse call: its cost is unknown, counted 0, and said so
+    reverse = out["costs"]["reverse_call"]
+    assert reverse["known"] is False and "unknown" in reverse["source"]
     with Store(db) as store:
         tight = simulate(store, max_judge_share=1.0, margin=0.49, max_llm_tokens=250)
+        given = simulate(store, max_judge_share=0.25, margin=0.3,
+                         reverse_cost={"prompt_tokens": 300, "completion_tokens": 50, "source": "provenance"})  # fmt: skip
     assert tight["tokens_spent"] <= 250 and tight["judged"] <= 2
+    assert given["costs"]["reverse_call"] == {"prompt_tokens": 300, "completion_tokens": 50, "known": True,
+                                              "source": "provenance"}  # fmt: skip
+    # each alternates replay now carries one 350-token reverse call; the rest is unchanged
+    extra = {p["step"]: p["tokens"] for p in given["curve"]["points"]}
+    alternates_before = points["alternates"]["tokens"] - points["verifier"]["tokens"]
+    alternates_now = extra["alternates"] - extra["verifier"]
+    replays = points["alternates"]["calls"] - points["verifier"]["calls"]
+    assert replays > 0 and alternates_now - alternates_before > 0
+    assert (alternates_now - alternates_before) % 350 == 0
+    assert given["single"] == out["single"]
+
+    with Store(db) as store:  # verdicts imported without tokens: the judge's cost is unknown, not 0
+        store.con.execute("UPDATE judge_verdicts SET prompt_tokens = 0, completion_tokens = 0")
+        free = simulate(store, max_judge_share=0.25, margin=0.3)
+    assert free["curve"]["judge_everything_tokens_per_1000"] is None
+    assert free["curve"]["share_of_judge_everything"] is None
+    assert free["costs"]["judge_verdict"]["tokens_per_verdict"] is None
+    assert free["costs"]["judge_verdict"]["source"].startswith("unknown")
 
     monkeypatch.setenv("MAGV_DATABASE", str(db))
     cli = _cli(["verify", "cascade", "--simulate", "--max-judge-share", "0.25", "--margin", "0.3"], capsys)

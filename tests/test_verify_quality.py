@@ -315,7 +315,8 @@ def _bench():
 
 
 def test_bench_verifier_quality_on_a_generated_labelled_file(tmp_path, capsys, monkeypatch):
-    """A labelled file as `magv export --format jsonl` writes it, judge verdicts in its meta."""
+    """A labelled file as `magv export --format jsonl` writes it, judge verdicts (without tokens) in
+    its meta, no provenance file beside it; then the reverse cost from one."""
     monkeypatch.setattr(console, "width", 200)
     with Store(tmp_path / "src.duckdb") as store:
         synthetic_store(store, n_questions=45)
@@ -328,7 +329,7 @@ def test_bench_verifier_quality_on_a_generated_labelled_file(tmp_path, capsys, m
     out = tmp_path / "result.json"
     bench = _bench()
     assert bench.main([str(tmp_path / "labelled.jsonl"), "--bootstrap", "200", "--models", "logreg,knn",
-                       "--out", str(out)]) == 0  # fmt: skip
+                       "--no-embed", "--out", str(out)]) == 0  # fmt: skip
     text = capsys.readouterr().out
     for word in (
         "baseline: majority",
@@ -336,6 +337,11 @@ def test_bench_verifier_quality_on_a_generated_labelled_file(tmp_path, capsys, m
         "judge j",
         "differences",
         "feature ablation",
+        "simulated cascade on 45 labelled trajectories",
+        "each step alone",
+        "reverse cost unknown: no provenance file labelled.json (counted as 0)",
+        "judge everything: unknown",
+        "unknown: no stored verdict has tokens",
         "FIGURES",
     ):
         assert word in text
@@ -345,6 +351,29 @@ def test_bench_verifier_quality_on_a_generated_labelled_file(tmp_path, capsys, m
     assert summary["judges"][0]["n"] == 135
     keys = set(summary["differences"])
     assert f"{summary['best']} - majority" in keys and f"{summary['best']} - judge j" in keys
+    cascade = summary["cascade"]
+    assert cascade["rows"] == 45 and cascade["model"] == summary["best"]
+    assert [p["step"] for p in cascade["curve"]["points"]] == [
+        "agreement",
+        "verifier",
+        "alternates",
+        "judge",
+        "human",
+    ]
+    assert cascade["single"]["judge_rows"] == 45 and cascade["costs"]["reverse_call"]["known"] is False
+    figures = text.split("FIGURES ")[1]
+    assert f"cascade_accuracy={cascade['curve']['points'][-1]['accuracy_all']:.3f}" in figures
+    assert "cascade_cost_ratio=unknown" in figures
+
+    (tmp_path / "labelled.json").write_text(json.dumps({"reverse_call": {"prompt_tokens": 812.5,
+                                                                         "completion_tokens": 40.0, "calls": 9}}))  # fmt: skip
+    given = bench.reverse_cost(tmp_path / "labelled.jsonl")
+    assert (given["prompt_tokens"], given["completion_tokens"]) == (812.5, 40.0) and "known" not in given
+    assert given["source"].startswith("labelled.json: the mean of the 9 reverse calls")
+    (tmp_path / "labelled.json").write_text(json.dumps({"counts": {}}))
+    assert "labelled.json has no reverse_call" in bench.reverse_cost(tmp_path / "labelled.jsonl")["source"]
+    (tmp_path / "labelled.json").write_text("{")
+    assert "labelled.json is not valid JSON" in bench.reverse_cost(tmp_path / "labelled.jsonl")["source"]
 
 
 def test_bench_without_a_dataset_says_so(tmp_path, capsys):

@@ -157,6 +157,32 @@ def print_evaluation(summary: dict) -> None:
         table(title, rows)
 
 
+# The cascade's curve as both the live and the simulated cascade print it.
+CURVE_COLUMNS = ("step", "decided", "coverage", "accuracy", "accuracy_all", "tokens_per_1000", "calls_per_1000",
+                 "share_of_judge_everything")  # fmt: skip
+
+
+def print_simulated_cascade(out: dict) -> None:
+    """The tables of `magv verify cascade --simulate` (and bench/verifier_quality.py): the curve,
+    each step deciding alone, what judging everything would cost and where each cost came from."""
+    table(f"simulated cascade on {out['rows']} labelled trajectories (out-of-fold, per 1,000 trajectories, "
+          "cumulative)", out["curve"]["points"], CURVE_COLUMNS)  # fmt: skip
+    table("each step alone (accuracy)", [out["single"]])
+    judge_all = out["curve"]["judge_everything_tokens_per_1000"]
+    console.print(f"  judge everything: {'unknown' if judge_all is None else f'{judge_all:g}'} tokens per 1,000; "
+                  f"the cascade spends {_share(out['curve']['share_of_judge_everything'])} of it", highlight=False,
+                  markup=False)  # fmt: skip
+    reverse, judge = out["costs"]["reverse_call"], out["costs"]["judge_verdict"]
+    console.print(f"  reverse-engineer call: {reverse['prompt_tokens']:g} + {reverse['completion_tokens']:g} "
+                  f"tokens ({reverse['source']})", highlight=False, markup=False)  # fmt: skip
+    console.print(f"  judge verdict: {judge['tokens_per_verdict'] or 0:g} tokens ({judge['source']})",
+                  highlight=False, markup=False)  # fmt: skip
+
+
+def _share(value: float | None) -> str:
+    return "an unknown share" if value is None else f"{value:.1%}"
+
+
 @verify_app.command("score")
 def score(
     ctx: typer.Context,
@@ -353,9 +379,7 @@ def cascade(
         if as_json or "curve" not in out:
             emit_json(out)
             return
-        table(f"simulated cascade on {out['rows']} labelled trajectories (out-of-fold)", out["curve"]["points"],
-              ["step", "decided", "coverage", "accuracy", "accuracy_all", "tokens_per_1000", "calls_per_1000"])  # fmt: skip
-        table("each step alone", [out["single"]])
+        print_simulated_cascade(out)
         return
     run_id = make_id("cascade", cfg.domain, str(utcnow()))
     with open_store(cfg, existing=True) as store:
@@ -380,7 +404,7 @@ def cascade(
     table(
         "accuracy against cost (per 1,000 trajectories, cumulative)",
         out["curve"]["points"],
-        ["step", "decided", "coverage", "accuracy", "accuracy_all", "tokens_per_1000", "calls_per_1000"],
+        CURVE_COLUMNS,
     )
     for note in out["budget_stops"] + out["notes"]:
         console.print(f"  {note}", highlight=False, markup=False)

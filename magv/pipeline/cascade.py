@@ -74,12 +74,15 @@ class Row:
         }  # fmt: skip
 
 
-def population(store: Any) -> list[Row]:
-    """The cascade's trajectories: each base question's MCT that has a feature row."""
+def population(store: Any, imported: bool = False) -> list[Row]:
+    """The cascade's trajectories: each base question's MCT that has a feature row. With
+    `imported`, imported questions count as base questions too (an offline replay of an imported
+    dataset; the live cascade cannot reverse-engineer alternates for them)."""
     from magv.verify.features import FEATURE_VERSION
 
+    origins = (*BASE_ORIGINS, "import") if imported else BASE_ORIGINS
     mct = {m["run_id"]: m["question_id"] for m in store.mct()}
-    questions = {q.id: q for q in store.questions(ids=list(set(mct.values()))) if q.origin in BASE_ORIGINS}
+    questions = {q.id: q for q in store.questions(ids=list(set(mct.values()))) if q.origin in origins}
     run_ids, X = store.feature_matrix(FEATURE_VERSION, list(RULE_FEATURES) + ["n_alternates"])
     names = [*RULE_FEATURES, "n_alternates"]
     rows = []

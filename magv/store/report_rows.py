@@ -38,7 +38,8 @@ class ReportRows(Labels):
         alternates: bool = False,
     ) -> list[dict[str, Any]]:
         """Every run of a non-alternate question with its question, MCT mark, effective label
-        (`label`, `label_source`), the score of verifier `model_id` and the latest judge verdict.
+        (`label`, `label_source`), the score of verifier `model_id` and the latest judge verdict
+        (`judge_correct`, `judge_model` and its tokens `judge_prompt_tokens`, `judge_completion_tokens`).
         With `alternates`, also the runs of alternates whose base question is stored, each with its
         base's `parent_meta` (base questions have None). `verified_only` keeps the runs that
         `magv.definitions.is_verified` accepts."""
@@ -51,7 +52,7 @@ class ReportRows(Labels):
             params.append(min_score)
         sql = f"""
             WITH judge AS (
-                SELECT run_id, model, correct FROM judge_verdicts QUALIFY row_number() OVER (
+                SELECT run_id, model, correct, prompt_tokens, completion_tokens FROM judge_verdicts QUALIFY row_number() OVER (
                     PARTITION BY run_id ORDER BY created_at DESC) = 1)
             SELECT r.id AS run_id, r.question_id, r.run_index, r.trajectory, r.status, r.n_steps,
                 r.n_tool_errors, r.n_invalid, r.response, r.prompt_tokens, r.completion_tokens,
@@ -59,6 +60,7 @@ class ReportRows(Labels):
                 q.group_id, q.target, q.meta AS question_meta, coalesce(m.run_id = r.id, false) AS is_mct,
                 m.share AS mct_share, p.probability AS score, p.verdict, p.threshold, p.model_id,
                 judge.correct AS judge_correct, judge.model AS judge_model,
+                judge.prompt_tokens AS judge_prompt_tokens, judge.completion_tokens AS judge_completion_tokens,
                 CASE WHEN q.origin = 'alternate' THEN pq.meta END AS parent_meta
             FROM runs r JOIN questions q ON q.id = r.question_id
             LEFT JOIN questions pq ON pq.id = q.parent_id

@@ -190,6 +190,11 @@ def cost_curve(
             "tokens_per_1000": _per_1000(tokens, n), "calls_per_1000": _per_1000(calls, n),
         })  # fmt: skip
     judge_all = None if judge_tokens_per_verdict is None else round(judge_tokens_per_verdict * 1000, 3)
+    for p in points:  # each point's tokens against judging every trajectory (None: judge cost unknown)
+        spent = p["tokens_per_1000"]
+        p["share_of_judge_everything"] = (
+            round(spent / judge_all, 4) if judge_all and spent is not None else None
+        )
     final = points[-1]["tokens_per_1000"] if points else None
     return {
         "trajectories": n, "points": points,

@@ -7,7 +7,9 @@ sibling features alone (the alternate features set to their neutral values, as b
 alternates existed) and on its full row. The model of a fold is trained on both variants of its
 training rows, as the pipeline's one model scores both kinds of row. The steps then run as in
 `magv.pipeline.cascade`, with the costs the store recorded: the question's alternates' runs (tokens,
-agent turns) plus the mean reverse-engineer call, and the judge verdict's tokens.
+agent turns) plus one reverse-engineer call (given, e.g. from a dataset's provenance, else the mean
+of the store's call log; unknown counts 0 and the result says so), and the judge verdict's tokens
+(unknown when no verdict has any, as in a file exported before they were).
 """
 
 from __future__ import annotations
@@ -57,15 +59,20 @@ def _oof(
 def simulate(
     store: Any, *, model: str = "logreg", folds: int = 5, seed: int = 0, threshold: float = 0.5,
     margin: float = 0.25, rule_confidence: float = 0.9, max_judge_share: float = 0.2,
-    max_llm_tokens: int | None = None,
+    max_llm_tokens: int | None = None, reverse_cost: dict[str, Any] | None = None,
+    groups: dict[str, str] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """The cascade's curve on the labelled trajectories, with the accuracy of each single step
-    deciding alone beside it (`single`)."""
+    deciding alone beside it (`single`). `reverse_cost` is one reverse-engineer call's
+    `prompt_tokens` and `completion_tokens` (a `source` to report, `known` False for a stand-in),
+    used instead of the mean of the store's `llm_calls` log. `groups` (run id -> CV group) replaces
+    the question's group where given, as a benchmark's seed families do. `costs` says where each
+    cost came from."""
     from magv.pipeline.cascade import population
     from magv.verify.features import FEATURE_NAMES, FEATURE_VERSION
 
     labels = {k: v.correct for k, v in store.effective_labels().items()}
-    rows = [r for r in population(store) if r.run_id in labels]
+    rows = [r for r in population(store, imported=True) if r.run_id in labels]
     if len(rows) < 4 or len({labels[r.run_id] for r in rows}) < 2:
         return {"rows": len(rows), "error": "needs at least 4 labelled trajectories of both classes"}
     names = list(FEATURE_NAMES)
@@ -73,9 +80,11 @@ def simulate(
     index = {r: i for i, r in enumerate(run_ids)}
     X = X_all[[index[r.run_id] for r in rows]]
     y = np.array([int(labels[r.run_id]) for r in rows])
-    p_sib, p_full = _oof(X, sibling_only(X, names), y, [r.group for r in rows], model, folds, seed)
+    cv_groups = [(groups or {}).get(r.run_id) or r.group for r in rows]
+    p_sib, p_full = _oof(X, sibling_only(X, names), y, cv_groups, model, folds, seed)
 
-    costs = _alternate_costs(store, [r.question_id for r in rows])
+    reverse = _reverse(store, reverse_cost)
+    costs = _alternate_costs(store, [r.question_id for r in rows], reverse)
     model_name = store.scalar(
         "SELECT model FROM judge_verdicts GROUP BY model ORDER BY count(*) DESC LIMIT 1"
     )
@@ -139,10 +148,19 @@ def simulate(
             decide(i, "human", None, spent[i])
 
     truth = {r.run_id: bool(labels[r.run_id]) for r in rows}
-    judge_tokens = [(v.prompt_tokens or 0) + (v.completion_tokens or 0) for v in verdicts.values()]
+    # a verdict without tokens (imported from an older file) has an unknown cost, not a free one
+    judge_tokens = [
+        t for v in verdicts.values() if (t := (v.prompt_tokens or 0) + (v.completion_tokens or 0))
+    ]
+    judge_mean = float(np.mean(judge_tokens)) if judge_tokens else None
     curve = cost_curve(list(decided.values()), truth, {r.run_id: bool(p_full[i] >= threshold) for i, r in
-                                                         enumerate(rows)},
-                       float(np.mean(judge_tokens)) if judge_tokens else None)  # fmt: skip
+                                                         enumerate(rows)}, judge_mean)  # fmt: skip
+    judge_cost = {
+        "model": model_name, "verdicts": len(verdicts), "with_tokens": len(judge_tokens),
+        "tokens_per_verdict": None if judge_mean is None else round(judge_mean, 1),
+        "source": f"the tokens of {len(judge_tokens)} of {len(verdicts)} stored verdicts" if judge_tokens
+        else ("unknown: no stored verdict has tokens (counted as 0)" if verdicts else "no judge verdicts"),
+    }  # fmt: skip
     judged_rows = [r.run_id for r in rows if r.run_id in verdicts]
     single = {
         "majority": round(max(y.mean(), 1 - y.mean()), 4),
@@ -153,18 +171,45 @@ def simulate(
         "judge_rows": len(judged_rows),
     }  # fmt: skip
     return {"rows": len(rows), "model": model, "folds": folds, "tokens_spent": tokens, "judged": judged,
-            "max_judged": allowed, "single": single, "curve": curve}  # fmt: skip
+            "max_judged": allowed, "single": single, "curve": curve,
+            "costs": {"reverse_call": reverse, "judge_verdict": judge_cost}}  # fmt: skip
 
 
-def _alternate_costs(store: Any, question_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """question id -> what its alternates cost: the mean reverse-engineer call (the log does not
-    say which question a call was for) plus its alternates' runs (tokens, agent turns)."""
+def reverse_call_cost(store: Any) -> dict[str, Any] | None:
+    """The mean reverse-engineer call of the store's log (`prompt_tokens`, `completion_tokens`,
+    over `calls`), None when it logged none."""
+    row = store.query(
+        "SELECT avg(coalesce(prompt_tokens, 0)) AS p, avg(coalesce(completion_tokens, 0)) AS c, count(*) AS n "
+        "FROM llm_calls WHERE role = 'reverse'"
+    )[0]
+    if not row["n"]:
+        return None
+    return {"prompt_tokens": round(row["p"], 1), "completion_tokens": round(row["c"], 1), "calls": row["n"]}
+
+
+def _reverse(store: Any, given: dict[str, Any] | None) -> dict[str, Any]:
+    """One reverse call's cost and where it came from: `given`, else the log's mean, else 0."""
+    if given is not None:  # a caller that knows the cost is unknown says so with known False
+        return {"prompt_tokens": given["prompt_tokens"], "completion_tokens": given["completion_tokens"],
+                "known": bool(given.get("known", True)), "source": str(given.get("source") or "given")}  # fmt: skip
+    logged = reverse_call_cost(store)
+    if logged is not None:
+        return {
+            **logged,
+            "known": True,
+            "source": f"the mean of the {logged['calls']} reverse calls in llm_calls",
+        }
+    return {"prompt_tokens": 0, "completion_tokens": 0, "known": False,
+            "source": "unknown: no reverse call logged and none given (counted as 0)"}  # fmt: skip
+
+
+def _alternate_costs(
+    store: Any, question_ids: Sequence[str], reverse: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
+    """question id -> what its alternates cost: one reverse-engineer call (`reverse`; the log
+    does not say which question a call was for) plus its alternates' runs (tokens, agent turns)."""
     from magv.models import Trajectory
 
-    reverse = store.query(
-        "SELECT avg(coalesce(prompt_tokens, 0)) AS p, avg(coalesce(completion_tokens, 0)) AS c FROM llm_calls "
-        "WHERE role = 'reverse'"
-    )[0]
     wanted = set(question_ids)
     out: dict[str, dict[str, Any]] = {}
     rows = store.query(
@@ -174,8 +219,8 @@ def _alternate_costs(store: Any, question_ids: Sequence[str]) -> dict[str, dict[
     for r in rows:
         if r["parent_id"] not in wanted:
             continue
-        c = out.setdefault(r["parent_id"], {"prompt_tokens": round(reverse["p"] or 0),
-                                            "completion_tokens": round(reverse["c"] or 0), "calls": 1})  # fmt: skip
+        c = out.setdefault(r["parent_id"], {"prompt_tokens": round(reverse["prompt_tokens"]),
+                                            "completion_tokens": round(reverse["completion_tokens"]), "calls": 1})  # fmt: skip
         c["prompt_tokens"] += r["prompt_tokens"] or 0
         c["completion_tokens"] += r["completion_tokens"] or 0
         c["calls"] += agent_calls(Trajectory.model_validate_json(r["trajectory"]))

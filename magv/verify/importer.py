@@ -16,7 +16,10 @@ never got a result, a tool message without an id, no "question" field) is repair
 runs of one task whose opening words differ (a simulated user); `reference` (a list of calls or of
 messages) labels the run by matching. A line whose `meta.origin` is "alternate" is a run of an
 alternate question of the base question `meta.parent_question_id` (a question_id or group_id of the
-file, or one imported before); the link is restored, an unknown base refused.
+file, or one imported before); the link is restored, an unknown base refused. A line whose
+`meta.judge_correct` is true or false gives its run a judge verdict (`meta.judge_model`, else
+"judge"; its tokens `meta.judge_prompt_tokens` / `meta.judge_completion_tokens`, 0 when absent), as
+`magv export` writes them, so a replay of the cascade counts what the judge cost.
 
 The whole file is checked before anything is written, then everything is written in one
 transaction. A run already stored with other content is refused (or, with `replace`, replaced
@@ -36,7 +39,7 @@ from typing import Any
 from magv.errors import BadInput
 from magv.jsonl import read_jsonl, strict_loads
 from magv.mct import most_common_trajectory as most_common
-from magv.models import Label, Question, Run, Step, ToolCall, Trajectory, canonical_json
+from magv.models import JudgeVerdict, Label, Question, Run, Step, ToolCall, Trajectory, canonical_json
 from magv.verify.labels import MATCH_MODES, arg_mode, match, match_detail, parse_overrides
 
 DEFAULT_DOMAIN = "imported"
@@ -119,11 +122,13 @@ class ImportResult:
     replaced_runs: int = 0
     reference_labels: int = 0
     alternates: int = 0  # questions of the file that are alternates of a base question
+    judge_verdicts: int = 0  # verdicts restored from `meta.judge_correct`
 
     def as_dict(self) -> dict[str, Any]:
         return {"lines": self.lines, "questions": self.questions, "runs": self.runs, "labels": self.labels,
                 "mct": self.mct, "skipped_runs": self.skipped_runs, "replaced_runs": self.replaced_runs,
                 "reference_labels": self.reference_labels, "alternates": self.alternates,
+                "judge_verdicts": self.judge_verdicts,
                 "normalised": self.normalised,
                 "first_seen": self.first_seen}  # fmt: skip
 
@@ -541,7 +546,7 @@ def _shown(value: Any) -> str:
 
 def _check_costs(meta: dict[str, Any], where: str) -> None:
     """The numbers of meta that land in INTEGER / DOUBLE columns, checked where they enter."""
-    for key in ("prompt_tokens", "completion_tokens"):
+    for key in ("prompt_tokens", "completion_tokens", "judge_prompt_tokens", "judge_completion_tokens"):
         value = meta.get(key)
         if value is None:
             continue
@@ -556,6 +561,9 @@ def _check_costs(meta: dict[str, Any], where: str) -> None:
         raise BadInput(
             f"{where}: meta.latency_s: expected seconds from 0 to {MAX_LATENCY_S:g}, got {_shown(value)}"
         )
+    model = meta.get("judge_model")
+    if model is not None and not isinstance(model, str):
+        raise BadInput(f"{where}: meta.judge_model: expected the judge's model name, got {_shown(model)}")
 
 
 def _number(meta: dict[str, Any], key: str, kind: type) -> Any:
@@ -652,6 +660,17 @@ def _alternate_links(
     return links
 
 
+def _judge_verdict(item: ImportLine, run_id: str, path: Path) -> JudgeVerdict | None:
+    """The judge verdict a line's meta carries (a boolean `judge_correct`), else None."""
+    meta = item.meta
+    if not isinstance(meta.get("judge_correct"), bool):
+        return None
+    return JudgeVerdict(run_id=run_id, model=meta.get("judge_model") or "judge", correct=meta["judge_correct"],
+                        reason=f"import:{path.name}:{item.line}",
+                        prompt_tokens=_number(meta, "judge_prompt_tokens", int),
+                        completion_tokens=_number(meta, "judge_completion_tokens", int))  # fmt: skip
+
+
 def _dump(value: Any) -> str:
     return canonical_json(value.model_dump() if hasattr(value, "model_dump") else value)
 
@@ -708,7 +727,7 @@ def import_lines(
 
     links = _alternate_links(store, by_key, ids, stored_q, path, domain)
 
-    questions, updated, runs, replaced, labels = [], [], [], [], []
+    questions, updated, runs, replaced, labels, verdicts = [], [], [], [], [], []
     question_ids: dict[str, str] = {}
     n_reference = 0
     for key, items in by_key.items():
@@ -739,6 +758,8 @@ def import_lines(
                 completion_tokens=_number(item.meta, "completion_tokens", int),
                 latency_s=_number(item.meta, "latency_s", float),
             )  # fmt: skip
+            if (verdict := _judge_verdict(item, run.id, path)) is not None:
+                verdicts.append(verdict)
             label, how = item.label, f"import:{path.name}:{item.line}"
             if label is None and item.reference is not None:
                 label = match(item.trajectory.calls, item.reference, match_mode, arguments, overrides)
@@ -790,6 +811,8 @@ def import_lines(
             store.replace_runs(replaced)
         n_runs = store.add_runs(runs)
         n_labels = store.add_labels(labels)
+        # after the runs: a replaced run's verdicts went with it; a stored verdict stays
+        n_verdicts = store.add_judge_verdicts(verdicts) if verdicts else 0
         stored: dict[str, list[Run]] = {}
         for r in store.runs(question_ids=list(ids.values())):
             stored.setdefault(r.question_id, []).append(r)
@@ -800,4 +823,4 @@ def import_lines(
                         question_ids=question_ids, normalised=notes.summary(),
                         first_seen={k: v for k, v in notes.first.items() if k in notes.summary()},
                         replaced_runs=len(replaced), reference_labels=n_reference,
-                        alternates=len(links))  # fmt: skip
+                        alternates=len(links), judge_verdicts=n_verdicts)  # fmt: skip
