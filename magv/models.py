@@ -65,6 +65,19 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# Marks a parameter whose value must come from the conversation (magv.llm.grounding).
+GROUNDED = "x-magv-grounded"
+
+
+def without_grounding(schema: Any) -> Any:
+    """A copy of a JSON schema without magv's grounded keyword, for those who do not know it."""
+    if isinstance(schema, dict):
+        return {k: without_grounding(v) for k, v in schema.items() if k != GROUNDED}
+    if isinstance(schema, list):
+        return [without_grounding(v) for v in schema]
+    return schema
+
+
 class ToolSpec(_Model):
     """A tool in OpenAI function format, plus whether it changes data."""
 
@@ -74,12 +87,13 @@ class ToolSpec(_Model):
     writes: bool = False
 
     def openai(self) -> dict[str, Any]:
+        """The OpenAI function spec, without magv's own schema keywords (see magv.llm.grounding)."""
         return {
             "type": "function",
             "function": {
                 "name": self.name,
                 "description": self.description,
-                "parameters": self.parameters,
+                "parameters": without_grounding(self.parameters),
             },
         }
 

@@ -86,6 +86,7 @@ async def respond(
     started = time.perf_counter()
     system, template, template_hash = system_prompt(domain, tool_mode, demos)
     messages: list[dict] = [{"role": "system", "content": system}, {"role": "user", "content": question}]
+    seen = [question]  # what grounded arguments may be copied from: the question and the results shown
     out = RunResult(trajectory=Trajectory(status="max_steps"))
     steps = out.trajectory.steps
     with pool.session() as sandbox:
@@ -93,7 +94,7 @@ async def respond(
             action, result = await choose_action(
                 client, "responder", messages, domain.tools, mode=tool_mode, template=template,
                 template_hash=template_hash, seed=run_index, temperature=temperature,
-                context_key=f"{context_key}:{step_index}",
+                context_key=f"{context_key}:{step_index}", context=seen,
             )  # fmt: skip
             out.prompt_tokens += result.prompt_tokens
             out.completion_tokens += result.completion_tokens
@@ -114,6 +115,7 @@ async def respond(
                 continue
             step = await asyncio.to_thread(sandbox.execute, action)
             steps.append(step)
+            seen.append(_result_text(step))
             messages += _exchange(action, step, tool_mode, len(steps))
     out.latency_s = time.perf_counter() - started
     return out

@@ -1,9 +1,12 @@
-"""A tool is a ToolSpec (what the model sees) plus the function that runs it over the database.
+r"""A tool is a ToolSpec (what the model sees) plus the function that runs it over the database.
 
 Tool functions take the session's DuckDB cursor first and the validated arguments as keywords:
 
     @tool("Find a customer by email.", {"email": {"type": "string"}})
     def find_customer_by_email(db, email): ...
+
+A string parameter marked `GROUNDED: REGEX` takes only values the conversation already holds
+(magv.llm.grounding), e.g. `{"type": "string", GROUNDED: r"\bW\d{7}\b"}` for an order id.
 
 They raise `ToolError` for a problem the assistant should read (not found, wrong state); anything
 else they raise is recorded as an internal error. They use parameterised SQL only.
@@ -18,7 +21,10 @@ from typing import Any
 import jsonschema
 
 from magv.errors import BadInput
-from magv.models import ToolSpec
+from magv.llm.grounding import check_grounded
+from magv.models import GROUNDED, ToolSpec
+
+__all__ = ["GROUNDED", "Tool", "ToolError", "object_schema", "tool"]
 
 ToolFunction = Callable[..., Any]
 
@@ -82,6 +88,7 @@ def make_tool(spec: ToolSpec, fn: ToolFunction) -> Tool:
         raise BadInput(f"tool {spec.name}: parameters is not a valid JSON schema: {exc.message}") from None
     if spec.parameters.get("type") != "object":
         raise BadInput(f"tool {spec.name}: parameters must be a JSON schema with type 'object'")
+    check_grounded(spec.parameters, f"tool {spec.name}")
     return Tool(spec=spec, fn=fn)
 
 

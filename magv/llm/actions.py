@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Literal
@@ -23,7 +24,8 @@ import jsonschema
 from jsonschema.exceptions import best_match
 
 from magv.errors import BadInput
-from magv.models import ToolCall, ToolSpec, canonical_json
+from magv.llm.grounding import ground
+from magv.models import ToolCall, ToolSpec, canonical_json, without_grounding
 
 if TYPE_CHECKING:
     from magv.llm.client import ChatResult, LLMClient
@@ -44,16 +46,20 @@ Action = ToolCall | FinalAnswer | InvalidReply
 ToolMode = Literal["native", "json"]
 
 
-def action_schema(tools: list[ToolSpec]) -> dict[str, Any]:
-    branches = [
-        {
+def action_schema(tools: list[ToolSpec], context: Sequence[str] | None = None) -> dict[str, Any]:
+    """The reply's schema. With `context` (the conversation's texts), grounded parameters are
+    narrowed to the values it holds and tools that cannot be called yet are left out."""
+    branches = []
+    for t in tools:
+        parameters = t.parameters if context is None else ground(t.parameters, context)
+        if parameters is None:
+            continue
+        branches.append({
             "type": "object",
-            "properties": {"tool": {"const": t.name}, "arguments": _arguments_schema(t.parameters)},
+            "properties": {"tool": {"const": t.name}, "arguments": _arguments_schema(parameters)},
             "required": ["tool", "arguments"],
             "additionalProperties": False,
-        }
-        for t in tools
-    ]
+        })  # fmt: skip
     branches.append(
         {
             "type": "object",
@@ -72,11 +78,11 @@ def _arguments_schema(parameters: dict[str, Any]) -> dict[str, Any]:
     # A grammar built from an open object lets a small model ramble on with invented keys; a tool
     # that wants extra keys says so in its own schema.
     schema.setdefault("additionalProperties", False)
-    return schema
+    return without_grounding(schema)
 
 
-def json_response_format(tools: list[ToolSpec]) -> dict[str, Any]:
-    return {"type": "json_schema", "json_schema": {"name": "action", "schema": action_schema(tools)}}
+def json_response_format(tools: list[ToolSpec], context: Sequence[str] | None = None) -> dict[str, Any]:
+    return {"type": "json_schema", "json_schema": {"name": "action", "schema": action_schema(tools, context)}}
 
 
 async def choose_action(
@@ -92,13 +98,17 @@ async def choose_action(
     context_key: str | None = None,
     temperature: float | None = None,
     max_tokens: int | None = None,
+    context: Sequence[str] | None = None,
 ) -> tuple[Action, ChatResult]:
     """Ask for the next step. A failed call gives InvalidReply too; check `result.error` to tell
-    a model that could not be reached from one that replied badly."""
+    a model that could not be reached from one that replied badly. `context`, the conversation's
+    texts, grounds the json-mode reply (magv.llm.grounding)."""
     common = dict(template=template, template_hash=template_hash, seed=seed, context_key=context_key,
                   temperature=temperature, max_tokens=max_tokens)  # fmt: skip
     if mode == "json":
-        result = await client.chat(role, messages, response_format=json_response_format(tools), **common)
+        result = await client.chat(
+            role, messages, response_format=json_response_format(tools, context), **common
+        )
     elif mode == "native":
         result = await client.chat(role, messages, tools=tools, **common)
     else:

@@ -6,7 +6,7 @@ from typing import Any
 
 from magv.domains.retail.data import CANCEL_REASONS, NOW, PRODUCTS
 from magv.domains.sql import compact, one, rows
-from magv.domains.tools import ToolError, tool
+from magv.domains.tools import GROUNDED, ToolError, tool
 
 CATEGORIES = sorted({p[1] for p in PRODUCTS})
 ORDER_STATUSES = ["pending", "processed", "shipped", "delivered", "cancelled", "returned"]
@@ -16,12 +16,17 @@ def _text(description: str, max_length: int = 200, **extra: Any) -> dict[str, An
     return {"type": "string", "description": description, "minLength": 1, "maxLength": max_length, **extra}
 
 
-CUSTOMER_ID = _text("Customer id, e.g. C00042.", 20)
-ORDER_ID = _text("Order id, e.g. W1000123 (a leading # is fine).", 20)
-PAYMENT_ID = _text("Payment method id from the customer's details, e.g. pm_00042.", 20)
+# Ids are grounded (magv.llm.grounding): the model copies them from the question or a result.
+# A tracking number is 12-22 capitals and digits with at least one digit (UPS, FedEx, USPS).
+TRACKING_NUMBER = r"\b(?=[0-9A-Z]*[0-9])[0-9A-Z]{12,22}\b"
+CUSTOMER_ID = _text("Customer id, e.g. C00042.", 20, **{GROUNDED: r"\bC\d{5}\b"})
+ORDER_ID = _text("Order id, e.g. W1000123 (a leading # is fine).", 20, **{GROUNDED: r"\bW\d{7}\b"})
+PAYMENT_ID = _text(
+    "Payment method id from the customer's details, e.g. pm_00042.", 20, **{GROUNDED: r"\bpm_\d{5}\b"}
+)
 ITEM_IDS = {
     "type": "array",
-    "items": _text("Item id from the order details, e.g. W1000123-1.", 30),
+    "items": _text("Item id from the order details, e.g. W1000123-1.", 30, **{GROUNDED: r"\bW\d{7}-\d+\b"}),
     "minItems": 1,
     "maxItems": 10,
     "uniqueItems": True,
@@ -180,7 +185,7 @@ def get_order_details(db, order_id: str) -> dict[str, Any]:
 
 @tool(
     "Get a product and all its variants (variant id, options, price, availability).",
-    {"product_id": _text("Product id, e.g. P1012.", 20)},
+    {"product_id": _text("Product id, e.g. P1012.", 20, **{GROUNDED: r"\bP\d{4}\b"})},
 )
 def get_product_details(db, product_id: str) -> dict[str, Any]:
     product = one(db, "SELECT * FROM products WHERE product_id = ?", [product_id.strip().upper()])
@@ -237,7 +242,7 @@ def search_products(
 
 @tool(
     "Track a shipment by tracking number: carrier, status, expected delivery and scan events.",
-    {"tracking_number": _text("Tracking number.", 40)},
+    {"tracking_number": _text("Tracking number.", 40, **{GROUNDED: TRACKING_NUMBER})},
 )
 def track_shipment(db, tracking_number: str) -> dict[str, Any]:
     shipment = one(db, "SELECT * FROM shipments WHERE tracking_number = ?", [tracking_number.strip().upper()])
@@ -389,7 +394,7 @@ def return_delivered_items(db, order_id: str, item_ids: list[str], payment_metho
         "new_variant_ids": {
             **ITEM_IDS,
             "uniqueItems": False,
-            "items": _text("Variant id, e.g. P1012-03.", 20),
+            "items": _text("Variant id, e.g. P1012-03.", 20, **{GROUNDED: r"\bP\d{4}-\d{2}\b"}),
         },
         "payment_method_id": PAYMENT_ID,
     },

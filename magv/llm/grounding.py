@@ -1,0 +1,94 @@
+"""Grounded arguments: ids a model must copy from the conversation instead of inventing them.
+
+A domain marks a string parameter (or the items of an array parameter) with
+`"x-magv-grounded": REGEX`: its value must already appear in the conversation, as a match of REGEX
+in the question or in a tool result. In json mode the reply's schema narrows such a parameter to
+an enum of those values, so the grammar cannot write any other; a tool with a required grounded
+parameter that has no value yet is left out of that step's choices, so the model has to call a
+tool that finds one first. Small models otherwise fill an id they do not have with `12345`.
+
+Native mode is not constrained (the server owns decoding); the keyword is dropped from the specs
+sent to a server (`ToolSpec.openai`). Argument validation ignores it: a grounded value is still checked against the
+parameter's own schema.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any
+
+from magv.errors import BadInput
+from magv.models import GROUNDED
+
+# Enough for every id of a long tool result; a larger enum only grows the grammar.
+MAX_VALUES = 64
+
+
+@lru_cache(maxsize=256)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise BadInput(f"tool schema: {GROUNDED} {pattern!r} is not a regular expression: {exc}") from None
+
+
+def check_grounded(parameters: dict[str, Any], where: str) -> None:
+    """Raise BadInput when a grounded keyword of `parameters` is not a usable regular expression."""
+    for name, prop in (parameters.get("properties") or {}).items():
+        target = prop.get("items") if isinstance(prop, dict) and prop.get("type") == "array" else prop
+        pattern = target.get(GROUNDED) if isinstance(target, dict) else None
+        if pattern is None:
+            continue
+        if not isinstance(pattern, str) or not pattern:
+            raise BadInput(f"{where}: parameter {name!r}: {GROUNDED} must be a non-empty regular expression")
+        _compiled(pattern)
+
+
+def values_in(pattern: str, context: Sequence[str]) -> list[str]:
+    """The distinct matches of `pattern` in the context, latest last, at most MAX_VALUES."""
+    seen: dict[str, None] = {}
+    for text in context:
+        for m in _compiled(pattern).finditer(text):
+            seen.pop(m.group(0), None)
+            seen[m.group(0)] = None
+    return list(seen)[-MAX_VALUES:]
+
+
+def ground(parameters: dict[str, Any], context: Sequence[str]) -> dict[str, Any] | None:
+    """`parameters` with each grounded property narrowed to the values the context holds, or None
+    when a required grounded property has none (the tool cannot be called yet). An optional one
+    without values is left out."""
+    props = parameters.get("properties") or {}
+    if not any(_pattern(p) for p in props.values()):
+        return parameters
+    out = copy.deepcopy(parameters)
+    required = set(out.get("required") or [])
+    for name, prop in props.items():
+        pattern = _pattern(prop)
+        if pattern is None:
+            continue
+        values = values_in(pattern, context)
+        if len(values) < (prop.get("minItems", 1) if prop.get("type") == "array" else 1):
+            if name in required:
+                return None
+            del out["properties"][name]
+            continue
+        narrowed = out["properties"][name]
+        target = narrowed["items"] if narrowed.get("type") == "array" else narrowed
+        target.pop(GROUNDED)
+        for key in ("pattern", "minLength", "maxLength"):  # the enum says it all; keep the grammar small
+            target.pop(key, None)
+        target["enum"] = values
+        if narrowed.get("type") == "array" and narrowed.get("uniqueItems"):
+            narrowed["maxItems"] = min(narrowed.get("maxItems", len(values)), len(values))
+    return out
+
+
+def _pattern(prop: Any) -> str | None:
+    if not isinstance(prop, dict):
+        return None
+    target = prop.get("items") if prop.get("type") == "array" else prop
+    return target.get(GROUNDED) if isinstance(target, dict) else None
