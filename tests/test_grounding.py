@@ -18,7 +18,7 @@ from magv.domains.tools import GROUNDED, tool
 from magv.errors import BadInput
 from magv.llm import LLMClient, action_schema
 from magv.llm.grounding import MAX_VALUES, ground, values_in
-from magv.models import ToolSpec
+from magv.models import ToolCall, ToolSpec
 from tests.fakellm import FakeLLMServer
 
 ORDER = {"type": "string", "maxLength": 20, GROUNDED: r"\bW\d{7}\b"}
@@ -134,3 +134,23 @@ def test_retail_ids_are_grounded_on_what_the_customer_and_the_tools_said(tmp_pat
     orders = branch(schemas[2], "get_order_details")["order_id"]["enum"]
     listed = out.trajectory.steps[1].result["orders"]
     assert listed and set(orders) == {o["order_id"] for o in listed}
+
+
+def test_a_lookup_already_made_is_not_offered_again():
+    """A read-only tool of one grounded id: the ids it was called with are taken out (the same
+    lookup again only repeats a result the model has); a tool that writes is not narrowed so."""
+    lookup = ToolSpec(name="get_order", description="d", parameters={
+        "type": "object", "properties": {"order_id": ORDER}, "required": ["order_id"]})  # fmt: skip
+    cancel = ToolSpec(name="cancel", description="d", writes=True, parameters=lookup.parameters)
+    context = ["orders W1000001 and W1000002"]
+    made = [ToolCall(name="get_order", arguments={"order_id": "W1000001"})]
+
+    def enum(schema, name):
+        found = [b for b in schema["anyOf"] if b["properties"].get("tool", {}).get("const") == name]
+        return found[0]["properties"]["arguments"]["properties"]["order_id"]["enum"] if found else None
+
+    schema = action_schema([lookup, cancel], context, made)
+    assert enum(schema, "get_order") == ["W1000002"]
+    assert enum(schema, "cancel") == ["W1000001", "W1000002"]
+    made.append(ToolCall(name="get_order", arguments={"order_id": "W1000002"}))
+    assert enum(action_schema([lookup, cancel], context, made), "get_order") is None

@@ -95,6 +95,7 @@ async def respond(
                 client, "responder", messages, domain.tools, mode=tool_mode, template=template,
                 template_hash=template_hash, seed=run_index, temperature=temperature,
                 context_key=f"{context_key}:{step_index}", context=seen,
+                made=[s.call for s in steps if s.kind == "tool" and s.call is not None],
             )  # fmt: skip
             out.prompt_tokens += result.prompt_tokens
             out.completion_tokens += result.completion_tokens

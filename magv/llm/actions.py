@@ -46,12 +46,16 @@ Action = ToolCall | FinalAnswer | InvalidReply
 ToolMode = Literal["native", "json"]
 
 
-def action_schema(tools: list[ToolSpec], context: Sequence[str] | None = None) -> dict[str, Any]:
+def action_schema(
+    tools: list[ToolSpec], context: Sequence[str] | None = None, made: Sequence[ToolCall] = ()
+) -> dict[str, Any]:
     """The reply's schema. With `context` (the conversation's texts), grounded parameters are
-    narrowed to the values it holds and tools that cannot be called yet are left out."""
+    narrowed to the values it holds, minus the lookups already `made`, and tools that cannot be
+    called yet are left out (magv.llm.grounding)."""
     branches = []
     for t in tools:
-        parameters = t.parameters if context is None else ground(t.parameters, context)
+        done = [] if t.writes else [c.arguments for c in made if c.name == t.name]
+        parameters = t.parameters if context is None else ground(t.parameters, context, done)
         if parameters is None:
             continue
         branches.append({
@@ -81,8 +85,11 @@ def _arguments_schema(parameters: dict[str, Any]) -> dict[str, Any]:
     return without_grounding(schema)
 
 
-def json_response_format(tools: list[ToolSpec], context: Sequence[str] | None = None) -> dict[str, Any]:
-    return {"type": "json_schema", "json_schema": {"name": "action", "schema": action_schema(tools, context)}}
+def json_response_format(
+    tools: list[ToolSpec], context: Sequence[str] | None = None, made: Sequence[ToolCall] = ()
+) -> dict[str, Any]:
+    schema = action_schema(tools, context, made)
+    return {"type": "json_schema", "json_schema": {"name": "action", "schema": schema}}
 
 
 async def choose_action(
@@ -99,10 +106,11 @@ async def choose_action(
     temperature: float | None = None,
     max_tokens: int | None = None,
     context: Sequence[str] | None = None,
+    made: Sequence[ToolCall] = (),
 ) -> tuple[Action, ChatResult]:
     """Ask for the next step. A failed call gives InvalidReply too; check `result.error` to tell
     a model that could not be reached from one that replied badly. `context`, the conversation's
-    texts, grounds the json-mode reply (magv.llm.grounding)."""
+    texts, and `made`, the calls so far, ground the json-mode reply (magv.llm.grounding)."""
     common = dict(template=template, template_hash=template_hash, seed=seed, context_key=context_key,
                   temperature=temperature, max_tokens=max_tokens)  # fmt: skip
     if mode == "json":

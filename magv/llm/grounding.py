@@ -5,7 +5,8 @@ A domain marks a string parameter (or the items of an array parameter) with
 in the question or in a tool result. In json mode the reply's schema narrows such a parameter to
 an enum of those values, so the grammar cannot write any other; a tool with a required grounded
 parameter that has no value yet is left out of that step's choices, so the model has to call a
-tool that finds one first. Small models otherwise fill an id they do not have with `12345`.
+tool that finds one first. Small models otherwise fill an id they do not have with `12345`, or
+look the same id up again and again instead of answering.
 
 Native mode is not constrained (the server owns decoding); the keyword is dropped from the specs
 sent to a server (`ToolSpec.openai`). Argument validation ignores it: a grounded value is still checked against the
@@ -57,10 +58,14 @@ def values_in(pattern: str, context: Sequence[str]) -> list[str]:
     return list(seen)[-MAX_VALUES:]
 
 
-def ground(parameters: dict[str, Any], context: Sequence[str]) -> dict[str, Any] | None:
+def ground(
+    parameters: dict[str, Any], context: Sequence[str], done: Sequence[dict[str, Any]] = ()
+) -> dict[str, Any] | None:
     """`parameters` with each grounded property narrowed to the values the context holds, or None
     when a required grounded property has none (the tool cannot be called yet). An optional one
-    without values is left out."""
+    without values is left out. `done`, the arguments of calls already made to a read-only tool
+    of one grounded parameter, takes those values out: the same lookup again would only return
+    the result the conversation already shows."""
     props = parameters.get("properties") or {}
     if not any(_pattern(p) for p in props.values()):
         return parameters
@@ -71,6 +76,8 @@ def ground(parameters: dict[str, Any], context: Sequence[str]) -> dict[str, Any]
         if pattern is None:
             continue
         values = values_in(pattern, context)
+        if len(props) == 1 and prop.get("type") != "array":
+            values = [v for v in values if {name: v} not in done]
         if len(values) < (prop.get("minItems", 1) if prop.get("type") == "array" else 1):
             if name in required:
                 return None

@@ -12,7 +12,7 @@ from typing import Any
 
 from magv.domains.logs.data import NOW, SOURCES
 from magv.domains.sql import compact, one, rows
-from magv.domains.tools import ToolError, tool
+from magv.domains.tools import GROUNDED, ToolError, tool
 
 SEVERITIES = ["DEBUG", "INFO", "WARN", "ERROR", "CRITICAL"]
 FIELDS = ["source", "host", "service", "severity", "status_code", "method", "path", "client_ip"]
@@ -282,7 +282,7 @@ def list_alerts(
 
 @tool(
     "Details of one alert: rule, threshold, observed value, times and linked incident.",
-    {"alert_id": _text("Alert id, e.g. AL-2001.", 20)},
+    {"alert_id": {**_text("Alert id, e.g. AL-2001.", 20), GROUNDED: r"\bAL-\d{4}\b"}},
 )
 def get_alert_details(db, alert_id: str) -> dict[str, Any]:
     alert = one(db, "SELECT * FROM alerts WHERE alert_id = ?", [alert_id.strip().upper()])
@@ -320,7 +320,7 @@ def list_incidents(db, status: str | None = None) -> dict[str, Any]:
 
 @tool(
     "An incident's summary and timeline (deploys, alerts, notes, actions) in time order.",
-    {"incident_id": _text("Incident id, e.g. INC-1001.", 20)},
+    {"incident_id": {**_text("Incident id, e.g. INC-1001.", 20), GROUNDED: r"\bINC-\d{4}\b"}},
 )
 def get_incident_timeline(db, incident_id: str) -> dict[str, Any]:
     incident = one(db, "SELECT * FROM incidents WHERE incident_id = ?", [incident_id.strip().upper()])
