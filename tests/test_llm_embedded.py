@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+import time
 
+import httpx
 import jsonschema
 import pytest
 
@@ -133,3 +136,21 @@ def test_managed_endpoints_reuse_the_running_server(llama_server):  # noqa: F811
     with managed_endpoints(settings) as endpoints:
         assert endpoints["responder"] == [llama_server.url]
     assert llama_server.health()  # not stopped: it was not ours
+
+
+def test_health_answers_while_a_completion_runs(llama_server):  # noqa: F811
+    """llama-cpp-python's own routes wait for the model lock; magv's /health does not, so a server
+    busy with a long completion is not taken for a dead one (and started a second time)."""
+    body = {"messages": [{"role": "user", "content": "Count from 1 to 1000, one number a line."}],
+            "max_tokens": 400, "temperature": 0}  # fmt: skip
+    busy = threading.Thread(target=lambda: httpx.post(llama_server.url + "/chat/completions", json=body,
+                                                      timeout=600))  # fmt: skip
+    busy.start()
+    time.sleep(1.0)
+    t0 = time.monotonic()
+    assert llama_server.health(timeout=2.0)
+    answered = time.monotonic() - t0
+    running = busy.is_alive()
+    busy.join()
+    assert running, "the completion ended before the probe: give it more tokens"
+    assert answered < 2.0

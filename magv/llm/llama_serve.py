@@ -173,6 +173,25 @@ def report_cached_tokens() -> None:
     llama_types.CompletionUsage.__pydantic_config__ = {"extra": "allow"}  # type: ignore[attr-defined]
 
 
+def add_health_route() -> None:
+    """`GET /health` without the model lock. llama-cpp-python's routes, `/v1/models` too, wait for
+    the lock every completion holds, so a busy server looks dead to a health check; the model is
+    loaded before the app serves, so answering at all means it is ready."""
+    from llama_cpp.server import app as server_app
+
+    original = server_app.create_app
+    if getattr(original, "_magv", False):
+        return
+
+    def create_app(*args: Any, **kwargs: Any) -> Any:
+        app = original(*args, **kwargs)
+        app.add_api_route("/health", lambda: {"status": "ok"}, methods=["GET"], include_in_schema=False)
+        return app
+
+    create_app._magv = True  # type: ignore[attr-defined]
+    server_app.create_app = create_app
+
+
 def _watch_parent(pid: int) -> None:
     while os.getppid() == pid:
         time.sleep(1.0)
@@ -189,6 +208,7 @@ def main(argv: list[str] | None = None) -> None:
     use_slim_prompt_cache()
     use_object_arguments_in_templates()
     report_cached_tokens()
+    add_health_route()  # before __main__ imports create_app by name
     from llama_cpp.server.__main__ import main as serve
 
     sys.argv = ["llama_cpp.server", *args]

@@ -197,7 +197,16 @@ class LlamaServer(_Managed):
     """llama-cpp-python's OpenAI-compatible server with the embedded model, on loopback."""
 
     name = "llama.cpp server"
-    health_path = "/v1/models"  # llama-cpp-python has no /health; this answers once the model is loaded
+    health_path = "/health"  # magv.llm.llama_serve's, which does not wait for a running completion
+
+    def health(self, timeout: float = 2.0) -> bool:
+        try:
+            reply = httpx.get(self.root_url + self.health_path, timeout=timeout)
+            if reply.status_code == 404:  # a plain llama-cpp-python server: its model list is the probe
+                reply = httpx.get(self.root_url + "/v1/models", timeout=timeout)
+            return reply.status_code == 200
+        except httpx.HTTPError:
+            return False
 
     def __init__(
         self,
