@@ -27,7 +27,7 @@ from typing import Any
 from magv import definitions
 from magv.errors import BadInput, RunFailed
 from magv.jsonl import dumps_line
-from magv.models import Question, Run, Trajectory
+from magv.models import Question, Run, Trajectory, without_grounding
 from magv.store import Store
 from magv.verify.importer import exported_question_id, run_to_record, trajectory_to_messages
 
@@ -249,8 +249,8 @@ def domain_tools(
     specs = []
     for t in getattr(loaded, "tools", []):
         spec = getattr(t, "spec", t)
-        specs.append({"type": "function", "function": {
-            "name": spec.name, "description": spec.description, "parameters": spec.parameters}})  # fmt: skip
+        specs.append({"type": "function", "function": {"name": spec.name, "description": spec.description,
+                                                       "parameters": without_grounding(spec.parameters)}})  # fmt: skip
     if sources is not None:
         sources[domain] = "domain"
     return specs, getattr(loaded, "system_prompt", None)

@@ -203,6 +203,7 @@ def test_openai_format_is_ready_for_fine_tuning(fixture_store, tmp_path):
         declared = {t["function"]["name"] for t in line["tools"]}
         called = {c["function"]["name"] for m in line["messages"] for c in m.get("tool_calls") or []}
         assert called <= declared
+        assert "x-magv-grounded" not in json.dumps(line["tools"])  # magv's own keyword stays home
         assert all(m["role"] != "assistant" or m.get("tool_calls") or m is line["messages"][-1]
                    for m in line["messages"])  # fmt: skip
 
