@@ -361,7 +361,7 @@ def export_and_record(a, argv, runner, state, state_path, domains, store_dir, st
     # every invocation that grew the stores, so a dataset made over several sessions says how
     state["invocations"] = [*state.get("invocations", []), {
         "invocation": invocation, "started_at": started_at.isoformat(timespec="seconds"),
-        "wall_time_s": wall, "stopped": stopped, "commands": runner.commands,
+        "wall_time_s": wall, "stopped": stopped, "magv_commit": commit, "commands": runner.commands,
     }]  # fmt: skip
     state_path.write_text(json.dumps(state, indent=1))
     provenance = {

@@ -366,10 +366,19 @@ def test_simulated_cascade_replays_stored_alternates_and_verdicts(tmp_path, monk
     # the synthetic store logged no reverse call: its cost is unknown, counted 0, and said so
     reverse = out["costs"]["reverse_call"]
     assert reverse["known"] is False and "unknown" in reverse["source"]
+    assert out["costs"]["alternates"]["run"]  # cheaper than a 100-token verdict here
+    reverse_cost = {"prompt_tokens": 300, "completion_tokens": 50, "source": "provenance"}
     with Store(db) as store:
         tight = simulate(store, max_judge_share=1.0, margin=0.49, max_llm_tokens=250)
-        given = simulate(store, max_judge_share=0.25, margin=0.3,
-                         reverse_cost={"prompt_tokens": 300, "completion_tokens": 50, "source": "provenance"})  # fmt: skip
+        # with a 350-token reverse call the alternates cost more than a verdict: the step is skipped
+        dear = simulate(store, max_judge_share=0.25, margin=0.3, reverse_cost=reverse_cost)
+        store.con.execute("UPDATE judge_verdicts SET prompt_tokens = 4990")  # now 5,000 tokens a verdict
+        given = simulate(store, max_judge_share=0.25, margin=0.3, reverse_cost=reverse_cost)
+        store.con.execute("UPDATE judge_verdicts SET prompt_tokens = 90")
+    assert dear["costs"]["alternates"]["run"] is False and given["costs"]["alternates"]["run"]
+    skipped = {p["step"]: p for p in dear["curve"]["points"]}
+    assert skipped["alternates"]["tokens"] == skipped["verifier"]["tokens"]
+    assert skipped["alternates"]["decided_here"] == 0 and skipped["judge"]["decided_here"] > 0
     assert tight["tokens_spent"] <= 250 and tight["judged"] <= 2
     assert given["costs"]["reverse_call"] == {"prompt_tokens": 300, "completion_tokens": 50, "known": True,
                                               "source": "provenance"}  # fmt: skip
@@ -412,3 +421,21 @@ def test_the_verifier_decides_what_is_far_from_the_threshold(env, capsys):
     assert all(d["step"] == "verifier" and d["correct"] is False and d["calls"] == 0 for d in rows)
     assert all(d["detail"].startswith("model constructed-alternates, p=0.3") for d in rows)
     assert srv.counts["chat"] == chats  # the free steps call no model
+
+
+@pytest.mark.integration
+def test_alternates_are_skipped_when_a_verdict_costs_less(env, capsys):
+    """The log says a verdict costs 10 tokens, far less than a question's alternates (whole agent
+    runs): the cascade goes from the verifier straight to the judge and runs no alternates."""
+    from magv.models import LLMCall
+
+    tmp, srv = env
+    db = tmp / "magv.duckdb"
+    with Store(db) as store:
+        store.add_llm_calls([LLMCall(id="cheap-judge", key="cheap-judge", role="judge", model="m", endpoint="e",
+                                     request={}, prompt_tokens=8, completion_tokens=2)])  # fmt: skip
+    before = _tokens(db, ("reverse", "responder"))
+    out = _cli(["verify", "cascade", "--max-judge-share", "1.0"], capsys)
+    assert _tokens(db, ("reverse", "responder")) == before
+    assert out["decided_by"].get("alternates", 0) == 0 and out["decided_by"].get("judge", 0) >= 1
+    assert any(s.startswith("alternates: skipped") for s in out["budget_stops"]), out["budget_stops"]

@@ -177,6 +177,11 @@ def print_simulated_cascade(out: dict) -> None:
                   f"tokens ({reverse['source']})", highlight=False, markup=False)  # fmt: skip
     console.print(f"  judge verdict: {judge['tokens_per_verdict'] or 0:g} tokens ({judge['source']})",
                   highlight=False, markup=False)  # fmt: skip
+    alt = out["costs"].get("alternates")
+    if alt is not None:
+        console.print(f"  alternates: {alt['tokens_per_question']:g} tokens a question; "
+                      + ("run for the undecided" if alt["run"] else "skipped, a verdict costs less"),
+                      highlight=False, markup=False)  # fmt: skip
 
 
 def _share(value: float | None) -> str:

@@ -23,6 +23,7 @@ from magv.verify.cascade import (
     RULE_FEATURES,
     Budget,
     agent_calls,
+    alternates_pay,
     check_options,
     confident,
     cost_curve,
@@ -193,6 +194,12 @@ class Cascade:
         by_question = {r.question_id: r for r in wanted}
         wanted.sort(key=self._uncertainty)
         estimate = self._alternates_estimate(k, cfg.pipeline.alternate_runs)
+        verdict = self._judge_estimate(wanted[0])
+        if not alternates_pay(estimate, verdict, self.options.judge and self.budget.max_judged > 0):
+            self.budget.stopped.append(
+                f"alternates: skipped, ~{estimate:.0f} tokens a question against ~{verdict:.0f} for a verdict"
+            )
+            return
         spent_on: set[str] = set()
         while wanted:
             n = self.budget.affordable(estimate, len(wanted))
@@ -224,6 +231,20 @@ class Cascade:
         )[0]
         runs = self.store.query("SELECT max(prompt_tokens + completion_tokens) AS t FROM runs")[0]["t"]
         return float(row["t"] or 0) + k * runs_per_alternate * float(runs or 0)
+
+    def _judge_estimate(self, row: Row) -> float:
+        """Tokens a verdict costs: the mean judge call of the log, else `row`'s judge prompt at 3
+        characters a token plus the reply."""
+        from magv.agents.judge import render
+
+        mean = self.store.query(
+            "SELECT avg(prompt_tokens + completion_tokens) AS t FROM llm_calls WHERE role='judge' AND error IS NULL"
+        )[0]["t"]
+        if mean:
+            return float(mean)
+        (run,) = [r for r in self.store.runs([row.question_id]) if r.id == row.run_id]
+        (question,) = self.store.questions(ids=[row.question_id])
+        return len(render(question.text, run.trajectory)[0]) / 3 + JUDGE_REPLY_TOKENS
 
     def _run_alternates(self, sess, ids, by_question, run_stage, reverse) -> None:
         from magv.pipeline import respond

@@ -3,8 +3,9 @@ R runs, when the verifier is confident, the LLM budget, and the accuracy-against
 
 A trajectory is decided by the cheapest step that is confident, in the order of `STEPS`:
 agreement rules (free), the verifier on its stored score (free), the verifier again after
-reverse-engineered alternates were run for it (reverse engineer + responder calls), the LLM judge
-(one call), and what is left waits for a human. `magv.pipeline.cascade` runs the steps.
+reverse-engineered alternates were run for it (reverse engineer + responder calls; only where they
+cost less than a verdict, `alternates_pay`), the LLM judge (one call), and what is left waits for
+a human. `magv.pipeline.cascade` runs the steps.
 """
 
 from __future__ import annotations
@@ -97,6 +98,14 @@ def _rule(name: str) -> Rule:
 def confident(probability: float | None, threshold: float, margin: float) -> bool:
     """The verifier decides when its probability is at least `margin` from the threshold."""
     return probability is not None and abs(probability - threshold) >= margin
+
+
+def alternates_pay(alternates_tokens: float, judge_tokens: float | None, judge_on: bool) -> bool:
+    """Whether the alternates step is worth its cost: it must be expected to cost less per
+    trajectory than the judge's verdict, the step after it, which decides too: a question's
+    alternates are whole agent runs, a verdict is one short call. Without a judge, or with its cost
+    unknown, the alternates run."""
+    return not judge_on or judge_tokens is None or alternates_tokens < judge_tokens
 
 
 def agent_calls(trajectory: Trajectory) -> int:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from magv.verify.cascade import agent_calls, confident, cost_curve, rule_decisions
+from magv.verify.cascade import agent_calls, alternates_pay, confident, cost_curve, rule_decisions
 
 _AGGREGATES = ("_mean", "_min", "_max")
 
@@ -113,7 +113,18 @@ def simulate(
     pending = [i for i in pending if rows[i].run_id not in decided]
     tokens = 0
     pending.sort(key=lambda i: abs(p_sib[i] - threshold))
-    for i in pending:
+    # a verdict without tokens (imported from an older file) has an unknown cost, not a free one
+    judge_tokens = [
+        t for v in verdicts.values() if (t := (v.prompt_tokens or 0) + (v.completion_tokens or 0))
+    ]
+    judge_mean = float(np.mean(judge_tokens)) if judge_tokens else None
+    alternates_mean = (
+        float(np.mean([c["prompt_tokens"] + c["completion_tokens"] for c in costs.values()]))
+        if costs
+        else 0.0
+    )
+    pays = alternates_pay(alternates_mean, judge_mean, max_judge_share > 0)
+    for i in pending if pays else ():
         c = costs.get(rows[i].question_id)
         if c is None:
             continue  # no alternates stored for it: the step cannot be replayed
@@ -148,11 +159,6 @@ def simulate(
             decide(i, "human", None, spent[i])
 
     truth = {r.run_id: bool(labels[r.run_id]) for r in rows}
-    # a verdict without tokens (imported from an older file) has an unknown cost, not a free one
-    judge_tokens = [
-        t for v in verdicts.values() if (t := (v.prompt_tokens or 0) + (v.completion_tokens or 0))
-    ]
-    judge_mean = float(np.mean(judge_tokens)) if judge_tokens else None
     curve = cost_curve(list(decided.values()), truth, {r.run_id: bool(p_full[i] >= threshold) for i, r in
                                                          enumerate(rows)}, judge_mean)  # fmt: skip
     judge_cost = {
@@ -172,7 +178,8 @@ def simulate(
     }  # fmt: skip
     return {"rows": len(rows), "model": model, "folds": folds, "tokens_spent": tokens, "judged": judged,
             "max_judged": allowed, "single": single, "curve": curve,
-            "costs": {"reverse_call": reverse, "judge_verdict": judge_cost}}  # fmt: skip
+            "costs": {"reverse_call": reverse, "judge_verdict": judge_cost,
+                      "alternates": {"tokens_per_question": round(alternates_mean, 1), "run": pays}}}  # fmt: skip
 
 
 def reverse_call_cost(store: Any) -> dict[str, Any] | None:
