@@ -100,10 +100,10 @@ def test_a_bad_pattern_is_refused_when_the_tool_is_made():
 
 def test_retail_ids_are_grounded_on_what_the_customer_and_the_tools_said(tmp_path: Path):
     """A question without an order id cannot look one up; once a result lists the customer's
-    orders, those ids (and only those) can be used."""
+    orders, those ids (and only those) can be used; the lookup just made is not offered again."""
     replies = iter([
         {"json": {"tool": "find_customer_by_email", "arguments": {"email": "lisa.walker38@example.com"}}},
-        {"json": {"tool": "list_customer_orders", "arguments": {"customer_id": "C00039"}}},
+        {"json": {"tool": "get_customer_details", "arguments": {"customer_id": "C00039"}}},
         {"json": {"answer": "done"}},
     ])  # fmt: skip
 
@@ -129,11 +129,12 @@ def test_retail_ids_are_grounded_on_what_the_customer_and_the_tools_said(tmp_pat
         return found[0]["properties"]["arguments"]["properties"] if found else None
 
     assert branch(schemas[0], "get_order_details") is None  # no order id anywhere yet
-    assert branch(schemas[0], "list_customer_orders") is None  # nor a customer id
-    assert branch(schemas[1], "list_customer_orders")["customer_id"]["enum"] == ["C00039"]
+    assert branch(schemas[0], "get_customer_details") is None  # nor a customer id
+    assert branch(schemas[1], "get_customer_details")["customer_id"]["enum"] == ["C00039"]
+    assert branch(schemas[2], "get_customer_details") is None  # looked up already: its result is shown
     orders = branch(schemas[2], "get_order_details")["order_id"]["enum"]
-    listed = out.trajectory.steps[1].result["orders"]
-    assert listed and set(orders) == {o["order_id"] for o in listed}
+    listed = out.trajectory.steps[1].result["order_ids"]
+    assert listed and set(orders) == set(listed)
 
 
 def test_a_lookup_already_made_is_not_offered_again():

@@ -115,7 +115,7 @@ async def choose_action(
                   temperature=temperature, max_tokens=max_tokens)  # fmt: skip
     if mode == "json":
         result = await client.chat(
-            role, messages, response_format=json_response_format(tools, context), **common
+            role, messages, response_format=json_response_format(tools, context, made), **common
         )
     elif mode == "native":
         result = await client.chat(role, messages, tools=tools, **common)
