@@ -195,7 +195,9 @@ class Cascade:
         wanted.sort(key=self._uncertainty)
         estimate = self._alternates_estimate(k, cfg.pipeline.alternate_runs)
         verdict = self._judge_estimate(wanted[0])
-        if not alternates_pay(estimate, verdict, self.options.judge and self.budget.max_judged > 0):
+        if not alternates_pay(
+            estimate, verdict, self.options.judge and self.budget.max_judged > self.budget.judged
+        ):
             self.budget.stopped.append(
                 f"alternates: skipped, ~{estimate:.0f} tokens a question against ~{verdict:.0f} for a verdict"
             )
