@@ -106,8 +106,25 @@ def test_a_running_server_is_reused_and_left_running():
         vllm = VLLMServer(s, model="m", port=srv.port, executable=["false"])
         with vllm:
             assert vllm.reused
-        assert srv.counts["models"] >= 1 and srv.counts["health"] >= 1
+        assert srv.counts["health"] >= 2  # both probe /health (magv's llama launcher serves one)
         assert llama.health()  # still up
+
+
+def test_a_plain_llama_cpp_server_is_probed_at_its_model_list():
+    """llama-cpp-python's own server has no /health (404): its /v1/models is the probe."""
+    from starlette.responses import JSONResponse
+
+    class NoHealth(FakeLLMServer):
+        async def _health(self, request):
+            return JSONResponse({"detail": "Not Found"}, status_code=404)
+
+    with NoHealth() as srv:
+        s = Settings()
+        s.llama.port = srv.port
+        llama = LlamaServer(s, gguf="/nonexistent.gguf")
+        with llama:
+            assert llama.reused
+        assert srv.counts["models"] >= 1
 
 
 def test_a_busy_server_is_waited_for_not_started_twice():
@@ -201,7 +218,7 @@ def test_managed_endpoints_fill_unconfigured_roles_with_the_local_server():
         with managed_endpoints(s) as endpoints:
             assert endpoints["judge"] == ["http://judge:8000/v1"]
             assert endpoints["responder"] == endpoints["investigator"] == [srv.base_url]
-        assert srv.counts["models"] >= 1
+        assert srv.counts["health"] >= 1
 
 
 def test_gemma_prompt_keeps_system_and_tool_messages():
