@@ -130,7 +130,9 @@ class LlamaSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8765, ge=1, le=65535)
     n_ctx: int = Field(default=8192, ge=512)
-    n_threads: int | None = Field(default=None, ge=1, description="llama.cpp threads (default: every CPU this process may use)")
+    n_threads: int | None = Field(
+        default=None, ge=1, description="llama.cpp threads (default: every CPU this process may use)"
+    )
     n_parallel: int = Field(default=1, ge=1)
     startup_timeout_s: float = Field(default=180.0, gt=0)
 

@@ -39,8 +39,7 @@ def _compiled(pattern: str) -> re.Pattern[str]:
 def check_grounded(parameters: dict[str, Any], where: str) -> None:
     """Raise BadInput when a grounded keyword of `parameters` is not a usable regular expression."""
     for name, prop in (parameters.get("properties") or {}).items():
-        target = prop.get("items") if isinstance(prop, dict) and prop.get("type") == "array" else prop
-        pattern = target.get(GROUNDED) if isinstance(target, dict) else None
+        pattern = _pattern(prop)
         if pattern is None:
             continue
         if not isinstance(pattern, str) or not pattern:
@@ -84,7 +83,7 @@ def ground(
             del out["properties"][name]
             continue
         narrowed = out["properties"][name]
-        target = narrowed["items"] if narrowed.get("type") == "array" else narrowed
+        target = _holder(narrowed)
         target.pop(GROUNDED)
         for key in ("pattern", "minLength", "maxLength"):  # the enum says it all; keep the grammar small
             target.pop(key, None)
@@ -94,8 +93,11 @@ def ground(
     return out
 
 
-def _pattern(prop: Any) -> str | None:
-    if not isinstance(prop, dict):
-        return None
-    target = prop.get("items") if prop.get("type") == "array" else prop
+def _holder(prop: dict[str, Any]) -> Any:
+    """The schema that carries the keyword: an array's items, else the property itself."""
+    return prop.get("items") if prop.get("type") == "array" else prop
+
+
+def _pattern(prop: Any) -> Any:
+    target = _holder(prop) if isinstance(prop, dict) else None
     return target.get(GROUNDED) if isinstance(target, dict) else None

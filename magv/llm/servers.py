@@ -70,6 +70,7 @@ class _Managed:
 
     name = "server"
     health_path = "/health"
+    fallback_health_path: str | None = None  # probed when health_path answers 404
 
     def __init__(self, host: str, port: int, startup_timeout_s: float, log_path: Path | None):
         self.host = host
@@ -92,7 +93,10 @@ class _Managed:
 
     def health(self, timeout: float = 2.0) -> bool:
         try:
-            return httpx.get(self.root_url + self.health_path, timeout=timeout).status_code == 200
+            reply = httpx.get(self.root_url + self.health_path, timeout=timeout)
+            if reply.status_code == 404 and self.fallback_health_path:
+                reply = httpx.get(self.root_url + self.fallback_health_path, timeout=timeout)
+            return reply.status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -198,15 +202,7 @@ class LlamaServer(_Managed):
 
     name = "llama.cpp server"
     health_path = "/health"  # magv.llm.llama_serve's, which does not wait for a running completion
-
-    def health(self, timeout: float = 2.0) -> bool:
-        try:
-            reply = httpx.get(self.root_url + self.health_path, timeout=timeout)
-            if reply.status_code == 404:  # a plain llama-cpp-python server: its model list is the probe
-                reply = httpx.get(self.root_url + "/v1/models", timeout=timeout)
-            return reply.status_code == 200
-        except httpx.HTTPError:
-            return False
+    fallback_health_path = "/v1/models"  # a plain llama-cpp-python server has no /health
 
     def __init__(
         self,

@@ -34,6 +34,12 @@ from magv.verify.cascade import (
 JUDGE_REPLY_TOKENS = 64
 
 
+def judge_prompt_estimate(question: str, trajectory: Any) -> float:
+    from magv.agents.judge import render
+
+    return len(render(question, trajectory)[0]) / 3 + JUDGE_REPLY_TOKENS
+
+
 @dataclass
 class CascadeOptions:
     max_judge_share: float = 0.2
@@ -235,10 +241,7 @@ class Cascade:
         return float(row["t"] or 0) + k * runs_per_alternate * float(runs or 0)
 
     def _judge_estimate(self, row: Row) -> float:
-        """Tokens a verdict costs: the mean judge call of the log, else `row`'s judge prompt at 3
-        characters a token plus the reply."""
-        from magv.agents.judge import render
-
+        """Tokens a verdict costs: the mean judge call of the log, else `row`'s prompt estimate."""
         mean = self.store.query(
             "SELECT avg(prompt_tokens + completion_tokens) AS t FROM llm_calls WHERE role='judge' AND error IS NULL"
         )[0]["t"]
@@ -246,7 +249,7 @@ class Cascade:
             return float(mean)
         (run,) = [r for r in self.store.runs([row.question_id]) if r.id == row.run_id]
         (question,) = self.store.questions(ids=[row.question_id])
-        return len(render(question.text, run.trajectory)[0]) / 3 + JUDGE_REPLY_TOKENS
+        return judge_prompt_estimate(question.text, run.trajectory)
 
     def _run_alternates(self, sess, ids, by_question, run_stage, reverse) -> None:
         from magv.pipeline import respond
@@ -293,7 +296,7 @@ class Cascade:
         self._read_predictions()
 
     def judge(self) -> None:
-        from magv.agents.judge import render, split_failures
+        from magv.agents.judge import split_failures
         from magv.pipeline import judge
         from magv.pipeline.runner import run_stage
 
@@ -328,9 +331,7 @@ class Cascade:
                 self.budget.spend(cost)  # paid by an earlier `magv verify judge`; counted all the same
                 continue
             item = judge.JudgeItem(r.run_id, texts[r.question_id], runs[r.run_id].trajectory)
-            estimate = max(
-                float(largest or 0), len(render(item.question, item.trajectory)[0]) / 3 + JUDGE_REPLY_TOKENS
-            )
+            estimate = max(float(largest or 0), judge_prompt_estimate(item.question, item.trajectory))
             if self.budget.affordable(estimate, 1) == 0:
                 self.budget.stopped.append("judge: token budget reached")
                 break

@@ -11,7 +11,10 @@ def run(store, settings, mode: str | None = None, arguments: bool | str | None =
 
     v = settings.verify
     written = gold_labels(
-        store, mode or v.gold_match, v.gold_arguments if arguments is None else arguments, v.gold_overrides,
+        store,
+        mode or v.gold_match,
+        v.gold_arguments if arguments is None else arguments,
+        v.gold_overrides,
         mct_only=v.mct_only,
     )
     return StageReport("gold_labels", planned=1, done=1, written=written)

@@ -118,11 +118,8 @@ def simulate(
         t for v in verdicts.values() if (t := (v.prompt_tokens or 0) + (v.completion_tokens or 0))
     ]
     judge_mean = float(np.mean(judge_tokens)) if judge_tokens else None
-    alternates_mean = (
-        float(np.mean([c["prompt_tokens"] + c["completion_tokens"] for c in costs.values()]))
-        if costs
-        else 0.0
-    )
+    per_question = [c["prompt_tokens"] + c["completion_tokens"] for c in costs.values()]
+    alternates_mean = float(np.mean(per_question)) if per_question else 0.0
     pays = alternates_pay(alternates_mean, judge_mean, max_judge_share > 0)
     for i in pending if pays else ():
         c = costs.get(rows[i].question_id)

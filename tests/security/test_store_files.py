@@ -72,8 +72,12 @@ def test_the_cli_refuses_another_applications_database_with_exit_2(argv, tmp_pat
     path = tmp_path / "other.duckdb"
     _foreign_duckdb(path)
     # a valid line: the file passes its own checks, so what is refused is the database
-    line = {"question_id": "q", "question": "hi", "run": 0,
-            "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+    line = {
+        "question_id": "q",
+        "question": "hi",
+        "run": 0,
+        "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}],
+    }
     (tmp_path / "x.jsonl").write_text(json.dumps(line) + "\n")
     before = _sha256(path)
     monkeypatch.chdir(tmp_path)
