@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import re
 
 import pytest
 
 from magv.config import RoleSettings, Settings
 from magv.errors import BadInput
 from magv.llm import LLMClient
+from magv.llm.liveness import ModelUnreachable
 from magv.serving.registry import DEFAULT_MODEL
 from tests.fakellm import FakeLLMServer
 
@@ -324,13 +326,47 @@ def test_no_endpoint_is_a_bad_input():
         run(_chat(client))
 
 
-def test_unreachable_endpoint_is_a_recorded_connection_error(tmp_store):
+def test_unreachable_endpoint_is_recorded_and_named_as_down(tmp_store):
+    """Every endpoint of the role refuses connections: the call is logged, then the client stops
+    the work with a message that says the server is not answering (not slow), and where."""
     with FakeLLMServer() as srv:
         dead = srv.base_url
     client = fast_client(make_settings(retries=1), recorder=tmp_store, endpoints=[dead])
-    result = run(_chat(client))
-    assert "connection error" in result.error and result.retries == 1
-    assert tmp_store.llm_calls()[0]["error"] == result.error
+    with pytest.raises(ModelUnreachable, match=r"not answering \(connection refused\) at " + re.escape(dead)):
+        run(_chat(client))
+    [call] = tmp_store.llm_calls()
+    assert "connection error" in call["error"] and "not answering" in call["error"] and call["retries"] == 1
+
+
+def test_one_dead_endpoint_of_two_is_a_recorded_error_not_a_stop(tmp_store):
+    """A role with another endpoint still up goes on: the failure is recorded on the call."""
+    with FakeLLMServer() as srv:
+        dead = srv.base_url
+    with FakeLLMServer() as alive:
+        client = fast_client(make_settings(retries=0), recorder=tmp_store, endpoints=[dead, alive.base_url])
+
+        async def four_calls() -> list:
+            try:  # one event loop: endpoints are picked in turn, so two calls land on the dead one
+                return [await client.chat("responder", MESSAGES, seed=i) for i in range(4)]
+            finally:
+                await client.aclose()
+
+        results = run(four_calls())
+    assert any(r.error and "connection error" in r.error for r in results)
+    assert any(r.ok for r in results)
+
+
+def test_a_timeout_is_called_slow_not_down(tmp_store):
+    """A server that takes the connection but does not answer in time is slow, not down."""
+    import socket
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)  # accepts connections (the kernel's backlog) and never answers
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+        client = fast_client(make_settings(retries=0, timeout_s=0.5), recorder=tmp_store, endpoints=[url])
+        result = run(_chat(client))
+    assert "timeout after 0.5s" in result.error and "busy or slow, not down" in result.error
 
 
 def test_one_client_serves_several_event_loops():

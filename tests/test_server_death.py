@@ -50,10 +50,12 @@ def test_a_dead_model_server_is_reported_and_a_rerun_restarts_it(
     code, out, err = run_here(ARGS, env, monkeypatch, capsys)
     assert code == 1, out + err
     message = " ".join(err.split())
-    assert f"llama.cpp server at {url}" in message and "exited with code -9 during the run" in message
+    assert (
+        f"llama.cpp server at {url}" in message and "exited with signal 9 (SIGKILL) during the run" in message
+    )
     assert "rerun to restart it and continue" in message
     run = query(db, "SELECT status, summary FROM pipeline_runs")[0]
-    assert run[0] == "failed" and "exited with code -9" in json.loads(run[1])["error"]
+    assert run[0] == "failed" and "exited with signal 9 (SIGKILL)" in json.loads(run[1])["error"]
     # What the dead server failed is not stored as finished work; what was finished is kept.
     assert query(db, "SELECT count(*) FROM runs WHERE status = 'llm_error'")[0][0] == 0
     assert query(db, "SELECT count(*) FROM generations WHERE status = 'ok'")[0][0] == 4
@@ -74,3 +76,34 @@ def test_a_dead_model_server_is_reported_and_a_rerun_restarts_it(
         "failed",
         "completed",
     ]
+
+
+@pytest.mark.integration
+def test_a_server_another_magv_process_started_is_named_when_it_dies(
+    tmp_path, prefect_harness, monkeypatch, capsys
+):
+    """`magv demo` starts the server and its `magv run` reuses it: when the server dies, the run
+    stops at once and names it, with the exit status the starter saw and the last lines of its log,
+    instead of going on with every call failing and blaming the labels at the end."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/v1"
+    env = magv_env(tmp_path, None, llama__port=port, embeddings__backend="endpoint", embeddings__endpoint=url,
+                   llm__retries=1, pipeline__chunk_size=2)  # fmt: skip
+    _launch(monkeypatch, port, die_after=4 + 14)
+    from magv.config import Settings
+
+    starter = LlamaServer(Settings(database=tmp_path / "magv.duckdb"), port=port)  # the demo's server
+    starter.start()
+    try:
+        # The run reuses it (a server answers on the port): this process did not start it for the run.
+        code, out, err = run_here(ARGS, env, monkeypatch, capsys)
+    finally:
+        starter.stop()
+    assert code == 1, out + err
+    message = " ".join(err.split())
+    assert f"not answering (connection refused) at {url}" in message
+    assert "exited with signal 9 (SIGKILL)" in message and "last lines of" in message
+    assert "labelled" not in message
+    run = query(tmp_path / "magv.duckdb", "SELECT status, stages FROM pipeline_runs")[0]
+    assert run[0] == "failed"
+    assert "train" not in json.loads(run[1])  # no later stage ran on the dead server's errors

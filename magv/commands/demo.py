@@ -24,6 +24,7 @@ DEFAULT_ARGS = ["--targets", "4", "--per-target", "2", "--questions", "4", "--ru
 
 MAGV = [sys.executable, "-c", "from magv.cli import entry; entry()"]
 times: list[tuple[str, float]] = []
+servers: list = []  # the demo's model server, checked between stages
 
 
 def fail(stage: str, why: str) -> None:
@@ -40,13 +41,30 @@ def show_times() -> None:
         print(f"  {'total':<22} {sum(s for _, s in times):7.1f} s")
 
 
+def check_server() -> None:
+    """Stop the demo, naming the model server, when it is gone: its exit code or signal and the last
+    lines of its log when the demo started it, what its port says when it was already running."""
+    from magv.errors import RunFailed
+    from magv.llm import liveness
+
+    for server in servers:
+        try:
+            server.check_alive()
+        except RunFailed as exc:
+            fail("model server", str(exc))
+        if server.proc is None and liveness.probe(server.url).down:
+            fail("model server", liveness.explain_down([server.url], None, server.log_path.parent))
+
+
 def magv(stage: str, *args: str) -> dict:
     """Run one magv command with --json; its JSON result, or the demo stops."""
+    check_server()
     print(f"\n== {stage}: magv {' '.join(args)}", flush=True)
     started = time.perf_counter()
     proc = subprocess.run([*MAGV, *args, "--json"], stdout=subprocess.PIPE, text=True)
     times.append((stage, time.perf_counter() - started))
     if proc.returncode != 0:
+        check_server()  # a dead model server is the cause to name, not what the command saw of it
         fail(stage, f"magv {args[0]} exited with code {proc.returncode} (its messages are above)")
     try:
         return json.loads(proc.stdout)
@@ -68,6 +86,7 @@ def main(run_args: list[str]) -> None:
     except Exception as exc:  # noqa: BLE001 - any failure to start is the demo's failure
         fail("model server", str(exc))
     times.append(("model server", time.perf_counter() - started))
+    servers.append(server)
     try:
         stages(cfg, run_args)
     finally:

@@ -3,7 +3,9 @@ least-outstanding balancing, retries with backoff, a replay log.
 
 Failures of the model server (connection errors, timeouts, 429, 5xx, malformed bodies) are retried;
 the final failure comes back in `ChatResult.error` and is recorded, never raised, so one bad call
-does not stop a pipeline. Only misconfiguration (no endpoint for a role) raises.
+does not stop a pipeline. Two things raise: misconfiguration (no endpoint for a role), and a role
+whose every endpoint refuses connections after the retries (`ModelUnreachable`: the server is down,
+and every later call would fail the same way; a slow server is only a timeout).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import openai
 
 from magv.config import Settings
 from magv.errors import BadInput
+from magv.llm import liveness
 from magv.llm.endpoints import Dispatcher, Endpoint, llama_cpp_format
 from magv.models import LLMCall, ToolCall, ToolSpec, make_id
 
@@ -56,10 +59,13 @@ class ChatResult:
 
 
 class _Failure(Exception):
-    def __init__(self, message: str, retryable: bool, retry_after: float | None = None):
+    def __init__(
+        self, message: str, retryable: bool, retry_after: float | None = None, unreachable: bool = False
+    ):
         super().__init__(message)
         self.retryable = retryable
         self.retry_after = retry_after
+        self.unreachable = unreachable  # no connection could be made (as opposed to a slow answer)
 
 
 BACKOFF_BASE_S = 0.5
@@ -102,6 +108,7 @@ class LLMClient:
         # Servers that only understand llama-cpp-python's response_format dialect, learnt per URL.
         self._llama_dialect: set[str] = set()
         self._rng = random.Random()
+        self._unreachable_since: dict[str, float] = {}  # URL -> first refused connection of a streak
 
     # -- endpoints -------------------------------------------------------------------------------
 
@@ -192,6 +199,7 @@ class LLMClient:
 
         retries = attempt
         if data is not None:
+            self._unreachable_since.pop(url, None)
             result = _result(data, model=model, endpoint=url, cached=False)
         else:
             assert failure is not None
@@ -208,7 +216,22 @@ class LLMClient:
             )  # fmt: skip
             await asyncio.to_thread(self.recorder.add_llm_calls, [call])
             result.call_id = call.id
+        if failure is not None and failure.unreachable:
+            self._unreachable_since.setdefault(url, time.time())
+            await self._raise_if_down(role, list(group))
         return result
+
+    async def _raise_if_down(self, role: str, urls: list[str]) -> None:
+        """Raise ModelUnreachable when every endpoint of the role refuses connections now."""
+        probes = await asyncio.gather(*(asyncio.to_thread(liveness.probe, u) for u in urls))
+        if not all(p.down for p in probes):
+            return
+        from magv.llm.servers import check_managed_servers
+
+        check_managed_servers()  # a server this process started: its own exit status and log
+        since = min((self._unreachable_since.get(u, time.time()) for u in urls), default=None)
+        log_dir = self.settings.database.parent / "logs"
+        raise liveness.ModelUnreachable(liveness.explain_down(urls, since, log_dir, role))
 
     async def _send(self, ep: Endpoint, body: dict[str, Any], timeout_s: float) -> dict[str, Any]:
         rf = body.get("response_format")
@@ -217,9 +240,17 @@ class LLMClient:
         try:
             raw = await ep.post_chat(body, timeout_s)
         except openai.APITimeoutError:
-            raise _Failure(f"timeout after {timeout_s:g}s at {ep.url}", retryable=True) from None
+            raise _Failure(
+                f"timeout after {timeout_s:g}s at {ep.url} (the server took the request but did not "
+                "answer in time: busy or slow, not down)",
+                retryable=True,
+            ) from None
         except openai.APIConnectionError as exc:
-            raise _Failure(f"connection error at {ep.url}: {exc.__cause__ or exc}", retryable=True) from None
+            raise _Failure(
+                f"connection error at {ep.url} (not answering): {exc.__cause__ or exc}",
+                retryable=True,
+                unreachable=True,
+            ) from None
         except openai.APIStatusError as exc:
             status = exc.status_code
             if (

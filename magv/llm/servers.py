@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +24,7 @@ import httpx
 
 from magv.config import ROLES, LlamaSettings, Settings
 from magv.errors import BadInput, RunFailed
+from magv.llm import liveness
 from magv.llm.llama_serve import GEMMA_FORMAT
 from magv.serving.registry import DEFAULT_MODEL, EMBEDDED_HINT, assemble, get_model, model_path
 
@@ -79,6 +81,7 @@ class _Managed:
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
         self.reused = False
+        self._stopping = False
 
     @property
     def root_url(self) -> str:
@@ -124,8 +127,35 @@ class _Managed:
         finally:
             if log is not subprocess.DEVNULL:
                 log.close()
+        self._stopping = False
+        self._watch(self.proc)
         self.wait_healthy()
         return self
+
+    def _watch(self, proc: subprocess.Popen[bytes]) -> None:
+        """Leave a state file other magv processes can read (pid, and its exit the moment it ends),
+        so one that reuses this server can say why it stopped answering."""
+        if self.log_path is None:
+            return
+        try:
+            liveness.write_state(
+                self.log_path, name=self.name, pid=proc.pid, starter_pid=os.getpid(), port=self.port,
+                started_at=liveness.now_iso(), log=str(self.log_path),
+            )  # fmt: skip
+        except OSError:
+            return  # a read-only log folder: only this process can name the server's fate
+
+        def wait() -> None:
+            code = proc.wait()
+            fields: dict[str, Any] = {"returncode": code, "exited_at": liveness.now_iso()}
+            if self._stopping:
+                fields["stopped_by_magv"] = True
+            try:
+                liveness.write_state(self.log_path, **fields)
+            except OSError:
+                pass
+
+        threading.Thread(target=wait, name=f"magv-watch-{self.port}", daemon=True).start()
 
     def _port_taken(self) -> bool:
         try:
@@ -149,7 +179,9 @@ class _Managed:
             if self.proc is not None and self.proc.poll() is not None:
                 code = self.proc.returncode
                 self.proc = None
-                raise RunFailed(f"{self.name} exited with code {code} while starting{self._log_tail()}")
+                raise RunFailed(
+                    f"{self.name} exited with {liveness.exit_text(code)} while starting{self._log_tail()}"
+                )
             if time.monotonic() > deadline:
                 started = self.proc is not None
                 self.stop()
@@ -162,17 +194,15 @@ class _Managed:
             time.sleep(delay)
             delay = min(delay * 1.5, 1.0)
 
-    def _log_tail(self, lines: int = 15) -> str:
-        if self.log_path is None or not self.log_path.exists():
-            return ""
-        tail = self.log_path.read_text(errors="replace").splitlines()[-lines:]
-        return f"; last lines of {self.log_path}:\n" + "\n".join(tail)
+    def _log_tail(self) -> str:
+        return liveness.log_tail(self.log_path)
 
     def stop(self, grace_s: float = 10.0) -> None:
         """Stop the process if we started it; a reused server is left alone."""
         proc, self.proc = self.proc, None
         if proc is None or proc.poll() is not None:
             return
+        self._stopping = True
         proc.terminate()
         try:
             proc.wait(timeout=grace_s)
@@ -185,9 +215,9 @@ class _Managed:
         proc = self.proc
         if proc is None or proc.poll() is None:
             return
-        raise RunFailed(
-            f"{self.name} at {self.url} (pid {proc.pid}) exited with code {proc.returncode} during the "
-            f"run; finished work is saved: rerun to restart it and continue{self._log_tail()}"
+        raise liveness.ModelUnreachable(
+            f"{self.name} at {self.url} (pid {proc.pid}) exited with {liveness.exit_text(proc.returncode)} "
+            f"during the run; finished work is saved: rerun to restart it and continue{self._log_tail()}"
         )
 
     def __enter__(self) -> Any:

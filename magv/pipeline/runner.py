@@ -19,6 +19,7 @@ from prefect.cache_policies import NO_CACHE
 from magv import progress
 from magv.config import Settings
 from magv.errors import MagvError
+from magv.llm.liveness import ModelUnreachable
 from magv.pipeline import features, generate, judge, labels, respond, reverse, score, select, train
 from magv.pipeline.base import AgentStage, StageReport
 from magv.pipeline.cost import announce
@@ -33,7 +34,16 @@ GENERATION_STAGES = ("generate", "select", "respond", "reverse", "respond_altern
 VERIFY_STAGES = ("features", "gold_labels", "train", "score")
 
 
-@task(name="agent-chunk", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def _retry_unless_model_down(task: Any, task_run: Any, state: Any) -> bool:
+    """A chunk is retried after a fault, but not when the model server is down: every retry would
+    fail the same way, and the stage stops on it."""
+    return not isinstance(state.result(raise_on_failure=False), ModelUnreachable)
+
+
+@task(
+    name="agent-chunk", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE,
+    retry_condition_fn=_retry_unless_model_down,
+)  # fmt: skip
 def agent_chunk(stage: str, ctx: WorkerContext, items: list, work: Callable) -> ChunkResult:
     """LLM and tool work for a chunk of items; runs on any worker, touches no store."""
     return run_chunk(ctx, items, work)
@@ -109,6 +119,9 @@ def run_stage(
     announce(sess, stage.name, items)
     with progress.stage(stage.name, len(items)) as bar:
         for part, result in _chunk_results(sess, stage, chunks(items, sess.settings.pipeline.chunk_size)):
+            if isinstance(result, ModelUnreachable):
+                # Its results would all be errors and later stages would learn from them: stop the run.
+                raise result
             if isinstance(result, BaseException):
                 report.failed += len(part)
                 report.errors.append(f"chunk of {len(part)} failed: {type(result).__name__}: {result}")

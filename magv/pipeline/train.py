@@ -12,8 +12,17 @@ def run(store, settings, **options) -> StageReport:
 
     try:
         result = train(store, settings, **options)
-    except MagvError:
-        raise  # expected on small or one-sided data: a recorded outcome, not a traceback
+    except MagvError as exc:
+        # Expected on small or one-sided data: a recorded outcome, not a traceback. Runs that never
+        # reached the model look like wrong answers; say so rather than blame the labels.
+        statuses = store.labelled_run_statuses()
+        unreached = statuses.get("llm_error", 0)
+        if unreached:
+            raise RunFailed(
+                f"{unreached} of {sum(statuses.values())} labelled runs never got an answer from the model "
+                f"(status llm_error: see `magv llm stats`, `magv doctor`); {exc}"
+            ) from exc
+        raise
     except Exception as exc:  # a model library failing on odd data must not end the pipeline
         raise RunFailed(f"training failed: {type(exc).__name__}: {exc}") from exc
     report = StageReport("train", planned=1, done=1, written=1, result=result)

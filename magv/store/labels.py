@@ -27,3 +27,11 @@ class Labels(Connection):
     def effective_labels(self) -> dict[str, Label]:
         """run_id -> the label that wins (`magv.definitions.effective_labels`)."""
         return definitions.effective_labels(self.labels())
+
+    def labelled_run_statuses(self) -> dict[str, int]:
+        """How the labelled runs ended (`ok`, `max_steps`, `llm_error`, ...): the count of each."""
+        rows = self.query(
+            "SELECT r.status, count(DISTINCT r.id) AS n FROM runs r JOIN labels l ON l.run_id = r.id "
+            "GROUP BY r.status"
+        )
+        return {str(r["status"]): int(r["n"]) for r in rows}
