@@ -26,7 +26,7 @@ started=$SECONDS
 step "building the wheel"
 "$PYTHON" -m venv "$WORK/venv"
 VENV="$WORK/venv"
-"$VENV/bin/pip" install -q --upgrade pip 2> >(grep -v "is ignored: it is neither" >&2)
+"$VENV/bin/pip" install -q -c "$REPO/constraints.txt" --upgrade pip 2> >(grep -v "is ignored: it is neither" >&2)
 # From a copy of the files git would commit: an in-tree build leaves build/ behind, whose stale
 # modules would end up in the next wheel.
 mkdir -p "$WORK/src"
@@ -57,7 +57,7 @@ print(f"  {len(names)} files, top level: magv")
 EOF
 
 step "installing it into a fresh venv"
-"$VENV/bin/pip" install -q "$WHEEL" 2> >(grep -v "is ignored: it is neither" >&2)
+"$VENV/bin/pip" install -q -c "$REPO/constraints.txt" "$WHEEL" 2> >(grep -v "is ignored: it is neither" >&2)
 if "$VENV/bin/pip" list --format=freeze | grep -i '^nvidia'; then
     echo "a CPU install pulled CUDA libraries (above)"; exit 1
 fi

@@ -37,6 +37,7 @@ COMMAND_MODULES = [
     "magv.commands.models",
     "magv.commands.schedule",
     "magv.commands.demo",
+    "magv.commands.doctor",
 ]
 
 

@@ -107,3 +107,34 @@ def test_a_server_another_magv_process_started_is_named_when_it_dies(
     run = query(tmp_path / "magv.duckdb", "SELECT status, stages FROM pipeline_runs")[0]
     assert run[0] == "failed"
     assert "train" not in json.loads(run[1])  # no later stage ran on the dead server's errors
+
+
+@pytest.mark.integration
+def test_magv_demo_names_its_dead_server_and_stops(tmp_path, prefect_harness, monkeypatch, capsys):
+    """The model server of `magv demo` dies while the demo's `magv run` (another process, reusing
+    it) is responding: the demo ends within a minute of the death, naming the server, its signal
+    and log, not the labels."""
+    import time
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/v1"
+    env = magv_env(tmp_path, None, llama__port=port, embeddings__backend="endpoint", embeddings__endpoint=url,
+                   llm__retries=1, pipeline__max_steps=3, llm__temperature=0)  # fmt: skip
+    for key in ("PYTHONPATH", "PREFECT_API_URL", "PREFECT_LOGGING_LEVEL"):
+        monkeypatch.setenv(key, env[key])
+    monkeypatch.chdir(tmp_path)
+    _launch(monkeypatch, port, die_after=4 + 6)
+    started = time.monotonic()
+    try:  # the demo ends with sys.exit, as `make demo` sees it
+        code, out, err = run_here(["demo", "--targets", "4", "--per-target", "1", "--questions", "4", "--runs",
+                                   "2", "--alternates", "1"], env, monkeypatch, capsys)  # fmt: skip
+    except SystemExit as exc:
+        code = exc.code
+        out, err = capsys.readouterr()
+    elapsed = time.monotonic() - started
+    assert code == 1, out + err
+    message = " ".join(err.split())
+    assert "demo: FAILED at model server" in message, err[-3000:]
+    assert f"llama.cpp server at {url}" in message and "exited with signal 9 (SIGKILL)" in message
+    assert "last lines of" in message and "labelled" not in message
+    assert elapsed < 120, elapsed  # the server died within the first stage's calls

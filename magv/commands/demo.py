@@ -86,7 +86,7 @@ def main(run_args: list[str]) -> None:
     except Exception as exc:  # noqa: BLE001 - any failure to start is the demo's failure
         fail("model server", str(exc))
     times.append(("model server", time.perf_counter() - started))
-    servers.append(server)
+    servers[:] = [server]
     try:
         stages(cfg, run_args)
     finally:
