@@ -197,7 +197,7 @@ def reverse_calls(dbs: dict[str, Path]) -> dict[str, Any]:
     """The mean reverse-engineer call (prompt and completion tokens, over `calls`) of each domain's
     store, and over all of them (weighted by calls; None without any)."""
     from magv.store import Store
-    from magv.verify.cascade_sim import reverse_call_cost
+    from magv.cascade.replay import reverse_call_cost
 
     per_domain: dict[str, Any] = {}
     for domain, db in dbs.items():

@@ -363,9 +363,11 @@ def cascade(
     as_json: bool = JsonOption,
 ) -> None:
     """Decide each trajectory by the cheapest confident step: agreement, verifier, alternates, judge, human."""
+    from contextlib import contextmanager
+
+    from magv.cascade.loop import CascadeOptions
     from magv.llm import managed_endpoints
     from magv.models import make_id, utcnow
-    from magv.pipeline.cascade import Cascade, CascadeOptions
     from magv.pipeline.session import local_session
     from magv.pipeline.worker import close_resources
 
@@ -375,32 +377,34 @@ def cascade(
                              judge=use_judge)  # fmt: skip
     options.check()
     if simulate:
-        from magv.verify.cascade_sim import simulate as replay
+        from magv.cascade.replay import simulate as replay
 
         with open_store(cfg, read_only=True, existing=True) as store:
-            out = replay(store, threshold=cfg.verify.threshold if threshold is None else threshold, margin=margin,
-                         rule_confidence=rule_confidence, max_judge_share=max_judge_share,
-                         max_llm_tokens=max_llm_tokens, seed=cfg.pipeline.seed, folds=cfg.verify.cv_folds)  # fmt: skip
+            out = replay(store, options, default_threshold=cfg.verify.threshold, seed=cfg.pipeline.seed,
+                         folds=cfg.verify.cv_folds)  # fmt: skip
         if as_json or "curve" not in out:
             emit_json(out)
             return
         print_simulated_cascade(out)
         return
+    from magv.cascade.live import run as run_cascade
+
     run_id = make_id("cascade", cfg.domain, str(utcnow()))
     with open_store(cfg, existing=True) as store:
-        with local_session(cfg, store, {}, run_id) as sess:
-            c = Cascade(sess, options)
-            c.free_steps()
-        if c.needs_llm():
+
+        @contextmanager
+        def connect():  # the model endpoints, started only when an LLM step has rows to decide
             try:
                 with (
                     managed_endpoints(cfg) as endpoints,
                     local_session(cfg, store, endpoints, run_id) as sess,
                 ):
-                    c.llm_steps(sess)
+                    yield sess
             finally:
                 close_resources()
-        out = c.finish().result
+
+        with local_session(cfg, store, {}, run_id) as sess:
+            out = run_cascade(sess, options, connect).result
     if as_json:
         emit_json(out)
         return

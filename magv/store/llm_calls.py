@@ -75,3 +75,30 @@ class LLMCalls(Connection):
             [since],
         )[0]
         return {k: int(v) for k, v in row.items()}
+
+    def call_tokens(self, role: str, how: str = "max") -> float | None:
+        """The `how` ("max" or "avg") of prompt + completion tokens over the role's successful
+        calls; None when it logged none."""
+        if how not in ("max", "avg"):
+            raise ValueError(f"call_tokens: how={how!r}, expected 'max' or 'avg'")
+        value = self.scalar(
+            f"SELECT {how}(prompt_tokens + completion_tokens) FROM llm_calls WHERE role = ? AND error IS NULL",
+            [role],
+        )
+        return None if value is None else float(value)
+
+    def mean_call_cost(self, role: str) -> dict[str, Any] | None:
+        """The mean `prompt_tokens` and `completion_tokens` of the role's logged calls (failed
+        ones too), over `calls`; None when it logged none."""
+        row = self.query(
+            "SELECT avg(coalesce(prompt_tokens, 0)) AS p, avg(coalesce(completion_tokens, 0)) AS c, "
+            "count(*) AS n FROM llm_calls WHERE role = ?",
+            [role],
+        )[0]
+        if not row["n"]:
+            return None
+        return {
+            "prompt_tokens": round(row["p"], 1),
+            "completion_tokens": round(row["c"], 1),
+            "calls": row["n"],
+        }
