@@ -334,6 +334,7 @@ def test_a_store_without_features_has_nothing_to_decide(tmp_path, monkeypatch, c
 
 
 def test_simulated_cascade_replays_stored_alternates_and_verdicts(tmp_path, monkeypatch, capsys):
+    from magv.cascade.loop import CascadeOptions
     from magv.cascade.replay import simulate
     from magv.models import JudgeVerdict
     from magv.verify.features import compute_features
@@ -353,7 +354,7 @@ def test_simulated_cascade_replays_stored_alternates_and_verdicts(tmp_path, monk
             for i, (q, ok) in enumerate(sorted(truth.items()))
         ])  # fmt: skip
         before = store.counts()
-        out = simulate(store, max_judge_share=0.25, margin=0.3)
+        out = simulate(store, CascadeOptions(max_judge_share=0.25, margin=0.3))
         assert store.counts() == before  # nothing written
     n = out["rows"]
     assert n == 40 and out["judged"] <= 10
@@ -369,11 +370,11 @@ def test_simulated_cascade_replays_stored_alternates_and_verdicts(tmp_path, monk
     assert out["costs"]["alternates"]["run"]  # cheaper than a 100-token verdict here
     reverse_cost = {"prompt_tokens": 300, "completion_tokens": 50, "source": "provenance"}
     with Store(db) as store:
-        tight = simulate(store, max_judge_share=1.0, margin=0.49, max_llm_tokens=250)
+        tight = simulate(store, CascadeOptions(max_judge_share=1.0, margin=0.49, max_llm_tokens=250))
         # with a 350-token reverse call the alternates cost more than a verdict: the step is skipped
-        dear = simulate(store, max_judge_share=0.25, margin=0.3, reverse_cost=reverse_cost)
+        dear = simulate(store, CascadeOptions(max_judge_share=0.25, margin=0.3), reverse_cost=reverse_cost)
         store.con.execute("UPDATE judge_verdicts SET prompt_tokens = 4990")  # now 5,000 tokens a verdict
-        given = simulate(store, max_judge_share=0.25, margin=0.3, reverse_cost=reverse_cost)
+        given = simulate(store, CascadeOptions(max_judge_share=0.25, margin=0.3), reverse_cost=reverse_cost)
         store.con.execute("UPDATE judge_verdicts SET prompt_tokens = 90")
     assert dear["costs"]["alternates"]["run"] is False and given["costs"]["alternates"]["run"]
     skipped = {p["step"]: p for p in dear["curve"]["points"]}
@@ -393,7 +394,7 @@ def test_simulated_cascade_replays_stored_alternates_and_verdicts(tmp_path, monk
 
     with Store(db) as store:  # verdicts imported without tokens: the judge's cost is unknown, not 0
         store.con.execute("UPDATE judge_verdicts SET prompt_tokens = 0, completion_tokens = 0")
-        free = simulate(store, max_judge_share=0.25, margin=0.3)
+        free = simulate(store, CascadeOptions(max_judge_share=0.25, margin=0.3))
     assert free["curve"]["judge_everything_tokens_per_1000"] is None
     assert free["curve"]["share_of_judge_everything"] is None
     assert free["costs"]["judge_verdict"]["tokens_per_verdict"] is None
@@ -402,6 +403,11 @@ def test_simulated_cascade_replays_stored_alternates_and_verdicts(tmp_path, monk
     monkeypatch.setenv("MAGV_DATABASE", str(db))
     cli = _cli(["verify", "cascade", "--simulate", "--max-judge-share", "0.25", "--margin", "0.3"], capsys)
     assert cli["rows"] == 40 and cli["curve"]["points"][-1]["coverage"] == 1.0
+    # the replay takes the live cascade's options: --no-judge and --no-alternates are honoured
+    off = _cli(["verify", "cascade", "--simulate", "--margin", "0.3", "--no-judge", "--no-alternates"], capsys)
+    steps = {p["step"]: p["decided_here"] for p in off["curve"]["points"]}
+    assert off["judged"] == 0 and off["tokens_spent"] == 0
+    assert steps["judge"] == 0 and steps["alternates"] == 0 and off["costs"]["alternates"]["run"] is False
 
 
 @pytest.mark.integration
