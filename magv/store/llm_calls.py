@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from magv.models import LLMCall
@@ -102,3 +102,44 @@ class LLMCalls(Connection):
             "completion_tokens": round(row["c"], 1),
             "calls": row["n"],
         }
+
+    def mean_latencies(self) -> dict[str, float]:
+        """Mean seconds of a successful call, by role, over the whole call log."""
+        rows = self.query(
+            "SELECT role, avg(latency_s) AS s FROM llm_calls WHERE error IS NULL AND latency_s > 0 GROUP BY role"
+        )
+        return {r["role"]: float(r["s"]) for r in rows if r["s"]}
+
+    def call_templates(self) -> list[dict[str, Any]]:
+        """Calls by role, model and prompt template (with its hash)."""
+        return self.query(
+            "SELECT role, model, template, template_hash, count(*) AS calls FROM llm_calls "
+            "GROUP BY ALL ORDER BY role, model, template"
+        )
+
+    def logged_roles_models(self) -> list[dict[str, Any]]:
+        """The distinct (role, model) pairs of the log."""
+        return self.query("SELECT DISTINCT role, model FROM llm_calls")
+
+    def find_calls(
+        self, role: str | None = None, model: str | None = None, text: str | None = None,
+        limit: int | None = None, ids: Sequence[str] | None = None,
+    ) -> list[dict[str, Any]]:  # fmt: skip
+        """Logged calls, newest first, filtered by role, model, call ids and a text that the
+        request, the response or the error contains (case-insensitive)."""
+        where, params = [], []
+        for column, value in (("role", role), ("model", model)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if text:
+            where.append(
+                "(CAST(request AS VARCHAR) ILIKE ? OR CAST(response AS VARCHAR) ILIKE ? OR error ILIKE ?)"
+            )
+            params += [f"%{text}%"] * 3
+        if ids is not None:
+            where.append("list_contains(?, id)")
+            params.append(list(ids))
+        sql = "SELECT * FROM llm_calls" + (" WHERE " + " AND ".join(where) if where else "")
+        sql += " ORDER BY created_at DESC, id" + (f" LIMIT {int(limit)}" if limit else "")
+        return self.query(sql, params)
