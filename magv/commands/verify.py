@@ -254,13 +254,12 @@ def score(
                           f"{n_correct} correct at threshold {out['threshold']:g}; verdicts: {out['output']}",
                           highlight=False)  # fmt: skip
     if fail_under is not None:
-        r_n, r_correct = n, n_correct
-        verified = r_correct / r_n if r_n else None
-        if verified is None or verified < fail_under:
-            got = "nothing was scored" if verified is None else f"{verified:.4g} verified ({r_correct}/{r_n})"
-            err_console.print(f"[red]below the bar:[/red] {got} < {fail_under:g}", highlight=False)
-            raise RunFailed(f"verify score: share verified below --fail-under {fail_under:g}")
-        err_console.print(f"gate passed: {verified:.4g} verified >= {fail_under:g}", highlight=False)
+        from magv.gate import enforce, shortfalls
+
+        bars = {"verified": fail_under}
+        fell = shortfalls({"verified": n_correct / n if n else None}, bars,
+                          details={"verified": f"{n_correct}/{n}"})  # fmt: skip
+        enforce(fell, bars, "verify score", lambda line: err_console.print(line, highlight=False))
 
 
 @verify_app.command("judge")
