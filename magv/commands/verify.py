@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from magv.commands.common import JsonOption, console, emit_json, err_console, open_store, settings, table
+from magv.definitions import ARG_MODES, MATCH_MODES
 from magv.errors import BadInput, Interrupted, RunFailed
 from magv.jsonl import check_input_file
 from magv.pipeline.worker import WorkerContext
@@ -55,14 +56,14 @@ def features(
 @verify_app.command("label")
 def label(
     ctx: typer.Context,
-    mode: str = typer.Option(None, "--mode", help="Gold match: strict | unordered | subset | superset."),
+    mode: str = typer.Option(None, "--mode", help=f"Gold match: {' | '.join(MATCH_MODES)}."),
     arguments: bool = typer.Option(
         None, "--arguments/--no-arguments", help="Compare tool arguments too (default: settings)."
     ),
     args_mode: str = typer.Option(
         None,
         "--args-mode",
-        help="Argument match: exact | ignore | subset | superset (overrides --arguments).",
+        help=f"Argument match: {' | '.join(ARG_MODES)} (overrides --arguments).",
     ),
     from_file: Path = typer.Option(
         None, "--from", help='JSONL of {"run_id" | "question_id": ..., "correct": true|false}: import labels.'
@@ -71,7 +72,7 @@ def label(
 ) -> None:
     """Write gold labels (MCT vs target trajectory), or import labels from a file with --from."""
     from magv.pipeline import labels as stage
-    from magv.verify.labels import ARG_MODES, MATCH_MODES, read_label_file
+    from magv.verify.labels import read_label_file
 
     cfg = settings(ctx)
     mode = mode or cfg.verify.gold_match
@@ -479,10 +480,10 @@ def import_trajectories(
         help="Replace stored runs whose content differs (with their labels and derived rows).",
     ),
     mode: str = typer.Option(
-        None, "--mode", help="Match of a line's reference: strict | unordered | subset | superset."
+        None, "--mode", help=f"Match of a line's reference: {' | '.join(MATCH_MODES)}."
     ),
     args_mode: str = typer.Option(
-        None, "--args-mode", help="Argument match of a reference: exact | ignore | subset | superset."
+        None, "--args-mode", help=f"Argument match of a reference: {' | '.join(ARG_MODES)}."
     ),
     as_json: bool = JsonOption,
 ) -> None:
