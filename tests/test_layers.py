@@ -1,5 +1,6 @@
 """Where code may live: SQL on the magv store only in magv/store/ (the domains' own databases are
-their tools' business)."""
+their tools' business), and no import that runs up the layers (the library does not borrow from
+the pipeline, the cascade, the commands or the report)."""
 
 from __future__ import annotations
 
@@ -52,3 +53,27 @@ def test_the_check_finds_sql(tmp_path, monkeypatch):
         assert any(f.startswith("magv/_sql_probe_for_test.py:2") for f in sql_outside_store())
     finally:
         bad.unlink()
+
+
+# a package -> the packages it must not import (they sit above it)
+LOWER = {
+    "magv/verify/": ("magv.pipeline", "magv.cascade", "magv.commands", "magv.report", "magv.flows"),
+    "magv/store/": ("magv.pipeline", "magv.cascade", "magv.commands", "magv.report", "magv.verify"),
+}
+
+
+def test_no_import_runs_up_the_layers():
+    found = []
+    for path in _sources():
+        rel = path.relative_to(ROOT).as_posix()
+        banned = next((b for prefix, b in LOWER.items() if rel.startswith(prefix)), None)
+        if banned is None:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), rel)):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            found += [f"{rel}:{node.lineno}: {n}" for n in names if n.startswith(banned)]
+    assert not found, "imports that run up the layers:\n" + "\n".join(found)

@@ -6,11 +6,12 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from magv.cascade.rules import agent_calls
 from magv.definitions import best_model
 from magv.models import Trajectory
-from magv.report.curves import binary_curves, confusion
+from magv.report.curves import binary_curves
 from magv.report.scope import ReportData, Scope, loads, rounded
-from magv.cascade.rules import agent_calls
+from magv.verify.metrics import confusion
 
 METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
 INTERVAL_METRICS = ("accuracy", "balanced_accuracy", "roc_auc", "mcc", "brier")
