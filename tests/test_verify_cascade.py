@@ -404,7 +404,9 @@ def test_simulated_cascade_replays_stored_alternates_and_verdicts(tmp_path, monk
     cli = _cli(["verify", "cascade", "--simulate", "--max-judge-share", "0.25", "--margin", "0.3"], capsys)
     assert cli["rows"] == 40 and cli["curve"]["points"][-1]["coverage"] == 1.0
     # the replay takes the live cascade's options: --no-judge and --no-alternates are honoured
-    off = _cli(["verify", "cascade", "--simulate", "--margin", "0.3", "--no-judge", "--no-alternates"], capsys)
+    off = _cli(
+        ["verify", "cascade", "--simulate", "--margin", "0.3", "--no-judge", "--no-alternates"], capsys
+    )
     steps = {p["step"]: p["decided_here"] for p in off["curve"]["points"]}
     assert off["judged"] == 0 and off["tokens_spent"] == 0
     assert steps["judge"] == 0 and steps["alternates"] == 0 and off["costs"]["alternates"]["run"] is False
@@ -483,3 +485,19 @@ def test_live_and_replay_make_the_same_decisions(env, capsys, args, options):
     assert {d.row.run_id: (d.step, d.correct) for d in replay.decisions} == stored
     assert replay.decided_by == live["decided_by"] and sum(live["decided_by"].values()) > 0
     assert replay.budget.judged == live["judged"] and len(replay.pending) == live["queued_for_human"]
+
+
+def test_the_budget_counts_only_what_was_spent():
+    from magv.cascade.loop import Budget
+
+    b = Budget(max_tokens=100, max_judged=2)
+    assert b.affordable([30, 30, 30, 30]) == 3  # in order, while they fit
+    assert b.affordable([120, 10]) == 0  # the first does not fit: nothing after it is taken
+    assert b.affordable([0, 0]) == 1  # no estimate yet: one, to be measured
+    b.spend(95)
+    assert b.affordable([10]) == 0 and b.affordable([0]) == 1 and b.tokens == 95
+    b.spend(5)
+    assert b.affordable([0]) == 0
+    with pytest.raises(ValueError):
+        b.spend(-5)  # nothing is reserved, so nothing is given back
+    assert Budget(None, 0).affordable([10**9] * 3) == 3
