@@ -26,7 +26,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from magv.definitions import ArgMode, MatchMode
 from magv.errors import BadInput
-from magv.serving.registry import DEFAULT_MODEL, MODELS
+from magv.gguf.registry import DEFAULT_MODEL, MODELS
 
 ROLES = ("investigator", "responder", "reverse", "judge")
 _toml_data: ContextVar[dict[str, Any] | None] = ContextVar("magv_toml_data", default=None)

@@ -3,8 +3,8 @@ dataset came from and how far it can be trusted, so it can be published with its
 
 It records the models that made it (per agent role), the hashes of the prompt templates they were
 given, the counts (runs, questions, verified runs, labels by source), and the verifier that scored
-it with its cross-validation metrics. "Verified" is the store's definition (`Store.export_rows`
-with `verified_only`): the effective label if there is one, else the verifier's verdict.
+it with its cross-validation metrics. "Verified" is the store's definition
+(`Store.runs_with_verdicts` with `verified_only`): the effective label if there is one, else the verifier's verdict.
 """
 
 from __future__ import annotations
