@@ -196,8 +196,8 @@ def counts(path: Path) -> dict[str, Any]:
 def reverse_calls(dbs: dict[str, Path]) -> dict[str, Any]:
     """The mean reverse-engineer call (prompt and completion tokens, over `calls`) of each domain's
     store, and over all of them (weighted by calls; None without any)."""
+    from magv.cascade.replay import reverse_call_cost
     from magv.store import Store
-    from magv.verify.cascade_sim import reverse_call_cost
 
     per_domain: dict[str, Any] = {}
     for domain, db in dbs.items():
@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> None:
     env.update(SETTINGS_ENV, MAGV_LLAMA__PORT=str(port))
     os.environ.update(SETTINGS_ENV, MAGV_LLAMA__PORT=str(port))
     from magv.config import load_settings
-    from magv.serving.registry import get_model
+    from magv.gguf.registry import get_model
 
     cfg = load_settings()
     spec = get_model(cfg.llama.model)

@@ -2,7 +2,7 @@
 agreement alone) and the LLM judge on the same rows and grouped CV folds, each metric with a 95 %
 interval from a bootstrap over the CV groups, the feature ablation, and the differences best model
 minus judge and minus majority with their paired intervals; then the cascade's accuracy against
-cost, replayed offline (`magv.verify.cascade_sim.simulate`).
+cost, replayed offline (`magv.cascade.replay.simulate`).
 
 Input: a labelled JSONL file in magv's import format (`magv export --format jsonl` writes it), by
 default data/fixtures/real_dataset.jsonl. It is imported into a temporary store, featurised
@@ -76,8 +76,9 @@ def evaluate_file(
     simulated cascade (`cascade`, on the best model) beside it."""
     import numpy as np
 
+    from magv.cascade.loop import CascadeOptions
+    from magv.cascade.replay import simulate
     from magv.store import Store
-    from magv.verify.cascade_sim import simulate
     from magv.verify.evaluation import evaluate
     from magv.verify.features import compute_features
     from magv.verify.importer import import_trajectories
@@ -112,9 +113,9 @@ def evaluate_file(
         t3 = time.perf_counter()
         replay = None
         if cascade:
-            replay = simulate(store, model=ev["best"], folds=folds, seed=seed, margin=margin,
-                              max_judge_share=max_judge_share, reverse_cost=reverse_cost(path),
-                              groups=seed_family)  # fmt: skip
+            options = CascadeOptions(max_judge_share=max_judge_share, margin=margin)
+            replay = simulate(store, options, model=ev["best"], folds=folds, seed=seed,
+                              reverse_cost=reverse_cost(path), groups=seed_family)  # fmt: skip
         timings = {"import": t1 - t0, "features": t2 - t1, "evaluation": t3 - t2,
                    "cascade": time.perf_counter() - t3}  # fmt: skip
     keep = (*ALL_METRICS, "intervals", "confusion", "n", "positives", "folds")

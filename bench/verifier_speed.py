@@ -27,7 +27,6 @@ stored) is shown too: it is what a rerun of `magv verify score` costs.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import statistics
 import sys
@@ -97,20 +96,30 @@ def time_score_alone(store: Any, settings: Any, reps: int) -> dict[str, Any]:
 def time_judge(store: Any, settings: Any, sample: int, skip: int = 0) -> dict[str, Any]:
     """The judge on `sample` pending trajectories after the first `skip` (other trajectories than an
     earlier timing's: the LLM layer would replay those calls from its log)."""
-    from magv.agents.judge import judge_many, pending_judgements
-    from magv.llm import LLMClient
+    from magv.llm import managed_endpoints
+    from magv.pipeline import judge as stage
+    from magv.pipeline.runner import run_stage
+    from magv.pipeline.session import local_session
+    from magv.pipeline.worker import WorkerContext, close_resources
 
-    model = settings.llm.role("judge")["model"]
-    items = pending_judgements(store, model, limit=skip + sample)[skip:]
+    items = stage.plan(store, WorkerContext(settings), limit=skip + sample)[skip:]
     if len(items) < sample:
         raise SystemExit(f"{len(items)} trajectories to judge, {sample} wanted")
+    verdicts: list = []
 
-    async def main():
-        async with LLMClient(settings, recorder=store) as client:
-            return await judge_many(client, items, settings.pipeline.concurrency, 0.0)
+    def keep(store, ctx, results, report) -> None:  # the stage's own path, as `magv verify judge`
+        stage.write(store, ctx, results, report)
+        verdicts.extend(results)
 
     t0 = time.perf_counter()
-    verdicts = asyncio.run(main())
+    try:
+        with (
+            managed_endpoints(settings) as endpoints,
+            local_session(settings, store, endpoints, "bench-judge") as sess,
+        ):
+            run_stage(sess, stage.STAGE, items=items, write=keep)
+    finally:
+        close_resources()
     wall = time.perf_counter() - t0
     failed = [v.error for v in verdicts if v.correct is None]
     if failed:

@@ -24,8 +24,9 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
+from magv.definitions import ArgMode, MatchMode
 from magv.errors import BadInput
-from magv.serving.registry import DEFAULT_MODEL, MODELS
+from magv.gguf.registry import DEFAULT_MODEL, MODELS
 
 ROLES = ("investigator", "responder", "reverse", "judge")
 _toml_data: ContextVar[dict[str, Any] | None] = ContextVar("magv_toml_data", default=None)
@@ -190,9 +191,9 @@ class PipelineSettings(_Section):
 
 class VerifySettings(_Section):
     threshold: float = Field(default=0.5, ge=0, le=1)
-    gold_match: Literal["strict", "unordered", "subset", "superset"] = "strict"
-    # false: names only; true: exact arguments; or an argument mode (exact/ignore/subset/superset).
-    gold_arguments: bool | Literal["exact", "ignore", "subset", "superset"] = False
+    gold_match: MatchMode = "strict"
+    # false: names only; true: exact arguments; or an argument mode (ARG_MODES).
+    gold_arguments: bool | ArgMode = False
     # Per-tool argument rules: a mode, a list of keys to compare, or {mode, keys, ignore}.
     gold_overrides: dict[str, str | list[str] | dict[str, Any]] = Field(default_factory=dict)
     cv_folds: int = Field(default=5, ge=2, le=20)

@@ -3,8 +3,8 @@ dataset came from and how far it can be trusted, so it can be published with its
 
 It records the models that made it (per agent role), the hashes of the prompt templates they were
 given, the counts (runs, questions, verified runs, labels by source), and the verifier that scored
-it with its cross-validation metrics. "Verified" is the store's definition (`Store.export_rows`
-with `verified_only`): the effective label if there is one, else the verifier's verdict.
+it with its cross-validation metrics. "Verified" is the store's definition
+(`Store.runs_with_verdicts` with `verified_only`): the effective label if there is one, else the verifier's verdict.
 """
 
 from __future__ import annotations
@@ -12,11 +12,14 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from magv import __version__
 from magv.definitions import best_model
 from magv.models import utcnow
+
+if TYPE_CHECKING:
+    from magv.store import Store
 
 CV_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
 INTERVAL_METRICS = ("accuracy", "balanced_accuracy", "roc_auc", "mcc", "brier")
@@ -34,7 +37,7 @@ def _loads(value: Any, default: Any = None) -> Any:
 
 
 def build_card(
-    store: Any, result: Any, *, verified_only: bool = False, min_score: float | None = None
+    store: Store, result: Any, *, verified_only: bool = False, min_score: float | None = None
 ) -> dict[str, Any]:
     """The card of an export just written: `result` is its ExportResult."""
     from magv.export import export_rows
@@ -44,10 +47,7 @@ def build_card(
     )
     verified, _ = export_rows(store, result.format, result.model_id, verified_only=True, min_score=min_score)
     labelled = [r for r in rows if r["label"] is not None]
-    roles = store.query(
-        "SELECT role, model, template, template_hash, count(*) AS calls FROM llm_calls "
-        "GROUP BY ALL ORDER BY role, model, template"
-    )
+    roles = store.call_templates()
     model = store.verifier_model(result.model_id) if result.model_id else None
     return {
         "magv_version": __version__,
@@ -78,7 +78,7 @@ def build_card(
     }  # fmt: skip
 
 
-def _verifier(store: Any, model: dict[str, Any]) -> dict[str, Any]:
+def _verifier(store: Store, model: dict[str, Any]) -> dict[str, Any]:
     metrics = _loads(model["metrics"], {}) or {}
     cv, raw = {}, {}
     for row in (

@@ -1,13 +1,20 @@
 """The verdicts the pipeline, the exports and the report must agree on, each decided here only:
-which of a run's labels wins, what counts as a tool error, when a trajectory is verified, and which
-cross-validated verifier model is the best."""
+which of a run's labels wins, what counts as a tool error, when a trajectory is verified, which
+cross-validated verifier model is the best, and the names of the match modes."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from magv.models import LABEL_TRUST
+
+# How a run's calls are matched against a reference trajectory, and how their arguments are
+# (magv/verify/labels.py applies them; settings, help texts and the report take the names here).
+MatchMode = Literal["strict", "unordered", "subset", "superset"]
+MATCH_MODES: tuple[str, ...] = get_args(MatchMode)
+ArgMode = Literal["exact", "ignore", "subset", "superset"]
+ARG_MODES: tuple[str, ...] = get_args(ArgMode)
 
 # Metrics `best_model` can select by (higher is better); the default is the first.
 SELECT_BY: tuple[str, ...] = ("roc_auc", "accuracy", "balanced_accuracy", "mcc", "f1", "precision", "recall")

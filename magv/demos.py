@@ -45,7 +45,7 @@ def verified_examples(
     each prediction was made with; `model_id` defaults to the verifier that scored last."""
     model_id = model_id or store.scored_model_id()
     out = []
-    for row in store.export_rows(model_id=model_id):
+    for row in store.runs_with_verdicts(model_id=model_id):
         if not row["is_mct"] or row["domain"] != domain:
             continue
         cut = row["threshold"] if threshold is None else threshold

@@ -88,7 +88,7 @@ def check_duckdb(settings: Settings) -> Check:
 
 
 def check_model_cache(settings: Settings) -> Check:
-    from magv.serving.registry import cached_path, get_model
+    from magv.gguf.registry import cached_path, get_model
 
     if settings.llama.gguf:
         path = Path(settings.llama.gguf).expanduser()
@@ -247,7 +247,7 @@ def check_prefect(settings: Settings) -> Check:
 
 
 def check_disk(settings: Settings) -> Check:
-    from magv.serving.registry import cache_dir
+    from magv.gguf.registry import cache_dir
 
     worst = None
     for where in (settings.database.parent, cache_dir()):

@@ -124,10 +124,12 @@ def export_rows(
     min_score: float | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
     """(the rows an export in `fmt` holds, alternates' runs left out for want of their base): the
-    store's `export_rows` with alternates, each with `parent_question_id`. jsonl keeps an alternate
-    only beside a line of its base (so the file imports on its own), openai only where it is
-    verified; openai's runs without a final answer are skipped later."""
-    rows = store.export_rows(model_id, verified_only=verified_only, min_score=min_score, alternates=True)
+    store's `runs_with_verdicts` with alternates, each with `parent_question_id`. jsonl keeps an
+    alternate only beside a line of its base (so the file imports on its own), openai only where it
+    is verified; openai's runs without a final answer are skipped later."""
+    rows = store.runs_with_verdicts(
+        model_id, verified_only=verified_only, min_score=min_score, alternates=True
+    )
     bases = {r["question_id"] for r in rows if r["origin"] != "alternate"}
     out, orphans = [], 0
     for row in rows:

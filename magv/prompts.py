@@ -33,11 +33,6 @@ def prompts_dir() -> Traversable:
     return Path(override) if override else resources.files(PROMPTS_PACKAGE)
 
 
-def prompt_names() -> list[str]:
-    """The names of the prompts in the prompt folder (file names without `.j2`)."""
-    return sorted(f.name[: -len(".j2")] for f in prompts_dir().iterdir() if f.name.endswith(".j2"))
-
-
 @dataclass(frozen=True)
 class Prompt:
     name: str

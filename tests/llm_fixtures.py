@@ -18,8 +18,8 @@ from collections.abc import Iterator
 import pytest
 
 from magv.config import LlamaSettings, Settings
+from magv.gguf.registry import DEFAULT_MODEL
 from magv.llm.servers import LlamaServer
-from magv.serving.registry import DEFAULT_MODEL
 
 TINY_MODEL = "gemma-3-270m"
 

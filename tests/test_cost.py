@@ -47,3 +47,25 @@ def test_a_stage_cost_says_its_time_only_from_measured_latencies():
 def test_calls_in_flight_are_bounded_by_the_endpoints():
     s = Settings(pipeline={"concurrency": 8}, llm={"concurrency_per_endpoint": 2})
     assert parallel(s, 1) == 2 and parallel(s, 3) == 6 and parallel(s, 10) == 8
+
+
+def test_the_pre_flight_opens_the_store_once_and_reads_the_latencies_then(tmp_path, monkeypatch):
+    """`magv run` checks the lock and reads the call log's latencies for its plan in one opening."""
+    from magv.commands import pipeline as command
+    from magv.models import LLMCall
+    from magv.store import Store
+
+    db = tmp_path / "magv.duckdb"
+    with Store(db) as store:
+        store.add_llm_calls([LLMCall(id=f"c{i}", key=f"c{i}", role="responder", model="m", endpoint="e",
+                                     request={}, latency_s=1.0 + i) for i in range(2)])  # fmt: skip
+    opened = []
+    real_init = Store.__init__
+
+    def counting_init(self, *args, **kwargs):
+        opened.append(args)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(Store, "__init__", counting_init)
+    assert command._open_lock(Settings(database=db), wait=False) == {"responder": 1.5}
+    assert len(opened) == 1

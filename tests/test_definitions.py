@@ -55,7 +55,7 @@ def test_export_and_demonstrations_call_the_same_trajectories_verified(tmp_store
     from magv.demos import verified_examples
 
     _verified_store(tmp_store)
-    exported = tmp_store.export_rows(tmp_store.scored_model_id(), verified_only=True)
+    exported = tmp_store.runs_with_verdicts(tmp_store.scored_model_id(), verified_only=True)
     # the demonstrations' further conditions: the MCT of a question of the domain, with a tool call
     expected = {
         r["question_id"] for r in exported if r["is_mct"] and r["domain"] == "retail" and r["n_steps"]

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from magv.doctor import LLAMA_KNOWN_BAD, check_llama_cpp
-from magv.serving.registry import DEFAULT_MODEL, cached_path, get_model
+from magv.gguf.registry import DEFAULT_MODEL, cached_path, get_model
 
 MAGV = [sys.executable, "-m", "magv"]
 

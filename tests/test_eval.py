@@ -26,8 +26,8 @@ from magv.evaluate import (
     run_evaluation,
     score,
 )
+from magv.gguf.registry import DEFAULT_MODEL
 from magv.models import Step, ToolCall, Trajectory
-from magv.serving.registry import DEFAULT_MODEL
 from magv.store import Store
 from magv.verify.labels import match
 from tests.fake_agents import AgentScript

@@ -187,7 +187,7 @@ def test_openai_format_is_ready_for_fine_tuning(fixture_store, tmp_path):
         result = export(store, "openai", out)
     lines = _lines(out)
     with Store(path, read_only=True) as store:
-        alternates = store.export_rows(store.scored_model_id(), alternates=True)
+        alternates = store.runs_with_verdicts(store.scored_model_id(), alternates=True)
     verified_alternates = sum(
         bool(is_verified(r["label"], r["score"], r["threshold"]))
         for r in alternates

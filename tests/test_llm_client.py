@@ -12,9 +12,9 @@ import pytest
 
 from magv.config import RoleSettings, Settings
 from magv.errors import BadInput
+from magv.gguf.registry import DEFAULT_MODEL
 from magv.llm import LLMClient
 from magv.llm.liveness import ModelUnreachable
-from magv.serving.registry import DEFAULT_MODEL
 from tests.fakellm import FakeLLMServer
 
 MESSAGES = [

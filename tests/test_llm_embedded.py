@@ -15,9 +15,9 @@ import pytest
 
 from magv.cli import main
 from magv.config import Settings
+from magv.gguf.registry import DEFAULT_MODEL
 from magv.llm import FinalAnswer, LLMClient, action_schema, choose_action, managed_endpoints
 from magv.models import ToolCall, ToolSpec
-from magv.serving.registry import DEFAULT_MODEL
 from magv.store import Store
 from tests.llm_fixtures import default_model_server  # noqa: F401
 

@@ -14,10 +14,10 @@ import pytest
 
 from magv.config import RoleSettings, Settings
 from magv.errors import BadInput, RunFailed
+from magv.gguf.registry import DEFAULT_MODEL
 from magv.llm import LlamaServer, VLLMServer, managed_endpoints, servers
 from magv.llm.llama_serve import _decoded_arguments, gemma_prompt
 from magv.llm.servers import vllm_installed
-from magv.serving.registry import DEFAULT_MODEL
 from tests.fakellm import FakeLLMServer
 
 REPO = Path(__file__).resolve().parent.parent

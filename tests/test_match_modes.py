@@ -434,3 +434,29 @@ def test_cli_gold_labels_take_an_argument_mode_and_settings_overrides(tmp_path, 
     assert main(["verify", "label", "--arguments", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["correct"] == 1
     assert main(["verify", "label", "--args-mode", "fuzzy"]) == 2
+
+
+def test_the_match_modes_are_named_once():
+    """Settings, the labeller, the report and the help texts take the names from magv.definitions."""
+    import typing
+
+    from magv.config import VerifySettings
+    from magv.definitions import ARG_MODES, MATCH_MODES
+    from magv.report import plots
+    from magv.verify import labels
+
+    assert typing.get_args(VerifySettings.model_fields["gold_match"].annotation) == MATCH_MODES
+    arguments = typing.get_args(VerifySettings.model_fields["gold_arguments"].annotation)
+    assert typing.get_args(arguments[1]) == ARG_MODES
+    assert labels.MATCH_MODES is MATCH_MODES and plots.MATCH_MODES is MATCH_MODES
+    with pytest.raises(Exception, match="gold_match"):
+        VerifySettings(gold_match="fuzzy")
+
+
+def test_label_help_lists_the_modes(capsys, monkeypatch):
+    from magv.definitions import ARG_MODES, MATCH_MODES
+
+    monkeypatch.setenv("COLUMNS", "300")  # one help text on one line
+    assert main(["verify", "label", "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert " | ".join(MATCH_MODES) in out and " | ".join(ARG_MODES) in out

@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 from magv.cli import app
 from magv.config import Settings, load_settings
 from magv.errors import BadInput, RunFailed
+from magv.gguf import registry
+from magv.gguf.registry import MODELS, ModelSpec, assemble, cache_dir, get_model
 from magv.llm.servers import EmbeddedModel, embedded_model
-from magv.serving import registry
-from magv.serving.registry import MODELS, ModelSpec, assemble, cache_dir, get_model
 
 PARTS = [b"GGUF\x03head-", b"middle-" * 1000, b"tail"]
 

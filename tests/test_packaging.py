@@ -12,10 +12,15 @@ from importlib import resources
 from pathlib import Path
 
 import magv
-from magv.prompts import load_prompt, prompt_names, prompts_dir
+from magv.prompts import load_prompt, prompts_dir
 
 REPO = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
+
+
+def prompt_names() -> list[str]:
+    """The prompts in the folder magv reads them from (file names without `.j2`)."""
+    return sorted(f.name[: -len(".j2")] for f in prompts_dir().iterdir() if f.name.endswith(".j2"))
 
 
 def test_python_dash_m_magv_is_the_command_line(tmp_path):

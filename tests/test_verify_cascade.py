@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from magv.cascade.rules import cost_curve, rule_decisions
 from magv.cli import main
 from magv.models import Label
 from magv.store import Store
 from magv.verify.active import learning_curve, uncertain_annotations, uncertain_order
-from magv.verify.cascade import cost_curve, rule_decisions
 from tests.pipeline_helpers import fake_pipeline_env
 
 PIPELINE = ["run", "--no-verify", "--json", "--targets", "4", "--per-target", "4", "--questions", "12",
@@ -191,8 +191,8 @@ def test_judge_share_and_tokens_are_never_above_their_max(env, capsys):
 def test_agreement_rules_decide_when_labelled_rows_back_them(env, capsys):
     tmp, _ = env
     db = tmp / "magv.duckdb"
-    from magv.pipeline.cascade import population
-    from magv.verify.cascade import RULES
+    from magv.cascade.live import population
+    from magv.cascade.rules import RULES
 
     with Store(db) as store:
         unanimous = [r.run_id for r in population(store) if RULES[0].applies(r.features)]
@@ -334,8 +334,9 @@ def test_a_store_without_features_has_nothing_to_decide(tmp_path, monkeypatch, c
 
 
 def test_simulated_cascade_replays_stored_alternates_and_verdicts(tmp_path, monkeypatch, capsys):
+    from magv.cascade.loop import CascadeOptions
+    from magv.cascade.replay import simulate
     from magv.models import JudgeVerdict
-    from magv.verify.cascade_sim import simulate
     from magv.verify.features import compute_features
     from magv.verify.labels import gold_labels
     from tests.verify_helpers import HashEmbedder, synthetic_store
@@ -353,7 +354,7 @@ def test_simulated_cascade_replays_stored_alternates_and_verdicts(tmp_path, monk
             for i, (q, ok) in enumerate(sorted(truth.items()))
         ])  # fmt: skip
         before = store.counts()
-        out = simulate(store, max_judge_share=0.25, margin=0.3)
+        out = simulate(store, CascadeOptions(max_judge_share=0.25, margin=0.3))
         assert store.counts() == before  # nothing written
     n = out["rows"]
     assert n == 40 and out["judged"] <= 10
@@ -369,11 +370,11 @@ def test_simulated_cascade_replays_stored_alternates_and_verdicts(tmp_path, monk
     assert out["costs"]["alternates"]["run"]  # cheaper than a 100-token verdict here
     reverse_cost = {"prompt_tokens": 300, "completion_tokens": 50, "source": "provenance"}
     with Store(db) as store:
-        tight = simulate(store, max_judge_share=1.0, margin=0.49, max_llm_tokens=250)
+        tight = simulate(store, CascadeOptions(max_judge_share=1.0, margin=0.49, max_llm_tokens=250))
         # with a 350-token reverse call the alternates cost more than a verdict: the step is skipped
-        dear = simulate(store, max_judge_share=0.25, margin=0.3, reverse_cost=reverse_cost)
+        dear = simulate(store, CascadeOptions(max_judge_share=0.25, margin=0.3), reverse_cost=reverse_cost)
         store.con.execute("UPDATE judge_verdicts SET prompt_tokens = 4990")  # now 5,000 tokens a verdict
-        given = simulate(store, max_judge_share=0.25, margin=0.3, reverse_cost=reverse_cost)
+        given = simulate(store, CascadeOptions(max_judge_share=0.25, margin=0.3), reverse_cost=reverse_cost)
         store.con.execute("UPDATE judge_verdicts SET prompt_tokens = 90")
     assert dear["costs"]["alternates"]["run"] is False and given["costs"]["alternates"]["run"]
     skipped = {p["step"]: p for p in dear["curve"]["points"]}
@@ -393,7 +394,7 @@ def test_simulated_cascade_replays_stored_alternates_and_verdicts(tmp_path, monk
 
     with Store(db) as store:  # verdicts imported without tokens: the judge's cost is unknown, not 0
         store.con.execute("UPDATE judge_verdicts SET prompt_tokens = 0, completion_tokens = 0")
-        free = simulate(store, max_judge_share=0.25, margin=0.3)
+        free = simulate(store, CascadeOptions(max_judge_share=0.25, margin=0.3))
     assert free["curve"]["judge_everything_tokens_per_1000"] is None
     assert free["curve"]["share_of_judge_everything"] is None
     assert free["costs"]["judge_verdict"]["tokens_per_verdict"] is None
@@ -402,6 +403,13 @@ def test_simulated_cascade_replays_stored_alternates_and_verdicts(tmp_path, monk
     monkeypatch.setenv("MAGV_DATABASE", str(db))
     cli = _cli(["verify", "cascade", "--simulate", "--max-judge-share", "0.25", "--margin", "0.3"], capsys)
     assert cli["rows"] == 40 and cli["curve"]["points"][-1]["coverage"] == 1.0
+    # the replay takes the live cascade's options: --no-judge and --no-alternates are honoured
+    off = _cli(
+        ["verify", "cascade", "--simulate", "--margin", "0.3", "--no-judge", "--no-alternates"], capsys
+    )
+    steps = {p["step"]: p["decided_here"] for p in off["curve"]["points"]}
+    assert off["judged"] == 0 and off["tokens_spent"] == 0
+    assert steps["judge"] == 0 and steps["alternates"] == 0 and off["costs"]["alternates"]["run"] is False
 
 
 @pytest.mark.integration
@@ -439,3 +447,57 @@ def test_alternates_are_skipped_when_a_verdict_costs_less(env, capsys):
     assert _tokens(db, ("reverse", "responder")) == before
     assert out["decided_by"].get("alternates", 0) == 0 and out["decided_by"].get("judge", 0) >= 1
     assert any(s.startswith("alternates: skipped") for s in out["budget_stops"]), out["budget_stops"]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    "args, options",
+    [
+        (["--no-judge"], {"judge": False}),
+        (["--no-alternates", "--max-judge-share", "0.25"], {"alternates": False, "max_judge_share": 0.25}),
+    ],
+    ids=["alternates", "judge"],
+)
+def test_live_and_replay_make_the_same_decisions(env, capsys, args, options):
+    """One loop over two oracles: the live cascade on the fake server, then a replay of what it
+    stored (the verifier's scores before and after the alternates, the alternates' runs, the
+    judge's verdicts) with the same options decide every trajectory alike."""
+    from magv.cascade.live import population
+    from magv.cascade.loop import CascadeOptions, decide
+    from magv.cascade.replay import ReplayOracle, alternate_costs, stored_verdicts
+
+    tmp, _ = env
+    db = tmp / "magv.duckdb"
+    with Store(db, read_only=True) as store:
+        model_id = store.scored_model_id()
+        before = {p.run_id: p.probability for p in store.predictions(model_id)}
+        threshold = store.predictions(model_id)[0].threshold
+    live = _cli(["verify", "cascade", *args], capsys)
+    with Store(db, read_only=True) as store:
+        stored = {d["run_id"]: (d["step"], d["correct"]) for d in store.cascade_decisions()}
+        after = {p.run_id: p.probability for p in store.predictions(model_id)}
+        rows = population(store)
+        labels = {k: v.correct for k, v in store.effective_labels().items()}
+        costs = alternate_costs(store, [r.question_id for r in rows])
+        _, verdicts = stored_verdicts(store)
+    oracle = ReplayOracle(rows, labels, before, after, threshold, model_id, costs, verdicts)
+    replay = decide(oracle, CascadeOptions(**options))
+    assert {d.row.run_id: (d.step, d.correct) for d in replay.decisions} == stored
+    assert replay.decided_by == live["decided_by"] and sum(live["decided_by"].values()) > 0
+    assert replay.budget.judged == live["judged"] and len(replay.pending) == live["queued_for_human"]
+
+
+def test_the_budget_counts_only_what_was_spent():
+    from magv.cascade.loop import Budget
+
+    b = Budget(max_tokens=100, max_judged=2)
+    assert b.affordable([30, 30, 30, 30]) == 3  # in order, while they fit
+    assert b.affordable([120, 10]) == 0  # the first does not fit: nothing after it is taken
+    assert b.affordable([0, 0]) == 1  # no estimate yet: one, to be measured
+    b.spend(95)
+    assert b.affordable([10]) == 0 and b.affordable([0]) == 1 and b.tokens == 95
+    b.spend(5)
+    assert b.affordable([0]) == 0
+    with pytest.raises(ValueError):
+        b.spend(-5)  # nothing is reserved, so nothing is given back
+    assert Budget(None, 0).affordable([10**9] * 3) == 3

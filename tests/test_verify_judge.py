@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
 
-from magv.agents.judge import judge_many, parse_verdict, pending_judgements, render
+from magv.agents.judge import parse_verdict, pending_judgements, render
 from magv.cli import main
 from magv.config import load_settings
-from magv.llm import LLMClient
 from magv.store import Store
 from magv.verify.labels import gold_labels
 from tests.fakellm import FakeLLMServer
@@ -47,21 +45,37 @@ def _by_question(req: dict) -> str:
     return json.dumps({"verdict": "correct" if "get_order" in prompt else "incorrect", "reason": "checked"})
 
 
+def _judge(store: Store, cfg, url: str) -> list:
+    """The judge stage as `magv verify judge` runs it, on every pending trajectory: the verdicts it
+    returned (failed ones too; the stage stores the others)."""
+    from magv.pipeline import judge as stage
+    from magv.pipeline.runner import run_stage
+    from magv.pipeline.session import local_session
+    from magv.pipeline.worker import close_resources
+
+    got: list = []
+
+    def keep(store, ctx, results, report) -> None:
+        stage.write(store, ctx, results, report)
+        got.extend(results)
+
+    try:
+        with local_session(cfg, store, {"judge": [url]}, "test-judge") as sess:
+            run_stage(sess, stage.STAGE, write=keep)
+    finally:
+        close_resources()
+    return got
+
+
 def test_judge_on_fake_server_stores_verdicts_with_tokens_and_latency(tmp_store):
     synthetic_store(tmp_store, n_questions=6)
-    cfg = load_settings(None)
+    cfg = load_settings(None, pipeline={"concurrency": 3})
     items = pending_judgements(tmp_store, cfg.llm.role("judge")["model"])
     assert len(items) == 6
     with FakeLLMServer(handler=_by_question, latency_s=0.01) as srv:
-
-        async def run():
-            async with LLMClient(cfg, recorder=tmp_store, endpoints=[srv.base_url]) as client:
-                return await judge_many(client, items, concurrency=3)
-
-        verdicts = asyncio.run(run())
+        assert len(_judge(tmp_store, cfg, srv.base_url)) == 6
         body = srv.requests[0]
     assert body["response_format"]["json_schema"]["name"] == "verdict" and body["temperature"] == 0.0
-    tmp_store.add_judge_verdicts(verdicts)
     stored = {v.run_id: v for v in tmp_store.judge_verdicts()}
     assert len(stored) == 6
     runs = {r.id: r for r in tmp_store.runs()}
@@ -79,16 +93,11 @@ def test_judge_on_fake_server_stores_verdicts_with_tokens_and_latency(tmp_store)
 def test_llm_failure_is_a_recorded_verdict_not_a_crash(tmp_store):
     synthetic_store(tmp_store, n_questions=2)
     cfg = load_settings(None, llm={"retries": 0})
-    items = pending_judgements(tmp_store, "m")
     with FakeLLMServer(faults={"500": 1.0}) as srv:
-
-        async def run():
-            async with LLMClient(cfg, endpoints=[srv.base_url]) as client:
-                return await judge_many(client, items)
-
-        verdicts = asyncio.run(run())
+        verdicts = _judge(tmp_store, cfg, srv.base_url)
     assert [v.correct for v in verdicts] == [None, None]
     assert all(v.error.startswith("LLM error: HTTP 500") for v in verdicts)
+    assert tmp_store.judge_verdicts() == []  # no verdict: both stay pending for the next run
 
 
 def test_cli_judge_reports_accuracy_and_cost(tmp_path, monkeypatch, capsys):
@@ -116,14 +125,8 @@ def test_judge_on_the_embedded_model(tmp_store, llama_server):
     """The real gemma-3-270m behind llama.cpp: its verdicts are not good, but they arrive
     schema-constrained, parse, and carry real token counts and latency."""
     synthetic_store(tmp_store, n_questions=2)
-    cfg = load_settings(None, llm={"max_tokens": 96})
-    items = pending_judgements(tmp_store, cfg.llm.role("judge")["model"])
-
-    async def run():
-        async with LLMClient(cfg, recorder=tmp_store, endpoints=[llama_server.url]) as client:
-            return await judge_many(client, items, concurrency=1)
-
-    verdicts = asyncio.run(run())
+    cfg = load_settings(None, llm={"max_tokens": 96}, pipeline={"concurrency": 1})
+    verdicts = _judge(tmp_store, cfg, llama_server.url)
     assert len(verdicts) == 2
     for v in verdicts:
         assert v.prompt_tokens > 50 and v.completion_tokens > 0 and v.latency_s > 0

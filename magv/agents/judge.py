@@ -4,7 +4,6 @@ compare the judge's accuracy and cost with the classical verifier's."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from collections.abc import Sequence
@@ -124,17 +123,3 @@ def pending_judgements(store: Any, model: str, limit: int | None = None) -> list
     ]
     return items[:limit] if limit is not None else items
 
-
-async def judge_many(
-    client,
-    items: Sequence[tuple[str, str, Trajectory]],
-    concurrency: int = 8,
-    temperature: float | None = 0.0,
-) -> list[JudgeVerdict]:
-    limit = asyncio.Semaphore(concurrency)
-
-    async def one(item: tuple[str, str, Trajectory]) -> JudgeVerdict:
-        async with limit:
-            return await judge(client, *item, temperature=temperature)
-
-    return list(await asyncio.gather(*(one(i) for i in items)))

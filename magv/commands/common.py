@@ -122,7 +122,3 @@ def _fmt(v: Any) -> str:
     if v is None:
         return "-"
     return str(v)
-
-
-def path_arg(p: Path | None) -> Path | None:
-    return Path(p) if p else None

@@ -67,7 +67,7 @@ def eval_command(
     from magv.config import load_settings
     from magv.domains import load_domain
     from magv.evaluate import MATCH_KEYS, configure, load_questions, parse_spec, run_evaluation
-    from magv.gate import parse_bars, shortfalls
+    from magv.gate import enforce, parse_bars, shortfalls
 
     bars = parse_bars(fail_under, [*MATCH_KEYS, "valid_calls", "answered"])
     cfg = settings(ctx, domain=domain, **{"pipeline.demos": demos, "pipeline.max_steps": max_steps})
@@ -112,14 +112,7 @@ def eval_command(
                               "verifier first or add --seed-demos")  # fmt: skip
         if s["questions"] and s["llm_errors"] == s["questions"]:
             raise RunFailed(f"{c['name']}: every run ended in an LLM error; see `magv llm calls`")
-    if fell:
-        for line in fell:
-            err_console.print(f"[red]below the bar:[/red] {line}", highlight=False)
-        raise RunFailed(f"eval: {len(fell)} metric(s) below --fail-under")
-    if bars:
-        err_console.print(
-            f"gate passed: {', '.join(f'{k} >= {v:g}' for k, v in bars.items())}", highlight=False
-        )
+    enforce(fell, bars, "eval", lambda line: err_console.print(line, highlight=False))
 
 
 def _print(out: dict[str, Any]) -> None:

@@ -63,28 +63,6 @@ def _decoded(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def find_calls(store: Any, role: str | None = None, model: str | None = None, text: str | None = None,
-               limit: int | None = None, ids: list[str] | None = None) -> list[dict[str, Any]]:  # fmt: skip
-    """Logged calls, newest first, filtered by role, model, call ids and a text that the request or
-    the response contains (case-insensitive)."""
-    where, params = [], []
-    for column, value in (("role", role), ("model", model)):
-        if value is not None:
-            where.append(f"{column} = ?")
-            params.append(value)
-    if text:
-        where.append(
-            "(CAST(request AS VARCHAR) ILIKE ? OR CAST(response AS VARCHAR) ILIKE ? OR error ILIKE ?)"
-        )
-        params += [f"%{text}%"] * 3
-    if ids is not None:
-        where.append("list_contains(?, id)")
-        params.append(list(ids))
-    sql = "SELECT * FROM llm_calls" + (" WHERE " + " AND ".join(where) if where else "")
-    sql += " ORDER BY created_at DESC, id" + (f" LIMIT {int(limit)}" if limit else "")
-    return store.query(sql, params)
-
-
 def message_text(message: dict[str, Any]) -> str:
     """A chat message as text: its content, and the tool calls it makes."""
     parts = []
@@ -141,11 +119,11 @@ def llm_calls(
     """Logged model calls, newest first, each with its prompt and response (--short: a table)."""
     cfg = settings(ctx)
     with open_store(cfg, read_only=cfg.database.exists()) as store:
-        logged = store.query("SELECT DISTINCT role, model FROM llm_calls")
+        logged = store.logged_roles_models()
         # the agent roles, and any other role a call was logged under
         choice("--role", role, sorted(set(ROLES) | {r["role"] for r in logged if r["role"]}))
         choice("--model", model, sorted({r["model"] for r in logged if r["model"]}))
-        rows = find_calls(store, role=role, model=model, text=text, limit=limit)
+        rows = store.find_calls(role=role, model=model, text=text, limit=limit)
     if as_json:
         emit_json([_decoded(r) for r in rows])
         return

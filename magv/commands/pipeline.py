@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import typer
@@ -76,15 +75,17 @@ def _quiet_prefect() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def _open_lock(cfg: Settings, wait: bool) -> None:
-    """Fail at once (or wait) when another process is writing the database."""
+def _open_lock(cfg: Settings, wait: bool) -> dict[str, float]:
+    """Fail at once (or wait) when another process is writing the database. While it is open, the
+    call log's mean latency per role is read for the plan (the one time the pre-flight opens it)."""
+    from magv.pipeline.cost import mean_latencies
     from magv.store import Store
 
     told = False
     while True:
         try:
-            Store(cfg.database).close()
-            return
+            with Store(cfg.database) as store:
+                return mean_latencies(store)
         except StoreLocked as exc:
             if not wait:
                 raise
@@ -102,17 +103,13 @@ def _check_inputs(cfg: Settings) -> list:
     return load_domain(cfg.domain).seeds()
 
 
-def print_estimate(cfg: Settings, seeds: list) -> None:
-    """What a whole run costs on a new database (a rerun skips what is stored), before it starts."""
-    from magv.pipeline.cost import mean_latencies, parallel, run_costs
+def print_estimate(cfg: Settings, seeds: list, latencies: dict[str, float]) -> None:
+    """What a whole run costs on a new database (a rerun skips what is stored), before it starts;
+    a time where the call log has `latencies` (mean seconds per role)."""
+    from magv.pipeline.cost import parallel, run_costs
     from magv.pipeline.generate import per_target, target_seeds
-    from magv.store import Store
 
     targets = len(target_seeds(seeds, cfg.pipeline.max_targets))
-    latencies = {}
-    if Path(cfg.database).exists():
-        with Store(cfg.database, read_only=True) as store:
-            latencies = mean_latencies(store)
     costs = run_costs(cfg, targets)
     console.print(
         f"plan: {targets} targets x {per_target(cfg, targets)} questions, keep {cfg.pipeline.questions}; "
@@ -130,9 +127,9 @@ def run_flow(
 ) -> dict[str, Any]:
     _quiet_prefect()
     seeds = _check_inputs(cfg)
-    _open_lock(cfg, wait)
+    latencies = _open_lock(cfg, wait)
     if flow_name in ("pipeline", "generate") and not as_json:
-        print_estimate(cfg, seeds)
+        print_estimate(cfg, seeds, latencies or {})
     from magv.pipeline.runner import task_runner
 
     module = __import__(f"magv.flows.{flow_name}", fromlist=["x"])

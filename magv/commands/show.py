@@ -12,6 +12,7 @@ from rich.markup import escape
 from magv.commands.common import JsonOption, console, emit_json, open_store, settings
 from magv.errors import BadInput
 from magv.report.samples import conversation, tool_errors
+from magv.store import Store
 
 # table -> what the id names, in the order they are searched
 KINDS = (("questions", "question"), ("runs", "run"), ("llm_calls", "call"), ("pipeline_runs", "pipeline run"))
@@ -23,18 +24,15 @@ def _loads(value: Any, default: Any = None) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
-def resolve(store: Any, ident: str) -> tuple[str, str]:
+def resolve(store: Store, ident: str) -> tuple[str, str]:
     """(kind, full id) of an id or unique id prefix; BadInput when it names nothing or several."""
     found: list[tuple[str, str]] = []
     for table, kind in KINDS:
-        exact = store.query(f"SELECT id FROM {table} WHERE id = ?", [ident])
+        exact = store.ids(table, ident)
         if exact:
-            return kind, exact[0]["id"]
+            return kind, exact[0]
     for table, kind in KINDS:
-        found += [
-            (kind, r["id"])
-            for r in store.query(f"SELECT id FROM {table} WHERE starts_with(id, ?) LIMIT 5", [ident])
-        ]
+        found += [(kind, i) for i in store.ids(table, ident, prefix=True)]
     if not found:
         raise BadInput(
             f"show: {ident!r} is not the id of a question, run, LLM call or pipeline run in {store.path}"
@@ -45,73 +43,69 @@ def resolve(store: Any, ident: str) -> tuple[str, str]:
     return found[0]
 
 
-def _predictions(store: Any, run_id: str) -> list[dict[str, Any]]:
-    rows = store.query("SELECT * FROM predictions WHERE run_id = ? ORDER BY created_at DESC", [run_id])
+def _predictions(store: Store, run_id: str) -> list[dict[str, Any]]:
+    rows = store.predictions_of(run_id)
     for r in rows:
         contributions = _loads(r.pop("contributions"), {}) or {}
         r["top_contributions"] = dict(sorted(contributions.items(), key=lambda kv: -abs(kv[1]))[:5])
     return rows
 
 
-def run_detail(store: Any, run_id: str, with_question: bool = True) -> dict[str, Any]:
-    run = store.query("SELECT * FROM runs WHERE id = ?", [run_id])[0]
+def run_detail(store: Store, run_id: str, with_question: bool = True) -> dict[str, Any]:
+    run = store.run_row(run_id)
+    assert run is not None, run_id  # resolved before
     trajectory = _loads(run["trajectory"], {"steps": []}) or {"steps": []}
-    question = store.query("SELECT id, text, origin FROM questions WHERE id = ?", [run["question_id"]])
-    q = question[0] if question else {"id": run["question_id"], "text": None, "origin": None}
-    mct = store.query("SELECT run_id, share FROM mct WHERE question_id = ?", [run["question_id"]])
+    question = store.question_row(run["question_id"])
+    q = ({k: question[k] for k in ("id", "text", "origin")} if question
+         else {"id": run["question_id"], "text": None, "origin": None})  # fmt: skip
+    mct = store.mct_of(run["question_id"])
     out = {
         "kind": "run", "id": run["id"], "question_id": run["question_id"], "run_index": run["run_index"],
-        "status": run["status"], "is_mct": bool(mct and mct[0]["run_id"] == run["id"]),
+        "status": run["status"], "is_mct": bool(mct and mct["run_id"] == run["id"]),
         "tokens": {"prompt": run["prompt_tokens"], "completion": run["completion_tokens"]},
         "latency_s": run["latency_s"], "created_at": run["created_at"],
         "conversation": conversation(q["text"], trajectory), "tool_errors": tool_errors(trajectory),
         "response": trajectory.get("response"),
-        "labels": store.query("SELECT source, correct, detail, created_at FROM labels WHERE run_id = ? "
-                              "ORDER BY created_at", [run_id]),
+        "labels": store.labels_of(run_id),
         "predictions": _predictions(store, run_id),
-        "judge": store.query("SELECT model, correct, reason, error FROM judge_verdicts WHERE run_id = ?", [run_id]),
-        "features": {r["version"]: _loads(r["values"], {}) for r in
-                     store.query('SELECT version, "values" FROM features WHERE run_id = ?', [run_id])},
+        "judge": store.judge_verdicts_of(run_id),
+        "features": {r["version"]: _loads(r["values"], {}) for r in store.feature_rows_of(run_id)},
     }  # fmt: skip
     if with_question:
         out["question"] = q
     return out
 
 
-def question_detail(store: Any, qid: str) -> dict[str, Any]:
-    q = store.query("SELECT * FROM questions WHERE id = ?", [qid])[0]
-    selection = store.query("SELECT kept, reason, cluster FROM selections WHERE question_id = ?", [qid])
-    mct = store.query("SELECT run_id, share, n_runs, n_distinct FROM mct WHERE question_id = ?", [qid])
-    runs = store.query("SELECT id FROM runs WHERE question_id = ? ORDER BY run_index", [qid])
-    alternates = store.query(
-        "SELECT q.id, q.text, (SELECT count(*) FROM runs r WHERE r.question_id = q.id) AS runs "
-        "FROM questions q WHERE q.parent_id = ? ORDER BY q.id", [qid]
-    )  # fmt: skip
+def question_detail(store: Store, qid: str) -> dict[str, Any]:
+    q = store.question_row(qid)
+    assert q is not None, qid  # resolved before
     return {
         "kind": "question", "id": q["id"], "text": q["text"], "domain": q["domain"], "origin": q["origin"],
         "seed_id": q["seed_id"], "parent_id": q["parent_id"], "status": q["status"],
         "target": _loads(q["target"], []) or [],
-        "selection": selection[0] if selection else None, "mct": mct[0] if mct else None,
-        "runs": [run_detail(store, r["id"], with_question=False) for r in runs],
-        "alternates": alternates,
+        "selection": store.selection_of(qid), "mct": store.mct_of(qid),
+        "runs": [run_detail(store, r, with_question=False) for r in store.run_ids_of(qid)],
+        "alternates": store.alternates_of(qid),
     }  # fmt: skip
 
 
-def call_detail(store: Any, call_id: str) -> dict[str, Any]:
-    row = store.query("SELECT * FROM llm_calls WHERE id = ?", [call_id])[0]
+def call_detail(store: Store, call_id: str) -> dict[str, Any]:
+    row = store.llm_call_row(call_id)
+    assert row is not None, call_id  # resolved before
     for key in ("request", "response"):
         row[key] = _loads(row[key])
     return {"kind": "call", **row}
 
 
-def pipeline_detail(store: Any, run_id: str) -> dict[str, Any]:
-    row = store.query("SELECT * FROM pipeline_runs WHERE id = ?", [run_id])[0]
+def pipeline_detail(store: Store, run_id: str) -> dict[str, Any]:
+    row = store.pipeline_run_row(run_id)
+    assert row is not None, run_id  # resolved before
     return {"kind": "pipeline run", "id": row["id"], "domain": row["domain"], "status": row["status"],
             "started_at": row["started_at"], "finished_at": row["finished_at"],
             "stages": _loads(row["stages"], {}) or {}, "summary": _loads(row["summary"], {}) or {}}  # fmt: skip
 
 
-def detail(store: Any, ident: str) -> dict[str, Any]:
+def detail(store: Store, ident: str) -> dict[str, Any]:
     kind, full = resolve(store, ident)
     return {"question": question_detail, "run": run_detail, "call": call_detail,
             "pipeline run": pipeline_detail}[kind](store, full)  # fmt: skip

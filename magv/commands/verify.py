@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from magv.commands.common import JsonOption, console, emit_json, err_console, open_store, settings, table
+from magv.definitions import ARG_MODES, MATCH_MODES
 from magv.errors import BadInput, Interrupted, RunFailed
 from magv.jsonl import check_input_file
 from magv.pipeline.worker import WorkerContext
@@ -55,14 +56,14 @@ def features(
 @verify_app.command("label")
 def label(
     ctx: typer.Context,
-    mode: str = typer.Option(None, "--mode", help="Gold match: strict | unordered | subset | superset."),
+    mode: str = typer.Option(None, "--mode", help=f"Gold match: {' | '.join(MATCH_MODES)}."),
     arguments: bool = typer.Option(
         None, "--arguments/--no-arguments", help="Compare tool arguments too (default: settings)."
     ),
     args_mode: str = typer.Option(
         None,
         "--args-mode",
-        help="Argument match: exact | ignore | subset | superset (overrides --arguments).",
+        help=f"Argument match: {' | '.join(ARG_MODES)} (overrides --arguments).",
     ),
     from_file: Path = typer.Option(
         None, "--from", help='JSONL of {"run_id" | "question_id": ..., "correct": true|false}: import labels.'
@@ -71,7 +72,7 @@ def label(
 ) -> None:
     """Write gold labels (MCT vs target trajectory), or import labels from a file with --from."""
     from magv.pipeline import labels as stage
-    from magv.verify.labels import ARG_MODES, MATCH_MODES, read_label_file
+    from magv.verify.labels import read_label_file
 
     cfg = settings(ctx)
     mode = mode or cfg.verify.gold_match
@@ -254,13 +255,12 @@ def score(
                           f"{n_correct} correct at threshold {out['threshold']:g}; verdicts: {out['output']}",
                           highlight=False)  # fmt: skip
     if fail_under is not None:
-        r_n, r_correct = n, n_correct
-        verified = r_correct / r_n if r_n else None
-        if verified is None or verified < fail_under:
-            got = "nothing was scored" if verified is None else f"{verified:.4g} verified ({r_correct}/{r_n})"
-            err_console.print(f"[red]below the bar:[/red] {got} < {fail_under:g}", highlight=False)
-            raise RunFailed(f"verify score: share verified below --fail-under {fail_under:g}")
-        err_console.print(f"gate passed: {verified:.4g} verified >= {fail_under:g}", highlight=False)
+        from magv.gate import enforce, shortfalls
+
+        bars = {"verified": fail_under}
+        fell = shortfalls({"verified": n_correct / n if n else None}, bars,
+                          details={"verified": f"{n_correct}/{n}"})  # fmt: skip
+        enforce(fell, bars, "verify score", lambda line: err_console.print(line, highlight=False))
 
 
 @verify_app.command("judge")
@@ -363,9 +363,11 @@ def cascade(
     as_json: bool = JsonOption,
 ) -> None:
     """Decide each trajectory by the cheapest confident step: agreement, verifier, alternates, judge, human."""
+    from contextlib import contextmanager
+
+    from magv.cascade.loop import CascadeOptions
     from magv.llm import managed_endpoints
     from magv.models import make_id, utcnow
-    from magv.pipeline.cascade import Cascade, CascadeOptions
     from magv.pipeline.session import local_session
     from magv.pipeline.worker import close_resources
 
@@ -375,32 +377,34 @@ def cascade(
                              judge=use_judge)  # fmt: skip
     options.check()
     if simulate:
-        from magv.verify.cascade_sim import simulate as replay
+        from magv.cascade.replay import simulate as replay
 
         with open_store(cfg, read_only=True, existing=True) as store:
-            out = replay(store, threshold=cfg.verify.threshold if threshold is None else threshold, margin=margin,
-                         rule_confidence=rule_confidence, max_judge_share=max_judge_share,
-                         max_llm_tokens=max_llm_tokens, seed=cfg.pipeline.seed, folds=cfg.verify.cv_folds)  # fmt: skip
+            out = replay(store, options, default_threshold=cfg.verify.threshold, seed=cfg.pipeline.seed,
+                         folds=cfg.verify.cv_folds)  # fmt: skip
         if as_json or "curve" not in out:
             emit_json(out)
             return
         print_simulated_cascade(out)
         return
+    from magv.cascade.live import run as run_cascade
+
     run_id = make_id("cascade", cfg.domain, str(utcnow()))
     with open_store(cfg, existing=True) as store:
-        with local_session(cfg, store, {}, run_id) as sess:
-            c = Cascade(sess, options)
-            c.free_steps()
-        if c.needs_llm():
+
+        @contextmanager
+        def connect():  # the model endpoints, started only when an LLM step has rows to decide
             try:
                 with (
                     managed_endpoints(cfg) as endpoints,
                     local_session(cfg, store, endpoints, run_id) as sess,
                 ):
-                    c.llm_steps(sess)
+                    yield sess
             finally:
                 close_resources()
-        out = c.finish().result
+
+        with local_session(cfg, store, {}, run_id) as sess:
+            out = run_cascade(sess, options, connect).result
     if as_json:
         emit_json(out)
         return
@@ -476,10 +480,10 @@ def import_trajectories(
         help="Replace stored runs whose content differs (with their labels and derived rows).",
     ),
     mode: str = typer.Option(
-        None, "--mode", help="Match of a line's reference: strict | unordered | subset | superset."
+        None, "--mode", help=f"Match of a line's reference: {' | '.join(MATCH_MODES)}."
     ),
     args_mode: str = typer.Option(
-        None, "--args-mode", help="Argument match of a reference: exact | ignore | subset | superset."
+        None, "--args-mode", help=f"Argument match of a reference: {' | '.join(ARG_MODES)}."
     ),
     as_json: bool = JsonOption,
 ) -> None:

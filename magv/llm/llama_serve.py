@@ -25,7 +25,7 @@ import threading
 import time
 from typing import Any
 
-from magv.serving.registry import GEMMA_FORMAT
+from magv.gguf.registry import GEMMA_FORMAT
 
 
 def _text(message: dict[str, Any]) -> str:

@@ -24,9 +24,9 @@ import httpx
 
 from magv.config import ROLES, LlamaSettings, Settings
 from magv.errors import BadInput, RunFailed
+from magv.gguf.registry import DEFAULT_MODEL, EMBEDDED_HINT, assemble, get_model, model_path
 from magv.llm import liveness
 from magv.llm.llama_serve import GEMMA_FORMAT
-from magv.serving.registry import DEFAULT_MODEL, EMBEDDED_HINT, assemble, get_model, model_path
 
 GPU_HINT = "install magv's gpu extra on a host with a CUDA GPU: pip install 'magv[gpu]'"
 # Saved llama.cpp states for prefix reuse (the KV cache of a conversation: ~28 KB a token with

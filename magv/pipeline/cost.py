@@ -4,9 +4,12 @@ role before, a time estimate from its mean latency."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from magv import progress
+
+if TYPE_CHECKING:
+    from magv.store import Store
 
 
 @dataclass
@@ -33,15 +36,12 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def mean_latencies(store: Any) -> dict[str, float]:
+def mean_latencies(store: Store) -> dict[str, float]:
     """Mean seconds of a successful call, by role, over the whole call log."""
     try:
-        rows = store.query(
-            "SELECT role, avg(latency_s) AS s FROM llm_calls WHERE error IS NULL AND latency_s > 0 GROUP BY role"
-        )
+        return store.mean_latencies()
     except Exception:  # an estimate must never stop a run
         return {}
-    return {r["role"]: float(r["s"]) for r in rows if r["s"]}
 
 
 def parallel(settings: Any, endpoints: int) -> int:

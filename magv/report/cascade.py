@@ -1,5 +1,5 @@
 """The cascade section: which step decided how many trajectories, accuracy against cumulative LLM
-cost as steps are added (magv.verify.cascade.cost_curve), and the active-learning curve
+cost as steps are added (magv.cascade.rules.cost_curve), and the active-learning curve
 (accuracy against the number of human labels, simulated on labelled rows). Hidden (None) when the
 store holds no cascade decisions."""
 
@@ -18,7 +18,7 @@ MIN_CURVE_ROWS = 12
 def cascade_section(
     scope: Scope, labels: dict[str, dict[str, Any]], data: ReportData
 ) -> dict[str, Any] | None:
-    from magv.verify.cascade import cost_curve
+    from magv.cascade.rules import cost_curve
 
     decisions = [{**d, "costs": loads(d["costs"], {})} for d in scope.rows("cascade_decisions")]
     if not decisions:

@@ -1,4 +1,5 @@
-"""ROC, precision-recall and calibration curves and the confusion matrix of one binary scorer."""
+"""ROC, precision-recall and calibration curves of one binary scorer (its confusion matrix is
+magv.verify.metrics.confusion)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,6 @@ from typing import Any
 import numpy as np
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_curve
-
-
-def confusion(y: list[int], proba: list[float], threshold: float = 0.5) -> list[list[int]]:
-    """[[tn, fp], [fn, tp]], the layout of sklearn's confusion_matrix."""
-    t = np.asarray(y, dtype=int)
-    p = (np.asarray(proba, dtype=float) >= threshold).astype(int)
-    return [[int(((t == 0) & (p == 0)).sum()), int(((t == 0) & (p == 1)).sum())],
-            [int(((t == 1) & (p == 0)).sum()), int(((t == 1) & (p == 1)).sum())]]  # fmt: skip
 
 
 def binary_curves(y: list[int], proba: list[float]) -> dict[str, Any] | None:

@@ -15,6 +15,8 @@ import matplotlib
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
+from magv.definitions import MATCH_MODES
+
 PALETTE = ["#3b6ea8", "#e07b39", "#4f9d69", "#c44e52", "#8172b2", "#937860", "#da8bc3", "#8c8c8c",
            "#ccb974", "#64b5cd"]  # fmt: skip
 GOOD, BAD, NEUTRAL = "#4f9d69", "#c44e52", "#8c8c8c"
@@ -427,9 +429,6 @@ def verifier_vs_judge(comparison: dict[str, Any]) -> Figure | None:
 
 
 # -- evaluation ---------------------------------------------------------------------------------
-
-
-MATCH_MODES = ("strict", "unordered", "subset", "superset")
 
 
 @_styled

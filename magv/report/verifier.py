@@ -6,11 +6,12 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from magv.cascade.rules import agent_calls
 from magv.definitions import best_model
 from magv.models import Trajectory
-from magv.report.curves import binary_curves, confusion
+from magv.report.curves import binary_curves
 from magv.report.scope import ReportData, Scope, loads, rounded
-from magv.verify.cascade import agent_calls
+from magv.verify.metrics import confusion
 
 METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
 INTERVAL_METRICS = ("accuracy", "balanced_accuracy", "roc_auc", "mcc", "brier")
@@ -210,7 +211,7 @@ def _comparison(scope: Scope, preds, labels, best, data: ReportData) -> dict[str
     # The features need alternates: the reverse engineer's calls and the responder's runs on them.
     # The reverse engineer's calls come from the log by role; the responder's calls on alternates
     # share the role with its base runs, so they are counted on the alternates' runs (one call per
-    # agent turn, magv.verify.cascade.agent_calls).
+    # agent turn, magv.cascade.rules.agent_calls).
     reverse = [c for c in calls if c["role"] == "reverse"]
     alt_ids = {q["id"] for q in scope.rows("questions", ["id", "origin"]) if q["origin"] == "alternate"}
     alt_runs = [r for r in scope.rows("runs", ["question_id", "prompt_tokens", "completion_tokens", "latency_s",

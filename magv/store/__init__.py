@@ -14,12 +14,14 @@ transactions, the insert paths):
 - `judge_verdicts`: JudgeVerdicts    - `eval_results`: EvalResults
 - `cascade_decisions`: CascadeDecisions
 - report and export reads: ReportRows
+- one thing by its id, as `magv show` reads it: Details
 """
 
 from __future__ import annotations
 
 from magv.store.cascade import CascadeDecisions
 from magv.store.connection import Connection
+from magv.store.details import Details
 from magv.store.embeddings import Embeddings
 from magv.store.evals import EvalResults
 from magv.store.features import FeatureRows
@@ -36,7 +38,7 @@ from magv.store.verifier import VerifierTables
 
 class Store(
     PipelineRuns, Questions, Runs, LLMCalls, FeatureRows, Embeddings, ReportRows, Labels, VerifierTables,
-    JudgeVerdicts, EvalResults, CascadeDecisions,
+    JudgeVerdicts, EvalResults, CascadeDecisions, Details,
 ):  # fmt: skip
     """One magv DuckDB file. Use as a context manager or call `close()`; `read_only` never creates
     nor changes the file."""

@@ -22,3 +22,14 @@ class JudgeVerdicts(Connection):
 
     def judge_verdicts(self) -> list[JudgeVerdict]:
         return [JudgeVerdict(**r) for r in self.query("SELECT * FROM judge_verdicts ORDER BY run_id")]
+
+    def judge_model_with_most_verdicts(self) -> str | None:
+        return self.scalar("SELECT model FROM judge_verdicts GROUP BY model ORDER BY count(*) DESC LIMIT 1")
+
+    def mean_verdict_tokens(self) -> float | None:
+        """The mean prompt + completion tokens of the verdicts that did not fail on the LLM."""
+        value = self.scalar(
+            "SELECT avg(coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0)) FROM judge_verdicts "
+            "WHERE error IS NULL OR error NOT LIKE 'LLM error:%'"
+        )
+        return None if value is None else float(value)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from magv.models import LLMCall
@@ -75,3 +75,71 @@ class LLMCalls(Connection):
             [since],
         )[0]
         return {k: int(v) for k, v in row.items()}
+
+    def call_tokens(self, role: str, how: str = "max") -> float | None:
+        """The `how` ("max" or "avg") of prompt + completion tokens over the role's successful
+        calls; None when it logged none."""
+        if how not in ("max", "avg"):
+            raise ValueError(f"call_tokens: how={how!r}, expected 'max' or 'avg'")
+        value = self.scalar(
+            f"SELECT {how}(prompt_tokens + completion_tokens) FROM llm_calls WHERE role = ? AND error IS NULL",
+            [role],
+        )
+        return None if value is None else float(value)
+
+    def mean_call_cost(self, role: str) -> dict[str, Any] | None:
+        """The mean `prompt_tokens` and `completion_tokens` of the role's logged calls (failed
+        ones too), over `calls`; None when it logged none."""
+        row = self.query(
+            "SELECT avg(coalesce(prompt_tokens, 0)) AS p, avg(coalesce(completion_tokens, 0)) AS c, "
+            "count(*) AS n FROM llm_calls WHERE role = ?",
+            [role],
+        )[0]
+        if not row["n"]:
+            return None
+        return {
+            "prompt_tokens": round(row["p"], 1),
+            "completion_tokens": round(row["c"], 1),
+            "calls": row["n"],
+        }
+
+    def mean_latencies(self) -> dict[str, float]:
+        """Mean seconds of a successful call, by role, over the whole call log."""
+        rows = self.query(
+            "SELECT role, avg(latency_s) AS s FROM llm_calls WHERE error IS NULL AND latency_s > 0 GROUP BY role"
+        )
+        return {r["role"]: float(r["s"]) for r in rows if r["s"]}
+
+    def call_templates(self) -> list[dict[str, Any]]:
+        """Calls by role, model and prompt template (with its hash)."""
+        return self.query(
+            "SELECT role, model, template, template_hash, count(*) AS calls FROM llm_calls "
+            "GROUP BY ALL ORDER BY role, model, template"
+        )
+
+    def logged_roles_models(self) -> list[dict[str, Any]]:
+        """The distinct (role, model) pairs of the log."""
+        return self.query("SELECT DISTINCT role, model FROM llm_calls")
+
+    def find_calls(
+        self, role: str | None = None, model: str | None = None, text: str | None = None,
+        limit: int | None = None, ids: Sequence[str] | None = None,
+    ) -> list[dict[str, Any]]:  # fmt: skip
+        """Logged calls, newest first, filtered by role, model, call ids and a text that the
+        request, the response or the error contains (case-insensitive)."""
+        where, params = [], []
+        for column, value in (("role", role), ("model", model)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if text:
+            where.append(
+                "(CAST(request AS VARCHAR) ILIKE ? OR CAST(response AS VARCHAR) ILIKE ? OR error ILIKE ?)"
+            )
+            params += [f"%{text}%"] * 3
+        if ids is not None:
+            where.append("list_contains(?, id)")
+            params.append(list(ids))
+        sql = "SELECT * FROM llm_calls" + (" WHERE " + " AND ".join(where) if where else "")
+        sql += " ORDER BY created_at DESC, id" + (f" LIMIT {int(limit)}" if limit else "")
+        return self.query(sql, params)

@@ -65,6 +65,10 @@ class Questions(Connection):
         sql += " ORDER BY q.created_at, q.id"
         return [_question(r) for r in self.query(sql, params)]
 
+    def question_heads(self) -> list[dict[str, Any]]:
+        """id, domain, text, origin, parent_id and group_id of every question, by id."""
+        return self.query("SELECT id, domain, text, origin, parent_id, group_id FROM questions ORDER BY id")
+
     def add_generation(
         self, gen_id: str, kind: str, domain: str, seed_id: str, example_seed_id: str | None,
         status: str, error: str | None, n_questions: int,

@@ -30,7 +30,7 @@ class ReportRows(Labels):
             params = [window[0], window[1]]
         return self.query(sql, params)
 
-    def export_rows(
+    def runs_with_verdicts(
         self,
         model_id: str | None = None,
         verified_only: bool = False,

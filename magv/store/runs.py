@@ -102,6 +102,33 @@ class Runs(Connection):
     def mct(self) -> list[dict[str, Any]]:
         return self.query("SELECT * FROM mct ORDER BY question_id")
 
+    def run_signatures(self) -> list[dict[str, Any]]:
+        """id, question_id, status and signature ('' when none) of every run, by question and index."""
+        return self.query(
+            "SELECT id, question_id, status, coalesce(signature, '') AS signature FROM runs "
+            "ORDER BY question_id, run_index"
+        )
+
+    def trajectories_json(self, run_ids: Sequence[str]) -> list[dict[str, Any]]:
+        """id and trajectory (JSON text, unparsed) of the given runs."""
+        return self.query(
+            "SELECT r.id, r.trajectory::VARCHAR AS trajectory FROM runs r "
+            "JOIN (SELECT unnest(?::VARCHAR[]) AS id) w USING (id)",
+            [list(run_ids)],
+        )
+
+    def largest_run_tokens(self) -> float:
+        """The most prompt + completion tokens one stored run took (0 with none)."""
+        return float(self.scalar("SELECT max(prompt_tokens + completion_tokens) FROM runs") or 0)
+
+    def alternate_runs(self) -> list[tuple[str, Run]]:
+        """(the question's parent question id, run) of every run of an alternate question."""
+        rows = self.query(
+            "SELECT q.parent_id, r.* FROM runs r JOIN questions q ON q.id = r.question_id "
+            "WHERE q.origin = 'alternate' ORDER BY r.id"
+        )
+        return [(r["parent_id"], _run(r)) for r in rows]
+
 
 def _run(r: dict[str, Any]) -> Run:
     return Run(

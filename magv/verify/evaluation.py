@@ -24,9 +24,8 @@ from typing import Any
 import numpy as np
 
 from magv.definitions import best_model
-from magv.report.curves import confusion
 from magv.verify.features import AGGREGATES, OWN_FEATURES, PAIR_FEATURES, SIBLING_COUNTS
-from magv.verify.metrics import N_BOOTSTRAP, GroupBootstrap, Scorer, difference, evaluate_scorer
+from magv.verify.metrics import N_BOOTSTRAP, GroupBootstrap, Scorer, confusion, difference, evaluate_scorer
 from magv.verify.models import cross_validate_models, grouped_splits
 
 # Agreement of a run with its siblings: its signature's share of the group (for an MCT row, the

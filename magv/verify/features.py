@@ -654,12 +654,8 @@ def _compute_features(
     store: Any, embedder: SupportsEmbed | None, alternates: bool, replace: bool, mct_only: bool,
     progress: Callable[[int, int], None] | None,
 ) -> int:  # fmt: skip
-    questions = {q["id"]: q for q in store.query(
-        "SELECT id, domain, text, origin, parent_id, group_id FROM questions ORDER BY id")}  # fmt: skip
-    runs = store.query(
-        "SELECT id, question_id, status, coalesce(signature, '') AS signature FROM runs "
-        "ORDER BY question_id, run_index"
-    )
+    questions = {q["id"]: q for q in store.question_heads()}
+    runs = store.run_signatures()
     plan = _plan(questions, runs, alternates)
     chosen = _rows_to_compute(store, questions, runs, plan, replace, mct_only)
     total = sum(len(v) for v in chosen.values())
@@ -726,11 +722,7 @@ def _featurize(
     needed += [r for k in chosen for _, ids in plan.alternates.get(k, []) for r in ids]
     trajectory = {
         r["id"]: Trajectory.model_validate_json(r["trajectory"])
-        for r in store.query(
-            "SELECT r.id, r.trajectory::VARCHAR AS trajectory FROM runs r "
-            "JOIN (SELECT unnest(?::VARCHAR[]) AS id) w USING (id)",
-            [needed],
-        )
+        for r in store.trajectories_json(needed)
     }
     ids = [r for k in chosen for r in plan.runs[k]]
     position = {r: i for i, r in enumerate(ids)}

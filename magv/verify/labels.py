@@ -11,14 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from magv.definitions import ARG_MODES, MATCH_MODES, ArgMode, MatchMode
 from magv.errors import BadInput
 from magv.jsonl import read_jsonl
 from magv.models import Label, Question, Run, ToolCall, call_groups
 
-MatchMode = Literal["strict", "unordered", "subset", "superset"]
-MATCH_MODES: tuple[str, ...] = ("strict", "unordered", "subset", "superset")
-ArgMode = Literal["exact", "ignore", "subset", "superset"]
-ARG_MODES: tuple[str, ...] = ("exact", "ignore", "subset", "superset")
+__all__ = ["ARG_MODES", "MATCH_MODES", "ArgMode", "MatchMode"]  # re-exported: callers import them from here
 _MISSING = object()
 
 

@@ -46,6 +46,14 @@ class Scorer:
         return Scorer(self.pred[idx], self.proba[idx], self.score[idx])
 
 
+def confusion(y: list[int], proba: list[float], threshold: float = 0.5) -> list[list[int]]:
+    """[[tn, fp], [fn, tp]], the layout of sklearn's confusion_matrix."""
+    t = np.asarray(y, dtype=int)
+    p = (np.asarray(proba, dtype=float) >= threshold).astype(int)
+    return [[int(((t == 0) & (p == 0)).sum()), int(((t == 0) & (p == 1)).sum())],
+            [int(((t == 1) & (p == 0)).sum()), int(((t == 1) & (p == 1)).sum())]]  # fmt: skip
+
+
 def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(b > 0, a / np.where(b > 0, b, 1), np.nan)

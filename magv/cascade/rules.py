@@ -1,17 +1,17 @@
-"""The cascade's decisions without a store or a model server: the agreement rules over a question's
-R runs, when the verifier is confident, the LLM budget, and the accuracy-against-cost curve.
+"""The cascade's rules without a store or a model server: the agreement rules over a question's R
+runs, when the verifier is confident, when alternates pay, and the accuracy-against-cost curve.
 
 A trajectory is decided by the cheapest step that is confident, in the order of `STEPS`:
 agreement rules (free), the verifier on its stored score (free), the verifier again after
 reverse-engineered alternates were run for it (reverse engineer + responder calls; only where they
 cost less than a verdict, `alternates_pay`), the LLM judge (one call), and what is left waits for
-a human. `magv.pipeline.cascade` runs the steps.
+a human. `magv.cascade.loop` runs the steps.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from magv.errors import BadInput
@@ -114,31 +114,6 @@ def agent_calls(trajectory: Trajectory) -> int:
     tool_calls = [s.call for s in trajectory.steps if s.kind == "tool" and s.call is not None]
     invalid = sum(1 for s in trajectory.steps if s.kind == "invalid")
     return len(call_groups(tool_calls)) + invalid + (trajectory.response is not None)
-
-
-@dataclass
-class Budget:
-    """What the cascade may still spend in one invocation: LLM tokens (prompt + completion) and
-    judge verdicts (`max_judge_share` of all the trajectories the cascade covers, counting the
-    judge decisions stored by earlier invocations)."""
-
-    max_tokens: int | None
-    max_judged: int
-    used_tokens: int = 0
-    judged: int = 0
-    stopped: list[str] = field(default_factory=list)
-
-    def affordable(self, estimate: float, wanted: int) -> int:
-        """How many of `wanted` items of `estimate` tokens each fit in what is left."""
-        if self.max_tokens is None:
-            return wanted
-        left = self.max_tokens - self.used_tokens
-        if estimate <= 0:
-            return min(wanted, 1) if left > 0 else 0
-        return max(0, min(wanted, int(left // estimate)))
-
-    def spend(self, tokens: int) -> None:
-        self.used_tokens += tokens
 
 
 def check_options(
