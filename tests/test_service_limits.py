@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
 from magv.cli import main
@@ -26,7 +27,7 @@ from magv.service.server import Limits, exposure_warning, read_token, uvicorn_co
 from magv.store import Store
 from magv.verify import features as F
 from magv.verify.budget import WorkBudget, WorkCancelled
-from tests.service_helpers import ServedApp, messages, train_model
+from tests.service_helpers import ServedApp, messages, train_model, worst_case
 from tests.verify_helpers import HashEmbedder
 
 TOOLS = [f"tool_{k}" for k in range(14)]
@@ -40,18 +41,6 @@ def model_file(tmp_path_factory):
 @pytest.fixture(scope="module")
 def scorer(model_file):
     return load_scorer(load_settings(), model_file=model_file, embedder=HashEmbedder())
-
-
-def worst_case(n: int, seed: int = 0) -> dict[str, Any]:
-    """The issue's worst case: one group of n runs, each calling 9 to 12 distinct tools in its own
-    order (graphs too large for exact GED, every pair distinct)."""
-    rng = random.Random(seed)
-    items = []
-    for i in range(n):
-        names = rng.sample(TOOLS, rng.randint(9, 12))
-        names += rng.sample(names, 3)  # some tools called again: more edges
-        items.append({"id": f"t{i}", "group": "g", "messages": messages("where is my order 7?", names)})
-    return {"trajectories": items}
 
 
 # -- graph edit distance ---------------------------------------------------------------------------
@@ -145,7 +134,9 @@ def test_a_request_whose_client_left_stops_and_frees_its_worker(scorer, caplog):
 
 
 def _places(value: Any, path: tuple = ()):
-    children = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    children = (
+        value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    )
     for key, child in children:
         yield (*path, key)
         yield from _places(child, (*path, key))
@@ -220,13 +211,20 @@ def test_beyond_loopback_the_service_warns_louder_with_log_to(tmp_path):
     assert exposure_warning("::1", None, None) is None
     quiet = exposure_warning("0.0.0.0", None, None)
     loud = exposure_warning("0.0.0.0", None, tmp_path / "db")
-    assert "without a token" in quiet and "WITHOUT A TOKEN WITH --log-to" in loud and str(tmp_path / "db") in loud
+    assert (
+        "without a token" in quiet
+        and "WITHOUT A TOKEN WITH --log-to" in loud
+        and str(tmp_path / "db") in loud
+    )
     assert "needs the bearer token" in exposure_warning("0.0.0.0", "t", tmp_path / "db")
 
 
 def test_an_empty_token_file_is_refused(tmp_path, capsys):
     (tmp_path / "t").write_text("")
-    assert main(["serve", "verifier", "--model-file", str(tmp_path / "m"), "--token-file", str(tmp_path / "t")]) == 2
+    assert (
+        main(["serve", "verifier", "--model-file", str(tmp_path / "m"), "--token-file", str(tmp_path / "t")])
+        == 2
+    )
     assert "--token-file" in capsys.readouterr().err
 
 
@@ -250,7 +248,9 @@ class _Served:
     def __enter__(self) -> _Served:
         import asyncio
 
-        self.thread = threading.Thread(target=lambda: asyncio.run(self.server.serve([self.sock])), daemon=True)
+        self.thread = threading.Thread(
+            target=lambda: asyncio.run(self.server.serve([self.sock])), daemon=True
+        )
         self.thread.start()
         while not self.server.started:
             time.sleep(0.01)
@@ -333,3 +333,16 @@ def test_log_to_stores_every_distinct_trajectory_of_a_batch_holding_one_twice(sc
     assert r.json()["logged"] == 2
     with Store(tmp_path / "prod.duckdb", read_only=True) as store:
         assert sorted(q.text for q in store.questions()) == ["cancel order 8", "where is order 7?"]
+
+
+def test_a_search_that_finds_no_path_in_its_time_still_gives_a_finite_bound(monkeypatch):
+    from magv.verify.importer import messages_to_trajectory
+
+    monkeypatch.setattr(F, "GED_APPROX_TIMEOUT_S", 1e-9)  # the search stops before its first path
+    runs = worst_case(6)["trajectories"]
+    ts = [messages_to_trajectory(r["messages"])[0] for r in runs]
+    X = F.TrajectoryFeaturizer().transform(ts, [0] * len(ts))
+    assert np.isfinite(X).all()
+    a, b = (F.tool_graph(t) for t in ts[:2])
+    cost, exact = F.graph_edit_distance(a, b)
+    assert not exact and cost <= F.graph_size(ts[0]) + F.graph_size(ts[1])

@@ -9,7 +9,15 @@ import typer
 from magv.commands.common import err_console, nonempty, settings
 from magv.commands.llm import serve_app
 from magv.errors import BadInput
-from magv.service.server import GED_SECONDS, MAX_PAIRS, TOKEN_ENV, Limits, exposure_warning, read_token, uvicorn_config
+from magv.service.server import (
+    GED_SECONDS,
+    MAX_PAIRS,
+    TOKEN_ENV,
+    Limits,
+    exposure_warning,
+    read_token,
+    uvicorn_config,
+)
 
 
 @serve_app.command("verifier")

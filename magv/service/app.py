@@ -82,7 +82,9 @@ async def _body(request: Request, limit: int) -> bytes:
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
-                raise PayloadError(413, "body", f"more than {limit} bytes; this service takes at most {limit}")
+                raise PayloadError(
+                    413, "body", f"more than {limit} bytes; this service takes at most {limit}"
+                )
             chunks.append(chunk)
     if late.cancelled_caught:
         raise PayloadError(408, "body", f"not received within {BODY_SECONDS:g} s")
@@ -109,7 +111,9 @@ def create_app(
     async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
         return await anyio.to_thread.run_sync(functools.partial(fn, *args), limiter=limiter)
 
-    def _parse_and_score(body: bytes, budget: WorkBudget) -> tuple[list[Entry], bool, list[Verdict], list[bool]]:
+    def _parse_and_score(
+        body: bytes, budget: WorkBudget
+    ) -> tuple[list[Entry], bool, list[Verdict], list[bool]]:
         budget.check()  # the client may have left while the request waited for a worker
         entries, batch = parse_request(body, max_trajectories)
         pairs = comparisons(entries)
@@ -146,7 +150,9 @@ def create_app(
     def authorised(request: Request) -> None:
         given = request.headers.get("authorization", "").encode()
         if expected is not None and not hmac.compare_digest(given, expected):
-            raise PayloadError(401, "Authorization", "expected the service's bearer token: Authorization: Bearer TOKEN")
+            raise PayloadError(
+                401, "Authorization", "expected the service's bearer token: Authorization: Bearer TOKEN"
+            )
 
     async def verify(request: Request) -> JSONResponse:
         authorised(request)

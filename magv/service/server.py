@@ -111,7 +111,9 @@ def read_token(token_file: Path | None) -> str | None:
         text = text.strip()
         where = f"${TOKEN_ENV}"
     if not text or any(c.isspace() for c in text):
-        raise BadInput(f"{where}: expected a token (one line without spaces), got {'nothing' if not text else 'spaces'}")
+        raise BadInput(
+            f"{where}: expected a token (one line without spaces), got {'nothing' if not text else 'spaces'}"
+        )
     return text
 
 

@@ -294,7 +294,10 @@ def _ged(ga: nx.DiGraph, gb: nx.DiGraph, exact_nodes: int) -> tuple[float, bool]
         cost = nx.graph_edit_distance(ga, gb, node_match=_same_label, roots=roots, timeout=GED_TIMEOUT_S)
         if cost is not None and time.perf_counter() - started < GED_TIMEOUT_S:
             return float(cost), True
-    return _searched(ga, gb, GED_APPROX_TIMEOUT_S), False
+    cost = _searched(ga, gb, GED_APPROX_TIMEOUT_S)
+    if math.isinf(cost):  # no path within the time: delete one graph and insert the other, START kept
+        cost = ga.number_of_nodes() + ga.number_of_edges() + gb.number_of_nodes() + gb.number_of_edges() - 2
+    return float(cost), False
 
 
 def _searched(ga: nx.DiGraph, gb: nx.DiGraph, seconds: float, upper_bound: float | None = None) -> float:

@@ -442,7 +442,9 @@ def _reference(value: Any, where: str) -> list[ToolCall]:
         return calls
     # A reference written as messages may lack the question, call ids and tool results: only its
     # calls count, so nothing in it is a repair of the line (nor refused under --strict).
-    messages = value if _first_user_text(value, where) else [{"role": "user", "content": "(reference)"}, *value]
+    messages = (
+        value if _first_user_text(value, where) else [{"role": "user", "content": "(reference)"}, *value]
+    )
     return read_messages(messages, "ok", where, Notes())[0].calls
 
 
@@ -457,7 +459,10 @@ def parse_line(obj: Any, path: Path | str, line: int, notes: Notes | None = None
     qid, question, run = obj.get("question_id"), obj.get("question"), obj.get("run")
     if not isinstance(qid, str) or not qid.strip():
         raise BadInput(f"{where}: question_id: expected a non-empty string")
-    if "question" not in obj and (first := _first_user_text(obj.get("messages"), f"{where}: messages")) is not None:
+    if (
+        "question" not in obj
+        and (first := _first_user_text(obj.get("messages"), f"{where}: messages")) is not None
+    ):
         notes.repair("question_from_messages", f"{where}: question")
         question = first
     if not isinstance(question, str) or not question.strip():
@@ -766,8 +771,14 @@ def import_lines(
                 f"{path}:{items[0].line}: question_id {items[0].question_id!r} is already stored with another "
                 "question text; use --replace to replace it and its runs"
             )
-        if old is not None and not replace and ("group_id" in old.meta.get("import", {})) != (items[0].group is not None):
-            stored, here = ("group_id", "question_id") if items[0].group is None else ("question_id", "group_id")
+        if (
+            old is not None
+            and not replace
+            and ("group_id" in old.meta.get("import", {})) != (items[0].group is not None)
+        ):
+            stored, here = (
+                ("group_id", "question_id") if items[0].group is None else ("question_id", "group_id")
+            )
             raise BadInput(
                 f"{path}:{items[0].line}: {here}: {key!r} is stored as the {stored} of another question "
                 f"(domain {domain!r}); one name would merge two questions: rename it, or use --replace"

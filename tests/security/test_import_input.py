@@ -14,7 +14,7 @@ import pytest
 
 from magv.cli import main
 from magv.errors import BadInput
-from magv.verify.importer import check_import_lines, import_trajectories, read_messages, Notes
+from magv.verify.importer import Notes, check_import_lines, import_trajectories, read_messages
 
 WRONG = ([], ["ok"], {}, {"a": 1}, 7, True, "")
 
@@ -50,7 +50,9 @@ def _langchain_line() -> dict[str, Any]:
 
 def _places(value: Any, path: tuple = ()) -> Iterator[tuple]:
     """Every path to a value inside a JSON document."""
-    children = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    children = (
+        value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    )
     for key, child in children:
         yield (*path, key)
         yield from _places(child, (*path, key))
