@@ -48,7 +48,7 @@ def comparisons(entries: list[Entry]) -> int:
     size: dict[Any, int] = {}
     scored: dict[Any, int] = {}
     for e in entries:
-        key = ("group", e.group) if e.group is not None else ("entry", e.index)
+        key = e.key
         size[key] = size.get(key, 0) + 1 + len(e.siblings)
         scored[key] = scored.get(key, 0) + 1
     return sum(scored[k] * (size[k] - 1) for k in size)
@@ -59,7 +59,7 @@ def score_entries(scorer: Scorer, entries: list[Entry]) -> list[Verdict]:
     featurized as runs of one question."""
     trajectories, groups, rows, questions = [], [], [], {}
     for e in entries:
-        key = ("group", e.group) if e.group is not None else ("entry", e.index)
+        key = e.key
         questions.setdefault(key, e.run.question)
         rows.append(len(trajectories))
         for run in (e.run, *e.siblings):

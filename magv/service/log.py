@@ -27,7 +27,7 @@ def records(entries: list[Entry]) -> list[dict[str, Any]]:
     """Import lines (docs/export.md) of the entries, one question per sibling group."""
     groups: dict[Any, list[tuple[Entry, int | None]]] = {}
     for e in entries:
-        key = ("group", e.group) if e.group is not None else ("entry", e.index)
+        key = e.key
         groups.setdefault(key, []).append((e, None))
         groups[key].extend((e, j) for j in range(len(e.siblings)))
     out, seen = [], set()

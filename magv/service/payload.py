@@ -54,6 +54,11 @@ class Entry:
     run: Run
     siblings: list[Run] = field(default_factory=list)
 
+    @property
+    def key(self) -> tuple[str, Any]:
+        """The sibling group the entry's runs belong to: its `group`, else the entry alone."""
+        return ("group", self.group) if self.group is not None else ("entry", self.index)
+
 
 def _field_error(exc: BadInput) -> PayloadError:
     # The importer's messages start with the field they are about: "messages[2].role: expected ...".
