@@ -346,3 +346,11 @@ def test_a_search_that_finds_no_path_in_its_time_still_gives_a_finite_bound(monk
     a, b = (F.tool_graph(t) for t in ts[:2])
     cost, exact = F.graph_edit_distance(a, b)
     assert not exact and cost <= F.graph_size(ts[0]) + F.graph_size(ts[1])
+
+
+def test_a_tool_named_like_the_start_node_is_a_tool_of_its_own():
+    big = tuple(TOOLS[:9])
+    for a, b in (((), ("__start__",)), (big, ("__start__", *big))):
+        assert F.tool_graph(F.Calls(b, b)).number_of_nodes() == len(set(b)) + 1
+        cost, _ = F.graph_edit_distance(F.Calls(a, a), F.Calls(b, b))
+        assert cost >= 2, (a, b)  # one node and one edge more, at least

@@ -56,7 +56,9 @@ GED_APPROX_TIMEOUT_S = 0.2
 # the linear-time upper bound (`label_bound`) is the GED.
 GED_SEARCH_SIZE = 64
 
-START = "__start__"
+# The start node of a tool graph: not a string, so that no tool name (a tool may be called
+# "__start__") can be taken for it.
+START = ("start",)
 AGGREGATES = ("mean", "min", "max")
 
 PAIR_FEATURES = (
