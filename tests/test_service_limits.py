@@ -354,3 +354,45 @@ def test_a_tool_named_like_the_start_node_is_a_tool_of_its_own():
         assert F.tool_graph(F.Calls(b, b)).number_of_nodes() == len(set(b)) + 1
         cost, _ = F.graph_edit_distance(F.Calls(a, a), F.Calls(b, b))
         assert cost >= 2, (a, b)  # one node and one edge more, at least
+
+
+@pytest.fixture
+def fake_embeddings(monkeypatch):
+    from tests.fakellm import FakeLLMServer
+
+    with FakeLLMServer() as srv:
+        monkeypatch.setenv("MAGV_EMBEDDINGS__BACKEND", "endpoint")
+        monkeypatch.setenv("MAGV_EMBEDDINGS__ENDPOINT", srv.base_url)
+        yield
+
+
+@pytest.mark.parametrize(
+    ("host", "token", "log_to", "expected"),
+    [
+        ("0.0.0.0", None, True, "WARNING LISTENING ON 0.0.0.0 WITHOUT A TOKEN WITH --log-to"),
+        ("0.0.0.0", None, False, "without a token: any client"),
+        ("0.0.0.0", "tok-123", True, "needs the bearer token"),
+        ("127.0.0.1", None, True, None),
+    ],
+)
+def test_the_command_warns_and_serves_with_its_limits(
+    model_file, tmp_path, monkeypatch, capsys, fake_embeddings, host, token, log_to, expected
+):
+    import uvicorn
+
+    served = []
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self: served.append(self.config))
+    if token:
+        monkeypatch.setenv("MAGV_SERVICE_TOKEN", token)
+    args = ["serve", "verifier", "--model-file", str(model_file), "--host", host, "--header-timeout", "3"]
+    if log_to:
+        args += ["--log-to", str(tmp_path / "log.duckdb")]
+    assert main(args) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    if expected is None:
+        assert "WARNING" not in err and "note:" not in err
+    else:
+        assert expected in err
+    (config,) = served
+    assert (config.limit_concurrency, config.timeout_keep_alive, config.backlog) == (64, 5, 128)
+    assert config.http.__name__ == "GuardedH11Protocol"
