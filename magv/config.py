@@ -35,7 +35,7 @@ API_KEY_ENV = "MAGV_LLM__API_KEY"
 PLACEHOLDER_KEY = "magv"
 MASK = "**********"
 # MAGV_* variables that are not settings; any other MAGV_NAME must name a setting.
-OTHER_ENV = frozenset({"MAGV_CONFIG", "MAGV_PROMPTS_DIR", "MAGV_MODEL_CACHE"})
+OTHER_ENV = frozenset({"MAGV_CONFIG", "MAGV_PROMPTS_DIR", "MAGV_MODEL_CACHE", "MAGV_SERVICE_TOKEN"})
 # The key a magv.toml of this process gave, for settings rebuilt from a dump (flows), which by
 # design carry no key. Set by load_settings; never written anywhere.
 _file_key: SecretStr | None = None

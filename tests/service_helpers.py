@@ -70,6 +70,20 @@ def import_lines(n: int, seed: int = 1) -> list[dict[str, Any]]:
     return out
 
 
+def worst_case(n: int, seed: int = 0) -> dict[str, Any]:
+    """A request of one group of n runs, each calling 9 to 12 of 14 tools in its own order and
+    three of them again: graphs too large for exact graph edit distance, every pair distinct (the
+    load that kept every scoring worker busy for minutes before GED was budgeted)."""
+    rng = random.Random(seed)
+    tools = [f"tool_{k}" for k in range(14)]
+    items = []
+    for i in range(n):
+        names = rng.sample(tools, rng.randint(9, 12))
+        names += rng.sample(names, 3)
+        items.append({"id": f"t{i}", "group": "g", "messages": messages("where is my order 7?", names)})
+    return {"trajectories": items}
+
+
 class ServedApp:
     """An ASGI app served by uvicorn on a free loopback port in a thread, for tests over real HTTP."""
 

@@ -183,7 +183,7 @@ def test_magv_serve_verifier_command_answers_and_logs(model_file, tmp_path, embe
         cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 240  # a loaded machine takes minutes to import and load the model
         while True:
             try:
                 if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
@@ -191,6 +191,7 @@ def test_magv_serve_verifier_command_answers_and_logs(model_file, tmp_path, embe
             except httpx.TransportError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()  # else communicate() waits for a live server forever
                 raise AssertionError(f"service did not start: {proc.communicate()[1]}")
             time.sleep(0.2)
         body, truth = _batch(4)

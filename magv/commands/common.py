@@ -49,6 +49,14 @@ def choice(option: str, value: str | None, valid: Sequence[str]) -> str | None:
     raise BadInput(f"{option}: {value!r} is not one of {', '.join(valid) or '(none recorded yet)'}")
 
 
+def nonempty(option: str, value: str | None) -> str | None:
+    """`value` unless it is given empty or blank: `--domain ''` names nothing, and a default that
+    silently stood in for it would hide the mistake."""
+    if value is not None and not value.strip():
+        raise BadInput(f"{option}: expected a name, got {value!r}")
+    return value
+
+
 def settings(ctx: typer.Context, **overrides: Any) -> Settings:
     """The effective settings: --config file, environment, then command-line overrides."""
     root = ctx.find_root()

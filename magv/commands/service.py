@@ -6,9 +6,18 @@ from pathlib import Path
 
 import typer
 
-from magv.commands.common import err_console, settings
+from magv.commands.common import err_console, nonempty, settings
 from magv.commands.llm import serve_app
 from magv.errors import BadInput
+from magv.service.server import (
+    GED_SECONDS,
+    MAX_PAIRS,
+    TOKEN_ENV,
+    Limits,
+    exposure_warning,
+    read_token,
+    uvicorn_config,
+)
 
 
 @serve_app.command("verifier")
@@ -27,7 +36,21 @@ def serve_verifier(
     ),
     max_body: int = typer.Option(1_000_000, "--max-body", min=1, help="Largest request body in bytes (413 above)."),
     max_batch: int = typer.Option(256, "--max-batch", min=1, help="Most trajectories per request (413 above)."),
+    max_pairs: int = typer.Option(MAX_PAIRS, "--max-pairs", min=1,
+                                  help="Most sibling comparisons per request: each scored run against every other "
+                                       "run of its group (413 above)."),
+    ged_seconds: float = typer.Option(GED_SECONDS, "--ged-seconds", min=0.0,
+                                      help="Graph edit distance time per request; past it each pair gets a linear-time "
+                                           "upper bound and the result says \"ged\": \"bounded\"."),
     workers: int = typer.Option(None, "--workers", min=1, help="Requests scored at once (default: one per CPU)."),
+    token_file: Path = typer.Option(None, "--token-file", help=f"A file holding the bearer token /v1/verify then "
+                                    f"needs (default: ${TOKEN_ENV}; none: no token)."),
+    header_timeout: float = typer.Option(Limits.header_timeout, "--header-timeout", min=0.1,
+                                         help="Seconds a connection may take to send a request's headers."),
+    max_connections: int = typer.Option(Limits.max_connections, "--max-connections", min=1,
+                                        help="Open connections at once; more are closed on arrival."),
+    max_requests: int = typer.Option(Limits.max_requests, "--max-requests", min=1,
+                                     help="Requests in progress at once (503 above)."),
 ) -> None:  # fmt: skip
     """Serve verdicts over HTTP: POST /v1/verify (OpenAI chat messages), GET /health, /openapi.json."""
     import uvicorn
@@ -37,22 +60,33 @@ def serve_verifier(
     from magv.service.scoring import load_scorer
 
     cfg = settings(ctx)
+    nonempty("--domain", domain)
+    nonempty("--model", model)
     if log_to is not None and log_to.is_dir():
         raise BadInput(f"--log-to {log_to}: is a directory; expected the path of a DuckDB file")
+    token = read_token(token_file)
     scorer = load_scorer(cfg, model_file=model_file, model_id=model, threshold=threshold, domain=domain)
     # The embedding model is loaded now, not on the first request.
     scorer.featurizer.embedder.embed(["warm-up"])
     trajectory_log = TrajectoryLog(log_to, domain) if log_to is not None else None
     app = create_app(
-        scorer, trajectory_log=trajectory_log, max_body=max_body, max_trajectories=max_batch, workers=workers
-    )
+        scorer, trajectory_log=trajectory_log, max_body=max_body, max_trajectories=max_batch, max_pairs=max_pairs,
+        ged_seconds=ged_seconds, workers=workers, token=token,
+    )  # fmt: skip
     err_console.print(
         f"serving {scorer.model_name} ({scorer.model_id}) on http://{host}:{port}/v1/verify"
-        + (f"; logging trajectories to {log_to}" if log_to else ""),
+        + (f"; logging trajectories to {log_to}" if log_to else "")
+        + ("; bearer token required" if token else ""),
         highlight=False,
     )
+    warning = exposure_warning(host, token, log_to)
+    if warning is not None:
+        loud = log_to is not None and token is None
+        err_console.print(f"[bold red]WARNING[/bold red] {warning}" if loud else f"[yellow]note:[/yellow] {warning}",
+                          highlight=False)  # fmt: skip
+    limits = Limits(header_timeout=header_timeout, max_connections=max_connections, max_requests=max_requests)
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+        uvicorn.Server(uvicorn_config(app, host, port, limits)).run()
     finally:
         if trajectory_log is not None:
             trajectory_log.close()

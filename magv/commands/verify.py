@@ -8,7 +8,16 @@ from pathlib import Path
 
 import typer
 
-from magv.commands.common import JsonOption, console, emit_json, err_console, open_store, settings, table
+from magv.commands.common import (
+    JsonOption,
+    console,
+    emit_json,
+    err_console,
+    nonempty,
+    open_store,
+    settings,
+    table,
+)
 from magv.definitions import ARG_MODES, MATCH_MODES
 from magv.errors import BadInput, Interrupted, RunFailed
 from magv.jsonl import check_input_file
@@ -230,6 +239,8 @@ def score(
     from magv.pipeline import score as stage
 
     cfg = settings(ctx)
+    nonempty("--domain", domain)
+    nonempty("--model", model)
     if input_file is None:
         if output_file is not None or domain is not None:
             raise BadInput("--output and --domain go with --input FILE (trajectories to score from a file)")
@@ -491,6 +502,7 @@ def import_trajectories(
     from magv.verify.importer import DEFAULT_DOMAIN, FORMS, REPAIRS, Notes, import_lines, read_import_file
 
     cfg = settings(ctx)
+    nonempty("--domain", domain)
     arguments = args_mode or (
         cfg.verify.gold_arguments if isinstance(cfg.verify.gold_arguments, str) else "exact"
     )
@@ -500,7 +512,7 @@ def import_trajectories(
     )  # checked whole before the store is opened: bad input creates no database
     try:
         with open_store(cfg) as store:
-            r = import_lines(store, lines, file, domain or DEFAULT_DOMAIN, notes=notes, replace=replace,
+            r = import_lines(store, lines, file, DEFAULT_DOMAIN if domain is None else domain, notes=notes, replace=replace,
                              match_mode=mode or cfg.verify.gold_match, arguments=arguments,
                              overrides=dict(cfg.verify.gold_overrides))  # fmt: skip
     except KeyboardInterrupt:

@@ -1,17 +1,23 @@
 """The verifier over HTTP (Starlette): `POST /v1/verify`, `GET /health`, `GET /openapi.json`.
 
-    app = create_app(scorer, log=TrajectoryLog(path), max_body=1_000_000)
+    app = create_app(scorer, log=TrajectoryLog(path), max_body=1_000_000, token=None)
     uvicorn.run(app, host="127.0.0.1", port=8765)
 
 Scoring runs in worker threads (`workers`, default one per CPU) so the event loop keeps answering
-(health checks, other requests) while a batch is featurized. Errors are JSON: {"error": {"field": ..., "message": ...}}.
+(health checks, other requests) while a batch is featurized. Each request's work is bounded: at
+most `max_pairs` sibling comparisons (413 above), `ged_seconds` of graph edit distance (then each
+further pair gets a linear-time bound, and the result says `"ged": "bounded"`), and its scoring
+stops when its client disconnects. With a `token`, `/v1/verify` needs `Authorization: Bearer
+<token>`. Errors are JSON: {"error": {"field": ..., "message": ...}}.
 """
 
 from __future__ import annotations
 
 import functools
+import hmac
 import logging
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -26,11 +32,26 @@ from magv.service.log import TrajectoryLog
 from magv.service.openapi import openapi_schema
 from magv.service.payload import Entry, PayloadError, parse_request
 from magv.service.scoring import Scorer, Verdict
+from magv.service.server import GED_SECONDS, MAX_PAIRS
+from magv.verify.budget import WorkBudget, WorkCancelled
 
 log = logging.getLogger("magv.service")
 
 MAX_BODY = 1_000_000  # bytes
 MAX_TRAJECTORIES = 256
+BODY_SECONDS = 30.0  # a body sent slower than this holds a connection for nothing
+
+
+def comparisons(entries: list[Entry]) -> int:
+    """The sibling pairs scoring the entries compares: each scored run against every other run of
+    its group (the featurizer's work, before its memo of identical pairs)."""
+    size: dict[Any, int] = {}
+    scored: dict[Any, int] = {}
+    for e in entries:
+        key = e.key
+        size[key] = size.get(key, 0) + 1 + len(e.siblings)
+        scored[key] = scored.get(key, 0) + 1
+    return sum(scored[k] * (size[k] - 1) for k in size)
 
 
 def score_entries(scorer: Scorer, entries: list[Entry]) -> list[Verdict]:
@@ -38,7 +59,7 @@ def score_entries(scorer: Scorer, entries: list[Entry]) -> list[Verdict]:
     featurized as runs of one question."""
     trajectories, groups, rows, questions = [], [], [], {}
     for e in entries:
-        key = ("group", e.group) if e.group is not None else ("entry", e.index)
+        key = e.key
         questions.setdefault(key, e.run.question)
         rows.append(len(trajectories))
         for run in (e.run, *e.siblings):
@@ -49,7 +70,7 @@ def score_entries(scorer: Scorer, entries: list[Entry]) -> list[Verdict]:
 
 async def _body(request: Request, limit: int) -> bytes:
     """The body, refused with 413 as soon as it is known to exceed `limit` (by its Content-Length,
-    or while a chunked body is read)."""
+    or while a chunked body is read), with 408 when it takes more than BODY_SECONDS to arrive."""
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
@@ -57,11 +78,16 @@ async def _body(request: Request, limit: int) -> bytes:
         if int(declared) > limit:
             raise PayloadError(413, "body", f"{declared} bytes; this service takes at most {limit}")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadError(413, "body", f"more than {limit} bytes; this service takes at most {limit}")
-        chunks.append(chunk)
+    with anyio.move_on_after(BODY_SECONDS) as late:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadError(
+                    413, "body", f"more than {limit} bytes; this service takes at most {limit}"
+                )
+            chunks.append(chunk)
+    if late.cancelled_caught:
+        raise PayloadError(408, "body", f"not received within {BODY_SECONDS:g} s")
     return b"".join(chunks)
 
 
@@ -71,9 +97,13 @@ def create_app(
     trajectory_log: TrajectoryLog | None = None,
     max_body: int = MAX_BODY,
     max_trajectories: int = MAX_TRAJECTORIES,
+    max_pairs: int = MAX_PAIRS,
+    ged_seconds: float = GED_SECONDS,
     workers: int | None = None,
+    token: str | None = None,
 ) -> Starlette:
-    schema = openapi_schema(max_body, max_trajectories)
+    schema = openapi_schema(max_body, max_trajectories, max_pairs)
+    expected = f"Bearer {token}".encode() if token else None
     # Scoring is CPU-bound and holds the GIL: more threads than cores only make them take turns
     # with the event loop, which then reads and answers requests late (the tail latency).
     limiter = anyio.CapacityLimiter(workers or os.cpu_count() or 1)
@@ -81,14 +111,60 @@ def create_app(
     async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
         return await anyio.to_thread.run_sync(functools.partial(fn, *args), limiter=limiter)
 
-    def _parse_and_score(body: bytes) -> tuple[list[Entry], bool, list[Verdict]]:
+    def _parse_and_score(
+        body: bytes, budget: WorkBudget
+    ) -> tuple[list[Entry], bool, list[Verdict], list[bool]]:
+        budget.check()  # the client may have left while the request waited for a worker
         entries, batch = parse_request(body, max_trajectories)
-        return entries, batch, score_entries(scorer, entries)
+        pairs = comparisons(entries)
+        if pairs > max_pairs:
+            raise PayloadError(413, "trajectories", f"{pairs} sibling comparisons (each scored run against every "
+                               f"other run of its group); this service makes at most {max_pairs} a request: "
+                               "send fewer runs per group, or split the batch")  # fmt: skip
+        with budget.active():
+            verdicts = score_entries(scorer, entries)
+        exact = [bool(x) for x in budget.exact_rows[-1]] if budget.exact_rows else [True] * len(verdicts)
+        return entries, batch, verdicts, exact
+
+    async def scored(request: Request, body: bytes) -> tuple[list[Entry], bool, list[Verdict], list[bool]]:
+        """_parse_and_score in a worker thread, told to stop if the client disconnects meanwhile."""
+        budget = WorkBudget(ged_seconds=ged_seconds)
+        outcome: list[Any] = []
+
+        async def watch_client() -> None:
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+            budget.cancelled.set()
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(watch_client)
+            try:
+                outcome.append(await in_thread(_parse_and_score, body, budget))
+            except BaseException as exc:  # kept to raise outside the task group, not as an ExceptionGroup
+                outcome.append(exc)
+            tasks.cancel_scope.cancel()
+        if isinstance(outcome[0], BaseException):
+            raise outcome[0]
+        return outcome[0]
+
+    def authorised(request: Request) -> None:
+        given = request.headers.get("authorization", "").encode()
+        if expected is not None and not hmac.compare_digest(given, expected):
+            raise PayloadError(
+                401, "Authorization", "expected the service's bearer token: Authorization: Bearer TOKEN"
+            )
 
     async def verify(request: Request) -> JSONResponse:
+        authorised(request)
         body = await _body(request, max_body)
-        entries, batch, verdicts = await in_thread(_parse_and_score, body)
-        results = [{"id": e.id, **v.as_dict()} for e, v in zip(entries, verdicts, strict=True)]
+        started = time.perf_counter()
+        try:
+            entries, batch, verdicts, exact = await scored(request, body)
+        except WorkCancelled:
+            log.info("client left: its scoring stopped after %.3f s", time.perf_counter() - started)
+            return JSONResponse({"error": {"field": None, "message": "the client left"}}, status_code=499)
+        results = [{"id": e.id, **v.as_dict(), "ged": "exact" if x else "bounded"}
+                   for e, v, x in zip(entries, verdicts, exact, strict=True)]  # fmt: skip
         out: dict[str, Any] = {"model": scorer.model_id}
         if batch:
             out["results"] = results
@@ -111,7 +187,8 @@ def create_app(
 
     async def refused(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, PayloadError)
-        return JSONResponse(exc.as_dict(), status_code=exc.status)
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse(exc.as_dict(), status_code=exc.status, headers=headers)
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)

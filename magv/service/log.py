@@ -2,9 +2,11 @@
 traffic can be labelled (`magv verify annotate`) and become training data.
 
 Each request's sibling group (a trajectory with its `siblings`, or the trajectories of one
-`group`) is one question whose id is a hash of its messages and ids: a trajectory sent again is
-recognised and not stored twice. The lines go through the importer's own checks and writer
-(`check_import_lines`, `import_lines`), exactly as `magv import trajectories` would store them.
+`group`) is one question whose id is a hash of its messages, statuses and ids: a trajectory sent
+again is recognised and not stored twice, within a batch as across requests, and the same messages
+scored with another status are another run. Each run keeps the status it was scored with. The
+lines go through the importer's own checks and writer (`check_import_lines`, `import_lines`),
+exactly as `magv import trajectories` would store them.
 """
 
 from __future__ import annotations
@@ -25,18 +27,22 @@ def records(entries: list[Entry]) -> list[dict[str, Any]]:
     """Import lines (docs/export.md) of the entries, one question per sibling group."""
     groups: dict[Any, list[tuple[Entry, int | None]]] = {}
     for e in entries:
-        key = ("group", e.group) if e.group is not None else ("entry", e.index)
+        key = e.key
         groups.setdefault(key, []).append((e, None))
         groups[key].extend((e, j) for j in range(len(e.siblings)))
-    out = []
+    out, seen = [], set()
     for members in groups.values():
         runs = [(e, e.run if j is None else e.siblings[j], j) for e, j in members]
-        digest = hashlib.sha256(
-            canonical_json([[e.id, e.group, j, run.messages] for e, run, j in runs]).encode()
-        ).hexdigest()[:20]
+        # A status other than ok is hashed too (an ok run keeps the id it always had).
+        digest = hashlib.sha256(canonical_json([
+            [e.id, e.group, j, run.messages, *([run.trajectory.status] if run.trajectory.status != "ok" else [])]
+            for e, run, j in runs]).encode()).hexdigest()[:20]  # fmt: skip
+        if digest in seen:  # the same sibling group twice in one batch is stored once
+            continue
+        seen.add(digest)
         qid = f"serve-{digest}"
         for n, (e, run, j) in enumerate(runs):
-            meta: dict[str, Any] = {"source": SOURCE, "scored": j is None}
+            meta: dict[str, Any] = {"source": SOURCE, "scored": j is None, "status": run.trajectory.status}
             if e.id is not None:
                 meta["id"] = e.id
             if e.group is not None:

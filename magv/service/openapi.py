@@ -45,6 +45,9 @@ _RESULT = {
         "threshold": {"type": "number"},
         "reasons": {"type": "array", "items": {"$ref": "#/components/schemas/Reason"},
                     "description": "The largest feature contributions, largest first."},
+        "ged": {"enum": ["exact", "bounded"],
+                "description": "Whether every graph edit distance of the row is exact, or some is an upper "
+                               "bound (large graphs, or the request's GED time spent)."},
     },
 }  # fmt: skip
 
@@ -59,10 +62,13 @@ def _json(ref: str) -> dict[str, Any]:
     return {"content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}}
 
 
-def openapi_schema(max_body: int, max_trajectories: int) -> dict[str, Any]:
+def openapi_schema(max_body: int, max_trajectories: int, max_pairs: int) -> dict[str, Any]:
     errors = {
         "400": {"description": "The body is not JSON (or not UTF-8).", **_json("Error")},
-        "413": {"description": f"More than {max_body} bytes or {max_trajectories} trajectories.", **_json("Error")},
+        "401": {"description": "The service has a token and the request's `Authorization: Bearer` differs.",
+                **_json("Error")},
+        "413": {"description": f"More than {max_body} bytes, {max_trajectories} trajectories or {max_pairs} "
+                "sibling comparisons (each scored run against every other run of its group).", **_json("Error")},
         "422": {"description": "A field is missing or wrong; `field` names it.", **_json("Error")},
     }  # fmt: skip
     one = {"allOf": [{"$ref": "#/components/schemas/Result"},

@@ -18,7 +18,7 @@ from typing import Any
 from magv.errors import BadInput
 from magv.jsonl import strict_loads
 from magv.models import Trajectory
-from magv.verify.importer import STATUSES, Notes, read_messages
+from magv.verify.importer import STATUSES, Notes, one_of, read_messages
 
 ITEM_FIELDS = ("messages", "id", "group", "siblings", "status")
 MAX_SIBLINGS = 32
@@ -54,6 +54,11 @@ class Entry:
     run: Run
     siblings: list[Run] = field(default_factory=list)
 
+    @property
+    def key(self) -> tuple[str, Any]:
+        """The sibling group the entry's runs belong to: its `group`, else the entry alone."""
+        return ("group", self.group) if self.group is not None else ("entry", self.index)
+
 
 def _field_error(exc: BadInput) -> PayloadError:
     # The importer's messages start with the field they are about: "messages[2].role: expected ...".
@@ -87,11 +92,10 @@ def _entry(item: Any, index: int, where: str) -> Entry:
         )
     if "messages" not in item:
         raise PayloadError(422, f"{where}messages", "missing (an OpenAI chat-completions message list)")
-    status = item.get("status", "ok")
-    if status not in STATUSES:
-        raise PayloadError(
-            422, f"{where}status", f"expected one of {', '.join(sorted(STATUSES))}, got {status!r}"
-        )
+    try:
+        status = one_of(item.get("status", "ok"), STATUSES, f"{where}status")
+    except BadInput as exc:
+        raise _field_error(exc) from None
     siblings = item.get("siblings") or []
     if not isinstance(siblings, list):
         raise PayloadError(422, f"{where}siblings", "expected a list of message lists")

@@ -23,7 +23,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -35,6 +35,7 @@ from magv.definitions import tool_error_count
 from magv.errors import BadInput, RunFailed
 from magv.llm.embeddings import SupportsEmbed, embed_cached
 from magv.models import Trajectory, serialised_calls
+from magv.verify import budget as work
 
 # 3: a row for every run, compared with its siblings as well as with alternates' runs.
 # 2: graph edit distance of graphs with self-loops (a tool called twice in a row) is exact; networkx's
@@ -50,8 +51,14 @@ NEUTRAL = 0.5
 GED_EXACT_NODES = 8
 GED_TIMEOUT_S = 1.0
 GED_APPROX_TIMEOUT_S = 0.2
+# networkx's bounded search solves an assignment problem over every node and edge pair at each step
+# before it looks at its clock: above this many nodes + edges in either graph it is not started and
+# the linear-time upper bound (`label_bound`) is the GED.
+GED_SEARCH_SIZE = 64
 
-START = "__start__"
+# The start node of a tool graph: not a string, so that no tool name (a tool may be called
+# "__start__") can be taken for it.
+START = ("start",)
 AGGREGATES = ("mean", "min", "max")
 
 PAIR_FEATURES = (
@@ -200,13 +207,44 @@ def _ged_of_names(
 ) -> tuple[float, bool]:
     """GED of two tool-name sequences (all tool_graph reads). Graphs of up to GED_EXACT_NODES nodes
     take the exact enumeration below (networkx's exact search miscounts self-loops); larger ones
-    networkx's bounded search. `injections` keeps the node maps of each size between calls."""
+    the lower of `label_bound` and networkx's bounded search. Under a WorkBudget both count against
+    its seconds, and once they are spent every pair gets `label_bound` alone. `injections` keeps
+    the node maps of each size between calls."""
     if a == b:
         return 0.0, True
+    if b < a:  # one value per unordered pair: the bounded search is not symmetric
+        a, b = b, a
+    budget = work.current()
+    if budget is not None and budget.left() <= 0:
+        budget.bounded_pairs += 1
+        return label_bound(a, b), False
+    timed = budget.timed() if budget is not None else nullcontext()
     ga, gb = _graph_arrays(a), _graph_arrays(b)
     if max(len(ga[0]), len(gb[0])) <= GED_EXACT_NODES:
-        return _ged_by_enumeration(ga, gb, injections), True
-    return _ged(tool_graph(Calls(a, a)), tool_graph(Calls(b, b)), GED_EXACT_NODES)
+        with timed:
+            return _ged_by_enumeration(ga, gb, injections), True
+    bound = label_bound(a, b)
+    if budget is not None:
+        budget.bounded_pairs += 1
+    if max(graph_size(Calls(a, a)), graph_size(Calls(b, b))) > GED_SEARCH_SIZE:
+        return bound, False
+    seconds = GED_APPROX_TIMEOUT_S if budget is None else min(GED_APPROX_TIMEOUT_S, budget.left())
+    with timed:
+        return min(bound, _searched(tool_graph(Calls(a, a)), tool_graph(Calls(b, b)), seconds, bound)), False
+
+
+def label_bound(a: tuple[str, ...], b: tuple[str, ...]) -> float:
+    """An upper bound of the GED of two tool-name sequences' graphs, in linear time: the cost of the
+    edit path that keeps every tool both call, substitutes the tools only one calls for the other's
+    (in order of first call), deletes or inserts the rest, and keeps every edge that path carries
+    over."""
+    set_a, set_b = set(a), set(b)
+    only_a = [x for x in dict.fromkeys(a) if x not in set_b]
+    only_b = [x for x in dict.fromkeys(b) if x not in set_a]
+    rename = dict(zip(only_a, only_b, strict=False))
+    edges_a, edges_b = set(zip((START, *a), a, strict=False)), set(zip((START, *b), b, strict=False))
+    kept = len({(rename.get(u, u), rename.get(v, v)) for u, v in edges_a} & edges_b)
+    return float(max(len(only_a), len(only_b)) + len(edges_a) + len(edges_b) - 2 * kept)
 
 
 def _graph_arrays(names: tuple[str, ...]) -> tuple[list[str], np.ndarray]:
@@ -258,13 +296,25 @@ def _ged(ga: nx.DiGraph, gb: nx.DiGraph, exact_nodes: int) -> tuple[float, bool]
         cost = nx.graph_edit_distance(ga, gb, node_match=_same_label, roots=roots, timeout=GED_TIMEOUT_S)
         if cost is not None and time.perf_counter() - started < GED_TIMEOUT_S:
             return float(cost), True
+    cost = _searched(ga, gb, GED_APPROX_TIMEOUT_S)
+    if math.isinf(cost):  # no path within the time: delete one graph and insert the other, START kept
+        cost = ga.number_of_nodes() + ga.number_of_edges() + gb.number_of_nodes() + gb.number_of_edges() - 2
+    return float(cost), False
+
+
+def _searched(ga: nx.DiGraph, gb: nx.DiGraph, seconds: float, upper_bound: float | None = None) -> float:
+    """The cheapest edit path networkx's search finds within `seconds` (inf if none beats
+    `upper_bound`)."""
     best = math.inf
+    if seconds <= 0:
+        return best
     paths = nx.optimize_edit_paths(
-        ga, gb, node_match=_same_label, roots=roots, strictly_decreasing=True, timeout=GED_APPROX_TIMEOUT_S
-    )
+        ga, gb, node_match=_same_label, roots=(START, START), strictly_decreasing=True, timeout=seconds,
+        upper_bound=upper_bound,
+    )  # fmt: skip
     for _, _, cost in paths:
         best = min(best, cost)
-    return float(best), False
+    return float(best)
 
 
 # The pair features that read the calls (all but the embedding similarities), in this order.
@@ -440,11 +490,15 @@ class _Batch:
         self.pairs: dict[tuple[int, int], tuple[float, ...]] = {}
         self.injections: dict[tuple[int, int], np.ndarray] = {}
         self.texts: dict[str, int] = {}
+        self.budget = work.current()
 
     def pair(self, i: int, j: int) -> tuple[float, ...]:
-        """CALL_FEATURES of trajectories i and j, then 1.0 if their GED is exact."""
-        key = (self.code[i], self.code[j])
+        """CALL_FEATURES of trajectories i and j, then 1.0 if their GED is exact. Every one of them
+        is symmetric: one value per unordered pair."""
+        key = (min(self.code[i], self.code[j]), max(self.code[i], self.code[j]))
         if key not in self.pairs:
+            if self.budget is not None:
+                self.budget.check()
             values, exact = _call_features(self.calls[i], self.calls[j], self.write_tools, self.injections)
             self.pairs[key] = (*values, float(exact))
         return self.pairs[key]
@@ -486,6 +540,8 @@ class _Batch:
         columns["n_alternate_runs"] = np.bincount(alt["row"], minlength=n).astype(np.float64)
         exact = np.r_[sib["exact"], alt["exact"]]
         columns["gedit_exact"] = _grouped(np.r_[sib["row"], alt["row"]], exact, n, 1.0, ordered=False)[1]
+        if self.budget is not None:
+            self.budget.exact_rows.append(columns["gedit_exact"].copy())
         return np.column_stack([columns[name] for name in FEATURE_NAMES]).reshape(n, len(FEATURE_NAMES))
 
     def _counts(self, i: int, vote: tuple[Counter[int], int, int]) -> dict[str, float]:

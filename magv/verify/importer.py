@@ -182,17 +182,19 @@ class _Message:
     tool_call_id: str | None = None
 
 
+def one_of(value: Any, allowed: Iterable[str], where: str, what: str = "one of") -> str:
+    """`value` if it is one of the `allowed` names; a list or object there is a BadInput like any
+    other wrong value (membership tests of unhashable values raise TypeError)."""
+    allowed = list(allowed)
+    if not isinstance(value, str) or value not in allowed:
+        raise BadInput(f"{where}: expected {what} {', '.join(sorted(allowed))}, got {_shown(value)}")
+    return value
+
+
 def _role(msg: dict[str, Any], at: str, notes: Notes) -> str:
     if "role" in msg or "type" not in msg:
-        role = msg.get("role")
-        if role not in ROLES:
-            raise BadInput(f"{at}.role: expected one of {', '.join(sorted(ROLES))}, got {role!r}")
-        return role
-    kind = msg["type"]
-    if kind not in LANGCHAIN_TYPES:
-        raise BadInput(
-            f"{at}.type: expected a LangChain message type ({', '.join(LANGCHAIN_TYPES)}), got {kind!r}"
-        )
+        return one_of(msg.get("role"), ROLES, f"{at}.role")
+    kind = one_of(msg["type"], LANGCHAIN_TYPES, f"{at}.type", "a LangChain message type:")
     notes.count("langchain_messages", at)
     return LANGCHAIN_TYPES[kind]
 
@@ -270,8 +272,10 @@ def read_messages(messages: Any, status: str, where: str, notes: Notes) -> tuple
         raise BadInput(f"{where}: expected a non-empty list of chat messages")
     parsed = [_message(m, f"{where}[{i}]", notes) for i, m in enumerate(messages)]
     steps: list[Step] = []
-    pending: dict[str, int] = {}  # call id -> step index awaiting its tool message (insertion = age)
-    answered: set[str] = set()
+    # call id -> step index awaiting its tool message (insertion = age); a call without an id is
+    # keyed by its place, a tuple, which no id read from JSON (a string) can equal
+    pending: dict[str | tuple[int, int], int] = {}
+    answered: set[str | tuple[int, int]] = set()
     places: list[str] = []  # where each call is, for messages about it
     users: list[str] = []
     group = 0
@@ -288,7 +292,7 @@ def read_messages(messages: Any, status: str, where: str, notes: Notes) -> tuple
                 call_id = call.id
                 if call_id is None:
                     notes.repair("missing_call_id", cat)
-                    call_id = f"\0missing-{i}-{j}"
+                    call_id = (i, j)
                 elif call_id in pending:
                     raise BadInput(
                         f"{cat}: {call_id!r} is used by an earlier tool call still awaiting its result"
@@ -309,7 +313,7 @@ def read_messages(messages: Any, status: str, where: str, notes: Notes) -> tuple
                 notes.repair("tool_result_by_order", f"{at}.tool_call_id")
                 call_id = next(iter(pending))
             elif call_id not in pending:
-                known = ", ".join(k for k in pending if not k.startswith("\0")) or "none pending"
+                known = ", ".join(k for k in pending if isinstance(k, str)) or "none pending"
                 raise BadInput(
                     f"{at}.tool_call_id: {call_id!r} does not match a tool call awaiting its result ({known})"
                 )
@@ -409,12 +413,12 @@ def run_to_record(question: Question, run: Run, label: bool | None = None) -> di
 # -- the file ------------------------------------------------------------------------------------
 
 
-def _first_user_text(messages: Any) -> str | None:
-    for m in messages if isinstance(messages, list) else []:
+def _first_user_text(messages: Any, where: str = "messages") -> str | None:
+    for i, m in enumerate(messages if isinstance(messages, list) else []):
         if isinstance(m, dict) and (
             m.get("role") == "user" or ("role" not in m and m.get("type") == "human")
         ):
-            text = _text(m.get("content"), "messages")
+            text = _text(m.get("content"), f"{where}[{i}]")
             if text and text.strip():
                 return text
     return None
@@ -438,7 +442,9 @@ def _reference(value: Any, where: str) -> list[ToolCall]:
         return calls
     # A reference written as messages may lack the question, call ids and tool results: only its
     # calls count, so nothing in it is a repair of the line (nor refused under --strict).
-    messages = value if _first_user_text(value) else [{"role": "user", "content": "(reference)"}, *value]
+    messages = (
+        value if _first_user_text(value, where) else [{"role": "user", "content": "(reference)"}, *value]
+    )
     return read_messages(messages, "ok", where, Notes())[0].calls
 
 
@@ -453,7 +459,10 @@ def parse_line(obj: Any, path: Path | str, line: int, notes: Notes | None = None
     qid, question, run = obj.get("question_id"), obj.get("question"), obj.get("run")
     if not isinstance(qid, str) or not qid.strip():
         raise BadInput(f"{where}: question_id: expected a non-empty string")
-    if "question" not in obj and (first := _first_user_text(obj.get("messages"))) is not None:
+    if (
+        "question" not in obj
+        and (first := _first_user_text(obj.get("messages"), f"{where}: messages")) is not None
+    ):
         notes.repair("question_from_messages", f"{where}: question")
         question = first
     if not isinstance(question, str) or not question.strip():
@@ -479,9 +488,7 @@ def parse_line(obj: Any, path: Path | str, line: int, notes: Notes | None = None
     if not isinstance(meta, dict):
         raise BadInput(f"{where}: meta: expected an object")
     _check_costs(meta, where)
-    status = meta.get("status", "ok")
-    if status not in STATUSES:
-        raise BadInput(f"{where}: meta.status: expected one of {', '.join(sorted(STATUSES))}, got {status!r}")
+    status = one_of(meta.get("status", "ok"), STATUSES, f"{where}: meta.status")
     if "messages" not in obj:
         raise BadInput(f"{where}: messages: missing")
     trajectory, users = read_messages(obj["messages"], status, f"{where}: messages", notes)
@@ -510,6 +517,7 @@ def check_import_lines(
     first_of: dict[str, ImportLine] = {}
     group_of: dict[str, tuple[str | None, int]] = {}
     run_line: dict[tuple[str, int], int] = {}
+    group_line: dict[str, int] = {}
     for n, where, obj in entries:
         item = parse_line(obj, path, n, notes)
         group, at = group_of.setdefault(item.question_id, (item.group, n))
@@ -518,6 +526,7 @@ def check_import_lines(
                 f"{where}: group_id: question_id {item.question_id!r} is in group {item.group!r} here "
                 f"but in {group!r} on line {at}"
             )
+        _check_namespaces(item, where, group_of, group_line)
         first = first_of.setdefault(item.key, item)
         if item.group is None and first.question != item.question:
             raise BadInput(
@@ -533,6 +542,27 @@ def check_import_lines(
     if not lines:
         raise BadInput(f"{path}: no trajectories in the file (one JSON object per line expected)")
     return lines
+
+
+def _check_namespaces(
+    item: ImportLine, where: str, group_of: dict[str, tuple[str | None, int]], group_line: dict[str, int]
+) -> None:
+    """A line's question is its group_id, else its question_id, so one name used as both by lines
+    that are not in that group would merge unrelated questions: refused. (A group may carry the
+    question_id of one of its own lines.)"""
+    if item.group is not None:
+        group_line.setdefault(item.group, item.line)
+        owner = group_of.get(item.group)
+        if owner is not None and owner[0] != item.group:
+            raise BadInput(
+                f"{where}: group_id: {item.group!r} is the question_id of line {owner[1]}, which is not in "
+                "this group; one name would merge two questions: rename the group"
+            )
+    if item.question_id in group_line and item.group != item.question_id:
+        raise BadInput(
+            f"{where}: question_id: {item.question_id!r} is the group_id of line {group_line[item.question_id]}, "
+            "and this line is not in that group; one name would merge two questions: rename one of them"
+        )
 
 
 INT32_MAX = 2**31 - 1
@@ -710,6 +740,8 @@ def import_lines(
 ) -> ImportResult:
     """Write checked lines (`check_import_lines`) as `import_trajectories` does; `path` names their
     source in labels, meta and messages."""
+    if not isinstance(domain, str) or not domain.strip():
+        raise BadInput(f"domain: expected a name, got {domain!r}")
     if match_mode not in MATCH_MODES:
         raise BadInput(f"match mode {match_mode!r}: expected one of {', '.join(MATCH_MODES)}")
     arg_mode(arguments)
@@ -738,6 +770,18 @@ def import_lines(
             raise BadInput(
                 f"{path}:{items[0].line}: question_id {items[0].question_id!r} is already stored with another "
                 "question text; use --replace to replace it and its runs"
+            )
+        if (
+            old is not None
+            and not replace
+            and ("group_id" in old.meta.get("import", {})) != (items[0].group is not None)
+        ):
+            stored, here = (
+                ("group_id", "question_id") if items[0].group is None else ("question_id", "group_id")
+            )
+            raise BadInput(
+                f"{path}:{items[0].line}: {here}: {key!r} is stored as the {stored} of another question "
+                f"(domain {domain!r}); one name would merge two questions: rename it, or use --replace"
             )
         origin, parent_id, group_id = ("alternate", *links[key]) if key in links else ("import", None, key)
         if old is not None and (old.origin, old.parent_id) != (origin, parent_id) and not replace:
