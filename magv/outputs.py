@@ -117,7 +117,7 @@ def atomic_output(dest: str | Path, what: str = "output", *, replace: bool = Tru
     file is refused, also one that appeared while the block ran."""
     t = target(dest, what)
     if t.kind == "stdout":
-        raise BadInput(f"{what} {dest}: this output is not text for standard output; give a file path")
+        raise BadInput(f"{what} {dest}: this command writes a file, not standard output; give a file path")
     assert t.path is not None
     if t.kind == "through":
         yield t.path
