@@ -349,7 +349,7 @@ def export_and_record(a, argv, runner, state, state_path, domains, store_dir, st
             runner.magv(d, "export", "--format", "jsonl", "--out", str(path), "--force", timed=False)
             parts.append(path)
     base_path = out_dir / "real_dataset.jsonl"
-    from magv.export import atomic_output
+    from magv.outputs import atomic_output
 
     with atomic_output(base_path) as tmp:
         tmp.write_text("".join(p.read_text(encoding="utf-8") for p in parts), encoding="utf-8")

@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from magv import __version__
+from magv import __version__, outputs
 from magv.commands.common import err_console
 from magv.errors import MagvError
 
@@ -68,6 +68,7 @@ for _name in COMMAND_MODULES:
 
 
 def main(argv: list[str] | None = None) -> int:
+    outputs.forget()  # what an earlier command in this process read is not this one's input
     try:
         rv = app(args=argv, standalone_mode=False)
         if isinstance(rv, int):  # click returns the code of typer.Exit in this mode

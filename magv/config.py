@@ -8,6 +8,7 @@ Nested fields use `__` in environment variables: `MAGV_PIPELINE__RUNS=5`,
 from __future__ import annotations
 
 import os
+import stat
 import tomllib
 from contextvars import ContextVar
 from pathlib import Path
@@ -27,6 +28,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from magv.definitions import ArgMode, MatchMode
 from magv.errors import BadInput
 from magv.gguf.registry import DEFAULT_MODEL, MODELS
+from magv.jsonl import MAX_DEPTH
 
 ROLES = ("investigator", "responder", "reverse", "judge")
 _toml_data: ContextVar[dict[str, Any] | None] = ContextVar("magv_toml_data", default=None)
@@ -271,19 +273,53 @@ def config_path(explicit: str | Path | None = None) -> Path | None:
     return default if default.exists() else None
 
 
+def read_toml(path: Path, what: str) -> dict[str, Any]:
+    """A TOML document of a user (magv.toml, domain.toml) as a dict; BadInput naming the file when
+    it is missing, not a regular file, not TOML, or nested more than MAX_DEPTH levels."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise BadInput(f"{path}: {what} not found") from None
+    except OSError as exc:
+        raise BadInput(f"{path}: cannot read: {exc.strerror}") from None
+    if not stat.S_ISREG(mode):
+        kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO (pipe)" if stat.S_ISFIFO(mode)
+                else "a device or other special file")  # fmt: skip
+        raise BadInput(f"{path}: is {kind}; expected the {what} as a regular TOML file")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise BadInput(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib parses nested arrays and tables recursively
+        raise BadInput(f"{path}: nested too deeply; at most {MAX_DEPTH} levels") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput(f"{path}: cannot read: {exc}") from None
+    deep = _too_deep(data)
+    if deep is not None:
+        raise BadInput(f"{path}: {deep}: nested more than {MAX_DEPTH} levels deep")
+    return data
+
+
+def _too_deep(value: Any) -> str | None:
+    """The first key path deeper than MAX_DEPTH, or None (iterative: no recursion to exhaust)."""
+    stack: list[tuple[Any, str, int]] = [(value, "", 0)]
+    while stack:
+        node, field, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return field or "(top)"
+        if isinstance(node, dict):
+            stack.extend((v, f"{field}.{k}" if field else str(k), depth + 1) for k, v in node.items())
+        elif isinstance(node, list):
+            stack.extend((v, f"{field}[{i}]", depth + 1) for i, v in enumerate(node))
+    return None
+
+
 def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
     """Build the effective settings; any problem is a BadInput naming the file and field."""
     toml_file = config_path(path)
     data: dict[str, Any] = {}
     if toml_file is not None:
-        if not toml_file.is_file():
-            raise BadInput(f"{toml_file}: config file not found")
-        try:
-            data = tomllib.loads(toml_file.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise BadInput(f"{toml_file}: not valid TOML: {exc}") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise BadInput(f"{toml_file}: cannot read: {exc}") from None
+        data = read_toml(toml_file, "config file")
     global _file_key
     _check_environment()
     token = _toml_data.set(data)
@@ -295,6 +331,10 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
         raise BadInput(_describe(exc, toml_file)) from None
     except SettingsError as exc:
         raise BadInput(_describe_env_error(exc)) from None
+    except RecursionError:  # JSON of a MAGV_* variable nested thousands deep
+        raise BadInput(
+            f"environment: a MAGV_* value is nested too deeply; at most {MAX_DEPTH} levels"
+        ) from None
     finally:
         _toml_data.reset(token)
     for role in settings.llm.roles:

@@ -178,12 +178,12 @@ def card_markdown(card: dict[str, Any]) -> str:
 
 
 def write_card(card: dict[str, Any]) -> tuple[Path, Path]:
-    from magv.export import atomic_output
+    from magv.outputs import atomic_output
 
     json_path, md_path = card_paths(card["export"]["path"])
-    with atomic_output(json_path) as tmp:
+    with atomic_output(json_path, "data card") as tmp:
         tmp.write_text(json.dumps(card, indent=2, default=str) + "\n", encoding="utf-8")
-    with atomic_output(md_path) as tmp:
+    with atomic_output(md_path, "data card") as tmp:
         tmp.write_text(card_markdown(card), encoding="utf-8")
     return json_path, md_path
 

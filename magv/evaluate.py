@@ -22,6 +22,7 @@ from magv.config import Settings, settings_from_dict
 from magv.domains.seeds import read_seeds
 from magv.errors import BadInput, RunFailed
 from magv.models import Question, ToolCall, Trajectory, make_id, utcnow
+from magv.prompts import check_prompt_folder
 from magv.verify.labels import MATCH_MODES, match_any
 
 MATCH_KEYS = [key for mode in MATCH_MODES for key in (mode, f"{mode}_args")]
@@ -383,8 +384,7 @@ def configure(
     if endpoints:
         responder["endpoints"] = endpoints
     data["llm"]["roles"]["responder"] = responder
-    if prompts_dir is not None and not (Path(prompts_dir) / "responder.j2").is_file():
-        raise BadInput(f"{where}: prompts={prompts_dir}: expected a folder with responder.j2")
+    check_prompt_folder(prompts_dir, ("responder",), f"{where}: prompts")
     try:
         built = settings_from_dict(data)
     except BadInput as exc:

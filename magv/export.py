@@ -10,16 +10,13 @@ verifier score, as
 - `parquet`: one flat row per run for warehouses, written by DuckDB's COPY, alternates included
   with their `origin` and `parent_question_id`.
 
-Files are written to a temporary name and renamed, so a reader never sees half a file.
+Files are written by `magv.outputs` (whole or not at all, never onto the database).
 Field by field description: docs/export.md.
 """
 
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +25,7 @@ from magv import definitions
 from magv.errors import BadInput, RunFailed
 from magv.jsonl import dumps_line
 from magv.models import Question, Run, Trajectory, without_grounding
+from magv.outputs import atomic_output, target
 from magv.store import Store
 from magv.verify.importer import exported_question_id, run_to_record, trajectory_to_messages
 
@@ -63,24 +61,6 @@ class ExportResult:
         return {"path": str(self.path), "format": self.format, "rows": self.rows, "questions": self.questions,
                 "skipped": self.skipped, "alternates": self.alternates, "orphan_alternates": self.orphan_alternates,
                 "model_id": self.model_id, "tools_source": self.tools_source}  # fmt: skip
-
-
-@contextmanager
-def atomic_output(dest: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `dest`; on success it replaces `dest` in one rename."""
-    dest = Path(dest)
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise BadInput(f"{dest}: cannot create directory {dest.parent}: {exc.strerror}") from None
-    if dest.is_dir():
-        raise BadInput(f"{dest}: is a directory; give a file path")
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def to_messages(question: str, trajectory: Trajectory, system: str | None = None) -> list[dict[str, Any]]:
@@ -188,7 +168,7 @@ def export(
         _write_parquet(store, rows, result)
         return result
     tools = dict(tools or {})
-    with atomic_output(result.path) as tmp, tmp.open("w", encoding="utf-8") as fh:
+    with atomic_output(result.path, "export") as tmp, tmp.open("w", encoding="utf-8") as fh:
         for row in rows:
             trajectory = Trajectory.model_validate_json(row["trajectory"])
             if fmt == "jsonl":
@@ -217,7 +197,9 @@ def _line(value: Any, row: dict[str, Any]) -> str:
 
 
 def _write_parquet(store: Store, rows: list[dict[str, Any]], result: ExportResult) -> None:
-    with atomic_output(result.path) as tmp:
+    if target(result.path, "export").kind != "file":
+        raise BadInput(f"export {result.path}: parquet is written whole to a regular file; give a file path")
+    with atomic_output(result.path, "export") as tmp:
         staging = tmp.with_name(tmp.name + ".ndjson")
         try:
             with staging.open("w", encoding="utf-8") as fh:

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from magv import outputs
 from magv.errors import BadInput
 
 MAX_DEPTH = 64
@@ -42,6 +43,7 @@ def check_input_file(path: Path, what: str = "input file") -> None:
 def read_jsonl(path: Path) -> Iterator[tuple[int, str, Any]]:
     """(line number, "path:line", parsed value) for every non-blank line."""
     check_input_file(path)
+    outputs.protect(path, "the input file")
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

@@ -3,6 +3,7 @@ configurations of it on the same questions."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -68,11 +69,13 @@ def eval_command(
     from magv.domains import load_domain
     from magv.evaluate import MATCH_KEYS, configure, load_questions, parse_spec, run_evaluation
     from magv.gate import enforce, parse_bars, shortfalls
+    from magv.prompts import PROMPTS_ENV, check_prompt_folder
 
     bars = parse_bars(fail_under, [*MATCH_KEYS, "valid_calls", "answered"])
     cfg = settings(ctx, domain=domain, **{"pipeline.demos": demos, "pipeline.max_steps": max_steps})
     # Everything is checked before a model starts or a row is written.
     dom = load_domain(cfg.domain)
+    check_prompt_folder(os.environ.get(PROMPTS_ENV), ("responder",), PROMPTS_ENV)
     items = load_questions(dom, questions)[:limit]
     base = [("temperature", str(temperature))] if temperature is not None else []
     name_a = f"demos={cfg.pipeline.demos}" + (",seed_demos" if seed_demos else "")

@@ -99,7 +99,9 @@ def _check_inputs(cfg: Settings) -> list:
     """Load the domain and read its seed file before the database is touched: bad input fails
     with its file and line, and leaves no row behind (not even a failed pipeline run)."""
     from magv.domains import load_domain
+    from magv.prompts import AGENTS, PROMPTS_ENV, check_prompt_folder
 
+    check_prompt_folder(os.environ.get(PROMPTS_ENV), AGENTS, PROMPTS_ENV)
     return load_domain(cfg.domain).seeds()
 
 

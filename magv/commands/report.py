@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from magv import outputs
 from magv.commands.common import JsonOption, console, emit_json, err_console, open_store, settings
 from magv.errors import BadInput
 
@@ -84,7 +85,7 @@ def export(
     target = out or cfg.database.parent / "export" / f"{cfg.database.stem}{SUFFIX[fmt]}"
     if target.is_dir():
         raise BadInput(f"export: {target} is a directory; give a file path with --out")
-    if target.exists() and not force:
+    if target.is_file() and not force:
         raise BadInput(f"export: {target} already exists; choose a new path or pass --force to replace it")
 
     from magv.datacard import build_card, verification_warning, write_card
@@ -92,19 +93,20 @@ def export(
     with open_store(cfg, read_only=True) as store:
         result = run_export(store, fmt, target, verified_only=verified_only, min_score=min_score)
         card = build_card(store, result, verified_only=verified_only, min_score=min_score)
-    card_json, card_md = write_card(card)
+    # A data card goes beside a file; an export written through a device or FIFO has no "beside".
+    card_json, card_md = write_card(card) if outputs.target(target, "export").kind == "file" else (None, None)
     warning = verification_warning(card)
     if warning:
         err_console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
     if as_json:
-        emit_json({**result.as_dict(), "card": {"json": str(card_json), "markdown": str(card_md)},
+        emit_json({**result.as_dict(), "card": card_md and {"json": str(card_json), "markdown": str(card_md)},
                    "verified_runs": card["counts"]["verified_runs"], "warning": warning})  # fmt: skip
         return
     extra = f", {result.skipped} runs without a final answer skipped" if result.skipped else ""
     alternates = f" and {result.alternates} alternates" if result.alternates else ""
     console.print(
         f"{result.rows} runs of {result.questions} questions{alternates} exported as {fmt}{extra}; "
-        f"{card['counts']['verified_runs']} verified; data card: {card_md}",
+        f"{card['counts']['verified_runs']} verified; data card: {card_md or 'none (not a file)'}",
         highlight=False,
     )
     typer.echo(str(result.path))

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import duckdb
 from pydantic import ValidationError
 
+from magv.config import read_toml
 from magv.domains.base import Domain
 from magv.domains.sql import rows
 from magv.domains.tools import Tool, ToolError, make_tool, object_schema
@@ -36,12 +36,7 @@ _RESULTS = ("rows", "row")
 
 def load_toml_domain(folder: Path) -> Domain:
     path = folder / "domain.toml"
-    try:
-        config = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise BadInput(f"{path}: not valid TOML: {exc}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInput(f"{path}: cannot read: {exc}") from None
+    config = read_toml(path, "domain definition")
     unknown = sorted(set(config) - _TOP_KEYS)
     if unknown:
         raise BadInput(

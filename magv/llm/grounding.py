@@ -11,6 +11,12 @@ look the same id up again and again instead of answering.
 Native mode is not constrained (the server owns decoding); the keyword is dropped from the specs
 sent to a server (`ToolSpec.openai`). Argument validation ignores it: a grounded value is still checked against the
 parameter's own schema.
+
+A pattern comes from a domain, so it is data: it is matched by RE2 (google-re2), whose time is
+linear in the text, never by a backtracking engine, where `^(a+)+$` on forty a's and a '!' runs
+for hours. A pattern must be valid for Python's `re` too (so it means what its author tested) and
+RE2 must take it: lookarounds, backreferences and repetition counts above 1,000 are refused at
+load, naming the tool and parameter, as is a pattern longer than MAX_PATTERN characters.
 """
 
 from __future__ import annotations
@@ -21,30 +27,58 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
+import re2
+
 from magv.errors import BadInput
 from magv.models import GROUNDED
 
 # Enough for every id of a long tool result; a larger enum only grows the grammar.
 MAX_VALUES = 64
+# An id pattern is short; a longer one is a mistake or an attack on the compiler.
+MAX_PATTERN = 1000
+# RE2's memory for one compiled pattern (its default is 8 MiB); past it, compiling fails.
+MAX_PATTERN_MEMORY = 8 << 20
+
+
+def _options() -> re2.Options:
+    options = re2.Options()
+    options.log_errors = False  # a refused pattern is a BadInput, not a line on stderr
+    options.max_mem = MAX_PATTERN_MEMORY
+    return options
 
 
 @lru_cache(maxsize=256)
-def _compiled(pattern: str) -> re.Pattern[str]:
+def _compiled(pattern: str) -> Any:
+    """The RE2 program of `pattern`; BadInput (without the place: callers add it) when unsafe."""
+    if len(pattern) > MAX_PATTERN:
+        raise BadInput(f"{GROUNDED}: pattern of {len(pattern)} characters; at most {MAX_PATTERN}")
     try:
-        return re.compile(pattern)
-    except re.error as exc:
-        raise BadInput(f"tool schema: {GROUNDED} {pattern!r} is not a regular expression: {exc}") from None
+        re.compile(pattern)
+    except (re.error, OverflowError, RecursionError) as exc:
+        raise BadInput(f"{GROUNDED} {pattern!r} is not a regular expression: {exc}") from None
+    try:
+        return re2.compile(pattern, _options())
+    except re2.error as exc:
+        reason = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else exc
+        raise BadInput(
+            f"{GROUNDED} {pattern!r} cannot be matched in bounded time ({reason}); use a pattern without "
+            "lookarounds, backreferences or repetition counts above 1000"
+        ) from None
 
 
 def check_grounded(parameters: dict[str, Any], where: str) -> None:
-    """Raise BadInput when a grounded keyword of `parameters` is not a usable regular expression."""
+    """Raise BadInput naming the parameter when a grounded keyword of `parameters` is not a usable,
+    safe regular expression."""
     for name, prop in (parameters.get("properties") or {}).items():
         pattern = _pattern(prop)
         if pattern is None:
             continue
         if not isinstance(pattern, str) or not pattern:
             raise BadInput(f"{where}: parameter {name!r}: {GROUNDED} must be a non-empty regular expression")
-        _compiled(pattern)
+        try:
+            _compiled(pattern)
+        except BadInput as exc:
+            raise BadInput(f"{where}: parameter {name!r}: {exc}") from None
 
 
 def values_in(pattern: str, context: Sequence[str]) -> list[str]:

@@ -13,7 +13,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from matplotlib.figure import Figure
 
 from magv import __version__
-from magv.export import atomic_output
+from magv.outputs import atomic_output
 from magv.report import plots
 from magv.report.metrics import collect
 from magv.report.scope import ReportData
@@ -103,5 +103,5 @@ def write_report(
 
 
 def _write(path: Path, text: str) -> None:
-    with atomic_output(path) as tmp:
+    with atomic_output(path, "report") as tmp:
         tmp.write_text(text, encoding="utf-8")

@@ -2,20 +2,19 @@
 format, docs/export.md) scored by a saved model, one verdict line per input line, with no database.
 
 The input is read and checked whole (magv.verify.importer's parser, errors naming file:line:field)
-and the model loaded before anything is written; a file output appears complete or not at all
-(written beside its destination, then renamed).
+and the model loaded before anything is written; the verdicts are written by `magv.outputs` (whole
+or not at all, never onto the input, the database or the model file; /dev/null written through).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from magv import outputs
 from magv.config import Settings
 from magv.errors import BadInput
 from magv.jsonl import iter_jsonl_text, read_jsonl
@@ -35,16 +34,6 @@ def read_lines(source: str) -> list[ImportLine]:
     return check_import_lines(read_jsonl(Path(source)), Path(source))
 
 
-def check_output(target: str) -> None:
-    if target == STDIO:
-        return
-    path = Path(target)
-    if path.is_dir():
-        raise BadInput(f"--output {path}: is a directory; expected the path of a JSONL file")
-    if not path.parent.is_dir():
-        raise BadInput(f"--output {path}: the folder {path.parent} does not exist")
-
-
 def verdict_records(lines: list[ImportLine], verdicts: list[Any], model_id: str) -> list[dict[str, Any]]:
     out = []
     for line, v in zip(lines, verdicts, strict=True):
@@ -54,25 +43,6 @@ def verdict_records(lines: list[ImportLine], verdicts: list[Any], model_id: str)
         rec.update(model=model_id, **v.as_dict())
         out.append(rec)
     return out
-
-
-def write_lines(target: str, records: list[dict[str, Any]]) -> None:
-    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-    if target == STDIO:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-        return
-    path = Path(target)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def score_file(
@@ -87,18 +57,22 @@ def score_file(
 ) -> dict[str, Any]:
     """Score `source` (a path or "-") into `target` (a path or "-"); returns the summary."""
     t0 = time.perf_counter()
-    check_output(target)
+    outputs.target(target, "--output")  # a directory, a block device: refused before any work
+    # The live database is this command's even when --model-file leaves it closed.
+    outputs.protect_database(settings.database)
     lines = read_lines(source)
     scorer = load_scorer(
         settings, model_file=model_file, model_id=model_id, threshold=threshold, domain=domain
     )
+    outputs.target(target, "--output")  # now also never onto the input or the model file just read
     t1 = time.perf_counter()
     questions: dict[str, str] = {}
     for line in lines:
         questions.setdefault(line.key, line.question)
     verdicts = scorer.score([x.trajectory for x in lines], [x.key for x in lines], questions)
     t2 = time.perf_counter()
-    write_lines(target, verdict_records(lines, verdicts, scorer.model_id))
+    records = verdict_records(lines, verdicts, scorer.model_id)
+    outputs.write_text(target, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), "--output")
     correct = sum(v.correct for v in verdicts)
     return {"input": source, "output": "stdout" if target == STDIO else target, "model_id": scorer.model_id,
             "model": scorer.model_name, "scored": len(verdicts), "correct": correct,

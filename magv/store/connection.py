@@ -6,7 +6,6 @@ threads that share the connection.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import threading
@@ -17,6 +16,7 @@ from typing import Any
 
 import duckdb
 
+from magv import outputs
 from magv.errors import BadInput, RunFailed, StoreLocked
 from magv.models import canonical_json
 from magv.store import schema
@@ -68,6 +68,7 @@ class Connection:
         self.read_only = read_only
         self._lock = threading.RLock()
         self._in_tx = False
+        outputs.protect_database(self.path)  # no output of this process may land on it
         self.con = self._connect()
         try:
             version = schema.file_version(self.con, self.path)
@@ -216,26 +217,24 @@ class Connection:
             return {t: self.con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in schema.TABLES}
 
     def backup(self, dest: str | Path) -> Path:
-        """A consistent copy: checkpoint, then copy the file while holding the lock. The copy is
-        written under a temporary name beside `dest` and renamed, so a failed copy (a full disk)
-        leaves nothing at `dest` to block the retry."""
+        """A consistent copy: checkpoint, then copy the file while holding the lock. Written by
+        `magv.outputs` (whole or nothing at `dest`, never onto a file DuckDB owns) and never over an
+        existing file; a `.wal` already beside `dest` is refused too, as DuckDB would replay that
+        stale log into the copy when it is opened."""
         dest = Path(dest)
         if dest.exists():
             raise BadInput(f"backup: {dest} already exists; choose a new path")
         if not dest.parent.exists():
             raise BadInput(f"backup: directory {dest.parent} does not exist")
-        tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+        stale = Path(f"{dest}.wal")
+        if stale.exists():
+            raise BadInput(f"backup: {stale} exists; DuckDB would replay it into the copy. Choose a new path")
         try:
-            with self._lock:
+            with outputs.atomic_output(dest, "backup", replace=False) as tmp, self._lock:
                 self.con.execute("CHECKPOINT")
                 shutil.copyfile(self.path, tmp)
-            if dest.exists():  # appeared while copying: never replace it
-                raise BadInput(f"backup: {dest} already exists; choose a new path")
-            os.replace(tmp, dest)
         except OSError as exc:  # a full disk, say: the work failed, not the input
             raise RunFailed(
                 f"backup: cannot write {dest}: {exc.strerror or exc}; nothing was left there"
             ) from None
-        finally:
-            tmp.unlink(missing_ok=True)
         return dest

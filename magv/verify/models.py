@@ -41,6 +41,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from xgboost import DMatrix, XGBClassifier
 
+from magv import outputs
 from magv.definitions import SELECT_BY, best_model  # noqa: F401  (best_model: re-exported)
 from magv.errors import BadInput, RunFailed
 from magv.verify.metrics import Scorer, point_metrics
@@ -333,16 +334,10 @@ def save_model(
     path: Path, verifier: Verifier, features: Sequence[str], feature_version: str, **meta: Any
 ) -> Path:
     """A skops file holding the verifier, its feature list (column order) and feature version."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     bundle = {"verifier": verifier, "features": list(features), "feature_version": feature_version, **meta}
-    # Written beside the target and renamed over it: a kill or a failing write mid-way leaves the
-    # file that was there (a registered model) whole, never a truncated one in its place.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    # A kill or a failing write mid-way leaves the file that was there (a registered model) whole.
+    with outputs.atomic_output(path, "model file") as tmp:
         sio.dump(bundle, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -351,6 +346,7 @@ def load_model(path: Path) -> dict[str, Any]:
     anything else is refused before skops builds a single object of it."""
     if not path.is_file():
         raise RunFailed(f"model file {path} is missing; run `magv verify train` again")
+    outputs.protect(path, "the model file")
     try:
         untrusted = sio.get_untrusted_types(file=path)
     except Exception as exc:  # not a zip, no schema, truncated: skops raises many kinds

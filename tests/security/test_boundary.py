@@ -60,7 +60,7 @@ def test_a_full_disk_during_export_is_one_line_and_leaves_no_file(db, tmp_path, 
     def full(src, dst):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
 
-    monkeypatch.setattr("magv.export.os.replace", full)
+    monkeypatch.setattr("magv.outputs.os.replace", full)  # the one writer of every output
     code, err = _cli(["export", "--out", str(target)], capsys)
     assert code == 1 and f"{target}: No space left on device" in err and "Traceback" not in err
     assert not target.exists() and not list(tmp_path.glob(".out.jsonl*"))

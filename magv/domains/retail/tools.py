@@ -17,8 +17,11 @@ def _text(description: str, max_length: int = 200, **extra: Any) -> dict[str, An
 
 
 # Ids are grounded (magv.llm.grounding): the model copies them from the question or a result.
-# A tracking number is 12-22 capitals and digits with at least one digit (UPS, FedEx, USPS).
-TRACKING_NUMBER = r"\b(?=[0-9A-Z]*[0-9])[0-9A-Z]{12,22}\b"
+# A tracking number is 12-22 capitals and digits with at least one digit (UPS, FedEx, USPS): one
+# branch per count of capitals before the first digit, as RE2 (grounded patterns) has no lookahead.
+TRACKING_NUMBER = (
+    r"\b(?:" + "|".join(f"[A-Z]{{{k}}}[0-9][0-9A-Z]{{{max(0, 11 - k)},{21 - k}}}" for k in range(22)) + r")\b"
+)
 CUSTOMER_ID = _text("Customer id, e.g. C00042.", 20, **{GROUNDED: r"\bC\d{5}\b"})
 ORDER_ID = _text("Order id, e.g. W1000123 (a leading # is fine).", 20, **{GROUNDED: r"\bW\d{7}\b"})
 PAYMENT_ID = _text(
