@@ -45,11 +45,16 @@ class Questions(Connection):
         origin: str | Sequence[str] | None = None,
         kept_only: bool = False,
         ids: Sequence[str] | None = None,
+        passing_only: bool = False,
     ) -> list[Question]:
+        """`passing_only`: without the questions whose rule checks failed (magv/quality.py); a
+        question never checked (a seed, an import) passes."""
         sql = "SELECT q.* FROM questions q"
         where, params = [], []
         if kept_only:
             sql += " JOIN selections s ON s.question_id = q.id AND s.kept"
+        if passing_only:
+            where.append("q.id NOT IN (SELECT question_id FROM question_checks WHERE NOT passed)")
         if domain:
             where.append("q.domain = ?")
             params.append(domain)

@@ -35,6 +35,7 @@ from magv.definitions import tool_error_count
 from magv.errors import BadInput, RunFailed
 from magv.llm.embeddings import SupportsEmbed, embed_cached
 from magv.models import Trajectory, serialised_calls
+from magv.store.quality import FAILED_ALTERNATE
 
 # 3: a row for every run, compared with its siblings as well as with alternates' runs.
 # 2: graph edit distance of graphs with self-loops (a tool called twice in a row) is exact; networkx's
@@ -655,7 +656,8 @@ def _compute_features(
     progress: Callable[[int, int], None] | None,
 ) -> int:  # fmt: skip
     questions = {q["id"]: q for q in store.query(
-        "SELECT id, domain, text, origin, parent_id, group_id FROM questions ORDER BY id")}  # fmt: skip
+        "SELECT id, domain, text, origin, parent_id, group_id FROM questions "
+        f"WHERE NOT ({FAILED_ALTERNATE}) ORDER BY id")}  # fmt: skip
     runs = store.query(
         "SELECT id, question_id, status, coalesce(signature, '') AS signature FROM runs "
         "ORDER BY question_id, run_index"
