@@ -291,7 +291,9 @@ def repair(
             fixed = head
             done.append("kept the first request")
     wanted = [n for n in (needs or ()) if not _states(fixed, n)]
-    wanted += [Need("email" if EMAIL.fullmatch(i) else "id", i) for i in (ids or ()) if not mentions(fixed, i)]
+    wanted += [
+        Need("email" if EMAIL.fullmatch(i) else "id", i) for i in (ids or ()) if not mentions(fixed, i)
+    ]
     appended: list[Need] = []
     for n in wanted:
         replaced = _replace_same_form(fixed, n, patterns) if n.kind == "value" else None

@@ -163,14 +163,14 @@ def dataset_quality(
     return out
 
 
-def quality_section(store: Any) -> dict[str, Any]:
+def quality_section(store: Any, examples: int = 3) -> dict[str, Any]:
     """The report's section: `dataset_quality` of the whole store under the settings' match mode,
     and whether selection applied the checks."""
     from magv.config import Settings
 
     cfg = Settings()
     v = cfg.verify
-    out = dataset_quality(store, None, v.gold_match, v.gold_arguments, v.gold_overrides)
+    out = dataset_quality(store, None, v.gold_match, v.gold_arguments, v.gold_overrides, examples)
     out["min_quality"] = cfg.pipeline.min_quality
     return out
 

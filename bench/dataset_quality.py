@@ -1,0 +1,174 @@
+"""Dataset quality before and after: the rule checks of magv/quality.py over generated questions.
+
+    python bench/dataset_quality.py fixture [--file data/fixtures/real_dataset.jsonl]
+        "before": the checks (no repair) over the committed real-model set, made before the checks
+        existed; fidelity from its gold labels of each question's most common trajectory (MCT)
+    python bench/dataset_quality.py store DB [DB ...]
+        "after": `magv.report.quality.dataset_quality` of stores made by `magv run` / `magv generate`
+        with the checks and repairs on
+    python bench/dataset_quality.py reverse --endpoint URL [--file ...] [--limit N]
+        alternates "after" on the same inputs as "before": the reverse engineer of today (prompt,
+        identifiers, repairs) on the committed set's MCT answers, with the model at URL
+
+Each prints one JSON object (pass rates per origin, failures with examples).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from magv.domains.loader import load_domain  # noqa: E402
+from magv.models import Seed  # noqa: E402
+from magv.quality import check_question, identifier_patterns, identifiers, needed_values  # noqa: E402
+from magv.report.quality import summarize_checks  # noqa: E402
+
+FIXTURE = REPO / "data" / "fixtures" / "real_dataset.jsonl"
+
+
+def _questions(path: Path) -> dict[str, dict[str, Any]]:
+    """question id -> text, meta (of its first run) and its MCT run's final answer and label."""
+    out: dict[str, dict[str, Any]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        meta = ast.literal_eval(row["meta"]) if isinstance(row["meta"], str) else row["meta"]
+        q = out.setdefault(
+            row["question_id"], {"id": row["question_id"], "text": row["question"], "meta": meta}
+        )
+        if meta.get("mct"):
+            answers = [
+                m.get("content") for m in row["messages"] if m["role"] == "assistant" and m.get("content")
+            ]
+            q["mct_answer"] = answers[-1] if answers else None
+            q["mct_label"] = row.get("label")
+    return out
+
+
+class Domains:
+    """The built-in domains' seeds, tool specs and identifier forms, loaded once."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, Any] = {}
+
+    def get(self, name: str) -> tuple[dict[str, Seed], dict[str, Any], list]:
+        if name not in self._cache:
+            d = load_domain(name)
+            self._cache[name] = ({s.id: s for s in d.seeds()}, {t.name: t for t in d.tools},
+                                 identifier_patterns(d.tools))  # fmt: skip
+        return self._cache[name]
+
+    def base_ids(self, q: dict[str, Any]) -> list[str]:
+        seeds, specs, patterns = self.get(q["meta"]["domain"])
+        seed = seeds.get(q["meta"].get("seed_id") or "")
+        return identifiers(q["text"], patterns, needed_values(seed, specs) if seed else [])
+
+
+def fixture_rows(path: Path = FIXTURE) -> list[dict[str, Any]]:
+    """Check rows (as `question_checks` holds them) of the set's investigator questions and
+    alternates, checked as they were written (no repair)."""
+    qs = _questions(path)
+    domains = Domains()
+    rows = []
+    for q in qs.values():
+        m = q["meta"]
+        seeds, specs, _ = domains.get(m["domain"])
+        if m["origin"] == "investigator":
+            check = check_question(q["text"], needed_values(seeds[m["seed_id"]], specs))
+        elif m["origin"] == "alternate" and m.get("parent_question_id") in qs:
+            check = check_question(q["text"], None, domains.base_ids(qs[m["parent_question_id"]]))
+        else:
+            continue
+        rows.append(
+            {**check.as_row(q["id"]), "text": q["text"], "origin": m["origin"], "domain": m["domain"]}
+        )
+    return rows
+
+
+def fixture_fidelity(path: Path = FIXTURE) -> dict[str, Any]:
+    """Per origin: questions whose MCT carries a gold label, and how many are labelled correct."""
+    out: dict[str, dict[str, int]] = {}
+    for q in _questions(path).values():
+        if q.get("mct_label") is not None:
+            f = out.setdefault(q["meta"]["origin"], {"questions": 0, "matched": 0})
+            f["questions"] += 1
+            f["matched"] += bool(q["mct_label"])
+    return out
+
+
+def by_domain(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    domains = sorted({r["domain"] for r in rows})
+    return {
+        "all": summarize_checks(rows),
+        **{d: summarize_checks([r for r in rows if r["domain"] == d]) for d in domains},
+    }
+
+
+async def _reverse(path: Path, endpoint: str, limit: int | None) -> dict[str, Any]:
+    from magv.agents.reverse import reverse_engineer
+    from magv.config import Settings
+    from magv.llm.client import LLMClient
+    from magv.quality import repair_all
+
+    qs = _questions(path)
+    domains = Domains()
+    base = [q for q in qs.values() if q["meta"]["origin"] in ("seed", "investigator") and q.get("mct_answer")]
+    base = base[:limit] if limit else base
+    settings = Settings()
+    client = LLMClient(settings, endpoints=[endpoint])
+    rows, tokens, started = [], 0, time.perf_counter()
+    for i, q in enumerate(base):
+        domain = load_domain(q["meta"]["domain"])
+        ids = domains.base_ids(q)
+        reply = await reverse_engineer(
+            client, domain, q["mct_answer"], 1, f"bench-reverse:{q['id']}", identifiers=ids
+        )
+        tokens += reply.prompt_tokens + reply.completion_tokens
+        for text, check in repair_all(reply.questions, None, ids, domains.get(q["meta"]["domain"])[2]):
+            rows.append({**check.as_row(f"{q['id']}:{len(rows)}"), "text": text, "origin": "alternate",
+                         "domain": q["meta"]["domain"], "base": q["text"]})  # fmt: skip
+        print(f"{i + 1}/{len(base)}", file=sys.stderr, flush=True)
+    return {"base_questions": len(base), "alternates": len(rows), "tokens": tokens,
+            "seconds": round(time.perf_counter() - started, 1), "quality": by_domain(rows)}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="mode", required=True)
+    fx = sub.add_parser("fixture")
+    fx.add_argument("--file", type=Path, default=FIXTURE)
+    st = sub.add_parser("store")
+    st.add_argument("databases", nargs="+", type=Path)
+    rv = sub.add_parser("reverse")
+    rv.add_argument("--file", type=Path, default=FIXTURE)
+    rv.add_argument("--endpoint", required=True)
+    rv.add_argument("--limit", type=int)
+    args = ap.parse_args(argv)
+    if args.mode == "fixture":
+        out = {"file": str(args.file), "quality": by_domain(fixture_rows(args.file)),
+               "fidelity": fixture_fidelity(args.file)}  # fmt: skip
+    elif args.mode == "store":
+        from magv.report.quality import dataset_quality
+        from magv.store import Store
+
+        out = {}
+        for db in args.databases:
+            with Store(db, read_only=True) as store:
+                out[str(db)] = dataset_quality(store)
+    else:
+        out = asyncio.run(_reverse(args.file, args.endpoint, args.limit))
+    print(json.dumps(out, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
