@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import ast
 import asyncio
+import itertools
 import json
 import sys
 import time
@@ -113,7 +114,7 @@ def by_domain(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-async def _reverse(path: Path, endpoint: str, limit: int | None) -> dict[str, Any]:
+async def _reverse(path: Path, endpoint: str, limit: int | None, rows_out: Path | None) -> dict[str, Any]:
     from magv.agents.reverse import reverse_engineer
     from magv.config import Settings
     from magv.llm.client import LLMClient
@@ -122,7 +123,11 @@ async def _reverse(path: Path, endpoint: str, limit: int | None) -> dict[str, An
     qs = _questions(path)
     domains = Domains()
     base = [q for q in qs.values() if q["meta"]["origin"] in ("seed", "investigator") and q.get("mct_answer")]
-    base = base[:limit] if limit else base
+    # the domains in turn, so that a prefix (--limit, or a stopped run) holds both alike
+    per_domain = [
+        [q for q in base if q["meta"]["domain"] == d] for d in sorted({q["meta"]["domain"] for q in base})
+    ]
+    base = [q for group in itertools.zip_longest(*per_domain) for q in group if q is not None][:limit]
     settings = Settings()
     client = LLMClient(settings, endpoints=[endpoint])
     rows, tokens, started = [], 0, time.perf_counter()
@@ -136,9 +141,27 @@ async def _reverse(path: Path, endpoint: str, limit: int | None) -> dict[str, An
         for text, check in repair_all(reply.questions, None, ids, domains.get(q["meta"]["domain"])[2]):
             rows.append({**check.as_row(f"{q['id']}:{len(rows)}"), "text": text, "origin": "alternate",
                          "domain": q["meta"]["domain"], "base": q["text"]})  # fmt: skip
+            if rows_out is not None:
+                with rows_out.open("a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(rows[-1]) + "\n")
         print(f"{i + 1}/{len(base)}", file=sys.stderr, flush=True)
     return {"base_questions": len(base), "alternates": len(rows), "tokens": tokens,
             "seconds": round(time.perf_counter() - started, 1), "quality": by_domain(rows)}  # fmt: skip
+
+
+def recheck(rows: list[dict[str, Any]], path: Path = FIXTURE) -> list[dict[str, Any]]:
+    """Rows of a `reverse --rows-out` file checked and repaired again with today's rules, from the
+    model's own text (`original` when a repair changed it)."""
+    from magv.quality import repair
+
+    base = {q["text"]: q for q in _questions(path).values()}
+    domains = Domains()
+    out = []
+    for r in rows:
+        ids = domains.base_ids(base[r["base"]])
+        text, check = repair(r.get("original") or r["text"], None, ids, domains.get(r["domain"])[2])
+        out.append({**r, **check.as_row(r["question_id"]), "text": text})
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,6 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     rv.add_argument("--file", type=Path, default=FIXTURE)
     rv.add_argument("--endpoint", required=True)
     rv.add_argument("--limit", type=int)
+    rv.add_argument("--rows-out", type=Path, help="append each checked alternate to this JSONL as it is made")
+    rows = sub.add_parser(
+        "rows", help="the figures of a --rows-out file (a run stopped early), checked again"
+    )
+    rows.add_argument("file", type=Path)
     args = ap.parse_args(argv)
     if args.mode == "fixture":
         out = {"file": str(args.file), "quality": by_domain(fixture_rows(args.file)),
@@ -164,8 +192,11 @@ def main(argv: list[str] | None = None) -> int:
         for db in args.databases:
             with Store(db, read_only=True) as store:
                 out[str(db)] = dataset_quality(store)
+    elif args.mode == "rows":
+        lines = args.file.read_text(encoding="utf-8").splitlines()
+        out = {"file": str(args.file), "quality": by_domain(recheck([json.loads(line) for line in lines]))}
     else:
-        out = asyncio.run(_reverse(args.file, args.endpoint, args.limit))
+        out = asyncio.run(_reverse(args.file, args.endpoint, args.limit, args.rows_out))
     print(json.dumps(out, indent=2, default=str))
     return 0
 

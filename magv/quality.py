@@ -66,13 +66,19 @@ _ASSISTANT = re.compile(
         r"\b(?:feel free|don'?t hesitate) to\b",
         r"\bplease let me know if you\b",
         r"\bwe look forward\b",
+        r"\bour records\b",
+        r"\byour information\b",
         r"\bthe customer(?:'s)?\b",
         r"^\s*(?:sure|certainly|of course|absolutely|here (?:is|are)|based on)\b",
     ]),
     re.I,
 )  # fmt: skip
 _CHAIN_MARKER = re.compile(r"^(?:also|additionally|lastly|finally|moreover|furthermore)\b", re.I)
-# A chain of this many requests is not one request.
+_INTERROGATIVE = re.compile(
+    r"^(?:if (?:yes|no|so|not),\s*)?(?:what|when|where|who|why|how|which|is|are|do|does|did|can|could|would|will)\b",
+    re.I,
+)
+# A chain of more requests than this is not one request.
 MAX_REQUESTS = 2
 
 # How a customer states a missing value (by argument name); others: "The <argument> is <value>."
@@ -215,12 +221,15 @@ def identifiers(text: str, patterns: Sequence[re.Pattern[str]], needs: Sequence[
 
 
 def requests(text: str) -> int:
-    """Requests in a text: its questions ("??" is one) and its sentences that chain another
-    request on ("Also, ...", "Lastly, ...")."""
+    """Requests in a text: its questions ("??" is one), its sentences that chain another request
+    on ("Also, ...", "Lastly, ..."), and a last question cut off before its question mark (a
+    reply that ran into its length limit)."""
     questions = len(re.findall(r"\?+", text))
     sentences = re.split(r"(?<=[.!?])\s+", text.strip())
     chained = sum(1 for s in sentences if _CHAIN_MARKER.match(s) and not s.rstrip().endswith("?"))
-    return questions + chained
+    last = sentences[-1] if sentences else ""
+    cut = bool(last) and last[-1] not in ".!?" and _INTERROGATIVE.match(last) is not None
+    return questions + chained + cut
 
 
 def voice_reasons(text: str) -> list[str]:
@@ -303,7 +312,8 @@ def repair(
         else:
             appended.append(n)
     if appended:
-        fixed = f"{fixed.rstrip()} {_say(appended)}"
+        head = fixed.rstrip(" ,;:")
+        fixed = f"{head}{'' if head.endswith(('.', '?', '!')) else '.'} {_say(appended)}"
         done.append("appended " + ", ".join(n.param for n in appended))
     final = check_question(fixed, needs, ids)
     if done and fixed != text:

@@ -119,6 +119,9 @@ ASSISTANT_SIDE = [
     "understand it better. Is there anything specific that is causing this problem for you?",
     "Can you please provide your full name? I need to verify the email address to assist you further,",
     "Is there anything else I can assist you with?",
+    # written by the reverse engineer after the change (bench/dataset_quality.py reverse)
+    "Could you please provide me with the order number that was originally placed using this email address? "
+    "I'm concerned about any discrepancies between our records and your information.",
     "Do you need further assistance with your order? I'm here if you have any questions or need additional "
     "information about the products or services offered on our platform.",
 ]
@@ -129,6 +132,10 @@ CHAINED = [
     "returning or exchanging items within the specified timeframe?",
     "Why is the order W1000858 not shipped yet? Is there any reason for this delay? Can you check on the status "
     "of the shipment and provide an estimated delivery date?",
+    # cut off by the length limit before its third question mark
+    "Did you check if any users logged into the 'admin' service within the last 24 hours? If yes, could you "
+    "please provide the username and date of login? If no, are there any alerts or incidents reported from "
+    "the 'admin' service in the last 24h",
     "Could you please list all the delivered orders of customer C00007? Also, can you provide me with the product "
     "details for P1009? Lastly, I want to exchange my items from W1000850 using the gift card pm_00014.",
 ]
