@@ -91,3 +91,27 @@ def test_checks_repairs_and_dataset_quality_in_run_report_and_card(
     assert main(["--database", str(db), "export", "--out", "all.jsonl", "--json"]) == 0
     card = Path("all.jsonl.card.md").read_text(encoding="utf-8")
     assert "## Dataset quality" in card and "| investigator |" in card
+
+
+@pytest.mark.integration
+def test_the_demo_report_has_the_dataset_quality_section(tmp_path, capsys, monkeypatch, prefect_harness):
+    """`magv demo`'s stages (pipeline, judge, score, report as subprocesses) on the fake server:
+    the pipeline prints its dataset quality and the report holds the section with its failures."""
+    from prefect.settings import PREFECT_API_URL
+
+    from magv.commands import demo
+    from magv.config import load_settings
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(
+        "PREFECT_API_URL", PREFECT_API_URL.value()
+    )  # the subprocesses use the harness's server
+    monkeypatch.setenv("MAGV_PIPELINE__MAX_STEPS", "3")
+    with fake_pipeline_env(tmp_path, domain=demo.DEMO_DOMAIN) as srv:
+        srv.handler = FlawedAgents(demo.DEMO_DOMAIN)
+        demo.stages(load_settings(), ["--domain", demo.DEMO_DOMAIN, *demo.DEFAULT_ARGS])
+    out = capsys.readouterr().out
+    assert "dataset quality: questions " in out
+    html = (tmp_path / "report" / "report.html").read_text(encoding="utf-8")
+    assert '<section id="quality">' in html and "Failures of investigator questions" in html
+    assert "I&#39;d be happy to help you with your order" in html

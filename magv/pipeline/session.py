@@ -47,7 +47,7 @@ class Session:
             pass
         if {"generate", "reverse"} & set(self.stages):
             try:
-                out["quality"] = run_quality(self.store, self.settings)
+                out["quality"] = run_quality(self.store, self.settings, self.ctx.domain().name)
             except Exception:  # as above
                 pass
         return out
@@ -119,12 +119,12 @@ def local_session(
         use_local_recorder(None)
 
 
-def run_quality(store: Store, settings: Settings) -> dict[str, Any]:
+def run_quality(store: Store, settings: Settings, domain: str) -> dict[str, Any]:
     """The dataset-quality figures of the run's domain (magv/report/quality.py), without examples."""
     from magv.report.quality import dataset_quality, headline
 
     v = settings.verify
-    q = dataset_quality(store, settings.domain, v.gold_match, v.gold_arguments, v.gold_overrides, examples=0)
+    q = dataset_quality(store, domain, v.gold_match, v.gold_arguments, v.gold_overrides, examples=0)
     return {"headline": headline(q), **q}
 
 

@@ -27,6 +27,8 @@ def reason_check(reason: str) -> str:
     reason = reason.removeprefix(BEFORE)
     if reason.startswith("missing identifier"):
         return "identifiers"
+    if reason.startswith("missing a time"):
+        return "answerable: time"
     if reason.startswith("missing"):
         return "answerable: " + reason.removeprefix("missing ").split(" ")[0]
     if reason.startswith("assistant voice"):
