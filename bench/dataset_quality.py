@@ -31,7 +31,13 @@ if str(REPO) not in sys.path:
 
 from magv.domains.loader import load_domain  # noqa: E402
 from magv.models import Seed  # noqa: E402
-from magv.quality import check_question, identifier_patterns, identifiers, needed_values  # noqa: E402
+from magv.quality import (  # noqa: E402
+    check_question,
+    identifier_patterns,
+    identifiers,
+    needed_values,
+    target_values,
+)
 from magv.report.quality import summarize_checks  # noqa: E402
 
 FIXTURE = REPO / "data" / "fixtures" / "real_dataset.jsonl"
@@ -84,7 +90,9 @@ def fixture_rows(path: Path = FIXTURE) -> list[dict[str, Any]]:
         m = q["meta"]
         seeds, specs, _ = domains.get(m["domain"])
         if m["origin"] == "investigator":
-            check = check_question(q["text"], needed_values(seeds[m["seed_id"]], specs))
+            seed = seeds[m["seed_id"]]
+            check = check_question(q["text"], needed_values(seed, specs), None, domains.get(m["domain"])[2],
+                                   target_values(seed.trajectory))  # fmt: skip
         elif m["origin"] == "alternate" and m.get("parent_question_id") in qs:
             check = check_question(q["text"], None, domains.base_ids(qs[m["parent_question_id"]]))
         else:
@@ -164,6 +172,27 @@ def recheck(rows: list[dict[str, Any]], path: Path = FIXTURE) -> list[dict[str, 
     return out
 
 
+def recheck_store(store: Any) -> dict[str, Any]:
+    """The store's investigator questions checked and repaired again with today's rules, from
+    the model's own text (`original` when a repair changed it): figures for a store generated
+    before a rule changed."""
+    from magv.quality import repair
+
+    domains = Domains()
+    rows = []
+    for c in store.question_checks():
+        if c["origin"] != "investigator":
+            continue
+        seeds, specs, patterns = domains.get(c["domain"])
+        seed = seeds[c["seed_id"]]
+        text, check = repair(c["original"] or c["text"], needed_values(seed, specs), None, patterns,
+                             target_values(seed.trajectory))  # fmt: skip
+        rows.append(
+            {**check.as_row(c["question_id"]), "text": text, "origin": "investigator", "domain": c["domain"]}
+        )
+    return summarize_checks(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="mode", required=True)
@@ -192,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         for db in args.databases:
             with Store(db, read_only=True) as store:
                 out[str(db)] = dataset_quality(store)
+                out[str(db)]["rechecked"] = recheck_store(store)
     elif args.mode == "rows":
         lines = args.file.read_text(encoding="utf-8").splitlines()
         out = {"file": str(args.file), "quality": by_domain(recheck([json.loads(line) for line in lines]))}

@@ -23,7 +23,7 @@ measured where the target is known (`magv/report/quality.py`).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -257,22 +257,46 @@ def check_question(
     text: str,
     needs: Sequence[Need] | None = None,
     ids: Sequence[str] | None = None,
+    patterns: Sequence[re.Pattern[str]] = (),
+    known: Collection[str] | None = None,
 ) -> QualityCheck:
     """The checks of one question. `needs`: what its target needs from the customer (None: no
-    target, answerable is not checked); `ids`: for an alternate, its base question's identifiers."""
+    target, answerable is not checked); `ids`: for an alternate, its base question's identifiers;
+    `known` (with the domain's identifier `patterns`): the target's values, so that an identifier
+    the target never uses (another order than the one it acts on) makes the question unanswerable."""
     check = QualityCheck()
     reasons = voice_reasons(text)
     check.voice = not reasons
     if needs is not None:
         missing = [n for n in needs if not _states(text, n)]
-        check.answerable = not missing
+        foreign = foreign_identifiers(text, patterns, known) if known is not None else []
+        check.answerable = not missing and not foreign
         reasons += [f"missing {n.label()}" for n in missing]
+        reasons += [f"wrong identifier {i} (the target does not use it)" for i in foreign]
     if ids is not None:
         lost = [i for i in ids if not mentions(text, i)]
         check.identifiers = not lost
         reasons += [f"missing identifier {i}" for i in lost]
     check.reasons = reasons
     return check
+
+
+def target_values(calls: Iterable[Any]) -> set[str]:
+    """Every scalar argument value of a trajectory's calls (list items too), lowercased."""
+    out: set[str] = set()
+    for call in calls:
+        for raw in call.arguments.values():
+            for v in raw if isinstance(raw, list) else [raw]:
+                text = _as_text(v)
+                if text is not None:
+                    out.add(text.lower())
+    return out
+
+
+def foreign_identifiers(text: str, patterns: Sequence[re.Pattern[str]], known: Collection[str]) -> list[str]:
+    """Identifiers the text states (by the domain's forms) that are not among `known` values."""
+    found = identifiers(text, patterns)
+    return [i for i in found if i.lower() not in known and i.lower().lstrip("#") not in known]
 
 
 def _states(text: str, need: Need) -> bool:
@@ -284,12 +308,13 @@ def repair(
     needs: Sequence[Need] | None = None,
     ids: Sequence[str] | None = None,
     patterns: Sequence[re.Pattern[str]] = (EMAIL,),
+    known: Collection[str] | None = None,
 ) -> tuple[str, QualityCheck]:
-    """The question with what rules can fix fixed, and its check. A failing voice is cut to the
-    first request when that passes; a missing value replaces the one other value of its form
-    (an email for another email), else is appended in the customer's words. The check records the
-    repair and the text it started from."""
-    first = check_question(text, needs, ids)
+    """The question with what rules can fix fixed, and its check (`check_question`'s arguments).
+    A failing voice is cut to the first request when that passes; a missing value replaces the one
+    other value of its form (an email for another email), else is appended in the customer's
+    words. The check records the repair and the text it started from."""
+    first = check_question(text, needs, ids, patterns, known)
     if first.passed:
         return text, first
     done: list[str] = []
@@ -315,7 +340,7 @@ def repair(
         head = fixed.rstrip(" ,;:")
         fixed = f"{head}{'' if head.endswith(('.', '?', '!')) else '.'} {_say(appended)}"
         done.append("appended " + ", ".join(n.param for n in appended))
-    final = check_question(fixed, needs, ids)
+    final = check_question(fixed, needs, ids, patterns, known)
     if done and fixed != text:
         final.repair = "; ".join(done)
         final.original = text
@@ -328,12 +353,13 @@ def repair_all(
     needs: Sequence[Need] | None,
     ids: Sequence[str] | None,
     patterns: Sequence[re.Pattern[str]],
+    known: Collection[str] | None = None,
 ) -> list[tuple[str, QualityCheck]]:
     """`repair` of each text, without the ones a repair made equal to an earlier one."""
     seen: set[str] = set()
     out = []
     for text in texts:
-        fixed, check = repair(text, needs, ids, patterns)
+        fixed, check = repair(text, needs, ids, patterns, known)
         if fixed.lower() not in seen:
             seen.add(fixed.lower())
             out.append((fixed, check))

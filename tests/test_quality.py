@@ -18,6 +18,7 @@ from magv.quality import (
     needed_values,
     repair,
     requests,
+    target_values,
     voice_reasons,
 )
 
@@ -60,8 +61,13 @@ def test_needed_values_are_what_the_seed_customer_states_not_what_a_tool_finds(r
 
 @pytest.mark.parametrize("name", ["retail", "logs"])
 def test_every_hand_written_seed_passes_its_own_checks(name, request):
-    seeds, specs, _ = request.getfixturevalue(name)
-    failing = {s.id: check_question(s.question, needed_values(s, specs)).reasons for s in seeds.values()}
+    seeds, specs, patterns = request.getfixturevalue(name)
+    failing = {
+        s.id: check_question(
+            s.question, needed_values(s, specs), None, patterns, target_values(s.trajectory)
+        ).reasons
+        for s in seeds.values()
+    }
     assert {k: v for k, v in failing.items() if v} == {}
 
 
@@ -108,6 +114,23 @@ def test_a_question_that_states_the_values_is_answerable(retail, logs):
     ).passed
     assert not check_question(
         "I'm looking for wireless headphones under $2000.", needs_of(retail, "retail-headphones-budget")
+    ).passed
+
+
+def test_an_identifier_the_target_does_not_use_makes_a_question_unanswerable(retail):
+    seeds, specs, patterns = retail
+    seed = seeds["retail-order-history"]
+    # written by the investigator after the change: an order id the target never acts on
+    text = "Hello, I need to cancel my order #W1002345. I don't know my email."
+    c = check_question(text, needed_values(seed, specs), None, patterns, target_values(seed.trajectory))
+    assert c.answerable is False
+    assert "wrong identifier W1002345 (the target does not use it)" in c.reasons
+    fixed, c = repair(text, needed_values(seed, specs), None, patterns, target_values(seed.trajectory))
+    assert not c.passed  # the email is appended, the wrong order stays: not repairable
+    # the customer id a lookup finds is a value of the target: stating it is not wrong
+    text = "Can you list all orders for customer C00440? My email is priya.gonzalez2@example.com."
+    assert check_question(
+        text, needed_values(seed, specs), None, patterns, target_values(seed.trajectory)
     ).passed
 
 

@@ -16,7 +16,7 @@ from magv.agents.parsing import QuestionsReply
 from magv.models import Question, Seed, make_id
 from magv.pipeline.base import AgentStage, StageReport
 from magv.pipeline.worker import WorkerContext
-from magv.quality import QualityCheck, identifier_patterns, needed_values, repair_all
+from magv.quality import QualityCheck, identifier_patterns, needed_values, repair_all, target_values
 
 # Without --per-target: questions generated per question kept (spread over the targets), and the
 # most any one target gets, so that a small run asks for little.
@@ -100,7 +100,8 @@ async def work(client, ctx: WorkerContext, item: GenerateItem) -> GenerateResult
         client, domain, item.target, item.example, item.n, context_key=f"investigator:{item.gen_id}",
         needs=needs,
     )  # fmt: skip
-    checked = repair_all(reply.questions, needs, None, identifier_patterns(domain.tools))
+    known = target_values(item.target.trajectory)
+    checked = repair_all(reply.questions, needs, None, identifier_patterns(domain.tools), known)
     return GenerateResult(item, reply, checked)
 
 

@@ -27,6 +27,8 @@ def reason_check(reason: str) -> str:
     reason = reason.removeprefix(BEFORE)
     if reason.startswith("missing identifier"):
         return "identifiers"
+    if reason.startswith("wrong identifier"):
+        return "answerable: wrong identifier"
     if reason.startswith("missing a time"):
         return "answerable: time"
     if reason.startswith("missing"):
