@@ -179,6 +179,11 @@ class PipelineSettings(_Section):
     alternate_runs: int = Field(default=1, ge=1, le=20, description="R': runs per alternate")
     max_steps: int = Field(default=6, ge=1, le=50)
     dedup_threshold: float = Field(default=0.95, gt=0, le=1)
+    min_quality: bool = Field(
+        default=True,
+        description="selection keeps only questions that pass the rule checks (magv/quality.py: answerable, "
+        "one request in a customer's voice); alternates that fail them are never answered",
+    )
     concurrency: int = Field(
         default=8, ge=1, le=4096, description="agent runs in flight per process (all chunks share one limit)"
     )

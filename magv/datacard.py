@@ -73,9 +73,49 @@ def build_card(
         "prompts": [{"role": r["role"], "model": r["model"], "template": r["template"],
                      "template_hash": r["template_hash"], "calls": r["calls"]} for r in roles],
         "verifier": None if model is None else _verifier(store, model),
+        "quality": _quality(store),
         "pipeline_runs": [{"id": p["id"], "status": p["status"], "domain": p["domain"],
                            "started_at": str(p["started_at"])} for p in store.pipeline_runs()],
     }  # fmt: skip
+
+
+def _quality(store: Store) -> dict[str, Any]:
+    """The dataset-quality figures (magv/report/quality.py) with one example per failure."""
+    from magv.report.quality import quality_section
+
+    return quality_section(store, examples=1)
+
+
+def _quality_lines(q: dict[str, Any]) -> list[str]:
+    lines = ["## Dataset quality", ""]
+    if not q.get("investigator") and not q.get("alternate"):
+        return lines + [
+            "No generated question was checked (questions made before the checks, or imported).",
+            "",
+        ]
+    lines += ["Rule checks of the generated questions (magv/quality.py), after the rule repairs; "
+              f"selection {'kept only questions that pass' if q.get('min_quality') else 'ignored the checks'}.", "",
+              "| questions | checked | passed | answerable | customer's voice | identifiers | repaired |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    for origin in ("investigator", "alternate"):
+        o = q.get(origin)
+        if o:
+            r = o["rates"]
+            lines.append(f"| {origin} | {o['checked']} | {o['passed']} | {_pct(r.get('answerable'))} | "
+                         f"{_pct(r.get('voice'))} | {_pct(r.get('identifiers'))} | {o['repaired']} |")  # fmt: skip
+    for origin, f in (q.get("fidelity") or {}).get("by_origin", {}).items():
+        lines.append(f"- fidelity of {origin} questions (MCT matches the target, {q['fidelity']['mode']}): "
+                     f"{f['matched']} of {f['questions']}")  # fmt: skip
+    for origin in ("investigator", "alternate"):
+        for f in (q.get(origin) or {}).get("failures", []):
+            example = f["examples"][0]["text"] if f["examples"] else ""
+            lines.append(f"- {origin}, {f['check']}: {f['before_repair']} before repair, {f['after_repair']} after"
+                         + (f"; e.g. “{example[:160]}”" if example else ""))  # fmt: skip
+    return [*lines, ""]
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{x:.0%}"
 
 
 def _verifier(store: Store, model: dict[str, Any]) -> dict[str, Any]:
@@ -140,6 +180,7 @@ def card_markdown(card: dict[str, Any]) -> str:
         f"- runs scored by the verifier: {c['scored_runs']:,} ({c['verdict_correct']:,} judged correct)",
         f"- most common trajectories (MCT) among the rows: {c['mct_runs']:,}",
         "",
+        *_quality_lines(card.get("quality") or {}),
         "## Models and prompts",
         "",
         "| role | model | template | template hash | calls |",

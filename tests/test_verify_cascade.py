@@ -292,7 +292,7 @@ def test_learning_curve_uncertainty_first_on_separable_rows():
 def test_a_version_2_file_gains_the_cascade_table(tmp_path):
     import duckdb
 
-    from magv.store.schema import MIGRATIONS
+    from magv.store.schema import MIGRATIONS, SCHEMA_VERSION
 
     path = tmp_path / "old.duckdb"
     con = duckdb.connect(str(path))
@@ -302,7 +302,7 @@ def test_a_version_2_file_gains_the_cascade_table(tmp_path):
     con.close()
     with Store(path) as store:
         assert store.cascade_decisions() == []
-        assert store.scalar("SELECT value FROM meta WHERE key='schema_version'") == "3"
+        assert store.scalar("SELECT value FROM meta WHERE key='schema_version'") == str(SCHEMA_VERSION)
 
 
 @pytest.mark.integration

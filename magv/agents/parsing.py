@@ -7,13 +7,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-def questions_schema(n: int) -> dict[str, Any]:
+def questions_schema(n: int, max_length: int = 400) -> dict[str, Any]:
     return {
         "type": "object",
         "properties": {
             "questions": {
                 "type": "array",
-                "items": {"type": "string", "minLength": 5, "maxLength": 400},
+                "items": {"type": "string", "minLength": 5, "maxLength": max_length},
                 "minItems": 1,
                 "maxItems": n,
             }
@@ -64,12 +64,14 @@ class QuestionsReply:
     completion_tokens: int = 0
 
 
-async def ask_for_questions(client, role: str, prompt, text: str, n: int, context_key: str) -> QuestionsReply:
-    """Ask `role` for up to n questions; a reply that does not parse is retried once with the
-    parse error in context, then recorded as a failure."""
+async def ask_for_questions(
+    client, role: str, prompt, text: str, n: int, context_key: str, max_length: int = 400
+) -> QuestionsReply:
+    """Ask `role` for up to n questions of at most `max_length` characters; a reply that does not
+    parse is retried once with the parse error in context, then recorded as a failure."""
     messages = [{"role": "user", "content": text}]
     out = QuestionsReply()
-    fmt = response_format("questions", questions_schema(n))
+    fmt = response_format("questions", questions_schema(n, max_length))
     for attempt in range(2):
         result = await client.chat(
             role, messages, template=prompt.name, template_hash=prompt.hash,

@@ -101,6 +101,9 @@ def stages(cfg, run_args: list[str]) -> None:
     for name, s in result.get("stages", {}).items():
         print(f"  {name:<18} planned {s.get('planned')}, done {s.get('done')}, failed {s.get('failed')}, "
               f"{s.get('seconds')} s")  # fmt: skip
+    quality = (result.get("summary") or {}).get("quality") or {}
+    if quality.get("headline"):
+        print(f"  dataset quality: {quality['headline']}")
     if result.get("status") not in (None, "completed"):
         fail("pipeline", f"pipeline status {result.get('status')!r}")
     with Store(cfg.database, read_only=True) as store:

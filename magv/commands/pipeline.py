@@ -175,6 +175,9 @@ def _print_summary(result: dict[str, Any], as_json: bool) -> None:
             f"LLM retries, {calls.get('errors', 0)} calls failed after retries",
             highlight=False,
         )
+    quality = summary.get("quality") or {}
+    if quality.get("headline"):
+        console.print(f"dataset quality: {quality['headline']}", highlight=False)
     console.print(f"database: {result['database']}  wall time: {result['wall_seconds']:.1f} s")
 
 
@@ -215,6 +218,11 @@ AlternatesOpt = typer.Option(
     None, "--alternates", "-k", min=0, max=20, help="Alternate questions per question (k)."
 )
 AltRunsOpt = typer.Option(None, "--alternate-runs", min=1, max=20, help="Runs per alternate (R').")
+MinQualityOpt = typer.Option(
+    None, "--min-quality/--any-quality",
+    help="Keep only questions that pass the rule checks: answerable (they state what their target needs from "
+    "the customer) and one request in a customer's voice (default: settings, pipeline.min_quality, on).",
+)  # fmt: skip
 DemosOpt = typer.Option(None, "--demos", min=0, max=20,
                         help="Verified examples shown to the responder per question (m; 0: none).")  # fmt: skip
 
@@ -229,13 +237,15 @@ def generate(
     per_target: int = PerTargetOpt,
     questions: int = QuestionsOpt,
     targets: int = TargetsOpt,
+    min_quality: bool = MinQualityOpt,
     runner: str = RunnerOpt,
     wait: bool = WaitOpt,
     as_json: bool = JsonOption,
 ) -> None:
     """Generate questions with the investigator and select a diverse, balanced subset."""
     cfg = _cfg(ctx, domain=domain, **{"pipeline.questions_per_target": per_target, "pipeline.questions": questions,
-                                      "pipeline.max_targets": targets, "pipeline.runner": runner})  # fmt: skip
+                                      "pipeline.max_targets": targets, "pipeline.runner": runner,
+                                      "pipeline.min_quality": min_quality})  # fmt: skip
     _run_and_report("generate", cfg, as_json, wait)
 
 
@@ -275,6 +285,7 @@ def run(
     alternates: int = AlternatesOpt,
     alternate_runs: int = AltRunsOpt,
     demos: int = DemosOpt,
+    min_quality: bool = MinQualityOpt,
     verify: bool = typer.Option(
         True, "--verify/--no-verify", help="Run the verifier stages after generation."
     ),
@@ -290,6 +301,7 @@ def run(
         "pipeline.questions": questions, "pipeline.questions_per_target": per_target, "pipeline.runs": runs,
         "pipeline.max_targets": targets, "pipeline.demos": demos,
         "pipeline.alternates": alternates, "pipeline.alternate_runs": alternate_runs, "pipeline.runner": runner,
+        "pipeline.min_quality": min_quality,
     })  # fmt: skip
     _run_and_report("pipeline", cfg, as_json, wait, verify=verify)
 

@@ -1,16 +1,22 @@
-"""generate: the investigator writes questions for each target seed trajectory."""
+"""generate: the investigator writes questions for each target seed trajectory.
+
+Each question is checked by rule (magv/quality.py) where it is made: one that lacks a value its
+target needs from the customer, or chains requests, is repaired where a rule can; every question
+is stored with its check, and selection keeps only those that pass (`pipeline.min_quality`).
+"""
 
 from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from magv.agents.investigator import investigate, pick_example
 from magv.agents.parsing import QuestionsReply
 from magv.models import Question, Seed, make_id
 from magv.pipeline.base import AgentStage, StageReport
 from magv.pipeline.worker import WorkerContext
+from magv.quality import QualityCheck, identifier_patterns, needed_values, repair_all, target_values
 
 # Without --per-target: questions generated per question kept (spread over the targets), and the
 # most any one target gets, so that a small run asks for little.
@@ -29,6 +35,8 @@ class GenerateItem:
 class GenerateResult:
     item: GenerateItem
     reply: QuestionsReply
+    # (final text, its check) for each question of the reply, after the rule repairs
+    checked: list[tuple[str, QualityCheck]] = field(default_factory=list)
 
 
 def target_seeds(seeds: list[Seed], max_targets: int | None) -> list[Seed]:
@@ -85,10 +93,16 @@ def plan(store, ctx: WorkerContext) -> list[GenerateItem]:
 
 
 async def work(client, ctx: WorkerContext, item: GenerateItem) -> GenerateResult:
+    domain = ctx.domain()
+    specs = {t.name: t for t in domain.tools}
+    needs = needed_values(item.target, specs)
     reply = await investigate(
-        client, ctx.domain(), item.target, item.example, item.n, context_key=f"investigator:{item.gen_id}"
-    )
-    return GenerateResult(item, reply)
+        client, domain, item.target, item.example, item.n, context_key=f"investigator:{item.gen_id}",
+        needs=needs,
+    )  # fmt: skip
+    known = target_values(item.target.trajectory)
+    checked = repair_all(reply.questions, needs, None, identifier_patterns(domain.tools), known)
+    return GenerateResult(item, reply, checked)
 
 
 def write(store, ctx: WorkerContext, results: list[GenerateResult], report: StageReport) -> None:
@@ -108,9 +122,10 @@ def write(store, ctx: WorkerContext, results: list[GenerateResult], report: Stag
                     group_id=target.id,
                     meta={k: v for k, v in target.question_meta().items() if k == "acceptable"},
                 )  # fmt: skip
-                for text in r.reply.questions
+                for text, _ in r.checked
             ]
             report.written += store.add_questions(questions)
+            store.add_question_checks(check.as_row(q.id) for q, (_, check) in zip(questions, r.checked))
             store.add_generation(
                 r.item.gen_id, "investigator", domain.name, target.id, example.id if example else None,
                 "failed" if r.reply.error else "ok", r.reply.error, len(questions),

@@ -41,7 +41,11 @@ def plan(store, ctx: WorkerContext, alternates: bool = False) -> list[RespondIte
     domain = ctx.domain()
     p = ctx.settings.pipeline
     if alternates:
-        questions, wanted = store.questions(domain.name, origin="alternate"), p.alternate_runs
+        # an alternate that failed its checks (magv/quality.py) is not the same request: not answered
+        questions, wanted = (
+            store.questions(domain.name, origin="alternate", passing_only=True),
+            p.alternate_runs,
+        )
     else:
         questions, wanted = store.questions(domain.name, origin=BASE_ORIGINS, kept_only=True), p.runs
     finished = store.finished_run_indices()  # runs that failed on the model are done again

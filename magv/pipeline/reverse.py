@@ -1,8 +1,13 @@
-"""reverse: the reverse engineer writes k alternate questions from each MCT's response."""
+"""reverse: the reverse engineer writes k alternate questions from each MCT's response.
+
+It is told the identifiers the base question gave (magv/quality.py `identifiers`); each alternate
+is checked (one request in the customer's voice, those identifiers), repaired where a rule can,
+and stored with its check. An alternate that fails is never answered (respond_alternates).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from magv.agents.parsing import QuestionsReply
 from magv.agents.reverse import reverse_engineer
@@ -10,6 +15,7 @@ from magv.models import Question, Run, canonical_json, make_id
 from magv.pipeline.base import AgentStage, StageReport
 from magv.pipeline.respond import BASE_ORIGINS
 from magv.pipeline.worker import WorkerContext
+from magv.quality import QualityCheck, identifier_patterns, identifiers, needed_values, repair_all
 
 
 @dataclass
@@ -23,6 +29,7 @@ class ReverseItem:
 class ReverseResult:
     item: ReverseItem
     reply: QuestionsReply
+    checked: list[tuple[str, QualityCheck]] = field(default_factory=list)  # final text, its check
 
 
 def plan(store, ctx: WorkerContext) -> list[ReverseItem]:
@@ -53,12 +60,24 @@ def response_text(run: Run) -> str:
     return "(no answer)"
 
 
+def base_identifiers(domain, question: Question) -> list[str]:
+    """The identifiers a base question states (with its target seed's customer values, if any)."""
+    specs = {t.name: t for t in domain.tools}
+    seed = next((s for s in domain.seeds() if s.id == question.seed_id), None)
+    needs = needed_values(seed, specs) if seed is not None else []
+    return identifiers(question.text, identifier_patterns(domain.tools), needs)
+
+
 async def work(client, ctx: WorkerContext, item: ReverseItem) -> ReverseResult:
+    domain = ctx.domain()
+    ids = base_identifiers(domain, item.question)
     reply = await reverse_engineer(
-        client, ctx.domain(), item.response, ctx.settings.pipeline.alternates,
-        context_key=f"reverse:{item.gen_id}",
+        client, domain, item.response, ctx.settings.pipeline.alternates,
+        context_key=f"reverse:{item.gen_id}", identifiers=ids,
     )  # fmt: skip
-    return ReverseResult(item, reply)
+    return ReverseResult(
+        item, reply, repair_all(reply.questions, None, ids, identifier_patterns(domain.tools))
+    )
 
 
 def write(store, ctx: WorkerContext, results: list[ReverseResult], report: StageReport) -> None:
@@ -77,9 +96,10 @@ def write(store, ctx: WorkerContext, results: list[ReverseResult], report: Stage
                     target=base.target,
                     group_id=base.group_id,
                 )  # fmt: skip
-                for text in r.reply.questions
+                for text, _ in r.checked
             ]
             report.written += store.add_questions(alternates)
+            store.add_question_checks(check.as_row(q.id) for q, (_, check) in zip(alternates, r.checked))
             store.add_generation(
                 r.item.gen_id, "reverse", domain.name, base.id, None, "failed" if r.reply.error else "ok",
                 r.reply.error, len(alternates),

@@ -126,6 +126,14 @@ def run(store, ctx, embedder) -> StageReport:
     report.planned = len(generated) + len(seeds)
     rows = [{"question_id": q.id, "kept": True, "reason": "seed", "cluster": None, "x": 0.0, "y": 0.0}
             for q in seeds if q.id not in decided]  # fmt: skip
+    if p.min_quality:  # a question that failed its checks (magv/quality.py) is not a test of the assistant
+        failed = {
+            c["question_id"]: c["reasons"] for c in store.question_checks(domain.name) if not c["passed"]
+        }
+        rows += [{"question_id": q.id, "kept": False, "cluster": None, "x": 0.0, "y": 0.0,
+                  "reason": "failed its checks: " + "; ".join(failed[q.id])[:300]}
+                 for q in generated if q.id in failed and q.id not in decided]  # fmt: skip
+        generated = [q for q in generated if q.id not in failed]
     if generated and any(q.id not in decided for q in generated):
         from magv.llm.embeddings import embed_cached
 

@@ -45,6 +45,11 @@ class Session:
             out["llm_calls"] = self.store.llm_call_totals(self.started_at)
         except Exception:  # a summary must never hide the error that ended the run
             pass
+        if {"generate", "reverse"} & set(self.stages):
+            try:
+                out["quality"] = run_quality(self.store, self.settings, self.ctx.domain().name)
+            except Exception:  # as above
+                pass
         return out
 
     def result(self, **extra: Any) -> dict[str, Any]:
@@ -112,6 +117,15 @@ def local_session(
         yield Session(settings, store, WorkerContext(settings, endpoints), run_id)
     finally:
         use_local_recorder(None)
+
+
+def run_quality(store: Store, settings: Settings, domain: str) -> dict[str, Any]:
+    """The dataset-quality figures of the run's domain (magv/report/quality.py), without examples."""
+    from magv.report.quality import dataset_quality, headline
+
+    v = settings.verify
+    q = dataset_quality(store, domain, v.gold_match, v.gold_arguments, v.gold_overrides, examples=0)
+    return {"headline": headline(q), **q}
 
 
 def summarize(stages: dict[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from typing import Any
 from magv.definitions import effective_labels, is_tool_error
 from magv.models import Label, utcnow
 from magv.report.cascade import cascade_section
+from magv.report.quality import quality_section
 from magv.report.samples import samples_section, worst_cases
 from magv.report.scope import ReportData, Scope, loads, mean, rounded
 from magv.report.verifier import verifier_section
@@ -54,6 +55,7 @@ def collect(
 
     data.metrics["stage_errors"] = stage_errors(scope)
     data.metrics["generation"] = _generation(scope, questions, data)
+    data.metrics["quality"] = quality_section(store)
     data.metrics["summary"] = _summary(scope, questions, runs, labels, data)
     data.metrics["responder"] = _responder(scope, runs, data)
     data.metrics["verifier"] = verifier_section(scope, runs, labels, data)

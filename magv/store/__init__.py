@@ -12,7 +12,7 @@ transactions, the insert paths):
 - `features` (bulk SQL): FeatureRows - `embeddings`: Embeddings
 - `labels`: Labels                   - `verifier_models`, `cv_results`, `predictions`: VerifierTables
 - `judge_verdicts`: JudgeVerdicts    - `eval_results`: EvalResults
-- `cascade_decisions`: CascadeDecisions
+- `cascade_decisions`: CascadeDecisions  - `question_checks`: QuestionChecks
 - report and export reads: ReportRows
 - one thing by its id, as `magv show` reads it: Details
 """
@@ -29,6 +29,7 @@ from magv.store.judge import JudgeVerdicts
 from magv.store.labels import Labels
 from magv.store.llm_calls import LLMCalls
 from magv.store.pipeline_runs import PipelineRuns
+from magv.store.quality import QuestionChecks
 from magv.store.questions import Questions
 from magv.store.report_rows import ReportRows
 from magv.store.runs import Runs
@@ -38,7 +39,7 @@ from magv.store.verifier import VerifierTables
 
 class Store(
     PipelineRuns, Questions, Runs, LLMCalls, FeatureRows, Embeddings, ReportRows, Labels, VerifierTables,
-    JudgeVerdicts, EvalResults, CascadeDecisions, Details,
+    JudgeVerdicts, EvalResults, CascadeDecisions, Details, QuestionChecks,
 ):  # fmt: skip
     """One magv DuckDB file. Use as a context manager or call `close()`; `read_only` never creates
     nor changes the file."""

@@ -8,7 +8,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from magv.models import Question, ToolCall, text_hash, utcnow
-from magv.store.connection import Connection, to_json
+from magv.store.connection import Connection
+from magv.store.quality import FAILED_ALTERNATE, to_json
 
 
 class Questions(Connection):
@@ -45,11 +46,16 @@ class Questions(Connection):
         origin: str | Sequence[str] | None = None,
         kept_only: bool = False,
         ids: Sequence[str] | None = None,
+        passing_only: bool = False,
     ) -> list[Question]:
+        """`passing_only`: without the questions whose rule checks failed (magv/quality.py); a
+        question never checked (a seed, an import) passes."""
         sql = "SELECT q.* FROM questions q"
         where, params = [], []
         if kept_only:
             sql += " JOIN selections s ON s.question_id = q.id AND s.kept"
+        if passing_only:
+            where.append("q.id NOT IN (SELECT question_id FROM question_checks WHERE NOT passed)")
         if domain:
             where.append("q.domain = ?")
             params.append(domain)
@@ -65,9 +71,11 @@ class Questions(Connection):
         sql += " ORDER BY q.created_at, q.id"
         return [_question(r) for r in self.query(sql, params)]
 
-    def question_heads(self) -> list[dict[str, Any]]:
-        """id, domain, text, origin, parent_id and group_id of every question, by id."""
-        return self.query("SELECT id, domain, text, origin, parent_id, group_id FROM questions ORDER BY id")
+    def question_heads(self, passing_alternates_only: bool = False) -> list[dict[str, Any]]:
+        """id, domain, text, origin, parent_id and group_id of every question, by id; with
+        `passing_alternates_only`, without the alternates whose checks failed (magv.quality)."""
+        where = f" WHERE NOT ({FAILED_ALTERNATE})" if passing_alternates_only else ""
+        return self.query(f"SELECT id, domain, text, origin, parent_id, group_id FROM questions{where} ORDER BY id")
 
     def add_generation(
         self, gen_id: str, kind: str, domain: str, seed_id: str, example_seed_id: str | None,

@@ -99,6 +99,12 @@ CREATE TABLE cascade_decisions (
     calls DOUBLE, costs JSON, cascade_id VARCHAR, created_at TIMESTAMP);
 """
 
+_QUESTION_CHECKS = """
+CREATE TABLE question_checks (
+    question_id VARCHAR PRIMARY KEY, version VARCHAR, passed BOOLEAN, answerable BOOLEAN, voice BOOLEAN,
+    identifiers BOOLEAN, reasons JSON, repair VARCHAR, original VARCHAR, created_at TIMESTAMP);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "the pipeline tables as first released", _TABLES_V1),
     Migration(
@@ -115,6 +121,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         "verdict (NULL while it waits in the human queue) and the LLM cost spent on it",
         _CASCADE,
     ),
+    Migration(
+        5,
+        "the question_checks table: the rule checks of each generated question (answerable, one request "
+        "in a customer's voice, an alternate's identifiers), why it failed, and what a rule repaired",
+        _QUESTION_CHECKS,
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version
@@ -122,10 +134,10 @@ SCHEMA_VERSION = MIGRATIONS[-1].version
 TABLES = (
     "pipeline_runs", "questions", "generations", "selections", "runs", "mct", "llm_calls",
     "features", "labels", "verifier_models", "cv_results", "predictions", "judge_verdicts",
-    "eval_results", "embeddings", "cascade_decisions",
+    "eval_results", "embeddings", "cascade_decisions", "question_checks",
 )  # fmt: skip
 # Tables that migrations after the first add: a file at an older version lacks them rightly.
-_LATER_TABLES = ("embeddings", "cascade_decisions")
+_LATER_TABLES = ("embeddings", "cascade_decisions", "question_checks")
 
 
 def _user_objects(con: duckdb.DuckDBPyConnection) -> list[str]:

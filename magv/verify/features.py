@@ -710,7 +710,7 @@ def _compute_features(
     store: Any, embedder: SupportsEmbed | None, alternates: bool, replace: bool, mct_only: bool,
     progress: Callable[[int, int], None] | None,
 ) -> int:  # fmt: skip
-    questions = {q["id"]: q for q in store.question_heads()}
+    questions = {q["id"]: q for q in store.question_heads(passing_alternates_only=True)}
     runs = store.run_signatures()
     plan = _plan(questions, runs, alternates)
     chosen = _rows_to_compute(store, questions, runs, plan, replace, mct_only)

@@ -1,0 +1,45 @@
+"""`question_checks`: the rule checks of each generated question (magv/quality.py), why it failed
+and what a rule repaired."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from magv.models import utcnow
+from magv.store.connection import Connection, to_json
+
+COLUMNS = ("question_id", "version", "passed", "answerable", "voice", "identifiers", "reasons", "repair",
+           "original")  # fmt: skip
+
+# An alternate whose checks failed: the responder does not answer it and the verifier's features
+# leave it out (its runs would compare a trajectory with another request's).
+FAILED_ALTERNATE = "origin = 'alternate' AND id IN (SELECT question_id FROM question_checks WHERE NOT passed)"
+
+
+class QuestionChecks(Connection):
+    def add_question_checks(self, rows: Iterable[dict[str, Any]]) -> int:
+        """Rows of `QualityCheck.as_row`; a question checked again (a newer version) is replaced."""
+        now = utcnow()
+        rows = [{**{c: r.get(c) for c in COLUMNS}, "reasons": to_json(r.get("reasons") or []), "created_at": now}
+                for r in rows]  # fmt: skip
+        update = ", ".join(f'"{c}"=excluded."{c}"' for c in (*COLUMNS[1:], "created_at"))
+        return self._insert("question_checks", rows, conflict=f"(question_id) DO UPDATE SET {update}")
+
+    def question_checks(self, domain: str | None = None) -> list[dict[str, Any]]:
+        """Each checked question with its text, origin, target seed, base question and whether
+        selection kept it (None: not selected, as alternates)."""
+        sql = (
+            "SELECT c.*, q.text, q.origin, q.domain, q.seed_id, q.parent_id, s.kept "
+            "FROM question_checks c JOIN questions q ON q.id = c.question_id "
+            "LEFT JOIN selections s ON s.question_id = q.id"
+        )
+        params: list[Any] = []
+        if domain:
+            sql += " WHERE q.domain = ?"
+            params.append(domain)
+        rows = self.query(sql + " ORDER BY q.origin, q.created_at, q.id", params)
+        for r in rows:
+            r["reasons"] = json.loads(r["reasons"]) if isinstance(r["reasons"], str) else (r["reasons"] or [])
+        return rows
