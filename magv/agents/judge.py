@@ -122,4 +122,3 @@ def pending_judgements(store: Any, model: str, limit: int | None = None) -> list
         if mct.get(run.question_id) == run.id
     ]
     return items[:limit] if limit is not None else items
-

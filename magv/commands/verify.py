@@ -490,9 +490,7 @@ def import_trajectories(
         "--replace",
         help="Replace stored runs whose content differs (with their labels and derived rows).",
     ),
-    mode: str = typer.Option(
-        None, "--mode", help=f"Match of a line's reference: {' | '.join(MATCH_MODES)}."
-    ),
+    mode: str = typer.Option(None, "--mode", help=f"Match of a line's reference: {' | '.join(MATCH_MODES)}."),
     args_mode: str = typer.Option(
         None, "--args-mode", help=f"Argument match of a reference: {' | '.join(ARG_MODES)}."
     ),

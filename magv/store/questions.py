@@ -75,7 +75,9 @@ class Questions(Connection):
         """id, domain, text, origin, parent_id and group_id of every question, by id; with
         `passing_alternates_only`, without the alternates whose checks failed (magv.quality)."""
         where = f" WHERE NOT ({FAILED_ALTERNATE})" if passing_alternates_only else ""
-        return self.query(f"SELECT id, domain, text, origin, parent_id, group_id FROM questions{where} ORDER BY id")
+        return self.query(
+            f"SELECT id, domain, text, origin, parent_id, group_id FROM questions{where} ORDER BY id"
+        )
 
     def add_generation(
         self, gen_id: str, kind: str, domain: str, seed_id: str, example_seed_id: str | None,

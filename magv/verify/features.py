@@ -777,8 +777,7 @@ def _featurize(
     needed = [r for k in chosen for r in plan.runs[k]]
     needed += [r for k in chosen for _, ids in plan.alternates.get(k, []) for r in ids]
     trajectory = {
-        r["id"]: Trajectory.model_validate_json(r["trajectory"])
-        for r in store.trajectories_json(needed)
+        r["id"]: Trajectory.model_validate_json(r["trajectory"]) for r in store.trajectories_json(needed)
     }
     ids = [r for k in chosen for r in plan.runs[k]]
     position = {r: i for i, r in enumerate(ids)}
