@@ -26,7 +26,7 @@ def build_graph(task: Any) -> Any:
     m = model_settings(task)
     model = ChatOpenAI(
         model=m["model"], base_url=m["base_url"], api_key=m["api_key"], temperature=m["temperature"],
-        seed=m["seed"], max_tokens=256, timeout=300, max_retries=2,
+        seed=m["seed"], max_tokens=256, timeout=300, max_retries=1,
     ).bind_tools(task.tools)  # fmt: skip
 
     def call_model(state: MessagesState) -> dict[str, Any]:

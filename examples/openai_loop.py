@@ -47,7 +47,7 @@ def text_call(content: str | None) -> tuple[str, str] | None:
 
 def agent(task: Any) -> dict[str, Any]:
     m = model_settings(task)
-    client = OpenAI(base_url=m["base_url"], api_key=m["api_key"], timeout=300, max_retries=2)
+    client = OpenAI(base_url=m["base_url"], api_key=m["api_key"], timeout=300, max_retries=1)
     messages: list[dict[str, Any]] = [
         {"role": "system", "content": f"{SYSTEM}\n\nThe shop's policies:\n{task.system_prompt}"},
         {"role": "user", "content": task.question},

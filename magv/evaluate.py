@@ -385,6 +385,10 @@ def configure(
             prompts_dir = Path(value)
         elif key in ("agent", "agent_url", "agent_version"):  # a user's agent: docs/agents.md
             data["responder"].update({"agent": None, "agent_url": None} if key != "agent_version" else {})
+            if key == "agent":
+                from magv.agents.external import resolve_spec
+
+                value = resolve_spec(value)
             data["responder"][key] = value
     if endpoints:
         responder["endpoints"] = endpoints

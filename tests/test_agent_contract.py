@@ -259,10 +259,13 @@ def _eval(tmp_path: Path, capsys, *args: str) -> dict:
 
 
 def test_magv_eval_with_the_example_agents_scores_them_against_gold(tmp_path, capsys, monkeypatch):
-    """Examples 1 and 3 under `magv eval`: the script follows the gold calls, so both are exact."""
-    out = _eval(tmp_path, capsys, "--agent", f"{EXAMPLES}/openai_loop.py:agent")
-    [config] = out["configs"]
-    assert config["summary"]["strict_args"] == 1.0 and config["agent"]["kind"] == "callable"
+    """The three examples under `magv eval`: the script follows the gold calls, so all are exact."""
+    out = _eval(tmp_path, capsys, "--agent", f"{EXAMPLES}/openai_loop.py:agent",
+                "--compare", f"agent={EXAMPLES}/langgraph_agent.py:agent")  # fmt: skip
+    loop, graph = out["configs"]
+    assert loop["summary"]["strict_args"] == graph["summary"]["strict_args"] == 1.0
+    assert loop["agent"]["kind"] == graph["agent"]["kind"] == "callable"
+    assert graph["agent"]["name"].endswith("langgraph_agent.py:agent")
     sys.path.insert(0, str(EXAMPLES))
     import http_agent
 
@@ -322,3 +325,64 @@ def test_the_http_example_on_the_embedded_model(default_model_server, monkeypatc
     with ServedApp(http_agent.app) as served:
         out = _eval_embedded(default_model_server, monkeypatch, capsys, "--agent-url", f"{served.url}/agent")
     _assert_talked_to_the_model(out)
+
+
+# -- report --compare of two agent versions, a domain without a database --------------------------
+
+
+def test_report_compare_names_each_sides_agent_and_the_questions_that_regressed(tmp_path, capsys):
+    from tests.report_fixtures import build_report_store
+
+    sides = {"v1": tmp_path / "v1.duckdb", "v2": tmp_path / "v2.duckdb"}
+    for (version, path), quality in zip(sides.items(), (0.95, 0.4)):
+        build_report_store(path, seed=1, quality=quality, pipeline_run_id=version)
+        agent = json.dumps({"kind": "callable", "name": "bot:answer", "hash": "abc", "version": version})
+        with Store(path) as store:
+            store.con.execute("UPDATE runs SET agent = ?", [agent])
+    code = main(
+        ["report", "--compare", str(sides["v1"]), str(sides["v2"]), "--out", str(tmp_path / "c"), "--json"]
+    )
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["agents"][0].startswith("bot:answer@v1 (") and out["agents"][1].startswith("bot:answer@v2 (")
+    compared = json.loads((tmp_path / "c" / "compare.json").read_text())
+    q = compared["questions"]
+    assert q["shared"] > 0 and q["a_correct"] > q["b_correct"]
+    assert out["question_regressions"] and all(r["a"] >= 0.5 > r["b"] for r in out["question_regressions"])
+    assert "labelled correct on shared questions" in compared["regressions"]
+    html = (tmp_path / "c" / "compare.html").read_text()
+    assert 'id="question-regressions"' in html and "bot:answer@v2" in html
+
+
+SPECS_ONLY = """
+name = "helpdesk"
+system_prompt = "You help the customers of a shop."
+[[tools]]
+name = "lookup_order"
+description = "Look an order up."
+parameters.order_id = { type = "string" }
+"""
+
+
+def test_a_domain_of_specs_and_seeds_needs_an_agent_and_cannot_run_its_gold(tmp_path, agents_file, capsys):
+    folder = tmp_path / "helpdesk"
+    folder.mkdir()
+    (folder / "domain.toml").write_text(SPECS_ONLY)
+    (folder / "seeds.jsonl").write_text(json.dumps({"id": "s1", "question": "Where is order A1?",
+                                                    "trajectory": [{"name": "lookup_order", "arguments": {"order_id": "A1"}}]}) + "\n")  # fmt: skip
+    assert main(["domain", "check", str(folder), "--json"]) == 0
+    checked = json.loads(capsys.readouterr().out)
+    assert checked["ok"] and checked["executed"] is False and "cannot execute the gold" in checked["note"]
+    assert main(["eval", "--domain", str(folder)]) == 2  # magv's responder has no tools to run
+    assert "has no database" in capsys.readouterr().err
+    (folder / "agent.py").write_text(
+        "def answer(task):\n"
+        "    assert task.executor is None\n"
+        "    return [{'role': 'assistant', 'content': None, 'tool_calls': [{'id': 'c', 'type': 'function',\n"
+        "             'function': {'name': 'lookup_order', 'arguments': '{\"order_id\": \"A1\"}'}}]},\n"
+        "            {'role': 'tool', 'tool_call_id': 'c', 'content': '{\"status\": \"shipped\"}'},\n"
+        "            {'role': 'assistant', 'content': 'It has shipped.'}]\n"
+    )
+    assert main(["eval", "--domain", str(folder), "--agent", f"{folder}/agent.py:answer", "--json"]) == 0
+    [config] = json.loads(capsys.readouterr().out)["configs"]
+    assert config["summary"]["strict_args"] == 1.0 and config["summary"]["answered"] == 1.0

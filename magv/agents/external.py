@@ -50,6 +50,16 @@ def split_spec(spec: str) -> tuple[str, str]:
     return target, name
 
 
+def resolve_spec(spec: str) -> str:
+    """The spec with a file path made absolute (workers may run elsewhere), checked by importing the
+    callable once: a typo is a BadInput before any work."""
+    target, name = split_spec(spec)
+    if target.endswith(".py"):
+        spec = f"{Path(target).resolve()}:{name}"
+    load_callable(spec)
+    return spec
+
+
 def load_callable(spec: str) -> tuple[Any, str]:
     """(the function, a hash of its module's source). Imports the user's module: runs its code."""
     target, name = split_spec(spec)

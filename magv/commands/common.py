@@ -144,13 +144,9 @@ def agent_overrides(agent: str | None, agent_url: str | None, version: str | Non
         raise BadInput("--agent and --agent-url: give one")
     out: dict[str, Any] = {"responder.agent_version": version}
     if agent:
-        from magv.agents.external import load_callable, split_spec
+        from magv.agents.external import resolve_spec
 
-        target, name = split_spec(agent)
-        if target.endswith(".py"):
-            agent = f"{Path(target).resolve()}:{name}"
-        load_callable(agent)
-        out["responder.agent"] = agent
+        out["responder.agent"] = resolve_spec(agent)
     if agent_url:
         out["responder.agent_url"] = agent_url
     return out
