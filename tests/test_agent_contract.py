@@ -17,6 +17,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from magv.agents.contract import AgentTask
+from magv.agents.external import read_reply
 from magv.cli import main
 from magv.config import Settings, settings_from_dict
 from magv.errors import BadInput
@@ -51,6 +53,20 @@ async def langchain_form(task):
     return [{"type": "ai", "content": "", "tool_calls": [{"name": "track_shipment", "args": {"tracking_number": "X"}, "id": "a"}]},
             {"type": "tool", "tool_call_id": "a", "content": '{"error": "not_found: no parcel X"}'},
             {"type": "ai", "content": "I could not find it."}]
+
+from pydantic import BaseModel
+
+class Message(BaseModel):  # a message object with model_dump, as LangChain's are
+    type: str
+    content: str
+    tool_calls: list = []
+    tool_call_id: str | None = None
+
+def objects(task):
+    return {"messages": [Message(type="human", content=task.question),
+                         Message(type="ai", content="", tool_calls=[{"name": "track_shipment", "args": {"tracking_number": "X"}, "id": "a"}]),
+                         Message(type="tool", content='{"status": "in transit"}', tool_call_id="a"),
+                         Message(type="ai", content="In transit.")], "prompt_tokens": 3}
 
 def raises(task):
     raise RuntimeError("the agent broke")
@@ -105,6 +121,19 @@ def test_an_async_callable_in_langchain_form_and_a_tool_error(tmp_path, agents_f
     t = result.trajectory
     assert t.status == "ok" and t.tool_names() == ["track_shipment"]
     assert t.steps[0].error == "not_found: no parcel X" and t.response == "I could not find it."
+
+
+def test_message_objects_are_logged_as_plain_json_and_replay_to_the_same_run(tmp_path, agents_file):
+    recorder = CollectingRecorder()
+    result, _ = _run(
+        _settings(tmp_path, "http://127.0.0.1:9", agent=f"{agents_file}:objects"), recorder=recorder
+    )
+    assert result.trajectory.status == "ok" and result.trajectory.steps[0].result == {"status": "in transit"}
+    [call] = recorder.calls
+    task = AgentTask(
+        question="Where is my order?", run_index=1, seed=1, tools=[], system_prompt="", max_steps=6
+    )
+    assert read_reply(json.loads(json.dumps(call.response)), task, "replay").trajectory == result.trajectory
 
 
 def test_a_module_spec_is_imported(tmp_path, agents_file, monkeypatch):

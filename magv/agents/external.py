@@ -152,6 +152,8 @@ def _plain(value: Any) -> Any:
         value = value.model_dump(mode="json")
     if isinstance(value, list):
         return [_plain(v) for v in value]
+    if isinstance(value, dict):  # {"messages": [message objects], ...}
+        return {k: _plain(v) for k, v in value.items()}
     return value
 
 
