@@ -41,7 +41,7 @@ $(VENV)/.deps-embedded: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
 	touch $@
 
 $(VENV)/.deps-dev: $(VENV)/.deps-embedded
-	$(PIP_INSTALL) --find-links $(LLAMA_WHEELS) -e '.[embedded,dev]'
+	$(PIP_INSTALL) --find-links $(LLAMA_WHEELS) -e '.[embedded,dev,langgraph]'
 	touch $@
 
 # Rewrite constraints.txt from what a fresh venv resolves today, with llama-cpp-python at

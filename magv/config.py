@@ -214,6 +214,31 @@ class VerifySettings(_Section):
     contributions: Literal["exact", "approx", "none"] = "exact"
 
 
+class ResponderSettings(_Section):
+    """Which agent answers the questions (docs/agents.md): magv's own responder by default, or the
+    user's: a Python callable (`agent`, imported and run: it is the user's code) or an HTTP
+    service (`agent_url`)."""
+
+    agent: str | None = Field(default=None, description="package.module:function or path/file.py:function")
+    agent_url: str | None = Field(default=None, description="URL the task is POSTed to as JSON")
+    agent_version: str | None = Field(default=None, description="stored with every run, for report --compare")
+    agent_timeout_s: float = Field(default=300.0, gt=0)
+    agent_retries: int = Field(default=2, ge=0, le=20)
+    agent_concurrency: int = Field(
+        default=8, ge=1, le=1024, description="HTTP requests in flight per process"
+    )
+
+    @model_validator(mode="after")
+    def _one_agent(self) -> ResponderSettings:
+        if self.agent and self.agent_url:
+            raise ValueError("set agent or agent_url, not both")
+        if self.agent and ":" not in self.agent:
+            raise ValueError("agent: expected package.module:function or path/file.py:function")
+        if self.agent_url and not self.agent_url.startswith(("http://", "https://")):
+            raise ValueError("agent_url: expected an http:// or https:// URL")
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="MAGV_", env_nested_delimiter="__", extra="forbid", validate_assignment=True
@@ -228,6 +253,7 @@ class Settings(BaseSettings):
     embeddings: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     verify: VerifySettings = Field(default_factory=VerifySettings)
+    responder: ResponderSettings = Field(default_factory=ResponderSettings)
 
     @model_validator(mode="after")
     def _name_the_embedded_model(self) -> Settings:

@@ -59,7 +59,10 @@ class EvalConfig:
         """Part of the replay context: two configurations that send equal messages (say, one
         model name on two endpoints) must not answer from each other's log."""
         role = self.settings.llm.role("responder")
-        return make_id(role, str(self.prompts_dir or ""), length=10)
+        agent = self.settings.responder.model_dump(include={"agent", "agent_url", "agent_version"})
+        return make_id(
+            role, str(self.prompts_dir or ""), *([agent] if any(agent.values()) else []), length=10
+        )
 
 
 @dataclass
@@ -247,21 +250,17 @@ class EvalItem:
 
 async def work_eval(client, ctx: Any, item: EvalItem) -> tuple[str, dict[str, Any]]:
     """One question answered once by the configuration in `ctx.settings`, scored against its gold."""
-    from magv.agents.responder import respond
-
     q = item.question
-    result = await respond(
-        client, ctx.domain(), ctx.pool(), q.text, run_index=0, max_steps=ctx.settings.pipeline.max_steps,
-        tool_mode=ctx.settings.llm.role("responder")["tool_mode"], context_key=f"eval:{item.key}:{q.id}",
-        demos=item.demos,
-    )  # fmt: skip
+    result, agent = await ctx.run_agent(client, q.text, run_index=0, context_key=f"eval:{item.key}:{q.id}",
+                                        demos=item.demos)  # fmt: skip
     t = result.trajectory
     row = {
         **score(t, q.gold, q.acceptable, *_arg_rules(ctx.settings)), "seed_id": q.seed_id, "group_id": q.group_id, "status": t.status,
         "tokens": result.prompt_tokens + result.completion_tokens, "prompt_tokens": result.prompt_tokens,
         "completion_tokens": result.completion_tokens, "latency_s": round(result.latency_s, 4),
         "calls": [c.canonical() for c in t.calls], "demos": [getattr(d, "question_id", "") for d in item.demos],
-        "error": result.llm_errors[-1] if result.llm_errors else None,
+        "error": result.llm_errors[-1] if result.llm_errors else None, "agent": agent.as_dict(),
+        "cost_usd": result.cost_usd,
     }  # fmt: skip
     return q.id, row
 
@@ -295,11 +294,14 @@ def run_evaluation(
     source: str = "seeds", embedder: Any = None, n_resamples: int = 2000, seed: int = 0,
 ) -> EvalReport:  # fmt: skip
     """Evaluate each configuration (one or two) on the questions; store and return the results."""
+    from magv.agents.contract import check_tools_run
     from magv.llm import managed_endpoints
     from magv.pipeline.worker import close_resources
 
     if not 1 <= len(configs) <= 2:
         raise ValueError("evaluate one configuration or compare two")
+    for config in configs:
+        check_tools_run(config.settings, domain)
     started = time.perf_counter()
     eval_id = make_id("eval", domain.name, source, str(utcnow()), length=12)
     report = EvalReport(eval_id=eval_id, domain=domain.name, source=source, questions=len(questions))
@@ -322,6 +324,7 @@ def run_evaluation(
                 report.configs.append({
                     "name": config.name, "demos": config.demos, "seed_demos": config.seed_demos,
                     "model": config.settings.llm.role("responder")["model"],
+                    "agent": next((r["agent"] for r in rows.values() if r.get("agent")), None),
                     "max_steps": config.settings.pipeline.max_steps, "summary": summarize(list(rows.values())),
                 })  # fmt: skip
     finally:
@@ -335,7 +338,7 @@ def run_evaluation(
 # -- configurations -----------------------------------------------------------------------------
 
 SPEC_KEYS = ("demos", "seed_demos", "model", "endpoint", "temperature", "max_steps", "max_tokens", "tool_mode",
-             "prompts")  # fmt: skip
+             "prompts", "agent", "agent_url", "agent_version")  # fmt: skip
 
 
 def parse_spec(spec: str, where: str = "--compare") -> list[tuple[str, str]]:
@@ -381,6 +384,13 @@ def configure(
             seed_demos = value.lower() in ("true", "1", "yes")
         elif key == "prompts":
             prompts_dir = Path(value)
+        elif key in ("agent", "agent_url", "agent_version"):  # a user's agent: docs/agents.md
+            data["responder"].update({"agent": None, "agent_url": None} if key != "agent_version" else {})
+            if key == "agent":
+                from magv.agents.external import resolve_spec
+
+                value = resolve_spec(value)
+            data["responder"][key] = value
     if endpoints:
         responder["endpoints"] = endpoints
     data["llm"]["roles"]["responder"] = responder

@@ -230,6 +230,9 @@ class Run(_Model):
     completion_tokens: int = 0
     latency_s: float = 0.0
     created_at: datetime = Field(default_factory=utcnow)
+    # Which agent answered (magv.agents.contract.AgentIdentity) and what the run cost when it said.
+    agent: dict[str, Any] | None = None
+    cost_usd: float | None = None
 
     @staticmethod
     def derive_id(question_id: str, run_index: int) -> str:

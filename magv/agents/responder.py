@@ -10,10 +10,11 @@ import asyncio
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from magv.agents.contract import AgentEnv, AgentIdentity, AgentTask, RunResult
 from magv.llm.actions import FinalAnswer, InvalidReply, choose_action
-from magv.models import Step, ToolCall, ToolSpec, Trajectory, canonical_json
+from magv.models import Step, ToolCall, ToolSpec, Trajectory, canonical_json, make_id
 from magv.prompts import load_prompt
 
 RETRY_HINT = {
@@ -29,15 +30,6 @@ class Demo:
 
     question: str
     calls: list[ToolCall]
-
-
-@dataclass
-class RunResult:
-    trajectory: Trajectory
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    latency_s: float = 0.0
-    llm_errors: list[str] = field(default_factory=list)
 
 
 def _signature_line(spec: ToolSpec) -> str:
@@ -120,6 +112,29 @@ async def respond(
             messages += _exchange(action, step, tool_mode, len(steps))
     out.latency_s = time.perf_counter() - started
     return out
+
+
+class Responder:
+    """magv's own responder as an implementation of the agent contract (the default agent): its
+    prompt, its json or native tool protocol, tools in magv's sandbox. Its identity hashes the
+    prompt template and the responder role's model and tool mode."""
+
+    def __init__(self, settings):
+        self.settings = settings
+        role = settings.llm.role("responder")
+        self.tool_mode = role["tool_mode"]
+        self.identity = AgentIdentity(
+            kind="responder", name="magv responder",
+            hash=make_id(load_prompt("responder").hash, role["model"], self.tool_mode, length=12),
+            version=settings.responder.agent_version,
+        )  # fmt: skip
+
+    async def run(self, task: AgentTask, env: AgentEnv) -> RunResult:
+        return await respond(
+            env.client, env.domain, env.pool(), task.question, run_index=task.run_index,
+            max_steps=task.max_steps, tool_mode=self.tool_mode, context_key=task.context_key,
+            demos=task.demos, temperature=task.temperature,
+        )  # fmt: skip
 
 
 def _exchange(call: ToolCall, step: Step, tool_mode: str, n: int) -> list[dict]:

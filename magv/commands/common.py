@@ -130,3 +130,31 @@ def _fmt(v: Any) -> str:
     if v is None:
         return "-"
     return str(v)
+
+
+AgentOpt = typer.Option(
+    None, "--agent",
+    help="Your agent instead of magv's responder: package.module:function or path/file.py:function "
+    "(sync or async; imported and run: it is your code). See docs/agents.md.",
+)  # fmt: skip
+AgentUrlOpt = typer.Option(
+    None, "--agent-url", help="Your agent as an HTTP service: the task is POSTed as JSON."
+)
+AgentVersionOpt = typer.Option(
+    None, "--agent-version", help="A version string stored with every run (report --compare shows it)."
+)
+
+
+def agent_overrides(agent: str | None, agent_url: str | None, version: str | None) -> dict[str, Any]:
+    """Settings overrides of the agent options, checked now: a file spec made absolute (workers may
+    run elsewhere) and the callable imported once, so a typo is a BadInput before any work."""
+    if agent and agent_url:
+        raise BadInput("--agent and --agent-url: give one")
+    out: dict[str, Any] = {"responder.agent_version": version}
+    if agent:
+        from magv.agents.external import resolve_spec
+
+        out["responder.agent"] = resolve_spec(agent)
+    if agent_url:
+        out["responder.agent_url"] = agent_url
+    return out

@@ -10,13 +10,26 @@ from typing import Any
 import typer
 
 from magv import progress
-from magv.commands.common import JsonOption, console, emit_json, err_console, open_store, settings, table
+from magv.commands.common import (
+    AgentOpt,
+    AgentUrlOpt,
+    AgentVersionOpt,
+    JsonOption,
+    agent_overrides,
+    console,
+    emit_json,
+    err_console,
+    open_store,
+    settings,
+    table,
+)
 from magv.errors import RunFailed
 
 SPEC_HELP = (
     "Compare with configuration B, given as changes to A: KEY=VALUE[,KEY=VALUE...] with keys demos, "
     "seed_demos, model, endpoint (repeatable), temperature, max_steps, max_tokens, tool_mode, prompts "
-    '(a folder of prompts). E.g. "demos=3" or "model=qwen2.5-7b,endpoint=http://gpu1:8000/v1".'
+    "(a folder of prompts), agent, agent_url, agent_version (your agent: docs/agents.md). "
+    'E.g. "demos=3", "model=qwen2.5-7b,endpoint=http://gpu1:8000/v1" or "agent_version=v2".'
 )
 
 
@@ -49,6 +62,9 @@ def eval_command(
         None, "--temperature", min=0, max=2, help="Responder sampling temperature."
     ),
     limit: int = typer.Option(None, "--limit", min=1, help="Evaluate only the first N questions."),
+    agent: str = AgentOpt,
+    agent_url: str = AgentUrlOpt,
+    agent_version: str = AgentVersionOpt,
     bootstrap: int = typer.Option(2000, "--bootstrap", min=100, help="Bootstrap resamples for --compare."),
     seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1, help="Seed of the bootstrap."),
     fail_under: list[str] = typer.Option(
@@ -72,13 +88,16 @@ def eval_command(
     from magv.prompts import PROMPTS_ENV, check_prompt_folder
 
     bars = parse_bars(fail_under, [*MATCH_KEYS, "valid_calls", "answered"])
-    cfg = settings(ctx, domain=domain, **{"pipeline.demos": demos, "pipeline.max_steps": max_steps})
+    cfg = settings(ctx, domain=domain, **{"pipeline.demos": demos, "pipeline.max_steps": max_steps},
+                   **agent_overrides(agent, agent_url, agent_version))  # fmt: skip
     # Everything is checked before a model starts or a row is written.
     dom = load_domain(cfg.domain)
     check_prompt_folder(os.environ.get(PROMPTS_ENV), ("responder",), PROMPTS_ENV)
     items = load_questions(dom, questions)[:limit]
     base = [("temperature", str(temperature))] if temperature is not None else []
     name_a = f"demos={cfg.pipeline.demos}" + (",seed_demos" if seed_demos else "")
+    if cfg.responder.agent or cfg.responder.agent_url:
+        name_a = _agent_name(cfg)
     configs = [configure(cfg, name_a, seed_demos=seed_demos, overrides=base, where="--temperature")]
     if compare or compare_config:
         spec = parse_spec(compare) if compare else []
@@ -116,6 +135,12 @@ def eval_command(
         if s["questions"] and s["llm_errors"] == s["questions"]:
             raise RunFailed(f"{c['name']}: every run ended in an LLM error; see `magv llm calls`")
     enforce(fell, bars, "eval", lambda line: err_console.print(line, highlight=False))
+
+
+def _agent_name(cfg: Any) -> str:
+    r = cfg.responder
+    name = r.agent or r.agent_url or ""
+    return name.rsplit("/", 1)[-1] + (f"@{r.agent_version}" if r.agent_version else "")
 
 
 def _print(out: dict[str, Any]) -> None:

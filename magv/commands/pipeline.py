@@ -17,7 +17,18 @@ from rich.progress import (
 )
 
 from magv import progress
-from magv.commands.common import JsonOption, console, emit_json, err_console, settings, table
+from magv.commands.common import (
+    AgentOpt,
+    AgentUrlOpt,
+    AgentVersionOpt,
+    JsonOption,
+    agent_overrides,
+    console,
+    emit_json,
+    err_console,
+    settings,
+    table,
+)
 from magv.config import Settings
 from magv.errors import RunFailed, StoreLocked
 
@@ -251,12 +262,12 @@ def generate(
 
 def respond(
     ctx: typer.Context, domain: str = DomainOpt, runs: int = RunsOpt, demos: int = DemosOpt,
-    runner: str = RunnerOpt, wait: bool = WaitOpt, as_json: bool = JsonOption,
+    runner: str = RunnerOpt, agent: str = AgentOpt, agent_url: str = AgentUrlOpt,
+    agent_version: str = AgentVersionOpt, wait: bool = WaitOpt, as_json: bool = JsonOption,
 ) -> None:  # fmt: skip
-    """Answer every kept question R times with the responder; mark the most common trajectory."""
-    cfg = _cfg(
-        ctx, domain=domain, **{"pipeline.runs": runs, "pipeline.demos": demos, "pipeline.runner": runner}
-    )
+    """Answer every kept question R times with the responder (or --agent); mark the most common trajectory."""
+    cfg = _cfg(ctx, domain=domain, **{"pipeline.runs": runs, "pipeline.demos": demos, "pipeline.runner": runner},
+               **agent_overrides(agent, agent_url, agent_version))  # fmt: skip
     _run_and_report("respond", cfg, as_json, wait)
 
 
@@ -266,12 +277,15 @@ def reverse(
     alternates: int = AlternatesOpt,
     alternate_runs: int = AltRunsOpt,
     runner: str = RunnerOpt,
+    agent: str = AgentOpt,
+    agent_url: str = AgentUrlOpt,
+    agent_version: str = AgentVersionOpt,
     wait: bool = WaitOpt,
     as_json: bool = JsonOption,
 ) -> None:
     """Reverse-engineer alternate questions from each MCT's response, then answer them."""
     cfg = _cfg(ctx, domain=domain, **{"pipeline.alternates": alternates, "pipeline.alternate_runs": alternate_runs,
-                                      "pipeline.runner": runner})  # fmt: skip
+                                      "pipeline.runner": runner}, **agent_overrides(agent, agent_url, agent_version))  # fmt: skip
     _run_and_report("reverse", cfg, as_json, wait)
 
 
@@ -290,10 +304,15 @@ def run(
         True, "--verify/--no-verify", help="Run the verifier stages after generation."
     ),
     runner: str = RunnerOpt,
+    agent: str = AgentOpt,
+    agent_url: str = AgentUrlOpt,
+    agent_version: str = AgentVersionOpt,
     wait: bool = WaitOpt,
     as_json: bool = JsonOption,
 ) -> None:
     """Run the whole pipeline: generate, select, respond, reverse, respond to alternates, verify.
+
+    With --agent or --agent-url your assistant answers the questions instead of magv's responder.
 
     Finished work is kept in the database; rerunning continues where a stopped run left off.
     """
@@ -302,6 +321,7 @@ def run(
         "pipeline.max_targets": targets, "pipeline.demos": demos,
         "pipeline.alternates": alternates, "pipeline.alternate_runs": alternate_runs, "pipeline.runner": runner,
         "pipeline.min_quality": min_quality,
+        **agent_overrides(agent, agent_url, agent_version),
     })  # fmt: skip
     _run_and_report("pipeline", cfg, as_json, wait, verify=verify)
 

@@ -39,7 +39,9 @@ def report(
 
         files = write_compare(compare[0], compare[1], cfg.database, out)
         missing: list[str] = []
-        regressions = json.loads(files.metrics.read_text())["regressions"]
+        compared = json.loads(files.metrics.read_text())
+        regressions = compared["regressions"]
+        agents, questions = compared["agents"], compared["questions"]
     else:
         from magv.report.html import write_report
 
@@ -48,9 +50,17 @@ def report(
         missing = files.data.metrics["missing"] if files.data else []
         regressions = None
     if as_json:
+        extra = {"regressions": regressions, "agents": agents["labels"],
+                 "question_regressions": questions["regressed"]} if compare else {}  # fmt: skip
         emit_json({"report": str(files.html), "metrics": str(files.metrics), "figures": files.figures,
-                   "missing": missing, **({"regressions": regressions} if compare else {})})  # fmt: skip
+                   "missing": missing, **extra})  # fmt: skip
         return
+    if compare:
+        console.print(f"agents: {compare[0]}: {agents['labels'][0]} · {compare[1]}: {agents['labels'][1]}",
+                      highlight=False)  # fmt: skip
+        for q in questions["regressed"]:
+            console.print(f"[red]regressed question[/red] {q['question_id']}: {q['a']:.2f} → {q['b']:.2f} "
+                          f"labelled correct: {q['question'][:80]}", highlight=False)  # fmt: skip
     if regressions:
         console.print(f"[red]regressions ({compare[1]} vs {compare[0]}):[/red] {', '.join(regressions)}",
                       highlight=False)  # fmt: skip

@@ -26,7 +26,9 @@ class Domain:
     """A database built by a deterministic generator, tools over it, a system prompt and seeds.
 
     `data_version` names the generator's output: a database built by another version (or another
-    seed) is rebuilt by `ensure_built`, so a changed generator never meets stale data.
+    seed) is rebuilt by `ensure_built`, so a changed generator never meets stale data. A domain
+    without a generator has no database: tool specs and seeds only, for an agent that runs its own
+    tools (docs/agents.md); magv cannot run its tools.
     """
 
     def __init__(
@@ -35,7 +37,7 @@ class Domain:
         *,
         system_prompt: str,
         tools: Sequence[Tool],
-        generate: Generator,
+        generate: Generator | None,
         seeds_path: str | Path,
         description: str = "",
         data_version: str = "1",
@@ -96,12 +98,24 @@ class Domain:
 
     # -- data --------------------------------------------------------------------------------
 
+    @property
+    def has_database(self) -> bool:
+        return self.generate is not None
+
+    def _needs_database(self) -> None:
+        if self.generate is None:
+            raise BadInput(
+                f"domain {self.name} has no database (tool specs and seeds only): its tools run in your "
+                "agent (--agent or --agent-url, docs/agents.md), not in magv's sandbox"
+            )
+
     def database_path(self, data_dir: Path) -> Path:
         return Path(data_dir) / f"{self.name}.duckdb"
 
     def build(self, data_dir: Path, seed: int = 0, force: bool = False) -> Path:
         """Generate the database. Written to a temporary file and renamed into place, so readers
         (and other processes building at the same time) only ever see a complete file."""
+        self._needs_database()
         path = self.database_path(data_dir)
         if path.exists() and not force:
             return path
@@ -113,7 +127,7 @@ class Domain:
         try:
             con = duckdb.connect(str(tmp))
             try:
-                self.generate(con, seed)
+                self.generate(con, seed)  # type: ignore[misc]
                 con.execute(f"CREATE OR REPLACE TABLE {META_TABLE} (key VARCHAR PRIMARY KEY, value VARCHAR)")
                 con.executemany(
                     f"INSERT INTO {META_TABLE} VALUES (?, ?)",
@@ -154,6 +168,7 @@ class Domain:
 
     def ensure_built(self, data_dir: Path) -> Path:
         """Build when missing, or when built by another generator version or for another domain."""
+        self._needs_database()
         meta = self.built_with(data_dir)
         expected = {"domain": self.name, "data_version": self.data_version}
         if meta is None or any(meta.get(k) != v for k, v in expected.items()):

@@ -6,6 +6,8 @@
       data/*.csv      one table per file, named after the file
       build.sql       optional: run after the CSV files are loaded (indexes, derived tables)
 
+Without data and without `sql` in any tool, the folder is a domain without a database (tool specs
+and seeds only) for an agent that runs its own tools (docs/agents.md).
 See docs/domains.md for the full format.
 """
 
@@ -57,24 +59,28 @@ def load_toml_domain(folder: Path) -> Domain:
         missing.append("[[tools]]")
     if not seeds.is_file():
         missing.append(f"seed file {seeds.name}")
-    if not any(csv_dir.glob("*.csv")) and script is None:
+    tools_cfg = config.get("tools")
+    specs_only = isinstance(tools_cfg, list) and all(
+        isinstance(t, dict) and "sql" not in t for t in tools_cfg
+    )
+    if not any(csv_dir.glob("*.csv")) and script is None and not specs_only:
         missing.append(f"data (CSV files in {csv_dir.name}/ or [data] sql)")
     if script is not None and not script.is_file():
         missing.append(f"data script {script.name}")
     if missing:
         raise BadInput(f"{path}: not a complete domain; missing: {', '.join(missing)}")
     prompt = config.get("system_prompt") or _read(folder / str(config["system_prompt_file"]), path)
-    tools_cfg = config["tools"]
     if not isinstance(tools_cfg, list):
         raise BadInput(f"{path}: tools: expected [[tools]] tables")
-    tools = [_sql_tool(t, f"{path}: tools[{i}]") for i, t in enumerate(tools_cfg, start=1)]
     files = sorted(csv_dir.glob("*.csv"))
+    specs_only = specs_only and not files and script is None
+    tools = [_sql_tool(t, f"{path}: tools[{i}]", specs_only) for i, t in enumerate(tools_cfg, start=1)]
     return Domain(
         config["name"],
         description=str(config.get("description", "")),
         system_prompt=prompt,
         tools=tools,
-        generate=_csv_generator(files, script),
+        generate=None if specs_only else _csv_generator(files, script),
         seeds_path=seeds,
         data_version=_fingerprint([*files, *([script] if script else [])]),
     )
@@ -94,7 +100,7 @@ def _fingerprint(files: list[Path]) -> str:
     return digest.hexdigest()[:16]
 
 
-def _sql_tool(cfg: Any, where: str) -> Tool:
+def _sql_tool(cfg: Any, where: str, spec_only: bool = False) -> Tool:
     if not isinstance(cfg, dict):
         raise BadInput(f"{where}: expected a table")
     unknown = sorted(set(cfg) - _TOOL_KEYS)
@@ -102,7 +108,8 @@ def _sql_tool(cfg: Any, where: str) -> Tool:
         raise BadInput(
             f"{where}: unknown key(s) {', '.join(unknown)}; expected {', '.join(sorted(_TOOL_KEYS))}"
         )
-    missing = [k for k in ("name", "description", "sql") if not isinstance(cfg.get(k), str) or not cfg[k]]
+    needed = ("name", "description") if spec_only else ("name", "description", "sql")
+    missing = [k for k in needed if not isinstance(cfg.get(k), str) or not cfg[k]]
     if missing:
         raise BadInput(f"{where}: missing {', '.join(missing)}")
     where = f"{where} ({cfg['name']})"
@@ -112,7 +119,7 @@ def _sql_tool(cfg: Any, where: str) -> Tool:
     result = cfg.get("result", "rows")
     if result not in _RESULTS:
         raise BadInput(f"{where}: result: expected one of {', '.join(_RESULTS)} (got {result!r})")
-    used = sorted(set(_PARAM.findall(cfg["sql"])))
+    used = sorted(set(_PARAM.findall(cfg.get("sql", ""))))
     undeclared = [p for p in used if p not in properties]
     if undeclared:
         raise BadInput(f"{where}: sql uses ${', $'.join(undeclared)} but parameters does not declare it")
@@ -126,8 +133,14 @@ def _sql_tool(cfg: Any, where: str) -> Tool:
     except ValidationError as exc:
         err = exc.errors()[0]
         raise BadInput(f"{where}: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+    if spec_only:
+        return make_tool(spec, _no_database)
     run = _sql_runner(cfg["sql"], used, result, cfg.get("not_found"))
     return make_tool(spec, run)
+
+
+def _no_database(db: duckdb.DuckDBPyConnection, **arguments: Any) -> Any:
+    raise ToolError("this domain has no database: the agent runs its own tools")
 
 
 def _sql_runner(sql: str, used: list[str], result: str, not_found: str | None):

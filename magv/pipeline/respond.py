@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from magv.agents.responder import Demo, respond
+from magv.agents.contract import check_tools_run
+from magv.agents.responder import Demo
 from magv.definitions import tool_error_count
 from magv.mct import most_common_trajectory
 from magv.models import Question, Run
@@ -40,6 +41,7 @@ def plan(store, ctx: WorkerContext, alternates: bool = False) -> list[RespondIte
     """One item per question that lacks some of its runs (R for base questions, R' for alternates)."""
     domain = ctx.domain()
     p = ctx.settings.pipeline
+    check_tools_run(ctx.settings, domain)
     if alternates:
         # an alternate that failed its checks (magv/quality.py) is not the same request: not answered
         questions, wanted = (
@@ -81,17 +83,13 @@ def _attach_demos(store, ctx: WorkerContext, items: list[RespondItem]) -> None:
 
 async def work(client, ctx: WorkerContext, item: RespondItem) -> RespondResult:
     q = item.question
-    p = ctx.settings.pipeline
-    mode = ctx.settings.llm.role("responder")["tool_mode"]
     runs = []
     for i in item.run_indices:
-        result = await respond(
-            client, ctx.domain(), ctx.pool(), q.text, run_index=i, max_steps=p.max_steps, tool_mode=mode,
-            context_key=f"respond:{q.id}:{i}", demos=item.demos,
-        )  # fmt: skip
+        result, agent = await ctx.run_agent(client, q.text, run_index=i, context_key=f"respond:{q.id}:{i}",
+                                            demos=item.demos)  # fmt: skip
         run = Run(id=Run.derive_id(q.id, i), question_id=q.id, run_index=i, trajectory=result.trajectory,
                   prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
-                  latency_s=result.latency_s)  # fmt: skip
+                  latency_s=result.latency_s, agent=agent.as_dict(), cost_usd=result.cost_usd)  # fmt: skip
         runs.append(RunOutcome(run, result.llm_errors))
     return RespondResult(q, runs, item.redo)
 

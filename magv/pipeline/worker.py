@@ -166,6 +166,32 @@ class WorkerContext:
 
         return _cached(key, build)
 
+    def agent(self):
+        """The agent that answers (`magv.agents.contract.build_agent`), built once per process."""
+        import os
+
+        from magv.agents.contract import build_agent
+        from magv.models import canonical_json
+
+        role = self.settings.llm.role("responder")
+        key = (
+            "agent",
+            canonical_json([self.settings.responder.model_dump(), role]),
+            os.environ.get("MAGV_PROMPTS_DIR"),
+        )
+        return _cached(key, lambda: build_agent(self.settings))
+
+    async def run_agent(self, client, question: str, *, run_index: int, context_key: str, demos=(),
+                        temperature: float | None = None):  # fmt: skip
+        """One run of the configured agent on one question: (its RunResult, its identity)."""
+        from magv.agents.contract import AgentEnv, task_for
+
+        agent = self.agent()
+        env = AgentEnv(client, self.domain(), self.pool)
+        task = task_for(self.settings, env, question, run_index=run_index, context_key=context_key,
+                        demos=demos, temperature=temperature)  # fmt: skip
+        return await agent.run(task, env), agent.identity
+
 
 def _cached(key: tuple, build: Callable[[], T]) -> T:
     with _cache_lock:

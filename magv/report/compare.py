@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from magv.errors import BadInput
-from magv.report import plots
+from magv.report import agents, plots
 from magv.report.html import ReportFiles, _env, _write
 from magv.report.metrics import collect
 from magv.report.scope import ReportData
@@ -40,7 +40,7 @@ def resolve(spec: str, default_db: Path) -> tuple[Path, str | None]:
 
 
 # Which way is better for each headline number; the rest (sizes, stage times) are shown unmarked.
-HIGHER_IS_BETTER = ("mean MCT share", "labelled correct (share)", "verifier best model CV accuracy",
+HIGHER_IS_BETTER = ("mean MCT share", "labelled correct on shared questions", "labelled correct (share)", "verifier best model CV accuracy",
                     "verifier best model CV F1", "verifier best model CV ROC AUC",
                     "verified correct (share of scored)", "judge accuracy")  # fmt: skip
 LOWER_IS_BETTER = (
@@ -131,12 +131,32 @@ def figures(a: ReportData, b: ReportData, labels: tuple[str, str]) -> dict[str, 
     return plots.render_figures(makers)
 
 
+def _add_questions(result: dict[str, Any], a: dict[str, Any], b: dict[str, Any]) -> None:
+    """Which agent answered on each side, and the questions both sides labelled (magv.report.agents)."""
+    questions = agents.compare_questions(a, b)
+    result["agents"] = {"a": a["agents"], "b": b["agents"],
+                        "labels": [agents.agent_label(a["agents"]), agents.agent_label(b["agents"])]}  # fmt: skip
+    result["questions"] = questions
+    if questions["shared"]:
+        metric = "labelled correct on shared questions"
+        delta = _delta(questions["a_correct"], questions["b_correct"])
+        row = {"metric": metric, "a": questions["a_correct"], "b": questions["b_correct"], "delta": delta,
+               "change": change(metric, delta)}  # fmt: skip
+        result["headline"].append(row)
+        if row["change"] == "worse":
+            result["regressions"].append(metric)
+        elif row["change"] == "better":
+            result["improvements"].append(metric)
+
+
 def write_compare(spec_a: str, spec_b: str, default_db: Path, out_dir: str | Path) -> ReportFiles:
     sides: list[tuple[str, ReportData]] = []
+    answered = []
     for spec in (spec_a, spec_b):
         path, run_id = resolve(spec, default_db)
         with Store(path, read_only=True) as store:
             data = collect(store, run_id, worst=0, samples=0)
+            answered.append(agents.outcomes(store, run_id))
         run = data.metrics["summary"]["pipeline_run"]
         label = run_id or (f"{path.stem}:{run['id']}" if run else path.stem)
         sides.append((label, data))
@@ -145,6 +165,7 @@ def write_compare(spec_a: str, spec_b: str, default_db: Path, out_dir: str | Pat
         labels = (f"A {labels[0]}", f"B {labels[1]}")
     (_, a), (_, b) = sides
     result = compare_metrics(a, b, labels)
+    _add_questions(result, *answered)
     result["sources"] = {"a": spec_a, "b": spec_b}
     result["missing"] = {"a": a.metrics["missing"], "b": b.metrics["missing"]}
     figs = figures(a, b, labels)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from magv.definitions import tool_error_count
-from magv.models import Run, Trajectory, make_id, serialised_calls, text_hash
+from magv.models import Run, Trajectory, canonical_json, make_id, serialised_calls, text_hash
 from magv.store.connection import Connection
 
 
@@ -25,6 +26,7 @@ class Runs(Connection):
                 "completion_tokens": r.completion_tokens, "latency_s": r.latency_s,
                 "created_at": r.created_at, "tools": t.tool_names(), "calls": calls,
                 "response_hash": text_hash(t.response or ""), "calls_hash": text_hash(serialised_calls(calls)),
+                "agent": None if r.agent is None else canonical_json(r.agent), "cost_usd": r.cost_usd,
             })  # fmt: skip
         if not rows:
             return 0
@@ -135,5 +137,6 @@ def _run(r: dict[str, Any]) -> Run:
         id=r["id"], question_id=r["question_id"], run_index=r["run_index"],
         trajectory=Trajectory.model_validate_json(r["trajectory"]), prompt_tokens=r["prompt_tokens"] or 0,
         completion_tokens=r["completion_tokens"] or 0, latency_s=r["latency_s"] or 0.0,
-        created_at=r["created_at"],
+        created_at=r["created_at"], agent=json.loads(r["agent"]) if r.get("agent") else None,
+        cost_usd=r.get("cost_usd"),
     )  # fmt: skip

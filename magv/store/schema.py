@@ -122,10 +122,16 @@ MIGRATIONS: tuple[Migration, ...] = (
         _CASCADE,
     ),
     Migration(
-        5,
+        4,
         "the question_checks table: the rule checks of each generated question (answerable, one request "
         "in a customer's voice, an alternate's identifiers), why it failed, and what a rule repaired",
         _QUESTION_CHECKS,
+    ),
+    Migration(
+        5,
+        "runs.agent (which agent answered: kind, name, code hash, version; docs/agents.md) and runs.cost_usd "
+        "(what the run cost when the agent said). NULL in rows written before them",
+        "ALTER TABLE runs ADD COLUMN agent JSON; ALTER TABLE runs ADD COLUMN cost_usd DOUBLE;",
     ),
 )
 
