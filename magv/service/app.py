@@ -22,10 +22,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from magv.definitions import DEFAULT_TOOL_ERRORS, ToolErrorRule
 from magv.service.log import TrajectoryLog
 from magv.service.openapi import openapi_schema
 from magv.service.payload import Entry, PayloadError, parse_request
-from magv.service.scoring import Scorer, Verdict
+from magv.verify.scoring import Scorer, Verdict
 
 log = logging.getLogger("magv.service")
 
@@ -72,7 +73,9 @@ def create_app(
     max_body: int = MAX_BODY,
     max_trajectories: int = MAX_TRAJECTORIES,
     workers: int | None = None,
+    errors: ToolErrorRule = DEFAULT_TOOL_ERRORS,
 ) -> Starlette:
+    """The app; `errors` says which tool results of the requests are errors."""
     schema = openapi_schema(max_body, max_trajectories)
     # Scoring is CPU-bound and holds the GIL: more threads than cores only make them take turns
     # with the event loop, which then reads and answers requests late (the tail latency).
@@ -82,7 +85,7 @@ def create_app(
         return await anyio.to_thread.run_sync(functools.partial(fn, *args), limiter=limiter)
 
     def _parse_and_score(body: bytes) -> tuple[list[Entry], bool, list[Verdict]]:
-        entries, batch = parse_request(body, max_trajectories)
+        entries, batch = parse_request(body, max_trajectories, errors)
         return entries, batch, score_entries(scorer, entries)
 
     async def verify(request: Request) -> JSONResponse:
