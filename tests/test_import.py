@@ -631,3 +631,13 @@ def test_cli_import_counts_errors_responses_and_tools(tmp_path, capsys):
         main(["--database", str(db2), "import", "trajectories", str(logs), "--tool-error-pattern", "("]) == 2
     )
     assert "--tool-error-pattern" in capsys.readouterr().err
+
+
+def test_a_response_before_later_calls_round_trips_through_canonical_messages():
+    t = Trajectory(steps=[Step(call=ToolCall(name="get_user", arguments={"id": 1}), result={"n": 1}),
+                          Step(call=ToolCall(name="transfer", arguments={}), result="ok")],
+                   response="I will hand you over.", response_at=1)  # fmt: skip
+    messages = trajectory_to_messages("help", t)
+    assert [m["role"] for m in messages] == ["user", "assistant", "tool", "assistant", "tool"]
+    assert messages[3]["content"] == "I will hand you over." and messages[3]["tool_calls"]
+    assert messages_to_trajectory(messages)[0] == t

@@ -9,7 +9,10 @@ describes every field):
 `messages` is an OpenAI chat-completions list or a list of LangChain message dicts (`type`
 human / ai / tool / system, `tool_calls` of `{"name", "args", "id"}`). The trajectory is every tool
 call in order with its tool message as result (the calls of one assistant message form one
-parallel group); the final assistant text is the response. What real logs do that is not strictly
+parallel group); the agent's last text is the response, also when the customer or a tool speaks
+after it. Which tool results are errors is a `ToolErrorRule` (magv.definitions; default: a JSON
+"error" or text that starts with "Error"); `tools` (magv.verify.toolspec) name the calls that
+change data, kept with each question for the features. What real logs do that is not strictly
 well-formed (a call id used again once its call has a result, a call without an id, a call that
 never got a result, a tool message without an id, no "question" field) is repaired, counted in
 `ImportResult.normalised` and refused instead under `strict`. `group_id` (or `task_id`) gathers
@@ -346,7 +349,8 @@ def read_messages(
     if response is not None and at < len(parsed) - 1:
         notes.count("response_before_end", f"{where}[{at}]")
     steps = _with_invalid(parsed, steps, status)
-    after = sum(len(m.calls) for m in parsed[at + 1 :]) if response is not None else 0
+    # the calls said after the agent's last words (those beside them come after them, too)
+    after = sum(len(m.calls) for m in parsed[at:]) if response is not None else 0
     response_at = len(steps) - after if after else None
     return Trajectory(steps=steps, response=response, status=status, response_at=response_at), users
 
@@ -385,12 +389,16 @@ def _with_invalid(parsed: list[_Message], calls: list[Step], status: str) -> lis
 
 def trajectory_to_messages(question: str, trajectory: Trajectory) -> list[dict[str, Any]]:
     """The canonical OpenAI message list of a trajectory (what export writes for magv's own runs):
-    one assistant message per parallel group of calls."""
+    one assistant message per parallel group of calls, the response where it was said."""
     messages: list[dict[str, Any]] = [{"role": "user", "content": question}]
     i = 0
     steps = trajectory.steps
+    said = trajectory.response is None  # the response goes where it was said (`response_at`)
     while i < len(steps):
         step = steps[i]
+        if not said and i == trajectory.response_at and (step.kind == "invalid" or step.call is None):
+            messages.append({"role": "assistant", "content": trajectory.response})
+            said = True
         if step.kind == "invalid" or step.call is None:
             messages.append({"role": "assistant", "content": step.raw or ""})
             i += 1
@@ -403,13 +411,17 @@ def trajectory_to_messages(question: str, trajectory: Trajectory) -> list[dict[s
         calls = [{"id": f"call_{k}", "type": "function", "function": {
             "name": steps[k].call.name, "arguments": json.dumps(steps[k].call.arguments, ensure_ascii=False)}}
             for k in group]  # type: ignore[union-attr]  # fmt: skip
-        messages.append({"role": "assistant", "content": None, "tool_calls": calls})
+        # words said before calls go with them: a text message followed by calls would read as an
+        # unusable reply
+        words = None if said or i != trajectory.response_at else trajectory.response
+        said = said or words is not None
+        messages.append({"role": "assistant", "content": words, "tool_calls": calls})
         for k in group:
             s = steps[k]
             content = json.dumps({"error": s.error} if s.error else s.result, ensure_ascii=False)
             messages.append({"role": "tool", "tool_call_id": f"call_{k}", "content": content})
         i += len(group)
-    if trajectory.response is not None:
+    if not said:
         messages.append({"role": "assistant", "content": trajectory.response})
     return messages
 
