@@ -36,7 +36,7 @@ def main() -> None:
 
     from magv.config import load_settings
     from magv.service.app import create_app
-    from magv.service.scoring import load_scorer
+    from magv.verify.scoring import load_scorer
     from tests.service_helpers import ServedApp, messages, train_model, worst_case
     from tests.verify_helpers import HashEmbedder
 

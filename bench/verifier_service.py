@@ -151,7 +151,7 @@ def main() -> None:
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
     from magv.config import load_settings
-    from magv.service.scoring import load_scorer
+    from magv.verify.scoring import load_scorer
     from tests.service_helpers import train_model
 
     payloads = bodies(args.requests)

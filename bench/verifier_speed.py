@@ -59,7 +59,7 @@ def settings_for(base_url: str, work: Path, judge_concurrency: int, contribution
 def time_verifier(store: Any, settings: Any, reps: int, cold: bool) -> dict[str, Any]:
     from magv.llm.embeddings import lazy_embedder
     from magv.verify import features as F
-    from magv.verify import training
+    from magv.verify import scoring
 
     walls, feature_s, score_s = [], [], []
     n = 0
@@ -70,7 +70,7 @@ def time_verifier(store: Any, settings: Any, reps: int, cold: bool) -> dict[str,
         t0 = time.perf_counter()
         n = F.compute_features(store, embedder, replace=True, mct_only=True)
         t1 = time.perf_counter()
-        scored = training.score(store, settings)
+        scored = scoring.score(store, settings)
         t2 = time.perf_counter()
         if scored.n != n:
             raise SystemExit(f"scored {scored.n} trajectories, featurised {n}")
@@ -83,12 +83,12 @@ def time_verifier(store: Any, settings: Any, reps: int, cold: bool) -> dict[str,
 
 
 def time_score_alone(store: Any, settings: Any, reps: int) -> dict[str, Any]:
-    from magv.verify import training
+    from magv.verify import scoring
 
     walls, n = [], 0
     for _ in range(reps):
         t0 = time.perf_counter()
-        n = training.score(store, settings).n
+        n = scoring.score(store, settings).n
         walls.append(time.perf_counter() - t0)
     return {"trajectories": n, "wall_s": walls, "trajectories_per_s": n / statistics.median(walls)}
 

@@ -140,6 +140,21 @@ class Trajectory(_Model):
     steps: list[Step] = Field(default_factory=list)
     response: str | None = None
     status: TrajectoryStatus = "ok"
+    # How many steps came before the response, when steps came after it (a log where the agent
+    # spoke, then acted: a hand-off, say); None: the response came last.
+    response_at: int | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_default_response_at(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Trajectories whose response came last serialise as before the field existed.
+        data = handler(self)
+        if data.get("response_at") is None:
+            data.pop("response_at", None)
+        return data
+
+    def steps_after_response(self) -> list[Step]:
+        """The steps the agent took after its last words (none when the response came last)."""
+        return self.steps[self.response_at :] if self.response_at is not None else []
 
     @property
     def calls(self) -> list[ToolCall]:

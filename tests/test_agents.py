@@ -36,11 +36,16 @@ def test_mct_is_the_most_common_signature():
     assert mct["run_id"] == "r1" and mct["share"] == pytest.approx(2 / 3) and mct["n_distinct"] == 2
 
 
-def test_mct_ignores_llm_failures_and_ties_go_to_the_earliest_run():
+def test_mct_ignores_llm_failures_and_ties_go_by_content_not_by_order():
     runs = [_run(0, [], status="llm_error"), _run(1, [("b", {})]), _run(2, [("a", {})])]
     mct = most_common_trajectory(runs)
-    assert mct["run_id"] == "r1" and mct["n_runs"] == 3
+    smaller = min(runs[1].trajectory.signature(), runs[2].trajectory.signature())
+    assert mct["signature"] == smaller and mct["n_runs"] == 3 and mct["n_distinct"] == 2
+    assert most_common_trajectory(list(reversed(runs))) == mct
     assert most_common_trajectory([_run(0, [], status="llm_error")]) is None
+    # of the runs with the MCT's signature, the lowest run index stands for it
+    again = [_run(3, [("a", {})]), _run(1, [("a", {})]), _run(2, [("b", {})])]
+    assert most_common_trajectory(again)["run_id"] == "r1"
 
 
 def test_example_seed_has_a_different_trajectory():

@@ -445,3 +445,199 @@ def test_cli_reimport_conflict_exits_2_naming_the_line_and_changes_nothing(tmp_p
         assert store.runs() == runs and [(lb.run_id, lb.correct) for lb in store.labels()] == [
             (lb.run_id, lb.correct) for lb in labels
         ]
+
+
+# -- logs written elsewhere: tool errors as text, the agent's last words, the tools' spec -----------
+
+
+def _call(i: int, name: str, args: dict) -> dict:
+    return {"role": "assistant", "content": None,
+            "tool_calls": [{"id": f"call_{i}", "type": "function",
+                            "function": {"name": name, "arguments": json.dumps(args)}}]}  # fmt: skip
+
+
+def _tool(i: int, content: str) -> dict:
+    return {"role": "tool", "tool_call_id": f"call_{i}", "content": content}
+
+
+def _customer_log(run: int) -> dict:
+    """A conversation as benchmark logs write it: the customer speaks last (###STOP###), tools
+    fail with text that starts with "Error:"."""
+    messages = [
+        {"role": "system", "content": "You are an airline agent."},
+        {"role": "user", "content": "Please cancel reservation ABC."},
+        _call(0, "cancel_reservation", {"reservation_id": "ABC"}),
+        _tool(0, "Error: reservation ABC cannot be cancelled"),
+        {"role": "assistant", "content": "I am sorry, ABC cannot be cancelled."},
+        {"role": "user", "content": "Ok, thanks. ###STOP###"},
+    ]
+    return {"question_id": "t-1", "group_id": "t-1", "question": "Please cancel reservation ABC.", "run": run,
+            "messages": messages, "label": False}  # fmt: skip
+
+
+def _handoff_log(run: int) -> dict:
+    """A conversation that ends with a tool result: the agent speaks, then hands off."""
+    messages = [
+        {"role": "user", "content": "I want a refund for everything."},
+        _call(0, "get_user_details", {"user_id": "u1"}),
+        _tool(0, json.dumps({"name": "U"})),
+        {"role": "assistant", "content": "I will hand you over to a colleague."},
+        _call(1, "transfer_to_human_agents", {"summary": "refund"}),
+        _tool(1, "Transfer successful"),
+    ]
+    return {"question_id": "t-2", "group_id": "t-2", "question": "I want a refund for everything.", "run": run,
+            "messages": messages, "label": True}  # fmt: skip
+
+
+TOOL_SPEC = [
+    {"type": "function", "function": {"name": "cancel_reservation", "parameters": {}}, "writes": True},
+    {"type": "function", "function": {"name": "get_user_details", "parameters": {}}, "writes": False},
+    {"type": "function", "function": {"name": "transfer_to_human_agents", "parameters": {}}},
+]
+
+
+def test_default_rule_reads_error_text_and_error_json_and_nothing_else():
+    from magv.definitions import DEFAULT_TOOL_ERRORS as rule
+    from magv.verify.importer import _tool_result
+
+    assert _tool_result("Error: reservation not found") == (None, "Error: reservation not found")
+    assert _tool_result("error - no seat") == (None, "error - no seat")
+    assert _tool_result(json.dumps({"error": "nope"})) == (None, "nope")
+    # an error beside other fields keeps them as the result
+    assert _tool_result(json.dumps({"error": "late", "code": 3})) == ({"error": "late", "code": 3}, "late")
+    for fine in (
+        "No errors found",
+        "Errors are rare",
+        '"Error"',
+        json.dumps({"error": None, "ok": 1}),
+        "3.0",
+    ):
+        assert _tool_result(fine)[1] is None, fine
+    assert rule.error_of("  Error: x", "  Error: x") == "Error: x"
+
+
+def test_a_pattern_sets_another_rule_and_a_bad_one_is_refused_naming_its_source():
+    import time
+
+    from magv.definitions import ToolErrorRule
+    from magv.verify.importer import _tool_result
+
+    rule = ToolErrorRule(r"^(FAIL|DENIED)\b", "--tool-error-pattern")
+    assert _tool_result("DENIED: no", errors=rule) == (None, "DENIED: no")
+    assert _tool_result("Error: not by this rule", errors=rule) == ("Error: not by this rule", None)
+    assert _tool_result(json.dumps({"error": "still"}), errors=rule) == (None, "still")  # JSON always
+    with pytest.raises(BadInput, match=r"--tool-error-pattern: '\(unclosed' is not a regular expression"):
+        ToolErrorRule("(unclosed", "--tool-error-pattern")
+    with pytest.raises(BadInput, match="at most 500"):
+        ToolErrorRule("a" * 501)
+    # a pattern that backtracks without end is stopped, not left to hang the import
+    slow = ToolErrorRule(r"(x+x+)+y", "domain.toml: tool_error_pattern")
+    started = time.perf_counter()
+    try:
+        slow.matches("x" * 5000)
+    except BadInput as exc:
+        assert "domain.toml: tool_error_pattern" in str(exc) and "simpler pattern" in str(exc)
+    assert time.perf_counter() - started < 2.0
+
+
+def test_logs_ending_with_the_customer_or_a_tool_keep_the_agents_last_words(tmp_store):
+    path = _write([_customer_log(0), _customer_log(1), _handoff_log(0)])
+    result = import_trajectories(tmp_store, path)
+    assert result.normalised["tool_errors"] == 2 and result.normalised["response_before_end"] == 3
+    runs = {(r.question_id, r.run_index): r.trajectory for r in tmp_store.runs()}
+    told = runs[result.question_ids["t-1"], 0]
+    assert told.response == "I am sorry, ABC cannot be cancelled." and told.response_at is None
+    assert told.steps[0].error == "Error: reservation ABC cannot be cancelled"
+    handed = runs[result.question_ids["t-2"], 0]
+    assert handed.response == "I will hand you over to a colleague."
+    assert [s.call.name for s in handed.steps_after_response()] == ["transfer_to_human_agents"]
+    # the lines export back as they came
+    by_id = {q.id: q for q in tmp_store.questions()}
+    record = run_to_record(by_id[result.question_ids["t-2"]], tmp_store.runs([result.question_ids["t-2"]])[0])
+    assert record["messages"] == _handoff_log(0)["messages"]
+
+
+def test_a_tool_spec_makes_the_write_features_work_on_logs(tmp_store, tmp_path):
+    from magv.verify.toolspec import log_tools
+
+    spec = tmp_path / "tools.json"
+    spec.write_text(json.dumps(TOOL_SPEC))
+    tools = log_tools(tool_file=spec)
+    assert tools.writes == {"cancel_reservation"} and len(tools.names) == 3
+    lines = [_customer_log(0), _customer_log(1), _customer_log(2)]
+    lines[2]["messages"][2] = _call(0, "cancel_reservation", {"reservation_id": "XYZ"})
+    path = _write(lines)
+    result = import_trajectories(tmp_store, path, tools=tools)
+    assert result.tools == {"source": str(spec), "known": 3, "writes": 1, "called": 1, "called_known": 1,
+                            "called_writes": 1, "error_pattern": tools.errors.pattern}  # fmt: skip
+    q = tmp_store.questions(ids=[result.question_ids["t-1"]])[0]
+    assert q.meta["import"]["write_tools"] == ["cancel_reservation"]
+    compute_features(tmp_store, None, alternates=False)
+    rows = {r.run_index: tmp_store_features(tmp_store)[r.id] for r in tmp_store.runs()}
+    assert [rows[i]["sibling_same_writes"] for i in range(3)] == [0.5, 0.5, 0.0]
+    assert [rows[i]["n_writes"] for i in range(3)] == [1.0, 1.0, 1.0]
+    assert [rows[i]["n_write_errors"] for i in range(3)] == [1.0, 1.0, 1.0]
+
+
+def tmp_store_features(store) -> dict[str, dict[str, float]]:
+    return {f.run_id: f.values for f in store.features(FEATURE_VERSION)}
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("[]", "expected a non-empty JSON list of OpenAI function specs"),
+        ("{", "not JSON"),
+        ('[{"function": {"name": "a"}, "writes": "yes"}]', r"\[0\] \(a\): writes: expected true or false"),
+        ('[{"function": {}}]', r"\[0\]: expected \"function\""),
+        ('[{"name": "a"}, {"name": "a"}]', r"\[1\]: 'a' is specified twice"),
+    ],
+)
+def test_a_bad_tool_spec_is_refused_naming_the_entry(tmp_path, spec, message):
+    from magv.verify.toolspec import read_tool_file
+
+    path = tmp_path / "tools.json"
+    path.write_text(spec)
+    with pytest.raises(BadInput, match=message):
+        read_tool_file(path)
+
+
+def test_cli_import_counts_errors_responses_and_tools(tmp_path, capsys):
+    spec = tmp_path / "tools.json"
+    spec.write_text(json.dumps(TOOL_SPEC))
+    logs = tmp_path / "logs.jsonl"
+    logs.write_text("".join(json.dumps(x) + "\n" for x in (_customer_log(0), _handoff_log(0))))
+    db = tmp_path / "a.duckdb"
+    assert main(["--database", str(db), "import", "trajectories", str(logs), "--tools", str(spec)]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "1 x tool results read as errors" in text
+    assert "2 x responses taken from the agent's last words before the end" in text
+    assert "tools: 3 called, 3 of them known" in text and "1 of them write (1 write tools known)" in text
+    # another rule: "Error:" text is no longer an error, "Transfer" is
+    db2 = tmp_path / "b.duckdb"
+    args = [
+        "--database",
+        str(db2),
+        "import",
+        "trajectories",
+        str(logs),
+        "--tool-error-pattern",
+        "^Transfer",
+        "--json",
+    ]
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["normalised"]["tool_errors"] == 1
+    assert (
+        main(["--database", str(db2), "import", "trajectories", str(logs), "--tool-error-pattern", "("]) == 2
+    )
+    assert "--tool-error-pattern" in capsys.readouterr().err
+
+
+def test_a_response_before_later_calls_round_trips_through_canonical_messages():
+    t = Trajectory(steps=[Step(call=ToolCall(name="get_user", arguments={"id": 1}), result={"n": 1}),
+                          Step(call=ToolCall(name="transfer", arguments={}), result="ok")],
+                   response="I will hand you over.", response_at=1)  # fmt: skip
+    messages = trajectory_to_messages("help", t)
+    assert [m["role"] for m in messages] == ["user", "assistant", "tool", "assistant", "tool"]
+    assert messages[3]["content"] == "I will hand you over." and messages[3]["tool_calls"]
+    assert messages_to_trajectory(messages)[0] == t

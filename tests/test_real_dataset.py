@@ -104,3 +104,43 @@ def test_provenance_records_the_mean_reverse_call_of_each_store(tmp_path):
     assert (got["prompt_tokens"], got["completion_tokens"], got["calls"]) == (233.3, 30.0, 3)
     none = _make_real_dataset().reverse_calls({"empty": tmp_path / "empty.duckdb"})
     assert (none["prompt_tokens"], none["calls"]) == (None, 0)
+
+
+def test_lone_conversations_get_scores_that_spread_and_rank(tmp_path):
+    """A conversation scored alone (no siblings: production traffic) has signal of its own: the
+    verifier trained on the real-model set's runs with their siblings gives its 160 runs, each
+    scored alone, many different probabilities, and ranks them well out of fold."""
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import GroupKFold
+
+    from magv.config import load_settings
+    from magv.verify.features import FEATURE_NAMES, FEATURE_VERSION, TrajectoryFeaturizer, needs_embeddings
+    from magv.verify.importer import read_import_file
+    from magv.verify.models import Verifier, save_model
+    from magv.verify.scoring import load_scorer
+    from magv.verify.toolspec import LogTools, domain_tools
+
+    writes = domain_tools("retail").writes | domain_tools("logs").writes
+    runs = [x for x in read_import_file(BASE) if x.label is not None and x.meta.get("origin") != "alternate"]
+    names = [n for n in FEATURE_NAMES if not needs_embeddings([n])]
+    columns = [FEATURE_NAMES.index(n) for n in names]
+    featurizer = TrajectoryFeaturizer(None, writes)
+    trajectories, groups = [x.trajectory for x in runs], np.array([x.key for x in runs])
+    X = featurizer.transform(trajectories, groups)[:, columns]
+    alone = featurizer.transform(trajectories, list(range(len(runs))))[:, columns]
+    y = np.array([int(x.label) for x in runs])
+
+    oof = np.zeros(len(y))
+    for train, test in GroupKFold(5).split(X, y, groups):
+        oof[test] = Verifier("logreg").fit(X[train], y[train]).proba_correct(alone[test])
+    assert roc_auc_score(y, oof) > 0.7
+
+    model = save_model(
+        tmp_path / "m.skops", Verifier("logreg").fit(X, y), names, FEATURE_VERSION, model_id="m"
+    )
+    scorer = load_scorer(load_settings(), model_file=model, tools=LogTools(writes=writes))
+    assert scorer.featurizer.embedder is None  # the model reads no embedding: none is loaded
+    scores = [scorer.score([t], [0])[0].probability for t in trajectories]
+    counts = np.unique(scores, return_counts=True)[1]
+    assert len(counts) >= 80 and counts.max() <= 0.1 * len(scores), (len(counts), counts.max())

@@ -20,9 +20,9 @@ from magv.config import load_settings
 from magv.service.app import create_app, score_entries
 from magv.service.log import TrajectoryLog
 from magv.service.payload import parse_request
-from magv.service.scoring import load_scorer
 from magv.store import Store
 from magv.verify import FEATURE_NAMES
+from magv.verify.scoring import load_scorer
 from tests.fakellm import FakeLLMServer
 from tests.service_helpers import ServedApp, example, import_lines, messages, train_model
 from tests.verify_helpers import HashEmbedder
@@ -309,3 +309,66 @@ def test_a_model_file_that_is_not_a_verifier_is_refused_before_scoring(tmp_path,
     assert main(["verify", "score", "--input", str(src), "--output", str(out), "--model-file", str(bad)]) == 1
     assert "damaged or not a skops file" in capsys.readouterr().err
     assert not out.exists()
+
+
+def _tied_runs() -> list[list[dict]]:
+    """Five runs of one question: two trajectories twice each (a tie for the most common) and one
+    alone, with different last words."""
+    q = "where is my order 7?"
+    return [messages(q, ["find_customer", "get_order"], response="It ships today."),
+            messages(q, ["get_order", "refund"], response="Refunded."),
+            messages(q, ["find_customer", "get_order"], response="Shipping today, as planned."),
+            messages(q, ["get_order", "refund"], failed=True, response="Sorry."),
+            messages(q, ["cancel_order"], response="Cancelled.")]  # fmt: skip
+
+
+ORDERS = [(0, 1, 2, 3, 4), (4, 3, 2, 1, 0), (1, 0, 3, 2, 4), (2, 4, 0, 1, 3)]
+
+
+def test_a_verdict_does_not_depend_on_the_order_its_siblings_arrive_in(
+    scorer, model_file, tmp_path, embeddings
+):
+    """The same conversations, listed in other orders (and numbered otherwise), get the same
+    probability over HTTP, from a file and from the store."""
+    from magv.verify.features import compute_features
+    from magv.verify.importer import import_trajectories
+    from magv.verify.models import load_model
+    from magv.verify.scoring import Scorer
+    from magv.verify.training import checked_matrix
+
+    runs = _tied_runs()
+    key = [json.dumps(m) for m in runs]
+
+    def over_http(order):
+        body = {"trajectories": [{"messages": runs[i], "group": "g"} for i in order]}
+        entries, _ = parse_request(json.dumps(body).encode(), 100)
+        return {key[i]: v.probability for i, v in zip(order, score_entries(scorer, entries), strict=True)}
+
+    def from_file(order, n):
+        lines = [{"question_id": "q", "run": r, "messages": runs[i]} for r, i in enumerate(order)]
+        src, out = _write(tmp_path / f"in{n}.jsonl", lines), tmp_path / f"out{n}.jsonl"
+        assert main(["verify", "score", "--input", str(src), "--output", str(out), "--model-file",
+                     str(model_file)]) == 0  # fmt: skip
+        rows = [json.loads(x) for x in out.read_text().splitlines()]
+        return {key[order[r["run"]]]: r["probability"] for r in rows}
+
+    bundle = load_model(model_file)
+    plain = Scorer(bundle, model_id="test-model")
+
+    def from_store(order, n):
+        lines = [
+            {"question_id": "q", "run": r, "messages": runs[i], "label": None} for r, i in enumerate(order)
+        ]
+        src = _write(tmp_path / f"store{n}.jsonl", lines)
+        with Store(tmp_path / f"s{n}.duckdb") as store:
+            import_trajectories(store, src)
+            compute_features(store, HashEmbedder(), alternates=False)
+            run_ids, X = checked_matrix(store, bundle["feature_version"], plain.names)
+            index = {r.id: r.run_index for r in store.runs()}
+            proba = plain.predict(X).proba
+        return {key[order[index[r]]]: round(float(p), 6) for r, p in zip(run_ids, proba, strict=True)}
+
+    for path in (over_http, from_file, from_store):
+        answers = [path(order) if path is over_http else path(order, n) for n, order in enumerate(ORDERS)]
+        assert all(a == answers[0] for a in answers), path.__name__
+        assert len(set(answers[0].values())) > 1  # the runs are told apart, just not by their order

@@ -22,7 +22,7 @@ from magv.config import load_settings
 from magv.service.app import create_app, score_entries
 from magv.service.log import TrajectoryLog
 from magv.service.payload import PayloadError, parse_request
-from magv.service.scoring import load_scorer
+from magv.verify.scoring import load_scorer
 from magv.service.server import Limits, exposure_warning, read_token, uvicorn_config
 from magv.store import Store
 from magv.verify import features as F

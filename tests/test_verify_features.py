@@ -103,17 +103,28 @@ def _reference_row(i, ts, keys, embedder, questions=None, alternates=None, write
     group = [ts[j] for j in range(len(ts)) if keys[j] == key]
     siblings = [ts[j] for j in range(len(ts)) if keys[j] == key and j != i]
     signatures = Counter(g.signature() for g in group)
-    top = max(signatures.values())
-    mct = next(g for g in group if signatures[g.signature()] == top)
+    usable = Counter(g.signature() for g in group if g.status != "llm_error")
+    top = max(usable.values())
+    mct = min(s for s, n in usable.items() if n == top)  # a tie: the smallest signature
     sib = pairs(t, siblings)
     alts = [a for a in (alternates or {}).get(key, []) if a.trajectories]
     alt = pairs(t, [o for a in alts for o in a.trajectories])
-    row = {**F.own_features(t), "n_runs": len(group), "n_distinct": len(signatures),
-           "distinct_ratio": len(signatures) / len(group), "is_mct": float(t.signature() == mct.signature()),
+    row = {**F.own_features(t, write_tools), "n_runs": len(group), "n_distinct": len(signatures),
+           "distinct_ratio": len(signatures) / len(group), "is_mct": float(t.signature() == mct),
            "mct_share": top / len(group), "signature_share": signatures[t.signature()] / len(group)}  # fmt: skip
     for name, test in (("calls", lambda r: r["edit"] == 0), ("arguments", lambda r: r["arg_agreement"] == 1),
                        ("writes", lambda r: r["write_agreement"] == 1)):  # fmt: skip
         row[f"sibling_same_{name}"] = float(np.mean([test(r) for r, _ in sib])) if sib else F.NEUTRAL
+
+    def writes(x):
+        return [c.canonical() for c in x.calls if c.name in write_tools]
+
+    row["sibling_same_write_sequence"] = (
+        float(np.mean([writes(o) == writes(t) for o in siblings])) if siblings else F.NEUTRAL
+    )
+    write_sets = Counter(tuple(sorted(writes(g))) for g in group)
+    mode = min(w for w, n in write_sets.items() if n == max(write_sets.values()))
+    row["is_write_mode"] = float(tuple(sorted(writes(t))) == mode) if siblings else F.NEUTRAL
     row.update(F.aggregate([r for r, _ in sib], F.PAIR_FEATURES, "sibling_"))
     row.update(F.aggregate([r for r, _ in alt], F.PAIR_FEATURES))
     question = (questions or {}).get(key)
@@ -200,7 +211,7 @@ def test_verifier_trains_on_featurized_plain_trajectories():
     for task in range(40):
         good = rng.random() < 0.5
         for trial in range(4):
-            wrong = not good and trial % 2 == 0
+            wrong = not good and trial == 0  # a run its siblings disagree with
             ts.append(traj("find_customer", "refund" if wrong else "get_order", order_id=task))
             keys.append(f"task{task}")
             labels.append(int(not wrong))
@@ -396,3 +407,90 @@ def test_forget_embeddings_command_drops_stored_vectors(tmp_path, capsys, monkey
     assert json.loads(capsys.readouterr().out)["dropped"] > 0
     with Store(db) as store:
         assert store.counts()["embeddings"] == 0
+
+
+def test_own_content_features_count_errors_retries_repeats_writes_and_calls_after_the_response():
+    def get(n):
+        return ToolCall(name="get_order", arguments={"order_id": n})
+
+    refund = ToolCall(name="refund", arguments={"order_id": 1})
+    t = Trajectory(
+        steps=[
+            Step(call=get(1), result={"id": 1}),
+            Step(call=get(1), result={"id": 1}),  # the same call, the same answer: repeated and stagnant
+            Step(call=refund, error="Error: amount too large"),
+            Step(
+                call=ToolCall(name="refund", arguments={"order_id": 1, "amount": 5}), result="ok"
+            ),  # a retry
+            Step(call=get(1), result={"id": 1, "refunded": 5}),  # repeated, but new information
+            Step(call=ToolCall(name="transfer"), error="Error: nobody there"),  # after the response, failed
+        ],
+        response="I refunded five dollars.",
+        response_at=5,
+    )
+    v = F.own_features(t, frozenset({"refund"}))
+    assert (v["n_calls"], v["n_tool_errors"], v["tool_error_share"]) == (6, 2, 2 / 6)
+    assert v["error_at_end"] == 1.0 and v["n_retries"] == 1.0
+    assert (v["n_repeated_calls"], v["n_stagnant_calls"], v["n_distinct_tools"]) == (2, 1, 3)
+    assert (v["n_writes"], v["n_write_errors"]) == (2, 1)
+    assert v["calls_after_response"] == 1.0 and v["response_words"] == pytest.approx(np.log1p(4))
+    # no writes known: nothing counts as one; a plain run has none of the signals
+    assert F.own_features(t)["n_writes"] == 0.0
+    plain = F.own_features(traj("get_order", order_id=1, response="here it is"))
+    assert [plain[k] for k in ("tool_error_share", "error_at_end", "n_retries", "n_repeated_calls",
+                               "n_stagnant_calls", "calls_after_response")] == [0.0] * 6  # fmt: skip
+
+
+def _writes_group():
+    cancel = {"cancel_order"}
+    ts = [
+        traj("get_order", "cancel_order", order_id=7, response="cancelled"),
+        traj("get_order", "cancel_order", order_id=7, response="done, cancelled"),
+        traj("get_order", "cancel_order", order_id=8, response="cancelled 8"),
+        traj("get_order", order_id=7, response="it is shipped"),
+    ]
+    return ts, cancel
+
+
+def test_write_set_agreement_with_siblings_by_hand():
+    ts, writes = _writes_group()
+    X = F.TrajectoryFeaturizer(write_tools=writes).transform(ts, ["g"] * 4)
+    col = {n: X[:, F.FEATURE_NAMES.index(n)] for n in F.FEATURE_NAMES}
+    # run 0 writes cancel(7): run 1 does the same, run 2 cancels 8, run 3 writes nothing
+    assert col["sibling_same_writes"].tolist() == [1 / 3, 1 / 3, 0.0, 0.0]
+    assert col["sibling_same_write_sequence"].tolist() == [1 / 3, 1 / 3, 0.0, 0.0]
+    assert col["is_write_mode"].tolist() == [1.0, 1.0, 0.0, 0.0]
+    assert col["n_writes"].tolist() == [1.0, 1.0, 1.0, 0.0]
+    # a lone conversation has nobody to agree with
+    lone = F.TrajectoryFeaturizer(write_tools=writes).transform(ts[:1])
+    assert lone[0, F.FEATURE_NAMES.index("is_write_mode")] == F.NEUTRAL
+    assert lone[0, F.FEATURE_NAMES.index("sibling_same_write_sequence")] == F.NEUTRAL
+
+
+def test_rows_do_not_depend_on_the_order_siblings_are_listed_in():
+    """Two signatures tie 2-2: the MCT is the one with the smaller signature, whichever run is
+    listed first, and every row is the same bit for bit in any order."""
+    a = [traj("get_order", "cancel_order", order_id=7, response=f"cancelled ({i})") for i in range(2)]
+    b = [traj("get_order", "refund", order_id=7, response=f"refunded ({i})") for i in range(2)]
+    c = traj("list_orders", response="here are your orders")
+    ts = [*a, *b, c, traj("get_order", order_id=1), traj("get_order", order_id=2)]
+    keys = ["g"] * 5 + ["h"] * 2
+    featurizer = F.TrajectoryFeaturizer(HashEmbedder(), write_tools={"cancel_order", "refund"})
+    X = featurizer.transform(ts, keys)
+    smaller = min(a[0].signature(), b[0].signature())
+    is_mct = X[:, F.FEATURE_NAMES.index("is_mct")]
+    assert is_mct[:5].tolist() == [float(t.signature() == smaller) for t in ts[:5]]
+    assert is_mct[:4].sum() == 2.0
+    rng = np.random.default_rng(0)
+    for _ in range(6):
+        order = rng.permutation(len(ts))
+        again = featurizer.transform([ts[i] for i in order], [keys[i] for i in order])
+        back = np.empty_like(again)
+        back[order] = again
+        assert np.array_equal(back, X)
+
+
+def test_a_model_without_embedding_features_needs_no_embedder():
+    assert F.needs_embeddings(["n_calls", "sibling_ss_mean"])
+    assert F.needs_embeddings(["question_sim_max"]) and F.needs_embeddings(["response_sim_min"])
+    assert not F.needs_embeddings(["n_calls", "sibling_edit_mean", "response_words", "sibling_same_writes"])

@@ -16,7 +16,7 @@ from magv.config import load_settings
 from magv.errors import BadInput, RunFailed
 from magv.models import Features, Label, ToolCall
 from magv.store import Store
-from magv.verify import training
+from magv.verify import scoring, training
 from magv.verify.features import FEATURE_NAMES, FEATURE_VERSION, compute_features
 from magv.verify.labels import gold_labels, match, read_label_file
 from tests.store_helpers import write_features
@@ -101,7 +101,7 @@ def test_train_registers_the_best_model_and_score_predicts_every_row(tmp_path):
     assert training.train(store, cfg).model_id == result.model_id
     assert store.counts()["verifier_models"] == 1
 
-    scored = training.score(store, cfg)
+    scored = scoring.score(store, cfg)
     preds = store.predictions(result.model_id)
     assert scored.n == len(preds) == 180
     p = preds[0]
@@ -142,7 +142,7 @@ def test_scoring_ten_thousand_rows_is_well_under_a_second(tmp_path):
     timings = []
     for _ in range(3):
         started = time.perf_counter()
-        result = training.score(store, cfg)
+        result = scoring.score(store, cfg)
         timings.append((time.perf_counter() - started, result.seconds))
     total, seconds = min(timings, key=lambda t: t[0])
     assert result.n == 10_090 and len(store.predictions()) == 10_090
@@ -158,7 +158,7 @@ def test_training_without_both_classes_fails_clearly(tmp_path):
     with pytest.raises(RunFailed, match="all 18 labelled trajectories are correct"):
         training.train(store, cfg)
     with pytest.raises(RunFailed, match="no trained verifier"):
-        training.score(store, cfg)
+        scoring.score(store, cfg)
     store.close()
 
 
@@ -214,7 +214,7 @@ def test_contributions_setting_exact_approx_or_none(tmp_path):
     training.train(store, cfg, names=["xgboost"])
     stored = {}
     for method in ("exact", "approx", "none"):
-        training.score(
+        scoring.score(
             store, cfg.model_copy(update={"verify": cfg.verify.model_copy(update={"contributions": method})})
         )
         stored[method] = {p.run_id: p for p in store.predictions(store.latest_verifier_model()["id"])}

@@ -22,6 +22,17 @@ console = Console()
 err_console = Console(stderr=True)
 
 JsonOption = typer.Option(False, "--json", help="Print the result as JSON for scripts.")
+# What magv is told of the tools behind logs (magv.verify.toolspec): import, score --input, serve.
+ToolsOption = typer.Option(
+    None, "--tools", metavar="FILE",
+    help='The logs\' tools: a JSON list of OpenAI function specs, "writes": true on those that change data '
+    "(the write features compare their calls); adds to --domain's tools.",
+)  # fmt: skip
+ErrorPatternOption = typer.Option(
+    None, "--tool-error-pattern", metavar="REGEX",
+    help='Tool results whose text this regular expression finds are errors (default: the domain\'s, else text '
+    'that starts with "Error"; a JSON {"error": ...} always is).',
+)  # fmt: skip
 
 
 def _plain_flags() -> None:

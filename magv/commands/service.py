@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from magv.commands.common import err_console, nonempty, settings
+from magv.commands.common import ErrorPatternOption, ToolsOption, err_console, nonempty, settings
 from magv.commands.llm import serve_app
 from magv.errors import BadInput
 from magv.service.server import (
@@ -31,6 +31,8 @@ def serve_verifier(
     port: int = typer.Option(8765, "--port", min=0, max=65535, help="Port (0: any free port)."),
     threshold: float = typer.Option(None, "--threshold", min=0.0, max=1.0, help="Verdict threshold."),
     domain: str = typer.Option(None, "--domain", "-d", help="The domain whose write tools the features compare."),
+    tools_file: Path = ToolsOption,
+    error_pattern: str = ErrorPatternOption,
     log_to: Path = typer.Option(
         None, "--log-to", metavar="DATABASE", help="Store every scored trajectory in this DuckDB file (as imported runs)."
     ),
@@ -57,7 +59,8 @@ def serve_verifier(
 
     from magv.service.app import create_app
     from magv.service.log import TrajectoryLog
-    from magv.service.scoring import load_scorer
+    from magv.verify.scoring import load_scorer
+    from magv.verify.toolspec import log_tools
 
     cfg = settings(ctx)
     nonempty("--domain", domain)
@@ -65,13 +68,14 @@ def serve_verifier(
     if log_to is not None and log_to.is_dir():
         raise BadInput(f"--log-to {log_to}: is a directory; expected the path of a DuckDB file")
     token = read_token(token_file)
-    scorer = load_scorer(cfg, model_file=model_file, model_id=model, threshold=threshold, domain=domain)
-    # The embedding model is loaded now, not on the first request.
-    scorer.featurizer.embedder.embed(["warm-up"])
-    trajectory_log = TrajectoryLog(log_to, domain) if log_to is not None else None
+    tools = log_tools(domain, tools_file, error_pattern)
+    scorer = load_scorer(cfg, model_file=model_file, model_id=model, threshold=threshold, tools=tools)
+    if scorer.featurizer.embedder is not None:  # the embedding model is loaded now, not on the first request
+        scorer.featurizer.embedder.embed(["warm-up"])
+    trajectory_log = TrajectoryLog(log_to, domain, tools) if log_to is not None else None
     app = create_app(
         scorer, trajectory_log=trajectory_log, max_body=max_body, max_trajectories=max_batch, max_pairs=max_pairs,
-        ged_seconds=ged_seconds, workers=workers, token=token,
+        ged_seconds=ged_seconds, workers=workers, token=token, errors=tools.errors,
     )  # fmt: skip
     err_console.print(
         f"serving {scorer.model_name} ({scorer.model_id}) on http://{host}:{port}/v1/verify"

@@ -5,11 +5,14 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from magv.commands.common import (
+    ErrorPatternOption,
     JsonOption,
+    ToolsOption,
     console,
     emit_json,
     err_console,
@@ -233,6 +236,8 @@ def score(
     domain: str = typer.Option(
         None, "--domain", "-d", help="With --input: the domain whose write tools the features compare."
     ),
+    tools_file: Path = ToolsOption,
+    error_pattern: str = ErrorPatternOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Score every trajectory with features: probability, verdict and top feature contributions."""
@@ -242,8 +247,16 @@ def score(
     nonempty("--domain", domain)
     nonempty("--model", model)
     if input_file is None:
-        if output_file is not None or domain is not None:
-            raise BadInput("--output and --domain go with --input FILE (trajectories to score from a file)")
+        if (
+            output_file is not None
+            or domain is not None
+            or tools_file is not None
+            or error_pattern is not None
+        ):
+            raise BadInput(
+                "--output, --domain, --tools and --tool-error-pattern go with --input FILE (trajectories to "
+                "score from a file)"
+            )
         with open_store(cfg, existing=True) as store:
             r = stage.run(store, cfg, model_id=model, threshold=threshold, model_file=model_file).result
         n, n_correct, seconds = r.n, r.n_correct, r.seconds
@@ -253,7 +266,8 @@ def score(
         from magv.service.files import score_file
 
         r = score_file(cfg, input_file, output_file or "-", model_file=model_file, model_id=model,
-                       threshold=threshold, domain=domain)  # fmt: skip
+                       threshold=threshold, domain=domain, tools_file=tools_file,
+                       error_pattern=error_pattern)  # fmt: skip
         n, n_correct, seconds = r["scored"], r["correct"], r["seconds"]
         out = r
     if as_json and (input_file is None or (output_file or "-") != "-"):
@@ -494,25 +508,28 @@ def import_trajectories(
     args_mode: str = typer.Option(
         None, "--args-mode", help=f"Argument match of a reference: {' | '.join(ARG_MODES)}."
     ),
+    tools_file: Path = ToolsOption,
+    error_pattern: str = ErrorPatternOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Import trajectories (OpenAI or LangChain chat messages) from JSONL; checked whole before writing."""
     from magv.verify.importer import DEFAULT_DOMAIN, FORMS, REPAIRS, Notes, import_lines, read_import_file
+    from magv.verify.toolspec import log_tools
 
     cfg = settings(ctx)
     nonempty("--domain", domain)
+    tools = log_tools(domain or DEFAULT_DOMAIN, tools_file, error_pattern)
     arguments = args_mode or (
         cfg.verify.gold_arguments if isinstance(cfg.verify.gold_arguments, str) else "exact"
     )
     notes = Notes(strict)
-    lines = read_import_file(
-        file, notes
-    )  # checked whole before the store is opened: bad input creates no database
+    # checked whole before the store is opened: bad input creates no database
+    lines = read_import_file(file, notes, tools.errors)
     try:
         with open_store(cfg) as store:
             r = import_lines(store, lines, file, DEFAULT_DOMAIN if domain is None else domain, notes=notes, replace=replace,
                              match_mode=mode or cfg.verify.gold_match, arguments=arguments,
-                             overrides=dict(cfg.verify.gold_overrides))  # fmt: skip
+                             overrides=dict(cfg.verify.gold_overrides), tools=tools)  # fmt: skip
     except KeyboardInterrupt:
         raise Interrupted(
             f"interrupted: nothing of {file} was saved (an import is written in one transaction); "
@@ -531,6 +548,16 @@ def import_trajectories(
         what = REPAIRS.get(kind) or FORMS.get(kind, kind)
         first = f" (first: {r.first_seen[kind]})" if kind in REPAIRS and kind in r.first_seen else ""
         console.print(f"  {n} x {what}{first}", highlight=False, markup=False)
+    console.print(f"  {tools_line(r.tools)}", highlight=False, markup=False)
+
+
+def tools_line(t: dict[str, Any]) -> str:
+    """One line of a summary on the tools of a file's calls (`LogTools.summary`)."""
+    if not t["known"]:
+        return (f"tools: {t['called']} called, none known (no --tools spec or domain): calls that change data "
+                "cannot be told apart, the write features carry nothing")  # fmt: skip
+    return (f"tools: {t['called']} called, {t['called_known']} of them known ({t['source']}), "
+            f"{t['called_writes']} of them write ({t['writes']} write tools known)")  # fmt: skip
 
 
 def register(app: typer.Typer) -> None:

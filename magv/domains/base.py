@@ -10,6 +10,7 @@ from pathlib import Path
 
 import duckdb
 
+from magv.definitions import DEFAULT_TOOL_ERRORS, ToolErrorRule
 from magv.domains.sandbox import META_TABLE, NO_EXTENSIONS, Sandbox, SandboxPool
 from magv.domains.seeds import read_seeds
 from magv.domains.tools import Tool
@@ -29,6 +30,8 @@ class Domain:
     seed) is rebuilt by `ensure_built`, so a changed generator never meets stale data. A domain
     without a generator has no database: tool specs and seeds only, for an agent that runs its own
     tools (docs/agents.md); magv cannot run its tools.
+    `tool_error_pattern` says which tool results of logs of this domain are errors
+    (`magv.definitions.ToolErrorRule`; default: a JSON "error" or text that starts with "Error").
     """
 
     def __init__(
@@ -41,6 +44,7 @@ class Domain:
         seeds_path: str | Path,
         description: str = "",
         data_version: str = "1",
+        tool_error_pattern: str | None = None,
     ):
         if not name or not name.replace("_", "").replace("-", "").isalnum():
             raise BadInput(f"domain name {name!r}: expected letters, digits, '-' or '_'")
@@ -50,6 +54,11 @@ class Domain:
         self.generate = generate
         self.seeds_path = Path(seeds_path)
         self.data_version = data_version
+        # How this domain's tools report failures in logs of it (imported, scored from a file or
+        # over HTTP): a regular expression over a tool result's text; None: magv's default rule.
+        self.tool_errors = ToolErrorRule(
+            tool_error_pattern, f"domain {name}: tool_error_pattern"
+        ) if tool_error_pattern is not None else DEFAULT_TOOL_ERRORS  # fmt: skip
         self._tools: dict[str, Tool] = {}
         for t in tools:
             if not isinstance(t, Tool):

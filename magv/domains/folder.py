@@ -31,7 +31,8 @@ from magv.models import ToolSpec
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PARAM = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
-_TOP_KEYS = {"name", "description", "system_prompt", "system_prompt_file", "seeds", "data", "tools"}
+_TOP_KEYS = {"name", "description", "system_prompt", "system_prompt_file", "seeds", "data", "tools",
+             "tool_error_pattern"}  # fmt: skip
 _TOOL_KEYS = {"name", "description", "parameters", "required", "writes", "sql", "result", "not_found"}
 _RESULTS = ("rows", "row")
 
@@ -83,7 +84,14 @@ def load_toml_domain(folder: Path) -> Domain:
         generate=None if specs_only else _csv_generator(files, script),
         seeds_path=seeds,
         data_version=_fingerprint([*files, *([script] if script else [])]),
+        tool_error_pattern=_error_pattern(config.get("tool_error_pattern"), path),
     )
+
+
+def _error_pattern(value: Any, path: Path) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise BadInput(f"{path}: tool_error_pattern: expected a regular expression (a string)")
+    return value
 
 
 def _read(file: Path, config: Path) -> str:

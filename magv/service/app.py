@@ -28,12 +28,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from magv.definitions import DEFAULT_TOOL_ERRORS, ToolErrorRule
 from magv.service.log import TrajectoryLog
 from magv.service.openapi import openapi_schema
 from magv.service.payload import Entry, PayloadError, parse_request
-from magv.service.scoring import Scorer, Verdict
 from magv.service.server import GED_SECONDS, MAX_PAIRS
 from magv.verify.budget import WorkBudget, WorkCancelled
+from magv.verify.scoring import Scorer, Verdict
 
 log = logging.getLogger("magv.service")
 
@@ -101,7 +102,9 @@ def create_app(
     ged_seconds: float = GED_SECONDS,
     workers: int | None = None,
     token: str | None = None,
+    errors: ToolErrorRule = DEFAULT_TOOL_ERRORS,
 ) -> Starlette:
+    """The app; `errors` says which tool results of the requests are errors."""
     schema = openapi_schema(max_body, max_trajectories, max_pairs)
     expected = f"Bearer {token}".encode() if token else None
     # Scoring is CPU-bound and holds the GIL: more threads than cores only make them take turns
@@ -115,7 +118,7 @@ def create_app(
         body: bytes, budget: WorkBudget
     ) -> tuple[list[Entry], bool, list[Verdict], list[bool]]:
         budget.check()  # the client may have left while the request waited for a worker
-        entries, batch = parse_request(body, max_trajectories)
+        entries, batch = parse_request(body, max_trajectories, errors)
         pairs = comparisons(entries)
         if pairs > max_pairs:
             raise PayloadError(413, "trajectories", f"{pairs} sibling comparisons (each scored run against every "

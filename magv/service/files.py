@@ -16,22 +16,26 @@ from typing import Any
 
 from magv import outputs
 from magv.config import Settings
+from magv.definitions import DEFAULT_TOOL_ERRORS, ToolErrorRule
 from magv.errors import BadInput
 from magv.jsonl import iter_jsonl_text, read_jsonl
-from magv.service.scoring import load_scorer
-from magv.verify.importer import ImportLine, check_import_lines
+from magv.verify.importer import ImportLine, Notes, check_import_lines
+from magv.verify.scoring import load_scorer
+from magv.verify.toolspec import log_tools
 
 STDIO = "-"
 
 
-def read_lines(source: str) -> list[ImportLine]:
+def read_lines(
+    source: str, notes: Notes | None = None, errors: ToolErrorRule = DEFAULT_TOOL_ERRORS
+) -> list[ImportLine]:
     if source == STDIO:
         try:
             text = sys.stdin.read()
         except UnicodeDecodeError as exc:
             raise BadInput(f"<stdin>: cannot read as UTF-8 text: {exc}") from None
-        return check_import_lines(iter_jsonl_text(text, "<stdin>"), "<stdin>")
-    return check_import_lines(read_jsonl(Path(source)), Path(source))
+        return check_import_lines(iter_jsonl_text(text, "<stdin>"), "<stdin>", notes, errors)
+    return check_import_lines(read_jsonl(Path(source)), Path(source), notes, errors)
 
 
 def verdict_records(lines: list[ImportLine], verdicts: list[Any], model_id: str) -> list[dict[str, Any]]:
@@ -54,16 +58,20 @@ def score_file(
     model_id: str | None = None,
     threshold: float | None = None,
     domain: str | None = None,
+    tools_file: Path | None = None,
+    error_pattern: str | None = None,
 ) -> dict[str, Any]:
-    """Score `source` (a path or "-") into `target` (a path or "-"); returns the summary."""
+    """Score `source` (a path or "-") into `target` (a path or "-"); returns the summary. The
+    tools of `domain` and `tools_file` (magv.verify.toolspec) say which results are errors and
+    which calls write."""
     t0 = time.perf_counter()
     outputs.target(target, "--output")  # a directory, a block device: refused before any work
     # The live database is this command's even when --model-file leaves it closed.
     outputs.protect_database(settings.database)
-    lines = read_lines(source)
-    scorer = load_scorer(
-        settings, model_file=model_file, model_id=model_id, threshold=threshold, domain=domain
-    )
+    tools = log_tools(domain, tools_file, error_pattern)
+    notes = Notes()
+    lines = read_lines(source, notes, tools.errors)
+    scorer = load_scorer(settings, model_file=model_file, model_id=model_id, threshold=threshold, tools=tools)
     outputs.target(target, "--output")  # now also never onto the input or the model file just read
     t1 = time.perf_counter()
     questions: dict[str, str] = {}
@@ -76,6 +84,7 @@ def score_file(
     correct = sum(v.correct for v in verdicts)
     return {"input": source, "output": "stdout" if target == STDIO else target, "model_id": scorer.model_id,
             "model": scorer.model_name, "scored": len(verdicts), "correct": correct,
-            "threshold": scorer.threshold,
+            "threshold": scorer.threshold, "normalised": notes.summary(),
+            "tools": tools.summary(n for x in lines for n in x.trajectory.tool_names()),
             "seconds": {"load": round(t1 - t0, 4), "predict": round(t2 - t1, 4),
                         "write": round(time.perf_counter() - t2, 4)}}  # fmt: skip

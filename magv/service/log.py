@@ -19,6 +19,7 @@ from typing import Any
 from magv.models import canonical_json
 from magv.service.payload import Entry
 from magv.verify.importer import DEFAULT_DOMAIN, check_import_lines, import_lines
+from magv.verify.toolspec import LogTools
 
 SOURCE = "magv serve verifier"
 
@@ -57,21 +58,24 @@ def records(entries: list[Entry]) -> list[dict[str, Any]]:
 class TrajectoryLog:
     """The store the service writes to, open for the service's lifetime (DuckDB has one writer)."""
 
-    def __init__(self, database: Path, domain: str | None = None):
+    def __init__(self, database: Path, domain: str | None = None, tools: LogTools | None = None):
         from magv.store import Store
 
         self.database = Path(database)
         self.domain = domain or DEFAULT_DOMAIN
+        self.tools = tools if tools is not None else LogTools()
         self.store = Store(self.database)
         self._lock = threading.Lock()
 
     def add(self, entries: list[Entry]) -> int:
         """Store the entries' runs; returns how many were new."""
         lines = check_import_lines(
-            ((n, f"request:{n}", r) for n, r in enumerate(records(entries), start=1)), "request"
+            ((n, f"request:{n}", r) for n, r in enumerate(records(entries), start=1)),
+            "request",
+            errors=self.tools.errors,
         )
         with self._lock:
-            result = import_lines(self.store, lines, Path("serve-verifier"), self.domain)
+            result = import_lines(self.store, lines, Path("serve-verifier"), self.domain, tools=self.tools)
         return result.runs
 
     def close(self) -> None:

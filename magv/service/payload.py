@@ -15,6 +15,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from magv.definitions import DEFAULT_TOOL_ERRORS, ToolErrorRule
 from magv.errors import BadInput
 from magv.jsonl import strict_loads
 from magv.models import Trajectory
@@ -67,9 +68,9 @@ def _field_error(exc: BadInput) -> PayloadError:
     return PayloadError(422, where, rest) if sep else PayloadError(422, "body", text)
 
 
-def _run(messages: Any, status: str, where: str) -> Run:
+def _run(messages: Any, status: str, where: str, errors: ToolErrorRule) -> Run:
     try:
-        trajectory, users = read_messages(messages, status, where, Notes())
+        trajectory, users = read_messages(messages, status, where, Notes(), errors)
     except BadInput as exc:
         raise _field_error(exc) from None
     return Run(messages, trajectory, users[0])
@@ -82,7 +83,7 @@ def _text_field(item: dict[str, Any], name: str, where: str) -> str | None:
     return value
 
 
-def _entry(item: Any, index: int, where: str) -> Entry:
+def _entry(item: Any, index: int, where: str, errors: ToolErrorRule) -> Entry:
     if not isinstance(item, dict):
         raise PayloadError(422, where.rstrip(".") or "body", 'expected an object with "messages"')
     extra = sorted(set(item) - set(ITEM_FIELDS))
@@ -105,13 +106,16 @@ def _entry(item: Any, index: int, where: str) -> Entry:
         )
     return Entry(
         index=index, id=_text_field(item, "id", where), group=_text_field(item, "group", where),
-        run=_run(item["messages"], status, f"{where}messages"),
-        siblings=[_run(s, "ok", f"{where}siblings[{j}]") for j, s in enumerate(siblings)],
+        run=_run(item["messages"], status, f"{where}messages", errors),
+        siblings=[_run(s, "ok", f"{where}siblings[{j}]", errors) for j, s in enumerate(siblings)],
     )  # fmt: skip
 
 
-def parse_request(body: bytes, max_trajectories: int) -> tuple[list[Entry], bool]:
-    """(entries, whether the request was a batch); PayloadError names the field at fault."""
+def parse_request(
+    body: bytes, max_trajectories: int, errors: ToolErrorRule = DEFAULT_TOOL_ERRORS
+) -> tuple[list[Entry], bool]:
+    """(entries, whether the request was a batch); PayloadError names the field at fault. Tool
+    results are read by `errors`."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
@@ -127,7 +131,7 @@ def parse_request(body: bytes, max_trajectories: int) -> tuple[list[Entry], bool
     if not isinstance(obj, dict):
         raise PayloadError(400, "body", 'expected a JSON object with "messages" or "trajectories"')
     if "trajectories" not in obj:
-        return [_entry(obj, 0, "")], False
+        return [_entry(obj, 0, "", errors)], False
     extra = sorted(set(obj) - {"trajectories"})
     if extra:
         raise PayloadError(
@@ -138,4 +142,4 @@ def parse_request(body: bytes, max_trajectories: int) -> tuple[list[Entry], bool
         raise PayloadError(422, "trajectories", "expected a non-empty list of trajectories")
     if len(items) > max_trajectories:
         raise PayloadError(413, "trajectories", f"at most {max_trajectories} per request, got {len(items)}")
-    return [_entry(item, i, f"trajectories[{i}].") for i, item in enumerate(items)], True
+    return [_entry(item, i, f"trajectories[{i}].", errors) for i, item in enumerate(items)], True

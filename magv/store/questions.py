@@ -72,11 +72,14 @@ class Questions(Connection):
         return [_question(r) for r in self.query(sql, params)]
 
     def question_heads(self, passing_alternates_only: bool = False) -> list[dict[str, Any]]:
-        """id, domain, text, origin, parent_id and group_id of every question, by id; with
+        """id, domain, text, origin, parent_id, group_id and the write tools an import named
+        (`meta.import.write_tools`, JSON text) of every question, by id; with
         `passing_alternates_only`, without the alternates whose checks failed (magv.quality)."""
         where = f" WHERE NOT ({FAILED_ALTERNATE})" if passing_alternates_only else ""
         return self.query(
-            f"SELECT id, domain, text, origin, parent_id, group_id FROM questions{where} ORDER BY id"
+            "SELECT id, domain, text, origin, parent_id, group_id, "
+            "json_extract(meta, '$.import.write_tools')::VARCHAR AS write_tools "
+            f"FROM questions{where} ORDER BY id"
         )
 
     def add_generation(

@@ -7,7 +7,7 @@
     verifier.predict_proba(X)[:, 1]  # P(correct) of each trajectory
 
 Neither needs a database; the pipeline's stages (`features.compute_features`, `training.train` and
-`training.score`) use the same two over the store.
+`scoring.score`) use the same two over the store.
 """
 
 from __future__ import annotations

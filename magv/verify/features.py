@@ -19,28 +19,33 @@ from __future__ import annotations
 
 import gc
 import itertools
+import json
 import math
 import time
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import networkx as nx
 import numpy as np
 from rapidfuzz.distance import LCSseq, Levenshtein
 
-from magv.definitions import tool_error_count
+from magv.definitions import is_tool_error
 from magv.errors import BadInput, RunFailed
 from magv.llm.embeddings import SupportsEmbed, embed_cached
-from magv.models import Trajectory, serialised_calls
+from magv.mct import mct_signature
+from magv.models import Step, Trajectory, make_id, serialised_calls
 from magv.verify import budget as work
 
+# 4: the run's own content (error share, an error at the end, retries, repeated and stagnant calls,
+# writes, calls after the response), write-set agreement with siblings; a most common trajectory,
+# and every sibling aggregate, that does not depend on the order runs are listed in.
 # 3: a row for every run, compared with its siblings as well as with alternates' runs.
 # 2: graph edit distance of graphs with self-loops (a tool called twice in a row) is exact; networkx's
 # search, used for version 1, matched a self-loop with another edge for free.
-FEATURE_VERSION = "3"
+FEATURE_VERSION = "4"
 
 # Midway between "agrees completely" (1 for similarities, 0 for distances) and "nothing in common":
 # a row with nothing to compare with carries no evidence either way.
@@ -66,11 +71,18 @@ PAIR_FEATURES = (
     "write_agreement",
 )  # fmt: skip
 ALTERNATE_FEATURES = (*PAIR_FEATURES, "question_sim")
-OWN_FEATURES = ("n_steps", "n_calls", "n_tool_errors", "n_invalid", "has_response", "status_ok")
+OWN_FEATURES = (
+    "n_steps", "n_calls", "n_tool_errors", "n_invalid", "has_response", "status_ok",
+    "tool_error_share", "error_at_end", "n_retries", "n_repeated_calls", "n_stagnant_calls", "n_distinct_tools",
+    "n_writes", "n_write_errors", "calls_after_response", "response_words",
+)  # fmt: skip
 SIBLING_COUNTS = (
     "n_runs", "n_distinct", "distinct_ratio", "is_mct", "mct_share", "signature_share",
-    "sibling_same_calls", "sibling_same_arguments", "sibling_same_writes",
+    "sibling_same_calls", "sibling_same_arguments", "sibling_same_writes", "sibling_same_write_sequence",
+    "is_write_mode",
 )  # fmt: skip
+# The features read from sentence embeddings: a model that reads none of them needs no embedder.
+EMBEDDING_PAIRS = ("ss", "response_sim", "question_sim")
 FEATURE_NAMES: tuple[str, ...] = (
     *OWN_FEATURES,
     *SIBLING_COUNTS,
@@ -350,17 +362,52 @@ def pair_features(
     return {name: named[name] for name in PAIR_FEATURES}, exact
 
 
-def own_features(trajectory: Trajectory) -> dict[str, float]:
-    """Counts of one trajectory."""
+def own_features(trajectory: Trajectory, write_tools: frozenset[str] = frozenset()) -> dict[str, float]:
+    """What one trajectory shows on its own: counts of steps, calls and errors (is_tool_error); the
+    share of calls that failed, whether the last call failed, retries (a call of the tool whose
+    previous call just failed), repeated calls (the same call with the same arguments as before)
+    and stagnant ones (a repeat that got the same answer: no new information), distinct tools,
+    calls that change data (`write_tools`) and how many of them failed, calls made after the
+    agent's last words, and how many words those were (log1p)."""
     t = trajectory
+    calls = [s for s in t.steps if s.kind == "tool" and s.call is not None]
+    failed = [is_tool_error(s) for s in calls]
+    seen: dict[str, list[Step]] = {}
+    repeated = stagnant = retries = 0
+    for k, step in enumerate(calls):
+        canonical = step.call.canonical()  # type: ignore[union-attr]
+        earlier = seen.setdefault(canonical, [])
+        if earlier:
+            repeated += 1
+            stagnant += any(e.result == step.result and e.error == step.error for e in earlier)
+        earlier.append(step)
+        if k and failed[k - 1] and calls[k - 1].call.name == step.call.name:  # type: ignore[union-attr]
+            retries += 1
+    writes = [k for k, s in enumerate(calls) if s.call.name in write_tools]  # type: ignore[union-attr]
+    response = (t.response or "").strip()
     return {
         "n_steps": float(len(t.steps)),
-        "n_calls": float(len(t.calls)),
-        "n_tool_errors": float(tool_error_count(t)),
+        "n_calls": float(len(calls)),
+        "n_tool_errors": float(sum(failed)),
         "n_invalid": float(sum(1 for s in t.steps if s.kind == "invalid")),
-        "has_response": float(bool(t.response and t.response.strip())),
+        "has_response": float(bool(response)),
         "status_ok": float(t.status == "ok"),
+        "tool_error_share": sum(failed) / len(calls) if calls else 0.0,
+        "error_at_end": float(bool(failed) and failed[-1]),
+        "n_retries": float(retries),
+        "n_repeated_calls": float(repeated),
+        "n_stagnant_calls": float(stagnant),
+        "n_distinct_tools": float(len({s.call.name for s in calls})),  # type: ignore[union-attr]
+        "n_writes": float(len(writes)),
+        "n_write_errors": float(sum(failed[k] for k in writes)),
+        "calls_after_response": float(sum(1 for s in t.steps_after_response() if s.kind == "tool")),
+        "response_words": math.log1p(len(response.split())),
     }
+
+
+def needs_embeddings(names: Iterable[str]) -> bool:
+    """Whether any of the feature names is read from sentence embeddings (EMBEDDING_PAIRS)."""
+    return any(name.rpartition("_")[0].removeprefix("sibling_") in EMBEDDING_PAIRS for name in names)
 
 
 def aggregate(rows: Sequence[dict[str, float]], names: Sequence[str], prefix: str = "") -> dict[str, float]:
@@ -418,8 +465,8 @@ class TrajectoryFeaturizer:
         """Feature rows of `trajectories` (Trajectory objects or their JSON-shaped dicts).
 
         groups: one key per trajectory; trajectories with the same key are siblings (runs of one
-            question or task). None: all are siblings of each other. Order matters for the MCT:
-            a tie goes to the earliest trajectory.
+            question or task). None: all are siblings of each other. The order siblings are listed
+            in changes no row (magv.mct breaks ties by content).
         questions: group -> its question text (question_sim against alternates needs it).
         alternates: group -> its alternate questions with their trajectories.
         rows: the indices of the trajectories whose rows to compute (default all), in that order;
@@ -487,6 +534,11 @@ class _Batch:
         self.calls = [calls_of(t) for t in self.trajectories]
         codes: dict[tuple[str, ...], int] = {}
         self.code = [codes.setdefault(c.canonical, len(codes)) for c in self.calls]
+        # each code's signature (Trajectory.signature), what the MCT vote breaks ties by
+        self.signature = [make_id(list(canonical)) for canonical in codes]
+        # each trajectory's calls that change data (canonical), in order
+        self.writes = [tuple(c for n, c in zip(t.names, t.canonical, strict=True) if n in self.write_tools)
+                       for t in self.calls]  # fmt: skip
         self.pairs: dict[tuple[int, int], tuple[float, ...]] = {}
         self.injections: dict[tuple[int, int], np.ndarray] = {}
         self.texts: dict[str, int] = {}
@@ -509,7 +561,8 @@ class _Batch:
     def matrix(self, wanted: list[int]) -> np.ndarray:
         n = len(wanted)
         votes = {key: _vote(self, members) for key, members in self.members.items()}
-        counts = [self._counts(i, votes[self.keys[i]]) for i in wanted]
+        write_modes = {key: _write_mode(self, members) for key, members in self.members.items()}
+        counts = [self._counts(i, votes[self.keys[i]], write_modes[self.keys[i]]) for i in wanted]
         # (output row, trajectory, other trajectory) of every comparison
         sibling_pairs = [
             (r, i, j) for r, i in enumerate(wanted) for j in self.members[self.keys[i]] if j != i
@@ -528,9 +581,9 @@ class _Batch:
         question_sim = _similarity(vectors, q_base, q_alt)
 
         columns = {name: np.array([c[name] for c in counts], dtype=np.float64).reshape(n)
-                   for name in (*OWN_FEATURES, *_GROUP_COUNTS, "n_alternates")}  # fmt: skip
+                   for name in (*OWN_FEATURES, *_GROUP_COUNTS, "is_write_mode", "n_alternates")}  # fmt: skip
         same = {"calls": sib["edit"] == 0.0, "arguments": sib["arg_agreement"] == 1.0,
-                "writes": sib["write_agreement"] == 1.0}  # fmt: skip
+                "writes": sib["write_agreement"] == 1.0, "write_sequence": sib["same_write_sequence"] == 1.0}  # fmt: skip
         for name, test in same.items():
             columns[f"sibling_same_{name}"] = _grouped(sib["row"], test.astype(np.float64), n, NEUTRAL)[0]
         for name in PAIR_FEATURES:
@@ -539,17 +592,20 @@ class _Batch:
         columns.update(_aggregated("question_sim", q_row, question_sim, n))
         columns["n_alternate_runs"] = np.bincount(alt["row"], minlength=n).astype(np.float64)
         exact = np.r_[sib["exact"], alt["exact"]]
-        columns["gedit_exact"] = _grouped(np.r_[sib["row"], alt["row"]], exact, n, 1.0, ordered=False)[1]
+        columns["gedit_exact"] = _grouped(np.r_[sib["row"], alt["row"]], exact, n, 1.0)[1]
         if self.budget is not None:
             self.budget.exact_rows.append(columns["gedit_exact"].copy())
         return np.column_stack([columns[name] for name in FEATURE_NAMES]).reshape(n, len(FEATURE_NAMES))
 
-    def _counts(self, i: int, vote: tuple[Counter[int], int, int]) -> dict[str, float]:
+    def _counts(
+        self, i: int, vote: tuple[Counter[int], int, int], write_mode: tuple[str, ...] | None
+    ) -> dict[str, float]:
         """Trajectory i's own counts, its group's, and its alternates'."""
         counts, mct_code, mct_count = vote
         n_runs = len(self.members[self.keys[i]])
         return {
-            **own_features(self.trajectories[i]),
+            **own_features(self.trajectories[i], self.write_tools),
+            "is_write_mode": NEUTRAL if write_mode is None else float(tuple(sorted(self.writes[i])) == write_mode),
             "n_runs": n_runs, "n_distinct": len(counts), "distinct_ratio": len(counts) / n_runs,
             "is_mct": float(self.code[i] == mct_code), "mct_share": mct_count / n_runs,
             "signature_share": counts[self.code[i]] / n_runs,
@@ -564,6 +620,7 @@ class _Batch:
         table = table.reshape(len(pairs), len(CALL_FEATURES) + 1)
         out = {name: table[:, k] for k, name in enumerate((*CALL_FEATURES, "exact"))}
         out["row"] = rows
+        out["same_write_sequence"] = np.array([float(self.writes[i] == self.writes[j]) for _, i, j in pairs])
         used = np.unique(np.r_[a, b])
         serial, response = np.full(len(self.trajectories), -1), np.full(len(self.trajectories), -1)
         if self.embedder is not None:
@@ -607,28 +664,36 @@ def _aggregated(name: str, group: np.ndarray, values: np.ndarray, n: int) -> dic
 
 
 def _vote(batch: _Batch, members: list[int]) -> tuple[Counter[int], int, int]:
-    """(runs per signature, the MCT's signature, its count among the runs that did not fail on the
-    model): the most frequent signature, a tie going to the earliest run (as magv.mct does)."""
+    """(runs per signature code, the MCT's code (-1 for none), its count among the runs that did not
+    fail on the model), by magv.mct's rule."""
     counts = Counter(batch.code[i] for i in members)
-    usable = Counter(batch.code[i] for i in members if batch.trajectories[i].status != "llm_error")
-    if not usable:
-        return counts, -1, 0
-    top = max(usable.values())
-    first = next(i for i in members if usable.get(batch.code[i]) == top)
-    return counts, batch.code[first], top
+    signature, top = mct_signature(
+        (batch.signature[batch.code[i]], batch.trajectories[i].status != "llm_error") for i in members
+    )
+    code = next((batch.code[i] for i in members if batch.signature[batch.code[i]] == signature), -1)
+    return counts, code, top
+
+
+def _write_mode(batch: _Batch, members: list[int]) -> tuple[str, ...] | None:
+    """The group's most common set of write calls (a sorted multiset; ties to the smallest), or None
+    when the group has one run (nothing to agree with)."""
+    if len(members) < 2:
+        return None
+    counts = Counter(tuple(sorted(batch.writes[i])) for i in members)
+    top = max(counts.values())
+    return min(s for s, n in counts.items() if n == top)
 
 
 def _grouped(
-    group: np.ndarray, values: np.ndarray, n: int, default: float, ordered: bool = True
+    group: np.ndarray, values: np.ndarray, n: int, default: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(mean, min, max) of `values` per group 0..n-1 (rows sorted by group unless not `ordered`);
-    `default` where a group has no rows."""
+    """(mean, min, max) of `values` per group 0..n-1 (rows in any order); `default` where a group has no rows. Values are summed in sorted order within a group, so a mean
+    does not change in its last bits with the order siblings were listed in."""
     means, mins, maxs = (np.full(n, default, dtype=np.float64) for _ in range(3))
     if len(group) == 0:
         return means, mins, maxs
-    if not ordered:
-        order = np.argsort(group, kind="stable")
-        group, values = group[order], values[order]
+    order = np.lexsort((values, group))
+    group, values = group[order], values[order]
     starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
     ids = group[starts]
     means[ids] = np.add.reduceat(values, starts) / np.diff(np.r_[starts, len(group)])
@@ -654,13 +719,9 @@ class StoreCachedEmbedder:
 
 def write_tools_of(domain: str) -> frozenset[str]:
     """Names of the domain's tools that change data; empty for unknown domains (imported data)."""
-    try:
-        from magv.domains import load_domain
+    from magv.verify.toolspec import domain_tools
 
-        return frozenset(t.name for t in load_domain(domain).tools if t.writes)
-    except Exception:
-        # Imported trajectories often come from a domain magv does not have: no writes known.
-        return frozenset()
+    return domain_tools(domain).writes
 
 
 def sibling_key(question: Mapping[str, Any]) -> str:
@@ -678,12 +739,14 @@ CHUNK_GROUPS = 500
 @dataclass
 class _Plan:
     """What the stage reads before any trajectory: each sibling group's runs (ids, in run order),
-    question text and domain, and its alternates as (question text, run ids)."""
+    question text, domain and the write tools its import named, and its alternates as (question
+    text, run ids)."""
 
     runs: dict[str, list[str]]
     text: dict[str, str]
     domain: dict[str, str]
     alternates: dict[str, list[tuple[str, list[str]]]]
+    writes: dict[str, frozenset[str]] = field(default_factory=dict)
 
 
 def compute_features(
@@ -719,9 +782,11 @@ def _compute_features(
         progress(0, total)
     cached = StoreCachedEmbedder(store, embedder) if alternates and embedder is not None else None
     written = 0
-    for domain in sorted({plan.domain[k] for k in chosen}):
-        featurizer = TrajectoryFeaturizer(cached, write_tools_of(domain))
-        keys = [k for k in chosen if plan.domain[k] == domain]
+    writes_of = {d: write_tools_of(d) for d in {plan.domain[k] for k in chosen}}
+    tools = {k: writes_of[plan.domain[k]] | plan.writes.get(k, frozenset()) for k in chosen}
+    for write_tools in sorted(set(tools.values()), key=sorted):
+        featurizer = TrajectoryFeaturizer(cached, write_tools)
+        keys = [k for k in chosen if tools[k] == write_tools]
         for start in range(0, len(keys), CHUNK_GROUPS):
             chunk = keys[start : start + CHUNK_GROUPS]
             X, run_ids = _featurize(store, featurizer, plan, {k: chosen[k] for k in chunk})
@@ -761,6 +826,8 @@ def _plan(questions: dict[str, dict[str, Any]], runs: list[dict[str, Any]], alte
         plan.runs.setdefault(key, []).extend(ids)
         plan.text.setdefault(key, q["text"])
         plan.domain.setdefault(key, q["domain"])
+        if q.get("write_tools"):
+            plan.writes.setdefault(key, frozenset(json.loads(q["write_tools"])))
     if alternates:
         for qid, ids in runs_of.items():
             q = questions[qid]
@@ -820,8 +887,8 @@ def _rows_to_compute(
 
 
 def _mct_runs(questions: dict[str, dict[str, Any]], runs: list[dict[str, Any]]) -> dict[str, str]:
-    """Base question -> its MCT run (runs in run order): the most frequent stored signature among
-    runs that did not fail on the model, a tie going to the earliest (magv.mct's rule)."""
+    """Base question -> its MCT run by magv.mct's rule over the stored signatures (runs in run
+    order: of the runs with the MCT's signature, the earliest)."""
     by_question: dict[str, list[dict[str, Any]]] = {}
     for r in runs:
         q = questions.get(r["question_id"])
@@ -829,7 +896,6 @@ def _mct_runs(questions: dict[str, dict[str, Any]], runs: list[dict[str, Any]]) 
             by_question.setdefault(r["question_id"], []).append(r)
     out = {}
     for qid, usable in by_question.items():
-        counts = Counter(r["signature"] for r in usable)
-        top = max(counts.values())
-        out[qid] = next(r["id"] for r in usable if counts[r["signature"]] == top)
+        signature, _ = mct_signature((r["signature"], True) for r in usable)
+        out[qid] = next(r["id"] for r in usable if r["signature"] == signature)
     return out

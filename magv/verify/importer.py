@@ -9,7 +9,10 @@ describes every field):
 `messages` is an OpenAI chat-completions list or a list of LangChain message dicts (`type`
 human / ai / tool / system, `tool_calls` of `{"name", "args", "id"}`). The trajectory is every tool
 call in order with its tool message as result (the calls of one assistant message form one
-parallel group); the final assistant text is the response. What real logs do that is not strictly
+parallel group); the agent's last text is the response, also when the customer or a tool speaks
+after it. Which tool results are errors is a `ToolErrorRule` (magv.definitions; default: a JSON
+"error" or text that starts with "Error"); `tools` (magv.verify.toolspec) name the calls that
+change data, kept with each question for the features. What real logs do that is not strictly
 well-formed (a call id used again once its call has a result, a call without an id, a call that
 never got a result, a tool message without an id, no "question" field) is repaired, counted in
 `ImportResult.normalised` and refused instead under `strict`. `group_id` (or `task_id`) gathers
@@ -36,13 +39,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from magv.definitions import DEFAULT_TOOL_ERRORS, ToolErrorRule
 from magv.errors import BadInput
 from magv.jsonl import read_jsonl, strict_loads
 from magv.mct import most_common_trajectory as most_common
 from magv.models import JudgeVerdict, Label, Question, Run, Step, ToolCall, Trajectory, canonical_json
 from magv.verify.labels import MATCH_MODES, arg_mode, match, match_detail, parse_overrides
+from magv.verify.toolspec import LogTools, domain_tools
 
 DEFAULT_DOMAIN = "imported"
+# Where an imported question keeps the names of the tools of its log that change data.
+WRITE_TOOLS_KEY = "write_tools"
 LINE_FIELDS = {"question_id", "question", "run", "messages", "label", "meta"}  # what export writes
 OPTIONAL_FIELDS = {"group_id", "task_id", "reference"}
 ROLES = {"system", "developer", "user", "assistant", "tool"}
@@ -63,6 +70,9 @@ FORMS = {
     "langchain_messages": "messages in LangChain dict form",
     "parallel_groups": "assistant messages with several tool calls (kept as parallel groups)",
     "extra_user_turns": "user messages after the first (kept in order)",
+    "tool_errors": "tool results read as errors (magv.definitions.ToolErrorRule)",
+    "response_before_end": "responses taken from the agent's last words before the end (the customer or a tool "
+    "spoke last)",
 }
 
 
@@ -123,12 +133,13 @@ class ImportResult:
     reference_labels: int = 0
     alternates: int = 0  # questions of the file that are alternates of a base question
     judge_verdicts: int = 0  # verdicts restored from `meta.judge_correct`
+    tools: dict[str, Any] = field(default_factory=dict)  # LogTools.summary of the file's calls
 
     def as_dict(self) -> dict[str, Any]:
         return {"lines": self.lines, "questions": self.questions, "runs": self.runs, "labels": self.labels,
                 "mct": self.mct, "skipped_runs": self.skipped_runs, "replaced_runs": self.replaced_runs,
                 "reference_labels": self.reference_labels, "alternates": self.alternates,
-                "judge_verdicts": self.judge_verdicts,
+                "judge_verdicts": self.judge_verdicts, "tools": self.tools,
                 "normalised": self.normalised,
                 "first_seen": self.first_seen}  # fmt: skip
 
@@ -153,18 +164,25 @@ def _text(content: Any, where: str) -> str | None:
     raise BadInput(f"{where}.content: expected a string, null or a list of content parts")
 
 
-def _tool_result(content: str | None, where: str = "content") -> tuple[Any, str | None]:
-    """(result, error) of a tool message: JSON if it parses; {"error": msg} alone is a tool error.
-    JSON that magv could not write back (NaN, Infinity, a lone surrogate) is refused."""
+def _tool_result(
+    content: str | None, where: str = "content", errors: ToolErrorRule = DEFAULT_TOOL_ERRORS
+) -> tuple[Any, str | None]:
+    """(result, error) of a tool message: JSON if it parses; whether it is an error is `errors`'
+    call (magv.definitions). An error that is the whole message ({"error": msg} alone, or text)
+    keeps no result. JSON that magv could not write back (NaN, Infinity, a lone surrogate) is
+    refused."""
     if content is None:
         return None, None
     try:
         value = strict_loads(content, where)
     except json.JSONDecodeError:
-        return content, None
-    if isinstance(value, dict) and set(value) == {"error"} and isinstance(value["error"], str):
-        return None, value["error"]
-    return value, None
+        value = content
+    error = errors.error_of(content, value)
+    if error is not None and (
+        isinstance(value, str) or (isinstance(value, dict) and set(value) == {"error"})
+    ):
+        return None, error
+    return value, error
 
 
 @dataclass
@@ -266,8 +284,11 @@ def messages_to_trajectory(
     return trajectory, users[1:]
 
 
-def read_messages(messages: Any, status: str, where: str, notes: Notes) -> tuple[Trajectory, list[str]]:
-    """(trajectory, every user turn in order) of a message list."""
+def read_messages(
+    messages: Any, status: str, where: str, notes: Notes, errors: ToolErrorRule = DEFAULT_TOOL_ERRORS
+) -> tuple[Trajectory, list[str]]:
+    """(trajectory, every user turn in order) of a message list; `errors` says which tool results
+    are errors (counted in `notes` as "tool_errors")."""
     if not isinstance(messages, list) or not messages:
         raise BadInput(f"{where}: expected a non-empty list of chat messages")
     parsed = [_message(m, f"{where}[{i}]", notes) for i, m in enumerate(messages)]
@@ -318,7 +339,9 @@ def read_messages(messages: Any, status: str, where: str, notes: Notes) -> tuple
                     f"{at}.tool_call_id: {call_id!r} does not match a tool call awaiting its result ({known})"
                 )
             step = steps[pending.pop(call_id)]
-            step.result, step.error = _tool_result(msg.content, f"{at}.content")
+            step.result, step.error = _tool_result(msg.content, f"{at}.content", errors)
+            if step.error is not None:
+                notes.count("tool_errors", f"{at}.content")
             answered.add(call_id)
     for index in pending.values():
         notes.repair("call_without_result", places[index])
@@ -326,16 +349,27 @@ def read_messages(messages: Any, status: str, where: str, notes: Notes) -> tuple
         raise BadInput(f"{where}: no user message (the question)")
     if len(users) > 1:
         notes.count("extra_user_turns", where, len(users) - 1)
-    response = _final_text(parsed, status)
+    response, at = _final_text(parsed, status)
+    if response is not None and at < len(parsed) - 1:
+        notes.count("response_before_end", f"{where}[{at}]")
     steps = _with_invalid(parsed, steps, status)
-    return Trajectory(steps=steps, response=response, status=status), users
+    # the calls said after the agent's last words (those beside them come after them, too)
+    after = sum(len(m.calls) for m in parsed[at:]) if response is not None else 0
+    response_at = len(steps) - after if after else None
+    return Trajectory(steps=steps, response=response, status=status, response_at=response_at), users
 
 
-def _final_text(parsed: list[_Message], status: str) -> str | None:
-    last = parsed[-1]
-    if status == "ok" and last.role == "assistant" and not last.calls and last.content is not None:
-        return last.content
-    return None
+def _final_text(parsed: list[_Message], status: str) -> tuple[str | None, int]:
+    """(the agent's last words, the index of their message): the last assistant message with text
+    (beside its calls, if any), also when the customer (a closing message) or a tool (a hand-off) speaks after
+    it; (None, -1) when the run did not end well or the agent never spoke."""
+    if status != "ok":
+        return None, -1
+    for i in range(len(parsed) - 1, -1, -1):
+        msg = parsed[i]
+        if msg.role == "assistant" and msg.content is not None and (not msg.calls or msg.content.strip()):
+            return msg.content, i
+    return None, -1
 
 
 def _with_invalid(parsed: list[_Message], calls: list[Step], status: str) -> list[Step]:
@@ -359,12 +393,16 @@ def _with_invalid(parsed: list[_Message], calls: list[Step], status: str) -> lis
 
 def trajectory_to_messages(question: str, trajectory: Trajectory) -> list[dict[str, Any]]:
     """The canonical OpenAI message list of a trajectory (what export writes for magv's own runs):
-    one assistant message per parallel group of calls."""
+    one assistant message per parallel group of calls, the response where it was said."""
     messages: list[dict[str, Any]] = [{"role": "user", "content": question}]
     i = 0
     steps = trajectory.steps
+    said = trajectory.response is None  # the response goes where it was said (`response_at`)
     while i < len(steps):
         step = steps[i]
+        if not said and i == trajectory.response_at and (step.kind == "invalid" or step.call is None):
+            messages.append({"role": "assistant", "content": trajectory.response})
+            said = True
         if step.kind == "invalid" or step.call is None:
             messages.append({"role": "assistant", "content": step.raw or ""})
             i += 1
@@ -377,13 +415,17 @@ def trajectory_to_messages(question: str, trajectory: Trajectory) -> list[dict[s
         calls = [{"id": f"call_{k}", "type": "function", "function": {
             "name": steps[k].call.name, "arguments": json.dumps(steps[k].call.arguments, ensure_ascii=False)}}
             for k in group]  # type: ignore[union-attr]  # fmt: skip
-        messages.append({"role": "assistant", "content": None, "tool_calls": calls})
+        # words said before calls go with them: a text message followed by calls would read as an
+        # unusable reply
+        words = None if said or i != trajectory.response_at else trajectory.response
+        said = said or words is not None
+        messages.append({"role": "assistant", "content": words, "tool_calls": calls})
         for k in group:
             s = steps[k]
             content = json.dumps({"error": s.error} if s.error else s.result, ensure_ascii=False)
             messages.append({"role": "tool", "tool_call_id": f"call_{k}", "content": content})
         i += len(group)
-    if trajectory.response is not None:
+    if not said:
         messages.append({"role": "assistant", "content": trajectory.response})
     return messages
 
@@ -448,7 +490,13 @@ def _reference(value: Any, where: str) -> list[ToolCall]:
     return read_messages(messages, "ok", where, Notes())[0].calls
 
 
-def parse_line(obj: Any, path: Path | str, line: int, notes: Notes | None = None) -> ImportLine:
+def parse_line(
+    obj: Any,
+    path: Path | str,
+    line: int,
+    notes: Notes | None = None,
+    errors: ToolErrorRule = DEFAULT_TOOL_ERRORS,
+) -> ImportLine:
     where = f"{path}:{line}"
     notes = notes if notes is not None else Notes()
     if not isinstance(obj, dict):
@@ -491,7 +539,7 @@ def parse_line(obj: Any, path: Path | str, line: int, notes: Notes | None = None
     status = one_of(meta.get("status", "ok"), STATUSES, f"{where}: meta.status")
     if "messages" not in obj:
         raise BadInput(f"{where}: messages: missing")
-    trajectory, users = read_messages(obj["messages"], status, f"{where}: messages", notes)
+    trajectory, users = read_messages(obj["messages"], status, f"{where}: messages", notes, errors)
     reference = (
         _reference(obj["reference"], f"{where}: reference") if obj.get("reference") is not None else None
     )
@@ -500,15 +548,20 @@ def parse_line(obj: Any, path: Path | str, line: int, notes: Notes | None = None
                       user_turns=users[1:], group=group, reference=reference, raw=obj)  # fmt: skip
 
 
-def read_import_file(path: Path, notes: Notes | None = None) -> list[ImportLine]:
+def read_import_file(
+    path: Path, notes: Notes | None = None, errors: ToolErrorRule = DEFAULT_TOOL_ERRORS
+) -> list[ImportLine]:
     """Every line checked (JSON, fields, messages, tool_call ids) and cross-checked (one question
     text per question_id unless the line has a group, one group per question_id, one line per run)
-    before anything is written."""
-    return check_import_lines(read_jsonl(path), path, notes)
+    before anything is written; tool results read by `errors`."""
+    return check_import_lines(read_jsonl(path), path, notes, errors)
 
 
 def check_import_lines(
-    entries: Iterable[tuple[int, str, Any]], path: Path | str, notes: Notes | None = None
+    entries: Iterable[tuple[int, str, Any]],
+    path: Path | str,
+    notes: Notes | None = None,
+    errors: ToolErrorRule = DEFAULT_TOOL_ERRORS,
 ) -> list[ImportLine]:
     """`read_import_file` over (line number, "path:line", parsed value) entries from any source
     (a file, stdin read whole, a request body)."""
@@ -519,7 +572,7 @@ def check_import_lines(
     run_line: dict[tuple[str, int], int] = {}
     group_line: dict[str, int] = {}
     for n, where, obj in entries:
-        item = parse_line(obj, path, n, notes)
+        item = parse_line(obj, path, n, notes, errors)
         group, at = group_of.setdefault(item.question_id, (item.group, n))
         if group != item.group:
             raise BadInput(
@@ -715,15 +768,18 @@ def import_trajectories(
     match_mode: str = "strict",
     arguments: bool | str = "exact",
     overrides: dict[str, Any] | None = None,
+    tools: LogTools | None = None,
 ) -> ImportResult:
     """Import a file (see the module docstring). `strict` refuses what would be normalised;
     `replace` replaces stored runs whose content differs instead of refusing the file. A line's
     `reference` gives its label by `match` under `match_mode`, `arguments` and `overrides` unless the
-    line has a label of its own."""
+    line has a label of its own. `tools` (default: the domain's) say which results are errors and
+    which calls write."""
+    tools = tools if tools is not None else domain_tools(domain)
     notes = Notes(strict)
-    lines = read_import_file(path, notes)
+    lines = read_import_file(path, notes, tools.errors)
     return import_lines(store, lines, path, domain, notes=notes, replace=replace, match_mode=match_mode,
-                        arguments=arguments, overrides=overrides)  # fmt: skip
+                        arguments=arguments, overrides=overrides, tools=tools)  # fmt: skip
 
 
 def import_lines(
@@ -737,9 +793,11 @@ def import_lines(
     match_mode: str = "strict",
     arguments: bool | str = "exact",
     overrides: dict[str, Any] | None = None,
+    tools: LogTools | None = None,
 ) -> ImportResult:
     """Write checked lines (`check_import_lines`) as `import_trajectories` does; `path` names their
-    source in labels, meta and messages."""
+    source in labels, meta and messages. The write tools of `tools` are kept with each question
+    (meta.import.write_tools), so its features compare those calls."""
     if not isinstance(domain, str) or not domain.strip():
         raise BadInput(f"domain: expected a name, got {domain!r}")
     if match_mode not in MATCH_MODES:
@@ -832,12 +890,16 @@ def import_lines(
         info = {"question_id": items[0].question_id, "file": path.name, "runs": kept}
         if group is not None:
             info["group_id"] = group
+        if tools is not None and tools.writes:
+            info[WRITE_TOOLS_KEY] = sorted(tools.writes)
         if old is None:
             questions.append(Question(id=store_id, domain=domain, text=text, origin=origin, parent_id=parent_id,
                                       group_id=group_id, meta={"import": info}))  # fmt: skip
         else:
             merged = dict(old.meta.get("import", {}))
             merged["runs"] = {**merged.get("runs", {}), **kept}
+            if WRITE_TOOLS_KEY in info:
+                merged[WRITE_TOOLS_KEY] = info[WRITE_TOOLS_KEY]
             meta = {**old.meta, "import": merged}
             new_text = text if replace else old.text
             # a base question keeps the group it was stored with; an alternate follows its base's
@@ -867,4 +929,5 @@ def import_lines(
                         question_ids=question_ids, normalised=notes.summary(),
                         first_seen={k: v for k, v in notes.first.items() if k in notes.summary()},
                         replaced_runs=len(replaced), reference_labels=n_reference,
-                        alternates=len(links), judge_verdicts=n_verdicts)  # fmt: skip
+                        alternates=len(links), judge_verdicts=n_verdicts,
+                        tools=(tools or LogTools()).summary(n for x in lines for n in x.trajectory.tool_names()))  # fmt: skip

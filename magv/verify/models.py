@@ -47,6 +47,7 @@ from magv.errors import BadInput, RunFailed
 from magv.verify.metrics import Scorer, point_metrics
 
 MODEL_NAMES: tuple[str, ...] = ("logreg", "svm", "random_forest", "knn", "xgboost")
+ROWS_PER_THREAD = 1000  # XGBoost predicts fewer rows than this on one thread
 METRICS: tuple[str, ...] = SELECT_BY  # what `best_model` (magv.definitions) can select by
 
 # Calibrating needs held-out rows of both classes in every calibration fold; below this the model's
@@ -185,9 +186,19 @@ class Verifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         return validate_data(self, X, reset=False, dtype=np.float64)
 
+    def _threads(self, n_rows: int) -> int:
+        """XGBoost's threads for predicting n rows, set on its booster: one for a few rows (a
+        service's lone conversation: waking threads costs more than the rows, and on a busy
+        machine a lot more), every core for many."""
+        threads = 1 if n_rows < ROWS_PER_THREAD else os.cpu_count() or 1
+        if self.model == "xgboost" and not isinstance(self.estimator_, DummyClassifier):
+            self.estimator_.get_booster().set_param({"nthread": threads})
+        return threads
+
     def predict_proba(self, X: Any) -> np.ndarray:
         """Probabilities of each class in the order of classes_, shape (n, 2)."""
         X = self._checked(X)
+        self._threads(len(X))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return self.model_.predict_proba(X)
@@ -213,9 +224,11 @@ class Verifier(ClassifierMixin, BaseEstimator):
         if isinstance(self.estimator_, DummyClassifier):
             return np.zeros_like(X)
         if self.model == "xgboost":
+            threads = self._threads(len(X))  # trained on one thread for CV
             booster = self.estimator_.get_booster()
-            booster.set_param({"nthread": os.cpu_count() or 1})  # trained on one thread for CV; score on all
-            return booster.predict(DMatrix(X), pred_contribs=True, approx_contribs=method == "approx")[:, :-1]
+            return booster.predict(
+                DMatrix(X, nthread=threads), pred_contribs=True, approx_contribs=method == "approx"
+            )[:, :-1]
         if self.model == "logreg":
             scaler, lr = self.estimator_[0], self.estimator_[-1]
             return scaler.transform(X) * lr.coef_[0]

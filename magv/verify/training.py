@@ -1,14 +1,13 @@
 """The verifier's train and score stages over the store.
 
 train: labelled feature rows -> grouped CV of every model -> the best refit on all rows, calibrated,
-saved (skops) and registered. score: every feature row -> a prediction with its top contributions,
-vectorised and written in one statement.
+saved (skops) and registered; the registry's reads and checks that scoring shares
+(`load_registered`, `check_feature_set`, `checked_matrix`). Scoring itself is magv.verify.scoring.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,16 +69,6 @@ class TrainResult:
                 "groups": ev.get("groups"), "bootstrap": ev.get("bootstrap"),
                 "baselines": ev.get("baselines", {}), "judges": ev.get("judges", []),
                 "differences": ev.get("differences", {}), "ablation": ev.get("ablation", [])}  # fmt: skip
-
-
-@dataclass
-class ScoreResult:
-    model_id: str
-    model_name: str
-    n: int
-    n_correct: int
-    threshold: float
-    seconds: dict[str, float] = field(default_factory=dict)
 
 
 def checked_matrix(store: Any, version: str, names: Sequence[str]) -> tuple[list[str], np.ndarray]:
@@ -223,49 +212,3 @@ def load_registered(
     if models_dir is not None:
         check_model_path(path, models_dir)
     return row, load_model(path)
-
-
-def score(
-    store: Any,
-    settings: Settings,
-    *,
-    model_id: str | None = None,
-    threshold: float | None = None,
-    top: int = 5,
-    model_file: Path | None = None,
-) -> ScoreResult:
-    """Predict every run that has a feature row of the model's feature version."""
-    t0 = time.perf_counter()
-    row, bundle = load_registered(store, model_id, Path(settings.verify.models_dir), model_file)
-    check_feature_set(row, bundle)
-    verifier: Verifier = bundle["verifier"]
-    if not hasattr(verifier, "classes_"):
-        raise RunFailed(
-            f"model {row['id']} was saved by an older magv (features v{bundle['feature_version']}): "
-            "run `magv verify features` and `magv verify train` again"
-        )
-    names: list[str] = bundle["features"]
-    threshold = settings.verify.threshold if threshold is None else threshold
-    run_ids, X = checked_matrix(store, bundle["feature_version"], names)
-    t1 = time.perf_counter()
-    proba = verifier.proba_correct(X)
-    verdicts = proba >= threshold
-    method = settings.verify.contributions
-    top_index, top_values = top_contributions(
-        np.zeros((len(run_ids), 0)) if method == "none" else verifier.contributions(X, method), top
-    )
-    t2 = time.perf_counter()
-    store.bulk_add_predictions(row["id"], threshold, run_ids, proba, verdicts, names, top_index, top_values)
-    t3 = time.perf_counter()
-    return ScoreResult(
-        model_id=row["id"], model_name=row["name"], n=len(run_ids), n_correct=int(verdicts.sum()),
-        threshold=threshold, seconds={"load": t1 - t0, "predict": t2 - t1, "write": t3 - t2},
-    )  # fmt: skip
-
-
-def top_contributions(C: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
-    """(column indices, values) of each row's `top` largest contributions by magnitude, largest
-    first; values rounded to 6 places, NaN as 0 (JSON has no NaN)."""
-    k = min(top, C.shape[1])
-    idx = np.argsort(-np.abs(C), axis=1, kind="stable")[:, :k]
-    return idx, np.nan_to_num(np.take_along_axis(C, idx, axis=1)).round(6)
