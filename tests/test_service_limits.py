@@ -22,11 +22,11 @@ from magv.config import load_settings
 from magv.service.app import create_app, score_entries
 from magv.service.log import TrajectoryLog
 from magv.service.payload import PayloadError, parse_request
-from magv.verify.scoring import load_scorer
 from magv.service.server import Limits, exposure_warning, read_token, uvicorn_config
 from magv.store import Store
 from magv.verify import features as F
 from magv.verify.budget import WorkBudget, WorkCancelled
+from magv.verify.scoring import load_scorer
 from tests.service_helpers import ServedApp, messages, train_model, worst_case
 from tests.verify_helpers import HashEmbedder
 

@@ -22,7 +22,7 @@ def outcomes(store: Store, pipeline_run_id: str | None) -> dict[str, Any]:
     """The agents that answered (with their run counts) and, per question text, its labelled runs."""
     scope = Scope(store, pipeline_run_id)
     runs = scope.rows("runs", ["id", "question_id", "agent"])
-    questions = {q["id"]: q for q in store.query("SELECT id, text, origin FROM questions")}
+    questions = {q["id"]: q for q in store.question_heads()}
     labels = store.effective_labels()
     agents: Counter[str] = Counter()
     per: dict[str, dict[str, Any]] = {}

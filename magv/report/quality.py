@@ -144,21 +144,12 @@ def dataset_quality(
 ) -> dict[str, Any]:
     """The dataset-quality figures of a store (of one domain when given)."""
     out = summarize_checks(store.question_checks(domain), examples)
-    where, params = ("WHERE q.domain = ?", [domain]) if domain else ("", [])
-    mct_rows = store.query(
-        "SELECT q.origin, q.target, q.meta, json_extract(r.trajectory, '$.steps') AS steps FROM questions q "
-        f"JOIN mct m ON m.question_id = q.id JOIN runs r ON r.id = m.run_id {where}",
-        params,
-    )
+    mct_rows = store.mct_steps_by_question(domain)
     for r in mct_rows:
         steps = _loads(r.pop("steps")) or []
         r["mct_calls"] = [s["call"] for s in steps if s.get("kind", "tool") == "tool" and s.get("call")]
     out["fidelity"] = fidelity(mct_rows, mode, arguments, overrides)
-    selections = store.query(
-        "SELECT s.kept, s.reason, q.origin, q.seed_id, q.target FROM selections s "
-        f"JOIN questions q ON q.id = s.question_id {where}",
-        params,
-    )
+    selections = store.selections_with_questions(domain)
     out["near_duplicates"] = sum(1 for s in selections if (s["reason"] or "").startswith("near-duplicate"))
     out["failed_checks_dropped"] = sum(
         1 for s in selections if (s["reason"] or "").startswith("failed its checks")

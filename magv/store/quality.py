@@ -43,3 +43,21 @@ class QuestionChecks(Connection):
         for r in rows:
             r["reasons"] = json.loads(r["reasons"]) if isinstance(r["reasons"], str) else (r["reasons"] or [])
         return rows
+
+    def mct_steps_by_question(self, domain: str | None = None) -> list[dict[str, Any]]:
+        """origin, target, meta and the MCT's steps (JSON text) of every question with an MCT."""
+        where, params = ("WHERE q.domain = ?", [domain]) if domain else ("", [])
+        return self.query(
+            "SELECT q.origin, q.target, q.meta, json_extract(r.trajectory, '$.steps') AS steps FROM questions q "
+            f"JOIN mct m ON m.question_id = q.id JOIN runs r ON r.id = m.run_id {where}",
+            params,
+        )
+
+    def selections_with_questions(self, domain: str | None = None) -> list[dict[str, Any]]:
+        """Each selection decision (kept, reason) with its question's origin, seed and target."""
+        where, params = ("WHERE q.domain = ?", [domain]) if domain else ("", [])
+        return self.query(
+            "SELECT s.kept, s.reason, q.origin, q.seed_id, q.target FROM selections s "
+            f"JOIN questions q ON q.id = s.question_id {where}",
+            params,
+        )
