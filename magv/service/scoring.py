@@ -56,9 +56,12 @@ class Scorer:
         top: int = TOP_REASONS,
     ):
         from magv.verify.features import FEATURE_NAMES
+        from magv.verify.training import input_names
 
         self.verifier = bundle["verifier"]
         self.names: list[str] = list(bundle["features"])
+        self.inputs = input_names(self.verifier, self.names)  # the columns of its contributions
+        self.numeric = 0 if self.verifier.text == "only" else len(self.names)
         self.columns = [FEATURE_NAMES.index(n) for n in self.names]
         self.featurizer = featurizer
         self.model_id = model_id
@@ -81,11 +84,16 @@ class Scorer:
         rows: Sequence[int] | None = None,
     ) -> list[Verdict]:
         """A verdict for each trajectory of `rows` (default all), in that order."""
+        from magv.verify.document import documents
+        from magv.verify.models import model_input
         from magv.verify.training import top_contributions
 
         if not trajectories:
             return []
         X = self.featurizer.transform(trajectories, groups, questions=questions, rows=rows)[:, self.columns]
+        if self.verifier.uses_document:
+            wanted = range(len(trajectories)) if rows is None else rows
+            X = model_input(self.verifier, X, documents([_trajectory(trajectories[i]) for i in wanted]))
         with self._lock:
             proba = self.verifier.proba_correct(X)
             if self.contributions == "none":
@@ -95,11 +103,21 @@ class Scorer:
         index, values = top_contributions(C, self.top)
         out = []
         for i, p in enumerate(proba):
-            reasons = [{"feature": self.names[j], "value": round(float(X[i, j]), 6), "contribution": float(v)}
+            reasons = [{"feature": self.inputs[j], "value": _value(X, i, j, self.numeric), "contribution": float(v)}
                        for j, v in zip(index[i], values[i], strict=True)]  # fmt: skip
             p = float(p)
             out.append(Verdict(p >= self.threshold, round(p, 6), self.threshold, reasons))
         return out
+
+
+def _trajectory(t: Any) -> Trajectory:
+    return t if isinstance(t, Trajectory) else Trajectory.model_validate(t)
+
+
+def _value(X: np.ndarray, i: int, j: int, numeric: int) -> float | None:
+    """A reason's value: its feature's; None for the text model's column, which has no value
+    beside its contribution."""
+    return round(float(X[i, j]), 6) if j < numeric else None
 
 
 def load_bundle(
@@ -147,6 +165,7 @@ def load_scorer(
     write tools of `domain` (none known without one)."""
     from magv.llm.embeddings import lazy_embedder
     from magv.verify.features import TrajectoryFeaturizer, write_tools_of
+    from magv.verify.training import model_threshold
 
     row, bundle = load_bundle(settings, model_file, model_id)
     featurizer = TrajectoryFeaturizer(
@@ -154,5 +173,5 @@ def load_scorer(
         write_tools_of(domain) if domain else (),
     )
     return Scorer(bundle, featurizer, model_id=str(row["id"]),
-                  threshold=settings.verify.threshold if threshold is None else threshold,
+                  threshold=model_threshold(bundle, settings) if threshold is None else threshold,
                   contributions=settings.verify.contributions)  # fmt: skip
