@@ -187,7 +187,8 @@ def train(
     model_id = make_id("verifier", training_id, best, select_by, objective)
     path = Path(settings.verify.models_dir) / f"{model_id}.skops"
     save_model(path, verifier, features, FEATURE_VERSION, model_id=model_id, name=best,
-               calibrated=verifier.calibrated_, threshold=threshold, objective=objective)  # fmt: skip
+               calibrated=verifier.calibrated_, threshold=threshold, objective=objective,
+               inputs=model_inputs(verifier, features))  # fmt: skip
     with store.transaction():
         store.add_cv_results(training_id, results)  # with each model's out-of-fold predictions
         store.add_verifier_model({
@@ -308,6 +309,18 @@ def score(
         model_id=row["id"], model_name=row["name"], n=len(run_ids), n_correct=int(verdicts.sum()),
         threshold=threshold, seconds={"load": t1 - t0, "predict": t2 - t1, "write": t3 - t2},
     )  # fmt: skip
+
+
+# The pair features computed from embedded texts (magv.verify.features): a model without any of
+# them needs no embedder to score.
+EMBEDDED = ("ss", "response_sim", "question_sim")
+
+
+def model_inputs(verifier: Verifier, features: Sequence[str]) -> dict[str, bool]:
+    """What a model reads besides its feature columns: the documents (a text model), and whether
+    any of its features needs an embedder (so scoring can skip embedding for a model that does not)."""
+    embedded = any(f.rpartition("_")[0].removeprefix("sibling_") in EMBEDDED for f in features)
+    return {"document": verifier.uses_document, "embeddings": embedded and verifier.text != "only"}
 
 
 def model_threshold(bundle: dict[str, Any], settings: Settings) -> float:
