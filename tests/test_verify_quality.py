@@ -174,7 +174,9 @@ def trained(tmp_path_factory):
         verdicts.append(JudgeVerdict(run_id=run_id, model="tiny-judge", correct=correct))
     store.add_judge_verdicts(verdicts)
     cfg = load_settings(None, database=store.path, verify={"models_dir": str(tmp / "models")})
-    result = training.train(store, cfg, names=["logreg", "random_forest"], bootstrap=300, text=False, repeats=1)
+    result = training.train(
+        store, cfg, names=["logreg", "random_forest"], bootstrap=300, text=False, repeats=1
+    )
     yield store, cfg, result, data, verdicts
     store.close()
 
@@ -389,12 +391,16 @@ def test_retraining_after_the_judge_ran_updates_the_stored_evaluation(tmp_path):
         compute_features(store, None, alternates=False)
         gold_labels(store)
         cfg = load_settings(None, database=store.path, verify={"models_dir": str(tmp_path / "models")})
-        first = training.train(store, cfg, names=["logreg"], bootstrap=0, ablation=False, text=False, repeats=0)
+        first = training.train(
+            store, cfg, names=["logreg"], bootstrap=0, ablation=False, text=False, repeats=0
+        )
         assert json.loads(store.latest_verifier_model()["metrics"])["evaluation"]["judges"] == []
         store.add_judge_verdicts(
             [JudgeVerdict(run_id=r, model="j", correct=True) for r in store.effective_labels()]
         )
-        again = training.train(store, cfg, names=["logreg"], bootstrap=0, ablation=False, text=False, repeats=0)
+        again = training.train(
+            store, cfg, names=["logreg"], bootstrap=0, ablation=False, text=False, repeats=0
+        )
         assert again.model_id == first.model_id and store.counts()["verifier_models"] == 1
         (judge,) = json.loads(store.latest_verifier_model()["metrics"])["evaluation"]["judges"]
         assert judge["n"] == 90 and judge["judge"]["recall"] == 1.0

@@ -195,9 +195,13 @@ def test_cli_verify_train_prints_exactly_the_table_json(tmp_path, capsys, monkey
         assert set(m["intervals"]) == {"accuracy", "balanced_accuracy", "roc_auc", "mcc", "brier"}
         assert sum(map(sum, m["confusion"])) == out["n"] == 135
     assert out["best"] in {m["name"] for m in out["models"]} and out["select_by"] == "roc_auc"
-    assert set(out["baselines"]) == {"majority", "agreement", "write agreement", "tfidf"} and out["judges"] == []
+    assert (
+        set(out["baselines"]) == {"majority", "agreement", "write agreement", "tfidf"} and out["judges"] == []
+    )
     assert [a["features"] for a in out["ablation"]][0] == "paper" and out["ablation"][-1]["features"] == "all"
-    assert main(["verify", "train", "--bootstrap", "200", "--no-ablation", "--no-text", "--repeats", "1"]) == 0
+    assert (
+        main(["verify", "train", "--bootstrap", "200", "--no-ablation", "--no-text", "--repeats", "1"]) == 0
+    )
     table_text = capsys.readouterr().out
     for name in (
         "logreg",
