@@ -331,7 +331,7 @@ def test_bench_verifier_quality_on_a_generated_labelled_file(tmp_path, capsys, m
     out = tmp_path / "result.json"
     bench = _bench()
     assert bench.main([str(tmp_path / "labelled.jsonl"), "--bootstrap", "200", "--models", "logreg,knn",
-                       "--no-embed", "--out", str(out)]) == 0  # fmt: skip
+                       "--no-embed", "--no-text", "--repeats", "1", "--out", str(out)]) == 0  # fmt: skip
     text = capsys.readouterr().out
     for word in (
         "baseline: majority",
@@ -350,6 +350,7 @@ def test_bench_verifier_quality_on_a_generated_labelled_file(tmp_path, capsys, m
     summary = json.loads(out.read_text())
     assert summary["n"] == 135 and summary["groups"] == 15  # every run gold-labelled; groups: meta.group_id
     assert [m["name"] for m in summary["models"]] == ["logreg", "knn"]
+    assert summary["selected"]["seeds"] == [0] and "selected" in summary["selected"]["rows"]
     assert summary["judges"][0]["n"] == 135
     keys = set(summary["differences"])
     assert f"{summary['best']} - majority" in keys and f"{summary['best']} - judge j" in keys
