@@ -19,6 +19,7 @@ magv.verify.evaluation, as `magv verify train` does, without saving a model.
   without one it is unknown, counted as 0, and the output says so.
 
     .venv/bin/python bench/verifier_quality.py [FILE.jsonl] [--folds 5 --seed 0 --bootstrap 1000 --no-embed]
+        [--no-text --repeats 3]
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def reverse_cost(path: Path) -> dict[str, Any]:
 def evaluate_file(
     path: Path, *, folds: int = 5, seed: int = 0, bootstrap: int = 1000, embed: bool = True,
     models: list[str] | None = None, ablation: bool = True, cascade: bool = True,
-    max_judge_share: float = 0.2, margin: float = 0.25,
+    max_judge_share: float = 0.2, margin: float = 0.25, text: bool = True, repeats: int = 3,
 ) -> dict[str, Any]:  # fmt: skip
     """The evaluation of a labelled import file, in `TrainResult.summary()`'s shape, with the
     simulated cascade (`cascade`, on the best model) beside it."""
@@ -83,8 +84,8 @@ def evaluate_file(
     from magv.verify.features import compute_features
     from magv.verify.importer import import_trajectories
     from magv.verify.metrics import ALL_METRICS
-    from magv.verify.models import MODEL_NAMES, cross_validate_models
-    from magv.verify.training import check_enough_rows, training_data
+    from magv.verify.models import MODEL_NAMES, candidate_names, cross_validate_models, make_verifier
+    from magv.verify.training import check_enough_rows, run_documents, training_data
 
     timings: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp, Store(Path(tmp) / "quality.duckdb") as store:
@@ -105,16 +106,20 @@ def evaluate_file(
         meta = kept_meta(store)
         groups = np.array([str(meta[r].get("group_id") or g) for r, g in zip(data.run_ids, data.groups)])
         seed_family = {r: str(m["group_id"]) for r, m in meta.items() if m.get("group_id")}
-        names = list(models or MODEL_NAMES)
-        results = cross_validate_models(data.X, data.y, groups, folds=folds, seed=seed, names=names)
+        names = candidate_names(list(models or MODEL_NAMES), text=text)
+        docs = run_documents(store, data.run_ids) if text else None
+        results = cross_validate_models(data.X, data.y, groups, folds=folds, seed=seed, names=names,
+                                        documents=docs, features=data.features)  # fmt: skip
         ev = evaluate(data.X, data.y, groups, data.features, results, run_ids=data.run_ids,
                       judge_verdicts=[v for v in store.judge_verdicts() if v.correct is not None], folds=folds,
-                      seed=seed, n_bootstrap=bootstrap, ablation=ablation)  # fmt: skip
+                      seed=seed, n_bootstrap=bootstrap, ablation=ablation, documents=docs,
+                      call_documents=run_documents(store, data.run_ids, errors=False), repeats=repeats)  # fmt: skip
         t3 = time.perf_counter()
         replay = None
         if cascade:
+            # the cascade replays a model over the stored features: the best's model kind
             options = CascadeOptions(max_judge_share=max_judge_share, margin=margin)
-            replay = simulate(store, options, model=ev["best"], folds=folds, seed=seed,
+            replay = simulate(store, options, model=make_verifier(ev["best"]).model, folds=folds, seed=seed,
                               reverse_cost=reverse_cost(path), groups=seed_family)  # fmt: skip
         timings = {"import": t1 - t0, "features": t2 - t1, "evaluation": t3 - t2,
                    "cascade": time.perf_counter() - t3}  # fmt: skip
@@ -124,7 +129,8 @@ def evaluate_file(
         "models": [{"name": n, **{k: m[k] for k in keep if k in m}} for n, m in results.items()],
         "best": ev["best"], "select_by": ev["select_by"], "n": ev["n"], "groups": ev["groups"],
         "bootstrap": ev["bootstrap"], "baselines": ev["baselines"], "judges": ev["judges"],
-        "differences": ev["differences"], "ablation": ev["ablation"], "seconds": timings,
+        "differences": ev["differences"], "ablation": ev["ablation"], "selected": ev.get("selected"),
+        "seconds": timings,
         "embeddings": embed, "cascade": replay,
     }  # fmt: skip
 
@@ -141,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="embed texts with the settings' embedder for SS and the other similarities (default; "
                    "--no-embed leaves them neutral)")  # fmt: skip
     p.add_argument("--models", default=None, help="comma-separated models (default: all five)")
+    p.add_argument("--text", action=argparse.BooleanOptionalAction, default=True,
+                   help="compare the text model, alone and stacked (default)")  # fmt: skip
+    p.add_argument("--repeats", type=int, default=3, help="CV seeds of the nested selection (0: none)")
     p.add_argument("--no-ablation", action="store_true")
     p.add_argument("--no-cascade", action="store_true", help="leave out the simulated cascade")
     p.add_argument("--max-judge-share", type=float, default=0.2, help="the cascade's judge budget (share)")
@@ -160,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         summary = evaluate_file(args.file, folds=args.folds, seed=args.seed, bootstrap=args.bootstrap,
                                 embed=args.embed, models=args.models.split(",") if args.models else None,
                                 ablation=not args.no_ablation, cascade=not args.no_cascade,
-                                max_judge_share=args.max_judge_share, margin=args.margin)  # fmt: skip
+                                max_judge_share=args.max_judge_share, margin=args.margin, text=args.text,
+                                repeats=args.repeats)  # fmt: skip
     except MagvError as exc:
         print(f"verifier_quality: {args.file}: {exc}", file=sys.stderr)
         return 2

@@ -212,6 +212,14 @@ class VerifySettings(_Section):
     # pred_contribs), approx = Saabas path attribution (approx_contribs, cheaper), none = not
     # computed. Linear models are exact.
     contributions: Literal["exact", "approx", "none"] = "exact"
+    # Whether training also compares a text model over each run's calls, arguments and words
+    # (alone and stacked on each model; magv.verify.document).
+    text: bool = True
+    # How training sets the saved model's decision threshold, on out-of-fold predictions of the
+    # training rows: "fixed" keeps `threshold`; else the best for accuracy, balanced accuracy, or
+    # the lowest reaching `target_precision` on "correct" ("precision").
+    threshold_objective: Literal["fixed", "accuracy", "balanced_accuracy", "precision"] = "fixed"
+    target_precision: float = Field(default=0.9, gt=0, le=1)
 
 
 class ResponderSettings(_Section):

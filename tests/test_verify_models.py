@@ -159,6 +159,8 @@ def test_hyper_parameters_are_kept_unchanged_and_fitted_attributes_appear_only_i
         "random_state": 4,
         "params": params,
         "calibrate": True,
+        "text": None,
+        "text_params": None,
     }
     assert not [k for k in vars(v) if k.endswith("_")]
     X, y, _ = _data(40)
@@ -197,3 +199,105 @@ def test_clone_and_cross_val_score_work():
     scores = cross_val_score(Verifier("logreg"), X, y, groups=groups, cv=GroupKFold(3), scoring="roc_auc")
     assert scores.shape == (3,) and scores.mean() > 0.8
     assert cross_val_score(Verifier("xgboost", params={"n_estimators": 30}), X, y, cv=3).mean() > 0.7
+
+
+# -- the text model --------------------------------------------------------------------------------
+
+
+def _text_data(n: int = 60, seed: int = 0):
+    """Runs whose document tells the label (a refund call, or an error) and whose numeric
+    features are noise; 3 runs a group."""
+    from magv.models import Step, ToolCall, Trajectory
+    from magv.verify.document import document
+
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, size=n)
+    ts = []
+    for label in y:
+        steps = [Step(call=ToolCall(name="find_order", arguments={"id": int(rng.integers(1000))}))]
+        if label:
+            steps.append(Step(call=ToolCall(name="refund", arguments={"reason": "damaged"})))
+        else:
+            steps.append(Step(call=ToolCall(name="refund", arguments={"reason": "x"}), error="Error: no"))
+        ts.append(Trajectory(steps=steps))
+    groups = np.repeat(np.arange(n // 3 + 1), 3)[:n].astype(str)
+    return rng.normal(size=(n, 3)), y, groups, [document(t) for t in ts]
+
+
+@pytest.mark.parametrize("label", ["text", "logreg + text", "xgboost + text"])
+def test_a_text_model_learns_from_the_documents_inside_its_folds(label):
+    from magv.verify.models import cross_validate_models
+
+    X, y, groups, docs = _text_data()
+    numeric = cross_validate_models(X, y, groups, names=["logreg"])["logreg"]
+    text = cross_validate_models(X, y, groups, names=[label], documents=docs)[label]
+    assert text["roc_auc"] > 0.95 > 0.75 > numeric["roc_auc"]
+    with pytest.raises(ValueError, match="reads documents"):
+        cross_validate_models(X, y, groups, names=[label])
+
+
+def test_a_text_verifier_saves_loads_and_scores_the_same(tmp_path):
+    from magv.verify.document import with_documents
+    from magv.verify.models import TEXT_FEATURE, make_verifier
+
+    X, y, groups, docs = _text_data()
+    Xd = with_documents(X, docs)
+    v = make_verifier("xgboost + text", calibrate=True).fit(Xd, y, groups=groups)
+    assert v.uses_document and v.label == "xgboost + text" and v.n_features_in_ == 4
+    path = save_model(tmp_path / "m.skops", v, ["a", "b", "c"], "1")
+    loaded = load_model(path)["verifier"]
+    assert np.allclose(loaded.proba_correct(Xd), v.proba_correct(Xd))
+    C = v.contributions(Xd)
+    assert C.shape == (60, 4)  # the three features, then TEXT_FEATURE
+    assert np.abs(C[:, -1]).mean() > np.abs(C[:, :-1]).mean(), TEXT_FEATURE
+    with pytest.raises(ValueError, match="document"):
+        v.predict_proba(with_documents(X, docs).astype(object)[:, [0, 1, 2, 0]])
+
+
+def test_a_stacked_text_model_scores_its_training_rows_out_of_fold():
+    """The numeric model of "stack" learns from text scores of rows the text model did not see:
+    fitted in sample, the text score of a memorised training row would look perfect."""
+    from magv.verify.models import _text_oof, text_model
+
+    X, y, groups, docs = _text_data(90, seed=3)
+    # a label per group, told only by a token of the group: learnable from siblings, not across groups
+    by_group = dict(zip(np.unique(groups), np.random.default_rng(1).integers(0, 2, size=90), strict=False))
+    y = np.array([by_group[g] for g in groups])
+    noisy = np.array([f"call_find_order grp{g}" for g in groups], dtype=object)
+    oof = _text_oof(noisy, y, groups, None, 0)[:, 0]
+    in_sample = text_model().fit(noisy, y).decision_function(noisy)
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score(y, in_sample) > 0.95 and roc_auc_score(y, oof) < 0.75
+
+
+def test_lone_conversations_get_spread_scores_from_the_text_model():
+    """Each run of the committed real-model set scored alone (no siblings: the agreement
+    features are all neutral) by a stacked text model fitted on the others: the scores spread
+    over many values, more than a model over the features alone gives."""
+    from pathlib import Path
+
+    from magv.verify.document import documents
+    from magv.verify.features import FEATURE_NAMES, TrajectoryFeaturizer
+    from magv.verify.importer import read_import_file
+    from magv.verify.models import candidate_features, make_verifier, model_input
+
+    lines = [
+        x
+        for x in read_import_file(
+            Path(__file__).resolve().parent.parent / "data" / "fixtures" / "real_dataset.jsonl"
+        )
+        if x.label is not None
+    ]
+    ts, y = [x.trajectory for x in lines], np.array([int(x.label) for x in lines])
+    groups = np.array([str(x.meta.get("group_id") or x.key) for x in lines])
+    X = TrajectoryFeaturizer().transform(ts, groups=[str(i) for i in range(len(ts))])  # each alone
+    test = np.isin(groups, np.unique(groups)[::3])
+    distinct = {}
+    for label in ("logreg", "agreement + text"):
+        v = make_verifier(label)
+        cols = [FEATURE_NAMES.index(f) for f in candidate_features(label, FEATURE_NAMES)]
+        Xin = model_input(v, X[:, cols], documents(ts))
+        v.fit(Xin[~test], y[~test], groups=groups[~test])
+        distinct[label] = len(np.unique(v.proba_correct(Xin[test]).round(6)))
+    assert distinct["agreement + text"] >= max(0.5 * test.sum(), 1.5 * distinct["logreg"]), distinct

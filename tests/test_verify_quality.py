@@ -174,7 +174,9 @@ def trained(tmp_path_factory):
         verdicts.append(JudgeVerdict(run_id=run_id, model="tiny-judge", correct=correct))
     store.add_judge_verdicts(verdicts)
     cfg = load_settings(None, database=store.path, verify={"models_dir": str(tmp / "models")})
-    result = training.train(store, cfg, names=["logreg", "random_forest"], bootstrap=300)
+    result = training.train(
+        store, cfg, names=["logreg", "random_forest"], bootstrap=300, text=False, repeats=1
+    )
     yield store, cfg, result, data, verdicts
     store.close()
 
@@ -199,7 +201,7 @@ def test_out_of_fold_predictions_and_confusion_are_stored(trained):
 def test_baselines_are_on_the_same_rows_and_folds(trained):
     _, _, result, data, _ = trained
     ev = result.evaluation
-    assert ev["n"] == len(data.y) and set(ev["baselines"]) == {"majority", "agreement"}
+    assert ev["n"] == len(data.y) and set(ev["baselines"]) >= {"majority", "agreement", "write agreement"}
     splits = grouped_splits(data.y, data.groups, 5, 0)
     assert sorted(np.concatenate([te for _, te in splits]).tolist()) == list(range(len(data.y)))
     expected = point_metrics(data.y, majority_oof(data.y, splits))
@@ -267,7 +269,7 @@ def test_report_and_data_card_name_the_model_training_picked(trained, tmp_path):
     card = _verifier(store, store.latest_verifier_model())
     assert card["best_by_cv"] == result.best and set(card["baselines"]) >= {"majority", "agreement"}
     # another selection metric: training, report and card still agree
-    again = training.train(store, cfg, names=["logreg", "random_forest"], select_by="mcc", bootstrap=0,
+    again = training.train(store, cfg, names=["logreg", "random_forest"], select_by="mcc", bootstrap=0, text=False, repeats=0,
                            ablation=False)  # fmt: skip
     assert again.best == best_model(again.results, "mcc")
     assert collect(store).metrics["verifier"]["best"]["name"] == again.best
@@ -329,7 +331,7 @@ def test_bench_verifier_quality_on_a_generated_labelled_file(tmp_path, capsys, m
     out = tmp_path / "result.json"
     bench = _bench()
     assert bench.main([str(tmp_path / "labelled.jsonl"), "--bootstrap", "200", "--models", "logreg,knn",
-                       "--no-embed", "--out", str(out)]) == 0  # fmt: skip
+                       "--no-embed", "--no-text", "--repeats", "1", "--out", str(out)]) == 0  # fmt: skip
     text = capsys.readouterr().out
     for word in (
         "baseline: majority",
@@ -348,6 +350,7 @@ def test_bench_verifier_quality_on_a_generated_labelled_file(tmp_path, capsys, m
     summary = json.loads(out.read_text())
     assert summary["n"] == 135 and summary["groups"] == 15  # every run gold-labelled; groups: meta.group_id
     assert [m["name"] for m in summary["models"]] == ["logreg", "knn"]
+    assert summary["selected"]["seeds"] == [0] and "selected" in summary["selected"]["rows"]
     assert summary["judges"][0]["n"] == 135
     keys = set(summary["differences"])
     assert f"{summary['best']} - majority" in keys and f"{summary['best']} - judge j" in keys
@@ -389,12 +392,16 @@ def test_retraining_after_the_judge_ran_updates_the_stored_evaluation(tmp_path):
         compute_features(store, None, alternates=False)
         gold_labels(store)
         cfg = load_settings(None, database=store.path, verify={"models_dir": str(tmp_path / "models")})
-        first = training.train(store, cfg, names=["logreg"], bootstrap=0, ablation=False)
+        first = training.train(
+            store, cfg, names=["logreg"], bootstrap=0, ablation=False, text=False, repeats=0
+        )
         assert json.loads(store.latest_verifier_model()["metrics"])["evaluation"]["judges"] == []
         store.add_judge_verdicts(
             [JudgeVerdict(run_id=r, model="j", correct=True) for r in store.effective_labels()]
         )
-        again = training.train(store, cfg, names=["logreg"], bootstrap=0, ablation=False)
+        again = training.train(
+            store, cfg, names=["logreg"], bootstrap=0, ablation=False, text=False, repeats=0
+        )
         assert again.model_id == first.model_id and store.counts()["verifier_models"] == 1
         (judge,) = json.loads(store.latest_verifier_model()["metrics"])["evaluation"]["judges"]
         assert judge["n"] == 90 and judge["judge"]["recall"] == 1.0

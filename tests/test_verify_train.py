@@ -19,6 +19,7 @@ from magv.store import Store
 from magv.verify import scoring, training
 from magv.verify.features import FEATURE_NAMES, FEATURE_VERSION, compute_features
 from magv.verify.labels import gold_labels, match, read_label_file
+from magv.verify.models import TEXT_FEATURE, candidate_names
 from tests.store_helpers import write_features
 from tests.verify_helpers import HashEmbedder, synthetic_store
 
@@ -91,14 +92,14 @@ def _trained_store(tmp_path: Path, n: int = 60) -> tuple[Store, object]:
 
 def test_train_registers_the_best_model_and_score_predicts_every_row(tmp_path):
     store, cfg = _trained_store(tmp_path)
-    result = training.train(store, cfg)
-    assert set(result.results) == {"logreg", "svm", "random_forest", "knn", "xgboost"}
+    result = training.train(store, cfg, repeats=0)
+    assert set(result.results) == set(candidate_names())  # the five models, the text model, stacked
     # gold labels are on every base run (180), and every run with siblings has a row and is scored
     assert result.path.is_file() and result.calibrated and result.n_rows == 180
     assert store.latest_verifier_model()["id"] == result.model_id
-    assert len(store.cv_results(result.training_id)) == 5
+    assert len(store.cv_results(result.training_id)) == len(candidate_names())
     # Retraining the same data is the same model: nothing new is registered.
-    assert training.train(store, cfg).model_id == result.model_id
+    assert training.train(store, cfg, repeats=0).model_id == result.model_id
     assert store.counts()["verifier_models"] == 1
 
     scored = scoring.score(store, cfg)
@@ -106,7 +107,7 @@ def test_train_registers_the_best_model_and_score_predicts_every_row(tmp_path):
     assert scored.n == len(preds) == 180
     p = preds[0]
     assert 0.0 <= p.probability <= 1.0 and p.verdict == (p.probability >= 0.5)
-    assert len(p.contributions) == 5 and set(p.contributions) <= set(FEATURE_NAMES)
+    assert 1 <= len(p.contributions) <= 5 and set(p.contributions) <= {*FEATURE_NAMES, TEXT_FEATURE}
     # Verdicts agree with the labels far better than chance on this learnable data.
     labels = store.effective_labels()
     assert np.mean([labels[q.run_id].correct == q.verdict for q in preds if q.run_id in labels]) > 0.75
@@ -129,7 +130,7 @@ def test_labels_on_any_run_train_the_model(tmp_path):
 
 def test_scoring_ten_thousand_rows_is_well_under_a_second(tmp_path):
     store, cfg = _trained_store(tmp_path, n=30)
-    training.train(store, cfg, names=["logreg", "xgboost"])
+    training.train(store, cfg, names=["logreg", "xgboost"], text=False, repeats=0)
     template = store.features(FEATURE_VERSION)
     rng = np.random.default_rng(0)
     rows = []
@@ -174,20 +175,33 @@ def test_cli_verify_train_prints_exactly_the_table_json(tmp_path, capsys, monkey
     assert main(["verify", "label", "--json"]) == 0
     labelled = json.loads(capsys.readouterr().out)
     assert labelled["written"] == 135 and labelled["source"] == "gold"  # every run of the 45 questions
-    assert main(["verify", "train", "--json"]) == 0
+    assert main(["verify", "train", "--json", "--repeats", "1"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert set(out) == {"models", "best", "select_by", "n", "groups", "bootstrap", "baselines", "judges",
-                        "differences", "ablation"}  # fmt: skip
-    assert [m["name"] for m in out["models"]] == ["logreg", "svm", "random_forest", "knn", "xgboost"]
+                        "differences", "ablation", "selected"}  # fmt: skip
+    assert [m["name"] for m in out["models"]] == [
+        "logreg", "svm", "random_forest", "knn", "xgboost", "text", "logreg + text", "svm + text",
+        "random_forest + text", "knn + text", "xgboost + text", "agreement + text",
+    ]  # fmt: skip
+    selected = out["selected"]
+    assert set(selected["rows"]) == {"selected", "majority", "agreement", "write agreement", "tfidf"}
+    assert selected["seeds"] == [0] and len(selected["chosen"]) == 5
+    assert {c["model"] for c in selected["chosen"]} <= {m["name"] for m in out["models"]}
+    coverage = [a["coverage"] for a in selected["abstention"]]
+    assert coverage[0] == 1.0 and coverage == sorted(coverage, reverse=True)
     metrics = {"accuracy", "balanced_accuracy", "roc_auc", "mcc", "brier", "precision", "recall", "f1"}
     for m in out["models"]:
         assert metrics | {"name", "intervals", "confusion"} <= set(m)
         assert set(m["intervals"]) == {"accuracy", "balanced_accuracy", "roc_auc", "mcc", "brier"}
         assert sum(map(sum, m["confusion"])) == out["n"] == 135
     assert out["best"] in {m["name"] for m in out["models"]} and out["select_by"] == "roc_auc"
-    assert set(out["baselines"]) == {"majority", "agreement"} and out["judges"] == []
+    assert (
+        set(out["baselines"]) == {"majority", "agreement", "write agreement", "tfidf"} and out["judges"] == []
+    )
     assert [a["features"] for a in out["ablation"]][0] == "paper" and out["ablation"][-1]["features"] == "all"
-    assert main(["verify", "train", "--bootstrap", "200", "--no-ablation"]) == 0
+    assert (
+        main(["verify", "train", "--bootstrap", "200", "--no-ablation", "--no-text", "--repeats", "1"]) == 0
+    )
     table_text = capsys.readouterr().out
     for name in (
         "logreg",
@@ -198,6 +212,10 @@ def test_cli_verify_train_prints_exactly_the_table_json(tmp_path, capsys, monkey
         "AUROC",
         "baseline: majority",
         "baseline: agreement",
+        "baseline: write agreement",
+        "baseline: tfidf",
+        "nested CV",
+        "abstention",
     ):
         assert name in table_text
     assert re.search(r"\[0\.\d{3}, [01]\.\d{3}\]", table_text)  # an interval under each value
@@ -211,7 +229,7 @@ def test_cli_verify_train_prints_exactly_the_table_json(tmp_path, capsys, monkey
 def test_contributions_setting_exact_approx_or_none(tmp_path):
     """verify.contributions picks what scoring explains: the probabilities never change."""
     store, cfg = _trained_store(tmp_path)
-    training.train(store, cfg, names=["xgboost"])
+    training.train(store, cfg, names=["xgboost"], text=False, repeats=0)
     stored = {}
     for method in ("exact", "approx", "none"):
         scoring.score(

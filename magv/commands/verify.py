@@ -135,22 +135,47 @@ def train(
     ablation: bool = typer.Option(
         True, "--ablation/--no-ablation", help="Cross-validate the feature families."
     ),
+    text: bool = typer.Option(
+        None,
+        "--text/--no-text",
+        help="Also compare the text model over each run's calls and arguments, alone and stacked "
+        "(default: verify.text).",
+    ),
+    objective: str = typer.Option(
+        None,
+        "--objective",
+        help="How the saved model's threshold is chosen on out-of-fold predictions: fixed (verify.threshold), "
+        "accuracy, balanced_accuracy or precision (the lowest reaching verify.target_precision on correct); "
+        "default: verify.threshold_objective.",
+    ),
+    repeats: int = typer.Option(
+        3,
+        "--repeats",
+        min=0,
+        max=50,
+        help="CV seeds the nested selection (model and threshold chosen inside each training fold) is "
+        "repeated over, beside the baselines; 0: none.",
+    ),
     as_json: bool = JsonOption,
 ) -> None:
-    """Cross-validate the five models (grouped CV) beside the baselines and the judge, refit,
-    calibrate and save the best."""
+    """Cross-validate the five models and the text models (grouped CV) beside the baselines
+    (majority, agreement, write agreement, TF-IDF) and the judge; measure the selection nested in
+    the folds over several seeds; refit, calibrate and save the best."""
     from magv.pipeline import train as stage
     from magv.verify.models import METRICS
+    from magv.verify.selection import OBJECTIVES
     from magv.verify.training import check_models_dir, check_seed
 
     if select_by not in METRICS:
         raise BadInput(f"--select-by {select_by}: expected one of {', '.join(METRICS)}")
+    if objective is not None and objective not in ("fixed", *OBJECTIVES):
+        raise BadInput(f"--objective {objective}: expected one of fixed, {', '.join(OBJECTIVES)}")
     cfg = settings(ctx)
     check_seed(cfg.pipeline.seed if seed is None else seed)  # before the store is opened
     check_models_dir(Path(cfg.verify.models_dir))
     with open_store(cfg, existing=True) as store:
         result = stage.run(store, cfg, folds=folds, seed=seed, select_by=select_by, bootstrap=bootstrap,
-                           ablation=ablation).result  # fmt: skip
+                           ablation=ablation, text=text, objective=objective, repeats=repeats).result  # fmt: skip
     summary = result.summary()
     if as_json:
         emit_json(summary)

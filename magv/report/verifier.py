@@ -160,6 +160,14 @@ def _baselines(evaluation: dict[str, Any] | None) -> list[dict[str, Any]]:
         return []
     rows = [{"name": name, "n": b.get("n"), **{k: rounded(b.get(k)) for k in INTERVAL_METRICS},
              "intervals": _intervals(b)} for name, b in evaluation.get("baselines", {}).items()]  # fmt: skip
+    sel = evaluation.get("selected")
+    if sel:
+        # the honest headline: model and threshold chosen inside each training fold, mean over CV seeds
+        for name, m in sel["rows"].items():
+            label = f"nested selection ({sel['objective']})" if name == "selected" else f"baseline {name}"
+            rows.append({"name": f"{label}, mean of {len(sel['seeds'])} CV seeds", "n": evaluation.get("n"),
+                         **{k: rounded((m.get(k) or {}).get("mean")) for k in INTERVAL_METRICS},
+                         "sd": {k: rounded(v["sd"]) for k, v in m.items()}, "intervals": {}})  # fmt: skip
     for j in evaluation.get("judges", []):
         rows.append({"name": f"judge {j['model']}", "n": j["n"], **{k: rounded(j["judge"].get(k)) for k in INTERVAL_METRICS},
                      "intervals": _intervals(j["judge"])})  # fmt: skip

@@ -18,15 +18,31 @@ the feature names (`feature_family`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from magv.definitions import best_model
 from magv.verify.features import AGGREGATES, OWN_FEATURES, PAIR_FEATURES, SIBLING_COUNTS
-from magv.verify.metrics import N_BOOTSTRAP, GroupBootstrap, Scorer, confusion, difference, evaluate_scorer
-from magv.verify.models import cross_validate_models, grouped_splits
+from magv.verify.metrics import (
+    N_BOOTSTRAP,
+    GroupBootstrap,
+    Scorer,
+    confusion,
+    difference,
+    evaluate_scorer,
+    point_metrics,
+)
+from magv.verify.models import (
+    MODEL_NAMES,
+    candidate_features,
+    cross_validate_models,
+    grouped_splits,
+    make_verifier,
+    model_input,
+)
+from magv.verify.selection import abstention, nested_cv, repeated
 
 # Agreement of a run with its siblings: its signature's share of the group (for an MCT row, the
 # MCT share), the mean exact match with the sibling runs, the share of siblings with its tool names.
@@ -74,6 +90,35 @@ def feature_sets(names: Sequence[str]) -> list[tuple[str, list[int]]]:
 
 
 # -- baselines -----------------------------------------------------------------------------------
+
+WRITE_AGREEMENT = "sibling_same_writes"  # the no-fit baseline's feature
+
+
+def baseline_oof(
+    X: np.ndarray, y: np.ndarray, names: Sequence[str], splits: Sequence[tuple[np.ndarray, np.ndarray]],
+    groups: np.ndarray, call_documents: Sequence[str] | None = None,
+) -> dict[str, Scorer]:  # fmt: skip
+    """The baselines out of fold on `splits`: "majority", "agreement" (below), "write agreement"
+    (no fit: the share of the other runs of the group with the same write calls, the featurizer's
+    WRITE_AGREEMENT; correct at >= 0.5) and, given each row's calls-and-arguments document
+    (magv.verify.document.document with errors=False), "tfidf": TF-IDF over it + logistic
+    regression, fitted on the training folds."""
+    from magv.verify.document import with_documents
+    from magv.verify.models import Verifier
+    from magv.verify.selection import oof_proba
+
+    y, X = np.asarray(y, dtype=np.int64), np.asarray(X, dtype=np.float64)
+    out = {"majority": majority_oof(y, splits)}
+    agreement = agreement_oof(X, y, list(names), splits)
+    if agreement is not None:
+        out["agreement"] = agreement[0]
+    if WRITE_AGREEMENT in names:
+        share = X[:, list(names).index(WRITE_AGREEMENT)]
+        out["write agreement"] = Scorer((share >= 0.5).astype(np.int64), share, share)
+    if call_documents is not None:
+        docs = with_documents(np.zeros((len(y), 0)), call_documents)
+        out["tfidf"] = Scorer.from_proba(oof_proba(Verifier("logreg", text="only"), docs, y, groups, splits))
+    return out
 
 
 def majority_oof(y: np.ndarray, splits: Sequence[tuple[np.ndarray, np.ndarray]]) -> Scorer:
@@ -159,10 +204,19 @@ def evaluate(
     n_bootstrap: int = N_BOOTSTRAP,
     select_by: str = "roc_auc",
     ablation: bool = True,
+    documents: Sequence[str] | None = None,
+    call_documents: Sequence[str] | None = None,
+    repeats: int = 3,
+    objective: str = "accuracy",
+    target_precision: float = 0.9,
 ) -> dict[str, Any]:
     """Add `intervals` and `confusion` to each model's `results` (which must hold `oof`, as
-    `cross_validate_models` gives) and return the rest of the evaluation: baselines, judges,
-    differences (best model minus each, paired bootstrap) and the ablation."""
+    `cross_validate_models` gives) and return the rest of the evaluation: baselines (the TF-IDF
+    one given `call_documents`), judges, differences (best model minus each, paired bootstrap),
+    the ablation, and `selected`: the selection among `results`' models nested in the folds
+    with its threshold for `objective` ("fixed": 0.5), over `repeats` CV seeds from `seed`
+    beside the baselines on the same folds, and its abstention curve (magv.verify.selection;
+    text models read `documents`). `repeats` 0 leaves `selected` out."""
     y, groups = np.asarray(y, dtype=np.int64), np.asarray(groups)
     boot = GroupBootstrap(groups, n_bootstrap, seed) if n_bootstrap > 0 else None
     splits = grouped_splits(y, groups, folds, seed)
@@ -175,10 +229,8 @@ def evaluate(
     best = best_model(results, select_by)
 
     baselines: dict[str, dict[str, Any]] = {}
-    base_scorers = {"majority": majority_oof(y, splits)}
+    base_scorers = baseline_oof(X, y, names, splits, groups, call_documents)
     agreement = agreement_oof(np.asarray(X), y, list(names), splits)
-    if agreement is not None:
-        base_scorers["agreement"] = agreement[0]
     for name, s in base_scorers.items():
         baselines[name] = {**evaluate_scorer(y, s, boot), "n": int(len(y)),
                            "confusion": confusion(y.tolist(), s.pred.tolist())}  # fmt: skip
@@ -213,9 +265,54 @@ def evaluate(
         "ablation": [],
     }
     if ablation:
-        out["ablation"] = ablate(X, y, groups, names, best, folds=folds, seed=seed, boot=boot,
-                                 every_feature=results[best])  # fmt: skip
+        model = make_verifier(best).model if best not in MODEL_NAMES else best
+        out["ablation"] = ablate(X, y, groups, names, model, folds=folds, seed=seed, boot=boot,
+                                 every_feature=results.get(model))  # fmt: skip
+    if repeats > 0:
+        out["selected"] = selected(X, y, groups, names, list(results), documents, call_documents,
+                                   folds=folds, seeds=range(seed, seed + repeats), select_by=select_by,
+                                   objective=objective, target_precision=target_precision)  # fmt: skip
     return out
+
+
+def selected(
+    X: np.ndarray, y: np.ndarray, groups: np.ndarray, names: Sequence[str], candidates: Sequence[str],
+    documents: Sequence[str] | None, call_documents: Sequence[str] | None, *, folds: int, seeds: Iterable[int],
+    select_by: str = "roc_auc", objective: str = "accuracy", target_precision: float = 0.9,
+) -> dict[str, Any]:  # fmt: skip
+    """The nested selection (magv.verify.selection.nested_cv) among `candidates` at each CV seed,
+    beside the baselines on the same folds: per row ("selected", each baseline) the mean and
+    spread over the seeds of accuracy, balanced accuracy and AUROC; the models and thresholds
+    chosen at the first seed; its abstention curve there."""
+    X = np.asarray(X, dtype=np.float64)
+    inputs = {}
+    for label in candidates:
+        v = make_verifier(label)
+        inputs[label] = (v, model_input(v, X[:, [list(names).index(f) for f in candidate_features(label, names)]],
+                                        documents))  # fmt: skip
+    first: dict[str, Any] = {}
+
+    def measure(seed: int) -> dict[str, float | None]:
+        splits = grouped_splits(y, groups, folds, seed)
+        n = nested_cv(inputs, y, groups, folds=folds, seed=seed, select_by=select_by,
+                      objective="accuracy" if objective == "fixed" else objective,
+                      target_precision=target_precision)  # fmt: skip
+        if objective == "fixed":
+            n["pred"] = (n["proba"] >= 0.5).astype(np.int64)
+            n["threshold"][:] = 0.5
+        if not first:
+            first.update(chosen=n["chosen"], abstention=abstention(y, n["proba"], n["threshold"]))
+        scorers = {"selected": Scorer(n["pred"], n["proba"], n["proba"]),
+                   **baseline_oof(X, y, names, splits, groups, call_documents)}  # fmt: skip
+        return {f"{name}|{k}": point_metrics(y, s)[k] for name, s in scorers.items()
+                for k in ("accuracy", "balanced_accuracy", "roc_auc")}  # fmt: skip
+
+    stats = repeated(measure, list(seeds))
+    rows: dict[str, dict[str, Any]] = {}
+    for key, v in stats.items():
+        name, metric = key.split("|")
+        rows.setdefault(name, {})[metric] = v
+    return {"objective": objective, "seeds": list(seeds), "rows": rows, **first}
 
 
 def ablate(
@@ -258,6 +355,13 @@ def with_interval(m: Mapping[str, Any], k: str, sep: str = "\n") -> str:
     return f"{v:.3f}{sep}[{iv[0]:.3f}, {iv[1]:.3f}]" if iv else f"{v:.3f}"
 
 
+def spread(v: Mapping[str, Any] | None) -> str:
+    """'0.712 ± 0.020 [0.690, 0.730]' of a `repeated` entry; '–' without one."""
+    if not v:
+        return "–"
+    return f"{v['mean']:.3f} ± {v['sd']:.3f} [{v['min']:.3f}, {v['max']:.3f}]"
+
+
 def _row(label: str, m: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
     return {"": label, **extra, **{_SHORT[k]: with_interval(m, k) for k in TABLE_METRICS}}
 
@@ -286,6 +390,15 @@ def summary_tables(summary: Mapping[str, Any]) -> list[tuple[str, list[dict[str,
              for k, d in summary.get("differences", {}).items()]  # fmt: skip
     if diffs:
         out.append(("differences (paired bootstrap)", diffs))
+    sel = summary.get("selected")
+    if sel:
+        out.append((f"model and threshold ({sel['objective']}) chosen inside each training fold (nested CV), "
+                    f"beside the baselines on the same folds: mean ± sd [min, max] over CV seeds {sel['seeds']}",
+                    [{"": name, **{_SHORT[k]: spread(m.get(k)) for k in ("accuracy", "balanced_accuracy", "roc_auc")}}
+                     for name, m in sel["rows"].items()]))  # fmt: skip
+        out.append(("abstention: verdicts within a band around the threshold left to a human (first seed)",
+                    [{"band": f"±{a['band']:.2f}", "coverage": f"{a['coverage']:.3f}",
+                      "accuracy": "–" if a["accuracy"] is None else f"{a['accuracy']:.3f}"} for a in sel["abstention"]]))  # fmt: skip
     abl = [
         _row(a["features"], a, model=a["model"], features=a["n_features"])
         for a in summary.get("ablation", [])

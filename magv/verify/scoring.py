@@ -89,9 +89,12 @@ class Scorer:
         top: int = TOP_REASONS,
     ):
         from magv.verify.features import FEATURE_NAMES
+        from magv.verify.training import input_names
 
         self.verifier = bundle["verifier"]
         self.names: list[str] = list(bundle["features"])
+        self.inputs = input_names(self.verifier, self.names)  # the columns of its contributions
+        self.numeric = 0 if self.verifier.text == "only" else len(self.names)
         self.columns = [FEATURE_NAMES.index(n) for n in self.names]
         self.featurizer = featurizer
         self.model_id = model_id
@@ -124,10 +127,16 @@ class Scorer:
         questions: Mapping[Hashable, str] | None = None,
         rows: Sequence[int] | None = None,
     ) -> np.ndarray:
-        """The model's feature rows of `rows` of the trajectories (the featurizer's, in the model's
-        columns)."""
-        X = self.featurizer.transform(trajectories, groups, questions=questions, rows=rows)
-        return X[:, self.columns]
+        """The model's input rows for `rows` of the trajectories: the featurizer's features in the
+        model's columns, and each run's document as the last column for a model that reads text."""
+        from magv.verify.document import documents
+        from magv.verify.models import model_input
+
+        X = self.featurizer.transform(trajectories, groups, questions=questions, rows=rows)[:, self.columns]
+        if self.verifier.uses_document:
+            wanted = range(len(trajectories)) if rows is None else rows
+            X = model_input(self.verifier, X, documents([_trajectory(trajectories[i]) for i in wanted]))
+        return X
 
     def score(
         self,
@@ -143,10 +152,20 @@ class Scorer:
         p = self.predict(X)
         out = []
         for i, prob in enumerate(p.proba):
-            reasons = [{"feature": self.names[j], "value": round(float(X[i, j]), 6), "contribution": float(v)}
+            reasons = [{"feature": self.inputs[j], "value": _value(X, i, j, self.numeric), "contribution": float(v)}
                        for j, v in zip(p.top_index[i], p.top_values[i], strict=True)]  # fmt: skip
             out.append(Verdict(bool(p.correct[i]), round(float(prob), 6), self.threshold, reasons))
         return out
+
+
+def _trajectory(t: Any) -> Trajectory:
+    return t if isinstance(t, Trajectory) else Trajectory.model_validate(t)
+
+
+def _value(X: np.ndarray, i: int, j: int, numeric: int) -> float | None:
+    """A reason's value: its feature's; None for the text model's column, which has no value
+    beside its contribution."""
+    return round(float(X[i, j]), 6) if j < numeric else None
 
 
 def check_scorable(row: dict[str, Any], bundle: dict[str, Any]) -> None:
@@ -203,6 +222,7 @@ def load_scorer(
     known without)."""
     from magv.llm.embeddings import lazy_embedder
     from magv.verify.features import TrajectoryFeaturizer, needs_embeddings
+    from magv.verify.training import model_threshold
 
     row, bundle = load_bundle(settings, model_file, model_id)
     embeds = needs_embeddings(bundle["features"])
@@ -211,7 +231,7 @@ def load_scorer(
         tools.writes if tools is not None else (),
     )
     return Scorer(bundle, featurizer, model_id=str(row["id"]),
-                  threshold=settings.verify.threshold if threshold is None else threshold,
+                  threshold=model_threshold(bundle, settings) if threshold is None else threshold,
                   contributions=settings.verify.contributions)  # fmt: skip
 
 
@@ -226,20 +246,23 @@ def score(
 ) -> ScoreResult:
     """The score stage: predict every run that has a feature row of the model's feature version,
     and store the predictions in one statement."""
-    from magv.verify.training import checked_matrix, load_registered
+    from magv.verify.models import model_input
+    from magv.verify.training import checked_matrix, load_registered, model_threshold, run_documents
 
     t0 = time.perf_counter()
     row, bundle = load_registered(store, model_id, Path(settings.verify.models_dir), model_file)
     check_scorable(row, bundle)
-    threshold = settings.verify.threshold if threshold is None else threshold
+    threshold = model_threshold(bundle, settings) if threshold is None else threshold
     scorer = Scorer(bundle, model_id=row["id"], threshold=threshold, contributions=settings.verify.contributions,
                     top=top)  # fmt: skip
     run_ids, X = checked_matrix(store, bundle["feature_version"], scorer.names)
+    if scorer.verifier.uses_document:
+        X = model_input(scorer.verifier, X, run_documents(store, run_ids))
     t1 = time.perf_counter()
     p = scorer.predict(X)
     t2 = time.perf_counter()
     store.bulk_add_predictions(
-        row["id"], threshold, run_ids, p.proba, p.correct, scorer.names, p.top_index, p.top_values
+        row["id"], threshold, run_ids, p.proba, p.correct, scorer.inputs, p.top_index, p.top_values
     )
     t3 = time.perf_counter()
     return ScoreResult(

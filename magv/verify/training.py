@@ -23,13 +23,20 @@ from magv.verify.features import FEATURE_NAMES, FEATURE_VERSION
 from magv.verify.metrics import ALL_METRICS, N_BOOTSTRAP
 from magv.verify.models import (
     MODEL_NAMES,
+    TEXT_FEATURE,
     Verifier,
     best_model,
+    candidate_features,
+    candidate_names,
     check_model_path,
     cross_validate_models,
+    grouped_splits,
     load_model,
+    make_verifier,
+    model_input,
     save_model,
 )
+from magv.verify.selection import choose_threshold, oof_proba
 
 # Fewer labelled rows than this (or of a class) give a model whose CV metrics mean nothing: such a
 # training is refused rather than registered.
@@ -45,6 +52,16 @@ class TrainingData:
     y: np.ndarray
     groups: np.ndarray
     features: list[str]
+
+
+def run_documents(store: Any, run_ids: Sequence[str], errors: bool = True) -> list[str]:
+    """The text model's document of each run (magv.verify.document), in the order of run_ids."""
+    from magv.models import Trajectory
+    from magv.verify.document import document
+
+    rows = store.trajectories_json(run_ids)
+    by_id = {r["id"]: document(Trajectory.model_validate_json(r["trajectory"]), errors) for r in rows}
+    return [by_id[r] for r in run_ids]
 
 
 @dataclass
@@ -68,7 +85,8 @@ class TrainResult:
         return {"models": rows, "best": self.best, "select_by": ev.get("select_by"), "n": self.n_rows,
                 "groups": ev.get("groups"), "bootstrap": ev.get("bootstrap"),
                 "baselines": ev.get("baselines", {}), "judges": ev.get("judges", []),
-                "differences": ev.get("differences", {}), "ablation": ev.get("ablation", [])}  # fmt: skip
+                "differences": ev.get("differences", {}), "ablation": ev.get("ablation", []),
+                "selected": ev.get("selected")}  # fmt: skip
 
 
 def checked_matrix(store: Any, version: str, names: Sequence[str]) -> tuple[list[str], np.ndarray]:
@@ -108,38 +126,62 @@ def train(
     names: Sequence[str] = MODEL_NAMES,
     bootstrap: int = N_BOOTSTRAP,
     ablation: bool = True,
+    text: bool | None = None,
+    objective: str | None = None,
+    repeats: int = 3,
 ) -> TrainResult:
-    """Cross-validate `names`, evaluate them against the baselines and judges
-    (magv.verify.evaluation; `bootstrap` replicates for the intervals, 0 for none; `ablation` the
-    feature families), refit the best (magv.definitions.best_model) calibrated, save and register it."""
+    """Cross-validate `names` (with `text`, default verify.text, the text model alone and stacked
+    on each too), evaluate them against the baselines and judges (magv.verify.evaluation:
+    `bootstrap` replicates for the intervals, 0 for none; `ablation` the feature families; the
+    selection nested in the folds), refit the best (magv.definitions.best_model) calibrated, set its
+    threshold for `objective` (default verify.threshold_objective) on its out-of-fold
+    predictions, save and register it. `repeats`: CV seeds of the nested selection's figures."""
     folds = folds or settings.verify.cv_folds
     seed = settings.pipeline.seed if seed is None else seed
+    text = settings.verify.text if text is None else text
+    objective = objective or settings.verify.threshold_objective
     check_seed(seed)
     check_models_dir(Path(settings.verify.models_dir))
     data = training_data(store)
     check_enough_rows(data.y)
-    results = cross_validate_models(data.X, data.y, data.groups, folds=folds, seed=seed, names=names)
+    docs = run_documents(store, data.run_ids) if text else None
+    names = candidate_names(names, text=text)
+    results = cross_validate_models(data.X, data.y, data.groups, folds=folds, seed=seed, names=names,
+                                    documents=docs, features=data.features)  # fmt: skip
     evaluation = evaluate(data.X, data.y, data.groups, data.features, results, run_ids=data.run_ids,
                           judge_verdicts=store.judge_verdicts(), folds=folds, seed=seed, n_bootstrap=bootstrap,
-                          select_by=select_by, ablation=ablation)  # fmt: skip
+                          select_by=select_by, ablation=ablation, documents=docs,
+                          call_documents=run_documents(store, data.run_ids, errors=False), objective=objective,
+                          target_precision=settings.verify.target_precision, repeats=repeats)  # fmt: skip
     best = best_model(results, select_by)
-    verifier = Verifier(best, seed, calibrate=True).fit(data.X, data.y, groups=data.groups)
+    features = candidate_features(best, data.features)
+    verifier = make_verifier(best, seed, calibrate=True)
+    Xin = model_input(verifier, data.X[:, [data.features.index(f) for f in features]], docs)
+    verifier.fit(Xin, data.y, groups=data.groups)
+    threshold = None
+    if objective != "fixed":
+        # chosen on out-of-fold probabilities of the model as it is saved (calibrated), on this
+        # training's folds, as the deployed model's probabilities are what it will cut
+        oof = oof_proba(make_verifier(best, seed, calibrate=True), Xin, data.y, data.groups,
+                        grouped_splits(data.y, data.groups, folds, seed))  # fmt: skip
+        threshold = choose_threshold(data.y, oof, objective, settings.verify.target_precision)
 
     # Same labelled rows, same settings -> same ids: retraining unchanged data registers nothing new.
     training_id = make_id("training", FEATURE_VERSION, sorted(zip(data.run_ids, data.y.tolist())), folds, seed,
                           list(names))  # fmt: skip
-    model_id = make_id("verifier", training_id, best, select_by)
+    model_id = make_id("verifier", training_id, best, select_by, objective)
     path = Path(settings.verify.models_dir) / f"{model_id}.skops"
-    save_model(path, verifier, data.features, FEATURE_VERSION, model_id=model_id, name=best,
-               calibrated=verifier.calibrated_)  # fmt: skip
+    save_model(path, verifier, features, FEATURE_VERSION, model_id=model_id, name=best,
+               calibrated=verifier.calibrated_, threshold=threshold, objective=objective,
+               inputs=model_inputs(verifier, features))  # fmt: skip
     with store.transaction():
         store.add_cv_results(training_id, results)  # with each model's out-of-fold predictions
         store.add_verifier_model({
             "id": model_id, "name": best, "path": str(path), "feature_version": FEATURE_VERSION,
-            "features": data.features,
+            "features": features,
             "metrics": {**without_oof(results)[best], "calibrated": verifier.calibrated_, "select_by": select_by,
                         "training_id": training_id, "contributions": verifier.contribution_method,
-                        "evaluation": evaluation},
+                        "threshold": threshold, "objective": objective, "evaluation": evaluation},
         })  # fmt: skip
     return TrainResult(
         training_id, model_id, best, path, results, verifier.calibrated_, len(data.y), evaluation
@@ -212,3 +254,26 @@ def load_registered(
     if models_dir is not None:
         check_model_path(path, models_dir)
     return row, load_model(path)
+
+
+def model_inputs(verifier: Verifier, features: Sequence[str]) -> dict[str, bool]:
+    """What a model reads besides its feature columns: the documents (a text model), and whether
+    any of its features needs an embedder (so scoring can skip embedding for a model that does not)."""
+    from magv.verify.features import needs_embeddings
+
+    embedded = needs_embeddings(features)
+    return {"document": verifier.uses_document, "embeddings": embedded and verifier.text != "only"}
+
+
+def model_threshold(bundle: dict[str, Any], settings: Settings) -> float:
+    """The decision threshold a saved model scores with: the one its training chose for an
+    objective (verify.threshold_objective), else verify.threshold."""
+    chosen = bundle.get("threshold")
+    return float(chosen) if isinstance(chosen, int | float) else settings.verify.threshold
+
+
+def input_names(verifier: Verifier, names: Sequence[str]) -> list[str]:
+    """The names of the columns `verifier.contributions` returns for feature columns `names`."""
+    if verifier.text == "only":
+        return [TEXT_FEATURE]
+    return [*names, TEXT_FEATURE] if verifier.text == "stack" else list(names)

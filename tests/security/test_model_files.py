@@ -209,3 +209,24 @@ def test_score_refuses_a_model_file_of_another_feature_set(
     code, err = _cli(["verify", "score"], capsys)
     assert code == 1 and expected in err and "Traceback" not in err
     assert read_counts(db) == before
+
+
+def test_text_verifiers_hold_only_trusted_types(tmp_path):
+    """The text model (TF-IDF + logistic regression) inside a saved verifier, alone and stacked,
+    needs no type beyond TRUSTED_TYPES: such files load under the same refusal rules."""
+    from magv.verify.document import with_documents
+    from magv.verify.models import make_verifier
+
+    X, y = _data(60)
+    docs = [
+        f"call_find arg_find_id_{int(a > 0)} call_refund" if t else "call_find error_find"
+        for a, t in zip(X[:, 1], y)
+    ]
+    for label in ("text", "logreg + text", "xgboost + text", "random_forest + text"):
+        v = make_verifier(label, calibrate=True).fit(with_documents(X, docs), y, groups=np.arange(60) % 6)
+        path = save_model(tmp_path / f"{label}.skops", v, ["a", "b", "c", "d"], "1", model_id="m", name=label)
+        assert set(sio.get_untrusted_types(file=path)) <= TRUSTED_TYPES
+        loaded = load_model(path)["verifier"]
+        assert np.allclose(
+            loaded.proba_correct(with_documents(X, docs)), v.proba_correct(with_documents(X, docs))
+        )
