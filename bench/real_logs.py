@@ -42,33 +42,15 @@ DEFAULT = Path(
 )
 
 
-def write_tools_from(path: Path) -> frozenset[str]:
-    """Names of the tools marked `writes: true` in an OpenAI function-spec file."""
-    from magv.errors import BadInput
-
-    try:
-        specs = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise BadInput(f"{path}: cannot read the tool specs: {exc}") from None
-    if not isinstance(specs, list):
-        raise BadInput(f"{path}: expected a JSON list of OpenAI function specs")
-    out = set()
-    for i, spec in enumerate(specs):
-        fn = spec.get("function", spec) if isinstance(spec, dict) else None
-        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-            raise BadInput(f"{path}: [{i}]: expected a function spec with a name")
-        if spec.get("writes") or fn.get("writes"):
-            out.add(fn["name"])
-    return frozenset(out)
-
-
 def load(path: Path, tools: Path | None) -> dict[str, Any]:
     import numpy as np
 
     from magv.errors import BadInput
     from magv.verify.importer import read_import_file
+    from magv.verify.toolspec import LogTools, read_tool_file
 
-    lines = read_import_file(path)
+    known = read_tool_file(tools) if tools is not None and tools.is_file() else LogTools()
+    lines = read_import_file(path, errors=known.errors)
     unlabelled = [x.line for x in lines if x.label is None]
     if unlabelled:
         raise BadInput(f"{path}:{unlabelled[0]}: label: every line needs true or false here")
@@ -76,7 +58,7 @@ def load(path: Path, tools: Path | None) -> dict[str, Any]:
         "trajectories": [x.trajectory for x in lines],
         "groups": np.array([x.key for x in lines]),
         "y": np.array([int(x.label) for x in lines]),
-        "write_tools": write_tools_from(tools) if tools is not None and tools.is_file() else frozenset(),
+        "write_tools": known.writes,
     }
 
 
