@@ -165,8 +165,9 @@ def check_completions(settings: Settings) -> Check:
     from magv.errors import MagvError
     from magv.llm.servers import LlamaServer
 
-    if any(settings.llm.role(r)["endpoints"] for r in ("responder",)):
-        url = settings.llm.role("responder")["endpoints"][0]
+    configured = settings.llm.role("responder")["endpoints"]
+    if configured:
+        url = configured[0]
         try:
             problems = asyncio.run(_completions(settings, url))
         except MagvError as exc:

@@ -25,6 +25,7 @@ from magv.config import Settings
 from magv.errors import BadInput
 from magv.llm import liveness
 from magv.llm.endpoints import Dispatcher, Endpoint, llama_cpp_format
+from magv.llm.servers import check_managed_servers
 from magv.models import LLMCall, ToolCall, ToolSpec, make_id
 
 
@@ -226,8 +227,6 @@ class LLMClient:
         probes = await asyncio.gather(*(asyncio.to_thread(liveness.probe, u) for u in urls))
         if not all(p.down for p in probes):
             return
-        from magv.llm.servers import check_managed_servers
-
         check_managed_servers()  # a server this process started: its own exit status and log
         since = min((self._unreachable_since.get(u, time.time()) for u in urls), default=None)
         log_dir = self.settings.database.parent / "logs"
