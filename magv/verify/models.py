@@ -26,8 +26,11 @@ and size of each feature's effect and cost one matrix product at scoring time.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import threading
 import warnings
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -119,10 +122,12 @@ def text_model(params: dict[str, Any] | None = None, seed: int = 0) -> Pipeline:
     """TF-IDF over a document's words and word bigrams (binary: a token's presence, weighted by
     its rarity; a term must occur in two documents) and a balanced logistic regression; `params`
     over these defaults, by step (`tfidf__min_df`, `logreg__C`). Binary beat sublinear counts on
-    the airline logs (AUROC 0.829 against 0.809)."""
+    the airline logs (AUROC 0.829 against 0.809). liblinear fits these small sparse problems about
+    four times faster than lbfgs, to the same out-of-fold AUROC there (0.828 against 0.829)."""
     pipe = Pipeline([
         ("tfidf", TfidfVectorizer(ngram_range=(1, 2), min_df=2, binary=True)),
-        ("logreg", LogisticRegression(C=10.0, max_iter=2000, class_weight="balanced", random_state=seed)),
+        ("logreg", LogisticRegression(C=10.0, solver="liblinear", max_iter=2000, class_weight="balanced",
+                                      random_state=seed)),
     ])  # fmt: skip
     return pipe.set_params(**(params or {}))
 
@@ -147,10 +152,51 @@ def _text_oof(docs: np.ndarray, y: np.ndarray, groups: np.ndarray | None, params
         if len(np.unique(y[tr])) < 2:
             out[te] = 0.0 if not len(tr) else (1.0 if y[tr][0] == 1 else -1.0)
             continue
-        out[te] = _log_odds(text_model(params, seed).fit(docs[tr], y[tr]), docs[te])
+        out[te] = _log_odds(_fitted_text(docs[tr], y[tr], params, seed), docs[te])
     if not splits:  # too few rows to hold any out: in-sample scores
-        out = _log_odds(text_model(params, seed).fit(docs, y), docs)
+        out = _log_odds(_fitted_text(docs, y, params, seed), docs)
     return out
+
+
+class _TextFits:
+    """Fitted text models by their training data. Model selection fits every stacked candidate on
+    the same training rows (each outer and inner fold, each candidate), and each of them would
+    otherwise fit the same text models again: on the airline logs that was most of the time of
+    `verify train`. A fit is a pure function of (documents, labels, parameters, seed), and the
+    models are only read after fitting, so sharing them changes no result."""
+
+    def __init__(self, size: int = 256):
+        self.size = size
+        self._fits: OrderedDict[str, Pipeline] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, docs: np.ndarray, y: np.ndarray, params: dict | None, seed: int) -> Pipeline:
+        h = hashlib.sha256(repr((sorted((params or {}).items()), seed)).encode())
+        h.update(np.asarray(y, dtype=np.int64).tobytes())
+        for d in docs:
+            h.update(d.encode())
+            h.update(b"\0")
+        key = h.hexdigest()
+        with self._lock:
+            if key in self._fits:
+                self._fits.move_to_end(key)
+                return self._fits[key]
+        model = text_model(params, seed).fit(docs, y)
+        with self._lock:
+            self._fits[key] = model
+            while len(self._fits) > self.size:
+                self._fits.popitem(last=False)
+        return model
+
+
+_TEXT_FITS = _TextFits()
+
+
+def _fitted_text(docs: np.ndarray, y: np.ndarray, params: dict | None, seed: int) -> Pipeline:
+    """text_model(params, seed) fitted on (docs, y), shared with earlier identical fits."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _TEXT_FITS.get(docs, y, params, seed)
 
 
 class Verifier(ClassifierMixin, BaseEstimator):
@@ -228,7 +274,7 @@ class Verifier(ClassifierMixin, BaseEstimator):
             if len(self.classes_) == 2:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    self.text_model_ = text_model(self.text_params, self.random_state).fit(docs, encoded)
+                    self.text_model_ = _fitted_text(docs, encoded, self.text_params, self.random_state)
                     if self.text == "stack":
                         g = None if groups is None else np.asarray(groups)
                         X = np.hstack([X, _text_oof(docs, encoded, g, self.text_params, self.random_state)])
