@@ -20,6 +20,10 @@ standard deviation, min-max):
 - "selected": the model chosen inside each outer training fold (nested CV) with the decision
   threshold chosen there for `--objective`, its accuracy at that threshold: the honest headline.
 
+A third setting, "deployed", is what a model trained by `magv verify train` on a store of logs
+meets in production: each model is fitted on the training folds' runs featurised with their
+siblings, and each held-out run is scored featurised alone (no nested row there).
+
     .venv/bin/python bench/real_logs.py [FILE.jsonl] [--tools tools.json] [--seeds 5] [--json]
 """
 
@@ -92,19 +96,24 @@ def compare(data: dict[str, Any], *, seeds: int, folds: int, models: list[str], 
     ts, groups, y = data["trajectories"], data["groups"], data["y"]
     featurizer = TrajectoryFeaturizer(None, data["write_tools"])
     docs, call_docs = documents(ts), documents(ts, errors=False)
-    settings = {"siblings": groups, "alone": np.arange(len(ts)).astype(str)}
+    alone = np.arange(len(ts)).astype(str)
+    X_siblings = featurizer.transform(ts, groups)
+    # "deployed": fitted on runs with their siblings (as `verify train` on a store of logs is),
+    # each held-out run then scored alone (as a lone production conversation is)
+    settings = {"siblings": (groups, False), "alone": (alone, False), "deployed": (alone, True)}
     out: dict[str, Any] = {}
-    for setting, feature_groups in settings.items():
+    for setting, (feature_groups, deployed) in settings.items():
         t0 = time.perf_counter()
-        X = featurizer.transform(ts, feature_groups)
+        X = X_siblings if feature_groups is groups else featurizer.transform(ts, feature_groups)
         cands = candidates(models, X, docs)
+        fits = candidates(models, X_siblings, docs) if deployed else cands
 
-        def measure(seed: int, X=X, cands=cands) -> dict[str, float | None]:
+        def measure(seed: int, X=X, cands=cands, fits=fits, deployed=deployed) -> dict[str, float | None]:
             splits = grouped_splits(y, groups, folds, seed)
             scorers = baseline_oof(X, y, FEATURE_NAMES, splits, groups, call_docs)
             for name, (est, Xc) in cands.items():
-                scorers[name] = Scorer.from_proba(oof_proba(est, Xc, y, groups, splits))
-            if nested:
+                scorers[name] = Scorer.from_proba(oof_proba(est, fits[name][1], y, groups, splits, X_test=Xc))
+            if nested and not deployed:
                 n = nested_cv(cands, y, groups, folds=folds, seed=seed, objective=objective)
                 scorers["selected"] = Scorer(n["pred"], n["proba"], n["proba"])
             flat = {}

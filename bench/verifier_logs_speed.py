@@ -3,8 +3,8 @@ in the service's path, for a model that reads no embedding feature, measured in 
 
 Setup (not timed): a labelled log file in magv's import format (default the committed real-model
 set, `data/fixtures/real_dataset.jsonl`; `--logs` another, with `--tools` its OpenAI tool specs)
-featurized and an XGBoost verifier trained on every feature but the embedding ones
-(`features.needs_embeddings`), saved to a temporary file.
+featurized and a verifier (`--model`, default XGBoost) trained on every feature it reads but the
+embedding ones (`features.needs_embeddings`), saved to a temporary file.
 
 Timed:
 
@@ -36,22 +36,25 @@ from _common import BIN, REPO, quiet_env, write_result  # noqa: E402
 DEFAULT_LOGS = REPO / "data" / "fixtures" / "real_dataset.jsonl"
 
 
-def train(lines, tools, path: Path) -> list[str]:
-    """An XGBoost verifier on the base runs' features without embeddings; its feature names."""
+def train(lines, tools, path: Path, label: str) -> list[str]:
+    """Verifier `label` (a candidate name of `verify train`) on the base runs' features without
+    embeddings (and their documents, for a text model); the feature names it reads."""
     import numpy as np
 
+    from magv.verify.document import documents
     from magv.verify.features import FEATURE_NAMES, FEATURE_VERSION, TrajectoryFeaturizer, needs_embeddings
-    from magv.verify.models import Verifier, save_model
+    from magv.verify.models import candidate_features, make_verifier, model_input, save_model
 
     labelled = [x for x in lines if x.label is not None and x.meta.get("origin") != "alternate"]
-    names = [n for n in FEATURE_NAMES if not needs_embeddings([n])]
-    X = TrajectoryFeaturizer(None, tools.writes).transform(
-        [x.trajectory for x in labelled], [x.key for x in labelled]
-    )
-    X = X[:, [FEATURE_NAMES.index(n) for n in names]]
+    plain = [n for n in FEATURE_NAMES if not needs_embeddings([n])]
+    names = candidate_features(label, plain)
+    trajectories, keys = [x.trajectory for x in labelled], [x.key for x in labelled]
+    X = TrajectoryFeaturizer(None, tools.writes).transform(trajectories, keys)
+    verifier = make_verifier(label)
+    X = model_input(verifier, X[:, [FEATURE_NAMES.index(n) for n in names]], documents(trajectories))
     y = np.array([int(x.label) for x in labelled])
-    verifier = Verifier("xgboost").fit(X, y, groups=[x.key for x in labelled])
-    save_model(path, verifier, names, FEATURE_VERSION, model_id="bench-logs", name="xgboost")
+    verifier.fit(X, y, groups=keys)
+    save_model(path, verifier, names, FEATURE_VERSION, model_id="bench-logs", name=label)
     return names
 
 
@@ -94,6 +97,8 @@ def main() -> None:
     p.add_argument("--logs", type=Path, default=DEFAULT_LOGS, help="labelled JSONL in magv's import format")
     p.add_argument("--tools", type=Path, default=None, help="the logs' OpenAI tool specs with writes")
     p.add_argument("--domain", default=None, help="a magv domain whose tools the logs use")
+    p.add_argument("--model", default="xgboost",
+                   help="the verifier, a candidate of `verify train`: xgboost, text, 'agreement + text', ...")  # fmt: skip
     p.add_argument("--reps", type=int, default=5)
     args = p.parse_args()
     if str(REPO) not in sys.path:
@@ -108,16 +113,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         model = work / "verifier.skops"
-        names = train(lines, tools, model)
+        names = train(lines, tools, model, args.model)
         runs = [score_input(args.logs, args.tools, model, work / "out.jsonl") for _ in range(args.reps)]
         best = min(runs, key=lambda r: r["process_wall_s"])
         scorer = load_scorer(load_settings(), model_file=model, tools=tools)
         alone = lone(lines, scorer, tools.errors, args.reps)
     n = best["scored"]
-    result = {"settings": {k: str(v) for k, v in vars(args).items()}, "features": len(names),
+    result = {"settings": {k: str(v) for k, v in vars(args).items()}, "model": args.model, "features": len(names),
               "score_input": {"runs": runs, "best": best}, "lone": alone}  # fmt: skip
     path = write_result("verifier_logs_speed", result)
     s = best["seconds"]
+    print(f"model {args.model}, {len(names)} features")
     print(f"verify score --input, {n} conversations: process {best['process_wall_s']:.2f} s (load {s['load']:.3f} s, "
           f"predict {s['predict']:.3f} s, write {s['write']:.3f} s)")  # fmt: skip
     print(f"a lone conversation in the service's path: p50 {alone['p50_ms']:.2f} ms, p99 {alone['p99_ms']:.2f} ms "

@@ -144,3 +144,32 @@ def test_lone_conversations_get_scores_that_spread_and_rank(tmp_path):
     scores = [scorer.score([t], [0])[0].probability for t in trajectories]
     counts = np.unique(scores, return_counts=True)[1]
     assert len(counts) >= 80 and counts.max() <= 0.1 * len(scores), (len(counts), counts.max())
+
+
+def test_the_text_model_alone_scores_without_computing_features(tmp_path, monkeypatch):
+    """A saved text-only verifier reads the documents only: scoring a file with it computes no
+    feature (no sibling comparison, no embedding), and gives the same probabilities as the model."""
+    import numpy as np
+
+    from magv.config import load_settings
+    from magv.verify.document import documents
+    from magv.verify.features import FEATURE_VERSION, TrajectoryFeaturizer
+    from magv.verify.importer import read_import_file
+    from magv.verify.models import TEXT_LABEL, candidate_features, make_verifier, model_input, save_model
+    from magv.verify.scoring import load_scorer
+
+    runs = [x for x in read_import_file(BASE) if x.label is not None and x.meta.get("origin") != "alternate"]
+    ts, y = [x.trajectory for x in runs], np.array([int(x.label) for x in runs])
+    assert candidate_features(TEXT_LABEL, ["n_calls", "sibling_ss_mean"]) == []
+    v = make_verifier(TEXT_LABEL)
+    v.fit(model_input(v, np.zeros((len(ts), 0)), documents(ts)), y)
+    path = save_model(tmp_path / "t.skops", v, [], FEATURE_VERSION, model_id="t", name=TEXT_LABEL)
+    scorer = load_scorer(load_settings(), model_file=path)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the text model alone computed features")
+
+    monkeypatch.setattr(TrajectoryFeaturizer, "transform", refuse)
+    got = [verdict.probability for verdict in scorer.score(ts[:20], [x.key for x in runs[:20]])]
+    want = v.proba_correct(model_input(v, np.zeros((20, 0)), documents(ts[:20]))).round(6)
+    assert np.allclose(got, want) and len(set(got)) > 5

@@ -55,8 +55,11 @@ class FeatureRows(Connection):
         _check_feature_names(names)
         struct = "{" + ", ".join(f'"{n}": "DOUBLE"' for n in names) + "}"
         cols = ", ".join(f"coalesce(s.\"{n}\", 'NaN'::DOUBLE) AS c{i}" for i, n in enumerate(names))
-        sql = (f"SELECT run_id{', ' + cols if cols else ''} FROM (SELECT run_id, from_json(\"values\", "
-               f"'{struct}') AS s FROM features WHERE version=?) ORDER BY run_id")  # fmt: skip
+        if names:
+            sql = (f"SELECT run_id, {cols} FROM (SELECT run_id, from_json(\"values\", '{struct}') AS s "
+                   "FROM features WHERE version=?) ORDER BY run_id")  # fmt: skip
+        else:  # which runs have a row (a model that reads no feature, the text model alone)
+            sql = "SELECT run_id FROM features WHERE version=? ORDER BY run_id"
         with self._lock:
             res = self.con.execute(sql, [version]).fetchnumpy()
         run_ids = [str(r) for r in res["run_id"]]

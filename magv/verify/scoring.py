@@ -132,9 +132,14 @@ class Scorer:
         from magv.verify.document import documents
         from magv.verify.models import model_input
 
-        X = self.featurizer.transform(trajectories, groups, questions=questions, rows=rows)[:, self.columns]
+        wanted = range(len(trajectories)) if rows is None else rows
+        if self.columns:
+            X = self.featurizer.transform(trajectories, groups, questions=questions, rows=rows)[
+                :, self.columns
+            ]
+        else:  # the text model alone reads no feature: nothing to compute
+            X = np.zeros((len(wanted), 0))
         if self.verifier.uses_document:
-            wanted = range(len(trajectories)) if rows is None else rows
             X = model_input(self.verifier, X, documents([_trajectory(trajectories[i]) for i in wanted]))
         return X
 

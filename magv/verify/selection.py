@@ -30,13 +30,16 @@ BANDS: tuple[float, ...] = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
 
 
 def oof_proba(
-    estimator: Any, X: Any, y: np.ndarray, groups: np.ndarray, splits: Sequence[tuple[np.ndarray, np.ndarray]]
-) -> np.ndarray:
+    estimator: Any, X: Any, y: np.ndarray, groups: np.ndarray, splits: Sequence[tuple[np.ndarray, np.ndarray]],
+    X_test: Any = None,
+) -> np.ndarray:  # fmt: skip
     """P(correct) of every row from a clone of `estimator` fitted on the other folds (with their
-    groups, for the estimator's own inner folds)."""
+    groups, for the estimator's own inner folds); the held-out rows are read from `X_test` when
+    given (the same rows in another form: featurised alone, say), else from X."""
+    X_test = X if X_test is None else X_test
     out = np.zeros(len(y))
     for tr, te in splits:
-        out[te] = clone(estimator).fit(X[tr], y[tr], groups=groups[tr]).proba_correct(X[te])
+        out[te] = clone(estimator).fit(X[tr], y[tr], groups=groups[tr]).proba_correct(X_test[te])
     return out
 
 
