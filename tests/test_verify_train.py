@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from pathlib import Path
 
 import numpy as np
@@ -128,7 +127,9 @@ def test_labels_on_any_run_train_the_model(tmp_path):
     store.close()
 
 
-def test_scoring_ten_thousand_rows_is_well_under_a_second(tmp_path):
+def test_scoring_ten_thousand_rows_stores_one_prediction_each(tmp_path):
+    """The score stage over 10,090 feature rows stores one prediction per row with its reasons, and
+    says how long each part took (the speed itself: bench/verifier_speed.py, scoring alone)."""
     store, cfg = _trained_store(tmp_path, n=30)
     training.train(store, cfg, names=["logreg", "xgboost"], text=False, repeats=0)
     template = store.features(FEATURE_VERSION)
@@ -139,16 +140,11 @@ def test_scoring_ten_thousand_rows_is_well_under_a_second(tmp_path):
         rows.append(Features(run_id=f"bulk{i:05d}", version=FEATURE_VERSION,
                              values={k: v + float(rng.normal(scale=0.01)) for k, v in base.items()}))  # fmt: skip
     write_features(store, rows)
-    # Best of three: the machine is shared, and one slow run says more about neighbours than magv.
-    timings = []
-    for _ in range(3):
-        started = time.perf_counter()
-        result = scoring.score(store, cfg)
-        timings.append((time.perf_counter() - started, result.seconds))
-    total, seconds = min(timings, key=lambda t: t[0])
-    assert result.n == 10_090 and len(store.predictions()) == 10_090
-    assert total < 1.0, timings  # reading, parsing, predicting, explaining and writing 10,090 rows
-    print(f"scored {result.n} rows with {result.model_name}: total {total:.3f} s {seconds}")
+    result = scoring.score(store, cfg)
+    predictions = store.predictions()
+    assert result.n == 10_090 and len(predictions) == 10_090
+    assert set(result.seconds) == {"load", "predict", "write"} and all(v >= 0 for v in result.seconds.values())
+    assert len({p.run_id for p in predictions}) == 10_090
     store.close()
 
 
@@ -180,8 +176,8 @@ def test_cli_verify_train_prints_exactly_the_table_json(tmp_path, capsys, monkey
     assert set(out) == {"models", "best", "select_by", "n", "groups", "bootstrap", "baselines", "judges",
                         "differences", "ablation", "selected"}  # fmt: skip
     assert [m["name"] for m in out["models"]] == [
-        "logreg", "svm", "random_forest", "knn", "xgboost", "text", "logreg + text", "xgboost + text",
-        "agreement + text",
+        "logreg", "svm", "random_forest", "knn", "xgboost", "text", "logreg + text", "random_forest + text",
+        "xgboost + text", "agreement + text",
     ]  # fmt: skip
     selected = out["selected"]
     assert set(selected["rows"]) == {"selected", "majority", "agreement", "write agreement", "tfidf"}

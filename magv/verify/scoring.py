@@ -112,11 +112,8 @@ class Scorer:
     def predict(self, X: np.ndarray) -> Prediction:
         """The model's answer for feature rows (columns: the model's features, in its order)."""
         with self._lock:
-            proba = np.asarray(self.verifier.proba_correct(X), dtype=np.float64)
-            if self.contributions == "none":
-                C = np.zeros((len(X), 0))
-            else:
-                C = self.verifier.contributions(X, self.contributions)
+            proba, C = self.verifier.explain(X, None if self.contributions == "none" else self.contributions)
+            proba = np.asarray(proba, dtype=np.float64)
         index, values = top_contributions(C, self.top)
         return Prediction(proba, proba >= self.threshold, index, values)
 
