@@ -25,6 +25,8 @@ meets in production: each model is fitted on the training folds' runs featurised
 siblings, and each held-out run is scored featurised alone (no nested row there).
 
     .venv/bin/python bench/real_logs.py [FILE.jsonl] [--tools tools.json] [--seeds 5] [--json]
+    .venv/bin/python bench/real_logs.py data/fixtures/real_dataset.jsonl --domain retail --domain logs \\
+        --skip-unlabelled --models logreg,random_forest,xgboost --out bench/results/real_logs_real_set.json
 """
 
 from __future__ import annotations
@@ -46,23 +48,30 @@ DEFAULT = Path(
 )
 
 
-def load(path: Path, tools: Path | None) -> dict[str, Any]:
+def load(path: Path, tools: Path | None, domains: list[str] | None = None, skip_unlabelled: bool = False
+         ) -> dict[str, Any]:  # fmt: skip
+    """The labelled conversations of `path`, their task groups and the write tools: those of the
+    spec file `tools` and of magv's `domains` (the committed real-model set's runs are over the
+    retail and logs domains). `skip_unlabelled` leaves out lines without a label (that set's
+    alternates' runs); otherwise they are an error."""
     import numpy as np
 
     from magv.errors import BadInput
     from magv.verify.importer import read_import_file
-    from magv.verify.toolspec import LogTools, read_tool_file
+    from magv.verify.toolspec import LogTools, domain_tools, read_tool_file
 
     known = read_tool_file(tools) if tools is not None and tools.is_file() else LogTools()
+    writes = set(known.writes).union(*(domain_tools(d).writes for d in domains or []))
     lines = read_import_file(path, errors=known.errors)
     unlabelled = [x.line for x in lines if x.label is None]
-    if unlabelled:
+    if unlabelled and not skip_unlabelled:
         raise BadInput(f"{path}:{unlabelled[0]}: label: every line needs true or false here")
+    lines = [x for x in lines if x.label is not None]
     return {
         "trajectories": [x.trajectory for x in lines],
         "groups": np.array([x.key for x in lines]),
         "y": np.array([int(x.label) for x in lines]),
-        "write_tools": known.writes,
+        "write_tools": frozenset(writes),
     }
 
 
@@ -156,6 +165,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="labelled JSONL in magv's import format (default: $MAGV_REAL_LOGS or %(default)s)")  # fmt: skip
     p.add_argument("--tools", type=Path, default=None, help="OpenAI function specs with `writes` "
                    "(default: tools.json beside the file)")  # fmt: skip
+    p.add_argument("--domain", action="append", default=None,
+                   help="a magv domain whose write tools the logs use (repeatable)")  # fmt: skip
+    p.add_argument("--skip-unlabelled", action="store_true",
+                   help="leave out lines without a label (else they are an error)")  # fmt: skip
     p.add_argument("--seeds", type=int, default=3, help="CV seeds 0..N-1")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--models", default="logreg,xgboost", help="comma-separated verifier models")
@@ -173,7 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     from magv.errors import MagvError
 
     try:
-        data = load(args.file, args.tools or args.file.with_name("tools.json"))
+        data = load(
+            args.file, args.tools or args.file.with_name("tools.json"), args.domain, args.skip_unlabelled
+        )
         result = compare(data, seeds=args.seeds, folds=args.folds, models=args.models.split(","),
                          objective=args.objective, nested=not args.no_nested)  # fmt: skip
     except MagvError as exc:
