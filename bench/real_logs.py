@@ -46,7 +46,7 @@ def load(path: Path, tools: Path | None) -> dict[str, Any]:
     import numpy as np
 
     from magv.errors import BadInput
-    from magv.verify.importer import read_import_file
+    from magv.interchange import read_import_file
     from magv.verify.toolspec import LogTools, read_tool_file
 
     known = read_tool_file(tools) if tools is not None and tools.is_file() else LogTools()

@@ -277,9 +277,9 @@ def test_lone_conversations_get_spread_scores_from_the_text_model():
     over many values, more than a model over the features alone gives."""
     from pathlib import Path
 
+    from magv.interchange import read_import_file
     from magv.verify.document import documents
     from magv.verify.features import FEATURE_NAMES, TrajectoryFeaturizer
-    from magv.verify.importer import read_import_file
     from magv.verify.models import candidate_features, make_verifier, model_input
 
     lines = [

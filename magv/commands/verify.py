@@ -538,7 +538,9 @@ def import_trajectories(
     as_json: bool = JsonOption,
 ) -> None:
     """Import trajectories (OpenAI or LangChain chat messages) from JSONL; checked whole before writing."""
-    from magv.verify.importer import DEFAULT_DOMAIN, FORMS, REPAIRS, Notes, import_lines, read_import_file
+    from magv.interchange import read_import_file
+    from magv.messages import FORMS, REPAIRS, Notes
+    from magv.verify.importer import DEFAULT_DOMAIN, import_lines
     from magv.verify.toolspec import log_tools
 
     cfg = settings(ctx)

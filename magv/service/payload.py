@@ -1,5 +1,5 @@
 """What `POST /v1/verify` accepts: OpenAI chat messages of one trajectory, or a batch, each with
-optional sibling runs. Messages are read by magv.verify.importer, as `magv import trajectories`
+optional sibling runs. Messages are read by magv.messages, as `magv import trajectories`
 reads them, so a trajectory the service accepts imports the same way.
 
     {"messages": [...], "id": "...", "group": "...", "siblings": [[...], ...], "status": "ok"}
@@ -18,8 +18,8 @@ from typing import Any
 from magv.definitions import DEFAULT_TOOL_ERRORS, ToolErrorRule
 from magv.errors import BadInput
 from magv.jsonl import strict_loads
+from magv.messages import STATUSES, Notes, one_of, read_messages
 from magv.models import Trajectory
-from magv.verify.importer import STATUSES, Notes, one_of, read_messages
 
 ITEM_FIELDS = ("messages", "id", "group", "siblings", "status")
 MAX_SIBLINGS = 32
