@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
-from magv.cascade.loop import CascadeOptions, Decision, Row, Verdict, decide
+from magv.cascade.loop import CascadeOptions, Decision, JudgeOutcome, Row, decide
 from magv.cascade.rules import RULE_FEATURES, agent_calls, cost_curve
 from magv.models import make_id, utcnow
 from magv.pipeline.base import StageReport
@@ -245,7 +245,7 @@ class LiveOracle:
                 r.features = fresh[r.run_id].features
         self._read_predictions()
 
-    def judge(self, rows: Sequence[Row]) -> dict[str, Verdict]:
+    def judge(self, rows: Sequence[Row]) -> dict[str, JudgeOutcome]:
         from magv.agents.judge import split_failures
         from magv.pipeline import judge
         from magv.pipeline.runner import run_stage
@@ -268,7 +268,7 @@ class LiveOracle:
         out = {}
         for run_id, v in verdicts.items():
             kept, _ = split_failures([v])
-            out[run_id] = Verdict(v.correct if kept else None, v.prompt_tokens or 0, v.completion_tokens or 0,
+            out[run_id] = JudgeOutcome(v.correct if kept else None, v.prompt_tokens or 0, v.completion_tokens or 0,
                                   f"judge {v.model}: {v.reason or v.error or ''}")  # fmt: skip
         return out
 

@@ -39,7 +39,10 @@ class PayloadError(BadInput):
 
 
 @dataclass
-class Run:
+class RequestRun:
+    """One run of a scoring request: its messages as sent, the trajectory read from them and its
+    question (the first user turn)."""
+
     messages: list[dict[str, Any]]
     trajectory: Trajectory
     question: str
@@ -52,8 +55,8 @@ class Entry:
     index: int
     id: str | None
     group: str | None
-    run: Run
-    siblings: list[Run] = field(default_factory=list)
+    run: RequestRun
+    siblings: list[RequestRun] = field(default_factory=list)
 
     @property
     def key(self) -> tuple[str, Any]:
@@ -68,12 +71,12 @@ def _field_error(exc: BadInput) -> PayloadError:
     return PayloadError(422, where, rest) if sep else PayloadError(422, "body", text)
 
 
-def _run(messages: Any, status: str, where: str, errors: ToolErrorRule) -> Run:
+def _run(messages: Any, status: str, where: str, errors: ToolErrorRule) -> RequestRun:
     try:
         trajectory, users = read_messages(messages, status, where, Notes(), errors)
     except BadInput as exc:
         raise _field_error(exc) from None
-    return Run(messages, trajectory, users[0])
+    return RequestRun(messages, trajectory, users[0])
 
 
 def _text_field(item: dict[str, Any], name: str, where: str) -> str | None:
