@@ -232,12 +232,12 @@ class LiveOracle:
     def rescore(self, rows: Sequence[Row]) -> None:
         """Recompute features and score again with the same model, as the predictions were scored
         before (the stored verdicts keep their threshold); then re-read the rows."""
-        from magv.pipeline import features, score
+        from magv.pipeline import verifier
         from magv.pipeline.runner import run_in_process
 
         sess, cfg = self._session(), self._settings()
-        run_in_process(sess, "cascade_features", features.run, self.store, cfg, alternates=True)
-        run_in_process(sess, "cascade_score", score.run, self.store, cfg, model_id=self.model_id,
+        run_in_process(sess, "cascade_features", verifier.features, self.store, cfg, alternates=True)
+        run_in_process(sess, "cascade_score", verifier.score, self.store, cfg, model_id=self.model_id,
                        threshold=self.scored_threshold)  # fmt: skip
         fresh = {r.run_id: r for r in population(self.store)}
         for r in self.rows:
