@@ -18,10 +18,13 @@ from concurrent.futures import CancelledError, ThreadPoolExecutor
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from magv.config import Settings
 from magv.models import LLMCall
+
+if TYPE_CHECKING:
+    from magv.store import Store
 
 T = TypeVar("T")
 
@@ -30,7 +33,7 @@ _cache: dict[tuple, Any] = {}
 _cache_lock = threading.RLock()  # building a pool loads the domain through the cache too
 
 
-def use_local_recorder(store: Any) -> None:
+def use_local_recorder(store: Store) -> None:
     """Register the store of this process: chunks that run here log and replay through it (see
     StoreRecorder). None unregisters it, after writing the calls it still holds."""
     global _local_recorder
@@ -46,7 +49,7 @@ class StoreRecorder:
     call capped a pipeline at ~140 calls/s whatever the model servers could do; batches cost ~0.4 ms
     a call. A crash loses at most the last `interval_s` of calls, which a rerun pays for again."""
 
-    def __init__(self, store: Any, interval_s: float = 0.25):
+    def __init__(self, store: Store, interval_s: float = 0.25):
         self.store = store
         self.interval_s = interval_s
         self._pending: list[LLMCall] = []
