@@ -179,9 +179,20 @@ def parse_line(
     reference = (
         _reference(obj["reference"], f"{where}: reference") if obj.get("reference") is not None else None
     )
-    return ImportLine(line=line, question_id=qid, question=question, run=run,
-                      messages=obj["messages"], label=label, meta=meta, trajectory=trajectory,
-                      user_turns=users[1:], group=group, reference=reference, raw=obj)  # fmt: skip
+    return ImportLine(
+        line=line,
+        question_id=qid,
+        question=question,
+        run=run,
+        messages=obj["messages"],
+        label=label,
+        meta=meta,
+        trajectory=trajectory,
+        user_turns=users[1:],
+        group=group,
+        reference=reference,
+        raw=obj,
+    )
 
 
 def _group(obj: dict[str, Any], where: str) -> str | None:
@@ -281,18 +292,35 @@ def run_to_record(question: Question, run: Run, label: bool | None = None) -> di
     if kept is not None:
         text = kept.get("question", question.text)
         messages = kept.get("messages") or trajectory_to_messages(text, run.trajectory)
-        record = {"question_id": kept.get("question_id", info["question_id"]), "question": text,
-                  "run": run.run_index, "messages": messages, "label": label, "meta": kept.get("meta", {})}  # fmt: skip
+        record = {
+            "question_id": kept.get("question_id", info["question_id"]),
+            "question": text,
+            "run": run.run_index,
+            "messages": messages,
+            "label": label,
+            "meta": kept.get("meta", {}),
+        }
         if info.get("group_id") is not None:
             record["group_id"] = info["group_id"]
         if kept.get("reference") is not None:
             record["reference"] = kept["reference"]
         return record
-    meta = {"status": run.trajectory.status, "prompt_tokens": run.prompt_tokens,
-            "completion_tokens": run.completion_tokens, "latency_s": run.latency_s,
-            "domain": question.domain, "origin": question.origin}  # fmt: skip
-    return {"question_id": question.id, "question": question.text, "run": run.run_index,
-            "messages": trajectory_to_messages(question.text, run.trajectory), "label": label, "meta": meta}  # fmt: skip
+    meta = {
+        "status": run.trajectory.status,
+        "prompt_tokens": run.prompt_tokens,
+        "completion_tokens": run.completion_tokens,
+        "latency_s": run.latency_s,
+        "domain": question.domain,
+        "origin": question.origin,
+    }
+    return {
+        "question_id": question.id,
+        "question": question.text,
+        "run": run.run_index,
+        "messages": trajectory_to_messages(question.text, run.trajectory),
+        "label": label,
+        "meta": meta,
+    }
 
 
 def exported_question_id(store_id: str, meta: dict[str, Any]) -> str:

@@ -398,9 +398,13 @@ def _parallel_group(steps: list[Step], i: int) -> list[int]:
     group = [i]
     first = steps[i].call
     assert first is not None
-    while (first.group is not None and i + len(group) < len(steps)
-           and (nxt := steps[i + len(group)].call) is not None and steps[i + len(group)].kind == "tool"
-           and nxt.group == first.group):  # fmt: skip
+    while (
+        first.group is not None
+        and i + len(group) < len(steps)
+        and (nxt := steps[i + len(group)].call) is not None
+        and steps[i + len(group)].kind == "tool"
+        and nxt.group == first.group
+    ):
         group.append(i + len(group))
     return group
 

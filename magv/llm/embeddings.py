@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+import httpx
 import numpy as np
 
 from magv.config import Settings
@@ -163,8 +164,6 @@ class Embedder:
         """One /embeddings request, retried like chat calls on connection errors, timeouts, 429 and
         5xx. Plain httpx and json: the openai client's response models cost ~140 us per vector,
         more than a fast server takes to compute it."""
-        import httpx
-
         if self._client is None:
             headers = {"Authorization": f"Bearer {self.llm.secret_key()}"}
             self._client = httpx.Client(timeout=self.llm.timeout_s, headers=headers)

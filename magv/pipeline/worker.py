@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import os
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import CancelledError, ThreadPoolExecutor
@@ -21,7 +22,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from magv.config import Settings
-from magv.models import LLMCall
+from magv.domains import load_domain
+from magv.llm import LLMClient
+from magv.models import LLMCall, canonical_json
 
 if TYPE_CHECKING:
     from magv.store import Store
@@ -154,8 +157,6 @@ class WorkerContext:
         return self.settings.domain
 
     def domain(self):
-        from magv.domains import load_domain
-
         return _cached(("domain", self.domain_spec), lambda: load_domain(self.domain_spec))
 
     def pool(self):
@@ -171,10 +172,7 @@ class WorkerContext:
 
     def agent(self):
         """The agent that answers (`magv.agents.contract.build_agent`), built once per process."""
-        import os
-
         from magv.agents.contract import build_agent
-        from magv.models import canonical_json
 
         role = self.settings.llm.role("responder")
         key = (
@@ -306,9 +304,6 @@ class AgentLoop:
 
     def client(self, ctx: WorkerContext) -> Any:
         """The LLM client of these LLM settings and endpoints (on the loop only)."""
-        from magv.llm import LLMClient
-        from magv.models import canonical_json
-
         key = canonical_json([ctx.settings.llm.model_dump(mode="json"), ctx.endpoints])
         if key not in self.clients:
             self.clients[key] = LLMClient(

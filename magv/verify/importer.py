@@ -57,12 +57,21 @@ class ImportResult:
     tools: dict[str, Any] = field(default_factory=dict)  # LogTools.summary of the file's calls
 
     def as_dict(self) -> dict[str, Any]:
-        return {"lines": self.lines, "questions": self.questions, "runs": self.runs, "labels": self.labels,
-                "mct": self.mct, "skipped_runs": self.skipped_runs, "replaced_runs": self.replaced_runs,
-                "reference_labels": self.reference_labels, "alternates": self.alternates,
-                "judge_verdicts": self.judge_verdicts, "tools": self.tools,
-                "normalised": self.normalised,
-                "first_seen": self.first_seen}  # fmt: skip
+        return {
+            "lines": self.lines,
+            "questions": self.questions,
+            "runs": self.runs,
+            "labels": self.labels,
+            "mct": self.mct,
+            "skipped_runs": self.skipped_runs,
+            "replaced_runs": self.replaced_runs,
+            "reference_labels": self.reference_labels,
+            "alternates": self.alternates,
+            "judge_verdicts": self.judge_verdicts,
+            "tools": self.tools,
+            "normalised": self.normalised,
+            "first_seen": self.first_seen,
+        }
 
 
 def import_trajectories(
@@ -85,8 +94,18 @@ def import_trajectories(
     tools = tools if tools is not None else domain_tools(domain)
     notes = Notes(strict)
     lines = read_import_file(path, notes, tools.errors)
-    return import_lines(store, lines, path, domain, notes=notes, replace=replace, match_mode=match_mode,
-                        arguments=arguments, overrides=overrides, tools=tools)  # fmt: skip
+    return import_lines(
+        store,
+        lines,
+        path,
+        domain,
+        notes=notes,
+        replace=replace,
+        match_mode=match_mode,
+        arguments=arguments,
+        overrides=overrides,
+        tools=tools,
+    )
 
 
 def import_lines(
@@ -119,13 +138,22 @@ def import_lines(
     for key, items in by_key.items():
         writer.question(key, items)
     n_questions, n_runs, n_labels, n_verdicts, n_mct = writer.write()
-    return ImportResult(lines=len(lines), questions=n_questions, runs=n_runs, labels=n_labels,
-                        mct=n_mct, skipped_runs=len(lines) - n_runs - len(writer.replaced),
-                        question_ids=writer.question_ids, normalised=notes.summary(),
-                        first_seen={k: v for k, v in notes.first.items() if k in notes.summary()},
-                        replaced_runs=len(writer.replaced), reference_labels=writer.n_reference,
-                        alternates=len(writer.links), judge_verdicts=n_verdicts,
-                        tools=(tools or LogTools()).summary(n for x in lines for n in x.trajectory.tool_names()))  # fmt: skip
+    return ImportResult(
+        lines=len(lines),
+        questions=n_questions,
+        runs=n_runs,
+        labels=n_labels,
+        mct=n_mct,
+        skipped_runs=len(lines) - n_runs - len(writer.replaced),
+        question_ids=writer.question_ids,
+        normalised=notes.summary(),
+        first_seen={k: v for k, v in notes.first.items() if k in notes.summary()},
+        replaced_runs=len(writer.replaced),
+        reference_labels=writer.n_reference,
+        alternates=len(writer.links),
+        judge_verdicts=n_verdicts,
+        tools=(tools or LogTools()).summary(n for x in lines for n in x.trajectory.tool_names()),
+    )
 
 
 class _Writer:
@@ -133,9 +161,17 @@ class _Writer:
     verdicts, compared with what the store holds for the file's questions."""
 
     def __init__(
-        self, store: Store, path: Path, domain: str, replace: bool, match_mode: str, arguments: bool | str,
-        overrides: dict[str, Any] | None, tools: LogTools | None, by_key: dict[str, list[ImportLine]],
-    ):  # fmt: skip
+        self,
+        store: Store,
+        path: Path,
+        domain: str,
+        replace: bool,
+        match_mode: str,
+        arguments: bool | str,
+        overrides: dict[str, Any] | None,
+        tools: LogTools | None,
+        by_key: dict[str, list[ImportLine]],
+    ):
         self.store, self.path, self.domain, self.replace, self.tools = store, path, domain, replace, tools
         self.match_mode, self.arguments, self.overrides = match_mode, arguments, overrides
         self.detail = match_detail(match_mode, arguments, overrides).replace("gold:", "reference:")
@@ -175,8 +211,17 @@ class _Writer:
         if self.tools is not None and self.tools.writes:
             info[WRITE_TOOLS_KEY] = sorted(self.tools.writes)
         if old is None:
-            self.questions.append(Question(id=store_id, domain=self.domain, text=text, origin=origin,
-                                           parent_id=parent_id, group_id=group_id, meta={"import": info}))  # fmt: skip
+            self.questions.append(
+                Question(
+                    id=store_id,
+                    domain=self.domain,
+                    text=text,
+                    origin=origin,
+                    parent_id=parent_id,
+                    group_id=group_id,
+                    meta={"import": info},
+                )
+            )
         else:
             self._update(
                 old, key, text, info, {"origin": origin, "parent_id": parent_id, "group_id": group_id}
@@ -212,11 +257,14 @@ class _Writer:
         """A line's run, its label (its own, else by its reference) and its judge verdict; a run
         stored with the same content is skipped, with other content refused or replaced."""
         run = Run(
-            id=Run.derive_id(store_id, item.run), question_id=store_id, run_index=item.run,
-            trajectory=item.trajectory, prompt_tokens=_number(item.meta, "prompt_tokens", int),
+            id=Run.derive_id(store_id, item.run),
+            question_id=store_id,
+            run_index=item.run,
+            trajectory=item.trajectory,
+            prompt_tokens=_number(item.meta, "prompt_tokens", int),
             completion_tokens=_number(item.meta, "completion_tokens", int),
             latency_s=_number(item.meta, "latency_s", float),
-        )  # fmt: skip
+        )
         if (verdict := _judge_verdict(item, run.id, self.path)) is not None:
             self.verdicts.append(verdict)
         label, how = item.label, f"import:{self.path.name}:{item.line}"
@@ -229,8 +277,11 @@ class _Writer:
         before = self.stored_runs.get(run.id)
         if before is not None:
             old_entry = ((old.meta if old else {}).get("import", {}).get("runs", {})).get(str(item.run))
-            same = (_dump(before.trajectory) == _dump(run.trajectory) and _dump(old_entry) == _dump(entry)
-                    and (label is None or self.stored_labels.get(run.id) == label))  # fmt: skip
+            same = (
+                _dump(before.trajectory) == _dump(run.trajectory)
+                and _dump(old_entry) == _dump(entry)
+                and (label is None or self.stored_labels.get(run.id) == label)
+            )
             if same:
                 return
             if not self.replace:
@@ -284,16 +335,23 @@ class _Writer:
 
 
 def _alternate_links(
-    store: Store, by_key: dict[str, list[ImportLine]], ids: dict[str, str], stored_q: dict[str, Question],
-    path: Path, domain: str,
-) -> dict[str, tuple[str, str]]:  # fmt: skip
+    store: Store,
+    by_key: dict[str, list[ImportLine]],
+    ids: dict[str, str],
+    stored_q: dict[str, Question],
+    path: Path,
+    domain: str,
+) -> dict[str, tuple[str, str]]:
     """Store question key -> (parent's store id, parent's group_id) for the questions whose lines say
     `meta.origin` "alternate": `meta.parent_question_id` names a question_id or group_id of the file,
     or a question imported before into `domain`; anything else is refused."""
     key_of = {item.question_id: key for key, items in by_key.items() for item in items}
     wanted = {key: (items[0], parent) for key, items in by_key.items() if (parent := _parent(items, path))}
-    outside = {p: Question.derive_id(domain, "import", p) for _, p in wanted.values() if p not in by_key
-               and p not in key_of}  # fmt: skip
+    outside = {
+        p: Question.derive_id(domain, "import", p)
+        for _, p in wanted.values()
+        if p not in by_key and p not in key_of
+    }
     found = {q.id: q for q in store.questions(ids=list(outside.values()))} if outside else {}
     links: dict[str, tuple[str, str]] = {}
     for key, (item, parent) in wanted.items():
@@ -354,10 +412,14 @@ def _judge_verdict(item: ImportLine, run_id: str, path: Path) -> JudgeVerdict | 
     meta = item.meta
     if not isinstance(meta.get("judge_correct"), bool):
         return None
-    return JudgeVerdict(run_id=run_id, model=meta.get("judge_model") or "judge", correct=meta["judge_correct"],
-                        reason=f"import:{path.name}:{item.line}",
-                        prompt_tokens=_number(meta, "judge_prompt_tokens", int),
-                        completion_tokens=_number(meta, "judge_completion_tokens", int))  # fmt: skip
+    return JudgeVerdict(
+        run_id=run_id,
+        model=meta.get("judge_model") or "judge",
+        correct=meta["judge_correct"],
+        reason=f"import:{path.name}:{item.line}",
+        prompt_tokens=_number(meta, "judge_prompt_tokens", int),
+        completion_tokens=_number(meta, "judge_completion_tokens", int),
+    )
 
 
 def _number(meta: dict[str, Any], key: str, kind: type) -> Any:
