@@ -57,7 +57,7 @@ def load(path: Path, tools: Path | None, domains: list[str] | None = None, skip_
     import numpy as np
 
     from magv.errors import BadInput
-    from magv.verify.importer import read_import_file
+    from magv.interchange import read_import_file
     from magv.verify.toolspec import LogTools, domain_tools, read_tool_file
 
     known = read_tool_file(tools) if tools is not None and tools.is_file() else LogTools()
@@ -98,7 +98,7 @@ def compare(data: dict[str, Any], *, seeds: int, folds: int, models: list[str], 
     from magv.verify.document import documents
     from magv.verify.evaluation import baseline_oof
     from magv.verify.features import FEATURE_NAMES, TrajectoryFeaturizer
-    from magv.verify.metrics import Scorer, point_metrics
+    from magv.verify.metrics import ScoreColumns, point_metrics
     from magv.verify.models import grouped_splits
     from magv.verify.selection import nested_cv, oof_proba, repeated
 
@@ -121,10 +121,12 @@ def compare(data: dict[str, Any], *, seeds: int, folds: int, models: list[str], 
             splits = grouped_splits(y, groups, folds, seed)
             scorers = baseline_oof(X, y, FEATURE_NAMES, splits, groups, call_docs)
             for name, (est, Xc) in cands.items():
-                scorers[name] = Scorer.from_proba(oof_proba(est, fits[name][1], y, groups, splits, X_test=Xc))
+                scorers[name] = ScoreColumns.from_proba(
+                    oof_proba(est, fits[name][1], y, groups, splits, X_test=Xc)
+                )
             if nested and not deployed:
                 n = nested_cv(cands, y, groups, folds=folds, seed=seed, objective=objective)
-                scorers["selected"] = Scorer(n["pred"], n["proba"], n["proba"])
+                scorers["selected"] = ScoreColumns(n["pred"], n["proba"], n["proba"])
             flat = {}
             for name, s in scorers.items():
                 m = point_metrics(y, s)

@@ -104,7 +104,7 @@ def main() -> None:
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
     from magv.config import load_settings
-    from magv.verify.importer import read_import_file
+    from magv.interchange import read_import_file
     from magv.verify.scoring import load_scorer
     from magv.verify.toolspec import log_tools
 

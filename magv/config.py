@@ -7,6 +7,7 @@ Nested fields use `__` in environment variables: `MAGV_PIPELINE__RUNS=5`,
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import tomllib
@@ -409,8 +410,6 @@ def _describe_env_error(exc: SettingsError) -> str:
 
 
 def _not_json(value: str) -> bool:
-    import json
-
     try:
         json.loads(value)
     except ValueError:

@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
+import regex
+
 from magv.errors import BadInput
 from magv.models import LABEL_TRUST
 
@@ -72,8 +74,6 @@ class ToolErrorRule:
     the service all read results through a rule."""
 
     def __init__(self, pattern: str | None = None, source: str = "tool error pattern"):
-        import regex
-
         self.pattern = DEFAULT_ERROR_TEXT if pattern is None else pattern
         self.source = source
         if not isinstance(self.pattern, str) or not self.pattern:

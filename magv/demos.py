@@ -15,13 +15,16 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from magv.agents.responder import Demo
 from magv.definitions import is_verified
 from magv.models import Seed, ToolCall
+
+if TYPE_CHECKING:
+    from magv.store import Store
 
 
 @dataclass
@@ -39,7 +42,7 @@ def _key(text: str) -> str:
 
 
 def verified_examples(
-    store: Any, domain: str, threshold: float | None = None, model_id: str | None = None
+    store: Store, domain: str, threshold: float | None = None, model_id: str | None = None
 ) -> list[Example]:
     """The verified MCT trajectories of the domain's base questions. `threshold` overrides the one
     each prediction was made with; `model_id` defaults to the verifier that scored last."""
@@ -96,7 +99,7 @@ class DemoStore:
     @classmethod
     def from_store(
         cls,
-        store: Any,
+        store: Store,
         domain: str,
         embedder: Any,
         seeds: Iterable[Seed] = (),

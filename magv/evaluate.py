@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,6 +24,9 @@ from magv.errors import BadInput, RunFailed
 from magv.models import Question, ToolCall, Trajectory, make_id, utcnow
 from magv.prompts import check_prompt_folder
 from magv.verify.labels import MATCH_MODES, match_any
+
+if TYPE_CHECKING:
+    from magv.store import Store
 
 MATCH_KEYS = [key for mode in MATCH_MODES for key in (mode, f"{mode}_args")]
 METRICS = MATCH_KEYS + ["valid_calls", "answered", "steps", "tool_calls", "tokens", "latency_s"]
@@ -225,7 +228,7 @@ def _prompts(folder: Path | None) -> Iterator[None]:
 
 
 def pick_demos(
-    store: Any, domain, questions: Sequence[EvalQuestion], configs: Sequence[EvalConfig], embedder: Any
+    store: Store, domain, questions: Sequence[EvalQuestion], configs: Sequence[EvalConfig], embedder: Any
 ) -> dict[bool, list[list[Any]]]:
     """For each seed_demos setting in use: per question, the nearest examples outside its group,
     as many as the most demanding configuration wants (each takes its first m)."""
@@ -265,7 +268,7 @@ async def work_eval(client, ctx: Any, item: EvalItem) -> tuple[str, dict[str, An
     return q.id, row
 
 
-def _run_config(store: Any, eval_id: str, config: EvalConfig, endpoints: dict[str, list[str]],
+def _run_config(store: Store, eval_id: str, config: EvalConfig, endpoints: dict[str, list[str]],
                 items: list[EvalItem]) -> dict[str, dict[str, Any]]:  # fmt: skip
     """The configuration's questions through the pipeline's stage runner; rows are stored per chunk."""
     from magv.pipeline.base import AgentStage
@@ -274,7 +277,7 @@ def _run_config(store: Any, eval_id: str, config: EvalConfig, endpoints: dict[st
 
     rows: dict[str, dict[str, Any]] = {}
 
-    def write(store: Any, ctx: Any, results: list[tuple[str, dict[str, Any]]], report: Any) -> None:
+    def write(store: Store, ctx: Any, results: list[tuple[str, dict[str, Any]]], report: Any) -> None:
         chunk = dict(results)
         report.written += store.add_eval_results(eval_id, config.name, chunk)
         report.done += len(chunk)
@@ -290,7 +293,7 @@ def _run_config(store: Any, eval_id: str, config: EvalConfig, endpoints: dict[st
 
 
 def run_evaluation(
-    store: Any, domain, questions: Sequence[EvalQuestion], configs: Sequence[EvalConfig], *,
+    store: Store, domain, questions: Sequence[EvalQuestion], configs: Sequence[EvalConfig], *,
     source: str = "seeds", embedder: Any = None, n_resamples: int = 2000, seed: int = 0,
 ) -> EvalReport:  # fmt: skip
     """Evaluate each configuration (one or two) on the questions; store and return the results."""

@@ -23,11 +23,12 @@ from typing import Any
 
 from magv import definitions
 from magv.errors import BadInput, RunFailed
+from magv.interchange import exported_question_id, run_to_record
 from magv.jsonl import dumps_line
+from magv.messages import trajectory_to_messages
 from magv.models import Question, Run, Trajectory, without_grounding
 from magv.outputs import atomic_output, target
 from magv.store import Store
-from magv.verify.importer import exported_question_id, run_to_record, trajectory_to_messages
 
 FORMATS = ("jsonl", "parquet", "openai")
 SUFFIX = {"jsonl": ".jsonl", "parquet": ".parquet", "openai": ".openai.jsonl"}
@@ -74,7 +75,7 @@ def to_messages(question: str, trajectory: Trajectory, system: str | None = None
 
 
 def _record(row: dict[str, Any], trajectory: Trajectory) -> dict[str, Any]:
-    """One line of the import format, built by the importer's own writer so the two cannot drift;
+    """One line of the import format, built by the import codec's own writer (magv.interchange) so the two cannot drift;
     magv's verification fields are added to meta."""
     question = Question(
         id=row["question_id"], domain=row["domain"], text=row["question"], origin=row["origin"],

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from magv.messages import messages_to_trajectory
 from magv.verify import FEATURE_NAMES, FEATURE_VERSION, TrajectoryFeaturizer, Verifier
-from magv.verify.importer import messages_to_trajectory
 from magv.verify.models import save_model
 from tests.verify_helpers import TOOLS, HashEmbedder
 

@@ -13,9 +13,10 @@ from magv.cli import main
 from magv.definitions import is_verified
 from magv.errors import BadInput
 from magv.export import PARQUET_COLUMNS, export
+from magv.interchange import LINE_FIELDS
 from magv.models import Run
 from magv.store import Store
-from magv.verify.importer import LINE_FIELDS, import_trajectories
+from magv.verify.importer import import_trajectories
 from tests.report_fixtures import build_report_store
 
 

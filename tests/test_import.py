@@ -9,15 +9,12 @@ import pytest
 
 from magv.cli import main
 from magv.errors import BadInput
+from magv.interchange import run_to_record
+from magv.messages import messages_to_trajectory, trajectory_to_messages
 from magv.models import Question, Run, Step, ToolCall, Trajectory
 from magv.store import Store
 from magv.verify.features import FEATURE_VERSION, NEUTRAL, compute_features
-from magv.verify.importer import (
-    import_trajectories,
-    messages_to_trajectory,
-    run_to_record,
-    trajectory_to_messages,
-)
+from magv.verify.importer import import_trajectories
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "import_multiturn.jsonl"
 
@@ -498,7 +495,7 @@ TOOL_SPEC = [
 
 def test_default_rule_reads_error_text_and_error_json_and_nothing_else():
     from magv.definitions import DEFAULT_TOOL_ERRORS as rule
-    from magv.verify.importer import _tool_result
+    from magv.messages import _tool_result
 
     assert _tool_result("Error: reservation not found") == (None, "Error: reservation not found")
     assert _tool_result("error - no seat") == (None, "error - no seat")
@@ -520,7 +517,7 @@ def test_a_pattern_sets_another_rule_and_a_bad_one_is_refused_naming_its_source(
     import time
 
     from magv.definitions import ToolErrorRule
-    from magv.verify.importer import _tool_result
+    from magv.messages import _tool_result
 
     rule = ToolErrorRule(r"^(FAIL|DENIED)\b", "--tool-error-pattern")
     assert _tool_result("DENIED: no", errors=rule) == (None, "DENIED: no")

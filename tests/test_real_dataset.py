@@ -115,8 +115,8 @@ def test_lone_conversations_get_scores_that_spread_and_rank(tmp_path):
     from sklearn.model_selection import GroupKFold
 
     from magv.config import load_settings
+    from magv.interchange import read_import_file
     from magv.verify.features import FEATURE_NAMES, FEATURE_VERSION, TrajectoryFeaturizer, needs_embeddings
-    from magv.verify.importer import read_import_file
     from magv.verify.models import Verifier, save_model
     from magv.verify.scoring import load_scorer
     from magv.verify.toolspec import LogTools, domain_tools
@@ -152,9 +152,9 @@ def test_the_text_model_alone_scores_without_computing_features(tmp_path, monkey
     import numpy as np
 
     from magv.config import load_settings
+    from magv.interchange import read_import_file
     from magv.verify.document import documents
     from magv.verify.features import FEATURE_VERSION, TrajectoryFeaturizer
-    from magv.verify.importer import read_import_file
     from magv.verify.models import TEXT_LABEL, candidate_features, make_verifier, model_input, save_model
     from magv.verify.scoring import load_scorer
 

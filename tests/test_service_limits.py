@@ -68,7 +68,7 @@ def test_a_spent_budget_gives_bounded_values_and_a_cancelled_one_stops():
     with WorkBudget(ged_seconds=10).active():
         assert F.graph_edit_distance(*(F.Calls(s, s) for s in small)) == F.graph_edit_distance(
             *(F.Calls(s, s) for s in small))  # fmt: skip
-    from magv.verify.importer import messages_to_trajectory
+    from magv.messages import messages_to_trajectory
 
     ts = [messages_to_trajectory(messages("q", list(TOOLS[: 9 + i % 3])))[0] for i in range(4)]
     cancelled = WorkBudget()
@@ -336,7 +336,7 @@ def test_log_to_stores_every_distinct_trajectory_of_a_batch_holding_one_twice(sc
 
 
 def test_a_search_that_finds_no_path_in_its_time_still_gives_a_finite_bound(monkeypatch):
-    from magv.verify.importer import messages_to_trajectory
+    from magv.messages import messages_to_trajectory
 
     monkeypatch.setattr(F, "GED_APPROX_TIMEOUT_S", 1e-9)  # the search stops before its first path
     runs = worst_case(6)["trajectories"]

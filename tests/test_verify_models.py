@@ -280,9 +280,9 @@ def test_lone_conversations_get_spread_and_ranked_scores():
 
     from sklearn.metrics import roc_auc_score
 
+    from magv.interchange import read_import_file
     from magv.verify.document import documents
     from magv.verify.features import FEATURE_NAMES, TrajectoryFeaturizer
-    from magv.verify.importer import read_import_file
     from magv.verify.models import candidate_features, make_verifier, model_input
 
     lines = [

@@ -41,7 +41,7 @@ from magv.verify.evaluation import (
 )
 from magv.verify.features import FEATURE_NAMES, compute_features
 from magv.verify.labels import gold_labels
-from magv.verify.metrics import GroupBootstrap, Scorer, evaluate_scorer, point_metrics, weighted_metrics
+from magv.verify.metrics import GroupBootstrap, ScoreColumns, evaluate_scorer, point_metrics, weighted_metrics
 from magv.verify.models import Verifier, grouped_splits, load_model, save_model
 from tests.verify_helpers import HashEmbedder, synthetic_store
 
@@ -61,7 +61,7 @@ def _scored(n: int = 200, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.nda
 
 def test_point_metrics_are_scikit_learns():
     y, proba, _ = _scored()
-    m = point_metrics(y, Scorer.from_proba(proba))
+    m = point_metrics(y, ScoreColumns.from_proba(proba))
     pred = proba >= 0.5
     assert m["accuracy"] == pytest.approx(accuracy_score(y, pred))
     assert m["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, pred))
@@ -74,7 +74,7 @@ def test_point_metrics_are_scikit_learns():
 def test_weights_are_repeated_rows():
     """A bootstrap replicate's weights score exactly like the rows repeated that often."""
     y, proba, _ = _scored()
-    s = Scorer.from_proba(proba)
+    s = ScoreColumns.from_proba(proba)
     w = np.random.default_rng(1).integers(0, 4, len(y)).astype(float)
     idx = np.repeat(np.arange(len(y)), w.astype(int))
     weighted = weighted_metrics(y, s, w[None])
@@ -97,8 +97,8 @@ def test_group_bootstrap_draws_whole_groups_and_is_seeded():
 
 def test_intervals_contain_the_point_estimate_and_narrow_with_more_groups():
     y, proba, groups = _scored(400)
-    small = evaluate_scorer(y[:80], Scorer.from_proba(proba[:80]), GroupBootstrap(groups[:80] % 8, 500, 0))
-    large = evaluate_scorer(y, Scorer.from_proba(proba), GroupBootstrap(np.arange(len(y)), 500, 0))
+    small = evaluate_scorer(y[:80], ScoreColumns.from_proba(proba[:80]), GroupBootstrap(groups[:80] % 8, 500, 0))
+    large = evaluate_scorer(y, ScoreColumns.from_proba(proba), GroupBootstrap(np.arange(len(y)), 500, 0))
     for m in (small, large):
         for k in INTERVALS:
             low, high = m["intervals"][k]
@@ -190,7 +190,7 @@ def test_out_of_fold_predictions_and_confusion_are_stored(trained):
         assert m["oof"]["y"] == data.y.tolist()
         assert sum(map(sum, m["confusion"])) == len(data.y)
         # the stored metrics are those of the stored predictions
-        assert point_metrics(data.y, Scorer.from_proba(np.array(m["oof"]["proba"])))[
+        assert point_metrics(data.y, ScoreColumns.from_proba(np.array(m["oof"]["proba"])))[
             "accuracy"
         ] == pytest.approx(m["accuracy"], abs=1e-6)
         for k in INTERVALS:
@@ -232,7 +232,7 @@ def test_the_judge_is_compared_on_the_rows_it_judged(trained):
     assert judge["judge"]["accuracy"] == pytest.approx(truth_acc)
     oof = np.array(result.results[result.best]["oof"]["proba"])[rows]
     assert judge["best_model"]["accuracy"] == pytest.approx(
-        point_metrics(y, Scorer.from_proba(oof))["accuracy"]
+        point_metrics(y, ScoreColumns.from_proba(oof))["accuracy"]
     )
     d = judge["difference"]
     assert d["n"] == len(rows) and d["value"] == pytest.approx(judge["best_model"]["accuracy"] - truth_acc)

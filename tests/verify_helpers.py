@@ -8,8 +8,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from magv.mct import most_common_trajectory
 from magv.models import Question, Run, ToolCall, Trajectory
-from magv.verify.importer import most_common
 
 TOOLS = [
     "find_customer",
@@ -106,5 +106,5 @@ def synthetic_store(
     by_q: dict[str, list[Run]] = {}
     for r in all_runs:
         by_q.setdefault(r.question_id, []).append(r)
-    store.set_mct([most_common(rs) for qid, rs in by_q.items() if "_a" not in qid])
+    store.set_mct([most_common_trajectory(rs) for qid, rs in by_q.items() if "_a" not in qid])
     return truth

@@ -5,7 +5,7 @@ A callable is `package.module:function` or `path/to/file.py:function`, sync or a
 one `AgentTask`. Loading it runs the user's code: that is the point (the user names it), so it is
 only ever loaded from a spec the user gave, never from anything magv reads. An HTTP agent is sent
 the task as JSON (`AgentTask.payload`) by POST. Both return the conversation: a list of chat
-messages (OpenAI or LangChain form, read by the import reader `magv.verify.importer`), or an object
+messages (OpenAI or LangChain form, read by the import reader `magv.messages`), or an object
 `{"messages": [...], "prompt_tokens": n, "completion_tokens": n, "cost_usd": x, "status": s}`.
 
 Every answer is logged in `llm_calls` (role `agent`) with a replay key of the agent's identity and
@@ -109,7 +109,7 @@ def _source_hash(module: Any) -> str | None:
 
 def read_reply(reply: Any, task: AgentTask, where: str) -> RunResult:
     """A run from what an agent returned; BadInput names what is wrong with it."""
-    from magv.verify.importer import messages_to_trajectory
+    from magv.messages import messages_to_trajectory
 
     if hasattr(reply, "model_dump") or (
         isinstance(reply, list) and any(hasattr(m, "model_dump") for m in reply)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
-from magv.cascade.loop import CascadeOptions, Decision, Row, Verdict, decide
+from magv.cascade.loop import CascadeOptions, Decision, JudgeOutcome, Row, decide
 from magv.cascade.rules import RULE_FEATURES, agent_calls, cost_curve
 from magv.models import make_id, utcnow
 from magv.pipeline.base import StageReport
@@ -232,12 +232,12 @@ class LiveOracle:
     def rescore(self, rows: Sequence[Row]) -> None:
         """Recompute features and score again with the same model, as the predictions were scored
         before (the stored verdicts keep their threshold); then re-read the rows."""
-        from magv.pipeline import features, score
+        from magv.pipeline import verifier
         from magv.pipeline.runner import run_in_process
 
         sess, cfg = self._session(), self._settings()
-        run_in_process(sess, "cascade_features", features.run, self.store, cfg, alternates=True)
-        run_in_process(sess, "cascade_score", score.run, self.store, cfg, model_id=self.model_id,
+        run_in_process(sess, "cascade_features", verifier.features, self.store, cfg, alternates=True)
+        run_in_process(sess, "cascade_score", verifier.score, self.store, cfg, model_id=self.model_id,
                        threshold=self.scored_threshold)  # fmt: skip
         fresh = {r.run_id: r for r in population(self.store)}
         for r in self.rows:
@@ -245,7 +245,7 @@ class LiveOracle:
                 r.features = fresh[r.run_id].features
         self._read_predictions()
 
-    def judge(self, rows: Sequence[Row]) -> dict[str, Verdict]:
+    def judge(self, rows: Sequence[Row]) -> dict[str, JudgeOutcome]:
         from magv.agents.judge import split_failures
         from magv.pipeline import judge
         from magv.pipeline.runner import run_stage
@@ -268,7 +268,7 @@ class LiveOracle:
         out = {}
         for run_id, v in verdicts.items():
             kept, _ = split_failures([v])
-            out[run_id] = Verdict(v.correct if kept else None, v.prompt_tokens or 0, v.completion_tokens or 0,
+            out[run_id] = JudgeOutcome(v.correct if kept else None, v.prompt_tokens or 0, v.completion_tokens or 0,
                                   f"judge {v.model}: {v.reason or v.error or ''}")  # fmt: skip
         return out
 

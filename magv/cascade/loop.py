@@ -75,7 +75,7 @@ class Decision:
 
 
 @dataclass
-class Verdict:
+class JudgeOutcome:
     """What the judge said about a row (`correct` None: unparsed or failed) and its tokens."""
 
     correct: bool | None
@@ -161,7 +161,7 @@ class Oracle(Protocol):
         """The verifier's probability of the rows again, now with their alternates."""
         ...
 
-    def judge(self, rows: Sequence[Row]) -> dict[str, Verdict]: ...
+    def judge(self, rows: Sequence[Row]) -> dict[str, JudgeOutcome]: ...
 
     def record(self, decisions: Sequence[Decision]) -> None:
         """Keep one step's decisions (the live oracle stores them at once)."""

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from magv.cascade.live import population
-from magv.cascade.loop import CascadeOptions, Decision, Row, Verdict, decide
+from magv.cascade.loop import CascadeOptions, Decision, JudgeOutcome, Row, decide
 from magv.cascade.rules import agent_calls, cost_curve
 from magv.models import JudgeVerdict
 from magv.store import Store
@@ -119,8 +119,8 @@ class ReplayOracle:
         for r in rows:
             r.probability = self.full.get(r.run_id)
 
-    def judge(self, rows: Sequence[Row]) -> dict[str, Verdict]:
-        return {r.run_id: Verdict(bool(v.correct), v.prompt_tokens or 0, v.completion_tokens or 0,
+    def judge(self, rows: Sequence[Row]) -> dict[str, JudgeOutcome]:
+        return {r.run_id: JudgeOutcome(bool(v.correct), v.prompt_tokens or 0, v.completion_tokens or 0,
                                   f"judge {v.model}: {v.reason or ''}")
                 for r in rows for v in [self.verdicts[r.run_id]]}  # fmt: skip
 

@@ -17,6 +17,12 @@ from pathlib import Path
 
 import typer
 
+from magv.config import load_settings
+from magv.errors import RunFailed
+from magv.llm import liveness
+from magv.llm.servers import LlamaServer
+from magv.store import Store
+
 # The demo's domain: retail with four seeds, two the default model answers right at temperature 0
 # and two longer than the demo's max_steps (magv/domains/retail_demo), so both classes are there.
 DEMO_DOMAIN = "magv.domains.retail_demo"
@@ -44,9 +50,6 @@ def show_times() -> None:
 def check_server() -> None:
     """Stop the demo, naming the model server, when it is gone: its exit code or signal and the last
     lines of its log when the demo started it, what its port says when it was already running."""
-    from magv.errors import RunFailed
-    from magv.llm import liveness
-
     for server in servers:
         try:
             server.check_alive()
@@ -74,9 +77,6 @@ def magv(stage: str, *args: str) -> dict:
 
 
 def main(run_args: list[str]) -> None:
-    from magv.config import load_settings
-    from magv.llm.servers import LlamaServer
-
     cfg = load_settings()
     server = LlamaServer(cfg)
     print(f"== model server: {cfg.llama.model if not cfg.llama.gguf else cfg.llama.gguf} at {server.url}")
@@ -95,8 +95,6 @@ def main(run_args: list[str]) -> None:
 
 
 def stages(cfg, run_args: list[str]) -> None:
-    from magv.store import Store
-
     result = magv("pipeline", "run", *run_args)
     for name, s in result.get("stages", {}).items():
         print(f"  {name:<18} planned {s.get('planned')}, done {s.get('done')}, failed {s.get('failed')}, "

@@ -23,6 +23,9 @@ from magv.commands.common import (
     settings,
     table,
 )
+from magv.commands.pipeline import RichReporter, _quiet_prefect
+from magv.config import load_settings
+from magv.domains import load_domain
 from magv.errors import RunFailed
 
 SPEC_HELP = (
@@ -80,9 +83,6 @@ def eval_command(
 
     Results per question are stored in the database (eval_results) and shown by `magv report`.
     """
-    from magv.commands.pipeline import RichReporter, _quiet_prefect
-    from magv.config import load_settings
-    from magv.domains import load_domain
     from magv.evaluate import MATCH_KEYS, configure, load_questions, parse_spec, run_evaluation
     from magv.gate import enforce, parse_bars, shortfalls
     from magv.prompts import PROMPTS_ENV, check_prompt_folder

@@ -7,9 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
+from rich.table import Table
 
 from magv.commands.common import JsonOption, choice, console, emit_json, open_store, settings
 from magv.config import ROLES
+from magv.llm.servers import LlamaServer, VLLMServer
 
 llm_app = typer.Typer(help="The LLM call log: every model call with tokens, latency and errors.",
                       no_args_is_help=True)  # fmt: skip
@@ -22,8 +25,6 @@ def _print_table(
     """One row per call, fitted to the terminal: columns in `droppable` go, in that order, while the
     table does not fit; identifiers keep their full width and the error column wraps, so nothing a
     user copies is ever cut."""
-    from rich.table import Table
-
     def width(key: str, header: str) -> int:
         return max([len(header), *(len(_cell(r, key)) for r in rows)])
 
@@ -79,8 +80,6 @@ def message_text(message: dict[str, Any]) -> str:
 
 def print_call(row: dict[str, Any]) -> None:
     """One call, readable: what it was, every prompt message, and the reply."""
-    from rich.markup import escape
-
     r = _decoded(row)
     tokens = f"{r['prompt_tokens']}/{r['completion_tokens']} tokens"
     console.print(
@@ -172,8 +171,6 @@ def serve_llama(
     gguf: Path = typer.Option(None, "--gguf", help="A GGUF model file instead (default: llama.gguf)."),
 ) -> None:
     """Serve the embedded model with llama.cpp's OpenAI-compatible server."""
-    from magv.llm.servers import LlamaServer
-
     cfg = settings(ctx, **{"llama.model": model})
     server = LlamaServer(cfg, gguf=gguf, port=port)
     console.print(f"starting llama.cpp server on {server.url} (log: {server.log_path})")
@@ -196,8 +193,6 @@ def serve_vllm(
     extra: list[str] = typer.Argument(None, help="More `vllm serve` arguments, after `--`."),
 ) -> None:
     """Serve a model with vLLM, tool calling enabled (needs the gpu extra: pip install 'magv\\[gpu]')."""
-    from magv.llm.servers import VLLMServer
-
     cfg = settings(
         ctx, **{"vllm.model": model, "vllm.port": port, "vllm.tool_call_parser": tool_call_parser,
                 "vllm.max_model_len": max_model_len, "vllm.gpu_memory_utilization": gpu_memory_utilization,

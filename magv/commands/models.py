@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from magv.commands.common import JsonOption, console, emit_json, settings, table
+from magv.gguf.registry import MODELS, assemble, cache_dir, get_model
 
 models_app = typer.Typer(
     help="Embedded models: GGUFs shipped as PyPI packages, assembled once per machine.", no_args_is_help=True
@@ -14,8 +15,6 @@ models_app = typer.Typer(
 @models_app.command("list")
 def models_list(ctx: typer.Context, as_json: bool = JsonOption) -> None:
     """The models `[llama] model = NAME` accepts: source packages, licence, size, whether assembled."""
-    from magv.gguf.registry import MODELS, cache_dir
-
     chosen = settings(ctx).llama
     rows = []
     for spec in MODELS.values():
@@ -42,8 +41,6 @@ def models_assemble(
     name: str = typer.Argument(None, help="A model name (default: llama.model)."),
 ) -> None:
     """Put a model's GGUF together in the cache and check its SHA-256 (done once; prints its path)."""
-    from magv.gguf.registry import assemble, get_model
-
     spec = get_model(name or settings(ctx).llama.model)
     typer.echo(str(assemble(spec)))
 

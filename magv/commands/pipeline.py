@@ -30,7 +30,9 @@ from magv.commands.common import (
     table,
 )
 from magv.config import Settings
+from magv.domains import load_domain
 from magv.errors import RunFailed, StoreLocked
+from magv.store import Store
 
 
 class RichReporter:
@@ -90,7 +92,6 @@ def _open_lock(cfg: Settings, wait: bool) -> dict[str, float]:
     """Fail at once (or wait) when another process is writing the database. While it is open, the
     call log's mean latency per role is read for the plan (the one time the pre-flight opens it)."""
     from magv.pipeline.cost import mean_latencies
-    from magv.store import Store
 
     told = False
     while True:
@@ -109,7 +110,6 @@ def _open_lock(cfg: Settings, wait: bool) -> dict[str, float]:
 def _check_inputs(cfg: Settings) -> list:
     """Load the domain and read its seed file before the database is touched: bad input fails
     with its file and line, and leaves no row behind (not even a failed pipeline run)."""
-    from magv.domains import load_domain
     from magv.prompts import AGENTS, PROMPTS_ENV, check_prompt_folder
 
     check_prompt_folder(os.environ.get(PROMPTS_ENV), AGENTS, PROMPTS_ENV)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import typer
 
 from magv.commands.common import JsonOption, console, emit_json, settings
+from magv.domains import load_domain
 from magv.errors import BadInput
 
 DEFAULT_NAME = "magv-{domain}"
@@ -43,8 +45,6 @@ def _api_url() -> str:
 
 
 def _check_cron(cron: str, timezone: str | None) -> None:
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
     from prefect.schedules import Cron
 
     try:
@@ -77,8 +77,6 @@ def schedule(
 ) -> None:
     cfg = settings(ctx, domain=domain, **{"pipeline.runner": runner})
     _check_cron(cron, timezone)
-    from magv.domains import load_domain
-
     load_domain(cfg.domain)  # an unknown domain fails now, not at three in the morning
     from magv.flows.deploy import SCHEDULED_FLOW_NAME, parameters, pipeline_deployment, serve
 

@@ -10,6 +10,7 @@ import typer
 from rich.markup import escape
 
 from magv.commands.common import JsonOption, console, emit_json, open_store, settings
+from magv.commands.llm import print_call
 from magv.errors import BadInput
 from magv.report.samples import conversation, tool_errors
 from magv.store import Store
@@ -170,8 +171,6 @@ def print_run(d: dict[str, Any]) -> None:
 def print_detail(d: dict[str, Any]) -> None:
     kind = d["kind"]
     if kind == "call":
-        from magv.commands.llm import print_call
-
         print_call(d)
     elif kind == "run":
         _p(f"question {escape(d['question']['id'])} ({escape(str(d['question']['origin']))}): "

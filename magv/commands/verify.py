@@ -24,6 +24,7 @@ from magv.commands.common import (
 from magv.definitions import ARG_MODES, MATCH_MODES
 from magv.errors import BadInput, Interrupted, RunFailed
 from magv.jsonl import check_input_file
+from magv.llm.embeddings import lazy_embedder
 from magv.pipeline.worker import WorkerContext
 
 verify_app = typer.Typer(help="Verify trajectories: features, labels, classical models, LLM judge.",
@@ -47,13 +48,14 @@ def features(
     as_json: bool = JsonOption,
 ) -> None:
     """Compute a feature row for every run that has siblings or alternates (--mct-only: each MCT)."""
-    from magv.pipeline import features as stage
-    from magv.verify.features import FEATURE_VERSION
+    from magv.verify.features import FEATURE_VERSION, compute_features
 
     cfg = settings(ctx)
     started = time.perf_counter()
     with open_store(cfg, existing=True) as store:
-        written = stage.run(store, cfg, alternates=alternates, replace=replace, mct_only=mct_only).written
+        written = compute_features(
+            store, lazy_embedder(cfg), alternates=alternates, replace=replace, mct_only=mct_only
+        )
         total = len(store.features(FEATURE_VERSION))
     out = {"written": written, "rows": total, "version": FEATURE_VERSION,
            "seconds": round(time.perf_counter() - started, 3)}  # fmt: skip
@@ -83,8 +85,7 @@ def label(
     as_json: bool = JsonOption,
 ) -> None:
     """Write gold labels (MCT vs target trajectory), or import labels from a file with --from."""
-    from magv.pipeline import labels as stage
-    from magv.verify.labels import read_label_file
+    from magv.verify.labels import gold_labels, read_label_file
 
     cfg = settings(ctx)
     mode = mode or cfg.verify.gold_match
@@ -103,7 +104,7 @@ def label(
             store.add_labels(labels)
             out = {"source": "import", "file": str(from_file)}
         else:
-            stage.run(store, cfg, mode=mode, arguments=arguments)
+            gold_labels(store, mode, arguments, cfg.verify.gold_overrides, mct_only=cfg.verify.mct_only)
             labels = [lb for lb in store.labels() if lb.source == "gold"]
             out = {"source": "gold", "mode": mode, "arguments": arguments}
     correct = sum(lb.correct for lb in labels)
@@ -161,7 +162,7 @@ def train(
     """Cross-validate the five models and the text models (grouped CV) beside the baselines
     (majority, agreement, write agreement, TF-IDF) and the judge; measure the selection nested in
     the folds over several seeds; refit, calibrate and save the best."""
-    from magv.pipeline import train as stage
+    from magv.pipeline import verifier
     from magv.verify.models import METRICS
     from magv.verify.selection import OBJECTIVES
     from magv.verify.training import check_models_dir, check_seed
@@ -174,8 +175,8 @@ def train(
     check_seed(cfg.pipeline.seed if seed is None else seed)  # before the store is opened
     check_models_dir(Path(cfg.verify.models_dir))
     with open_store(cfg, existing=True) as store:
-        result = stage.run(store, cfg, folds=folds, seed=seed, select_by=select_by, bootstrap=bootstrap,
-                           ablation=ablation, text=text, objective=objective, repeats=repeats).result  # fmt: skip
+        result = verifier.train(store, cfg, folds=folds, seed=seed, select_by=select_by, bootstrap=bootstrap,
+                                ablation=ablation, text=text, objective=objective, repeats=repeats).result  # fmt: skip
     summary = result.summary()
     if as_json:
         emit_json(summary)
@@ -266,7 +267,7 @@ def score(
     as_json: bool = JsonOption,
 ) -> None:
     """Score every trajectory with features: probability, verdict and top feature contributions."""
-    from magv.pipeline import score as stage
+    from magv.verify.scoring import score as score_store
 
     cfg = settings(ctx)
     nonempty("--domain", domain)
@@ -283,7 +284,7 @@ def score(
                 "score from a file)"
             )
         with open_store(cfg, existing=True) as store:
-            r = stage.run(store, cfg, model_id=model, threshold=threshold, model_file=model_file).result
+            r = score_store(store, cfg, model_id=model, threshold=threshold, model_file=model_file)
         n, n_correct, seconds = r.n, r.n_correct, r.seconds
         out = {"model_id": r.model_id, "model": r.model_name, "scored": r.n, "correct": r.n_correct,
                "threshold": r.threshold, "seconds": {k: round(v, 4) for k, v in r.seconds.items()}}  # fmt: skip
@@ -538,7 +539,9 @@ def import_trajectories(
     as_json: bool = JsonOption,
 ) -> None:
     """Import trajectories (OpenAI or LangChain chat messages) from JSONL; checked whole before writing."""
-    from magv.verify.importer import DEFAULT_DOMAIN, FORMS, REPAIRS, Notes, import_lines, read_import_file
+    from magv.interchange import read_import_file
+    from magv.messages import FORMS, REPAIRS, Notes
+    from magv.verify.importer import DEFAULT_DOMAIN, import_lines
     from magv.verify.toolspec import log_tools
 
     cfg = settings(ctx)

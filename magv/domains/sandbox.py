@@ -65,7 +65,7 @@ NO_EXTENSIONS = {"autoinstall_known_extensions": False, "autoload_known_extensio
 LOCKDOWN = ("SET enable_external_access = false", "SET lock_configuration = true")
 
 
-class _Failure(Exception):
+class _ToolFailure(Exception):
     def __init__(self, kind: str, message: str):
         super().__init__(message)
         self.kind = kind
@@ -203,7 +203,7 @@ class Sandbox:
         start = time.perf_counter()
         try:
             result = self._execute(call)
-        except _Failure as failure:
+        except _ToolFailure as failure:
             error = f"{failure.kind}: {_clip(failure.message)}"
             return Step(kind="tool", call=call, error=error, latency_s=time.perf_counter() - start)
         except Exception as exc:  # the contract: a tool problem is a recorded step, never a crash
@@ -215,18 +215,18 @@ class Sandbox:
         tool = self.pool.domain.implementation(call.name)
         if tool is None:
             names = ", ".join(t.name for t in self.pool.domain.tools)
-            raise _Failure("unknown_tool", f"there is no tool named {call.name!r}; available tools: {names}")
+            raise _ToolFailure("unknown_tool", f"there is no tool named {call.name!r}; available tools: {names}")
         size = len(canonical_json(call.arguments))
         if size > MAX_ARGUMENT_CHARS:
-            raise _Failure(
+            raise _ToolFailure(
                 "invalid_arguments",
                 f"{call.name}: arguments are {size} characters; at most {MAX_ARGUMENT_CHARS}",
             )
         problem = argument_errors(tool.spec, call.arguments)
         if problem is not None:
-            raise _Failure("invalid_arguments", f"{call.name}: {problem}")
+            raise _ToolFailure("invalid_arguments", f"{call.name}: {problem}")
         if self._stuck is not None and self._stuck.is_alive():
-            raise _Failure("unavailable", "an earlier tool call of this run is still stuck after its timeout")
+            raise _ToolFailure("unavailable", "an earlier tool call of this run is still stuck after its timeout")
         return bound(self._run_with_timeout(tool, call.arguments))
 
     def _run_with_timeout(self, tool: Tool, arguments: dict[str, Any]) -> Any:
@@ -248,21 +248,21 @@ class Sandbox:
             worker.join(STOP_GRACE_S)
             if worker.is_alive():
                 self._stuck = worker
-            raise _Failure(
+            raise _ToolFailure(
                 "timeout", f"{tool.name} did not finish within {self.pool.tool_timeout_s:g} s and was stopped"
             )
         if "error" in outcome:
             exc = outcome["error"]
             if isinstance(exc, ToolError):
-                raise _Failure("tool_error", str(exc))
+                raise _ToolFailure("tool_error", str(exc))
             if isinstance(exc, duckdb.Error):
-                raise _Failure("internal_error", f"{tool.name}: database error: {str(exc).splitlines()[0]}")
+                raise _ToolFailure("internal_error", f"{tool.name}: database error: {str(exc).splitlines()[0]}")
             if isinstance(exc, Exception):
-                raise _Failure("internal_error", f"{tool.name}: {type(exc).__name__}: {exc}")
+                raise _ToolFailure("internal_error", f"{tool.name}: {type(exc).__name__}: {exc}")
             # SystemExit, KeyboardInterrupt and the like raised by the tool itself, in its worker
             # thread: a broken tool, not a request to stop magv (the user's Ctrl-C reaches the main
             # thread, never this one). Recorded like any other tool failure.
-            raise _Failure("internal_error", f"{tool.name}: {_base_exception(exc)}")
+            raise _ToolFailure("internal_error", f"{tool.name}: {_base_exception(exc)}")
         return outcome["result"]
 
     def _call(self, tool: Tool, arguments: dict[str, Any]) -> Any:

@@ -59,7 +59,7 @@ class ChatResult:
         return self.error is None
 
 
-class _Failure(Exception):
+class _CallFailure(Exception):
     def __init__(
         self, message: str, retryable: bool, retry_after: float | None = None, unreachable: bool = False
     ):
@@ -176,7 +176,7 @@ class LLMClient:
 
         latency = 0.0
         attempts = self.settings.llm.retries + 1
-        failure: _Failure | None = None
+        failure: _CallFailure | None = None
         data: dict[str, Any] | None = None
         url = urls[0]
         group = tuple(urls)
@@ -189,7 +189,7 @@ class LLMClient:
                 data = await self._send(ep, body, cfg["timeout_s"])
                 failure = None
                 break
-            except _Failure as exc:
+            except _CallFailure as exc:
                 failure = exc
             finally:
                 latency += time.perf_counter() - t0
@@ -239,13 +239,13 @@ class LLMClient:
         try:
             raw = await ep.post_chat(body, timeout_s)
         except openai.APITimeoutError:
-            raise _Failure(
+            raise _CallFailure(
                 f"timeout after {timeout_s:g}s at {ep.url} (the server took the request but did not "
                 "answer in time: busy or slow, not down)",
                 retryable=True,
             ) from None
         except openai.APIConnectionError as exc:
-            raise _Failure(
+            raise _CallFailure(
                 f"connection error at {ep.url} (not answering): {exc.__cause__ or exc}",
                 retryable=True,
                 unreachable=True,
@@ -262,7 +262,7 @@ class LLMClient:
                 self._llama_dialect.add(ep.url)
                 return await self._send(ep, body, timeout_s)
             retry_after = _retry_after(exc.response.headers.get("retry-after")) if status == 429 else None
-            raise _Failure(
+            raise _CallFailure(
                 f"HTTP {status} from {ep.url}: {_short(exc.body or exc.message)}",
                 retryable=status == 429 or status >= 500,
                 retry_after=retry_after,
@@ -271,7 +271,7 @@ class LLMClient:
             data = json.loads(raw.content)
             data["choices"][0]["message"]
         except (ValueError, KeyError, IndexError, TypeError) as exc:
-            raise _Failure(
+            raise _CallFailure(
                 f"malformed response from {ep.url} ({type(exc).__name__}): {_short(raw.text)}", retryable=True
             ) from None
         return data

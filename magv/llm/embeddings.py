@@ -14,14 +14,18 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+import httpx
 import numpy as np
 
 from magv.config import Settings
 from magv.errors import BadInput, RunFailed
 from magv.llm.client import backoff_delay
 from magv.models import text_hash
+
+if TYPE_CHECKING:
+    from magv.store import Store
 
 EMBEDDED_HINT = "install magv's embedded extra: pip install 'magv[embedded]'"
 
@@ -97,7 +101,7 @@ def lazy_embedder(settings: Settings) -> LazyEmbedder:
 
 
 def embed_cached(
-    store: Any, embedder: SupportsEmbed, texts: Sequence[str], hashes: Sequence[str] | None = None
+    store: Store, embedder: SupportsEmbed, texts: Sequence[str], hashes: Sequence[str] | None = None
 ) -> np.ndarray:
     """L2-normalised vectors of `texts` (rows in order): stored ones from the store, the others
     from the embedder in one batch, then stored. An embedder without a `key` is not cached."""
@@ -160,8 +164,6 @@ class Embedder:
         """One /embeddings request, retried like chat calls on connection errors, timeouts, 429 and
         5xx. Plain httpx and json: the openai client's response models cost ~140 us per vector,
         more than a fast server takes to compute it."""
-        import httpx
-
         if self._client is None:
             headers = {"Authorization": f"Bearer {self.llm.secret_key()}"}
             self._client = httpx.Client(timeout=self.llm.timeout_s, headers=headers)

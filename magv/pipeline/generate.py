@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from magv.agents.investigator import investigate, pick_example
 from magv.agents.parsing import QuestionsReply
@@ -17,6 +18,9 @@ from magv.models import Question, Seed, make_id
 from magv.pipeline.base import AgentStage, StageReport
 from magv.pipeline.worker import WorkerContext
 from magv.quality import QualityCheck, identifier_patterns, needed_values, repair_all, target_values
+
+if TYPE_CHECKING:
+    from magv.store import Store
 
 # Without --per-target: questions generated per question kept (spread over the targets), and the
 # most any one target gets, so that a small run asks for little.
@@ -74,7 +78,7 @@ def seed_questions(domain_name: str, seeds: list[Seed]) -> list[Question]:
     ]
 
 
-def plan(store, ctx: WorkerContext) -> list[GenerateItem]:
+def plan(store: Store, ctx: WorkerContext) -> list[GenerateItem]:
     """One item per target seed trajectory without a finished investigator generation."""
     domain = ctx.domain()
     all_seeds = domain.seeds()
@@ -105,7 +109,7 @@ async def work(client, ctx: WorkerContext, item: GenerateItem) -> GenerateResult
     return GenerateResult(item, reply, checked)
 
 
-def write(store, ctx: WorkerContext, results: list[GenerateResult], report: StageReport) -> None:
+def write(store: Store, ctx: WorkerContext, results: list[GenerateResult], report: StageReport) -> None:
     domain = ctx.domain()
     with store.transaction():
         for r in results:

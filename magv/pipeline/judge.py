@@ -4,11 +4,15 @@ judged yet."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from magv.agents.judge import judge, pending_judgements, split_failures
 from magv.models import JudgeVerdict, Trajectory
 from magv.pipeline.base import AgentStage, StageReport
 from magv.pipeline.worker import WorkerContext
+
+if TYPE_CHECKING:
+    from magv.store import Store
 
 
 @dataclass
@@ -18,7 +22,7 @@ class JudgeItem:
     trajectory: Trajectory
 
 
-def plan(store, ctx: WorkerContext, limit: int | None = None) -> list[JudgeItem]:
+def plan(store: Store, ctx: WorkerContext, limit: int | None = None) -> list[JudgeItem]:
     model = ctx.settings.llm.role("judge")["model"]
     return [JudgeItem(*item) for item in pending_judgements(store, model, limit)]
 
@@ -35,7 +39,7 @@ async def work(client, ctx: WorkerContext, item: JudgeItem) -> JudgeVerdict:
     )
 
 
-def write(store, ctx: WorkerContext, results: list[JudgeVerdict], report: StageReport) -> None:
+def write(store: Store, ctx: WorkerContext, results: list[JudgeVerdict], report: StageReport) -> None:
     # An LLM failure is no verdict: it is not stored, so the trajectory stays pending for the next run.
     verdicts, failed = split_failures(results)
     report.written += store.add_judge_verdicts(verdicts) or 0

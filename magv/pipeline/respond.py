@@ -4,6 +4,7 @@ common trajectory (MCT) of each question is marked."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from magv.agents.contract import check_tools_run
 from magv.agents.responder import Demo
@@ -12,6 +13,9 @@ from magv.mct import most_common_trajectory
 from magv.models import Question, Run
 from magv.pipeline.base import AgentStage, StageReport
 from magv.pipeline.worker import WorkerContext
+
+if TYPE_CHECKING:
+    from magv.store import Store
 
 BASE_ORIGINS = ("seed", "investigator")
 
@@ -37,7 +41,7 @@ class RespondResult:
     redo: bool = False
 
 
-def plan(store, ctx: WorkerContext, alternates: bool = False) -> list[RespondItem]:
+def plan(store: Store, ctx: WorkerContext, alternates: bool = False) -> list[RespondItem]:
     """One item per question that lacks some of its runs (R for base questions, R' for alternates)."""
     domain = ctx.domain()
     p = ctx.settings.pipeline
@@ -63,11 +67,11 @@ def plan(store, ctx: WorkerContext, alternates: bool = False) -> list[RespondIte
     return items
 
 
-def plan_alternates(store, ctx: WorkerContext) -> list[RespondItem]:
+def plan_alternates(store: Store, ctx: WorkerContext) -> list[RespondItem]:
     return plan(store, ctx, alternates=True)
 
 
-def _attach_demos(store, ctx: WorkerContext, items: list[RespondItem]) -> None:
+def _attach_demos(store: Store, ctx: WorkerContext, items: list[RespondItem]) -> None:
     """Give each item the `pipeline.demos` nearest verified examples outside its question's group
     (so never the question itself, its alternates or its seed's family)."""
     from magv.demos import DemoStore
@@ -94,7 +98,7 @@ async def work(client, ctx: WorkerContext, item: RespondItem) -> RespondResult:
     return RespondResult(q, runs, item.redo)
 
 
-def write(store, ctx: WorkerContext, results: list[RespondResult], report: StageReport) -> None:
+def write(store: Store, ctx: WorkerContext, results: list[RespondResult], report: StageReport) -> None:
     with store.transaction():
         for r in results:
             q = r.question

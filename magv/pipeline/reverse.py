@@ -8,6 +8,7 @@ and stored with its check. An alternate that fails is never answered (respond_al
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from magv.agents.parsing import QuestionsReply
 from magv.agents.reverse import reverse_engineer
@@ -16,6 +17,9 @@ from magv.pipeline.base import AgentStage, StageReport
 from magv.pipeline.respond import BASE_ORIGINS
 from magv.pipeline.worker import WorkerContext
 from magv.quality import QualityCheck, identifier_patterns, identifiers, needed_values, repair_all
+
+if TYPE_CHECKING:
+    from magv.store import Store
 
 
 @dataclass
@@ -32,7 +36,7 @@ class ReverseResult:
     checked: list[tuple[str, QualityCheck]] = field(default_factory=list)  # final text, its check
 
 
-def plan(store, ctx: WorkerContext) -> list[ReverseItem]:
+def plan(store: Store, ctx: WorkerContext) -> list[ReverseItem]:
     domain = ctx.domain()
     k = ctx.settings.pipeline.alternates
     if k == 0:
@@ -80,7 +84,7 @@ async def work(client, ctx: WorkerContext, item: ReverseItem) -> ReverseResult:
     )
 
 
-def write(store, ctx: WorkerContext, results: list[ReverseResult], report: StageReport) -> None:
+def write(store: Store, ctx: WorkerContext, results: list[ReverseResult], report: StageReport) -> None:
     domain = ctx.domain()
     with store.transaction():
         for r in results:

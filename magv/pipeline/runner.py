@@ -20,7 +20,7 @@ from magv import progress
 from magv.config import Settings
 from magv.errors import MagvError
 from magv.llm.liveness import ModelUnreachable
-from magv.pipeline import features, generate, judge, labels, respond, reverse, score, select, train
+from magv.pipeline import generate, judge, respond, reverse, select, verifier
 from magv.pipeline.base import AgentStage, StageReport
 from magv.pipeline.cost import announce
 from magv.pipeline.session import Session
@@ -173,10 +173,10 @@ def verify_stages(sess: Session, alternates: bool = True) -> dict[str, StageRepo
     classes, say) is recorded as failed with its reason and the rest go on, except that scoring
     needs a model: a pipeline keeps what it made."""
     store, cfg = sess.store, sess.settings
-    out = {"features": run_in_process(sess, "features", features.run, store, cfg, alternates=alternates)}
-    out["gold_labels"] = run_in_process(sess, "gold_labels", labels.run, store, cfg)
-    out["train"] = run_in_process(sess, "train", train.run, store, cfg)
+    out = {"features": run_in_process(sess, "features", verifier.features, store, cfg, alternates=alternates)}
+    out["gold_labels"] = run_in_process(sess, "gold_labels", verifier.gold_labels, store, cfg)
+    out["train"] = run_in_process(sess, "train", verifier.train, store, cfg)
     if out["train"].failed and store.latest_verifier_model() is None:
         return out  # nothing to score with
-    out["score"] = run_in_process(sess, "score", score.run, store, cfg)
+    out["score"] = run_in_process(sess, "score", verifier.score, store, cfg)
     return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sklearn.cluster import KMeans
@@ -17,6 +18,9 @@ from sklearn.decomposition import PCA
 
 from magv.pipeline.base import StageReport
 from magv.pipeline.generate import seed_questions, target_seeds
+
+if TYPE_CHECKING:
+    from magv.store import Store
 
 
 def quotas(sizes: dict[str, int], total: int) -> dict[str, int]:
@@ -114,7 +118,7 @@ def _map_2d(emb: np.ndarray, seed: int) -> np.ndarray:
     return PCA(n_components=2, random_state=seed).fit_transform(emb)
 
 
-def run(store, ctx, embedder) -> StageReport:
+def run(store: Store, ctx, embedder) -> StageReport:
     """Select among the investigator's questions and write every decision (kept or why not)."""
     report = StageReport("select")
     domain = ctx.domain()

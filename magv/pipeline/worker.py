@@ -12,16 +12,22 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import os
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import CancelledError, ThreadPoolExecutor
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from magv.config import Settings
-from magv.models import LLMCall
+from magv.domains import load_domain
+from magv.llm import LLMClient
+from magv.models import LLMCall, canonical_json
+
+if TYPE_CHECKING:
+    from magv.store import Store
 
 T = TypeVar("T")
 
@@ -30,7 +36,7 @@ _cache: dict[tuple, Any] = {}
 _cache_lock = threading.RLock()  # building a pool loads the domain through the cache too
 
 
-def use_local_recorder(store: Any) -> None:
+def use_local_recorder(store: Store) -> None:
     """Register the store of this process: chunks that run here log and replay through it (see
     StoreRecorder). None unregisters it, after writing the calls it still holds."""
     global _local_recorder
@@ -46,7 +52,7 @@ class StoreRecorder:
     call capped a pipeline at ~140 calls/s whatever the model servers could do; batches cost ~0.4 ms
     a call. A crash loses at most the last `interval_s` of calls, which a rerun pays for again."""
 
-    def __init__(self, store: Any, interval_s: float = 0.25):
+    def __init__(self, store: Store, interval_s: float = 0.25):
         self.store = store
         self.interval_s = interval_s
         self._pending: list[LLMCall] = []
@@ -151,8 +157,6 @@ class WorkerContext:
         return self.settings.domain
 
     def domain(self):
-        from magv.domains import load_domain
-
         return _cached(("domain", self.domain_spec), lambda: load_domain(self.domain_spec))
 
     def pool(self):
@@ -168,10 +172,7 @@ class WorkerContext:
 
     def agent(self):
         """The agent that answers (`magv.agents.contract.build_agent`), built once per process."""
-        import os
-
         from magv.agents.contract import build_agent
-        from magv.models import canonical_json
 
         role = self.settings.llm.role("responder")
         key = (
@@ -303,9 +304,6 @@ class AgentLoop:
 
     def client(self, ctx: WorkerContext) -> Any:
         """The LLM client of these LLM settings and endpoints (on the loop only)."""
-        from magv.llm import LLMClient
-        from magv.models import canonical_json
-
         key = canonical_json([ctx.settings.llm.model_dump(mode="json"), ctx.endpoints])
         if key not in self.clients:
             self.clients[key] = LLMClient(

@@ -13,9 +13,12 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from magv.models import ToolCall
+
+if TYPE_CHECKING:
+    from magv.store import Store
 
 CHECKED_ORIGINS = ("investigator", "alternate")
 BEFORE = "before repair: "
@@ -135,7 +138,7 @@ def _loads(value: Any) -> Any:
 
 
 def dataset_quality(
-    store: Any,
+    store: Store,
     domain: str | None = None,
     mode: str = "strict",
     arguments: bool | str = False,
@@ -158,7 +161,7 @@ def dataset_quality(
     return out
 
 
-def quality_section(store: Any, examples: int = 3) -> dict[str, Any]:
+def quality_section(store: Store, examples: int = 3) -> dict[str, Any]:
     """The report's section: `dataset_quality` of the whole store under the settings' match mode,
     and whether selection applied the checks."""
     from magv.config import Settings

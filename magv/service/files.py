@@ -1,7 +1,7 @@
 """`magv verify score --input FILE --output FILE`: trajectories of a JSONL file (magv's import
 format, docs/export.md) scored by a saved model, one verdict line per input line, with no database.
 
-The input is read and checked whole (magv.verify.importer's parser, errors naming file:line:field)
+The input is read and checked whole (magv.interchange's parser, errors naming file:line:field)
 and the model loaded before anything is written; the verdicts are written by `magv.outputs` (whole
 or not at all, never onto the input, the database or the model file; /dev/null written through).
 """
@@ -18,8 +18,9 @@ from magv import outputs
 from magv.config import Settings
 from magv.definitions import DEFAULT_TOOL_ERRORS, ToolErrorRule
 from magv.errors import BadInput
+from magv.interchange import ImportLine, check_import_lines
 from magv.jsonl import iter_jsonl_text, read_jsonl
-from magv.verify.importer import ImportLine, Notes, check_import_lines
+from magv.messages import Notes
 from magv.verify.scoring import load_scorer
 from magv.verify.toolspec import log_tools
 

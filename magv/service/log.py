@@ -16,9 +16,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from magv.interchange import check_import_lines
 from magv.models import canonical_json
 from magv.service.payload import Entry
-from magv.verify.importer import DEFAULT_DOMAIN, check_import_lines, import_lines
+from magv.verify.importer import DEFAULT_DOMAIN, import_lines
 from magv.verify.toolspec import LogTools
 
 SOURCE = "magv serve verifier"

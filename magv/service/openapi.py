@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from magv import __version__
+from magv.messages import STATUSES
 from magv.service.payload import MAX_SIBLINGS
-from magv.verify.importer import STATUSES
 
 _MESSAGES = {
     "type": "array", "minItems": 1,

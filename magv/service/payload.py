@@ -1,5 +1,5 @@
 """What `POST /v1/verify` accepts: OpenAI chat messages of one trajectory, or a batch, each with
-optional sibling runs. Messages are read by magv.verify.importer, as `magv import trajectories`
+optional sibling runs. Messages are read by magv.messages, as `magv import trajectories`
 reads them, so a trajectory the service accepts imports the same way.
 
     {"messages": [...], "id": "...", "group": "...", "siblings": [[...], ...], "status": "ok"}
@@ -18,8 +18,8 @@ from typing import Any
 from magv.definitions import DEFAULT_TOOL_ERRORS, ToolErrorRule
 from magv.errors import BadInput
 from magv.jsonl import strict_loads
+from magv.messages import STATUSES, Notes, one_of, read_messages
 from magv.models import Trajectory
-from magv.verify.importer import STATUSES, Notes, one_of, read_messages
 
 ITEM_FIELDS = ("messages", "id", "group", "siblings", "status")
 MAX_SIBLINGS = 32
@@ -39,7 +39,10 @@ class PayloadError(BadInput):
 
 
 @dataclass
-class Run:
+class RequestRun:
+    """One run of a scoring request: its messages as sent, the trajectory read from them and its
+    question (the first user turn)."""
+
     messages: list[dict[str, Any]]
     trajectory: Trajectory
     question: str
@@ -52,8 +55,8 @@ class Entry:
     index: int
     id: str | None
     group: str | None
-    run: Run
-    siblings: list[Run] = field(default_factory=list)
+    run: RequestRun
+    siblings: list[RequestRun] = field(default_factory=list)
 
     @property
     def key(self) -> tuple[str, Any]:
@@ -68,12 +71,12 @@ def _field_error(exc: BadInput) -> PayloadError:
     return PayloadError(422, where, rest) if sep else PayloadError(422, "body", text)
 
 
-def _run(messages: Any, status: str, where: str, errors: ToolErrorRule) -> Run:
+def _run(messages: Any, status: str, where: str, errors: ToolErrorRule) -> RequestRun:
     try:
         trajectory, users = read_messages(messages, status, where, Notes(), errors)
     except BadInput as exc:
         raise _field_error(exc) from None
-    return Run(messages, trajectory, users[0])
+    return RequestRun(messages, trajectory, users[0])
 
 
 def _text_field(item: dict[str, Any], name: str, where: str) -> str | None:

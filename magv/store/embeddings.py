@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from magv.models import utcnow
 from magv.store.connection import Connection
 
@@ -13,8 +15,6 @@ from magv.store.connection import Connection
 class Embeddings(Connection):
     def embeddings(self, model: str, hashes: Sequence[str]) -> dict[str, Any]:
         """text hash -> stored float32 vector of `model`, for the hashes that are stored."""
-        import numpy as np
-
         if not hashes:
             return {}
         with self._lock:
@@ -28,8 +28,6 @@ class Embeddings(Connection):
 
     def add_embeddings(self, model: str, hashes: Sequence[str], vectors: Any) -> int:
         """Keep float32 vectors (rows of a matrix) of texts by their hash; an existing one stays."""
-        import numpy as np
-
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         first = list({h: i for i, h in reversed(list(enumerate(hashes)))}.values())  # one row per hash
         hashes, vectors = [hashes[i] for i in first], vectors[first]

@@ -8,6 +8,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from magv.models import Features, utcnow
 from magv.store.connection import Connection
 
@@ -28,8 +30,6 @@ class FeatureRows(Connection):
     def write_feature_matrix(self, version: str, run_ids: Sequence[str], names: Sequence[str], X: Any) -> int:
         """Feature rows (one JSON object per row of X, keys `names`) replacing stored ones of the
         same run and version; DuckDB writes the JSON (~10x faster than json.dumps per row)."""
-        import numpy as np
-
         _check_feature_names(names)
         X = np.asarray(X, dtype=np.float64)
         if len(run_ids) == 0:
@@ -50,8 +50,6 @@ class FeatureRows(Connection):
         """(run_ids, float matrix with one column per name) of every feature row of a version.
         DuckDB parses each JSON row once into a struct (50x faster than a json.loads loop); a
         feature a row lacks is NaN."""
-        import numpy as np
-
         _check_feature_names(names)
         struct = "{" + ", ".join(f'"{n}": "DOUBLE"' for n in names) + "}"
         cols = ", ".join(f"coalesce(s.\"{n}\", 'NaN'::DOUBLE) AS c{i}" for i, n in enumerate(names))

@@ -7,6 +7,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from magv.models import Prediction, utcnow
 from magv.store.connection import Connection, to_json
 
@@ -52,8 +54,6 @@ class VerifierTables(Connection):
         """Predictions of one model, column-wise (numpy). Row i's contributions are the JSON object
         {names[top_index[i, j]]: top_values[i, j]} in order of j, written by DuckDB (a Python
         string per row cost more than the rest of scoring). Newer wins."""
-        import numpy as np
-
         if len(run_ids) == 0:
             return 0
         top_index = np.asarray(top_index, dtype=np.int64).reshape(len(run_ids), -1)

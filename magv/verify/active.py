@@ -10,9 +10,12 @@ human labels.
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from magv.store import Store
 
 
 def uncertain_order(
@@ -104,7 +107,7 @@ def learning_curve(
     }  # fmt: skip
 
 
-def uncertain_annotations(store: Any, limit: int | None = None, threshold: float | None = None) -> list[Any]:
+def uncertain_annotations(store: Store, limit: int | None = None, threshold: float | None = None) -> list[Any]:
     """What `magv verify annotate --uncertain` shows: the trajectories without a human label, the
     cascade's human queue first, each part in `uncertain_order` of the latest scored verifier's
     probabilities."""

@@ -28,7 +28,7 @@ from magv.verify.features import AGGREGATES, OWN_FEATURES, PAIR_FEATURES, SIBLIN
 from magv.verify.metrics import (
     N_BOOTSTRAP,
     GroupBootstrap,
-    Scorer,
+    ScoreColumns,
     confusion,
     difference,
     evaluate_scorer,
@@ -97,7 +97,7 @@ WRITE_AGREEMENT = "sibling_same_writes"  # the no-fit baseline's feature
 def baseline_oof(
     X: np.ndarray, y: np.ndarray, names: Sequence[str], splits: Sequence[tuple[np.ndarray, np.ndarray]],
     groups: np.ndarray, call_documents: Sequence[str] | None = None,
-) -> dict[str, Scorer]:  # fmt: skip
+) -> dict[str, ScoreColumns]:  # fmt: skip
     """The baselines out of fold on `splits`: "majority", "agreement" (below), "write agreement"
     (no fit: the share of the other runs of the group with the same write calls, the featurizer's
     WRITE_AGREEMENT; correct at >= 0.5) and, given each row's calls-and-arguments document
@@ -114,19 +114,19 @@ def baseline_oof(
         out["agreement"] = agreement[0]
     if WRITE_AGREEMENT in names:
         share = X[:, list(names).index(WRITE_AGREEMENT)]
-        out["write agreement"] = Scorer((share >= 0.5).astype(np.int64), share, share)
+        out["write agreement"] = ScoreColumns((share >= 0.5).astype(np.int64), share, share)
     if call_documents is not None:
         docs = with_documents(np.zeros((len(y), 0)), call_documents)
-        out["tfidf"] = Scorer.from_proba(oof_proba(Verifier("logreg", text="only"), docs, y, groups, splits))
+        out["tfidf"] = ScoreColumns.from_proba(oof_proba(Verifier("logreg", text="only"), docs, y, groups, splits))
     return out
 
 
-def majority_oof(y: np.ndarray, splits: Sequence[tuple[np.ndarray, np.ndarray]]) -> Scorer:
+def majority_oof(y: np.ndarray, splits: Sequence[tuple[np.ndarray, np.ndarray]]) -> ScoreColumns:
     pred, proba = np.zeros(len(y), dtype=np.int64), np.zeros(len(y))
     for tr, te in splits:
         prior = float(np.mean(y[tr]))
         pred[te], proba[te] = int(prior >= 0.5), prior
-    return Scorer(pred, proba, proba.copy())
+    return ScoreColumns(pred, proba, proba.copy())
 
 
 def best_threshold(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -144,7 +144,7 @@ def best_threshold(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 
 def agreement_oof(
     X: np.ndarray, y: np.ndarray, names: Sequence[str], splits: Sequence[tuple[np.ndarray, np.ndarray]]
-) -> tuple[Scorer, list[dict[str, Any]]] | None:
+) -> tuple[ScoreColumns, list[dict[str, Any]]] | None:
     """The agreement baseline's out-of-fold columns and, per fold, the feature and threshold chosen
     on its training rows; None when no agreement feature is among `names`."""
     cols = [(f, names.index(f)) for f in AGREEMENT_FEATURES if f in names]
@@ -163,11 +163,11 @@ def agreement_oof(
         proba[te] = np.where(above_te, rate_above, rate_below)
         score[te] = X[te, j]
         chosen.append({"feature": f, "threshold": t, "train_accuracy": round(acc, 6)})
-    return Scorer(pred, proba, score), chosen
+    return ScoreColumns(pred, proba, score), chosen
 
 
-def judge_rows(run_ids: Sequence[str], verdicts: Sequence[Any]) -> dict[str, tuple[np.ndarray, Scorer, int]]:
-    """judge model -> (row indices with a verdict, its Scorer on them, rows judged without a
+def judge_rows(run_ids: Sequence[str], verdicts: Sequence[Any]) -> dict[str, tuple[np.ndarray, ScoreColumns, int]]:
+    """judge model -> (row indices with a verdict, its ScoreColumns on them, rows judged without a
     verdict): the judge's verdict is its prediction, probability and score alike."""
     index = {r: i for i, r in enumerate(run_ids)}
     by_model: dict[str, dict[int, bool | None]] = {}
@@ -183,7 +183,7 @@ def judge_rows(run_ids: Sequence[str], verdicts: Sequence[Any]) -> dict[str, tup
         for i in have:
             verdict[i] = float(rows[i])
         idx = np.asarray(have, dtype=np.int64)
-        out[model] = (idx, Scorer(verdict.astype(np.int64), verdict, verdict), len(rows) - len(have))
+        out[model] = (idx, ScoreColumns(verdict.astype(np.int64), verdict, verdict), len(rows) - len(have))
     return out
 
 
@@ -222,7 +222,7 @@ def evaluate(
     splits = grouped_splits(y, groups, folds, seed)
     scorers = {}
     for name, m in results.items():
-        s = Scorer.from_proba(np.asarray(m["oof"]["proba"]))
+        s = ScoreColumns.from_proba(np.asarray(m["oof"]["proba"]))
         scorers[name] = s
         m.update(evaluate_scorer(y, s, boot))
         m["confusion"] = confusion(y.tolist(), s.proba.tolist())
@@ -302,7 +302,7 @@ def selected(
             n["threshold"][:] = 0.5
         if not first:
             first.update(chosen=n["chosen"], abstention=abstention(y, n["proba"], n["threshold"]))
-        scorers = {"selected": Scorer(n["pred"], n["proba"], n["proba"]),
+        scorers = {"selected": ScoreColumns(n["pred"], n["proba"], n["proba"]),
                    **baseline_oof(X, y, names, splits, groups, call_documents)}  # fmt: skip
         return {f"{name}|{k}": point_metrics(y, s)[k] for name, s in scorers.items()
                 for k in ("accuracy", "balanced_accuracy", "roc_auc")}  # fmt: skip
@@ -328,7 +328,7 @@ def ablate(
             r = every_feature
         else:
             r = cross_validate_models(X[:, cols], y, groups, folds=folds, seed=seed, names=[model])[model]
-        m = evaluate_scorer(y, Scorer.from_proba(np.asarray(r["oof"]["proba"])), boot)
+        m = evaluate_scorer(y, ScoreColumns.from_proba(np.asarray(r["oof"]["proba"])), boot)
         rows.append({"features": label, "model": model, "n_features": len(cols), **m})
     return rows
 

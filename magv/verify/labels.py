@@ -9,12 +9,15 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from magv.definitions import ARG_MODES, MATCH_MODES, ArgMode, MatchMode
 from magv.errors import BadInput
 from magv.jsonl import read_jsonl
 from magv.models import Label, Question, Run, ToolCall, call_groups
+
+if TYPE_CHECKING:
+    from magv.store import Store
 
 __all__ = ["ARG_MODES", "MATCH_MODES", "ArgMode", "MatchMode"]  # re-exported: callers import them from here
 _MISSING = object()
@@ -217,7 +220,7 @@ def match_detail(mode: str, arguments: bool | str = False, overrides: Mapping[st
 
 
 def gold_labels(
-    store: Any,
+    store: Store,
     mode: str = "strict",
     arguments: bool | str = False,
     overrides: Mapping[str, Any] | None = None,
@@ -245,7 +248,7 @@ def gold_labels(
     return len(labels)
 
 
-def read_label_file(store: Any, path: Path) -> list[Label]:
+def read_label_file(store: Store, path: Path) -> list[Label]:
     """Labels from a JSONL file: one {"run_id": ..., "correct": true|false} or
     {"question_id": ..., "correct": ...} (the question's MCT run) per line. Checked whole first."""
     known_runs = set(store.run_questions())
@@ -284,7 +287,7 @@ class AnnotationItem:
     run: Run
 
 
-def pending_annotations(store: Any, limit: int | None = None) -> list[AnnotationItem]:
+def pending_annotations(store: Store, limit: int | None = None) -> list[AnnotationItem]:
     """Verified trajectories (MCT runs of base questions) without a human label, oldest first:
     a second session resumes where the first stopped."""
     done = {lb.run_id for lb in store.labels() if lb.source == "human"}
@@ -312,7 +315,7 @@ def describe(item: AnnotationItem) -> str:
 
 
 def annotate(
-    store: Any,
+    store: Store,
     items: Sequence[AnnotationItem],
     ask: Callable[[AnnotationItem, int, int], str | None],
     annotator: str = "human",

@@ -30,7 +30,7 @@ _CELLS = 2_000_000  # replicates x rows weighed at once (16 MB a matrix): memory
 
 
 @dataclass
-class Scorer:
+class ScoreColumns:
     """The columns metrics are computed from, one entry per row (see the module docstring)."""
 
     pred: np.ndarray
@@ -38,12 +38,12 @@ class Scorer:
     score: np.ndarray
 
     @classmethod
-    def from_proba(cls, proba: np.ndarray, threshold: float = 0.5) -> Scorer:
+    def from_proba(cls, proba: np.ndarray, threshold: float = 0.5) -> ScoreColumns:
         p = np.asarray(proba, dtype=np.float64)
         return cls((p >= threshold).astype(np.int64), p, p)
 
-    def take(self, idx: np.ndarray) -> Scorer:
-        return Scorer(self.pred[idx], self.proba[idx], self.score[idx])
+    def take(self, idx: np.ndarray) -> ScoreColumns:
+        return ScoreColumns(self.pred[idx], self.proba[idx], self.score[idx])
 
 
 def confusion(y: list[int], proba: list[float], threshold: float = 0.5) -> list[list[int]]:
@@ -60,7 +60,7 @@ def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def weighted_metrics(
-    y: np.ndarray, s: Scorer, w: np.ndarray, presorted: bool = False
+    y: np.ndarray, s: ScoreColumns, w: np.ndarray, presorted: bool = False
 ) -> dict[str, np.ndarray]:
     """Every metric of ALL_METRICS for each row of weights `w` (shape (k, n)); arrays of length k.
     NaN where a metric is undefined (AUROC and balanced accuracy of a replicate with one class).
@@ -108,7 +108,7 @@ def _weighted_auc(y: np.ndarray, score: np.ndarray, w: np.ndarray, presorted: bo
     return _div(wins, P.sum(axis=1) * N.sum(axis=1))
 
 
-def point_metrics(y: np.ndarray, s: Scorer) -> dict[str, float | None]:
+def point_metrics(y: np.ndarray, s: ScoreColumns) -> dict[str, float | None]:
     """Every metric on the rows, each weighed once; None where undefined (JSON has no NaN)."""
     if len(y) == 0:
         return dict.fromkeys(ALL_METRICS)
@@ -149,7 +149,7 @@ def _bounds(samples: np.ndarray, level: float = LEVEL) -> list[float] | None:
 
 
 def evaluate_scorer(
-    y: np.ndarray, s: Scorer, boot: GroupBootstrap | None, rows: np.ndarray | None = None
+    y: np.ndarray, s: ScoreColumns, boot: GroupBootstrap | None, rows: np.ndarray | None = None
 ) -> dict[str, object]:
     """Point metrics of a scorer on `rows` (default all) and, with a bootstrap, `intervals`:
     metric -> [low, high] (percentile, LEVEL), None when no replicate defines it."""
@@ -169,7 +169,7 @@ def evaluate_scorer(
 
 
 def difference(
-    y: np.ndarray, a: Scorer, b: Scorer, boot: GroupBootstrap, rows: np.ndarray | None = None,
+    y: np.ndarray, a: ScoreColumns, b: ScoreColumns, boot: GroupBootstrap, rows: np.ndarray | None = None,
     metric: str = "accuracy",
 ) -> dict[str, object]:  # fmt: skip
     """`metric` of a minus that of b on the same rows, with the paired bootstrap interval (both

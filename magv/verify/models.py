@@ -57,7 +57,7 @@ from xgboost import DMatrix, XGBClassifier
 from magv import outputs
 from magv.definitions import SELECT_BY, best_model  # noqa: F401  (best_model: re-exported)
 from magv.errors import BadInput, RunFailed
-from magv.verify.metrics import Scorer, point_metrics
+from magv.verify.metrics import ScoreColumns, point_metrics
 
 MODEL_NAMES: tuple[str, ...] = ("logreg", "svm", "random_forest", "knn", "xgboost")
 ROWS_PER_THREAD = 1000  # XGBoost predicts fewer rows than this on one thread
@@ -488,7 +488,7 @@ def grouped_splits(
 def metrics(y: np.ndarray, proba: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
     """Out-of-fold metrics of probabilities (magv.verify.metrics: accuracy, balanced accuracy,
     ROC AUC, MCC, Brier, precision, recall, F1; positive = correct, verdict = proba >= threshold)."""
-    return point_metrics(np.asarray(y), Scorer.from_proba(proba, threshold))
+    return point_metrics(np.asarray(y), ScoreColumns.from_proba(proba, threshold))
 
 
 TEXT_LABEL = "text"  # the text model alone; "<model> + text" is a model with it stacked

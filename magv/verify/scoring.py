@@ -43,7 +43,7 @@ class Verdict:
 
 
 @dataclass
-class Prediction:
+class MatrixPrediction:
     """A scorer's answer for rows of a feature matrix: P(correct), the verdict at the threshold and
     each row's top contributions (column indices into the model's features, values)."""
 
@@ -109,13 +109,13 @@ class Scorer:
         return {"id": self.model_id, "name": self.model_name, "threshold": self.threshold,
                 "features": len(self.names)}  # fmt: skip
 
-    def predict(self, X: np.ndarray) -> Prediction:
+    def predict(self, X: np.ndarray) -> MatrixPrediction:
         """The model's answer for feature rows (columns: the model's features, in its order)."""
         with self._lock:
             proba, C = self.verifier.explain(X, None if self.contributions == "none" else self.contributions)
             proba = np.asarray(proba, dtype=np.float64)
         index, values = top_contributions(C, self.top)
-        return Prediction(proba, proba >= self.threshold, index, values)
+        return MatrixPrediction(proba, proba >= self.threshold, index, values)
 
     def features(
         self,

@@ -22,7 +22,7 @@ import numpy as np
 from sklearn.base import clone
 
 from magv.definitions import best_model
-from magv.verify.metrics import Scorer, point_metrics
+from magv.verify.metrics import ScoreColumns, point_metrics
 from magv.verify.models import grouped_splits
 
 OBJECTIVES: tuple[str, ...] = ("accuracy", "balanced_accuracy", "precision")
@@ -97,7 +97,7 @@ def nested_cv(
         inner_oof = {
             name: oof_proba(est, X[tr], y[tr], groups[tr], inner) for name, (est, X) in candidates.items()
         }
-        scores = {name: point_metrics(y[tr], Scorer.from_proba(p)) for name, p in inner_oof.items()}
+        scores = {name: point_metrics(y[tr], ScoreColumns.from_proba(p)) for name, p in inner_oof.items()}
         name = best_model(scores, select_by)
         t = choose_threshold(y[tr], inner_oof[name], objective, target_precision)
         est, X = candidates[name]

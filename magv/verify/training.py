@@ -11,7 +11,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -38,6 +38,9 @@ from magv.verify.models import (
 )
 from magv.verify.selection import choose_threshold, oof_proba
 
+if TYPE_CHECKING:
+    from magv.store import Store
+
 # Fewer labelled rows than this (or of a class) give a model whose CV metrics mean nothing: such a
 # training is refused rather than registered.
 MIN_TRAINING_ROWS = 8
@@ -54,7 +57,7 @@ class TrainingData:
     features: list[str]
 
 
-def run_documents(store: Any, run_ids: Sequence[str], errors: bool = True) -> list[str]:
+def run_documents(store: Store, run_ids: Sequence[str], errors: bool = True) -> list[str]:
     """The text model's document of each run (magv.verify.document), in the order of run_ids."""
     from magv.models import Trajectory
     from magv.verify.document import document
@@ -89,7 +92,7 @@ class TrainResult:
                 "selected": ev.get("selected")}  # fmt: skip
 
 
-def checked_matrix(store: Any, version: str, names: Sequence[str]) -> tuple[list[str], np.ndarray]:
+def checked_matrix(store: Store, version: str, names: Sequence[str]) -> tuple[list[str], np.ndarray]:
     """(run_ids, X) of every feature row of a version; a row that lacks a feature is an error."""
     run_ids, X = store.feature_matrix(version, names)
     bad = np.isnan(X)
@@ -102,7 +105,7 @@ def checked_matrix(store: Any, version: str, names: Sequence[str]) -> tuple[list
     return run_ids, X
 
 
-def training_data(store: Any, version: str = FEATURE_VERSION) -> TrainingData:
+def training_data(store: Store, version: str = FEATURE_VERSION) -> TrainingData:
     """Feature rows of every run that has an effective label (an MCT or any other run), with the
     CV group of its question: its group_id, else the question id."""
     labels = store.effective_labels()
@@ -117,7 +120,7 @@ def training_data(store: Any, version: str = FEATURE_VERSION) -> TrainingData:
 
 
 def train(
-    store: Any,
+    store: Store,
     settings: Settings,
     *,
     folds: int | None = None,
@@ -236,7 +239,7 @@ def check_enough_rows(y: np.ndarray) -> None:
 
 
 def load_registered(
-    store: Any,
+    store: Store,
     model_id: str | None = None,
     models_dir: Path | None = None,
     model_file: Path | None = None,

@@ -14,7 +14,9 @@ import pytest
 
 from magv.cli import main
 from magv.errors import BadInput
-from magv.verify.importer import Notes, check_import_lines, import_trajectories, read_messages
+from magv.interchange import check_import_lines
+from magv.messages import Notes, read_messages
+from magv.verify.importer import import_trajectories
 
 WRONG = ([], ["ok"], {}, {"a": 1}, 7, True, "")
 
