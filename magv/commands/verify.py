@@ -10,14 +10,23 @@ from typing import Any
 import typer
 
 from magv.commands.common import (
+    AgentOpt,
+    AgentUrlOpt,
+    AgentVersionOpt,
     ErrorPatternOption,
     JsonOption,
+    ReaskBandOpt,
+    ReaskMaxOpt,
+    ReaskOpt,
     ToolsOption,
+    agent_overrides,
     console,
     emit_json,
     err_console,
     nonempty,
     open_store,
+    reask_line,
+    reask_options,
     settings,
     table,
 )
@@ -263,12 +272,21 @@ def score(
     ),
     tools_file: Path = ToolsOption,
     error_pattern: str = ErrorPatternOption,
+    reask: int = ReaskOpt,
+    reask_band: str = ReaskBandOpt,
+    reask_max: int = ReaskMaxOpt,
+    agent: str = AgentOpt,
+    agent_url: str = AgentUrlOpt,
+    agent_version: str = AgentVersionOpt,
     as_json: bool = JsonOption,
 ) -> None:
-    """Score every trajectory with features: probability, verdict and top feature contributions."""
+    """Score every trajectory with features: probability, verdict and top feature contributions.
+
+    With --input and --reask N, your agent (--agent / --agent-url) is asked each chosen conversation's
+    question N more times, and the conversation is scored again with those runs as its siblings."""
     from magv.pipeline import score as stage
 
-    cfg = settings(ctx)
+    cfg = settings(ctx, **agent_overrides(agent, agent_url, agent_version))
     nonempty("--domain", domain)
     nonempty("--model", model)
     if input_file is None:
@@ -277,10 +295,11 @@ def score(
             or domain is not None
             or tools_file is not None
             or error_pattern is not None
+            or reask is not None
         ):
             raise BadInput(
-                "--output, --domain, --tools and --tool-error-pattern go with --input FILE (trajectories to "
-                "score from a file)"
+                "--output, --domain, --tools, --tool-error-pattern and --reask go with --input FILE (trajectories "
+                "to score from a file)"
             )
         with open_store(cfg, existing=True) as store:
             r = stage.run(store, cfg, model_id=model, threshold=threshold, model_file=model_file).result
@@ -291,8 +310,8 @@ def score(
         from magv.service.files import score_file
 
         r = score_file(cfg, input_file, output_file or "-", model_file=model_file, model_id=model,
-                       threshold=threshold, domain=domain, tools_file=tools_file,
-                       error_pattern=error_pattern)  # fmt: skip
+                       threshold=threshold, domain=domain, tools_file=tools_file, error_pattern=error_pattern,
+                       reask=reask_options(reask, reask_band, reask_max, cfg))  # fmt: skip
         n, n_correct, seconds = r["scored"], r["correct"], r["seconds"]
         out = r
     if as_json and (input_file is None or (output_file or "-") != "-"):
@@ -304,6 +323,8 @@ def score(
         err_console.print(f"{n} trajectories of {input_file} scored with {out['model']} ({out['model_id']}): "
                           f"{n_correct} correct at threshold {out['threshold']:g}; verdicts: {out['output']}",
                           highlight=False)  # fmt: skip
+        if "reask" in out:
+            err_console.print(reask_line(out["reask"]), highlight=False)
     if fail_under is not None:
         from magv.gate import enforce, shortfalls
 
