@@ -22,6 +22,7 @@ from magv.verify import FEATURE_NAMES
 from magv.verify.features import NEUTRAL
 from magv.verify.importer import messages_to_trajectory
 from magv.verify.scoring import load_scorer
+from tests.fake_agents import AgentScript
 from tests.fakellm import FakeLLMServer
 from tests.service_helpers import ServedApp, messages, train_model
 from tests.verify_helpers import HashEmbedder
@@ -71,8 +72,8 @@ def agents(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def llm():
-    """The responder role's endpoint (the agents here never call it), so no model is started."""
-    with FakeLLMServer() as srv:
+    """The model endpoints (the reverse engineer's; the agents here call none), so no model is started."""
+    with FakeLLMServer(AgentScript()) as srv:
         yield srv.base_url
 
 
@@ -122,6 +123,32 @@ def test_a_lone_conversation_gets_the_agents_runs_as_siblings(scorer, agents, ll
     assert len(out.calls) == 3 and {c.role for c in out.calls} == {"agent"}
     assert sorted(c.request["run_index"] for c in out.calls) == [0, 1, 2]
     assert {c.request["question"] for c in out.calls} == {questions[groups[0]]}
+
+
+def test_alternates_are_written_from_the_answer_asked_of_the_agent_and_scored(scorer, agents, llm):
+    ts, groups, questions = _lone()
+    before = scorer.score(ts, groups, questions)
+    out = Reasker(_settings(agents, "agree", llm), ReaskOptions(runs=2, alternates=2)).run(
+        scorer, ts, groups, questions, None, before
+    )
+    (key,) = groups
+    alternates = out.alternates[key]
+    assert len(alternates) == 2 and all(a.question.startswith("Alternate") for a in alternates)
+    assert all(len(a.trajectories) == 1 for a in alternates)  # pipeline.alternate_runs
+    note = out.notes[0]
+    assert note["evidence"] == ["siblings", "alternates"] and (
+        note["alternates"],
+        note["alternate_runs"],
+    ) == (2, 2)
+    col = {name: i for i, name in enumerate(FEATURE_NAMES)}
+    x = scorer.featurizer.transform(ts + out.siblings[key], groups * 3, questions=questions, rows=[0],
+                                    alternates={key: alternates})[0]  # fmt: skip
+    assert x[col["n_alternates"]] == 2 and x[col["em_mean"]] == 1.0
+    assert x[col["question_sim_mean"]] != NEUTRAL
+    roles = sorted(c.role for c in out.calls)
+    assert roles == ["agent"] * 4 + ["reverse"]
+    assert out.summary["reverse"]["calls"] == 1 and out.summary["reverse"]["alternates"] == 2
+    assert out.summary["agent_runs"] == 4 and out.summary["cost_usd"] == 0.004
 
 
 def test_runs_that_disagree_lower_the_probability(scorer, agents, llm):
@@ -229,6 +256,8 @@ def test_score_input_reask_writes_each_conversations_note_and_the_cost(model_fil
     out.unlink()
     assert main([*base, "--reask", "2"]) == 2
     assert "--agent or --agent-url" in capsys.readouterr().err and not out.exists()
+    assert main([*base, "--reask-alternates", "2", "--agent", f"{agents}:agree"]) == 2
+    assert "--reask-alternates goes with --reask" in capsys.readouterr().err and not out.exists()
 
 
 def test_the_service_given_an_agent_scores_a_lone_conversation_with_its_runs(scorer, agents, llm):

@@ -187,14 +187,24 @@ ReaskMaxOpt = typer.Option(
 )  # fmt: skip
 
 
-def reask_options(runs: int | None, band: str, most: int, cfg: Settings) -> Any:
+ReaskAlternatesOpt = typer.Option(
+    0, "--reask-alternates", min=0, max=10, metavar="K",
+    help="With --reask: also K alternate questions written from the conversation's answer by magv's reverse "
+    "engineer (one model call), each asked of your agent pipeline.alternate_runs times.",
+)  # fmt: skip
+
+
+def reask_options(runs: int | None, band: str, most: int, alternates: int, cfg: Settings) -> Any:
     """The re-ask options of the command line (None without --reask), with the agent checked."""
     if runs is None:
+        if alternates:
+            raise BadInput("--reask-alternates goes with --reask N")
         return None
     from magv.pipeline.reask import ReaskOptions, check_agent, parse_band
 
     check_agent(cfg)
-    return ReaskOptions(runs=runs, band=parse_band(band), max_conversations=most)
+    return ReaskOptions(runs=runs, band=parse_band(band), max_conversations=most, alternates=alternates,
+                        alternate_runs=cfg.pipeline.alternate_runs)  # fmt: skip
 
 
 def reask_line(summary: dict[str, Any]) -> str:

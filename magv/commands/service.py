@@ -11,6 +11,7 @@ from magv.commands.common import (
     AgentUrlOpt,
     AgentVersionOpt,
     ErrorPatternOption,
+    ReaskAlternatesOpt,
     ReaskBandOpt,
     ReaskMaxOpt,
     ReaskOpt,
@@ -70,6 +71,7 @@ def serve_verifier(
     reask: int = ReaskOpt,
     reask_band: str = ReaskBandOpt,
     reask_max: int = ReaskMaxOpt,
+    reask_alternates: int = ReaskAlternatesOpt,
     reask_rate: int = typer.Option(60, "--reask-rate", min=1, metavar="N",
                                    help="With --reask: at most N conversations re-asked a minute, over all requests."),
     agent: str = AgentOpt,
@@ -90,7 +92,7 @@ def serve_verifier(
     from magv.verify.toolspec import log_tools
 
     cfg = settings(ctx, **agent_overrides(agent, agent_url, agent_version), domain=domain)
-    options = reask_options(reask, reask_band, reask_max, cfg)
+    options = reask_options(reask, reask_band, reask_max, reask_alternates, cfg)
     nonempty("--domain", domain)
     nonempty("--model", model)
     if log_to is not None and log_to.is_dir():

@@ -15,6 +15,7 @@ from magv.commands.common import (
     AgentVersionOpt,
     ErrorPatternOption,
     JsonOption,
+    ReaskAlternatesOpt,
     ReaskBandOpt,
     ReaskMaxOpt,
     ReaskOpt,
@@ -275,6 +276,7 @@ def score(
     reask: int = ReaskOpt,
     reask_band: str = ReaskBandOpt,
     reask_max: int = ReaskMaxOpt,
+    reask_alternates: int = ReaskAlternatesOpt,
     agent: str = AgentOpt,
     agent_url: str = AgentUrlOpt,
     agent_version: str = AgentVersionOpt,
@@ -311,7 +313,7 @@ def score(
 
         r = score_file(cfg, input_file, output_file or "-", model_file=model_file, model_id=model,
                        threshold=threshold, domain=domain, tools_file=tools_file, error_pattern=error_pattern,
-                       reask=reask_options(reask, reask_band, reask_max, cfg))  # fmt: skip
+                       reask=reask_options(reask, reask_band, reask_max, reask_alternates, cfg))  # fmt: skip
         n, n_correct, seconds = r["scored"], r["correct"], r["seconds"]
         out = r
     if as_json and (input_file is None or (output_file or "-") != "-"):

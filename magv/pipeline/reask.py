@@ -33,6 +33,7 @@ from typing import Any
 from magv.errors import BadInput
 from magv.models import LLMCall, Trajectory, make_id
 from magv.pipeline.worker import WorkerContext, run_chunk
+from magv.verify.features import Alternate
 
 log = logging.getLogger("magv.reask")
 
@@ -40,11 +41,15 @@ log = logging.getLogger("magv.reask")
 @dataclass(frozen=True)
 class ReaskOptions:
     """runs: new runs asked per question (K). band: re-ask only conversations whose probability is
-    in [low, high]. max_conversations: at most this many conversations re-asked per call."""
+    in [low, high]. max_conversations: at most this many conversations re-asked per call.
+    alternates: alternate questions reverse-engineered from the conversation's answer by magv's
+    reverse engineer (one call of role `reverse`), each asked of the agent `alternate_runs` times."""
 
     runs: int = 3
     band: tuple[float, float] = (0.0, 1.0)
     max_conversations: int = 10
+    alternates: int = 0
+    alternate_runs: int = 1
 
     def __post_init__(self) -> None:
         low, high = self.band
@@ -54,6 +59,11 @@ class ReaskOptions:
             raise BadInput(f"--reask: expected 1 to 20 runs, got {self.runs}")
         if self.max_conversations < 1:
             raise BadInput(f"--reask-max: expected at least 1, got {self.max_conversations}")
+        if not 0 <= self.alternates <= 10 or not 1 <= self.alternate_runs <= 10:
+            raise BadInput(
+                f"--reask-alternates: expected 0 to 10 alternates of 1 to 10 runs, got {self.alternates} "
+                f"of {self.alternate_runs}"
+            )
 
 
 def parse_band(text: str) -> tuple[float, float]:
@@ -111,6 +121,7 @@ class ReaskOutcome:
     calls: list[LLMCall] = field(default_factory=list)
     rescored: list[int] = field(default_factory=list)
     siblings: dict[Hashable, list[Trajectory]] = field(default_factory=dict)
+    alternates: dict[Hashable, list[Alternate]] = field(default_factory=dict)
 
 
 class Reasker:
@@ -178,52 +189,59 @@ class Reasker:
             for pos in members[key]:
                 notes[pos]["reason"] = reason
         outcome = ReaskOutcome(list(verdicts), notes, {})
-        results = self._ask(chosen, questions, outcome) if chosen else {}
-        extra = {key: [r.trajectory for r in rs if not r.llm_errors] for key, rs in results.items()}
-        extra = {key: ts for key, ts in extra.items() if ts}
-        if extra:
-            self._rescore(scorer, trajectories, groups, questions, rows, extra, outcome)
-        for key, rs in results.items():
-            failures = [e for r in rs for e in r.llm_errors]
+        first = {key: trajectories[rows[pos[0]]] for key, pos in members.items()}
+        asked = self._ask(chosen, questions, first, outcome) if chosen else {}
+        siblings = {key: a.trajectories() for key, a in asked.items()}
+        alternates = {key: a.alternate_evidence() for key, a in asked.items()}
+        evidence = {key for key in asked if siblings[key] or alternates[key]}
+        if evidence:
+            self._rescore(
+                scorer, trajectories, groups, questions, rows, siblings, alternates, evidence, outcome
+            )
+        for key, a in asked.items():
+            failures = a.errors()
             for pos in members[key]:
                 note = outcome.notes[pos]
                 note.update(
-                    asked=len(rs), runs=len(extra.get(key, [])), failed=sum(bool(r.llm_errors) for r in rs)
+                    asked=len(a.runs), runs=len(siblings[key]), failed=len(a.runs) - len(siblings[key])
                 )
+                if self.options.alternates:
+                    note.update(alternates=len(alternates[key]),
+                                alternate_runs=sum(len(x.trajectories) for x in alternates[key]))  # fmt: skip
                 if failures:
                     note["error"] = failures[0]
-                if key not in extra:
+                if key not in evidence:
                     note["reason"] = "the agent gave no run: " + (failures[0] if failures else "no answer")
-        outcome.siblings = extra
-        outcome.summary = self._summary(results, outcome, len(distance), time.perf_counter() - started)
+        outcome.siblings = siblings
+        outcome.alternates = alternates
+        outcome.summary = self._summary(asked, outcome, len(distance), time.perf_counter() - started)
         return outcome
 
     def _ask(
-        self, chosen: list[Hashable], questions: Mapping[Hashable, str], outcome: ReaskOutcome
-    ) -> dict[Hashable, list[Any]]:
-        """The agent's runs per chosen group; an agent that cannot be run at all fails every one."""
-        items = [(key, questions[key], i) for key in chosen for i in range(self.options.runs)]
-        results: dict[Hashable, list[Any]] = {key: [] for key in chosen}
+        self,
+        chosen: list[Hashable],
+        questions: Mapping[Hashable, str],
+        first: Mapping[Hashable, Trajectory],
+        outcome: ReaskOutcome,
+    ) -> dict[Hashable, _Asked]:
+        """What the agent answered per chosen group; an agent that cannot be run fails every run."""
+        items = [_Ask(key, questions[key], _answer(first[key]), self.options) for key in chosen]
         try:
-            chunk = run_chunk(self.ctx, items, _ask_one)
+            chunk = run_chunk(self.ctx, items, _ask_group)
         except Exception as exc:  # the domain, the sandbox, the loop: recorded, never fatal
             from magv.agents.contract import RunResult
 
             error = f"re-asking failed: {type(exc).__name__}: {exc}"
             log.warning(error)
-            for key, _, _ in items:
-                results[key].append(RunResult(Trajectory(status="llm_error"), llm_errors=[error]))
-            return results
+            failed = RunResult(Trajectory(status="llm_error"), llm_errors=[error])
+            return {key: _Asked([failed] * self.options.runs) for key in chosen}
         outcome.calls = chunk.calls
-        for key, result in chunk.results:
-            results[key].append(result)
-        for key in chosen:
-            rs = results[key]
-            log.info("re-asked %s about %r: %d runs, %d failed, %d tokens",
-                     self.ctx.agent().identity.label(), questions[key][:80],
-                     sum(not r.llm_errors for r in rs), sum(bool(r.llm_errors) for r in rs),
-                     sum(r.prompt_tokens + r.completion_tokens for r in rs))  # fmt: skip
-        return results
+        asked = {item.key: a for item, a in zip(items, chunk.results, strict=True)}
+        for key, a in asked.items():
+            log.info("re-asked %s about %r: %d of %d runs, %d alternates, %d tokens",
+                     self.ctx.agent().identity.label(), questions[key][:80], len(a.trajectories()), len(a.runs),
+                     len(a.alternate_evidence()), a.tokens())  # fmt: skip
+        return asked
 
     def _rescore(
         self,
@@ -232,57 +250,138 @@ class Reasker:
         groups: Sequence[Hashable],
         questions: Mapping[Hashable, str],
         rows: list[int],
-        extra: dict[Hashable, list[Trajectory]],
+        siblings: dict[Hashable, list[Trajectory]],
+        alternates: dict[Hashable, list[Alternate]],
+        evidence: set[Hashable],
         outcome: ReaskOutcome,
     ) -> None:
-        """Score the rows of the re-asked groups again, with the groups' members and the new runs."""
+        """Score the rows of the re-asked groups again: the groups' members, the new runs as their
+        siblings, and the alternates' runs."""
         index: dict[int, int] = {}
         sub_t: list[Trajectory] = []
         sub_g: list[Hashable] = []
         for i, key in enumerate(groups):
-            if key in extra:
+            if key in evidence:
                 index[i] = len(sub_t)
                 sub_t.append(trajectories[i])
                 sub_g.append(key)
-        for key, ts in extra.items():
-            sub_t += ts
-            sub_g += [key] * len(ts)
-        positions = [pos for pos, r in enumerate(rows) if groups[r] in extra]
+        for key in evidence:
+            sub_t += siblings[key]
+            sub_g += [key] * len(siblings[key])
+        positions = [pos for pos, r in enumerate(rows) if groups[r] in evidence]
         again = scorer.score(
-            sub_t, sub_g, {k: questions[k] for k in extra}, [index[rows[p]] for p in positions]
-        )
+            sub_t, sub_g, {k: questions[k] for k in evidence}, [index[rows[p]] for p in positions],
+            alternates={k: alternates[k] for k in evidence if alternates[k]},
+        )  # fmt: skip
         for pos, verdict in zip(positions, again, strict=True):
+            key = groups[rows[pos]]
             before = outcome.verdicts[pos]
             outcome.notes[pos].update(
                 reasked=True,
-                evidence=["siblings"],
+                evidence=[name for name, have in (("siblings", siblings[key]), ("alternates", alternates[key])) if have],
                 before={"verdict": "correct" if before.correct else "incorrect", "probability": before.probability},
             )  # fmt: skip
             outcome.verdicts[pos] = verdict
         outcome.rescored = positions
 
     def _summary(
-        self, results: dict[Hashable, list[Any]], outcome: ReaskOutcome, candidates: int, seconds: float
+        self, asked: dict[Hashable, _Asked], outcome: ReaskOutcome, candidates: int, seconds: float
     ) -> dict[str, Any]:
-        runs = [r for rs in results.values() for r in rs]
+        runs = [r for a in asked.values() for r in a.all_runs()]
         costs = [r.cost_usd for r in runs if r.cost_usd is not None]
+        replies = [a.reverse for a in asked.values() if a.reverse is not None]
         notes = outcome.notes
         changed = sum(
             n.get("reasked", False) and (n["before"]["verdict"] == "correct") != v.correct
             for n, v in zip(notes, outcome.verdicts, strict=True)
         )
-        return {
+        out = {
             "agent": WorkerContext(self.settings).agent().identity.as_dict(), "runs_per_question": self.options.runs,
             "band": list(self.options.band), "candidates": candidates,
-            "reasked": sum(n["reasked"] for n in notes), "questions": len(results),
+            "reasked": sum(n["reasked"] for n in notes), "questions": len(asked),
             "agent_runs": sum(not r.llm_errors for r in runs), "agent_failures": sum(bool(r.llm_errors) for r in runs),
             "prompt_tokens": sum(r.prompt_tokens for r in runs), "completion_tokens": sum(r.completion_tokens for r in runs),
             "cost_usd": round(sum(costs), 6) if costs else None, "changed": changed,
             "not_reasked": sum(not n["reasked"] for n in notes), "seconds": round(seconds, 3),
         }  # fmt: skip
+        if self.options.alternates:
+            out["reverse"] = {"calls": len(replies), "failed": sum(r.error is not None for r in replies),
+                              "prompt_tokens": sum(r.prompt_tokens for r in replies),
+                              "completion_tokens": sum(r.completion_tokens for r in replies),
+                              "alternates": sum(len(a.alternate_evidence()) for a in asked.values())}  # fmt: skip
+        return out
 
 
-async def _ask_one(client: Any, ctx: WorkerContext, item: tuple[Hashable, str, int]) -> tuple[Hashable, Any]:
-    key, question, i = item
-    result, _ = await ctx.run_agent(client, question, run_index=i, context_key=f"reask:{make_id(question)}")
-    return key, result
+def _answer(t: Trajectory) -> str:
+    """The conversation's answer, what alternates are reverse-engineered from (as for an MCT)."""
+    from magv.pipeline.reverse import trajectory_response
+
+    return trajectory_response(t)
+
+
+@dataclass(frozen=True)
+class _Ask:
+    key: Hashable
+    question: str
+    answer: str
+    options: ReaskOptions
+
+
+@dataclass
+class _Asked:
+    """The agent's runs of a group's question, and its alternates with their runs."""
+
+    runs: list[Any]
+    alternates: list[tuple[str, list[Any]]] = field(default_factory=list)
+    reverse: Any = None  # the reverse engineer's QuestionsReply
+
+    def all_runs(self) -> list[Any]:
+        return self.runs + [r for _, rs in self.alternates for r in rs]
+
+    def trajectories(self) -> list[Trajectory]:
+        return [r.trajectory for r in self.runs if not r.llm_errors]
+
+    def alternate_evidence(self) -> list[Alternate]:
+        alts = [Alternate(q, [r.trajectory for r in rs if not r.llm_errors]) for q, rs in self.alternates]
+        return [a for a in alts if a.trajectories]
+
+    def errors(self) -> list[str]:
+        out = [e for r in self.all_runs() for e in r.llm_errors]
+        return out + (
+            [f"reverse engineer: {self.reverse.error}"] if self.reverse and self.reverse.error else []
+        )
+
+    def tokens(self) -> int:
+        return sum(r.prompt_tokens + r.completion_tokens for r in self.all_runs())
+
+
+async def _ask_group(client: Any, ctx: WorkerContext, item: _Ask) -> _Asked:
+    """K runs of the question; with alternates, k alternates reverse-engineered from the
+    conversation's answer (stating the question's identifiers, checked as the pipeline checks
+    them) and R' runs of each that passes."""
+    import asyncio
+
+    opts = item.options
+
+    async def runs(question: str, n: int) -> list[Any]:
+        key = f"reask:{make_id(question)}"
+        done = await asyncio.gather(*(ctx.run_agent(client, question, run_index=i, context_key=key)
+                                      for i in range(n)))  # fmt: skip
+        return [result for result, _ in done]
+
+    asked = _Asked(await runs(item.question, opts.runs))
+    if opts.alternates:
+        from magv.agents.reverse import reverse_engineer
+        from magv.quality import identifier_patterns, identifiers, repair_all
+
+        domain = ctx.domain()
+        patterns = identifier_patterns(domain.tools)
+        ids = identifiers(item.question, patterns)
+        asked.reverse = await reverse_engineer(
+            client, domain, item.answer, opts.alternates, context_key=f"reask-reverse:{make_id(item.question, item.answer)}",
+            identifiers=ids,
+        )  # fmt: skip
+        for text, check in repair_all(asked.reverse.questions, None, ids, patterns):
+            if check.passed:  # one that failed is not the same request: not answered (as in the pipeline)
+                asked.alternates.append((text, await runs(text, opts.alternate_runs)))
+    return asked

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from magv.agents.parsing import QuestionsReply
 from magv.agents.reverse import reverse_engineer
-from magv.models import Question, Run, canonical_json, make_id
+from magv.models import Question, Run, Trajectory, canonical_json, make_id
 from magv.pipeline.base import AgentStage, StageReport
 from magv.pipeline.respond import BASE_ORIGINS
 from magv.pipeline.worker import WorkerContext
@@ -51,7 +51,11 @@ def plan(store, ctx: WorkerContext) -> list[ReverseItem]:
 
 def response_text(run: Run) -> str:
     """The MCT's answer; a run that stopped without one is described by its last tool result."""
-    t = run.trajectory
+    return trajectory_response(run.trajectory)
+
+
+def trajectory_response(t: Trajectory) -> str:
+    """A trajectory's answer, else its last tool result (what alternates are written from)."""
     if t.response:
         return t.response
     for step in reversed(t.steps):
