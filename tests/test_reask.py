@@ -184,6 +184,17 @@ def test_the_budget_and_the_band_are_respected(scorer, agents, llm):
     assert [v.probability for v in outside.verdicts] == [v.probability for v in before]
 
 
+def test_conversations_of_one_question_are_asked_once_for_all(scorer, agents, llm):
+    ts, _, _ = _lone(2)
+    groups, questions = ["g", "g"], {"g": QUESTION}
+    before = scorer.score(ts, groups, questions)
+    out = Reasker(_settings(agents, "agree", llm), ReaskOptions(runs=2)).run(
+        scorer, ts, groups, questions, None, before
+    )
+    assert len(out.calls) == 2 and all(n["reasked"] and n["runs"] == 2 for n in out.notes)
+    assert out.summary["questions"] == 1 and out.summary["reasked"] == 2
+
+
 def test_the_rate_limit_is_shared_across_calls(scorer, agents, llm):
     ts, groups, questions = _lone()
     before = scorer.score(ts, groups, questions)

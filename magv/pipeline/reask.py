@@ -96,17 +96,18 @@ class RateLimit:
         self._times: deque[float] = deque()
         self._lock = threading.Lock()
 
-    def take(self, n: int) -> int:
-        """How many of `n` conversations may be re-asked now (each granted one is counted)."""
+    def take(self, n: int) -> bool:
+        """Whether `n` more conversations may be re-asked now; if so they are counted."""
         if self.per_minute is None:
-            return n
+            return True
         with self._lock:
             now = time.monotonic()
             while self._times and now - self._times[0] >= 60.0:
                 self._times.popleft()
-            granted = max(0, min(n, self.per_minute - len(self._times)))
-            self._times.extend([now] * granted)
-            return granted
+            if len(self._times) + n > self.per_minute:
+                return False
+            self._times.extend([now] * n)
+            return True
 
 
 @dataclass
@@ -180,7 +181,7 @@ class Reasker:
             n = len(members[key])
             if n > budget:
                 reason = f"over the budget of {opts.max_conversations} conversations per call"
-            elif self.rate.take(n) < n:
+            elif not self.rate.take(n):
                 reason = f"over the rate limit of {self.rate.per_minute} conversations a minute"
             else:
                 chosen.append(key)
@@ -276,6 +277,7 @@ class Reasker:
         for pos, verdict in zip(positions, again, strict=True):
             key = groups[rows[pos]]
             before = outcome.verdicts[pos]
+            outcome.notes[pos].pop("reason", None)  # a member outside the band is scored again with its group
             outcome.notes[pos].update(
                 reasked=True,
                 evidence=[name for name, have in (("siblings", siblings[key]), ("alternates", alternates[key])) if have],
