@@ -6,6 +6,7 @@ the budget, band and rate limit hold, a failing agent is recorded and not fatal;
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import httpx
@@ -288,3 +289,52 @@ def test_the_service_given_an_agent_scores_a_lone_conversation_with_its_runs(sco
     with ServedApp(create_app(scorer)) as plain:
         given = httpx.post(f"{plain.url}/v1/verify", json=sent, timeout=30).json()
     assert asked["probability"] == given["probability"] and len(trajectories) == 1
+
+
+def test_the_cascade_reasks_lone_imported_conversations_and_decides_them(model_file, agents, llm, tmp_path, capsys,
+                                                                         monkeypatch):  # fmt: skip
+    from magv.store import Store
+    from tests.service_helpers import import_lines
+
+    for key, value in {"MAGV_LLM__ENDPOINTS": json.dumps([llm]), "MAGV_EMBEDDINGS__BACKEND": "endpoint",
+                       "MAGV_EMBEDDINGS__ENDPOINT": llm, "MAGV_VERIFY__MODELS_DIR": str(tmp_path / "models"),
+                       "MAGV_DOMAIN_DATA_DIR": str(tmp_path / "domains")}.items():  # fmt: skip
+        monkeypatch.setenv(key, value)
+    db = tmp_path / "m.duckdb"
+    labelled = [{**x, "label": int(x["question_id"][1:]) % 2 == 0} for x in import_lines(16)]
+    src = tmp_path / "logs.jsonl"
+    src.write_text("".join(json.dumps(x) + "\n" for x in [*labelled, *_lines(2)]))
+    assert main(["--database", str(db), "import", "trajectories", str(src), "--json"]) == 0
+    assert main(["--database", str(db), "verify", "features", "--json"]) == 0
+    # The verifier of these tests, registered as `magv verify train` would (training here takes minutes).
+    from magv.verify import FEATURE_VERSION
+
+    (tmp_path / "models").mkdir()
+    path = shutil.copy(model_file, tmp_path / "models" / "test-model.skops")
+    with Store(db) as store:
+        store.add_verifier_model({"id": "test-model", "name": "logreg", "path": str(path), "metrics": {},
+                                  "feature_version": FEATURE_VERSION, "features": list(FEATURE_NAMES)})  # fmt: skip
+    assert main(["--database", str(db), "verify", "score", "--model", "test-model", "--json"]) == 0
+    capsys.readouterr()
+    with Store(db, read_only=True) as store:
+        lone = {q.id for q in store.questions(origin="import") if q.text.startswith(QUESTION)}
+        lone_runs = {r.id for r in store.runs(list(lone))}
+        assert len(lone) == 2 and not (
+            {p.run_id for p in store.predictions()} & lone_runs
+        )  # no siblings, no row
+    code = main(["--database", str(db), "verify", "cascade", "--reask", "2", "--agent", f"{agents}:agree",
+                 "--no-judge", "--no-alternates", "--json"])  # fmt: skip
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert out["reask"]["questions"] == 2 and out["reask"]["runs"] == 4 and out["reask"]["failed"] == 0
+    with Store(db, read_only=True) as store:
+        runs = store.runs(list(lone))
+        assert len(runs) == 6 and sum((r.agent or {}).get("kind") == "callable" for r in runs) == 4
+        mct = {m["question_id"]: m["run_id"] for m in store.mct()}
+        assert {mct[q] for q in lone} == lone_runs  # the imported conversation stays the one decided
+        decided = {d["run_id"] for d in store.cascade_decisions()}
+        assert lone_runs <= decided and lone_runs <= {p.run_id for p in store.predictions()}
+    # A second cascade finds no lone conversation left to ask.
+    assert main(["--database", str(db), "verify", "cascade", "--reask", "2", "--agent", f"{agents}:agree",
+                 "--no-judge", "--no-alternates", "--json"]) == 0  # fmt: skip
+    assert json.loads(capsys.readouterr().out)["reask"]["questions"] == 0

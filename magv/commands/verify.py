@@ -433,6 +433,19 @@ def cascade(
         help="Replay the cascade offline on labelled trajectories (out-of-fold scores, stored alternates and "
         "judge verdicts); calls no model and stores nothing.",
     ),
+    reask: int = typer.Option(
+        None,
+        "--reask",
+        min=1,
+        max=20,
+        metavar="N",
+        help="First ask your agent (--agent / --agent-url) each lone imported conversation's question N more "
+        "times, store the runs as its siblings and score it with them; imported conversations then join the cascade.",
+    ),
+    reask_max: int = ReaskMaxOpt,
+    agent: str = AgentOpt,
+    agent_url: str = AgentUrlOpt,
+    agent_version: str = AgentVersionOpt,
     as_json: bool = JsonOption,
 ) -> None:
     """Decide each trajectory by the cheapest confident step: agreement, verifier, alternates, judge, human."""
@@ -444,11 +457,17 @@ def cascade(
     from magv.pipeline.session import local_session
     from magv.pipeline.worker import close_resources
 
-    cfg = settings(ctx)
+    cfg = settings(ctx, **agent_overrides(agent, agent_url, agent_version))
     options = CascadeOptions(max_judge_share=max_judge_share, max_llm_tokens=max_llm_tokens, margin=margin,
                              rule_confidence=rule_confidence, threshold=threshold, alternates=alternates,
-                             judge=use_judge)  # fmt: skip
+                             judge=use_judge, reask=reask or 0, reask_max=reask_max)  # fmt: skip
     options.check()
+    if reask is not None:
+        if simulate:
+            raise BadInput("--reask asks your agent: it does not go with --simulate")
+        from magv.pipeline.reask import check_agent
+
+        check_agent(cfg)
     if simulate:
         from magv.cascade.replay import simulate as replay
 
@@ -481,6 +500,10 @@ def cascade(
     if as_json:
         emit_json(out)
         return
+    if "reask" in out:
+        r = out["reask"]
+        console.print(f"re-asked your agent about {r['questions']} lone imported conversations: {r['runs']} runs, "
+                      f"{r['failed']} failed; {r['prompt_tokens'] + r['completion_tokens']} tokens")  # fmt: skip
     console.print(f"cascade over {out['trajectories']} trajectories ({out['pending_at_start']} undecided at the "
                   f"start): {out['queued_for_human']} left for a human; {out['tokens_spent']} LLM tokens")  # fmt: skip
     table(

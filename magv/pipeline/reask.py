@@ -387,3 +387,38 @@ async def _ask_group(client: Any, ctx: WorkerContext, item: _Ask) -> _Asked:
             if check.passed:  # one that failed is not the same request: not answered (as in the pipeline)
                 asked.alternates.append((text, await runs(text, opts.alternate_runs)))
     return asked
+
+
+def reask_imported(sess: Any, runs: int, most: int) -> Any:
+    """`magv verify cascade --reask N`: the lone imported conversations (imported questions with
+    one finished run; at most `most`, in the store's order) get N runs of the user's agent stored as their
+    siblings, so that the features stage gives them sibling features. The imported run stays its
+    question's MCT: the conversation the cascade decides. Returns the stage's report."""
+    from magv.pipeline import respond
+    from magv.pipeline.base import AgentStage
+    from magv.pipeline.runner import run_stage
+
+    check_agent(sess.settings)
+    store = sess.store
+    # One finished run: a lone conversation (runs a failed re-ask left are replaced by this one's).
+    done = store.finished_run_indices()
+    lone = [q for q in store.questions(origin="import") if len(done.get(q.id, ())) == 1][:most]
+    items = [respond.RespondItem(q, [max(done[q.id]) + 1 + i for i in range(runs)]) for q in lone]
+
+    def write(store: Any, ctx: Any, results: list[Any], report: Any) -> None:
+        with store.transaction():
+            for r in results:
+                for outcome in r.runs:
+                    run = outcome.run
+                    report.written += store.add_runs([run])
+                    report.prompt_tokens += run.prompt_tokens
+                    report.completion_tokens += run.completion_tokens
+                    report.llm_errors += run.trajectory.status == "llm_error"
+                    if outcome.llm_errors:
+                        report.errors.append(
+                            f"question {r.question.id} run {run.run_index}: {outcome.llm_errors[-1]}"
+                        )
+                report.done += 1
+
+    stage = AgentStage("reask", lambda store, ctx: items, respond.work, write)
+    return run_stage(sess, stage, items=items)
