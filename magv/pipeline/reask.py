@@ -5,7 +5,8 @@ conversation arrives alone, so they are NEUTRAL. With the user's agent configure
 (`responder.agent` / `responder.agent_url`), `magv verify score --input` and `magv serve verifier`
 may ask it the conversation's first customer question `runs` more times, through the agent
 contract, and score the conversation again with those runs as its siblings (context only: they
-get no verdict of their own).
+get no verdict of their own). `magv verify cascade --reask` stores such runs for the lone imported
+conversations of a store instead (`reask_imported`).
 
     asker = Reasker(settings, ReaskOptions(runs=3, band=(0.3, 0.7)), endpoints=urls)
     outcome = asker.run(scorer, trajectories, groups, questions, rows, verdicts)
