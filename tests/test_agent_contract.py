@@ -77,6 +77,16 @@ def not_messages(task):
 def slow(task):
     import time
     time.sleep(2)
+
+def slow_then_tool(task):
+    import pathlib, time
+    time.sleep(0.6)
+    try:
+        task.call_tool("get_order_details", {"order_id": "ORDER_ID"})
+        outcome = "called"
+    except RuntimeError as exc:
+        outcome = str(exc)
+    pathlib.Path(__file__).with_suffix(".log").write_text(outcome)
 '''.replace("ORDER_ID", ORDER)
 
 
@@ -167,6 +177,22 @@ def test_a_callable_past_its_timeout_is_a_fault(tmp_path, agents_file):
     )
     assert result.trajectory.status == "llm_error" and "no answer within 0.3s" in result.llm_errors[0]
     assert result.latency_s < 1.5  # the run is given up; the thread of a sync agent ends on its own
+
+
+def test_a_sync_callable_that_timed_out_can_call_no_more_tools(tmp_path, agents_file):
+    """Its thread goes on (Python cannot stop it): its next tool call is refused, so it opens no
+    sandbox session no one closes and stops calling the model for a lost run."""
+    import time
+
+    result, _ = _run(
+        _settings(tmp_path, "http://127.0.0.1:9", agent=f"{agents_file}:slow_then_tool", agent_timeout_s=0.2)
+    )
+    assert result.trajectory.status == "llm_error"
+    log = agents_file.with_suffix(".log")
+    deadline = time.monotonic() + 10
+    while not log.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert log.read_text() == "this run is over (finished or timed out): no more tool calls"
 
 
 def test_a_bad_agent_on_the_command_line_is_exit_2_before_any_work(tmp_path, agents_file, capsys):

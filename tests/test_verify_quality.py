@@ -97,7 +97,9 @@ def test_group_bootstrap_draws_whole_groups_and_is_seeded():
 
 def test_intervals_contain_the_point_estimate_and_narrow_with_more_groups():
     y, proba, groups = _scored(400)
-    small = evaluate_scorer(y[:80], ScoreColumns.from_proba(proba[:80]), GroupBootstrap(groups[:80] % 8, 500, 0))
+    small = evaluate_scorer(
+        y[:80], ScoreColumns.from_proba(proba[:80]), GroupBootstrap(groups[:80] % 8, 500, 0)
+    )
     large = evaluate_scorer(y, ScoreColumns.from_proba(proba), GroupBootstrap(np.arange(len(y)), 500, 0))
     for m in (small, large):
         for k in INTERVALS:

@@ -143,7 +143,9 @@ def test_scoring_ten_thousand_rows_stores_one_prediction_each(tmp_path):
     result = scoring.score(store, cfg)
     predictions = store.predictions()
     assert result.n == 10_090 and len(predictions) == 10_090
-    assert set(result.seconds) == {"load", "predict", "write"} and all(v >= 0 for v in result.seconds.values())
+    assert set(result.seconds) == {"load", "predict", "write"} and all(
+        v >= 0 for v in result.seconds.values()
+    )
     assert len({p.run_id for p in predictions}) == 10_090
     store.close()
 

@@ -55,14 +55,19 @@ class ToolExecutor:
     """magv's sandbox lent to an agent that runs over a magv domain's database: one session (its
     writes private to the run) opened at the first call and closed by `close`. A call returns the
     text of the tool message, JSON of the result or `{"error": ...}`, the form the import reader
-    takes back."""
+    takes back. Once closed, a call raises: the run it belonged to is over."""
 
     def __init__(self, pool_factory: Callable[[], Any]):
         self._pool_factory = pool_factory
         self._session: Any = None
         self._sandbox: Any = None
+        self._closed = False
 
     def call(self, name: str, arguments: dict[str, Any] | str | None = None) -> str:
+        if self._closed:
+            # A sync agent that timed out goes on in its thread (Python cannot stop it): it must not
+            # open a sandbox session no one closes, nor keep calling the model for a run already lost.
+            raise RuntimeError("this run is over (finished or timed out): no more tool calls")
         if isinstance(arguments, str):
             try:
                 arguments = json.loads(arguments) if arguments.strip() else {}
@@ -82,6 +87,7 @@ class ToolExecutor:
         return await asyncio.to_thread(self.call, name, arguments)
 
     def close(self) -> None:
+        self._closed = True
         if self._session is not None:
             session, self._session, self._sandbox = self._session, None, None
             session.__exit__(None, None, None)

@@ -66,7 +66,7 @@ class LiveOracle:
         self.cascade_id = make_id("cascade", sess.run_id, str(utcnow()))
         stored = {d["run_id"]: d for d in self.store.cascade_decisions()}
         self.queued = {run_id for run_id, d in stored.items() if d["correct"] is None}
-        self.rows = population(self.store)
+        self.rows = population(self.store, imported=bool(options.reask))
         self.pending = [r for r in self.rows if stored.get(r.run_id, {}).get("correct") is None]
         for r in self.pending:  # a queued row keeps what earlier invocations spent on it
             for step, c in (stored.get(r.run_id, {}).get("costs") or {}).items():
@@ -239,7 +239,7 @@ class LiveOracle:
         run_in_process(sess, "cascade_features", verifier.features, self.store, cfg, alternates=True)
         run_in_process(sess, "cascade_score", verifier.score, self.store, cfg, model_id=self.model_id,
                        threshold=self.scored_threshold)  # fmt: skip
-        fresh = {r.run_id: r for r in population(self.store)}
+        fresh = {r.run_id: r for r in population(self.store, imported=bool(self.options.reask))}
         for r in self.rows:
             if r.run_id in fresh:
                 r.features = fresh[r.run_id].features
@@ -293,10 +293,41 @@ def run(
     needs them (without it, `sess` has them)."""
     options = options or CascadeOptions()
     options.check()
+    reasked = reask_lone_imports(sess, options, connect) if options.reask else None
     oracle = LiveOracle(sess, options, connect)
     outcome = decide(oracle, options)
     oracle.report.result = {"cascade_id": oracle.cascade_id, **outcome.summary(), "curve": curve(sess.store)}
+    if reasked is not None:
+        oracle.report.result["reask"] = reasked
     return oracle.report
+
+
+def reask_lone_imports(
+    sess: Session, options: CascadeOptions, connect: Callable[[], AbstractContextManager[Session]] | None
+) -> dict[str, Any]:
+    """Before deciding: the user's agent answers the lone imported conversations' questions again
+    (`magv.pipeline.reask.reask_imported`), and their features and scores are computed with those
+    runs as siblings, by the model (and threshold) that scored the store; imported conversations
+    then join the cascade. What it did and spent is returned for the result."""
+    from contextlib import nullcontext
+
+    from magv.pipeline import verifier
+    from magv.pipeline.reask import reask_imported
+    from magv.pipeline.runner import run_in_process
+
+    with connect() if connect is not None else nullcontext(sess) as llm:
+        report = reask_imported(llm, options.reask, options.reask_max)
+    if report.written:
+        store = sess.store
+        model_id = store.scored_model_id()
+        scored = store.predictions(model_id) if model_id else []
+        run_in_process(sess, "reask_features", verifier.features, store, sess.settings, alternates=True)
+        if model_id is not None:
+            run_in_process(sess, "reask_score", verifier.score, store, sess.settings, model_id=model_id,
+                           threshold=scored[0].threshold if scored else None)  # fmt: skip
+    return {"questions": report.done, "runs": report.written - report.llm_errors, "failed": report.llm_errors,
+            "prompt_tokens": report.prompt_tokens, "completion_tokens": report.completion_tokens,
+            "errors": report.errors[:5]}  # fmt: skip
 
 
 __all__ = ["CascadeOptions", "LiveOracle", "curve", "population", "run"]

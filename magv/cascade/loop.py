@@ -29,6 +29,8 @@ class CascadeOptions:
     threshold: float | None = None  # default: the threshold the predictions were scored with
     alternates: bool = True
     judge: bool = True
+    reask: int = 0  # live: runs of the user's agent for lone imported conversations (pipeline/reask.py)
+    reask_max: int = 10
 
     def check(self) -> None:
         check_options(self.max_judge_share, self.max_llm_tokens, self.margin, self.rule_confidence)

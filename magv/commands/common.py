@@ -169,3 +169,49 @@ def agent_overrides(agent: str | None, agent_url: str | None, version: str | Non
     if agent_url:
         out["responder.agent_url"] = agent_url
     return out
+
+
+ReaskOpt = typer.Option(
+    None, "--reask", min=1, max=20, metavar="N",
+    help="Ask your agent (--agent / --agent-url) the conversation's first question N more times and score it "
+    "with those runs as its siblings (opt-in; each run is one agent call). See docs/agents.md.",
+)  # fmt: skip
+ReaskBandOpt = typer.Option(
+    "0,1", "--reask-band", metavar="LOW,HIGH",
+    help="With --reask: only conversations whose probability is in this band (e.g. 0.3,0.7: the unsure ones).",
+)  # fmt: skip
+ReaskMaxOpt = typer.Option(
+    10, "--reask-max", min=1, metavar="N",
+    help="With --reask: at most N conversations re-asked (per file; per request for the service), the most "
+    "uncertain first.",
+)  # fmt: skip
+
+
+ReaskAlternatesOpt = typer.Option(
+    0, "--reask-alternates", min=0, max=10, metavar="K",
+    help="With --reask: also K alternate questions written from the conversation's answer by magv's reverse "
+    "engineer (one model call), each asked of your agent pipeline.alternate_runs times.",
+)  # fmt: skip
+
+
+def reask_options(runs: int | None, band: str, most: int, alternates: int, cfg: Settings) -> Any:
+    """The re-ask options of the command line (None without --reask), with the agent checked."""
+    if runs is None:
+        if alternates:
+            raise BadInput("--reask-alternates goes with --reask N")
+        return None
+    from magv.pipeline.reask import ReaskOptions, check_agent, parse_band
+
+    check_agent(cfg)
+    return ReaskOptions(runs=runs, band=parse_band(band), max_conversations=most, alternates=alternates,
+                        alternate_runs=cfg.pipeline.alternate_runs)  # fmt: skip
+
+
+def reask_line(summary: dict[str, Any]) -> str:
+    """One line of what re-asking did and cost."""
+    cost = summary["cost_usd"]
+    return (f"re-asked {summary['reasked']} of {summary['candidates']} conversations in the band "
+            f"({summary['questions']} questions x {summary['runs_per_question']} runs: {summary['agent_runs']} runs, "
+            f"{summary['agent_failures']} failed; {summary['prompt_tokens'] + summary['completion_tokens']} tokens"
+            + (f", ${cost:g}" if cost is not None else "") + f", {summary['seconds']:g} s); "
+            f"{summary['changed']} verdicts changed, {summary['not_reasked']} not re-asked")  # fmt: skip

@@ -25,6 +25,7 @@ def _print_table(
     """One row per call, fitted to the terminal: columns in `droppable` go, in that order, while the
     table does not fit; identifiers keep their full width and the error column wraps, so nothing a
     user copies is ever cut."""
+
     def width(key: str, header: str) -> int:
         return max([len(header), *(len(_cell(r, key)) for r in rows)])
 

@@ -6,7 +6,22 @@ from pathlib import Path
 
 import typer
 
-from magv.commands.common import ErrorPatternOption, ToolsOption, err_console, nonempty, settings
+from magv.commands.common import (
+    AgentOpt,
+    AgentUrlOpt,
+    AgentVersionOpt,
+    ErrorPatternOption,
+    ReaskAlternatesOpt,
+    ReaskBandOpt,
+    ReaskMaxOpt,
+    ReaskOpt,
+    ToolsOption,
+    agent_overrides,
+    err_console,
+    nonempty,
+    reask_options,
+    settings,
+)
 from magv.commands.llm import serve_app
 from magv.errors import BadInput
 from magv.service.server import (
@@ -53,8 +68,22 @@ def serve_verifier(
                                         help="Open connections at once; more are closed on arrival."),
     max_requests: int = typer.Option(Limits.max_requests, "--max-requests", min=1,
                                      help="Requests in progress at once (503 above)."),
+    reask: int = ReaskOpt,
+    reask_band: str = ReaskBandOpt,
+    reask_max: int = ReaskMaxOpt,
+    reask_alternates: int = ReaskAlternatesOpt,
+    reask_rate: int = typer.Option(60, "--reask-rate", min=1, metavar="N",
+                                   help="With --reask: at most N conversations re-asked a minute, over all requests."),
+    agent: str = AgentOpt,
+    agent_url: str = AgentUrlOpt,
+    agent_version: str = AgentVersionOpt,
 ) -> None:  # fmt: skip
-    """Serve verdicts over HTTP: POST /v1/verify (OpenAI chat messages), GET /health, /openapi.json."""
+    """Serve verdicts over HTTP: POST /v1/verify (OpenAI chat messages), GET /health, /openapi.json.
+
+    With --reask N and your agent (--agent / --agent-url), the conversations a request's verdicts are
+    unsure of (--reask-band) are asked again of the agent and scored with its runs as siblings."""
+    from contextlib import ExitStack
+
     import uvicorn
 
     from magv.service.app import create_app
@@ -62,7 +91,8 @@ def serve_verifier(
     from magv.verify.scoring import load_scorer
     from magv.verify.toolspec import log_tools
 
-    cfg = settings(ctx)
+    cfg = settings(ctx, **agent_overrides(agent, agent_url, agent_version), domain=domain)
+    options = reask_options(reask, reask_band, reask_max, reask_alternates, cfg)
     nonempty("--domain", domain)
     nonempty("--model", model)
     if log_to is not None and log_to.is_dir():
@@ -72,10 +102,22 @@ def serve_verifier(
     scorer = load_scorer(cfg, model_file=model_file, model_id=model, threshold=threshold, tools=tools)
     if scorer.featurizer.embedder is not None:  # the embedding model is loaded now, not on the first request
         scorer.featurizer.embedder.embed(["warm-up"])
+    stack = ExitStack()
+    reasker = None
+    if options is not None:
+        from magv.llm import managed_endpoints
+        from magv.pipeline.reask import RateLimit, Reasker
+        from magv.pipeline.worker import close_resources
+
+        # The model endpoints of the agent's task (the embedded model unless llm.endpoints says
+        # otherwise), started once for the service's life.
+        urls = stack.enter_context(managed_endpoints(cfg))
+        stack.callback(close_resources)
+        reasker = Reasker(cfg, options, RateLimit(reask_rate), endpoints=urls)
     trajectory_log = TrajectoryLog(log_to, domain, tools) if log_to is not None else None
     app = create_app(
         scorer, trajectory_log=trajectory_log, max_body=max_body, max_trajectories=max_batch, max_pairs=max_pairs,
-        ged_seconds=ged_seconds, workers=workers, token=token, errors=tools.errors,
+        ged_seconds=ged_seconds, workers=workers, token=token, errors=tools.errors, reasker=reasker,
     )  # fmt: skip
     err_console.print(
         f"serving {scorer.model_name} ({scorer.model_id}) on http://{host}:{port}/v1/verify"
@@ -94,6 +136,7 @@ def serve_verifier(
     finally:
         if trajectory_log is not None:
             trajectory_log.close()
+        stack.close()
 
 
 def register(app: typer.Typer) -> None:

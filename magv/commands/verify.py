@@ -10,14 +10,24 @@ from typing import Any
 import typer
 
 from magv.commands.common import (
+    AgentOpt,
+    AgentUrlOpt,
+    AgentVersionOpt,
     ErrorPatternOption,
     JsonOption,
+    ReaskAlternatesOpt,
+    ReaskBandOpt,
+    ReaskMaxOpt,
+    ReaskOpt,
     ToolsOption,
+    agent_overrides,
     console,
     emit_json,
     err_console,
     nonempty,
     open_store,
+    reask_line,
+    reask_options,
     settings,
     table,
 )
@@ -264,12 +274,22 @@ def score(
     ),
     tools_file: Path = ToolsOption,
     error_pattern: str = ErrorPatternOption,
+    reask: int = ReaskOpt,
+    reask_band: str = ReaskBandOpt,
+    reask_max: int = ReaskMaxOpt,
+    reask_alternates: int = ReaskAlternatesOpt,
+    agent: str = AgentOpt,
+    agent_url: str = AgentUrlOpt,
+    agent_version: str = AgentVersionOpt,
     as_json: bool = JsonOption,
 ) -> None:
-    """Score every trajectory with features: probability, verdict and top feature contributions."""
+    """Score every trajectory with features: probability, verdict and top feature contributions.
+
+    With --input and --reask N, your agent (--agent / --agent-url) is asked each chosen conversation's
+    question N more times, and the conversation is scored again with those runs as its siblings."""
     from magv.verify.scoring import score as score_store
 
-    cfg = settings(ctx)
+    cfg = settings(ctx, **agent_overrides(agent, agent_url, agent_version))
     nonempty("--domain", domain)
     nonempty("--model", model)
     if input_file is None:
@@ -278,10 +298,11 @@ def score(
             or domain is not None
             or tools_file is not None
             or error_pattern is not None
+            or reask is not None
         ):
             raise BadInput(
-                "--output, --domain, --tools and --tool-error-pattern go with --input FILE (trajectories to "
-                "score from a file)"
+                "--output, --domain, --tools, --tool-error-pattern and --reask go with --input FILE (trajectories "
+                "to score from a file)"
             )
         with open_store(cfg, existing=True) as store:
             r = score_store(store, cfg, model_id=model, threshold=threshold, model_file=model_file)
@@ -292,8 +313,8 @@ def score(
         from magv.service.files import score_file
 
         r = score_file(cfg, input_file, output_file or "-", model_file=model_file, model_id=model,
-                       threshold=threshold, domain=domain, tools_file=tools_file,
-                       error_pattern=error_pattern)  # fmt: skip
+                       threshold=threshold, domain=domain, tools_file=tools_file, error_pattern=error_pattern,
+                       reask=reask_options(reask, reask_band, reask_max, reask_alternates, cfg))  # fmt: skip
         n, n_correct, seconds = r["scored"], r["correct"], r["seconds"]
         out = r
     if as_json and (input_file is None or (output_file or "-") != "-"):
@@ -305,6 +326,8 @@ def score(
         err_console.print(f"{n} trajectories of {input_file} scored with {out['model']} ({out['model_id']}): "
                           f"{n_correct} correct at threshold {out['threshold']:g}; verdicts: {out['output']}",
                           highlight=False)  # fmt: skip
+        if "reask" in out:
+            err_console.print(reask_line(out["reask"]), highlight=False)
     if fail_under is not None:
         from magv.gate import enforce, shortfalls
 
@@ -411,6 +434,19 @@ def cascade(
         help="Replay the cascade offline on labelled trajectories (out-of-fold scores, stored alternates and "
         "judge verdicts); calls no model and stores nothing.",
     ),
+    reask: int = typer.Option(
+        None,
+        "--reask",
+        min=1,
+        max=20,
+        metavar="N",
+        help="First ask your agent (--agent / --agent-url) each lone imported conversation's question N more "
+        "times, store the runs as its siblings and score it with them; imported conversations then join the cascade.",
+    ),
+    reask_max: int = ReaskMaxOpt,
+    agent: str = AgentOpt,
+    agent_url: str = AgentUrlOpt,
+    agent_version: str = AgentVersionOpt,
     as_json: bool = JsonOption,
 ) -> None:
     """Decide each trajectory by the cheapest confident step: agreement, verifier, alternates, judge, human."""
@@ -422,11 +458,17 @@ def cascade(
     from magv.pipeline.session import local_session
     from magv.pipeline.worker import close_resources
 
-    cfg = settings(ctx)
+    cfg = settings(ctx, **agent_overrides(agent, agent_url, agent_version))
     options = CascadeOptions(max_judge_share=max_judge_share, max_llm_tokens=max_llm_tokens, margin=margin,
                              rule_confidence=rule_confidence, threshold=threshold, alternates=alternates,
-                             judge=use_judge)  # fmt: skip
+                             judge=use_judge, reask=reask or 0, reask_max=reask_max)  # fmt: skip
     options.check()
+    if reask is not None:
+        if simulate:
+            raise BadInput("--reask asks your agent: it does not go with --simulate")
+        from magv.pipeline.reask import check_agent
+
+        check_agent(cfg)
     if simulate:
         from magv.cascade.replay import simulate as replay
 
@@ -459,6 +501,10 @@ def cascade(
     if as_json:
         emit_json(out)
         return
+    if "reask" in out:
+        r = out["reask"]
+        console.print(f"re-asked your agent about {r['questions']} lone imported conversations: {r['runs']} runs, "
+                      f"{r['failed']} failed; {r['prompt_tokens'] + r['completion_tokens']} tokens")  # fmt: skip
     console.print(f"cascade over {out['trajectories']} trajectories ({out['pending_at_start']} undecided at the "
                   f"start): {out['queued_for_human']} left for a human; {out['tokens_spent']} LLM tokens")  # fmt: skip
     table(

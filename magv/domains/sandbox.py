@@ -215,7 +215,9 @@ class Sandbox:
         tool = self.pool.domain.implementation(call.name)
         if tool is None:
             names = ", ".join(t.name for t in self.pool.domain.tools)
-            raise _ToolFailure("unknown_tool", f"there is no tool named {call.name!r}; available tools: {names}")
+            raise _ToolFailure(
+                "unknown_tool", f"there is no tool named {call.name!r}; available tools: {names}"
+            )
         size = len(canonical_json(call.arguments))
         if size > MAX_ARGUMENT_CHARS:
             raise _ToolFailure(
@@ -226,7 +228,9 @@ class Sandbox:
         if problem is not None:
             raise _ToolFailure("invalid_arguments", f"{call.name}: {problem}")
         if self._stuck is not None and self._stuck.is_alive():
-            raise _ToolFailure("unavailable", "an earlier tool call of this run is still stuck after its timeout")
+            raise _ToolFailure(
+                "unavailable", "an earlier tool call of this run is still stuck after its timeout"
+            )
         return bound(self._run_with_timeout(tool, call.arguments))
 
     def _run_with_timeout(self, tool: Tool, arguments: dict[str, Any]) -> Any:
@@ -256,7 +260,9 @@ class Sandbox:
             if isinstance(exc, ToolError):
                 raise _ToolFailure("tool_error", str(exc))
             if isinstance(exc, duckdb.Error):
-                raise _ToolFailure("internal_error", f"{tool.name}: database error: {str(exc).splitlines()[0]}")
+                raise _ToolFailure(
+                    "internal_error", f"{tool.name}: database error: {str(exc).splitlines()[0]}"
+                )
             if isinstance(exc, Exception):
                 raise _ToolFailure("internal_error", f"{tool.name}: {type(exc).__name__}: {exc}")
             # SystemExit, KeyboardInterrupt and the like raised by the tool itself, in its worker

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from magv.agents.parsing import QuestionsReply
 from magv.agents.reverse import reverse_engineer
-from magv.models import Question, Run, canonical_json, make_id
+from magv.models import Question, Run, Trajectory, canonical_json, make_id
 from magv.pipeline.base import AgentStage, StageReport
 from magv.pipeline.respond import BASE_ORIGINS
 from magv.pipeline.worker import WorkerContext
@@ -55,7 +55,11 @@ def plan(store: Store, ctx: WorkerContext) -> list[ReverseItem]:
 
 def response_text(run: Run) -> str:
     """The MCT's answer; a run that stopped without one is described by its last tool result."""
-    t = run.trajectory
+    return trajectory_response(run.trajectory)
+
+
+def trajectory_response(t: Trajectory) -> str:
+    """A trajectory's answer, else its last tool result (what alternates are written from)."""
     if t.response:
         return t.response
     for step in reversed(t.steps):

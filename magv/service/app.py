@@ -19,7 +19,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from starlette.applications import Starlette
@@ -33,6 +33,9 @@ from magv.service.log import TrajectoryLog
 from magv.service.openapi import openapi_schema
 from magv.service.payload import Entry, PayloadError, parse_request
 from magv.service.server import GED_SECONDS, MAX_PAIRS
+
+if TYPE_CHECKING:
+    from magv.pipeline.reask import Reasker
 from magv.verify.budget import WorkBudget, WorkCancelled
 from magv.verify.scoring import Scorer, Verdict
 
@@ -55,9 +58,9 @@ def comparisons(entries: list[Entry]) -> int:
     return sum(scored[k] * (size[k] - 1) for k in size)
 
 
-def score_entries(scorer: Scorer, entries: list[Entry]) -> list[Verdict]:
-    """Verdicts of the entries, in order. An entry's siblings, and the entries of one group, are
-    featurized as runs of one question."""
+def entry_inputs(entries: list[Entry]) -> tuple[list[Any], list[Any], dict[Any, str], list[int]]:
+    """(trajectories, groups, questions, rows) of the entries for the scorer: an entry's siblings,
+    and the entries of one group, are runs of one question; the rows are the entries'."""
     trajectories, groups, rows, questions = [], [], [], {}
     for e in entries:
         key = e.key
@@ -66,6 +69,12 @@ def score_entries(scorer: Scorer, entries: list[Entry]) -> list[Verdict]:
         for run in (e.run, *e.siblings):
             trajectories.append(run.trajectory)
             groups.append(key)
+    return trajectories, groups, questions, rows
+
+
+def score_entries(scorer: Scorer, entries: list[Entry]) -> list[Verdict]:
+    """Verdicts of the entries, in order."""
+    trajectories, groups, questions, rows = entry_inputs(entries)
     return scorer.score(trajectories, groups, questions, rows)
 
 
@@ -103,8 +112,11 @@ def create_app(
     workers: int | None = None,
     token: str | None = None,
     errors: ToolErrorRule = DEFAULT_TOOL_ERRORS,
+    reasker: Reasker | None = None,
 ) -> Starlette:
-    """The app; `errors` says which tool results of the requests are errors."""
+    """The app; `errors` says which tool results of the requests are errors. With a `reasker`
+    (magv.pipeline.reask), the conversations it chooses are asked again of the user's agent and
+    scored with its runs as siblings; each answer says what was done and what it cost."""
     schema = openapi_schema(max_body, max_trajectories, max_pairs)
     expected = f"Bearer {token}".encode() if token else None
     # Scoring is CPU-bound and holds the GIL: more threads than cores only make them take turns
@@ -128,6 +140,18 @@ def create_app(
             verdicts = score_entries(scorer, entries)
         exact = [bool(x) for x in budget.exact_rows[-1]] if budget.exact_rows else [True] * len(verdicts)
         return entries, batch, verdicts, exact
+
+    def _reasked(entries: list[Entry], verdicts: list[Verdict], exact: list[bool], budget: WorkBudget) -> Any:
+        """The re-asker's outcome for the entries (the agent's calls take no scoring worker)."""
+        assert reasker is not None
+        budget.check()
+        trajectories, groups, questions, rows = entry_inputs(entries)
+        with budget.active():
+            outcome = reasker.run(scorer, trajectories, groups, questions, rows, verdicts)
+        if outcome.rescored and budget.exact_rows:
+            for pos, x in zip(outcome.rescored, budget.exact_rows[-1], strict=True):
+                exact[pos] = bool(x)
+        return outcome
 
     async def scored(request: Request, body: bytes) -> tuple[list[Entry], bool, list[Verdict], list[bool]]:
         """_parse_and_score in a worker thread, told to stop if the client disconnects meanwhile."""
@@ -161,20 +185,32 @@ def create_app(
         authorised(request)
         body = await _body(request, max_body)
         started = time.perf_counter()
+        outcome = None
         try:
             entries, batch, verdicts, exact = await scored(request, body)
+            if reasker is not None:
+                budget = WorkBudget(ged_seconds=ged_seconds)
+                outcome = await anyio.to_thread.run_sync(_reasked, entries, verdicts, exact, budget)
+                verdicts = outcome.verdicts
         except WorkCancelled:
             log.info("client left: its scoring stopped after %.3f s", time.perf_counter() - started)
             return JSONResponse({"error": {"field": None, "message": "the client left"}}, status_code=499)
         results = [{"id": e.id, **v.as_dict(), "ged": "exact" if x else "bounded"}
                    for e, v, x in zip(entries, verdicts, exact, strict=True)]  # fmt: skip
+        if outcome is not None:
+            for result, note in zip(results, outcome.notes, strict=True):
+                result["reask"] = note
         out: dict[str, Any] = {"model": scorer.model_id}
+        if outcome is not None:
+            out["reask_summary"] = outcome.summary
         if batch:
             out["results"] = results
         else:
             out.update(results[0])
         if trajectory_log is not None:
             try:
+                if outcome is not None and outcome.calls:
+                    await in_thread(trajectory_log.add_calls, outcome.calls)
                 out["logged"] = await in_thread(trajectory_log.add, entries)
             except Exception as exc:  # the verdicts stand; the client is told the log failed
                 log.exception("storing trajectories in %s failed", trajectory_log.database)

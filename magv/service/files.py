@@ -21,6 +21,7 @@ from magv.errors import BadInput
 from magv.interchange import ImportLine, check_import_lines
 from magv.jsonl import iter_jsonl_text, read_jsonl
 from magv.messages import Notes
+from magv.pipeline.reask import Reasker, ReaskOptions, ReaskOutcome
 from magv.verify.scoring import load_scorer
 from magv.verify.toolspec import log_tools
 
@@ -39,13 +40,17 @@ def read_lines(
     return check_import_lines(read_jsonl(Path(source)), Path(source), notes, errors)
 
 
-def verdict_records(lines: list[ImportLine], verdicts: list[Any], model_id: str) -> list[dict[str, Any]]:
+def verdict_records(
+    lines: list[ImportLine], verdicts: list[Any], model_id: str, notes: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
     out = []
-    for line, v in zip(lines, verdicts, strict=True):
+    for n, (line, v) in enumerate(zip(lines, verdicts, strict=True)):
         rec: dict[str, Any] = {"question_id": line.question_id, "run": line.run}
         if line.group is not None:
             rec["group_id"] = line.group
         rec.update(model=model_id, **v.as_dict())
+        if notes is not None:
+            rec["reask"] = notes[n]
         out.append(rec)
     return out
 
@@ -61,10 +66,12 @@ def score_file(
     domain: str | None = None,
     tools_file: Path | None = None,
     error_pattern: str | None = None,
+    reask: ReaskOptions | None = None,
 ) -> dict[str, Any]:
     """Score `source` (a path or "-") into `target` (a path or "-"); returns the summary. The
     tools of `domain` and `tools_file` (magv.verify.toolspec) say which results are errors and
-    which calls write."""
+    which calls write. With `reask`, the settings' agent is asked again about the conversations
+    it chooses (magv.pipeline.reask), over `domain` (default: the settings')."""
     t0 = time.perf_counter()
     outputs.target(target, "--output")  # a directory, a block device: refused before any work
     # The live database is this command's even when --model-file leaves it closed.
@@ -78,14 +85,42 @@ def score_file(
     questions: dict[str, str] = {}
     for line in lines:
         questions.setdefault(line.key, line.question)
-    verdicts = scorer.score([x.trajectory for x in lines], [x.key for x in lines], questions)
+    trajectories, groups = [x.trajectory for x in lines], [x.key for x in lines]
+    verdicts = scorer.score(trajectories, groups, questions)
+    outcome = None
+    if reask is not None:
+        outcome = _reask(settings, reask, domain, scorer, trajectories, groups, questions, verdicts)
+        verdicts = outcome.verdicts
     t2 = time.perf_counter()
-    records = verdict_records(lines, verdicts, scorer.model_id)
+    records = verdict_records(lines, verdicts, scorer.model_id, outcome.notes if outcome else None)
     outputs.write_text(target, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), "--output")
     correct = sum(v.correct for v in verdicts)
-    return {"input": source, "output": "stdout" if target == STDIO else target, "model_id": scorer.model_id,
+    out = {"input": source, "output": "stdout" if target == STDIO else target, "model_id": scorer.model_id,
             "model": scorer.model_name, "scored": len(verdicts), "correct": correct,
             "threshold": scorer.threshold, "normalised": notes.summary(),
             "tools": tools.summary(n for x in lines for n in x.trajectory.tool_names()),
             "seconds": {"load": round(t1 - t0, 4), "predict": round(t2 - t1, 4),
                         "write": round(time.perf_counter() - t2, 4)}}  # fmt: skip
+    if outcome is not None:
+        out["reask"] = outcome.summary
+    return out
+
+
+def _reask(settings: Settings, options: ReaskOptions, domain: str | None, scorer: Any, trajectories: list[Any],
+           groups: list[Any], questions: dict[str, str], verdicts: list[Any]) -> ReaskOutcome:  # fmt: skip
+    """The file's conversations re-asked: the model endpoints are started only if one is chosen."""
+    from contextlib import ExitStack
+
+    from magv.llm import managed_endpoints
+    from magv.pipeline.worker import close_resources
+
+    if domain is not None:
+        settings = settings.model_copy(update={"domain": domain})
+    try:
+        with ExitStack() as stack:
+            asker = Reasker(
+                settings, options, endpoints=lambda: stack.enter_context(managed_endpoints(settings))
+            )
+            return asker.run(scorer, trajectories, groups, questions, None, verdicts)
+    finally:
+        close_resources()

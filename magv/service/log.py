@@ -79,6 +79,11 @@ class TrajectoryLog:
             result = import_lines(self.store, lines, Path("serve-verifier"), self.domain, tools=self.tools)
         return result.runs
 
+    def add_calls(self, calls: list[Any]) -> int:
+        """Store the agent calls re-asking made (magv.pipeline.reask), in the call log."""
+        with self._lock:
+            return self.store.add_llm_calls(calls)
+
     def close(self) -> None:
         with self._lock:
             self.store.close()

@@ -107,7 +107,9 @@ def learning_curve(
     }  # fmt: skip
 
 
-def uncertain_annotations(store: Store, limit: int | None = None, threshold: float | None = None) -> list[Any]:
+def uncertain_annotations(
+    store: Store, limit: int | None = None, threshold: float | None = None
+) -> list[Any]:
     """What `magv verify annotate --uncertain` shows: the trajectories without a human label, the
     cascade's human queue first, each part in `uncertain_order` of the latest scored verifier's
     probabilities."""

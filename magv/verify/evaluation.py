@@ -117,7 +117,9 @@ def baseline_oof(
         out["write agreement"] = ScoreColumns((share >= 0.5).astype(np.int64), share, share)
     if call_documents is not None:
         docs = with_documents(np.zeros((len(y), 0)), call_documents)
-        out["tfidf"] = ScoreColumns.from_proba(oof_proba(Verifier("logreg", text="only"), docs, y, groups, splits))
+        out["tfidf"] = ScoreColumns.from_proba(
+            oof_proba(Verifier("logreg", text="only"), docs, y, groups, splits)
+        )
     return out
 
 
@@ -166,7 +168,9 @@ def agreement_oof(
     return ScoreColumns(pred, proba, score), chosen
 
 
-def judge_rows(run_ids: Sequence[str], verdicts: Sequence[Any]) -> dict[str, tuple[np.ndarray, ScoreColumns, int]]:
+def judge_rows(
+    run_ids: Sequence[str], verdicts: Sequence[Any]
+) -> dict[str, tuple[np.ndarray, ScoreColumns, int]]:
     """judge model -> (row indices with a verdict, its ScoreColumns on them, rows judged without a
     verdict): the judge's verdict is its prediction, probability and score alike."""
     index = {r: i for i, r in enumerate(run_ids)}

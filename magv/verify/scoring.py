@@ -8,7 +8,8 @@ feature rows of the store (`score`, the stage), for trajectories of a file (`mag
 Trajectories with the same group key are siblings (runs of one question or task), as in
 `TrajectoryFeaturizer.transform`; `rows` limits which of them get a verdict (the others are
 context). Production traffic has no alternates, so the alternate features are NEUTRAL, as for a
-pipeline question whose alternates gave no runs. The featurizer computes only what the model
+pipeline question whose alternates gave no runs, unless re-asking the user's agent gave some
+(`magv.pipeline.reask`). The featurizer computes only what the model
 reads: no text is embedded for a model without embedding features.
 """
 
@@ -123,6 +124,7 @@ class Scorer:
         groups: Sequence[Hashable],
         questions: Mapping[Hashable, str] | None = None,
         rows: Sequence[int] | None = None,
+        alternates: Mapping[Hashable, Sequence[Any]] | None = None,
     ) -> np.ndarray:
         """The model's input rows for `rows` of the trajectories: the featurizer's features in the
         model's columns, and each run's document as the last column for a model that reads text."""
@@ -131,9 +133,8 @@ class Scorer:
 
         wanted = range(len(trajectories)) if rows is None else rows
         if self.columns:
-            X = self.featurizer.transform(trajectories, groups, questions=questions, rows=rows)[
-                :, self.columns
-            ]
+            X = self.featurizer.transform(trajectories, groups, questions=questions, rows=rows,
+                                          alternates=alternates)[:, self.columns]  # fmt: skip
         else:  # the text model alone reads no feature: nothing to compute
             X = np.zeros((len(wanted), 0))
         if self.verifier.uses_document:
@@ -146,11 +147,13 @@ class Scorer:
         groups: Sequence[Hashable],
         questions: Mapping[Hashable, str] | None = None,
         rows: Sequence[int] | None = None,
+        alternates: Mapping[Hashable, Sequence[Any]] | None = None,
     ) -> list[Verdict]:
-        """A verdict for each trajectory of `rows` (default all), in that order."""
+        """A verdict for each trajectory of `rows` (default all), in that order; `alternates`: group
+        -> its alternates (`magv.verify.features.Alternate`) where there are any."""
         if not trajectories:
             return []
-        X = self.features(trajectories, groups, questions, rows)
+        X = self.features(trajectories, groups, questions, rows, alternates)
         p = self.predict(X)
         out = []
         for i, prob in enumerate(p.proba):
