@@ -306,3 +306,37 @@ def test_lone_conversations_get_spread_and_ranked_scores():
             scores = v.proba_correct(Xin[test])
             assert len(np.unique(scores.round(6))) >= 0.75 * test.sum(), (k, label)
             assert roc_auc_score(y[test], scores) >= 0.75, (k, label)
+
+
+def test_the_text_model_fits_runs_whose_documents_share_no_token():
+    """A few runs with no token in two documents (or no tool call at all) leave TF-IDF's min_df
+    nothing to keep: the text model then keeps every token instead of failing, and a run that
+    called no tool has a document of its own."""
+    from magv.models import Trajectory
+    from magv.verify.document import NO_CALLS, document, with_documents
+    from magv.verify.models import make_verifier
+
+    assert document(Trajectory(response="hello")) == NO_CALLS
+    docs = ["call_a", "call_b", "call_c", "call_d", "call_e", "call_f"]
+    y = np.array([0, 1, 0, 1, 0, 1])
+    for label in ("text", "logreg + text"):
+        v = make_verifier(label).fit(with_documents(np.zeros((6, 1)), docs), y, groups=np.arange(6) % 3)
+        assert v.proba_correct(with_documents(np.zeros((6, 1)), docs)).shape == (6,)
+
+
+def test_training_on_two_question_groups_skips_the_nested_selection_and_says_why():
+    """With two groups an outer training fold holds one group, which the nested selection cannot
+    split again: the evaluation gives every other figure and names the reason instead."""
+    from magv.verify.evaluation import evaluate, summary_tables
+    from magv.verify.features import FEATURE_NAMES
+    from magv.verify.models import candidate_names, cross_validate_models
+
+    rng = np.random.default_rng(0)
+    X = rng.random((12, len(FEATURE_NAMES)))
+    y, groups = np.array([1, 0, 0, 0, 0, 1] * 2), np.array(["a"] * 6 + ["b"] * 6)
+    results = cross_validate_models(X, y, groups, names=candidate_names(text=False), features=list(FEATURE_NAMES))
+    ev = evaluate(X, y, groups, list(FEATURE_NAMES), results, run_ids=[str(i) for i in range(12)], judge_verdicts=[],
+                  folds=5, seed=0, n_bootstrap=20, select_by="roc_auc", ablation=False, repeats=1)  # fmt: skip
+    assert "needs 3 question groups" in ev["selected"]["skipped"] and "have 2" in ev["selected"]["skipped"]
+    tables = dict(summary_tables({**ev, "models": []}))
+    assert any("nested" in title for title in tables)

@@ -161,7 +161,7 @@ def _baselines(evaluation: dict[str, Any] | None) -> list[dict[str, Any]]:
     rows = [{"name": name, "n": b.get("n"), **{k: rounded(b.get(k)) for k in INTERVAL_METRICS},
              "intervals": _intervals(b)} for name, b in evaluation.get("baselines", {}).items()]  # fmt: skip
     sel = evaluation.get("selected")
-    if sel:
+    if sel and "rows" in sel:
         # the honest headline: model and threshold chosen inside each training fold, mean over CV seeds
         for name, m in sel["rows"].items():
             label = f"nested selection ({sel['objective']})" if name == "selected" else f"baseline {name}"

@@ -5,8 +5,8 @@
 The document is a sequence of tokens, in call order: one per tool call (`call_<name>`), one per
 argument leaf (`arg_<name>_<path>_<value>`, nested keys joined by `_`; a long string value adds
 `arg_<name>_<path>` and its text), `error_<name>` when the tool failed
-(magv.definitions.is_tool_error), `invalid_reply` for an agent reply that was not a call, and
-`status_<status>` when the run did not end normally. Every token is one word under
+(magv.definitions.is_tool_error), `invalid_reply` for an agent reply that was not a call,
+`no_calls` when the run called no tool, and `status_<status>` when the run did not end normally. Every token is one word under
 scikit-learn's default token pattern (`\\w\\w+`), so word bigrams keep call order.
 
 The agent's words (its response, its replies) and the tools' results are left out: on the
@@ -32,6 +32,7 @@ from magv.models import Trajectory
 
 _NON_WORD = re.compile(r"\W+")
 MAX_VALUE_CHARS = 40  # an argument value longer than this (free text) is kept as words instead
+NO_CALLS = "no_calls"  # a run that called no tool: a fact of its own, and no document is empty
 
 
 def _word(text: Any) -> str:
@@ -68,6 +69,8 @@ def document(trajectory: Trajectory, errors: bool = True) -> str:
         parts.extend(_argument_tokens(step.call.arguments, name))
         if errors and is_tool_error(step):
             parts.append(f"error_{name}")
+    if not any(step.call is not None for step in trajectory.steps):
+        parts.append(NO_CALLS)
     if errors and trajectory.status != "ok":
         parts.append(f"status_{trajectory.status}")
     return "\n".join(parts)

@@ -92,6 +92,9 @@ def feature_sets(names: Sequence[str]) -> list[tuple[str, list[int]]]:
 # -- baselines -----------------------------------------------------------------------------------
 
 WRITE_AGREEMENT = "sibling_same_writes"  # the no-fit baseline's feature
+# Nested selection splits each outer training fold again by group: with two groups an outer
+# training fold holds one, which cannot be split.
+MIN_NESTED_GROUPS = 3
 
 
 def baseline_oof(
@@ -272,7 +275,11 @@ def evaluate(
         model = make_verifier(best).model if best not in MODEL_NAMES else best
         out["ablation"] = ablate(X, y, groups, names, model, folds=folds, seed=seed, boot=boot,
                                  every_feature=results.get(model))  # fmt: skip
-    if repeats > 0:
+    if repeats > 0 and len(np.unique(groups)) < MIN_NESTED_GROUPS:
+        # an outer training fold of one group cannot be split again to choose inside it
+        out["selected"] = {"skipped": f"the nested selection needs {MIN_NESTED_GROUPS} question groups; "
+                                      f"these labels have {len(np.unique(groups))}"}  # fmt: skip
+    elif repeats > 0:
         out["selected"] = selected(X, y, groups, names, list(results), documents, call_documents,
                                    folds=folds, seeds=range(seed, seed + repeats), select_by=select_by,
                                    objective=objective, target_precision=target_precision)  # fmt: skip
@@ -395,7 +402,9 @@ def summary_tables(summary: Mapping[str, Any]) -> list[tuple[str, list[dict[str,
     if diffs:
         out.append(("differences (paired bootstrap)", diffs))
     sel = summary.get("selected")
-    if sel:
+    if sel and "skipped" in sel:
+        out.append(("model and threshold chosen inside each training fold (nested CV)", [{"": sel["skipped"]}]))
+    elif sel:
         out.append((f"model and threshold ({sel['objective']}) chosen inside each training fold (nested CV), "
                     f"beside the baselines on the same folds: mean ± sd [min, max] over CV seeds {sel['seeds']}",
                     [{"": name, **{_SHORT[k]: spread(m.get(k)) for k in ("accuracy", "balanced_accuracy", "roc_auc")}}
