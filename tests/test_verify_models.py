@@ -334,7 +334,9 @@ def test_training_on_two_question_groups_skips_the_nested_selection_and_says_why
     rng = np.random.default_rng(0)
     X = rng.random((12, len(FEATURE_NAMES)))
     y, groups = np.array([1, 0, 0, 0, 0, 1] * 2), np.array(["a"] * 6 + ["b"] * 6)
-    results = cross_validate_models(X, y, groups, names=candidate_names(text=False), features=list(FEATURE_NAMES))
+    results = cross_validate_models(
+        X, y, groups, names=candidate_names(text=False), features=list(FEATURE_NAMES)
+    )
     ev = evaluate(X, y, groups, list(FEATURE_NAMES), results, run_ids=[str(i) for i in range(12)], judge_verdicts=[],
                   folds=5, seed=0, n_bootstrap=20, select_by="roc_auc", ablation=False, repeats=1)  # fmt: skip
     assert "needs 3 question groups" in ev["selected"]["skipped"] and "have 2" in ev["selected"]["skipped"]

@@ -403,7 +403,9 @@ def summary_tables(summary: Mapping[str, Any]) -> list[tuple[str, list[dict[str,
         out.append(("differences (paired bootstrap)", diffs))
     sel = summary.get("selected")
     if sel and "skipped" in sel:
-        out.append(("model and threshold chosen inside each training fold (nested CV)", [{"": sel["skipped"]}]))
+        out.append(
+            ("model and threshold chosen inside each training fold (nested CV)", [{"": sel["skipped"]}])
+        )
     elif sel:
         out.append((f"model and threshold ({sel['objective']}) chosen inside each training fold (nested CV), "
                     f"beside the baselines on the same folds: mean ± sd [min, max] over CV seeds {sel['seeds']}",
