@@ -29,9 +29,15 @@ def cascade_flow(
 ) -> dict[str, Any]:
     """The parameters are `CascadeOptions`' (`magv verify cascade`'s options)."""
     cfg = settings or load_settings(Path(settings_path) if settings_path else None)
-    options = CascadeOptions(max_judge_share=max_judge_share, max_llm_tokens=max_llm_tokens, margin=margin,
-                             rule_confidence=rule_confidence, threshold=threshold, alternates=alternates,
-                             judge=judge)  # fmt: skip
+    options = CascadeOptions(
+        max_judge_share=max_judge_share,
+        max_llm_tokens=max_llm_tokens,
+        margin=margin,
+        rule_confidence=rule_confidence,
+        threshold=threshold,
+        alternates=alternates,
+        judge=judge,
+    )
     options.check()
     with session(cfg, "cascade", endpoints=alternates or judge) as sess:
         report = run_in_process(sess, "cascade", run_cascade, sess, options)

@@ -167,9 +167,11 @@ class EmbeddingSettings(_Section):
 
 class PipelineSettings(_Section):
     questions_per_target: int | None = Field(
-        default=None, ge=1, le=100,
+        default=None,
+        ge=1,
+        le=100,
         description="N: questions generated per target (None: generate_multiple x questions, spread, at most 10)",
-    )  # fmt: skip
+    )
     generate_multiple: float = Field(
         default=2.0, ge=1, le=50, description="questions generated per question kept, when N is not set"
     )
@@ -323,8 +325,13 @@ def read_toml(path: Path, what: str) -> dict[str, Any]:
     except OSError as exc:
         raise BadInput(f"{path}: cannot read: {exc.strerror}") from None
     if not stat.S_ISREG(mode):
-        kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO (pipe)" if stat.S_ISFIFO(mode)
-                else "a device or other special file")  # fmt: skip
+        kind = (
+            "a directory"
+            if stat.S_ISDIR(mode)
+            else "a FIFO (pipe)"
+            if stat.S_ISFIFO(mode)
+            else "a device or other special file"
+        )
         raise BadInput(f"{path}: is {kind}; expected the {what} as a regular TOML file")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -391,8 +398,10 @@ def _check_environment() -> None:
     for key in sorted(os.environ):
         if key.upper().startswith("MAGV_") and "__" not in key and key.upper() not in known:
             names = ", ".join(sorted(k for k in known if k not in OTHER_ENV))
-            raise BadInput(f"environment variable {key}: unknown setting; expected one of {names} "
-                           "(nested settings use __, e.g. MAGV_PIPELINE__RUNS)")  # fmt: skip
+            raise BadInput(
+                f"environment variable {key}: unknown setting; expected one of {names} "
+                "(nested settings use __, e.g. MAGV_PIPELINE__RUNS)"
+            )
 
 
 def _describe_env_error(exc: SettingsError) -> str:
@@ -404,8 +413,10 @@ def _describe_env_error(exc: SettingsError) -> str:
     )
     if bad:
         example = '["http://gpu1:8000/v1"]' if bad[0].upper().endswith("ENDPOINTS") else "JSON"
-        return (f"environment variable {bad[0]}: not valid JSON ({os.environ[bad[0]]!r}); lists and tables "
-                f"are given as JSON, e.g. {bad[0]}='{example}'")  # fmt: skip
+        return (
+            f"environment variable {bad[0]}: not valid JSON ({os.environ[bad[0]]!r}); lists and tables "
+            f"are given as JSON, e.g. {bad[0]}='{example}'"
+        )
     return f"environment: {text}"
 
 

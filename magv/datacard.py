@@ -53,30 +53,48 @@ def build_card(
         "magv_version": __version__,
         "created_at": utcnow().isoformat(timespec="seconds"),
         "database": str(store.path),
-        "export": {"path": str(result.path), "format": result.format, "rows": result.rows,
-                   "questions": result.questions, "alternates": result.alternates,
-                   "orphan_alternates": result.orphan_alternates, "skipped_without_answer": result.skipped,
-                   "filters": {"verified_only": verified_only, "min_score": min_score}},
+        "export": {
+            "path": str(result.path),
+            "format": result.format,
+            "rows": result.rows,
+            "questions": result.questions,
+            "alternates": result.alternates,
+            "orphan_alternates": result.orphan_alternates,
+            "skipped_without_answer": result.skipped,
+            "filters": {"verified_only": verified_only, "min_score": min_score},
+        },
         "domains": dict(sorted(Counter(r["domain"] for r in rows).items())),
         "counts": {
-            "runs": len(rows), "questions": len({r["question_id"] for r in rows if r["origin"] != "alternate"}),
+            "runs": len(rows),
+            "questions": len({r["question_id"] for r in rows if r["origin"] != "alternate"}),
             "alternates": len({r["question_id"] for r in rows if r["origin"] == "alternate"}),
             "by_origin": dict(sorted(Counter(r["origin"] for r in rows).items())),
             "mct_runs": sum(1 for r in rows if r["is_mct"]),
-            "verified_runs": len(verified), "labelled_runs": len(labelled),
+            "verified_runs": len(verified),
+            "labelled_runs": len(labelled),
             "labelled_correct": sum(1 for r in labelled if r["label"]),
             "scored_runs": sum(1 for r in rows if r["score"] is not None),
             "verdict_correct": sum(1 for r in rows if r["verdict"]),
         },
         "label_sources": dict(sorted(Counter(r["label_source"] for r in labelled).items())),
         "models": sorted({(r["role"], r["model"]) for r in roles}),
-        "prompts": [{"role": r["role"], "model": r["model"], "template": r["template"],
-                     "template_hash": r["template_hash"], "calls": r["calls"]} for r in roles],
+        "prompts": [
+            {
+                "role": r["role"],
+                "model": r["model"],
+                "template": r["template"],
+                "template_hash": r["template_hash"],
+                "calls": r["calls"],
+            }
+            for r in roles
+        ],
         "verifier": None if model is None else _verifier(store, model),
         "quality": _quality(store),
-        "pipeline_runs": [{"id": p["id"], "status": p["status"], "domain": p["domain"],
-                           "started_at": str(p["started_at"])} for p in store.pipeline_runs()],
-    }  # fmt: skip
+        "pipeline_runs": [
+            {"id": p["id"], "status": p["status"], "domain": p["domain"], "started_at": str(p["started_at"])}
+            for p in store.pipeline_runs()
+        ],
+    }
 
 
 def _quality(store: Store) -> dict[str, Any]:
@@ -93,24 +111,33 @@ def _quality_lines(q: dict[str, Any]) -> list[str]:
             "No generated question was checked (questions made before the checks, or imported).",
             "",
         ]
-    lines += ["Rule checks of the generated questions (magv/quality.py), after the rule repairs; "
-              f"selection {'kept only questions that pass' if q.get('min_quality') else 'ignored the checks'}.", "",
-              "| questions | checked | passed | answerable | customer's voice | identifiers | repaired |",
-              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    lines += [
+        "Rule checks of the generated questions (magv/quality.py), after the rule repairs; "
+        f"selection {'kept only questions that pass' if q.get('min_quality') else 'ignored the checks'}.",
+        "",
+        "| questions | checked | passed | answerable | customer's voice | identifiers | repaired |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for origin in ("investigator", "alternate"):
         o = q.get(origin)
         if o:
             r = o["rates"]
-            lines.append(f"| {origin} | {o['checked']} | {o['passed']} | {_pct(r.get('answerable'))} | "
-                         f"{_pct(r.get('voice'))} | {_pct(r.get('identifiers'))} | {o['repaired']} |")  # fmt: skip
+            lines.append(
+                f"| {origin} | {o['checked']} | {o['passed']} | {_pct(r.get('answerable'))} | "
+                f"{_pct(r.get('voice'))} | {_pct(r.get('identifiers'))} | {o['repaired']} |"
+            )
     for origin, f in (q.get("fidelity") or {}).get("by_origin", {}).items():
-        lines.append(f"- fidelity of {origin} questions (MCT matches the target, {q['fidelity']['mode']}): "
-                     f"{f['matched']} of {f['questions']}")  # fmt: skip
+        lines.append(
+            f"- fidelity of {origin} questions (MCT matches the target, {q['fidelity']['mode']}): "
+            f"{f['matched']} of {f['questions']}"
+        )
     for origin in ("investigator", "alternate"):
         for f in (q.get(origin) or {}).get("failures", []):
             example = f["examples"][0]["text"] if f["examples"] else ""
-            lines.append(f"- {origin}, {f['check']}: {f['before_repair']} before repair, {f['after_repair']} after"
-                         + (f"; e.g. “{example[:160]}”" if example else ""))  # fmt: skip
+            lines.append(
+                f"- {origin}, {f['check']}: {f['before_repair']} before repair, {f['after_repair']} after"
+                + (f"; e.g. “{example[:160]}”" if example else "")
+            )
     return [*lines, ""]
 
 
@@ -130,22 +157,29 @@ def _verifier(store: Store, model: dict[str, Any]) -> dict[str, Any]:
         cv[row["name"]]["intervals"] = {k: v for k, v in (m.get("intervals") or {}).items() if v}
     select_by = metrics.get("select_by") or "roc_auc"
     evaluation = metrics.get("evaluation") or {}
-    baselines = {name: {**{k: b.get(k) for k in INTERVAL_METRICS}, "intervals": b.get("intervals") or {}}
-                 for name, b in evaluation.get("baselines", {}).items()}  # fmt: skip
+    baselines = {
+        name: {**{k: b.get(k) for k in INTERVAL_METRICS}, "intervals": b.get("intervals") or {}}
+        for name, b in evaluation.get("baselines", {}).items()
+    }
     for j in evaluation.get("judges", []):
         baselines[f"judge {j['model']} ({j['n']} rows)"] = {
             **{k: j["judge"].get(k) for k in INTERVAL_METRICS},
             "intervals": j["judge"].get("intervals") or {},
         }
     return {
-        "model_id": model["id"], "name": model["name"], "feature_version": model["feature_version"],
-        "features": _loads(model["features"], []), "created_at": str(model["created_at"]),
-        "metrics": {k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)},
+        "model_id": model["id"],
+        "name": model["name"],
+        "feature_version": model["feature_version"],
+        "features": _loads(model["features"], []),
+        "created_at": str(model["created_at"]),
+        "metrics": {
+            k: v for k, v in metrics.items() if isinstance(v, int | float) and not isinstance(v, bool)
+        },
         "cross_validation": cv,
         "best_by_cv": best_model(raw, select_by) if raw else None,
         "select_by": select_by,
         "baselines": baselines,
-    }  # fmt: skip
+    }
 
 
 def _cell(m: dict[str, Any], k: str) -> str:
@@ -166,7 +200,11 @@ def card_markdown(card: dict[str, Any]) -> str:
         "## Contents",
         "",
         f"- {e['rows']:,} rows from {e['questions']:,} questions"
-        + (f" ({e['skipped_without_answer']:,} runs without a final answer left out)" if e["skipped_without_answer"] else ""),
+        + (
+            f" ({e['skipped_without_answer']:,} runs without a final answer left out)"
+            if e["skipped_without_answer"]
+            else ""
+        ),
         f"- domains: {', '.join(f'{d} ({n:,})' for d, n in card['domains'].items()) or 'none'}",
         f"- origin of the questions (runs): {', '.join(f'{o} {n:,}' for o, n in c['by_origin'].items()) or 'none'}",
         f"- filters: verified only: {'yes' if e['filters']['verified_only'] else 'no'}; "
@@ -185,12 +223,14 @@ def card_markdown(card: dict[str, Any]) -> str:
         "",
         "| role | model | template | template hash | calls |",
         "| --- | --- | --- | --- | ---: |",
-        *[f"| {p['role']} | {p['model']} | {p['template'] or '–'} | `{p['template_hash'] or '–'}` | {p['calls']:,} |"
-          for p in card["prompts"]],
+        *[
+            f"| {p['role']} | {p['model']} | {p['template'] or '–'} | `{p['template_hash'] or '–'}` | {p['calls']:,} |"
+            for p in card["prompts"]
+        ],
         "",
         "## Verifier",
         "",
-    ]  # fmt: skip
+    ]
     v = card["verifier"]
     if v is None:
         lines.append("No verifier scored these runs.")
@@ -200,9 +240,13 @@ def card_markdown(card: dict[str, Any]) -> str:
             "",
         ]
         if v["cross_validation"]:
-            lines += [f"Grouped cross-validation (out-of-fold; 95 % intervals from a bootstrap over the CV groups); "
-                      f"best by {v['select_by']}: `{v['best_by_cv']}`.", "",
-                      "| scorer | " + " | ".join(INTERVAL_METRICS) + " |", "| --- |" + " ---: |" * len(INTERVAL_METRICS)]  # fmt: skip
+            lines += [
+                f"Grouped cross-validation (out-of-fold; 95 % intervals from a bootstrap over the CV groups); "
+                f"best by {v['select_by']}: `{v['best_by_cv']}`.",
+                "",
+                "| scorer | " + " | ".join(INTERVAL_METRICS) + " |",
+                "| --- |" + " ---: |" * len(INTERVAL_METRICS),
+            ]
             for name, m in [
                 *v["cross_validation"].items(),
                 *((f"baseline: {n}", b) for n, b in v["baselines"].items()),
@@ -235,10 +279,14 @@ def verification_warning(card: dict[str, Any]) -> str | None:
     if not c["runs"]:
         return None
     if c["verified_runs"] == 0:
-        return (f"none of the {c['runs']:,} exported runs is verified (no correct label and no positive "
-                "verifier verdict): label or score them first (`magv verify label|train|score`), then export "
-                "with --verified-only")  # fmt: skip
+        return (
+            f"none of the {c['runs']:,} exported runs is verified (no correct label and no positive "
+            "verifier verdict): label or score them first (`magv verify label|train|score`), then export "
+            "with --verified-only"
+        )
     if not e["filters"]["verified_only"] and c["verified_runs"] < c["runs"]:
-        return (f"{c['runs'] - c['verified_runs']:,} of the {c['runs']:,} exported runs are not verified; "
-                f"--verified-only exports only the {c['verified_runs']:,} verified ones")  # fmt: skip
+        return (
+            f"{c['runs'] - c['verified_runs']:,} of the {c['runs']:,} exported runs are not verified; "
+            f"--verified-only exports only the {c['verified_runs']:,} verified ones"
+        )
     return None

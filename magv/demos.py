@@ -57,20 +57,31 @@ def verified_examples(
         calls = _calls(row["trajectory"])
         # An example without a tool call shows the model nothing about tools.
         if verified and calls:
-            out.append(Example(
-                question=row["question"], calls=calls, question_id=row["question_id"],
-                group_id=row["group_id"] or row["question_id"], source=source, score=row["score"],
-            ))  # fmt: skip
+            out.append(
+                Example(
+                    question=row["question"],
+                    calls=calls,
+                    question_id=row["question_id"],
+                    group_id=row["group_id"] or row["question_id"],
+                    source=source,
+                    score=row["score"],
+                )
+            )
     return out
 
 
 def seed_examples(seeds: Iterable[Seed]) -> list[Example]:
     """The seeds' gold trajectories as examples; each seed is its own group."""
     return [
-        Example(question=s.question, calls=list(s.trajectory), question_id=f"seed:{s.id}", group_id=s.id,
-                source="seed")
+        Example(
+            question=s.question,
+            calls=list(s.trajectory),
+            question_id=f"seed:{s.id}",
+            group_id=s.id,
+            source="seed",
+        )
         for s in seeds
-    ]  # fmt: skip
+    ]
 
 
 def _calls(trajectory_json: str | None) -> list[ToolCall]:

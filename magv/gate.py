@@ -39,9 +39,11 @@ def share(value: str | float, where: str) -> float:
 
 
 def shortfalls(
-    values: Mapping[str, float | None], bars: Mapping[str, float], label: str = "",
+    values: Mapping[str, float | None],
+    bars: Mapping[str, float],
+    label: str = "",
     details: Mapping[str, str] | None = None,
-) -> list[str]:  # fmt: skip
+) -> list[str]:
     """One line per metric below its bar (with its `details`, e.g. the counts behind a share); a
     metric that was not measured counts as below."""
     out = []

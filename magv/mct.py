@@ -33,8 +33,10 @@ def most_common_trajectory(runs: Sequence[Run]) -> dict[str, Any] | None:
     signature, top = mct_signature(zip(signatures, usable, strict=True))
     if signature is None:
         return None
-    chosen = min((r for r, s, u in zip(runs, signatures, usable, strict=True) if u and s == signature),
-                 key=lambda r: r.run_index)  # fmt: skip
+    chosen = min(
+        (r for r, s, u in zip(runs, signatures, usable, strict=True) if u and s == signature),
+        key=lambda r: r.run_index,
+    )
     return {
         "question_id": chosen.question_id,
         "run_id": chosen.id,

@@ -129,10 +129,16 @@ class QualityCheck:
 
     def as_row(self, question_id: str) -> dict[str, Any]:
         return {
-            "question_id": question_id, "version": self.version, "passed": self.passed,
-            "answerable": self.answerable, "voice": self.voice, "identifiers": self.identifiers,
-            "reasons": self.reasons, "repair": self.repair, "original": self.original,
-        }  # fmt: skip
+            "question_id": question_id,
+            "version": self.version,
+            "passed": self.passed,
+            "answerable": self.answerable,
+            "voice": self.voice,
+            "identifiers": self.identifiers,
+            "reasons": self.reasons,
+            "repair": self.repair,
+            "original": self.original,
+        }
 
 
 # -- what a question needs ------------------------------------------------------------------------

@@ -115,9 +115,16 @@ class AgentTask:
 
     def payload(self) -> dict[str, Any]:
         """The task as JSON: what an HTTP agent is sent."""
-        return {"question": self.question, "run_index": self.run_index, "seed": self.seed,
-                "tools": self.tools, "system_prompt": self.system_prompt, "max_steps": self.max_steps,
-                "temperature": self.temperature, "llm": self.llm}  # fmt: skip
+        return {
+            "question": self.question,
+            "run_index": self.run_index,
+            "seed": self.seed,
+            "tools": self.tools,
+            "system_prompt": self.system_prompt,
+            "max_steps": self.max_steps,
+            "temperature": self.temperature,
+            "llm": self.llm,
+        }
 
     def key(self, identity: AgentIdentity) -> str:
         """The replay key of this task asked of this agent (the call log answers a finished one)."""
@@ -163,8 +170,13 @@ def build_agent(settings: Any) -> Agent:
     if r.agent_url:
         from magv.agents.external import HttpAgent
 
-        return HttpAgent(r.agent_url, version=r.agent_version, timeout_s=r.agent_timeout_s,
-                         retries=r.agent_retries, concurrency=r.agent_concurrency)  # fmt: skip
+        return HttpAgent(
+            r.agent_url,
+            version=r.agent_version,
+            timeout_s=r.agent_timeout_s,
+            retries=r.agent_retries,
+            concurrency=r.agent_concurrency,
+        )
     from magv.agents.responder import Responder
 
     return Responder(settings)
@@ -177,12 +189,22 @@ def check_tools_run(settings: Any, domain: Any) -> None:
     ):
         from magv.errors import BadInput
 
-        raise BadInput(f"domain {domain.name} has no database: magv's responder cannot run its tools; "
-                       "give your agent (--agent or --agent-url, docs/agents.md)")  # fmt: skip
+        raise BadInput(
+            f"domain {domain.name} has no database: magv's responder cannot run its tools; "
+            "give your agent (--agent or --agent-url, docs/agents.md)"
+        )
 
 
-def task_for(settings: Any, env: AgentEnv, question: str, *, run_index: int, context_key: str,
-             demos: Sequence[Any] = (), temperature: float | None = None) -> AgentTask:  # fmt: skip
+def task_for(
+    settings: Any,
+    env: AgentEnv,
+    question: str,
+    *,
+    run_index: int,
+    context_key: str,
+    demos: Sequence[Any] = (),
+    temperature: float | None = None,
+) -> AgentTask:
     """The task of one run under these settings: the domain's tools and prompt, max steps, the
     responder role's endpoint, and the domain's sandbox when it has a database."""
     role = settings.llm.role("responder")
@@ -193,10 +215,16 @@ def task_for(settings: Any, env: AgentEnv, question: str, *, run_index: int, con
     domain = env.domain
     has_db = getattr(domain, "has_database", True)
     return AgentTask(
-        question=question, run_index=run_index, seed=settings.pipeline.seed + run_index,
-        tools=[t.openai() for t in domain.tools], system_prompt=domain.system_prompt,
+        question=question,
+        run_index=run_index,
+        seed=settings.pipeline.seed + run_index,
+        tools=[t.openai() for t in domain.tools],
+        system_prompt=domain.system_prompt,
         max_steps=settings.pipeline.max_steps,
         temperature=role["temperature"] if temperature is None else temperature,
-        llm={"base_url": urls[0] if urls else None, "model": role["model"]}, context_key=context_key,
-        demos=demos, specs=list(domain.tools), executor=ToolExecutor(env.pool) if has_db else None,
-    )  # fmt: skip
+        llm={"base_url": urls[0] if urls else None, "model": role["model"]},
+        context_key=context_key,
+        demos=demos,
+        specs=list(domain.tools),
+        executor=ToolExecutor(env.pool) if has_db else None,
+    )

@@ -198,11 +198,19 @@ class _Logged:
                 None if error else {**_jsonable(reply if isinstance(reply, dict) else {"messages": reply})}
             )
             call = LLMCall(
-                id=make_id("llm_call", key, uuid.uuid4().hex), key=key, role=ROLE, model=self.identity.label(),
-                endpoint=self.endpoint, request=task.payload(), response=response,
-                prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
-                latency_s=result.latency_s, retries=retries, error=error,
-            )  # fmt: skip
+                id=make_id("llm_call", key, uuid.uuid4().hex),
+                key=key,
+                role=ROLE,
+                model=self.identity.label(),
+                endpoint=self.endpoint,
+                request=task.payload(),
+                response=response,
+                prompt_tokens=result.prompt_tokens,
+                completion_tokens=result.completion_tokens,
+                latency_s=result.latency_s,
+                retries=retries,
+                error=error,
+            )
             await asyncio.to_thread(recorder.add_llm_calls, [call])
         return result
 
@@ -250,8 +258,14 @@ class HttpAgent(_Logged):
     errors, timeouts, 429 and 5xx are retried with backoff (as model calls are); at most
     `concurrency` requests are in flight per process."""
 
-    def __init__(self, url: str, version: str | None = None, timeout_s: float = 300.0, retries: int = 2,
-                 concurrency: int = 8):  # fmt: skip
+    def __init__(
+        self,
+        url: str,
+        version: str | None = None,
+        timeout_s: float = 300.0,
+        retries: int = 2,
+        concurrency: int = 8,
+    ):
         if not url.startswith(("http://", "https://")):
             raise BadInput(f"responder.agent_url: {url!r}: expected an http:// or https:// URL")
         self.url = self.endpoint = url

@@ -7,10 +7,13 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from magv.models import JudgeVerdict, Step, Trajectory
 from magv.prompts import load_prompt
+
+if TYPE_CHECKING:
+    from magv.store import Store
 
 RESULT_CHARS = 300  # per tool result: small judge models have small contexts
 RESPONSE_CHARS = 1500
@@ -87,18 +90,28 @@ async def judge(
     call, but it is no verdict: `split_failures` keeps it out of the store, to be asked again."""
     text, template, template_hash = render(question, trajectory)
     result = await client.chat(
-        "judge", [{"role": "user", "content": text}], template=template, template_hash=template_hash,
-        response_format=RESPONSE_FORMAT, temperature=temperature, context_key=f"judge:{run_id}",
-    )  # fmt: skip
+        "judge",
+        [{"role": "user", "content": text}],
+        template=template,
+        template_hash=template_hash,
+        response_format=RESPONSE_FORMAT,
+        temperature=temperature,
+        context_key=f"judge:{run_id}",
+    )
     if result.error:
         correct, reason, error = None, "", f"{LLM_ERROR}{result.error}"
     else:
         correct, reason, error = parse_verdict(result.text)
     return JudgeVerdict(
-        run_id=run_id, model=result.model or "unknown", correct=correct, reason=reason,
-        prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
-        latency_s=result.latency_s, error=error,
-    )  # fmt: skip
+        run_id=run_id,
+        model=result.model or "unknown",
+        correct=correct,
+        reason=reason,
+        prompt_tokens=result.prompt_tokens,
+        completion_tokens=result.completion_tokens,
+        latency_s=result.latency_s,
+        error=error,
+    )
 
 
 def failed_on_llm(verdict: JudgeVerdict) -> bool:
@@ -110,7 +123,9 @@ def split_failures(verdicts: Sequence[JudgeVerdict]) -> tuple[list[JudgeVerdict]
     return [v for v in verdicts if not failed_on_llm(v)], [v for v in verdicts if failed_on_llm(v)]
 
 
-def pending_judgements(store: Any, model: str, limit: int | None = None) -> list[tuple[str, str, Trajectory]]:
+def pending_judgements(
+    store: Store, model: str, limit: int | None = None
+) -> list[tuple[str, str, Trajectory]]:
     """(run_id, question, trajectory) of verified trajectories this judge model has not judged. A
     stored LLM failure (older versions kept them) counts as not judged."""
     done = {v.run_id for v in store.judge_verdicts() if v.model == model and not failed_on_llm(v)}

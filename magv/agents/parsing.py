@@ -74,9 +74,13 @@ async def ask_for_questions(
     fmt = response_format("questions", questions_schema(n, max_length))
     for attempt in range(2):
         result = await client.chat(
-            role, messages, template=prompt.name, template_hash=prompt.hash,
-            response_format=fmt, context_key=f"{context_key}:{attempt}",
-        )  # fmt: skip
+            role,
+            messages,
+            template=prompt.name,
+            template_hash=prompt.hash,
+            response_format=fmt,
+            context_key=f"{context_key}:{attempt}",
+        )
         out.prompt_tokens += result.prompt_tokens
         out.completion_tokens += result.completion_tokens
         if result.error:
@@ -90,7 +94,10 @@ async def ask_for_questions(
             out.error = f"unparsable reply: {exc}"
             messages = messages + [
                 {"role": "assistant", "content": result.text or ""},
-                {"role": "user", "content": f"That reply could not be used: {exc}. "
-                 'Reply only with JSON: {"questions": ["...", "..."]}'},
-            ]  # fmt: skip
+                {
+                    "role": "user",
+                    "content": f"That reply could not be used: {exc}. "
+                    'Reply only with JSON: {"questions": ["...", "..."]}',
+                },
+            ]
     return out

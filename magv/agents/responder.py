@@ -84,11 +84,19 @@ async def respond(
     with pool.session() as sandbox:
         for step_index in range(max_steps):
             action, result = await choose_action(
-                client, "responder", messages, domain.tools, mode=tool_mode, template=template,
-                template_hash=template_hash, seed=run_index, temperature=temperature,
-                context_key=f"{context_key}:{step_index}", context=seen,
+                client,
+                "responder",
+                messages,
+                domain.tools,
+                mode=tool_mode,
+                template=template,
+                template_hash=template_hash,
+                seed=run_index,
+                temperature=temperature,
+                context_key=f"{context_key}:{step_index}",
+                context=seen,
                 made=[s.call for s in steps if s.kind == "tool" and s.call is not None],
-            )  # fmt: skip
+            )
             out.prompt_tokens += result.prompt_tokens
             out.completion_tokens += result.completion_tokens
             if result.error:
@@ -124,17 +132,25 @@ class Responder:
         role = settings.llm.role("responder")
         self.tool_mode = role["tool_mode"]
         self.identity = AgentIdentity(
-            kind="responder", name="magv responder",
+            kind="responder",
+            name="magv responder",
             hash=make_id(load_prompt("responder").hash, role["model"], self.tool_mode, length=12),
             version=settings.responder.agent_version,
-        )  # fmt: skip
+        )
 
     async def run(self, task: AgentTask, env: AgentEnv) -> RunResult:
         return await respond(
-            env.client, env.domain, env.pool(), task.question, run_index=task.run_index,
-            max_steps=task.max_steps, tool_mode=self.tool_mode, context_key=task.context_key,
-            demos=task.demos, temperature=task.temperature,
-        )  # fmt: skip
+            env.client,
+            env.domain,
+            env.pool(),
+            task.question,
+            run_index=task.run_index,
+            max_steps=task.max_steps,
+            tool_mode=self.tool_mode,
+            context_key=task.context_key,
+            demos=task.demos,
+            temperature=task.temperature,
+        )
 
 
 def _exchange(call: ToolCall, step: Step, tool_mode: str, n: int) -> list[dict]:
@@ -143,11 +159,19 @@ def _exchange(call: ToolCall, step: Step, tool_mode: str, n: int) -> list[dict]:
         call_id = f"call_{n}"
         return [
             # "" not None: llama-cpp-python's server rejects a null content.
-            {"role": "assistant", "content": "", "tool_calls": [
-                {"id": call_id, "type": "function",
-                 "function": {"name": call.name, "arguments": json.dumps(call.arguments)}}]},
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [
+                    {
+                        "id": call_id,
+                        "type": "function",
+                        "function": {"name": call.name, "arguments": json.dumps(call.arguments)},
+                    }
+                ],
+            },
             {"role": "tool", "tool_call_id": call_id, "content": _result_text(step)},
-        ]  # fmt: skip
+        ]
     return [
         {"role": "assistant", "content": json.dumps({"tool": call.name, "arguments": call.arguments})},
         {"role": "user", "content": f"Result of {call.name}: {_result_text(step)}"},

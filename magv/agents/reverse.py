@@ -17,15 +17,23 @@ MAX_LENGTH = 240
 
 
 async def reverse_engineer(
-    client, domain, response: str, k: int, context_key: str, base_question: str | None = None,
+    client,
+    domain,
+    response: str,
+    k: int,
+    context_key: str,
+    base_question: str | None = None,
     identifiers: Sequence[str] = (),
-) -> QuestionsReply:  # fmt: skip
+) -> QuestionsReply:
     """k alternate questions from a response, each stating `identifiers` (the base question's).
     The base question is shown only when given, for prompts that want it as context; the default
     pipeline shows the response and the identifiers."""
     prompt = load_prompt("reverse")
     text = prompt.render(
-        domain_description=domain.description, response=response[:2000], base_question=base_question, k=k,
+        domain_description=domain.description,
+        response=response[:2000],
+        base_question=base_question,
+        k=k,
         identifiers=list(identifiers),
-    )  # fmt: skip
+    )
     return await ask_for_questions(client, "reverse", prompt, text, k, context_key, max_length=MAX_LENGTH)

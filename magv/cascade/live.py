@@ -58,9 +58,11 @@ class LiveOracle:
     opens a session with model endpoints for the LLM steps; without it `sess` has them."""
 
     def __init__(
-        self, sess: Session, options: CascadeOptions,
+        self,
+        sess: Session,
+        options: CascadeOptions,
         connect: Callable[[], AbstractContextManager[Session]] | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.sess, self.store, self.options, self._connect = sess, sess.store, options, connect
         self._llm: Session | None = None
         self.cascade_id = make_id("cascade", sess.run_id, str(utcnow()))
@@ -97,8 +99,11 @@ class LiveOracle:
             self.threshold = t if t is not None else self.sess.settings.verify.threshold
 
     def answers(self) -> dict[str, bool]:
-        return {lb.run_id: lb.correct for lb in self.store.labels()
-                if lb.source == "human" and lb.run_id in self.queued}  # fmt: skip
+        return {
+            lb.run_id: lb.correct
+            for lb in self.store.labels()
+            if lb.source == "human" and lb.run_id in self.queued
+        }
 
     def record(self, decisions: Sequence[Decision]) -> None:
         with self.store.transaction():
@@ -135,8 +140,9 @@ class LiveOracle:
     def _stored_verdicts(self) -> dict[str, Any]:
         if self._judge_stored is None:
             model = self.sess.settings.llm.role("judge")["model"]
-            self._judge_stored = {v.run_id: v for v in self.store.judge_verdicts()
-                                  if v.model == model and v.correct is not None}  # fmt: skip
+            self._judge_stored = {
+                v.run_id: v for v in self.store.judge_verdicts() if v.model == model and v.correct is not None
+            }
         return self._judge_stored
 
     def typical_cost(self, step: str, row: Row) -> float | None:
@@ -212,8 +218,12 @@ class LiveOracle:
                 for outcome in res.runs:
                     run = outcome.run
                     if row is not None:
-                        row.add_cost("alternates", run.prompt_tokens, run.completion_tokens,
-                                     agent_calls(run.trajectory))  # fmt: skip
+                        row.add_cost(
+                            "alternates",
+                            run.prompt_tokens,
+                            run.completion_tokens,
+                            agent_calls(run.trajectory),
+                        )
                     self._spend(run.prompt_tokens, run.completion_tokens)
                     spent += run.prompt_tokens + run.completion_tokens
 
@@ -237,8 +247,15 @@ class LiveOracle:
 
         sess, cfg = self._session(), self._settings()
         run_in_process(sess, "cascade_features", verifier.features, self.store, cfg, alternates=True)
-        run_in_process(sess, "cascade_score", verifier.score, self.store, cfg, model_id=self.model_id,
-                       threshold=self.scored_threshold)  # fmt: skip
+        run_in_process(
+            sess,
+            "cascade_score",
+            verifier.score,
+            self.store,
+            cfg,
+            model_id=self.model_id,
+            threshold=self.scored_threshold,
+        )
         fresh = {r.run_id: r for r in population(self.store, imported=bool(self.options.reask))}
         for r in self.rows:
             if r.run_id in fresh:
@@ -268,8 +285,12 @@ class LiveOracle:
         out = {}
         for run_id, v in verdicts.items():
             kept, _ = split_failures([v])
-            out[run_id] = JudgeOutcome(v.correct if kept else None, v.prompt_tokens or 0, v.completion_tokens or 0,
-                                  f"judge {v.model}: {v.reason or v.error or ''}")  # fmt: skip
+            out[run_id] = JudgeOutcome(
+                v.correct if kept else None,
+                v.prompt_tokens or 0,
+                v.completion_tokens or 0,
+                f"judge {v.model}: {v.reason or v.error or ''}",
+            )
         return out
 
 
@@ -286,9 +307,10 @@ def curve(store: Store) -> dict[str, Any]:
 
 
 def run(
-    sess: Session, options: CascadeOptions | None = None,
+    sess: Session,
+    options: CascadeOptions | None = None,
     connect: Callable[[], AbstractContextManager[Session]] | None = None,
-) -> StageReport:  # fmt: skip
+) -> StageReport:
     """The cascade on the session's store; `connect` opens the model endpoints when an LLM step
     needs them (without it, `sess` has them)."""
     options = options or CascadeOptions()
@@ -323,11 +345,23 @@ def reask_lone_imports(
         scored = store.predictions(model_id) if model_id else []
         run_in_process(sess, "reask_features", verifier.features, store, sess.settings, alternates=True)
         if model_id is not None:
-            run_in_process(sess, "reask_score", verifier.score, store, sess.settings, model_id=model_id,
-                           threshold=scored[0].threshold if scored else None)  # fmt: skip
-    return {"questions": report.done, "runs": report.written - report.llm_errors, "failed": report.llm_errors,
-            "prompt_tokens": report.prompt_tokens, "completion_tokens": report.completion_tokens,
-            "errors": report.errors[:5]}  # fmt: skip
+            run_in_process(
+                sess,
+                "reask_score",
+                verifier.score,
+                store,
+                sess.settings,
+                model_id=model_id,
+                threshold=scored[0].threshold if scored else None,
+            )
+    return {
+        "questions": report.done,
+        "runs": report.written - report.llm_errors,
+        "failed": report.llm_errors,
+        "prompt_tokens": report.prompt_tokens,
+        "completion_tokens": report.completion_tokens,
+        "errors": report.errors[:5],
+    }
 
 
 __all__ = ["CascadeOptions", "LiveOracle", "curve", "population", "run"]

@@ -67,13 +67,18 @@ class Decision:
         """The `cascade_decisions` row (without its `cascade_id`)."""
         costs = self.row.costs
         return {
-            "run_id": self.row.run_id, "question_id": self.row.question_id, "step": self.step,
-            "correct": self.correct, "confidence": self.confidence, "probability": self.row.probability,
-            "detail": self.detail, "costs": costs,
+            "run_id": self.row.run_id,
+            "question_id": self.row.question_id,
+            "step": self.step,
+            "correct": self.correct,
+            "confidence": self.confidence,
+            "probability": self.row.probability,
+            "detail": self.detail,
+            "costs": costs,
             "prompt_tokens": sum(c["prompt_tokens"] for c in costs.values()),
             "completion_tokens": sum(c["completion_tokens"] for c in costs.values()),
             "calls": sum(c["calls"] for c in costs.values()),
-        }  # fmt: skip
+        }
 
 
 @dataclass
@@ -187,8 +192,11 @@ def agreement(pending: list[Row], budget: Budget, oracle: Oracle, options: Casca
     rules = rule_decisions(
         {r.run_id: r.features for r in oracle.rows}, oracle.labels, options.rule_confidence
     )
-    return [Decision(r, "agreement", d.verdict, round(d.confidence, 4), f"rule {d.rule}")
-            for r in pending if (d := rules.get(r.run_id)) is not None]  # fmt: skip
+    return [
+        Decision(r, "agreement", d.verdict, round(d.confidence, 4), f"rule {d.rule}")
+        for r in pending
+        if (d := rules.get(r.run_id)) is not None
+    ]
 
 
 def verifier(
@@ -197,9 +205,17 @@ def verifier(
     if oracle.model_id is None:
         return []
     t = oracle.threshold
-    return [Decision(r, step, r.probability >= t, round(abs(r.probability - t), 4),
-                     f"model {oracle.model_id}, p={r.probability:.3f}")
-            for r in pending if r.probability is not None and confident(r.probability, t, options.margin)]  # fmt: skip
+    return [
+        Decision(
+            r,
+            step,
+            r.probability >= t,
+            round(abs(r.probability - t), 4),
+            f"model {oracle.model_id}, p={r.probability:.3f}",
+        )
+        for r in pending
+        if r.probability is not None and confident(r.probability, t, options.margin)
+    ]
 
 
 def alternates(pending: list[Row], budget: Budget, oracle: Oracle, options: CascadeOptions) -> list[Decision]:
@@ -263,8 +279,16 @@ def judge(pending: list[Row], budget: Budget, oracle: Oracle, options: CascadeOp
 
 def human(pending: list[Row], budget: Budget, oracle: Oracle, options: CascadeOptions) -> list[Decision]:
     t = oracle.threshold
-    return [Decision(r, "human", None, None if r.probability is None else round(abs(r.probability - t), 4),
-                     "left for a human (`magv verify annotate --uncertain`)") for r in pending]  # fmt: skip
+    return [
+        Decision(
+            r,
+            "human",
+            None,
+            None if r.probability is None else round(abs(r.probability - t), 4),
+            "left for a human (`magv verify annotate --uncertain`)",
+        )
+        for r in pending
+    ]
 
 
 FREE_STEPS: tuple[Step, ...] = (answered, agreement, verifier)
@@ -292,12 +316,17 @@ class Outcome:
 
     def summary(self) -> dict[str, Any]:
         return {
-            "trajectories": self.rows, "pending_at_start": self.pending_at_start,
-            "decided_by": self.decided_by, "queued_for_human": len(self.pending),
-            "tokens_spent": self.budget.tokens, "max_llm_tokens": self.budget.max_tokens,
-            "judged": self.budget.judged, "max_judged": self.budget.max_judged,
-            "budget_stops": self.budget.stopped, "notes": self.notes,
-        }  # fmt: skip
+            "trajectories": self.rows,
+            "pending_at_start": self.pending_at_start,
+            "decided_by": self.decided_by,
+            "queued_for_human": len(self.pending),
+            "tokens_spent": self.budget.tokens,
+            "max_llm_tokens": self.budget.max_tokens,
+            "judged": self.budget.judged,
+            "max_judged": self.budget.max_judged,
+            "budget_stops": self.budget.stopped,
+            "notes": self.notes,
+        }
 
 
 def decide(oracle: Oracle, options: CascadeOptions) -> Outcome:

@@ -70,10 +70,16 @@ class ReplayOracle:
     judged_before = 0
 
     def __init__(
-        self, rows: list[Row], labels: Mapping[str, bool], sibling: Mapping[str, float],
-        full: Mapping[str, float], threshold: float, model_id: str,
-        alternates: Mapping[str, dict[str, Any]], verdicts: Mapping[str, JudgeVerdict],
-    ) -> None:  # fmt: skip
+        self,
+        rows: list[Row],
+        labels: Mapping[str, bool],
+        sibling: Mapping[str, float],
+        full: Mapping[str, float],
+        threshold: float,
+        model_id: str,
+        alternates: Mapping[str, dict[str, Any]],
+        verdicts: Mapping[str, JudgeVerdict],
+    ) -> None:
         self.rows, self.pending, self.labels = rows, list(rows), labels
         self.full, self.threshold, self.model_id = full, threshold, model_id
         self.alternates, self.verdicts = alternates, verdicts
@@ -120,9 +126,16 @@ class ReplayOracle:
             r.probability = self.full.get(r.run_id)
 
     def judge(self, rows: Sequence[Row]) -> dict[str, JudgeOutcome]:
-        return {r.run_id: JudgeOutcome(bool(v.correct), v.prompt_tokens or 0, v.completion_tokens or 0,
-                                  f"judge {v.model}: {v.reason or ''}")
-                for r in rows for v in [self.verdicts[r.run_id]]}  # fmt: skip
+        return {
+            r.run_id: JudgeOutcome(
+                bool(v.correct),
+                v.prompt_tokens or 0,
+                v.completion_tokens or 0,
+                f"judge {v.model}: {v.reason or ''}",
+            )
+            for r in rows
+            for v in [self.verdicts[r.run_id]]
+        }
 
 
 def _tokens(v: JudgeVerdict) -> int:
@@ -136,10 +149,16 @@ def stored_verdicts(store: Store) -> tuple[str | None, dict[str, JudgeVerdict]]:
 
 
 def simulate(
-    store: Store, options: CascadeOptions | None = None, *, model: str = "logreg", folds: int = 5,
-    seed: int = 0, default_threshold: float = 0.5, reverse_cost: dict[str, Any] | None = None,
+    store: Store,
+    options: CascadeOptions | None = None,
+    *,
+    model: str = "logreg",
+    folds: int = 5,
+    seed: int = 0,
+    default_threshold: float = 0.5,
+    reverse_cost: dict[str, Any] | None = None,
     groups: dict[str, str] | None = None,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """The cascade's curve on the labelled trajectories, run by `magv.cascade.loop` with
     `options` (the threshold `default_threshold` unless they give one), with the accuracy of each
     single step deciding alone beside it (`single`). `reverse_cost` is one reverse-engineer
@@ -168,37 +187,66 @@ def simulate(
     reverse = _reverse(store, reverse_cost)
     judge_model, verdicts = stored_verdicts(store)
     costs = alternate_costs(store, [r.question_id for r in rows], reverse)
-    oracle = ReplayOracle(rows, labels, dict(zip(ids, p_sib.tolist())), dict(zip(ids, p_full.tolist())),
-                          threshold, f"{model} (out-of-fold)", costs, verdicts)  # fmt: skip
+    oracle = ReplayOracle(
+        rows,
+        labels,
+        dict(zip(ids, p_sib.tolist())),
+        dict(zip(ids, p_full.tolist())),
+        threshold,
+        f"{model} (out-of-fold)",
+        costs,
+        verdicts,
+    )
     outcome = decide(oracle, options)
 
     truth = {r.run_id: bool(labels[r.run_id]) for r in rows}
-    curve = cost_curve([d.record() for d in outcome.decisions], truth,
-                       {r: bool(p >= threshold) for r, p in zip(ids, p_full)}, oracle.judge_mean)  # fmt: skip
+    curve = cost_curve(
+        [d.record() for d in outcome.decisions],
+        truth,
+        {r: bool(p >= threshold) for r, p in zip(ids, p_full)},
+        oracle.judge_mean,
+    )
     judge_tokens = oracle.judge_tokens
     judge_cost = {
-        "model": judge_model, "verdicts": len(verdicts), "with_tokens": len(judge_tokens),
+        "model": judge_model,
+        "verdicts": len(verdicts),
+        "with_tokens": len(judge_tokens),
         "tokens_per_verdict": None if oracle.judge_mean is None else round(oracle.judge_mean, 1),
-        "source": f"the tokens of {len(judge_tokens)} of {len(verdicts)} stored verdicts" if judge_tokens
+        "source": f"the tokens of {len(judge_tokens)} of {len(verdicts)} stored verdicts"
+        if judge_tokens
         else ("unknown: no stored verdict has tokens (counted as 0)" if verdicts else "no judge verdicts"),
-    }  # fmt: skip
+    }
     judged_rows = [r for r in ids if r in verdicts]
     single = {
         "majority": round(max(y.mean(), 1 - y.mean()), 4),
         "verifier_sibling_features": round(float(np.mean((p_sib >= threshold) == (y == 1))), 4),
         "verifier_with_alternates": round(float(np.mean((p_full >= threshold) == (y == 1))), 4),
         "judge": round(float(np.mean([verdicts[r].correct == truth[r] for r in judged_rows])), 4)
-        if judged_rows else None,
+        if judged_rows
+        else None,
         "judge_rows": len(judged_rows),
-    }  # fmt: skip
+    }
     skipped = any(s.startswith("alternates: skipped") for s in outcome.budget.stopped)
     budget = outcome.budget
-    return {"rows": len(rows), "model": model, "folds": folds, "tokens_spent": budget.tokens,
-            "judged": budget.judged, "max_judged": budget.max_judged, "single": single, "curve": curve,
-            "budget_stops": budget.stopped,
-            "costs": {"reverse_call": reverse, "judge_verdict": judge_cost,
-                      "alternates": {"tokens_per_question": round(oracle.alternates_mean, 1),
-                                     "run": options.alternates and not skipped}}}  # fmt: skip
+    return {
+        "rows": len(rows),
+        "model": model,
+        "folds": folds,
+        "tokens_spent": budget.tokens,
+        "judged": budget.judged,
+        "max_judged": budget.max_judged,
+        "single": single,
+        "curve": curve,
+        "budget_stops": budget.stopped,
+        "costs": {
+            "reverse_call": reverse,
+            "judge_verdict": judge_cost,
+            "alternates": {
+                "tokens_per_question": round(oracle.alternates_mean, 1),
+                "run": options.alternates and not skipped,
+            },
+        },
+    }
 
 
 def reverse_call_cost(store: Store) -> dict[str, Any] | None:
@@ -210,8 +258,12 @@ def reverse_call_cost(store: Store) -> dict[str, Any] | None:
 def _reverse(store: Store, given: dict[str, Any] | None) -> dict[str, Any]:
     """One reverse call's cost and where it came from: `given`, else the log's mean, else 0."""
     if given is not None:  # a caller that knows the cost is unknown says so with known False
-        return {"prompt_tokens": given["prompt_tokens"], "completion_tokens": given["completion_tokens"],
-                "known": bool(given.get("known", True)), "source": str(given.get("source") or "given")}  # fmt: skip
+        return {
+            "prompt_tokens": given["prompt_tokens"],
+            "completion_tokens": given["completion_tokens"],
+            "known": bool(given.get("known", True)),
+            "source": str(given.get("source") or "given"),
+        }
     logged = reverse_call_cost(store)
     if logged is not None:
         return {
@@ -219,8 +271,12 @@ def _reverse(store: Store, given: dict[str, Any] | None) -> dict[str, Any]:
             "known": True,
             "source": f"the mean of the {logged['calls']} reverse calls in llm_calls",
         }
-    return {"prompt_tokens": 0, "completion_tokens": 0, "known": False,
-            "source": "unknown: no reverse call logged and none given (counted as 0)"}  # fmt: skip
+    return {
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "known": False,
+        "source": "unknown: no reverse call logged and none given (counted as 0)",
+    }
 
 
 def alternate_costs(
@@ -235,8 +291,14 @@ def alternate_costs(
     for parent, run in store.alternate_runs():
         if parent not in wanted:
             continue
-        c = out.setdefault(parent, {"prompt_tokens": round(reverse["prompt_tokens"]),
-                                    "completion_tokens": round(reverse["completion_tokens"]), "calls": 1})  # fmt: skip
+        c = out.setdefault(
+            parent,
+            {
+                "prompt_tokens": round(reverse["prompt_tokens"]),
+                "completion_tokens": round(reverse["completion_tokens"]),
+                "calls": 1,
+            },
+        )
         c["prompt_tokens"] += run.prompt_tokens or 0
         c["completion_tokens"] += run.completion_tokens or 0
         c["calls"] += agent_calls(run.trajectory)

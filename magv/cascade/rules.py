@@ -32,8 +32,15 @@ class Rule:
 
 
 def _unanimous(f: Mapping[str, float]) -> bool:
-    return (f["n_runs"] >= 2 and f["mct_share"] >= 1.0 and f["is_mct"] >= 1 and f["status_ok"] >= 1
-            and f["has_response"] >= 1 and f["n_tool_errors"] == 0 and f["n_invalid"] == 0)  # fmt: skip
+    return (
+        f["n_runs"] >= 2
+        and f["mct_share"] >= 1.0
+        and f["is_mct"] >= 1
+        and f["status_ok"] >= 1
+        and f["has_response"] >= 1
+        and f["n_tool_errors"] == 0
+        and f["n_invalid"] == 0
+    )
 
 
 def _no_majority(f: Mapping[str, float]) -> bool:
@@ -165,14 +172,21 @@ def cost_curve(
         hits = [decided[r] == y for r, y in labels.items() if r in decided]
         every = [decided.get(r, (fallback or {}).get(r)) for r in labels]
         scored = [v == labels[r] for r, v in zip(labels, every) if v is not None]
-        points.append({
-            "step": step, "decided_here": len(rows), "decided": len(decided),
-            "coverage": round(len(decided) / n, 4) if n else None,
-            "labelled_decided": len(hits), "accuracy": round(sum(hits) / len(hits), 4) if hits else None,
-            "accuracy_all": round(sum(scored) / len(scored), 4) if scored else None,
-            "tokens": int(tokens), "calls": round(calls, 3),
-            "tokens_per_1000": _per_1000(tokens, n), "calls_per_1000": _per_1000(calls, n),
-        })  # fmt: skip
+        points.append(
+            {
+                "step": step,
+                "decided_here": len(rows),
+                "decided": len(decided),
+                "coverage": round(len(decided) / n, 4) if n else None,
+                "labelled_decided": len(hits),
+                "accuracy": round(sum(hits) / len(hits), 4) if hits else None,
+                "accuracy_all": round(sum(scored) / len(scored), 4) if scored else None,
+                "tokens": int(tokens),
+                "calls": round(calls, 3),
+                "tokens_per_1000": _per_1000(tokens, n),
+                "calls_per_1000": _per_1000(calls, n),
+            }
+        )
     judge_all = None if judge_tokens_per_verdict is None else round(judge_tokens_per_verdict * 1000, 3)
     for p in points:  # each point's tokens against judging every trajectory (None: judge cost unknown)
         spent = p["tokens_per_1000"]
@@ -181,7 +195,8 @@ def cost_curve(
         )
     final = points[-1]["tokens_per_1000"] if points else None
     return {
-        "trajectories": n, "points": points,
+        "trajectories": n,
+        "points": points,
         "judge_everything_tokens_per_1000": judge_all,
         "share_of_judge_everything": round(final / judge_all, 4) if judge_all and final is not None else None,
-    }  # fmt: skip
+    }

@@ -118,8 +118,12 @@ def emit_json(value: Any) -> None:
 ID_COLUMNS = ("id", "name", "seed", "tool", "model", "role", "table", "config", "key")
 
 
-def table(title: str | None, rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None,
-          ids: Sequence[str] = ID_COLUMNS) -> None:  # fmt: skip
+def table(
+    title: str | None,
+    rows: Sequence[dict[str, Any]],
+    columns: Sequence[str] | None = None,
+    ids: Sequence[str] = ID_COLUMNS,
+) -> None:
     """Rows as a table fitted to the terminal. Identifier columns (`ids`, and any `*_id`) keep their
     full width on one line; the other columns wrap (never an ellipsis) to make room."""
     cols = list(columns or (rows[0].keys() if rows else []))
@@ -203,15 +207,23 @@ def reask_options(runs: int | None, band: str, most: int, alternates: int, cfg: 
     from magv.pipeline.reask import ReaskOptions, check_agent, parse_band
 
     check_agent(cfg)
-    return ReaskOptions(runs=runs, band=parse_band(band), max_conversations=most, alternates=alternates,
-                        alternate_runs=cfg.pipeline.alternate_runs)  # fmt: skip
+    return ReaskOptions(
+        runs=runs,
+        band=parse_band(band),
+        max_conversations=most,
+        alternates=alternates,
+        alternate_runs=cfg.pipeline.alternate_runs,
+    )
 
 
 def reask_line(summary: dict[str, Any]) -> str:
     """One line of what re-asking did and cost."""
     cost = summary["cost_usd"]
-    return (f"re-asked {summary['reasked']} of {summary['candidates']} conversations in the band "
-            f"({summary['questions']} questions x {summary['runs_per_question']} runs: {summary['agent_runs']} runs, "
-            f"{summary['agent_failures']} failed; {summary['prompt_tokens'] + summary['completion_tokens']} tokens"
-            + (f", ${cost:g}" if cost is not None else "") + f", {summary['seconds']:g} s); "
-            f"{summary['changed']} verdicts changed, {summary['not_reasked']} not re-asked")  # fmt: skip
+    return (
+        f"re-asked {summary['reasked']} of {summary['candidates']} conversations in the band "
+        f"({summary['questions']} questions x {summary['runs_per_question']} runs: {summary['agent_runs']} runs, "
+        f"{summary['agent_failures']} failed; {summary['prompt_tokens'] + summary['completion_tokens']} tokens"
+        + (f", ${cost:g}" if cost is not None else "")
+        + f", {summary['seconds']:g} s); "
+        f"{summary['changed']} verdicts changed, {summary['not_reasked']} not re-asked"
+    )

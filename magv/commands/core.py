@@ -54,8 +54,12 @@ def db_info(ctx: typer.Context, as_json: bool = JsonOption) -> None:
         return
     with open_store(cfg, read_only=True) as store:
         counts = store.counts()
-        info = {"database": str(cfg.database), "exists": True, "schema_version": store.schema_version,
-                "tables": counts}  # fmt: skip
+        info = {
+            "database": str(cfg.database),
+            "exists": True,
+            "schema_version": store.schema_version,
+            "tables": counts,
+        }
     if as_json:
         emit_json(info)
         return

@@ -97,8 +97,10 @@ def main(run_args: list[str]) -> None:
 def stages(cfg, run_args: list[str]) -> None:
     result = magv("pipeline", "run", *run_args)
     for name, s in result.get("stages", {}).items():
-        print(f"  {name:<18} planned {s.get('planned')}, done {s.get('done')}, failed {s.get('failed')}, "
-              f"{s.get('seconds')} s")  # fmt: skip
+        print(
+            f"  {name:<18} planned {s.get('planned')}, done {s.get('done')}, failed {s.get('failed')}, "
+            f"{s.get('seconds')} s"
+        )
     quality = (result.get("summary") or {}).get("quality") or {}
     if quality.get("headline"):
         print(f"  dataset quality: {quality['headline']}")

@@ -152,16 +152,30 @@ def _check_specs_only(domain: Domain, seeds: list, as_json: bool) -> None:
     call names a tool and fits its schema); the gold trajectories cannot be executed."""
     used = {c.name for seed in seeds for t in seed.golds() for c in t}
     unused = sorted(t.name for t in domain.tools if t.name not in used)
-    note = (f"{domain.name} has no database: tool specs and seeds are valid, but magv cannot execute the "
-            "gold trajectories (the agent runs its own tools)")  # fmt: skip
+    note = (
+        f"{domain.name} has no database: tool specs and seeds are valid, but magv cannot execute the "
+        "gold trajectories (the agent runs its own tools)"
+    )
     if as_json:
-        emit_json({"domain": domain.name, "database": None, "tools": len(domain.tools), "seeds": len(seeds),
-                   "tools_without_seed": unused, "executed": False, "note": note, "ok": True})  # fmt: skip
+        emit_json(
+            {
+                "domain": domain.name,
+                "database": None,
+                "tools": len(domain.tools),
+                "seeds": len(seeds),
+                "tools_without_seed": unused,
+                "executed": False,
+                "note": note,
+                "ok": True,
+            }
+        )
         return
     if unused:
         console.print(f"[yellow]tools no seed uses:[/yellow] {', '.join(unused)}")
-    console.print(f"[green]ok[/green]: {len(seeds)} seeds, {len(domain.tools)} tools. [yellow]{note}[/yellow]",
-                  highlight=False)  # fmt: skip
+    console.print(
+        f"[green]ok[/green]: {len(seeds)} seeds, {len(domain.tools)} tools. [yellow]{note}[/yellow]",
+        highlight=False,
+    )
 
 
 def _check_seed(domain: Domain, pool: Any, seed: Any, trajectory: list, which: int) -> dict[str, Any]:

@@ -46,20 +46,20 @@ def eval_command(
         "--questions",
         "-q",
         help="'seeds' (the domain's seeds, leave-one-seed-out) or a JSONL file in the seed format.",
-    ),  # fmt: skip
+    ),
     demos: int = typer.Option(None, "--demos", min=0, max=20, help="Verified examples in the prompt (m)."),
     seed_demos: bool = typer.Option(
         False,
         "--seed-demos/--no-seed-demos",
         help="Also use the other seeds' gold trajectories as demonstrations.",
-    ),  # fmt: skip
+    ),
     compare: str = typer.Option(None, "--compare", help=SPEC_HELP),
     compare_config: Path = typer.Option(
         None,
         "--compare-config",
         help="Configuration B from another settings file (models, endpoints, "
         "pipeline.demos, ...); --compare applies on top.",
-    ),  # fmt: skip
+    ),
     max_steps: int = typer.Option(None, "--max-steps", min=1, max=50, help="Responder steps per question."),
     temperature: float = typer.Option(
         None, "--temperature", min=0, max=2, help="Responder sampling temperature."
@@ -76,7 +76,7 @@ def eval_command(
         metavar="METRIC=SHARE",
         help="CI gate (repeatable): exit 1 when any configuration's METRIC (strict, unordered_args, "
         "valid_calls, answered, ...) is below SHARE, e.g. strict=0.6.",
-    ),  # fmt: skip
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Evaluate the responder: accuracy under each match mode, call validity, steps, tokens, latency.
@@ -88,8 +88,12 @@ def eval_command(
     from magv.prompts import PROMPTS_ENV, check_prompt_folder
 
     bars = parse_bars(fail_under, [*MATCH_KEYS, "valid_calls", "answered"])
-    cfg = settings(ctx, domain=domain, **{"pipeline.demos": demos, "pipeline.max_steps": max_steps},
-                   **agent_overrides(agent, agent_url, agent_version))  # fmt: skip
+    cfg = settings(
+        ctx,
+        domain=domain,
+        **{"pipeline.demos": demos, "pipeline.max_steps": max_steps},
+        **agent_overrides(agent, agent_url, agent_version),
+    )
     # Everything is checked before a model starts or a row is written.
     dom = load_domain(cfg.domain)
     check_prompt_folder(os.environ.get(PROMPTS_ENV), ("responder",), PROMPTS_ENV)
@@ -115,8 +119,9 @@ def eval_command(
     progress.set_reporter(reporter)
     try:
         with open_store(cfg) as store, reporter.progress:
-            result = run_evaluation(store, dom, items, configs, source=str(questions), n_resamples=bootstrap,
-                                    seed=seed)  # fmt: skip
+            result = run_evaluation(
+                store, dom, items, configs, source=str(questions), n_resamples=bootstrap, seed=seed
+            )
     finally:
         progress.set_reporter(None)
     out = {**result.as_dict(), "database": str(cfg.database)}
@@ -130,8 +135,10 @@ def eval_command(
     for c in out["configs"]:
         s = c["summary"]
         if c["demos"] and not s["demos_shown"]:
-            err_console.print(f"[yellow]warning:[/yellow] {c['name']}: no verified example to show; run the "
-                              "verifier first or add --seed-demos")  # fmt: skip
+            err_console.print(
+                f"[yellow]warning:[/yellow] {c['name']}: no verified example to show; run the "
+                "verifier first or add --seed-demos"
+            )
         if s["questions"] and s["llm_errors"] == s["questions"]:
             raise RunFailed(f"{c['name']}: every run ended in an LLM error; see `magv llm calls`")
     enforce(fell, bars, "eval", lambda line: err_console.print(line, highlight=False))

@@ -14,8 +14,9 @@ from magv.commands.common import JsonOption, choice, console, emit_json, open_st
 from magv.config import ROLES
 from magv.llm.servers import LlamaServer, VLLMServer
 
-llm_app = typer.Typer(help="The LLM call log: every model call with tokens, latency and errors.",
-                      no_args_is_help=True)  # fmt: skip
+llm_app = typer.Typer(
+    help="The LLM call log: every model call with tokens, latency and errors.", no_args_is_help=True
+)
 serve_app = typer.Typer(help="Run a model server in the foreground (Ctrl-C stops it).", no_args_is_help=True)
 
 
@@ -87,8 +88,9 @@ def print_call(row: dict[str, Any]) -> None:
         f"[bold]{escape(r['id'])}[/bold]  {r['created_at']:%Y-%m-%d %H:%M:%S}  {escape(str(r['role']))}  "
         f"{escape(str(r['model']))}  {escape(str(r['template'] or '-'))}  {tokens}  {r['latency_s'] or 0:.2f}s"
         + (f"  retries {r['retries']}" if r["retries"] else ""),
-        highlight=False, soft_wrap=True,
-    )  # fmt: skip
+        highlight=False,
+        soft_wrap=True,
+    )
     for m in (r.get("request") or {}).get("messages", []):
         console.print(f"[cyan]{escape(str(m.get('role')))}:[/cyan]", highlight=False)
         console.print(message_text(m), markup=False, highlight=False, soft_wrap=True)
@@ -133,13 +135,30 @@ def llm_calls(
         console.print(f"{len(rows)} call{'s' if len(rows) != 1 else ''} (newest first)", highlight=False)
         return
     shown = [
-        {"id": r["id"], "time": f"{r['created_at']:%H:%M:%S}", "role": r["role"], "model": r["model"],
-         "template": r["template"], "tokens": f"{r['prompt_tokens']}/{r['completion_tokens']}",
-         "latency_s": f"{r['latency_s']:.2f}", "retries": r["retries"], "error": r["error"]}
+        {
+            "id": r["id"],
+            "time": f"{r['created_at']:%H:%M:%S}",
+            "role": r["role"],
+            "model": r["model"],
+            "template": r["template"],
+            "tokens": f"{r['prompt_tokens']}/{r['completion_tokens']}",
+            "latency_s": f"{r['latency_s']:.2f}",
+            "retries": r["retries"],
+            "error": r["error"],
+        }
         for r in rows
-    ]  # fmt: skip
-    columns = [("id", "id"), ("time", "time"), ("role", "role"), ("model", "model"), ("template", "template"),
-               ("tokens", "in/out"), ("latency_s", "s"), ("retries", "retry"), ("error", "error")]  # fmt: skip
+    ]
+    columns = [
+        ("id", "id"),
+        ("time", "time"),
+        ("role", "role"),
+        ("model", "model"),
+        ("template", "template"),
+        ("tokens", "in/out"),
+        ("latency_s", "s"),
+        ("retries", "retry"),
+        ("error", "error"),
+    ]
     _print_table(f"LLM calls ({len(rows)} newest)", shown, columns, droppable=("template", "time", "retries"))
 
 
@@ -154,12 +173,25 @@ def llm_stats(ctx: typer.Context, as_json: bool = JsonOption) -> None:
     if as_json:
         emit_json(rows)
         return
-    columns = [("role", "role"), ("model", "model"), ("calls", "calls"), ("prompt_tokens", "in"),
-               ("completion_tokens", "out"), ("latency_s", "total s"), ("mean_latency_s", "mean s"),
-               ("cached_prompt_tokens", "in cached"), ("prompt_cache_hit_rate", "hit"),
-               ("retries", "retry"), ("errors", "errors")]  # fmt: skip
-    _print_table("LLM calls per role and model (tokens in/out; prompt tokens served from the server's "
-                 "prompt cache)", rows, columns, droppable=("latency_s", "cached_prompt_tokens"))  # fmt: skip
+    columns = [
+        ("role", "role"),
+        ("model", "model"),
+        ("calls", "calls"),
+        ("prompt_tokens", "in"),
+        ("completion_tokens", "out"),
+        ("latency_s", "total s"),
+        ("mean_latency_s", "mean s"),
+        ("cached_prompt_tokens", "in cached"),
+        ("prompt_cache_hit_rate", "hit"),
+        ("retries", "retry"),
+        ("errors", "errors"),
+    ]
+    _print_table(
+        "LLM calls per role and model (tokens in/out; prompt tokens served from the server's prompt cache)",
+        rows,
+        columns,
+        droppable=("latency_s", "cached_prompt_tokens"),
+    )
 
 
 @serve_app.command("llama")
@@ -195,10 +227,16 @@ def serve_vllm(
 ) -> None:
     """Serve a model with vLLM, tool calling enabled (needs the gpu extra: pip install 'magv\\[gpu]')."""
     cfg = settings(
-        ctx, **{"vllm.model": model, "vllm.port": port, "vllm.tool_call_parser": tool_call_parser,
-                "vllm.max_model_len": max_model_len, "vllm.gpu_memory_utilization": gpu_memory_utilization,
-                "vllm.tensor_parallel_size": tensor_parallel_size},
-    )  # fmt: skip
+        ctx,
+        **{
+            "vllm.model": model,
+            "vllm.port": port,
+            "vllm.tool_call_parser": tool_call_parser,
+            "vllm.max_model_len": max_model_len,
+            "vllm.gpu_memory_utilization": gpu_memory_utilization,
+            "vllm.tensor_parallel_size": tensor_parallel_size,
+        },
+    )
     server = VLLMServer(cfg, host=host, extra_args=list(extra or []))
     if dry_run:
         console.print(" ".join(server.command()), markup=False, highlight=False, soft_wrap=True)

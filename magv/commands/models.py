@@ -25,11 +25,16 @@ def models_list(ctx: typer.Context, as_json: bool = JsonOption) -> None:
         emit_json({"cache_dir": str(cache_dir()), "gguf": chosen.gguf, "models": rows})
         return
     shown = [
-        {"": "*" if r["selected"] else "", "name": r["name"], "packages": f"{r['packages']} {r['version']}",
-         "MB": round(r["size_bytes"] / 1e6), "licence": r["licence"],
-         "state": "assembled" if r["assembled"] else "installed" if r["installed"] else "not installed"}
+        {
+            "": "*" if r["selected"] else "",
+            "name": r["name"],
+            "packages": f"{r['packages']} {r['version']}",
+            "MB": round(r["size_bytes"] / 1e6),
+            "licence": r["licence"],
+            "state": "assembled" if r["assembled"] else "installed" if r["installed"] else "not installed",
+        }
         for r in rows
-    ]  # fmt: skip
+    ]
     table("embedded models (* = llama.model)", shown)
     note = f"llama.gguf = {chosen.gguf} is used instead. " if chosen.gguf else ""
     console.print(f"{note}cache: {cache_dir()} (set MAGV_MODEL_CACHE to move it)", highlight=False)

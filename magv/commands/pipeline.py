@@ -43,10 +43,15 @@ class RichReporter:
         self.enabled = enabled
         self.live = enabled and console.is_terminal
         self.progress = Progress(
-            TextColumn("[bold]{task.description:<20}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("[bold]{task.description:<20}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
             TimeRemainingColumn(),
-            console=console, disable=not self.live, transient=False,
-        )  # fmt: skip
+            console=console,
+            disable=not self.live,
+            transient=False,
+        )
         self.tasks: dict[str, Any] = {}
         self.counts: dict[str, list[float]] = {}
 
@@ -168,11 +173,17 @@ def _print_summary(result: dict[str, Any], as_json: bool) -> None:
         emit_json(result)
         return
     rows = [
-        {"stage": name, "planned": s.get("planned"), "done": s.get("done"), "failed": s.get("failed"),
-         "written": s.get("written"), "tokens": (s.get("prompt_tokens") or 0) + (s.get("completion_tokens") or 0),
-         "seconds": s.get("seconds")}
+        {
+            "stage": name,
+            "planned": s.get("planned"),
+            "done": s.get("done"),
+            "failed": s.get("failed"),
+            "written": s.get("written"),
+            "tokens": (s.get("prompt_tokens") or 0) + (s.get("completion_tokens") or 0),
+            "seconds": s.get("seconds"),
+        }
         for name, s in result.get("stages", {}).items()
-    ]  # fmt: skip
+    ]
     table("stages", rows)
     for name, s in result.get("stages", {}).items():
         for err in s.get("errors", [])[:3]:
@@ -202,8 +213,11 @@ def _check_failures(result: dict[str, Any]) -> None:
     """A run where a stage failed exits 1 and names the stage and its reason (the reasons are
     stored in pipeline_runs.stages.<stage>.errors)."""
     stages = result.get("stages", {})
-    if stages and all(s.get("planned", 0) > 0 and s.get("done", 0) == 0 and s.get("failed", 0) > 0
-                      for s in stages.values() if s.get("planned")):  # fmt: skip
+    if stages and all(
+        s.get("planned", 0) > 0 and s.get("done", 0) == 0 and s.get("failed", 0) > 0
+        for s in stages.values()
+        if s.get("planned")
+    ):
         raise RunFailed("every planned item failed; see the errors above and `magv llm calls`")
     failed = {name: s["error"] for name, s in stages.items() if s.get("error")}
     if failed:
@@ -234,8 +248,9 @@ MinQualityOpt = typer.Option(
     help="Keep only questions that pass the rule checks: answerable (they state what their target needs from "
     "the customer) and one request in a customer's voice (default: settings, pipeline.min_quality, on).",
 )  # fmt: skip
-DemosOpt = typer.Option(None, "--demos", min=0, max=20,
-                        help="Verified examples shown to the responder per question (m; 0: none).")  # fmt: skip
+DemosOpt = typer.Option(
+    None, "--demos", min=0, max=20, help="Verified examples shown to the responder per question (m; 0: none)."
+)
 
 
 def _cfg(ctx: typer.Context, **overrides: Any) -> Settings:
@@ -254,20 +269,39 @@ def generate(
     as_json: bool = JsonOption,
 ) -> None:
     """Generate questions with the investigator and select a diverse, balanced subset."""
-    cfg = _cfg(ctx, domain=domain, **{"pipeline.questions_per_target": per_target, "pipeline.questions": questions,
-                                      "pipeline.max_targets": targets, "pipeline.runner": runner,
-                                      "pipeline.min_quality": min_quality})  # fmt: skip
+    cfg = _cfg(
+        ctx,
+        domain=domain,
+        **{
+            "pipeline.questions_per_target": per_target,
+            "pipeline.questions": questions,
+            "pipeline.max_targets": targets,
+            "pipeline.runner": runner,
+            "pipeline.min_quality": min_quality,
+        },
+    )
     _run_and_report("generate", cfg, as_json, wait)
 
 
 def respond(
-    ctx: typer.Context, domain: str = DomainOpt, runs: int = RunsOpt, demos: int = DemosOpt,
-    runner: str = RunnerOpt, agent: str = AgentOpt, agent_url: str = AgentUrlOpt,
-    agent_version: str = AgentVersionOpt, wait: bool = WaitOpt, as_json: bool = JsonOption,
-) -> None:  # fmt: skip
+    ctx: typer.Context,
+    domain: str = DomainOpt,
+    runs: int = RunsOpt,
+    demos: int = DemosOpt,
+    runner: str = RunnerOpt,
+    agent: str = AgentOpt,
+    agent_url: str = AgentUrlOpt,
+    agent_version: str = AgentVersionOpt,
+    wait: bool = WaitOpt,
+    as_json: bool = JsonOption,
+) -> None:
     """Answer every kept question R times with the responder (or --agent); mark the most common trajectory."""
-    cfg = _cfg(ctx, domain=domain, **{"pipeline.runs": runs, "pipeline.demos": demos, "pipeline.runner": runner},
-               **agent_overrides(agent, agent_url, agent_version))  # fmt: skip
+    cfg = _cfg(
+        ctx,
+        domain=domain,
+        **{"pipeline.runs": runs, "pipeline.demos": demos, "pipeline.runner": runner},
+        **agent_overrides(agent, agent_url, agent_version),
+    )
     _run_and_report("respond", cfg, as_json, wait)
 
 
@@ -284,8 +318,16 @@ def reverse(
     as_json: bool = JsonOption,
 ) -> None:
     """Reverse-engineer alternate questions from each MCT's response, then answer them."""
-    cfg = _cfg(ctx, domain=domain, **{"pipeline.alternates": alternates, "pipeline.alternate_runs": alternate_runs,
-                                      "pipeline.runner": runner}, **agent_overrides(agent, agent_url, agent_version))  # fmt: skip
+    cfg = _cfg(
+        ctx,
+        domain=domain,
+        **{
+            "pipeline.alternates": alternates,
+            "pipeline.alternate_runs": alternate_runs,
+            "pipeline.runner": runner,
+        },
+        **agent_overrides(agent, agent_url, agent_version),
+    )
     _run_and_report("reverse", cfg, as_json, wait)
 
 
@@ -316,13 +358,22 @@ def run(
 
     Finished work is kept in the database; rerunning continues where a stopped run left off.
     """
-    cfg = _cfg(ctx, domain=domain, **{
-        "pipeline.questions": questions, "pipeline.questions_per_target": per_target, "pipeline.runs": runs,
-        "pipeline.max_targets": targets, "pipeline.demos": demos,
-        "pipeline.alternates": alternates, "pipeline.alternate_runs": alternate_runs, "pipeline.runner": runner,
-        "pipeline.min_quality": min_quality,
-        **agent_overrides(agent, agent_url, agent_version),
-    })  # fmt: skip
+    cfg = _cfg(
+        ctx,
+        domain=domain,
+        **{
+            "pipeline.questions": questions,
+            "pipeline.questions_per_target": per_target,
+            "pipeline.runs": runs,
+            "pipeline.max_targets": targets,
+            "pipeline.demos": demos,
+            "pipeline.alternates": alternates,
+            "pipeline.alternate_runs": alternate_runs,
+            "pipeline.runner": runner,
+            "pipeline.min_quality": min_quality,
+            **agent_overrides(agent, agent_url, agent_version),
+        },
+    )
     _run_and_report("pipeline", cfg, as_json, wait, verify=verify)
 
 

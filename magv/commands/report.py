@@ -25,7 +25,7 @@ def report(
         "--compare",
         metavar="RUN_A RUN_B",
         help="Two pipeline runs side by side; each a pipeline run id in this store or a path to a .duckdb file.",
-    ),  # fmt: skip
+    ),
     worst: int = typer.Option(10, "--worst", min=0, help="How many lowest-scored trajectories to show."),
     samples: int = typer.Option(30, "--samples", min=0, help="How many kept questions to show in Samples."),
     as_json: bool = JsonOption,
@@ -50,20 +50,41 @@ def report(
         missing = files.data.metrics["missing"] if files.data else []
         regressions = None
     if as_json:
-        extra = {"regressions": regressions, "agents": agents["labels"],
-                 "question_regressions": questions["regressed"]} if compare else {}  # fmt: skip
-        emit_json({"report": str(files.html), "metrics": str(files.metrics), "figures": files.figures,
-                   "missing": missing, **extra})  # fmt: skip
+        extra = (
+            {
+                "regressions": regressions,
+                "agents": agents["labels"],
+                "question_regressions": questions["regressed"],
+            }
+            if compare
+            else {}
+        )
+        emit_json(
+            {
+                "report": str(files.html),
+                "metrics": str(files.metrics),
+                "figures": files.figures,
+                "missing": missing,
+                **extra,
+            }
+        )
         return
     if compare:
-        console.print(f"agents: {compare[0]}: {agents['labels'][0]} · {compare[1]}: {agents['labels'][1]}",
-                      highlight=False)  # fmt: skip
+        console.print(
+            f"agents: {compare[0]}: {agents['labels'][0]} · {compare[1]}: {agents['labels'][1]}",
+            highlight=False,
+        )
         for q in questions["regressed"]:
-            console.print(f"[red]regressed question[/red] {q['question_id']}: {q['a']:.2f} → {q['b']:.2f} "
-                          f"labelled correct: {q['question'][:80]}", highlight=False)  # fmt: skip
+            console.print(
+                f"[red]regressed question[/red] {q['question_id']}: {q['a']:.2f} → {q['b']:.2f} "
+                f"labelled correct: {q['question'][:80]}",
+                highlight=False,
+            )
     if regressions:
-        console.print(f"[red]regressions ({compare[1]} vs {compare[0]}):[/red] {', '.join(regressions)}",
-                      highlight=False)  # fmt: skip
+        console.print(
+            f"[red]regressions ({compare[1]} vs {compare[0]}):[/red] {', '.join(regressions)}",
+            highlight=False,
+        )
     for note in missing:
         console.print(f"[yellow]not in the report:[/yellow] {note}", highlight=False)
     console.print(f"metrics: {files.metrics} · figures: {files.figures}", highlight=False)
@@ -109,8 +130,14 @@ def export(
     if warning:
         err_console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
     if as_json:
-        emit_json({**result.as_dict(), "card": card_md and {"json": str(card_json), "markdown": str(card_md)},
-                   "verified_runs": card["counts"]["verified_runs"], "warning": warning})  # fmt: skip
+        emit_json(
+            {
+                **result.as_dict(),
+                "card": card_md and {"json": str(card_json), "markdown": str(card_md)},
+                "verified_runs": card["counts"]["verified_runs"],
+                "warning": warning,
+            }
+        )
         return
     extra = f", {result.skipped} runs without a final answer skipped" if result.skipped else ""
     alternates = f" and {result.alternates} alternates" if result.alternates else ""

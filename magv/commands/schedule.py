@@ -82,9 +82,12 @@ def schedule(
 
     name = name or DEFAULT_NAME.format(domain=os.path.basename(cfg.domain.rstrip("/")) or "domain")
     plan: dict[str, Any] = {
-        "deployment": f"{SCHEDULED_FLOW_NAME}/{name}", "cron": cron, "timezone": timezone,
-        "limit": limit, "parameters": parameters(cfg, verify),
-    }  # fmt: skip
+        "deployment": f"{SCHEDULED_FLOW_NAME}/{name}",
+        "cron": cron,
+        "timezone": timezone,
+        "limit": limit,
+        "parameters": parameters(cfg, verify),
+    }
     if dry_run:
         if as_json:
             emit_json(plan)

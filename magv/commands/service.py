@@ -45,39 +45,76 @@ def serve_verifier(
     host: str = typer.Option("127.0.0.1", "--host", help="Listen address; 0.0.0.0 to serve other hosts."),
     port: int = typer.Option(8765, "--port", min=0, max=65535, help="Port (0: any free port)."),
     threshold: float = typer.Option(None, "--threshold", min=0.0, max=1.0, help="Verdict threshold."),
-    domain: str = typer.Option(None, "--domain", "-d", help="The domain whose write tools the features compare."),
+    domain: str = typer.Option(
+        None, "--domain", "-d", help="The domain whose write tools the features compare."
+    ),
     tools_file: Path = ToolsOption,
     error_pattern: str = ErrorPatternOption,
     log_to: Path = typer.Option(
-        None, "--log-to", metavar="DATABASE", help="Store every scored trajectory in this DuckDB file (as imported runs)."
+        None,
+        "--log-to",
+        metavar="DATABASE",
+        help="Store every scored trajectory in this DuckDB file (as imported runs).",
     ),
-    max_body: int = typer.Option(1_000_000, "--max-body", min=1, help="Largest request body in bytes (413 above)."),
-    max_batch: int = typer.Option(256, "--max-batch", min=1, help="Most trajectories per request (413 above)."),
-    max_pairs: int = typer.Option(MAX_PAIRS, "--max-pairs", min=1,
-                                  help="Most sibling comparisons per request: each scored run against every other "
-                                       "run of its group (413 above)."),
-    ged_seconds: float = typer.Option(GED_SECONDS, "--ged-seconds", min=0.0,
-                                      help="Graph edit distance time per request; past it each pair gets a linear-time "
-                                           "upper bound and the result says \"ged\": \"bounded\"."),
-    workers: int = typer.Option(None, "--workers", min=1, help="Requests scored at once (default: one per CPU)."),
-    token_file: Path = typer.Option(None, "--token-file", help=f"A file holding the bearer token /v1/verify then "
-                                    f"needs (default: ${TOKEN_ENV}; none: no token)."),
-    header_timeout: float = typer.Option(Limits.header_timeout, "--header-timeout", min=0.1,
-                                         help="Seconds a connection may take to send a request's headers."),
-    max_connections: int = typer.Option(Limits.max_connections, "--max-connections", min=1,
-                                        help="Open connections at once; more are closed on arrival."),
-    max_requests: int = typer.Option(Limits.max_requests, "--max-requests", min=1,
-                                     help="Requests in progress at once (503 above)."),
+    max_body: int = typer.Option(
+        1_000_000, "--max-body", min=1, help="Largest request body in bytes (413 above)."
+    ),
+    max_batch: int = typer.Option(
+        256, "--max-batch", min=1, help="Most trajectories per request (413 above)."
+    ),
+    max_pairs: int = typer.Option(
+        MAX_PAIRS,
+        "--max-pairs",
+        min=1,
+        help="Most sibling comparisons per request: each scored run against every other "
+        "run of its group (413 above).",
+    ),
+    ged_seconds: float = typer.Option(
+        GED_SECONDS,
+        "--ged-seconds",
+        min=0.0,
+        help="Graph edit distance time per request; past it each pair gets a linear-time "
+        'upper bound and the result says "ged": "bounded".',
+    ),
+    workers: int = typer.Option(
+        None, "--workers", min=1, help="Requests scored at once (default: one per CPU)."
+    ),
+    token_file: Path = typer.Option(
+        None,
+        "--token-file",
+        help=f"A file holding the bearer token /v1/verify then "
+        f"needs (default: ${TOKEN_ENV}; none: no token).",
+    ),
+    header_timeout: float = typer.Option(
+        Limits.header_timeout,
+        "--header-timeout",
+        min=0.1,
+        help="Seconds a connection may take to send a request's headers.",
+    ),
+    max_connections: int = typer.Option(
+        Limits.max_connections,
+        "--max-connections",
+        min=1,
+        help="Open connections at once; more are closed on arrival.",
+    ),
+    max_requests: int = typer.Option(
+        Limits.max_requests, "--max-requests", min=1, help="Requests in progress at once (503 above)."
+    ),
     reask: int = ReaskOpt,
     reask_band: str = ReaskBandOpt,
     reask_max: int = ReaskMaxOpt,
     reask_alternates: int = ReaskAlternatesOpt,
-    reask_rate: int = typer.Option(60, "--reask-rate", min=1, metavar="N",
-                                   help="With --reask: at most N conversations re-asked a minute, over all requests."),
+    reask_rate: int = typer.Option(
+        60,
+        "--reask-rate",
+        min=1,
+        metavar="N",
+        help="With --reask: at most N conversations re-asked a minute, over all requests.",
+    ),
     agent: str = AgentOpt,
     agent_url: str = AgentUrlOpt,
     agent_version: str = AgentVersionOpt,
-) -> None:  # fmt: skip
+) -> None:
     """Serve verdicts over HTTP: POST /v1/verify (OpenAI chat messages), GET /health, /openapi.json.
 
     With --reask N and your agent (--agent / --agent-url), the conversations a request's verdicts are
@@ -116,9 +153,17 @@ def serve_verifier(
         reasker = Reasker(cfg, options, RateLimit(reask_rate), endpoints=urls)
     trajectory_log = TrajectoryLog(log_to, domain, tools) if log_to is not None else None
     app = create_app(
-        scorer, trajectory_log=trajectory_log, max_body=max_body, max_trajectories=max_batch, max_pairs=max_pairs,
-        ged_seconds=ged_seconds, workers=workers, token=token, errors=tools.errors, reasker=reasker,
-    )  # fmt: skip
+        scorer,
+        trajectory_log=trajectory_log,
+        max_body=max_body,
+        max_trajectories=max_batch,
+        max_pairs=max_pairs,
+        ged_seconds=ged_seconds,
+        workers=workers,
+        token=token,
+        errors=tools.errors,
+        reasker=reasker,
+    )
     err_console.print(
         f"serving {scorer.model_name} ({scorer.model_id}) on http://{host}:{port}/v1/verify"
         + (f"; logging trajectories to {log_to}" if log_to else "")
@@ -128,8 +173,10 @@ def serve_verifier(
     warning = exposure_warning(host, token, log_to)
     if warning is not None:
         loud = log_to is not None and token is None
-        err_console.print(f"[bold red]WARNING[/bold red] {warning}" if loud else f"[yellow]note:[/yellow] {warning}",
-                          highlight=False)  # fmt: skip
+        err_console.print(
+            f"[bold red]WARNING[/bold red] {warning}" if loud else f"[yellow]note:[/yellow] {warning}",
+            highlight=False,
+        )
     limits = Limits(header_timeout=header_timeout, max_connections=max_connections, max_requests=max_requests)
     try:
         uvicorn.Server(uvicorn_config(app, host, port, limits)).run()

@@ -57,21 +57,30 @@ def run_detail(store: Store, run_id: str, with_question: bool = True) -> dict[st
     assert run is not None, run_id  # resolved before
     trajectory = _loads(run["trajectory"], {"steps": []}) or {"steps": []}
     question = store.question_row(run["question_id"])
-    q = ({k: question[k] for k in ("id", "text", "origin")} if question
-         else {"id": run["question_id"], "text": None, "origin": None})  # fmt: skip
+    q = (
+        {k: question[k] for k in ("id", "text", "origin")}
+        if question
+        else {"id": run["question_id"], "text": None, "origin": None}
+    )
     mct = store.mct_of(run["question_id"])
     out = {
-        "kind": "run", "id": run["id"], "question_id": run["question_id"], "run_index": run["run_index"],
-        "status": run["status"], "is_mct": bool(mct and mct["run_id"] == run["id"]),
+        "kind": "run",
+        "id": run["id"],
+        "question_id": run["question_id"],
+        "run_index": run["run_index"],
+        "status": run["status"],
+        "is_mct": bool(mct and mct["run_id"] == run["id"]),
         "tokens": {"prompt": run["prompt_tokens"], "completion": run["completion_tokens"]},
-        "latency_s": run["latency_s"], "created_at": run["created_at"],
-        "conversation": conversation(q["text"], trajectory), "tool_errors": tool_errors(trajectory),
+        "latency_s": run["latency_s"],
+        "created_at": run["created_at"],
+        "conversation": conversation(q["text"], trajectory),
+        "tool_errors": tool_errors(trajectory),
         "response": trajectory.get("response"),
         "labels": store.labels_of(run_id),
         "predictions": _predictions(store, run_id),
         "judge": store.judge_verdicts_of(run_id),
         "features": {r["version"]: _loads(r["values"], {}) for r in store.feature_rows_of(run_id)},
-    }  # fmt: skip
+    }
     if with_question:
         out["question"] = q
     return out
@@ -81,13 +90,20 @@ def question_detail(store: Store, qid: str) -> dict[str, Any]:
     q = store.question_row(qid)
     assert q is not None, qid  # resolved before
     return {
-        "kind": "question", "id": q["id"], "text": q["text"], "domain": q["domain"], "origin": q["origin"],
-        "seed_id": q["seed_id"], "parent_id": q["parent_id"], "status": q["status"],
+        "kind": "question",
+        "id": q["id"],
+        "text": q["text"],
+        "domain": q["domain"],
+        "origin": q["origin"],
+        "seed_id": q["seed_id"],
+        "parent_id": q["parent_id"],
+        "status": q["status"],
         "target": _loads(q["target"], []) or [],
-        "selection": store.selection_of(qid), "mct": store.mct_of(qid),
+        "selection": store.selection_of(qid),
+        "mct": store.mct_of(qid),
         "runs": [run_detail(store, r, with_question=False) for r in store.run_ids_of(qid)],
         "alternates": store.alternates_of(qid),
-    }  # fmt: skip
+    }
 
 
 def call_detail(store: Store, call_id: str) -> dict[str, Any]:
@@ -101,15 +117,26 @@ def call_detail(store: Store, call_id: str) -> dict[str, Any]:
 def pipeline_detail(store: Store, run_id: str) -> dict[str, Any]:
     row = store.pipeline_run_row(run_id)
     assert row is not None, run_id  # resolved before
-    return {"kind": "pipeline run", "id": row["id"], "domain": row["domain"], "status": row["status"],
-            "started_at": row["started_at"], "finished_at": row["finished_at"],
-            "stages": _loads(row["stages"], {}) or {}, "summary": _loads(row["summary"], {}) or {}}  # fmt: skip
+    return {
+        "kind": "pipeline run",
+        "id": row["id"],
+        "domain": row["domain"],
+        "status": row["status"],
+        "started_at": row["started_at"],
+        "finished_at": row["finished_at"],
+        "stages": _loads(row["stages"], {}) or {},
+        "summary": _loads(row["summary"], {}) or {},
+    }
 
 
 def detail(store: Store, ident: str) -> dict[str, Any]:
     kind, full = resolve(store, ident)
-    return {"question": question_detail, "run": run_detail, "call": call_detail,
-            "pipeline run": pipeline_detail}[kind](store, full)  # fmt: skip
+    return {
+        "question": question_detail,
+        "run": run_detail,
+        "call": call_detail,
+        "pipeline run": pipeline_detail,
+    }[kind](store, full)
 
 
 # -- printing -----------------------------------------------------------------------------------
@@ -144,12 +171,16 @@ def print_conversation(turns: list[dict[str, Any]]) -> None:
 
 def _verdicts(d: dict[str, Any]) -> None:
     for lb in d["labels"]:
-        _p(f"  label: {'correct' if lb['correct'] else 'wrong'} ({escape(str(lb['source']))})"
-           + (f" · {escape(str(lb['detail']))}" if lb["detail"] else ""))  # fmt: skip
+        _p(
+            f"  label: {'correct' if lb['correct'] else 'wrong'} ({escape(str(lb['source']))})"
+            + (f" · {escape(str(lb['detail']))}" if lb["detail"] else "")
+        )
     for p in d["predictions"]:
         tops = ", ".join(f"{k} {v:+.3f}" for k, v in p["top_contributions"].items())
-        _p(f"  verifier: {'correct' if p['verdict'] else 'wrong'} (p={p['probability']:.3f}, model "
-           f"{escape(str(p['model_id']))})" + (f" · why: {escape(tops)}" if tops else ""))  # fmt: skip
+        _p(
+            f"  verifier: {'correct' if p['verdict'] else 'wrong'} (p={p['probability']:.3f}, model "
+            f"{escape(str(p['model_id']))})" + (f" · why: {escape(tops)}" if tops else "")
+        )
     for j in d["judge"]:
         verdict = "no verdict" if j["correct"] is None else ("correct" if j["correct"] else "wrong")
         _p(
@@ -160,8 +191,10 @@ def _verdicts(d: dict[str, Any]) -> None:
 
 def print_run(d: dict[str, Any]) -> None:
     mct = " · MCT" if d["is_mct"] else ""
-    _p(f"[bold]run {escape(d['id'])}[/bold] · question {escape(d['question_id'])} · run {d['run_index']} · "
-       f"status {escape(str(d['status']))}{mct} · {d['tokens']['prompt']}/{d['tokens']['completion']} tokens")  # fmt: skip
+    _p(
+        f"[bold]run {escape(d['id'])}[/bold] · question {escape(d['question_id'])} · run {d['run_index']} · "
+        f"status {escape(str(d['status']))}{mct} · {d['tokens']['prompt']}/{d['tokens']['completion']} tokens"
+    )
     print_conversation(d["conversation"])
     _verdicts(d)
     if d["tool_errors"]:
@@ -173,13 +206,17 @@ def print_detail(d: dict[str, Any]) -> None:
     if kind == "call":
         print_call(d)
     elif kind == "run":
-        _p(f"question {escape(d['question']['id'])} ({escape(str(d['question']['origin']))}): "
-           f"“{escape(str(d['question']['text']))}”")  # fmt: skip
+        _p(
+            f"question {escape(d['question']['id'])} ({escape(str(d['question']['origin']))}): "
+            f"“{escape(str(d['question']['text']))}”"
+        )
         print_run(d)
     elif kind == "question":
-        _p(f"[bold]question {escape(d['id'])}[/bold] · {escape(d['domain'])} · {escape(d['origin'])}"
-           + (f" · seed {escape(d['seed_id'])}" if d["seed_id"] else "")
-           + (f" · alternate of {escape(d['parent_id'])}" if d["parent_id"] else ""))  # fmt: skip
+        _p(
+            f"[bold]question {escape(d['id'])}[/bold] · {escape(d['domain'])} · {escape(d['origin'])}"
+            + (f" · seed {escape(d['seed_id'])}" if d["seed_id"] else "")
+            + (f" · alternate of {escape(d['parent_id'])}" if d["parent_id"] else "")
+        )
         _plain(f"“{d['text']}”")
         if d["selection"]:
             s = d["selection"]
@@ -190,8 +227,10 @@ def print_detail(d: dict[str, Any]) -> None:
                 _plain(f"  {i}. {c['name']}({json.dumps(c.get('arguments', {}), sort_keys=True)})")
         if d["mct"]:
             m = d["mct"]
-            _p(f"most common trajectory: run {escape(str(m['run_id']))} (share {m['share']:.0%} of "
-               f"{m['n_runs']} runs, {m['n_distinct']} distinct)")  # fmt: skip
+            _p(
+                f"most common trajectory: run {escape(str(m['run_id']))} (share {m['share']:.0%} of "
+                f"{m['n_runs']} runs, {m['n_distinct']} distinct)"
+            )
         if not d["runs"]:
             _p("[yellow]no runs yet[/yellow]")
         for r in d["runs"]:
@@ -203,13 +242,17 @@ def print_detail(d: dict[str, Any]) -> None:
             for a in d["alternates"]:
                 _plain(f"  {a['id']}  ({a['runs']} runs)  {a['text']}")
     else:
-        _p(f"[bold]pipeline run {escape(d['id'])}[/bold] · {escape(str(d['domain']))} · {escape(str(d['status']))} · "
-           f"{d['started_at']} – {d['finished_at'] or '(running)'}")  # fmt: skip
+        _p(
+            f"[bold]pipeline run {escape(d['id'])}[/bold] · {escape(str(d['domain']))} · {escape(str(d['status']))} · "
+            f"{d['started_at']} – {d['finished_at'] or '(running)'}"
+        )
         for name, st in d["stages"].items():
             if not isinstance(st, dict):
                 continue
-            _p(f"  {escape(name)}: {st.get('done', 0)}/{st.get('planned', 0)} done, {st.get('failed', 0)} failed, "
-               f"{st.get('seconds', 0)} s")  # fmt: skip
+            _p(
+                f"  {escape(name)}: {st.get('done', 0)}/{st.get('planned', 0)} done, {st.get('failed', 0)} failed, "
+                f"{st.get('seconds', 0)} s"
+            )
             for e in st.get("errors") or []:
                 _p(f"    [red]error:[/red] {escape(str(e))}")
 

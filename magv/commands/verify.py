@@ -37,8 +37,9 @@ from magv.jsonl import check_input_file
 from magv.llm.embeddings import lazy_embedder
 from magv.pipeline.worker import WorkerContext
 
-verify_app = typer.Typer(help="Verify trajectories: features, labels, classical models, LLM judge.",
-                         no_args_is_help=True)  # fmt: skip
+verify_app = typer.Typer(
+    help="Verify trajectories: features, labels, classical models, LLM judge.", no_args_is_help=True
+)
 import_app = typer.Typer(help="Bring data produced elsewhere into the database.", no_args_is_help=True)
 
 
@@ -50,7 +51,7 @@ def features(
         "--alternates/--no-alternates",
         help="Compare with alternates' runs and embed texts for SS; --no-alternates: counts and agreement "
         "with sibling runs only, no embedding model.",
-    ),  # fmt: skip
+    ),
     replace: bool = typer.Option(False, "--replace", help="Recompute rows that are already stored."),
     mct_only: bool = typer.Option(
         False, "--mct-only", help="Only each question's most common trajectory (the paper's reading)."
@@ -67,8 +68,12 @@ def features(
             store, lazy_embedder(cfg), alternates=alternates, replace=replace, mct_only=mct_only
         )
         total = len(store.features(FEATURE_VERSION))
-    out = {"written": written, "rows": total, "version": FEATURE_VERSION,
-           "seconds": round(time.perf_counter() - started, 3)}  # fmt: skip
+    out = {
+        "written": written,
+        "rows": total,
+        "version": FEATURE_VERSION,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
     if as_json:
         emit_json(out)
     else:
@@ -122,8 +127,10 @@ def label(
     if as_json:
         emit_json(out)
     else:
-        console.print(f"{out['source']} labels: {out['written']} written "
-                      f"({out['correct']} correct, {out['incorrect']} incorrect)")  # fmt: skip
+        console.print(
+            f"{out['source']} labels: {out['written']} written "
+            f"({out['correct']} correct, {out['incorrect']} incorrect)"
+        )
 
 
 @verify_app.command("train")
@@ -185,8 +192,18 @@ def train(
     check_seed(cfg.pipeline.seed if seed is None else seed)  # before the store is opened
     check_models_dir(Path(cfg.verify.models_dir))
     with open_store(cfg, existing=True) as store:
-        result = verifier.train(store, cfg, folds=folds, seed=seed, select_by=select_by, bootstrap=bootstrap,
-                                ablation=ablation, text=text, objective=objective, repeats=repeats).result  # fmt: skip
+        result = verifier.train(
+            store,
+            cfg,
+            folds=folds,
+            seed=seed,
+            select_by=select_by,
+            bootstrap=bootstrap,
+            ablation=ablation,
+            text=text,
+            objective=objective,
+            repeats=repeats,
+        ).result
     summary = result.summary()
     if as_json:
         emit_json(summary)
@@ -207,30 +224,55 @@ def print_evaluation(summary: dict) -> None:
 
 
 # The cascade's curve as both the live and the simulated cascade print it.
-CURVE_COLUMNS = ("step", "decided", "coverage", "accuracy", "accuracy_all", "tokens_per_1000", "calls_per_1000",
-                 "share_of_judge_everything")  # fmt: skip
+CURVE_COLUMNS = (
+    "step",
+    "decided",
+    "coverage",
+    "accuracy",
+    "accuracy_all",
+    "tokens_per_1000",
+    "calls_per_1000",
+    "share_of_judge_everything",
+)
 
 
 def print_simulated_cascade(out: dict) -> None:
     """The tables of `magv verify cascade --simulate` (and bench/verifier_quality.py): the curve,
     each step deciding alone, what judging everything would cost and where each cost came from."""
-    table(f"simulated cascade on {out['rows']} labelled trajectories (out-of-fold, per 1,000 trajectories, "
-          "cumulative)", out["curve"]["points"], CURVE_COLUMNS)  # fmt: skip
+    table(
+        f"simulated cascade on {out['rows']} labelled trajectories (out-of-fold, per 1,000 trajectories, "
+        "cumulative)",
+        out["curve"]["points"],
+        CURVE_COLUMNS,
+    )
     table("each step alone (accuracy)", [out["single"]])
     judge_all = out["curve"]["judge_everything_tokens_per_1000"]
-    console.print(f"  judge everything: {'unknown' if judge_all is None else f'{judge_all:g}'} tokens per 1,000; "
-                  f"the cascade spends {_share(out['curve']['share_of_judge_everything'])} of it", highlight=False,
-                  markup=False)  # fmt: skip
+    console.print(
+        f"  judge everything: {'unknown' if judge_all is None else f'{judge_all:g}'} tokens per 1,000; "
+        f"the cascade spends {_share(out['curve']['share_of_judge_everything'])} of it",
+        highlight=False,
+        markup=False,
+    )
     reverse, judge = out["costs"]["reverse_call"], out["costs"]["judge_verdict"]
-    console.print(f"  reverse-engineer call: {reverse['prompt_tokens']:g} + {reverse['completion_tokens']:g} "
-                  f"tokens ({reverse['source']})", highlight=False, markup=False)  # fmt: skip
-    console.print(f"  judge verdict: {judge['tokens_per_verdict'] or 0:g} tokens ({judge['source']})",
-                  highlight=False, markup=False)  # fmt: skip
+    console.print(
+        f"  reverse-engineer call: {reverse['prompt_tokens']:g} + {reverse['completion_tokens']:g} "
+        f"tokens ({reverse['source']})",
+        highlight=False,
+        markup=False,
+    )
+    console.print(
+        f"  judge verdict: {judge['tokens_per_verdict'] or 0:g} tokens ({judge['source']})",
+        highlight=False,
+        markup=False,
+    )
     alt = out["costs"].get("alternates")
     if alt is not None:
-        console.print(f"  alternates: {alt['tokens_per_question']:g} tokens a question; "
-                      + ("run for the undecided" if alt["run"] else "skipped, a verdict costs less"),
-                      highlight=False, markup=False)  # fmt: skip
+        console.print(
+            f"  alternates: {alt['tokens_per_question']:g} tokens a question; "
+            + ("run for the undecided" if alt["run"] else "skipped, a verdict costs less"),
+            highlight=False,
+            markup=False,
+        )
 
 
 def _share(value: float | None) -> str:
@@ -255,7 +297,7 @@ def score(
         max=1.0,
         metavar="SHARE",
         help="CI gate: exit 1 when the share of scored trajectories verified correct is below SHARE.",
-    ),  # fmt: skip
+    ),
     input_file: str = typer.Option(
         None,
         "--input",
@@ -268,7 +310,7 @@ def score(
         "--output",
         metavar="FILE",
         help="With --input: write one verdict line per input line here (- or default: stdout).",
-    ),  # fmt: skip
+    ),
     domain: str = typer.Option(
         None, "--domain", "-d", help="With --input: the domain whose write tools the features compare."
     ),
@@ -307,33 +349,53 @@ def score(
         with open_store(cfg, existing=True) as store:
             r = score_store(store, cfg, model_id=model, threshold=threshold, model_file=model_file)
         n, n_correct, seconds = r.n, r.n_correct, r.seconds
-        out = {"model_id": r.model_id, "model": r.model_name, "scored": r.n, "correct": r.n_correct,
-               "threshold": r.threshold, "seconds": {k: round(v, 4) for k, v in r.seconds.items()}}  # fmt: skip
+        out = {
+            "model_id": r.model_id,
+            "model": r.model_name,
+            "scored": r.n,
+            "correct": r.n_correct,
+            "threshold": r.threshold,
+            "seconds": {k: round(v, 4) for k, v in r.seconds.items()},
+        }
     else:
         from magv.service.files import score_file
 
-        r = score_file(cfg, input_file, output_file or "-", model_file=model_file, model_id=model,
-                       threshold=threshold, domain=domain, tools_file=tools_file, error_pattern=error_pattern,
-                       reask=reask_options(reask, reask_band, reask_max, reask_alternates, cfg))  # fmt: skip
+        r = score_file(
+            cfg,
+            input_file,
+            output_file or "-",
+            model_file=model_file,
+            model_id=model,
+            threshold=threshold,
+            domain=domain,
+            tools_file=tools_file,
+            error_pattern=error_pattern,
+            reask=reask_options(reask, reask_band, reask_max, reask_alternates, cfg),
+        )
         n, n_correct, seconds = r["scored"], r["correct"], r["seconds"]
         out = r
     if as_json and (input_file is None or (output_file or "-") != "-"):
         emit_json(out)
     elif input_file is None:
-        console.print(f"{n} trajectories scored with {out['model']} ({out['model_id']}): {n_correct} correct "
-                      f"at threshold {out['threshold']:g}; predict {seconds['predict']:.3f} s")  # fmt: skip
+        console.print(
+            f"{n} trajectories scored with {out['model']} ({out['model_id']}): {n_correct} correct "
+            f"at threshold {out['threshold']:g}; predict {seconds['predict']:.3f} s"
+        )
     else:
-        err_console.print(f"{n} trajectories of {input_file} scored with {out['model']} ({out['model_id']}): "
-                          f"{n_correct} correct at threshold {out['threshold']:g}; verdicts: {out['output']}",
-                          highlight=False)  # fmt: skip
+        err_console.print(
+            f"{n} trajectories of {input_file} scored with {out['model']} ({out['model_id']}): "
+            f"{n_correct} correct at threshold {out['threshold']:g}; verdicts: {out['output']}",
+            highlight=False,
+        )
         if "reask" in out:
             err_console.print(reask_line(out["reask"]), highlight=False)
     if fail_under is not None:
         from magv.gate import enforce, shortfalls
 
         bars = {"verified": fail_under}
-        fell = shortfalls({"verified": n_correct / n if n else None}, bars,
-                          details={"verified": f"{n_correct}/{n}"})  # fmt: skip
+        fell = shortfalls(
+            {"verified": n_correct / n if n else None}, bars, details={"verified": f"{n_correct}/{n}"}
+        )
         enforce(fell, bars, "verify score", lambda line: err_console.print(line, highlight=False))
 
 
@@ -377,15 +439,20 @@ def judge(
         labels = store.effective_labels()
     scored = [v for v in verdicts if v.correct is not None and v.run_id in labels]
     out = {
-        "model": role["model"], "judged": len(verdicts),
-        "correct": sum(v.correct is True for v in verdicts), "incorrect": sum(v.correct is False for v in verdicts),
-        "unparsed": sum(v.correct is None for v in verdicts), "llm_errors": len(failed),
+        "model": role["model"],
+        "judged": len(verdicts),
+        "correct": sum(v.correct is True for v in verdicts),
+        "incorrect": sum(v.correct is False for v in verdicts),
+        "unparsed": sum(v.correct is None for v in verdicts),
+        "llm_errors": len(failed),
         "prompt_tokens": sum(v.prompt_tokens for v in verdicts),
         "completion_tokens": sum(v.completion_tokens for v in verdicts),
         "latency_s": round(sum(v.latency_s for v in verdicts), 3),
-        "accuracy_vs_labels": (sum(v.correct == labels[v.run_id].correct for v in scored) / len(scored)) if scored else None,
+        "accuracy_vs_labels": (sum(v.correct == labels[v.run_id].correct for v in scored) / len(scored))
+        if scored
+        else None,
         "seconds": round(time.perf_counter() - started, 3),
-    }  # fmt: skip
+    }
     if as_json:
         emit_json(out)
     else:
@@ -422,7 +489,7 @@ def cascade(
         min=0.5,
         max=1.0,
         help="An agreement rule decides when its smoothed precision on labelled rows is at least this.",
-    ),  # fmt: skip
+    ),
     threshold: float = typer.Option(None, "--threshold", min=0.0, max=1.0, help="Verdict threshold."),
     alternates: bool = typer.Option(
         True, "--alternates/--no-alternates", help="Reverse-engineer alternates for uncertain trajectories."
@@ -459,9 +526,17 @@ def cascade(
     from magv.pipeline.worker import close_resources
 
     cfg = settings(ctx, **agent_overrides(agent, agent_url, agent_version))
-    options = CascadeOptions(max_judge_share=max_judge_share, max_llm_tokens=max_llm_tokens, margin=margin,
-                             rule_confidence=rule_confidence, threshold=threshold, alternates=alternates,
-                             judge=use_judge, reask=reask or 0, reask_max=reask_max)  # fmt: skip
+    options = CascadeOptions(
+        max_judge_share=max_judge_share,
+        max_llm_tokens=max_llm_tokens,
+        margin=margin,
+        rule_confidence=rule_confidence,
+        threshold=threshold,
+        alternates=alternates,
+        judge=use_judge,
+        reask=reask or 0,
+        reask_max=reask_max,
+    )
     options.check()
     if reask is not None:
         if simulate:
@@ -473,8 +548,13 @@ def cascade(
         from magv.cascade.replay import simulate as replay
 
         with open_store(cfg, read_only=True, existing=True) as store:
-            out = replay(store, options, default_threshold=cfg.verify.threshold, seed=cfg.pipeline.seed,
-                         folds=cfg.verify.cv_folds)  # fmt: skip
+            out = replay(
+                store,
+                options,
+                default_threshold=cfg.verify.threshold,
+                seed=cfg.pipeline.seed,
+                folds=cfg.verify.cv_folds,
+            )
         if as_json or "curve" not in out:
             emit_json(out)
             return
@@ -503,10 +583,14 @@ def cascade(
         return
     if "reask" in out:
         r = out["reask"]
-        console.print(f"re-asked your agent about {r['questions']} lone imported conversations: {r['runs']} runs, "
-                      f"{r['failed']} failed; {r['prompt_tokens'] + r['completion_tokens']} tokens")  # fmt: skip
-    console.print(f"cascade over {out['trajectories']} trajectories ({out['pending_at_start']} undecided at the "
-                  f"start): {out['queued_for_human']} left for a human; {out['tokens_spent']} LLM tokens")  # fmt: skip
+        console.print(
+            f"re-asked your agent about {r['questions']} lone imported conversations: {r['runs']} runs, "
+            f"{r['failed']} failed; {r['prompt_tokens'] + r['completion_tokens']} tokens"
+        )
+    console.print(
+        f"cascade over {out['trajectories']} trajectories ({out['pending_at_start']} undecided at the "
+        f"start): {out['queued_for_human']} left for a human; {out['tokens_spent']} LLM tokens"
+    )
     table(
         "accuracy against cost (per 1,000 trajectories, cumulative)",
         out["curve"]["points"],
@@ -555,8 +639,10 @@ def annotate(
             console.print("nothing to annotate: every verified trajectory has a human label")
             return
         counts = run_session(store, items, ask, annotator)
-    console.print(f"saved {counts['correct']} correct, {counts['incorrect']} incorrect; "
-                  f"skipped {counts['skipped']}; {counts['remaining']} left for next time")  # fmt: skip
+    console.print(
+        f"saved {counts['correct']} correct, {counts['incorrect']} incorrect; "
+        f"skipped {counts['skipped']}; {counts['remaining']} left for next time"
+    )
 
 
 @import_app.command("trajectories")
@@ -601,9 +687,18 @@ def import_trajectories(
     lines = read_import_file(file, notes, tools.errors)
     try:
         with open_store(cfg) as store:
-            r = import_lines(store, lines, file, DEFAULT_DOMAIN if domain is None else domain, notes=notes, replace=replace,
-                             match_mode=mode or cfg.verify.gold_match, arguments=arguments,
-                             overrides=dict(cfg.verify.gold_overrides), tools=tools)  # fmt: skip
+            r = import_lines(
+                store,
+                lines,
+                file,
+                DEFAULT_DOMAIN if domain is None else domain,
+                notes=notes,
+                replace=replace,
+                match_mode=mode or cfg.verify.gold_match,
+                arguments=arguments,
+                overrides=dict(cfg.verify.gold_overrides),
+                tools=tools,
+            )
     except KeyboardInterrupt:
         raise Interrupted(
             f"interrupted: nothing of {file} was saved (an import is written in one transaction); "
@@ -614,10 +709,12 @@ def import_trajectories(
         emit_json(out)
         return
     alternates = f", {r.alternates} of them alternates" if r.alternates else ""
-    console.print(f"imported {r.runs} runs of {len(set(r.question_ids.values()))} questions ({r.questions} new"
-                  f"{alternates}), "
-                  f"{r.labels} labels ({r.reference_labels} from references); {r.skipped_runs} runs were "
-                  f"already stored, {r.replaced_runs} replaced")  # fmt: skip
+    console.print(
+        f"imported {r.runs} runs of {len(set(r.question_ids.values()))} questions ({r.questions} new"
+        f"{alternates}), "
+        f"{r.labels} labels ({r.reference_labels} from references); {r.skipped_runs} runs were "
+        f"already stored, {r.replaced_runs} replaced"
+    )
     for kind, n in r.normalised.items():
         what = REPAIRS.get(kind) or FORMS.get(kind, kind)
         first = f" (first: {r.first_seen[kind]})" if kind in REPAIRS and kind in r.first_seen else ""
@@ -628,10 +725,14 @@ def import_trajectories(
 def tools_line(t: dict[str, Any]) -> str:
     """One line of a summary on the tools of a file's calls (`LogTools.summary`)."""
     if not t["known"]:
-        return (f"tools: {t['called']} called, none known (no --tools spec or domain): calls that change data "
-                "cannot be told apart, the write features carry nothing")  # fmt: skip
-    return (f"tools: {t['called']} called, {t['called_known']} of them known ({t['source']}), "
-            f"{t['called_writes']} of them write ({t['writes']} write tools known)")  # fmt: skip
+        return (
+            f"tools: {t['called']} called, none known (no --tools spec or domain): calls that change data "
+            "cannot be told apart, the write features carry nothing"
+        )
+    return (
+        f"tools: {t['called']} called, {t['called_known']} of them known ({t['source']}), "
+        f"{t['called_writes']} of them write ({t['writes']} write tools known)"
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -56,9 +56,11 @@ class Domain:
         self.data_version = data_version
         # How this domain's tools report failures in logs of it (imported, scored from a file or
         # over HTTP): a regular expression over a tool result's text; None: magv's default rule.
-        self.tool_errors = ToolErrorRule(
-            tool_error_pattern, f"domain {name}: tool_error_pattern"
-        ) if tool_error_pattern is not None else DEFAULT_TOOL_ERRORS  # fmt: skip
+        self.tool_errors = (
+            ToolErrorRule(tool_error_pattern, f"domain {name}: tool_error_pattern")
+            if tool_error_pattern is not None
+            else DEFAULT_TOOL_ERRORS
+        )
         self._tools: dict[str, Tool] = {}
         for t in tools:
             if not isinstance(t, Tool):

@@ -31,8 +31,16 @@ from magv.models import ToolSpec
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PARAM = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
-_TOP_KEYS = {"name", "description", "system_prompt", "system_prompt_file", "seeds", "data", "tools",
-             "tool_error_pattern"}  # fmt: skip
+_TOP_KEYS = {
+    "name",
+    "description",
+    "system_prompt",
+    "system_prompt_file",
+    "seeds",
+    "data",
+    "tools",
+    "tool_error_pattern",
+}
 _TOOL_KEYS = {"name", "description", "parameters", "required", "writes", "sql", "result", "not_found"}
 _RESULTS = ("rows", "row")
 

@@ -78,8 +78,9 @@ def _parse_line(line: bytes, where: str, domain: str, number: int, tools: Mappin
     acceptable = [
         _parse_trajectory(t, where, tools, f"acceptable[{n}]") for n, t in enumerate(extra, start=1)
     ]
-    return Seed(id=seed_id.strip(), question=question.strip(), trajectory=calls, acceptable=acceptable,
-                notes=notes)  # fmt: skip
+    return Seed(
+        id=seed_id.strip(), question=question.strip(), trajectory=calls, acceptable=acceptable, notes=notes
+    )
 
 
 def _parse_trajectory(

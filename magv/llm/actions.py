@@ -58,12 +58,14 @@ def action_schema(
         parameters = t.parameters if context is None else ground(t.parameters, context, done)
         if parameters is None:
             continue
-        branches.append({
-            "type": "object",
-            "properties": {"tool": {"const": t.name}, "arguments": _arguments_schema(parameters)},
-            "required": ["tool", "arguments"],
-            "additionalProperties": False,
-        })  # fmt: skip
+        branches.append(
+            {
+                "type": "object",
+                "properties": {"tool": {"const": t.name}, "arguments": _arguments_schema(parameters)},
+                "required": ["tool", "arguments"],
+                "additionalProperties": False,
+            }
+        )
     branches.append(
         {
             "type": "object",
@@ -111,8 +113,14 @@ async def choose_action(
     """Ask for the next step. A failed call gives InvalidReply too; check `result.error` to tell
     a model that could not be reached from one that replied badly. `context`, the conversation's
     texts, and `made`, the calls so far, ground the json-mode reply (magv.llm.grounding)."""
-    common = dict(template=template, template_hash=template_hash, seed=seed, context_key=context_key,
-                  temperature=temperature, max_tokens=max_tokens)  # fmt: skip
+    common = dict(
+        template=template,
+        template_hash=template_hash,
+        seed=seed,
+        context_key=context_key,
+        temperature=temperature,
+        max_tokens=max_tokens,
+    )
     if mode == "json":
         result = await client.chat(
             role, messages, response_format=json_response_format(tools, context, made), **common

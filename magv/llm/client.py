@@ -74,9 +74,12 @@ BACKOFF_MAX_S = 8.0
 
 
 def backoff_delay(
-    attempt: int, rng: random.Random, retry_after: float | None = None,
-    base_s: float = BACKOFF_BASE_S, max_s: float = BACKOFF_MAX_S,
-) -> float:  # fmt: skip
+    attempt: int,
+    rng: random.Random,
+    retry_after: float | None = None,
+    base_s: float = BACKOFF_BASE_S,
+    max_s: float = BACKOFF_MAX_S,
+) -> float:
     """Seconds to wait before retry `attempt` + 1 (0 = the first retry) of a model-server call."""
     # Equal jitter: at least half the exponential step, so retries of many concurrent calls spread out.
     step = min(max_s, base_s * 2**attempt)
@@ -157,8 +160,12 @@ class LLMClient:
         model = cfg["model"]
         temperature = cfg["temperature"] if temperature is None else temperature
         max_tokens = cfg["max_tokens"] if max_tokens is None else max_tokens
-        body: dict[str, Any] = {"model": model, "messages": messages, "temperature": temperature,
-                                "max_tokens": max_tokens}  # fmt: skip
+        body: dict[str, Any] = {
+            "model": model,
+            "messages": messages,
+            "temperature": temperature,
+            "max_tokens": max_tokens,
+        }
         if seed is not None:
             body["seed"] = seed
         if response_format is not None:
@@ -166,8 +173,17 @@ class LLMClient:
         if tools:
             body["tools"] = [t.openai() for t in tools]
             body["tool_choice"] = "auto"
-        key = make_id(role, model, messages, response_format, [t.model_dump() for t in tools or []],
-                      temperature, max_tokens, seed, context_key)  # fmt: skip
+        key = make_id(
+            role,
+            model,
+            messages,
+            response_format,
+            [t.model_dump() for t in tools or []],
+            temperature,
+            max_tokens,
+            seed,
+            context_key,
+        )
 
         if self.recorder is not None:
             cached = await asyncio.to_thread(self.recorder.cached_response, key)
@@ -209,12 +225,21 @@ class LLMClient:
         result.retries = retries
         if self.recorder is not None:
             call = LLMCall(
-                id=make_id("llm_call", key, uuid.uuid4().hex), key=key, role=role, model=model,
-                endpoint=url, template=template, template_hash=template_hash, request=body,
-                response=data, prompt_tokens=result.prompt_tokens,
-                completion_tokens=result.completion_tokens, latency_s=latency, retries=retries,
+                id=make_id("llm_call", key, uuid.uuid4().hex),
+                key=key,
+                role=role,
+                model=model,
+                endpoint=url,
+                template=template,
+                template_hash=template_hash,
+                request=body,
+                response=data,
+                prompt_tokens=result.prompt_tokens,
+                completion_tokens=result.completion_tokens,
+                latency_s=latency,
+                retries=retries,
                 error=result.error,
-            )  # fmt: skip
+            )
             await asyncio.to_thread(self.recorder.add_llm_calls, [call])
             result.call_id = call.id
         if failure is not None and failure.unreachable:

@@ -150,8 +150,13 @@ class Embedder:
                     getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
                 )
                 return np.zeros((0, dim()), dtype=np.float32)
-            vectors = model.encode(texts, batch_size=self.cfg.batch_size, convert_to_numpy=True,
-                                   normalize_embeddings=True, show_progress_bar=False)  # fmt: skip
+            vectors = model.encode(
+                texts,
+                batch_size=self.cfg.batch_size,
+                convert_to_numpy=True,
+                normalize_embeddings=True,
+                show_progress_bar=False,
+            )
             return _normalise(vectors)
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)

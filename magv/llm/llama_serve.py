@@ -34,8 +34,10 @@ def _text(message: dict[str, Any]) -> str:
         content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
     text = content or ""
     if message.get("role") == "assistant" and message.get("tool_calls"):
-        calls = [{"tool": c["function"]["name"], "arguments": c["function"].get("arguments")}
-                 for c in message["tool_calls"]]  # fmt: skip
+        calls = [
+            {"tool": c["function"]["name"], "arguments": c["function"].get("arguments")}
+            for c in message["tool_calls"]
+        ]
         text = (text + "\n" if text else "") + json.dumps(calls, ensure_ascii=False)
     if message.get("role") == "tool":
         text = f"Tool result: {text}"

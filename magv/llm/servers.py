@@ -119,9 +119,12 @@ class _Managed:
         log = self._open_log()
         try:
             self.proc = subprocess.Popen(
-                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
                 start_new_session=True,  # Ctrl-C in the terminal reaches us; we stop it in order
-            )  # fmt: skip
+            )
         except OSError as exc:
             raise RunFailed(f"{self.name}: cannot run {cmd[0]}: {exc.strerror}") from None
         finally:
@@ -139,9 +142,14 @@ class _Managed:
             return
         try:
             liveness.write_state(
-                self.log_path, name=self.name, pid=proc.pid, starter_pid=os.getpid(), port=self.port,
-                started_at=liveness.now_iso(), log=str(self.log_path),
-            )  # fmt: skip
+                self.log_path,
+                name=self.name,
+                pid=proc.pid,
+                starter_pid=os.getpid(),
+                port=self.port,
+                started_at=liveness.now_iso(),
+                log=str(self.log_path),
+            )
         except OSError:
             return  # a read-only log folder: only this process can name the server's fate
 
@@ -188,9 +196,12 @@ class _Managed:
                 raise RunFailed(
                     f"{self.name} did not answer {self.root_url}{self.health_path} within "
                     f"{self.startup_timeout_s:g}s"
-                    + (self._log_tail() if started else
-                       f"; port {self.port} is taken by a process that is not a healthy {self.name}")
-                )  # fmt: skip
+                    + (
+                        self._log_tail()
+                        if started
+                        else f"; port {self.port} is taken by a process that is not a healthy {self.name}"
+                    )
+                )
             time.sleep(delay)
             delay = min(delay * 1.5, 1.0)
 
@@ -257,14 +268,31 @@ class LlamaServer(_Managed):
         cfg = self.settings.llama
         model = embedded_model(cfg, self.gguf)
         cmd = [
-            sys.executable, "-m", "magv.llm.llama_serve", "--watch-parent", str(os.getpid()),
-            "--model", str(model.path), "--model_alias", self.model_alias,
-            "--host", self.host, "--port", str(self.port),
-            "--n_ctx", str(cfg.n_ctx),
+            sys.executable,
+            "-m",
+            "magv.llm.llama_serve",
+            "--watch-parent",
+            str(os.getpid()),
+            "--model",
+            str(model.path),
+            "--model_alias",
+            self.model_alias,
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--n_ctx",
+            str(cfg.n_ctx),
             # logits_all (the server's default) keeps a 1 MiB logits row per context token.
-            "--logits_all", "false",
-            "--cache", "true", "--cache_type", "ram", "--cache_size", str(PROMPT_CACHE_BYTES),
-        ]  # fmt: skip
+            "--logits_all",
+            "false",
+            "--cache",
+            "true",
+            "--cache_type",
+            "ram",
+            "--cache_size",
+            str(PROMPT_CACHE_BYTES),
+        ]
         if model.chat_format is not None:
             cmd += ["--chat_format", model.chat_format]
         threads = llama_threads(cfg)
@@ -304,14 +332,24 @@ class VLLMServer(_Managed):
         cfg = self.settings.vllm
         exe = self.executable or [shutil.which("vllm") or "vllm"]
         return [
-            *exe, "serve", self.model,
-            "--host", self.host, "--port", str(self.port),
-            "--enable-auto-tool-choice", "--tool-call-parser", cfg.tool_call_parser,
-            "--max-model-len", str(cfg.max_model_len),
-            "--gpu-memory-utilization", str(cfg.gpu_memory_utilization),
-            "--tensor-parallel-size", str(cfg.tensor_parallel_size),
+            *exe,
+            "serve",
+            self.model,
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--enable-auto-tool-choice",
+            "--tool-call-parser",
+            cfg.tool_call_parser,
+            "--max-model-len",
+            str(cfg.max_model_len),
+            "--gpu-memory-utilization",
+            str(cfg.gpu_memory_utilization),
+            "--tensor-parallel-size",
+            str(cfg.tensor_parallel_size),
             *self.extra_args,
-        ]  # fmt: skip
+        ]
 
     def start(self) -> VLLMServer:
         if self.executable is None and not vllm_installed():

@@ -43,12 +43,19 @@ class StageReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "planned": self.planned, "done": self.done, "failed": self.failed, "written": self.written,
-            "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-            "seconds": round(self.seconds, 3), "llm_errors": self.llm_errors,
-            "invalid_steps": self.invalid_steps, "tool_errors": self.tool_errors, "errors": self.errors[:20],
+            "planned": self.planned,
+            "done": self.done,
+            "failed": self.failed,
+            "written": self.written,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "seconds": round(self.seconds, 3),
+            "llm_errors": self.llm_errors,
+            "invalid_steps": self.invalid_steps,
+            "tool_errors": self.tool_errors,
+            "errors": self.errors[:20],
             "error": self.error,
-        }  # fmt: skip
+        }
 
     def tally(self, reply: Any, error: str | None) -> None:
         """Count one agent reply (investigator, reverse): its tokens, and done or failed."""

@@ -80,9 +80,14 @@ def run_costs(settings: Any, targets: int) -> list[Cost]:
         Cost("generate", "investigator", targets, targets, "targets"),
         Cost("respond", "responder", kept * p.runs * steps, kept * p.runs, "runs"),
         Cost("reverse", "reverse", kept if p.alternates else 0, kept if p.alternates else 0, "questions"),
-        Cost("respond_alternates", "responder", alternates * p.alternate_runs * steps,
-             alternates * p.alternate_runs, "runs"),
-    ]  # fmt: skip
+        Cost(
+            "respond_alternates",
+            "responder",
+            alternates * p.alternate_runs * steps,
+            alternates * p.alternate_runs,
+            "runs",
+        ),
+    ]
 
 
 def announce(sess: Any, stage: str, items: list) -> None:

@@ -73,7 +73,7 @@ def seed_questions(domain_name: str, seeds: list[Seed]) -> list[Question]:
             target=s.trajectory,
             group_id=s.id,
             meta=s.question_meta(),
-        )  # fmt: skip
+        )
         for s in seeds
     ]
 
@@ -101,9 +101,14 @@ async def work(client, ctx: WorkerContext, item: GenerateItem) -> GenerateResult
     specs = {t.name: t for t in domain.tools}
     needs = needed_values(item.target, specs)
     reply = await investigate(
-        client, domain, item.target, item.example, item.n, context_key=f"investigator:{item.gen_id}",
+        client,
+        domain,
+        item.target,
+        item.example,
+        item.n,
+        context_key=f"investigator:{item.gen_id}",
         needs=needs,
-    )  # fmt: skip
+    )
     known = target_values(item.target.trajectory)
     checked = repair_all(reply.questions, needs, None, identifier_patterns(domain.tools), known)
     return GenerateResult(item, reply, checked)
@@ -125,15 +130,21 @@ def write(store: Store, ctx: WorkerContext, results: list[GenerateResult], repor
                     target=target.trajectory,
                     group_id=target.id,
                     meta={k: v for k, v in target.question_meta().items() if k == "acceptable"},
-                )  # fmt: skip
+                )
                 for text, _ in r.checked
             ]
             report.written += store.add_questions(questions)
             store.add_question_checks(check.as_row(q.id) for q, (_, check) in zip(questions, r.checked))
             store.add_generation(
-                r.item.gen_id, "investigator", domain.name, target.id, example.id if example else None,
-                "failed" if r.reply.error else "ok", r.reply.error, len(questions),
-            )  # fmt: skip
+                r.item.gen_id,
+                "investigator",
+                domain.name,
+                target.id,
+                example.id if example else None,
+                "failed" if r.reply.error else "ok",
+                r.reply.error,
+                len(questions),
+            )
             report.tally(r.reply, r.reply.error and f"seed {target.id}: {r.reply.error}")
 
 

@@ -29,12 +29,15 @@ import time
 from collections import deque
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from magv.errors import BadInput
 from magv.models import LLMCall, Trajectory, make_id
 from magv.pipeline.worker import WorkerContext, run_chunk
 from magv.verify.features import Alternate
+
+if TYPE_CHECKING:
+    from magv.store import Store
 
 log = logging.getLogger("magv.reask")
 
@@ -208,8 +211,10 @@ class Reasker:
                     asked=len(a.runs), runs=len(siblings[key]), failed=len(a.runs) - len(siblings[key])
                 )
                 if self.options.alternates:
-                    note.update(alternates=len(alternates[key]),
-                                alternate_runs=sum(len(x.trajectories) for x in alternates[key]))  # fmt: skip
+                    note.update(
+                        alternates=len(alternates[key]),
+                        alternate_runs=sum(len(x.trajectories) for x in alternates[key]),
+                    )
                 if failures:
                     note["error"] = failures[0]
                 if key not in evidence:
@@ -240,9 +245,15 @@ class Reasker:
         outcome.calls = chunk.calls
         asked = {item.key: a for item, a in zip(items, chunk.results, strict=True)}
         for key, a in asked.items():
-            log.info("re-asked %s about %r: %d of %d runs, %d alternates, %d tokens",
-                     self.ctx.agent().identity.label(), questions[key][:80], len(a.trajectories()), len(a.runs),
-                     len(a.alternate_evidence()), a.tokens())  # fmt: skip
+            log.info(
+                "re-asked %s about %r: %d of %d runs, %d alternates, %d tokens",
+                self.ctx.agent().identity.label(),
+                questions[key][:80],
+                len(a.trajectories()),
+                len(a.runs),
+                len(a.alternate_evidence()),
+                a.tokens(),
+            )
         return asked
 
     def _rescore(
@@ -272,18 +283,28 @@ class Reasker:
             sub_g += [key] * len(siblings[key])
         positions = [pos for pos, r in enumerate(rows) if groups[r] in evidence]
         again = scorer.score(
-            sub_t, sub_g, {k: questions[k] for k in evidence}, [index[rows[p]] for p in positions],
+            sub_t,
+            sub_g,
+            {k: questions[k] for k in evidence},
+            [index[rows[p]] for p in positions],
             alternates={k: alternates[k] for k in evidence if alternates[k]},
-        )  # fmt: skip
+        )
         for pos, verdict in zip(positions, again, strict=True):
             key = groups[rows[pos]]
             before = outcome.verdicts[pos]
             outcome.notes[pos].pop("reason", None)  # a member outside the band is scored again with its group
             outcome.notes[pos].update(
                 reasked=True,
-                evidence=[name for name, have in (("siblings", siblings[key]), ("alternates", alternates[key])) if have],
-                before={"verdict": "correct" if before.correct else "incorrect", "probability": before.probability},
-            )  # fmt: skip
+                evidence=[
+                    name
+                    for name, have in (("siblings", siblings[key]), ("alternates", alternates[key]))
+                    if have
+                ],
+                before={
+                    "verdict": "correct" if before.correct else "incorrect",
+                    "probability": before.probability,
+                },
+            )
             outcome.verdicts[pos] = verdict
         outcome.rescored = positions
 
@@ -299,19 +320,29 @@ class Reasker:
             for n, v in zip(notes, outcome.verdicts, strict=True)
         )
         out = {
-            "agent": WorkerContext(self.settings).agent().identity.as_dict(), "runs_per_question": self.options.runs,
-            "band": list(self.options.band), "candidates": candidates,
-            "reasked": sum(n["reasked"] for n in notes), "questions": len(asked),
-            "agent_runs": sum(not r.llm_errors for r in runs), "agent_failures": sum(bool(r.llm_errors) for r in runs),
-            "prompt_tokens": sum(r.prompt_tokens for r in runs), "completion_tokens": sum(r.completion_tokens for r in runs),
-            "cost_usd": round(sum(costs), 6) if costs else None, "changed": changed,
-            "not_reasked": sum(not n["reasked"] for n in notes), "seconds": round(seconds, 3),
-        }  # fmt: skip
+            "agent": WorkerContext(self.settings).agent().identity.as_dict(),
+            "runs_per_question": self.options.runs,
+            "band": list(self.options.band),
+            "candidates": candidates,
+            "reasked": sum(n["reasked"] for n in notes),
+            "questions": len(asked),
+            "agent_runs": sum(not r.llm_errors for r in runs),
+            "agent_failures": sum(bool(r.llm_errors) for r in runs),
+            "prompt_tokens": sum(r.prompt_tokens for r in runs),
+            "completion_tokens": sum(r.completion_tokens for r in runs),
+            "cost_usd": round(sum(costs), 6) if costs else None,
+            "changed": changed,
+            "not_reasked": sum(not n["reasked"] for n in notes),
+            "seconds": round(seconds, 3),
+        }
         if self.options.alternates:
-            out["reverse"] = {"calls": len(replies), "failed": sum(r.error is not None for r in replies),
-                              "prompt_tokens": sum(r.prompt_tokens for r in replies),
-                              "completion_tokens": sum(r.completion_tokens for r in replies),
-                              "alternates": sum(len(a.alternate_evidence()) for a in asked.values())}  # fmt: skip
+            out["reverse"] = {
+                "calls": len(replies),
+                "failed": sum(r.error is not None for r in replies),
+                "prompt_tokens": sum(r.prompt_tokens for r in replies),
+                "completion_tokens": sum(r.completion_tokens for r in replies),
+                "alternates": sum(len(a.alternate_evidence()) for a in asked.values()),
+            }
         return out
 
 
@@ -368,8 +399,9 @@ async def _ask_group(client: Any, ctx: WorkerContext, item: _Ask) -> _Asked:
 
     async def runs(question: str, n: int) -> list[Any]:
         key = f"reask:{make_id(question)}"
-        done = await asyncio.gather(*(ctx.run_agent(client, question, run_index=i, context_key=key)
-                                      for i in range(n)))  # fmt: skip
+        done = await asyncio.gather(
+            *(ctx.run_agent(client, question, run_index=i, context_key=key) for i in range(n))
+        )
         return [result for result, _ in done]
 
     asked = _Asked(await runs(item.question, opts.runs))
@@ -381,9 +413,13 @@ async def _ask_group(client: Any, ctx: WorkerContext, item: _Ask) -> _Asked:
         patterns = identifier_patterns(domain.tools)
         ids = identifiers(item.question, patterns)
         asked.reverse = await reverse_engineer(
-            client, domain, item.answer, opts.alternates, context_key=f"reask-reverse:{make_id(item.question, item.answer)}",
+            client,
+            domain,
+            item.answer,
+            opts.alternates,
+            context_key=f"reask-reverse:{make_id(item.question, item.answer)}",
             identifiers=ids,
-        )  # fmt: skip
+        )
         for text, check in repair_all(asked.reverse.questions, None, ids, patterns):
             if check.passed:  # one that failed is not the same request: not answered (as in the pipeline)
                 asked.alternates.append((text, await runs(text, opts.alternate_runs)))
@@ -406,7 +442,7 @@ def reask_imported(sess: Any, runs: int, most: int) -> Any:
     lone = [q for q in store.questions(origin="import") if len(done.get(q.id, ())) == 1][:most]
     items = [respond.RespondItem(q, [max(done[q.id]) + 1 + i for i in range(runs)]) for q in lone]
 
-    def write(store: Any, ctx: Any, results: list[Any], report: Any) -> None:
+    def write(store: Store, ctx: Any, results: list[Any], report: Any) -> None:
         with store.transaction():
             for r in results:
                 for outcome in r.runs:

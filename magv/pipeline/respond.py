@@ -79,8 +79,9 @@ def _attach_demos(store: Store, ctx: WorkerContext, items: list[RespondItem]) ->
 
     demos = DemoStore.from_store(store, ctx.domain().name, Embedder(ctx.settings))
     questions = [item.question for item in items]
-    picks = demos.nearest_many([q.text for q in questions], ctx.settings.pipeline.demos,
-                               [{q.group_id} for q in questions])  # fmt: skip
+    picks = demos.nearest_many(
+        [q.text for q in questions], ctx.settings.pipeline.demos, [{q.group_id} for q in questions]
+    )
     for item, chosen in zip(items, picks):
         item.demos = list(chosen)
 
@@ -89,11 +90,20 @@ async def work(client, ctx: WorkerContext, item: RespondItem) -> RespondResult:
     q = item.question
     runs = []
     for i in item.run_indices:
-        result, agent = await ctx.run_agent(client, q.text, run_index=i, context_key=f"respond:{q.id}:{i}",
-                                            demos=item.demos)  # fmt: skip
-        run = Run(id=Run.derive_id(q.id, i), question_id=q.id, run_index=i, trajectory=result.trajectory,
-                  prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
-                  latency_s=result.latency_s, agent=agent.as_dict(), cost_usd=result.cost_usd)  # fmt: skip
+        result, agent = await ctx.run_agent(
+            client, q.text, run_index=i, context_key=f"respond:{q.id}:{i}", demos=item.demos
+        )
+        run = Run(
+            id=Run.derive_id(q.id, i),
+            question_id=q.id,
+            run_index=i,
+            trajectory=result.trajectory,
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=result.completion_tokens,
+            latency_s=result.latency_s,
+            agent=agent.as_dict(),
+            cost_usd=result.cost_usd,
+        )
         runs.append(RunOutcome(run, result.llm_errors))
     return RespondResult(q, runs, item.redo)
 

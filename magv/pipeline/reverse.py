@@ -80,9 +80,13 @@ async def work(client, ctx: WorkerContext, item: ReverseItem) -> ReverseResult:
     domain = ctx.domain()
     ids = base_identifiers(domain, item.question)
     reply = await reverse_engineer(
-        client, domain, item.response, ctx.settings.pipeline.alternates,
-        context_key=f"reverse:{item.gen_id}", identifiers=ids,
-    )  # fmt: skip
+        client,
+        domain,
+        item.response,
+        ctx.settings.pipeline.alternates,
+        context_key=f"reverse:{item.gen_id}",
+        identifiers=ids,
+    )
     return ReverseResult(
         item, reply, repair_all(reply.questions, None, ids, identifier_patterns(domain.tools))
     )
@@ -103,15 +107,21 @@ def write(store: Store, ctx: WorkerContext, results: list[ReverseResult], report
                     seed_id=base.seed_id,
                     target=base.target,
                     group_id=base.group_id,
-                )  # fmt: skip
+                )
                 for text, _ in r.checked
             ]
             report.written += store.add_questions(alternates)
             store.add_question_checks(check.as_row(q.id) for q, (_, check) in zip(alternates, r.checked))
             store.add_generation(
-                r.item.gen_id, "reverse", domain.name, base.id, None, "failed" if r.reply.error else "ok",
-                r.reply.error, len(alternates),
-            )  # fmt: skip
+                r.item.gen_id,
+                "reverse",
+                domain.name,
+                base.id,
+                None,
+                "failed" if r.reply.error else "ok",
+                r.reply.error,
+                len(alternates),
+            )
             report.tally(r.reply, r.reply.error and f"question {base.id}: {r.reply.error}")
 
 

@@ -103,9 +103,11 @@ def _chunk_results(sess: Session, stage: AgentStage, parts: list[list]) -> Itera
 
 
 def run_stage(
-    sess: Session, stage: AgentStage | str, items: list | None = None,
+    sess: Session,
+    stage: AgentStage | str,
+    items: list | None = None,
     write: Callable[[Any, WorkerContext, list, StageReport], None] | None = None,
-) -> StageReport:  # fmt: skip
+) -> StageReport:
     """Plan the stage's pending work (or take `items`), map its work over chunks, write each chunk
     with the stage's `write` (or `write`) as it returns. A chunk that failed after its retries is
     recorded and the rest go on."""

@@ -59,8 +59,10 @@ def select(
     if n == 0:
         return []
     emb = np.asarray(embeddings, dtype=np.float32)
-    rows = [{"question_id": ids[i], "kept": False, "reason": "", "cluster": None, "x": 0.0, "y": 0.0}
-            for i in range(n)]  # fmt: skip
+    rows = [
+        {"question_id": ids[i], "kept": False, "reason": "", "cluster": None, "x": 0.0, "y": 0.0}
+        for i in range(n)
+    ]
     coords = _map_2d(emb, seed)
     for i in range(n):
         rows[i]["x"], rows[i]["y"] = float(coords[i, 0]), float(coords[i, 1])
@@ -128,15 +130,27 @@ def run(store: Store, ctx, embedder) -> StageReport:
     seeds = store.questions(domain.name, origin="seed")
     generated = store.questions(domain.name, origin="investigator")
     report.planned = len(generated) + len(seeds)
-    rows = [{"question_id": q.id, "kept": True, "reason": "seed", "cluster": None, "x": 0.0, "y": 0.0}
-            for q in seeds if q.id not in decided]  # fmt: skip
+    rows = [
+        {"question_id": q.id, "kept": True, "reason": "seed", "cluster": None, "x": 0.0, "y": 0.0}
+        for q in seeds
+        if q.id not in decided
+    ]
     if p.min_quality:  # a question that failed its checks (magv/quality.py) is not a test of the assistant
         failed = {
             c["question_id"]: c["reasons"] for c in store.question_checks(domain.name) if not c["passed"]
         }
-        rows += [{"question_id": q.id, "kept": False, "cluster": None, "x": 0.0, "y": 0.0,
-                  "reason": "failed its checks: " + "; ".join(failed[q.id])[:300]}
-                 for q in generated if q.id in failed and q.id not in decided]  # fmt: skip
+        rows += [
+            {
+                "question_id": q.id,
+                "kept": False,
+                "cluster": None,
+                "x": 0.0,
+                "y": 0.0,
+                "reason": "failed its checks: " + "; ".join(failed[q.id])[:300],
+            }
+            for q in generated
+            if q.id in failed and q.id not in decided
+        ]
         generated = [q for q in generated if q.id not in failed]
     if generated and any(q.id not in decided for q in generated):
         from magv.llm.embeddings import embed_cached
@@ -144,9 +158,13 @@ def run(store: Store, ctx, embedder) -> StageReport:
         # kept in the store: the features stage embeds the same questions again
         vectors = embed_cached(store, embedder, [q.text for q in generated])
         picked = select(
-            [q.id for q in generated], [q.seed_id or "" for q in generated], vectors,
-            target_count=p.questions, threshold=p.dedup_threshold, seed=p.seed,
-        )  # fmt: skip
+            [q.id for q in generated],
+            [q.seed_id or "" for q in generated],
+            vectors,
+            target_count=p.questions,
+            threshold=p.dedup_threshold,
+            seed=p.seed,
+        )
         rows += [r for r in picked if r["question_id"] not in decided]
     with store.transaction():
         report.written = store.add_selections(rows)

@@ -54,8 +54,13 @@ class Session:
 
     def result(self, **extra: Any) -> dict[str, Any]:
         """What a flow returns: the run, its status, its stages and their totals."""
-        return {"run_id": self.run_id, "status": self.status(), "stages": self.stages,
-                "summary": self.summary(), **extra}  # fmt: skip
+        return {
+            "run_id": self.run_id,
+            "status": self.status(),
+            "stages": self.stages,
+            "summary": self.summary(),
+            **extra,
+        }
 
 
 @contextmanager

@@ -182,15 +182,30 @@ class WorkerContext:
         )
         return _cached(key, lambda: build_agent(self.settings))
 
-    async def run_agent(self, client, question: str, *, run_index: int, context_key: str, demos=(),
-                        temperature: float | None = None):  # fmt: skip
+    async def run_agent(
+        self,
+        client,
+        question: str,
+        *,
+        run_index: int,
+        context_key: str,
+        demos=(),
+        temperature: float | None = None,
+    ):
         """One run of the configured agent on one question: (its RunResult, its identity)."""
         from magv.agents.contract import AgentEnv, task_for
 
         agent = self.agent()
         env = AgentEnv(client, self.domain(), self.pool)
-        task = task_for(self.settings, env, question, run_index=run_index, context_key=context_key,
-                        demos=demos, temperature=temperature)  # fmt: skip
+        task = task_for(
+            self.settings,
+            env,
+            question,
+            run_index=run_index,
+            context_key=context_key,
+            demos=demos,
+            temperature=temperature,
+        )
         return await agent.run(task, env), agent.identity
 
 

@@ -52,13 +52,22 @@ def compare_questions(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     shared = [t for t in qa if t in qb and qa[t]["labelled"] and qb[t]["labelled"]]
 
     def row(t: str) -> dict[str, Any]:
-        return {"question_id": qb[t]["question_id"], "question": t, "a": round(_share(qa[t]), 4),
-                "b": round(_share(qb[t]), 4)}  # fmt: skip
+        return {
+            "question_id": qb[t]["question_id"],
+            "question": t,
+            "a": round(_share(qa[t]), 4),
+            "b": round(_share(qb[t]), 4),
+        }
 
     regressed = [row(t) for t in shared if _share(qa[t]) >= PASS_SHARE > _share(qb[t])]
     fixed = [row(t) for t in shared if _share(qb[t]) >= PASS_SHARE > _share(qa[t])]
-    return {"shared": len(shared), "a_correct": mean([_share(qa[t]) for t in shared]),
-            "b_correct": mean([_share(qb[t]) for t in shared]), "regressed": regressed, "fixed": fixed}  # fmt: skip
+    return {
+        "shared": len(shared),
+        "a_correct": mean([_share(qa[t]) for t in shared]),
+        "b_correct": mean([_share(qb[t]) for t in shared]),
+        "regressed": regressed,
+        "fixed": fixed,
+    }
 
 
 def agent_label(agents: list[dict[str, Any]]) -> str:

@@ -29,8 +29,11 @@ def cascade_section(
     preds = scope.rows("predictions", ["run_id", "model_id", "verdict", "created_at"])
     latest = max(preds, key=lambda p: p["created_at"])["model_id"] if preds else None
     fallback = {p["run_id"]: bool(p["verdict"]) for p in preds if p["model_id"] == latest}
-    judge_calls = [c for c in scope.rows("llm_calls", ["role", "prompt_tokens", "completion_tokens"])
-                   if c["role"] == "judge"]  # fmt: skip
+    judge_calls = [
+        c
+        for c in scope.rows("llm_calls", ["role", "prompt_tokens", "completion_tokens"])
+        if c["role"] == "judge"
+    ]
     verdicts = scope.rows("judge_verdicts", ["run_id"])
     per_verdict = (
         sum((c["prompt_tokens"] or 0) + (c["completion_tokens"] or 0) for c in judge_calls) / len(verdicts)
@@ -57,8 +60,11 @@ def _learning_curve(scope: Scope, labels: dict[str, dict[str, Any]]) -> dict[str
     from magv.verify.active import learning_curve
     from magv.verify.features import FEATURE_NAMES, FEATURE_VERSION
 
-    rows = [r for r in scope.rows("features", ["run_id", "version", "values"])
-            if r["version"] == FEATURE_VERSION and r["run_id"] in labels]  # fmt: skip
+    rows = [
+        r
+        for r in scope.rows("features", ["run_id", "version", "values"])
+        if r["version"] == FEATURE_VERSION and r["run_id"] in labels
+    ]
     if len(rows) < MIN_CURVE_ROWS:
         return None
     info = scope.store.run_questions([r["run_id"] for r in rows])
@@ -67,6 +73,10 @@ def _learning_curve(scope: Scope, labels: dict[str, dict[str, Any]]) -> dict[str
     y = np.array([int(labels[r["run_id"]]["correct"]) for r in rows])
     if len(set(y.tolist())) < 2:
         return None
-    groups = [(info.get(r["run_id"]) or {}).get("group_id") or (info.get(r["run_id"]) or {}).get("question_id")
-              or r["run_id"] for r in rows]  # fmt: skip
+    groups = [
+        (info.get(r["run_id"]) or {}).get("group_id")
+        or (info.get(r["run_id"]) or {}).get("question_id")
+        or r["run_id"]
+        for r in rows
+    ]
     return learning_curve(X, y, groups)

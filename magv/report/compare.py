@@ -40,9 +40,16 @@ def resolve(spec: str, default_db: Path) -> tuple[Path, str | None]:
 
 
 # Which way is better for each headline number; the rest (sizes, stage times) are shown unmarked.
-HIGHER_IS_BETTER = ("mean MCT share", "labelled correct on shared questions", "labelled correct (share)", "verifier best model CV accuracy",
-                    "verifier best model CV F1", "verifier best model CV ROC AUC",
-                    "verified correct (share of scored)", "judge accuracy")  # fmt: skip
+HIGHER_IS_BETTER = (
+    "mean MCT share",
+    "labelled correct on shared questions",
+    "labelled correct (share)",
+    "verifier best model CV accuracy",
+    "verifier best model CV F1",
+    "verifier best model CV ROC AUC",
+    "verified correct (share of scored)",
+    "judge accuracy",
+)
 LOWER_IS_BETTER = (
     "failures",
     "failed generations",
@@ -87,8 +94,10 @@ def _delta(a: Any, b: Any) -> float | None:
 
 def compare_metrics(a: ReportData, b: ReportData, labels: tuple[str, str]) -> dict[str, Any]:
     ha, hb = a.metrics["headline"], b.metrics["headline"]
-    rows = [{"metric": k, "a": ha.get(k), "b": hb.get(k), "delta": _delta(ha.get(k), hb.get(k))}
-            for k in list(ha) + [k for k in hb if k not in ha]]  # fmt: skip
+    rows = [
+        {"metric": k, "a": ha.get(k), "b": hb.get(k), "delta": _delta(ha.get(k), hb.get(k))}
+        for k in list(ha) + [k for k in hb if k not in ha]
+    ]
     for r in rows:
         r["change"] = change(r["metric"], r["delta"])
     models_a = {m["name"]: m for m in a.metrics["verifier"]["models"]}
@@ -96,9 +105,13 @@ def compare_metrics(a: ReportData, b: ReportData, labels: tuple[str, str]) -> di
     models = [
         {"name": n, "a": models_a.get(n), "b": models_b.get(n)} for n in sorted(set(models_a) | set(models_b))
     ]
-    return {"labels": list(labels), "headline": rows, "models": models,
-            "regressions": [r["metric"] for r in rows if r["change"] == "worse"],
-            "improvements": [r["metric"] for r in rows if r["change"] == "better"]}  # fmt: skip
+    return {
+        "labels": list(labels),
+        "headline": rows,
+        "models": models,
+        "regressions": [r["metric"] for r in rows if r["change"] == "worse"],
+        "improvements": [r["metric"] for r in rows if r["change"] == "better"],
+    }
 
 
 def figures(a: ReportData, b: ReportData, labels: tuple[str, str]) -> dict[str, str]:
@@ -108,40 +121,76 @@ def figures(a: ReportData, b: ReportData, labels: tuple[str, str]) -> dict[str, 
         {m["name"] for m in ma["verifier"]["models"]} | {m["name"] for m in mb["verifier"]["models"]}
     )
     f1 = [{m["name"]: m["f1"] for m in side["verifier"]["models"]} for side in (ma, mb)]
-    tools = list(dict.fromkeys([t["tool"] for t in ma["responder"]["base"]["per_tool"]]
-                               + [t["tool"] for t in mb["responder"]["base"]["per_tool"]]))  # fmt: skip
+    tools = list(
+        dict.fromkeys(
+            [t["tool"] for t in ma["responder"]["base"]["per_tool"]]
+            + [t["tool"] for t in mb["responder"]["base"]["per_tool"]]
+        )
+    )
     err = [{t["tool"]: t["error_rate"] for t in side["responder"]["base"]["per_tool"]} for side in (ma, mb)]
     makers = {
         "rates": lambda: plots.paired_bars(
-            "Quality at a glance", [n for n, _ in RATES], [_dig(ma, k) for _, k in RATES],
-            [_dig(mb, k) for _, k in RATES], labels, "share"),
+            "Quality at a glance",
+            [n for n, _ in RATES],
+            [_dig(ma, k) for _, k in RATES],
+            [_dig(mb, k) for _, k in RATES],
+            labels,
+            "share",
+        ),
         "stages": lambda: plots.paired_bars(
-            "Wall time per stage", stages, [ma["summary"]["stages"].get(s, {}).get("seconds") for s in stages],
-            [mb["summary"]["stages"].get(s, {}).get("seconds") for s in stages], labels, "seconds"),
+            "Wall time per stage",
+            stages,
+            [ma["summary"]["stages"].get(s, {}).get("seconds") for s in stages],
+            [mb["summary"]["stages"].get(s, {}).get("seconds") for s in stages],
+            labels,
+            "seconds",
+        ),
         "cv_f1": lambda: plots.paired_bars(
-            "Cross-validation F1 per model", models, [f1[0].get(m) for m in models],
-            [f1[1].get(m) for m in models], labels, "F1"),
+            "Cross-validation F1 per model",
+            models,
+            [f1[0].get(m) for m in models],
+            [f1[1].get(m) for m in models],
+            labels,
+            "F1",
+        ),
         "steps": lambda: plots.steps_histogram(
-            {labels[0]: ma["responder"]["base"]["steps_histogram"],
-             labels[1]: mb["responder"]["base"]["steps_histogram"]}, "Trajectory length (base questions)"),
+            {
+                labels[0]: ma["responder"]["base"]["steps_histogram"],
+                labels[1]: mb["responder"]["base"]["steps_histogram"],
+            },
+            "Trajectory length (base questions)",
+        ),
         "tool_errors": lambda: plots.paired_bars(
-            "Tool error rate per tool", tools, [err[0].get(t) for t in tools], [err[1].get(t) for t in tools],
-            labels, "error rate"),
-    }  # fmt: skip
+            "Tool error rate per tool",
+            tools,
+            [err[0].get(t) for t in tools],
+            [err[1].get(t) for t in tools],
+            labels,
+            "error rate",
+        ),
+    }
     return plots.render_figures(makers)
 
 
 def _add_questions(result: dict[str, Any], a: dict[str, Any], b: dict[str, Any]) -> None:
     """Which agent answered on each side, and the questions both sides labelled (magv.report.agents)."""
     questions = agents.compare_questions(a, b)
-    result["agents"] = {"a": a["agents"], "b": b["agents"],
-                        "labels": [agents.agent_label(a["agents"]), agents.agent_label(b["agents"])]}  # fmt: skip
+    result["agents"] = {
+        "a": a["agents"],
+        "b": b["agents"],
+        "labels": [agents.agent_label(a["agents"]), agents.agent_label(b["agents"])],
+    }
     result["questions"] = questions
     if questions["shared"]:
         metric = "labelled correct on shared questions"
         delta = _delta(questions["a_correct"], questions["b_correct"])
-        row = {"metric": metric, "a": questions["a_correct"], "b": questions["b_correct"], "delta": delta,
-               "change": change(metric, delta)}  # fmt: skip
+        row = {
+            "metric": metric,
+            "a": questions["a_correct"],
+            "b": questions["b_correct"],
+            "delta": delta,
+            "change": change(metric, delta),
+        }
         result["headline"].append(row)
         if row["change"] == "worse":
             result["regressions"].append(metric)

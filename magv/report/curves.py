@@ -24,8 +24,14 @@ def binary_curves(y: list[int], proba: list[float]) -> dict[str, Any] | None:
         "n": len(t),
         "positives": int(t.sum()),
         "roc": {"fpr": fpr.tolist(), "tpr": tpr.tolist(), "auc": float(auc(fpr, tpr))},
-        "pr": {"recall": recall.tolist(), "precision": precision.tolist(),
-               "average_precision": float(average_precision_score(t, p))},
-        "calibration": {"mean_predicted": mean_pred.tolist(), "fraction_positive": frac_pos.tolist(),
-                        "brier": float(np.mean((p - t) ** 2))},
-    }  # fmt: skip
+        "pr": {
+            "recall": recall.tolist(),
+            "precision": precision.tolist(),
+            "average_precision": float(average_precision_score(t, p)),
+        },
+        "calibration": {
+            "mean_predicted": mean_pred.tolist(),
+            "fraction_positive": frac_pos.tolist(),
+            "brier": float(np.mean((p - t) ** 2)),
+        },
+    }

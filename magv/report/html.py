@@ -31,8 +31,12 @@ class ReportFiles:
 
 
 def _env() -> Environment:
-    env = Environment(loader=FileSystemLoader(_HERE), autoescape=select_autoescape(["html", "j2"]),
-                      trim_blocks=True, lstrip_blocks=True)  # fmt: skip
+    env = Environment(
+        loader=FileSystemLoader(_HERE),
+        autoescape=select_autoescape(["html", "j2"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     env.filters["num"] = fmt_number
     env.filters["pct"] = lambda v: "–" if v is None else f"{v:.1%}"
     env.filters["secs"] = lambda v: "–" if v is None else (f"{v * 1000:.0f} ms" if v < 1 else f"{v:,.1f} s")
@@ -65,9 +69,12 @@ def figures(data: ReportData) -> dict[str, str]:
         "tokens_by_role": lambda: plots.tokens_by_role(m["summary"]["models"]),
         "per_target": lambda: plots.per_target(m["generation"]["targets"]),
         "embedding_map": lambda: plots.embedding_map(s.get("map", [])),
-        "steps": lambda: plots.steps_histogram({
-            "base questions": m["responder"]["base"]["steps_histogram"],
-            "alternates": m["responder"]["alternates"]["steps_histogram"]}),
+        "steps": lambda: plots.steps_histogram(
+            {
+                "base questions": m["responder"]["base"]["steps_histogram"],
+                "alternates": m["responder"]["alternates"]["steps_histogram"],
+            }
+        ),
         "tool_use": lambda: plots.tool_use(m["responder"]["base"]["per_tool"]),
         "mct_share": lambda: plots.mct_share(s.get("mct_shares", [])),
         "cv_metrics": lambda: plots.cv_metrics(v["models"], best),
@@ -81,7 +88,7 @@ def figures(data: ReportData) -> dict[str, str]:
         "evaluation": lambda: plots.evaluation_rates(s.get("evaluation", [])),
         "cascade_curve": lambda: plots.cascade_curve(s.get("cascade_curve", [])),
         "learning_curve": lambda: plots.learning_curve(s.get("learning_curve", [])),
-    }  # fmt: skip
+    }
     return plots.render_figures(makers)
 
 

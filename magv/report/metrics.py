@@ -24,8 +24,20 @@ from magv.report.verifier import verifier_section
 from magv.store import Store
 
 # pipeline order; stages JSON comes back with sorted keys
-STAGE_ORDER = ("generate", "select", "respond", "reverse", "respond_alternates", "features", "gold_labels",
-               "label", "train", "score", "judge", "cascade")  # fmt: skip
+STAGE_ORDER = (
+    "generate",
+    "select",
+    "respond",
+    "reverse",
+    "respond_alternates",
+    "features",
+    "gold_labels",
+    "label",
+    "train",
+    "score",
+    "judge",
+    "cascade",
+)
 BASE = "base"
 ALTERNATE = "alternate"
 
@@ -34,15 +46,17 @@ def collect(
     store: Store, pipeline_run_id: str | None = None, worst: int = 10, samples: int = 30
 ) -> ReportData:
     scope = Scope(store, pipeline_run_id)
-    data = ReportData(metrics={
-        "database": str(store.path),
-        "generated_at": utcnow().isoformat(timespec="seconds"),
-        "scope": {
-            "pipeline_run": pipeline_run_id,
-            "window": [t.isoformat() for t in scope.window] if scope.window else None,
-        },
-        "missing": [],
-    })  # fmt: skip
+    data = ReportData(
+        metrics={
+            "database": str(store.path),
+            "generated_at": utcnow().isoformat(timespec="seconds"),
+            "scope": {
+                "pipeline_run": pipeline_run_id,
+                "window": [t.isoformat() for t in scope.window] if scope.window else None,
+            },
+            "missing": [],
+        }
+    )
     questions = scope.rows("questions", ["id", "text", "origin", "seed_id", "target", "status", "group_id"])
     qmap = {q["id"]: q for q in questions}
     runs = scope.rows("runs")
@@ -101,14 +115,24 @@ def _summary(scope: Scope, questions, runs, labels, data: ReportData) -> dict[st
         rank = {name: i for i, name in enumerate(STAGE_ORDER)}
         stages = dict(sorted(raw.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0])))
         summary = loads(run["summary"], {})
-    calls = scope.rows("llm_calls", ["role", "model", "prompt_tokens", "completion_tokens", "latency_s",
-                                     "retries", "error"])  # fmt: skip
+    calls = scope.rows(
+        "llm_calls", ["role", "model", "prompt_tokens", "completion_tokens", "latency_s", "retries", "error"]
+    )
     models: dict[tuple[str, str], dict[str, Any]] = {}
     for c in calls:
-        m = models.setdefault((c["role"], c["model"]), {
-            "role": c["role"], "model": c["model"], "calls": 0, "prompt_tokens": 0,
-            "completion_tokens": 0, "latency_s": 0.0, "retries": 0, "errors": 0,
-        })  # fmt: skip
+        m = models.setdefault(
+            (c["role"], c["model"]),
+            {
+                "role": c["role"],
+                "model": c["model"],
+                "calls": 0,
+                "prompt_tokens": 0,
+                "completion_tokens": 0,
+                "latency_s": 0.0,
+                "retries": 0,
+                "errors": 0,
+            },
+        )
         m["calls"] += 1
         m["prompt_tokens"] += c["prompt_tokens"] or 0
         m["completion_tokens"] += c["completion_tokens"] or 0
@@ -126,8 +150,11 @@ def _summary(scope: Scope, questions, runs, labels, data: ReportData) -> dict[st
         wall = rounded((run["finished_at"] - run["started_at"]).total_seconds(), 3)
     domains = sorted({q.get("domain") for q in scope.rows("questions", ["domain"])} - {None})
     gen = data.metrics["generation"]
-    failed_stages = {name: int(st.get("failed") or 0) for name, st in stages.items()
-                     if st.get("failed") or st.get("errors")}  # fmt: skip
+    failed_stages = {
+        name: int(st.get("failed") or 0)
+        for name, st in stages.items()
+        if st.get("failed") or st.get("errors")
+    }
     failures = {
         "failed_stages": failed_stages,
         "failed_generations": gen["failed_generations"],
@@ -147,18 +174,37 @@ def _summary(scope: Scope, questions, runs, labels, data: ReportData) -> dict[st
     if stages:
         failures["total"] = sum(failed_stages.values()) + sum(1 for n in failed_stages.values() if n == 0)
     else:
-        failures["total"] = (failures["failed_generations"] + failures["failed_reverse"]
-                             + failures["failed_questions"] + failures["judge_errors"])  # fmt: skip
+        failures["total"] = (
+            failures["failed_generations"]
+            + failures["failed_reverse"]
+            + failures["failed_questions"]
+            + failures["judge_errors"]
+        )
     return {
-        "pipeline_run": None if run is None else {
-            "id": run["id"], "status": run["status"], "domain": run["domain"],
-            "started_at": _when(run["started_at"]), "finished_at": _when(run["finished_at"]), "wall_s": wall,
+        "pipeline_run": None
+        if run is None
+        else {
+            "id": run["id"],
+            "status": run["status"],
+            "domain": run["domain"],
+            "started_at": _when(run["started_at"]),
+            "finished_at": _when(run["finished_at"]),
+            "wall_s": wall,
         },
-        "pipeline_runs": [{"id": r["id"], "status": r["status"], "started_at": _when(r["started_at"]),
-                           "domain": r["domain"]} for r in scope.pipeline_runs],
+        "pipeline_runs": [
+            {
+                "id": r["id"],
+                "status": r["status"],
+                "started_at": _when(r["started_at"]),
+                "domain": r["domain"],
+            }
+            for r in scope.pipeline_runs
+        ],
         "domain": run["domain"] if run is not None else (", ".join(domains) or None),
-        "stages": {name: {k: v for k, v in s.items() if isinstance(v, int | float) and not isinstance(v, bool)}
-                   for name, s in stages.items()},
+        "stages": {
+            name: {k: v for k, v in s.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+            for name, s in stages.items()
+        },
         "stage_seconds_total": rounded(sum(float(s.get("seconds") or 0) for s in stages.values()), 3),
         "models": sorted(models.values(), key=lambda m: (m["role"], m["model"])),
         "tokens": {
@@ -166,16 +212,18 @@ def _summary(scope: Scope, questions, runs, labels, data: ReportData) -> dict[st
             "completion": sum(m["completion_tokens"] for m in models.values()),
         },
         "sizes": {
-            "seed_questions": origins.get("seed", 0), "generated_questions": origins.get("investigator", 0),
+            "seed_questions": origins.get("seed", 0),
+            "generated_questions": origins.get("investigator", 0),
             "kept_questions": gen["kept_total"],
-            "alternate_questions": origins.get("alternate", 0), "imported_questions": origins.get("import", 0),
+            "alternate_questions": origins.get("alternate", 0),
+            "imported_questions": origins.get("import", 0),
             "base_runs": sum(1 for r in runs if r["group"] == BASE),
             "alternate_runs": sum(1 for r in runs if r["group"] == ALTERNATE),
             "labelled_runs": len(labels),
         },
         "failures": failures,
         "pipeline_summary": summary,
-    }  # fmt: skip
+    }
 
 
 def stage_errors(scope: Scope) -> dict[str, list[str]]:
@@ -185,8 +233,11 @@ def stage_errors(scope: Scope) -> dict[str, list[str]]:
         return {}
     raw = loads(scope.run["stages"], {}) or {}
     rank = {name: i for i, name in enumerate(STAGE_ORDER)}
-    out = {name: [str(e) for e in st["errors"]] for name, st in raw.items()
-           if isinstance(st, dict) and st.get("errors")}  # fmt: skip
+    out = {
+        name: [str(e) for e in st["errors"]]
+        for name, st in raw.items()
+        if isinstance(st, dict) and st.get("errors")
+    }
     return dict(sorted(out.items(), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0])))
 
 
@@ -199,10 +250,18 @@ def _generation(scope: Scope, questions, data: ReportData) -> dict[str, Any]:
 
     def target(seed_id: str | None) -> dict[str, Any]:
         key = seed_id or "(no seed)"
-        return targets.setdefault(key, {
-            "seed_id": key, "target": "(unknown)", "generated": 0, "kept": 0, "dropped": 0,
-            "dropped_by_reason": Counter(), "failed_generations": 0,
-        })  # fmt: skip
+        return targets.setdefault(
+            key,
+            {
+                "seed_id": key,
+                "target": "(unknown)",
+                "generated": 0,
+                "kept": 0,
+                "dropped": 0,
+                "dropped_by_reason": Counter(),
+                "failed_generations": 0,
+            },
+        )
 
     for q in questions:
         if q["origin"] == "seed":
@@ -233,9 +292,11 @@ def _generation(scope: Scope, questions, data: ReportData) -> dict[str, Any]:
         reasons.update(t["dropped_by_reason"])
     texts = {q["id"]: q["text"] for q in questions}
     # seeds are kept without an embedding (x = y = 0): they are not points of the map
-    points = [(s["x"], s["y"], s["cluster"], bool(s["kept"]), texts.get(qid))
-              for qid, s in selections.items()
-              if s["x"] is not None and s["y"] is not None and s.get("reason") != "seed"]  # fmt: skip
+    points = [
+        (s["x"], s["y"], s["cluster"], bool(s["kept"]), texts.get(qid))
+        for qid, s in selections.items()
+        if s["x"] is not None and s["y"] is not None and s.get("reason") != "seed"
+    ]
     data.series["map"] = points
     data.series["per_target"] = rows
     if not any(t["generated"] for t in rows):

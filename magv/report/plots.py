@@ -17,8 +17,18 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormat
 
 from magv.definitions import MATCH_MODES
 
-PALETTE = ["#3b6ea8", "#e07b39", "#4f9d69", "#c44e52", "#8172b2", "#937860", "#da8bc3", "#8c8c8c",
-           "#ccb974", "#64b5cd"]  # fmt: skip
+PALETTE = [
+    "#3b6ea8",
+    "#e07b39",
+    "#4f9d69",
+    "#c44e52",
+    "#8172b2",
+    "#937860",
+    "#da8bc3",
+    "#8c8c8c",
+    "#ccb974",
+    "#64b5cd",
+]
 GOOD, BAD, NEUTRAL = "#4f9d69", "#c44e52", "#8c8c8c"
 # drop reasons must never look like "kept" (green)
 REASON_COLOURS = ["#e07b39", "#8172b2", "#937860", "#da8bc3", "#ccb974", "#64b5cd", "#8c8c8c"]
@@ -141,13 +151,27 @@ def embedding_map(points: list[tuple[Any, ...]], labelled: int = 40) -> Figure |
         ax.scatter(xs, ys, s=22, color=PALETTE[i % len(PALETTE)], label=f"cluster {c}", rasterized=many)
     dropped = [p for p in points if not p[3]]
     if dropped:
-        ax.scatter([p[0] for p in dropped], [p[1] for p in dropped], s=22, marker="x", color=NEUTRAL,
-                   linewidths=1, label="dropped", rasterized=many)  # fmt: skip
+        ax.scatter(
+            [p[0] for p in dropped],
+            [p[1] for p in dropped],
+            s=22,
+            marker="x",
+            color=NEUTRAL,
+            linewidths=1,
+            label="dropped",
+            rasterized=many,
+        )
     if len(points) <= labelled:
         for p in points:
             if len(p) > 4 and p[4]:
-                ax.annotate(_short(p[4]), (p[0], p[1]), xytext=(4, 3), textcoords="offset points", fontsize=6,
-                            color="#3e4c59" if p[3] else NEUTRAL)  # fmt: skip
+                ax.annotate(
+                    _short(p[4]),
+                    (p[0], p[1]),
+                    xytext=(4, 3),
+                    textcoords="offset points",
+                    fontsize=6,
+                    color="#3e4c59" if p[3] else NEUTRAL,
+                )
     ax.set_title("Question embeddings (2-D), coloured by cluster")
     ax.set_xticks([])
     ax.set_yticks([])
@@ -175,8 +199,12 @@ def steps_histogram(groups: dict[str, dict[str, int]], title: str = "Trajectory 
     width = 0.8 / len(groups)
     for i, (name, hist) in enumerate(groups.items()):
         total = sum(hist.values())
-        ax.bar([k + (i - (len(groups) - 1) / 2) * width for k in keys],
-               [hist.get(str(k), 0) / total for k in keys], width=width, label=name)  # fmt: skip
+        ax.bar(
+            [k + (i - (len(groups) - 1) / 2) * width for k in keys],
+            [hist.get(str(k), 0) / total for k in keys],
+            width=width,
+            label=name,
+        )
     ax.set_xticks(keys)
     ax.set_xlabel("steps in the trajectory")
     ax.set_ylabel("share of runs")
@@ -198,8 +226,12 @@ def tool_use(per_tool: list[dict[str, Any]]) -> Figure | None:
     if any(ok):
         ax.barh(names, ok, color=PALETTE[0], label="succeeded")
     bars = ax.barh(names, err, left=ok, color=BAD, label="tool error" if any(err) else None)
-    ax.bar_label(bars, labels=[f"{t['error_rate']:.0%} errors" if t["errors"] else "" for t in per_tool],
-                 padding=3, fontsize=8)  # fmt: skip
+    ax.bar_label(
+        bars,
+        labels=[f"{t['error_rate']:.0%} errors" if t["errors"] else "" for t in per_tool],
+        padding=3,
+        fontsize=8,
+    )
     ax.invert_yaxis()
     ax.margins(x=0.18)
     _counts(ax.xaxis)
@@ -245,8 +277,14 @@ def cv_metrics(models: list[dict[str, Any]], best: str | None) -> Figure | None:
     for i, m in enumerate(models):
         xs = [j + (i - (len(models) - 1) / 2) * width for j in range(len(metrics))]
         label = m["name"] + (" (deployed)" if m["name"] == best else "")
-        ax.bar(xs, [m.get(k) or 0 for k in metrics], width=width, label=label,
-               edgecolor="black" if m["name"] == best else None, linewidth=0.8)  # fmt: skip
+        ax.bar(
+            xs,
+            [m.get(k) or 0 for k in metrics],
+            width=width,
+            label=label,
+            edgecolor="black" if m["name"] == best else None,
+            linewidth=0.8,
+        )
     ax.set_xticks(range(len(metrics)), metrics)
     ax.set_ylim(0, 1.05)
     ax.set_title("Grouped cross-validation, all models")
@@ -269,8 +307,15 @@ def confusion_grid(matrices: dict[str, list[list[int]]]) -> Figure | None:
         peak = max(max(r) for r in m) or 1
         for r in range(2):
             for c in range(2):
-                ax.text(c, r, str(m[r][c]), ha="center", va="center", fontsize=10,
-                        color="white" if m[r][c] > peak * 0.6 else "black")  # fmt: skip
+                ax.text(
+                    c,
+                    r,
+                    str(m[r][c]),
+                    ha="center",
+                    va="center",
+                    fontsize=10,
+                    color="white" if m[r][c] > peak * 0.6 else "black",
+                )
         ax.set_xticks([0, 1], ["wrong", "right"], fontsize=7)
         ax.set_yticks([0, 1], ["wrong", "right"], fontsize=7)
         ax.set_title(name, fontsize=8)
@@ -304,8 +349,13 @@ def precision_recall(curves: dict[str, dict[str, Any]]) -> Figure | None:
     fig = _figure(4.2, 4.4)
     ax = fig.add_subplot()
     for name, c in curves.items():
-        ax.step(c["pr"]["recall"], c["pr"]["precision"], where="post", linewidth=1.4,
-                label=f"{name} (AP {c['pr']['average_precision']:.2f})")  # fmt: skip
+        ax.step(
+            c["pr"]["recall"],
+            c["pr"]["precision"],
+            where="post",
+            linewidth=1.4,
+            label=f"{name} (AP {c['pr']['average_precision']:.2f})",
+        )
     base = next(iter(curves.values()))
     ax.axhline(base["positives"] / base["n"], linestyle="--", color=NEUTRAL, linewidth=0.8)
     ax.set_xlabel("recall")
@@ -325,8 +375,14 @@ def calibration(curves: dict[str, dict[str, Any]]) -> Figure | None:
     ax.plot([0, 1], [0, 1], linestyle="--", color=NEUTRAL, linewidth=0.8, label="perfectly calibrated")
     for name, c in curves.items():
         cal = c["calibration"]
-        ax.plot(cal["mean_predicted"], cal["fraction_positive"], marker="o", markersize=3, linewidth=1.2,
-                label=f"{name} (Brier {cal['brier']:.3f})")  # fmt: skip
+        ax.plot(
+            cal["mean_predicted"],
+            cal["fraction_positive"],
+            marker="o",
+            markersize=3,
+            linewidth=1.2,
+            label=f"{name} (Brier {cal['brier']:.3f})",
+        )
     ax.set_xlabel("mean predicted probability")
     ax.set_ylabel("fraction labelled correct")
     ax.set_title("Calibration")
@@ -357,8 +413,14 @@ def score_distribution(scores: list[tuple[float, bool | None]], threshold: float
     groups = [("labelled correct", GOOD, True), ("labelled wrong", BAD, False), ("unlabelled", NEUTRAL, None)]
     data = [[s for s, lb in scores if lb is want] for _, _, want in groups]
     present = [(g, d) for g, d in zip(groups, data, strict=True) if d]
-    ax.hist([d for _, d in present], bins=bins, stacked=True, color=[g[1] for g, _ in present],
-            label=[g[0] for g, _ in present], edgecolor="white")  # fmt: skip
+    ax.hist(
+        [d for _, d in present],
+        bins=bins,
+        stacked=True,
+        color=[g[1] for g, _ in present],
+        label=[g[0] for g, _ in present],
+        edgecolor="white",
+    )
     if threshold is not None:
         ax.axvline(threshold, color="black", linestyle="--", linewidth=0.8)
     ax.set_xlim(0, 1)
@@ -372,12 +434,16 @@ def score_distribution(scores: list[tuple[float, bool | None]], threshold: float
 
 @_styled
 def verifier_vs_judge(comparison: dict[str, Any]) -> Figure | None:
-    acc = [("verifier (CV)", comparison["verifier"]["cv_accuracy"], PALETTE[0]),
-           ("LLM judge", comparison["judge"]["accuracy"], PALETTE[1])]  # fmt: skip
+    acc = [
+        ("verifier (CV)", comparison["verifier"]["cv_accuracy"], PALETTE[0]),
+        ("LLM judge", comparison["judge"]["accuracy"], PALETTE[1]),
+    ]
     cost = comparison["cost_per_1000"]
-    bars = [("verifier scoring", cost.get("verifier_scoring"), PALETTE[0]),
-            ("verifier + alternates", cost.get("verifier_with_alternates"), PALETTE[2]),
-            ("LLM judge", cost.get("judge"), PALETTE[1])]  # fmt: skip
+    bars = [
+        ("verifier scoring", cost.get("verifier_scoring"), PALETTE[0]),
+        ("verifier + alternates", cost.get("verifier_with_alternates"), PALETTE[2]),
+        ("LLM judge", cost.get("judge"), PALETTE[1]),
+    ]
     acc = [a for a in acc if a[1] is not None]
     bars = [b for b in bars if b[1]]
     if not acc and not bars:
@@ -386,8 +452,13 @@ def verifier_vs_judge(comparison: dict[str, Any]) -> Figure | None:
     panels = (["accuracy"] if acc else []) + (["tokens", "seconds"] if bars else [])
     ratios = {"accuracy": 1.0, "tokens": 1.5, "seconds": 1.5}
     fig = _figure(2.7 * len(panels) + 0.6, 2.6)
-    axes = dict(zip(panels, fig.subplots(1, len(panels), width_ratios=[ratios[p] for p in panels],
-                                         squeeze=False)[0], strict=True))  # fmt: skip
+    axes = dict(
+        zip(
+            panels,
+            fig.subplots(1, len(panels), width_ratios=[ratios[p] for p in panels], squeeze=False)[0],
+            strict=True,
+        )
+    )
     if acc:
         ax = axes["accuracy"]
         b = ax.bar([a[0] for a in acc], [a[1] for a in acc], color=[a[2] for a in acc])
@@ -401,8 +472,9 @@ def verifier_vs_judge(comparison: dict[str, Any]) -> Figure | None:
     colours = [col for _, _, col in bars]
     tokens = [c.get("tokens_per_1000") or 0 for _, c, _ in bars]
     b = axes["tokens"].barh(names, tokens, color=colours)
-    axes["tokens"].bar_label(b, labels=[_compact(t) if t else "0 (no LLM)" for t in tokens], fontsize=8,
-                             padding=2)  # fmt: skip
+    axes["tokens"].bar_label(
+        b, labels=[_compact(t) if t else "0 (no LLM)" for t in tokens], fontsize=8, padding=2
+    )
     axes["tokens"].xaxis.set_major_formatter(FuncFormatter(lambda v, _: _compact(v)))
     axes["tokens"].set_title("LLM tokens / 1,000")
     seconds = [c.get("seconds_per_1000") or 0 for _, c, _ in bars]
@@ -447,8 +519,10 @@ def evaluation_rates(configs: list[dict[str, Any]]) -> Figure | None:
     names = [f"{c['config']}\n{c['eval_id'][:8]}" for c in configs]
     xs = list(range(len(configs)))
     for i, (ax, mode) in enumerate(zip(axes, modes)):
-        for offset, key, label, colour in ((-0.2, mode, "tool names", PALETTE[0]),
-                                           (0.2, f"{mode}_args", "names and arguments", PALETTE[1])):  # fmt: skip
+        for offset, key, label, colour in (
+            (-0.2, mode, "tool names", PALETTE[0]),
+            (0.2, f"{mode}_args", "names and arguments", PALETTE[1]),
+        ):
             values = [c["rates"].get(key) for c in configs]
             if all(v is None for v in values):
                 continue
@@ -472,8 +546,14 @@ def evaluation_rates(configs: list[dict[str, Any]]) -> Figure | None:
 
 
 @_styled
-def paired_bars(title: str, labels: list[str], a: list[float | None], b: list[float | None],
-                names: tuple[str, str], xlabel: str = "") -> Figure | None:  # fmt: skip
+def paired_bars(
+    title: str,
+    labels: list[str],
+    a: list[float | None],
+    b: list[float | None],
+    names: tuple[str, str],
+    xlabel: str = "",
+) -> Figure | None:
     if not labels:
         return None
     fig = _figure(6, 0.5 * len(labels) + 1.0)
@@ -530,8 +610,10 @@ def cascade_curve(points: list[dict[str, Any]]) -> Figure | None:
     fig = _figure(6.5, 3.2)
     ax = fig.add_subplot()
     x = [p["tokens_per_1000"] or 0 for p in pts]
-    for key, label, colour in (("accuracy", "decided rows", PALETTE[0]),
-                               ("accuracy_all", "all rows (verifier for the undecided)", PALETTE[1])):  # fmt: skip
+    for key, label, colour in (
+        ("accuracy", "decided rows", PALETTE[0]),
+        ("accuracy_all", "all rows (verifier for the undecided)", PALETTE[1]),
+    ):
         xs = [xi for xi, p in zip(x, pts) if p.get(key) is not None]
         ys = [p[key] for p in pts if p.get(key) is not None]
         ax.plot(xs, ys, marker="o", color=colour, label=label)
@@ -539,8 +621,14 @@ def cascade_curve(points: list[dict[str, Any]]) -> Figure | None:
     for i, (xi, p) in enumerate(zip(x, pts)):
         y = p["accuracy"] if p.get("accuracy") is not None else p["accuracy_all"]
         # steps that cost nothing more sit on one point: stagger their labels
-        ax.annotate(f"{p['step']} ({p['coverage']:.0%})", (xi, y), fontsize=7, xytext=(3 if xi < right else -3, -10 - 9 * i),
-                    textcoords="offset points", ha="left" if xi < right else "right")  # fmt: skip
+        ax.annotate(
+            f"{p['step']} ({p['coverage']:.0%})",
+            (xi, y),
+            fontsize=7,
+            xytext=(3 if xi < right else -3, -10 - 9 * i),
+            textcoords="offset points",
+            ha="left" if xi < right else "right",
+        )
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _compact(v)))
     ax.set_ylim(0, 1.05)
     ax.set_xlabel("cumulative LLM tokens per 1,000 trajectories")

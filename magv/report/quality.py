@@ -102,17 +102,25 @@ def _origin_summary(group: Sequence[Mapping[str, Any]], examples: int) -> dict[s
             shown = {e["text"] for e in f["examples"]}
             text = r.get("original") or r["text"]
             if len(f["examples"]) < examples and text not in shown:
-                f["examples"].append({
-                    "text": text, "reason": reason.removeprefix(BEFORE),
-                    "repaired": r["text"] if r.get("repair") and r["passed"] else None,
-                    "repair": r.get("repair"), "passed": bool(r["passed"]),
-                })  # fmt: skip
+                f["examples"].append(
+                    {
+                        "text": text,
+                        "reason": reason.removeprefix(BEFORE),
+                        "repaired": r["text"] if r.get("repair") and r["passed"] else None,
+                        "repair": r.get("repair"),
+                        "passed": bool(r["passed"]),
+                    }
+                )
     summary["failures"] = sorted(failures.values(), key=lambda f: (-f["before_repair"], f["check"]))
     return summary
 
 
-def fidelity(rows: Iterable[Mapping[str, Any]], mode: str, arguments: bool | str,
-             overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+def fidelity(
+    rows: Iterable[Mapping[str, Any]],
+    mode: str,
+    arguments: bool | str,
+    overrides: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """Per origin: questions with a target and an MCT, and how many MCTs match the target (or a
     further acceptable trajectory) under the match mode. Rows: origin, target, meta, mct_calls."""
     from magv.verify.labels import match_any
@@ -184,10 +192,18 @@ def coverage(selections: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     targets_all, targets_kept = {s["seed_id"] for s in generated}, {s["seed_id"] for s in kept}
     tools_all, tools_kept = tools(generated), tools(kept)
     return {
-        "targets": {"covered": len(targets_kept), "of": len(targets_all), "rate": _rate(len(targets_kept), len(targets_all))},
-        "tools": {"covered": len(tools_kept), "of": len(tools_all), "rate": _rate(len(tools_kept), len(tools_all)),
-                  "missing": sorted(tools_all - tools_kept)},
-    }  # fmt: skip
+        "targets": {
+            "covered": len(targets_kept),
+            "of": len(targets_all),
+            "rate": _rate(len(targets_kept), len(targets_all)),
+        },
+        "tools": {
+            "covered": len(tools_kept),
+            "of": len(tools_all),
+            "rate": _rate(len(tools_kept), len(tools_all)),
+            "missing": sorted(tools_all - tools_kept),
+        },
+    }
 
 
 def headline(q: Mapping[str, Any]) -> str:
@@ -201,8 +217,10 @@ def headline(q: Mapping[str, Any]) -> str:
             f"kept: answerable {_pct(rates.get('answerable'))}, customer's voice {_pct(rates.get('voice'))}"
         )
     if alt:
-        parts.append(f"alternates {alt['passed']}/{alt['checked']} pass ({alt['repaired']} repaired): voice "
-                     f"{_pct(alt['rates'].get('voice'))}, identifiers {_pct(alt['rates'].get('identifiers'))}")  # fmt: skip
+        parts.append(
+            f"alternates {alt['passed']}/{alt['checked']} pass ({alt['repaired']} repaired): voice "
+            f"{_pct(alt['rates'].get('voice'))}, identifiers {_pct(alt['rates'].get('identifiers'))}"
+        )
     fid = (q.get("fidelity") or {}).get("by_origin", {}).get("investigator")
     if fid:
         parts.append(f"fidelity {fid['matched']}/{fid['questions']}")

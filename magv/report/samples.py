@@ -23,8 +23,14 @@ def conversation(question: str | None, trajectory: dict[str, Any]) -> list[dict[
             turns.append({"role": "invalid", "step": i, "text": _cut(step.get("raw") or "")})
             continue
         call = step.get("call")
-        turns.append({"role": "call", "step": i, "tool": call["name"] if call else "(none)",
-                      "text": call_text(call) if call else "(none)"})  # fmt: skip
+        turns.append(
+            {
+                "role": "call",
+                "step": i,
+                "tool": call["name"] if call else "(none)",
+                "text": call_text(call) if call else "(none)",
+            }
+        )
         if step.get("error"):
             turns.append({"role": "error", "step": i, "text": str(step["error"])})
         else:
@@ -52,10 +58,14 @@ def _case(run: dict[str, Any], q: dict[str, Any], labels, pred, judge) -> dict[s
     contributions = loads(pred["contributions"], {}) if pred else {}
     top = sorted(contributions.items(), key=lambda kv: -abs(kv[1]))[:TOP_CONTRIBUTIONS]
     return {
-        "run_id": run["id"], "question_id": run["question_id"], "question": q.get("text"),
-        "origin": q.get("origin"), "seed_id": q.get("seed_id"),
+        "run_id": run["id"],
+        "question_id": run["question_id"],
+        "question": q.get("text"),
+        "origin": q.get("origin"),
+        "seed_id": q.get("seed_id"),
         "target": [call_text(c) for c in loads(q.get("target"), []) or []],
-        "status": run["status"], "response": run["trajectory"].get("response"),
+        "status": run["status"],
+        "response": run["trajectory"].get("response"),
         "conversation": conversation(q.get("text"), run["trajectory"]),
         "tool_errors": tool_errors(run["trajectory"]),
         "probability": rounded(pred["probability"]) if pred else None,
@@ -64,7 +74,7 @@ def _case(run: dict[str, Any], q: dict[str, Any], labels, pred, judge) -> dict[s
         "label": None if label is None else label["correct"],
         "label_source": None if label is None else label["source"],
         "judge": None if judge is None else {"correct": judge["correct"], "reason": judge["reason"]},
-    }  # fmt: skip
+    }
 
 
 def _scored(scope: Scope, data: ReportData) -> dict[str, dict[str, Any]]:
@@ -109,9 +119,16 @@ def samples_section(scope: Scope, qmap, runs, labels, n: int, data: ReportData) 
         m = mct.get(q["id"])
         run = next((r for r in qruns if m and r["id"] == m["run_id"]), qruns[0] if qruns else None)
         if run is None:
-            items.append({"question_id": q["id"], "question": q["text"], "origin": q["origin"],
-                          "seed_id": q.get("seed_id"), "run_id": None,
-                          "target": [call_text(c) for c in loads(q.get("target"), []) or []]})  # fmt: skip
+            items.append(
+                {
+                    "question_id": q["id"],
+                    "question": q["text"],
+                    "origin": q["origin"],
+                    "seed_id": q.get("seed_id"),
+                    "run_id": None,
+                    "target": [call_text(c) for c in loads(q.get("target"), []) or []],
+                }
+            )
             continue
         item = _case(run, q, labels, preds.get(run["id"]), judges.get(run["id"]))
         item["runs"] = len(qruns)

@@ -93,20 +93,34 @@ def verifier_section(scope: Scope, runs, labels, data: ReportData) -> dict[str, 
         "best": best,
         "select_by": select_by if best else None,
         "baselines": _baselines(evaluation),
-        "model": None if model is None else {
-            "id": model["id"], "name": model["name"], "feature_version": model["feature_version"],
-            "features": loads(model["features"], []), "created_at": str(model["created_at"]),
+        "model": None
+        if model is None
+        else {
+            "id": model["id"],
+            "name": model["name"],
+            "feature_version": model["feature_version"],
+            "features": loads(model["features"], []),
+            "created_at": str(model["created_at"]),
         },
         "scored_model_id": scored_model_id,
         "importances": importances,
         "importance_source": importance_source,
-        "curves": {name: {"n": c["n"], "positives": c["positives"], "roc_auc": rounded(c["roc"]["auc"]),
-                          "average_precision": rounded(c["pr"]["average_precision"]),
-                          "brier": rounded(c["calibration"]["brier"])} for name, c in curves.items()},
+        "curves": {
+            name: {
+                "n": c["n"],
+                "positives": c["positives"],
+                "roc_auc": rounded(c["roc"]["auc"]),
+                "average_precision": rounded(c["pr"]["average_precision"]),
+                "brier": rounded(c["calibration"]["brier"]),
+            }
+            for name, c in curves.items()
+        },
         "labels": {
             "labelled": len(labels),
             "by_source": dict(sorted(by_source.items())),
-            "correct_share": rounded(sum(lb["correct"] for lb in labels.values()) / len(labels)) if labels else None,
+            "correct_share": rounded(sum(lb["correct"] for lb in labels.values()) / len(labels))
+            if labels
+            else None,
         },
         "scores": {
             "scored": len(preds),
@@ -115,7 +129,7 @@ def verifier_section(scope: Scope, runs, labels, data: ReportData) -> dict[str, 
             "threshold": preds[0]["threshold"] if preds else None,
         },
         "comparison": _comparison(scope, preds, labels, best, data),
-    }  # fmt: skip
+    }
 
 
 def _latest(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -150,30 +164,58 @@ def _cross_validation(scope: Scope) -> tuple[dict[str, Any], dict[str, Any]]:
 def _intervals(m: dict[str, Any]) -> dict[str, Any]:
     """metric -> {"value", "low", "high"} for the metrics training gave an interval (rounded)."""
     iv = m.get("intervals") or {}
-    return {k: {"value": rounded(m.get(k)), "low": rounded(iv[k][0]), "high": rounded(iv[k][1])}
-            for k in INTERVAL_METRICS if iv.get(k)}  # fmt: skip
+    return {
+        k: {"value": rounded(m.get(k)), "low": rounded(iv[k][0]), "high": rounded(iv[k][1])}
+        for k in INTERVAL_METRICS
+        if iv.get(k)
+    }
 
 
 def _baselines(evaluation: dict[str, Any] | None) -> list[dict[str, Any]]:
     """The training's baselines and judges (magv.verify.evaluation) as rows beside the models."""
     if not evaluation:
         return []
-    rows = [{"name": name, "n": b.get("n"), **{k: rounded(b.get(k)) for k in INTERVAL_METRICS},
-             "intervals": _intervals(b)} for name, b in evaluation.get("baselines", {}).items()]  # fmt: skip
+    rows = [
+        {
+            "name": name,
+            "n": b.get("n"),
+            **{k: rounded(b.get(k)) for k in INTERVAL_METRICS},
+            "intervals": _intervals(b),
+        }
+        for name, b in evaluation.get("baselines", {}).items()
+    ]
     sel = evaluation.get("selected")
     if sel and "rows" in sel:
         # the honest headline: model and threshold chosen inside each training fold, mean over CV seeds
         for name, m in sel["rows"].items():
             label = f"nested selection ({sel['objective']})" if name == "selected" else f"baseline {name}"
-            rows.append({"name": f"{label}, mean of {len(sel['seeds'])} CV seeds", "n": evaluation.get("n"),
-                         **{k: rounded((m.get(k) or {}).get("mean")) for k in INTERVAL_METRICS},
-                         "sd": {k: rounded(v["sd"]) for k, v in m.items()}, "intervals": {}})  # fmt: skip
+            rows.append(
+                {
+                    "name": f"{label}, mean of {len(sel['seeds'])} CV seeds",
+                    "n": evaluation.get("n"),
+                    **{k: rounded((m.get(k) or {}).get("mean")) for k in INTERVAL_METRICS},
+                    "sd": {k: rounded(v["sd"]) for k, v in m.items()},
+                    "intervals": {},
+                }
+            )
     for j in evaluation.get("judges", []):
-        rows.append({"name": f"judge {j['model']}", "n": j["n"], **{k: rounded(j["judge"].get(k)) for k in INTERVAL_METRICS},
-                     "intervals": _intervals(j["judge"])})  # fmt: skip
+        rows.append(
+            {
+                "name": f"judge {j['model']}",
+                "n": j["n"],
+                **{k: rounded(j["judge"].get(k)) for k in INTERVAL_METRICS},
+                "intervals": _intervals(j["judge"]),
+            }
+        )
         b = j["best_model"]
-        rows.append({"name": f"{b['name']} on the judge's rows", "n": j["n"],
-                     **{k: rounded(b.get(k)) for k in INTERVAL_METRICS}, "intervals": _intervals(b)})  # fmt: skip
+        rows.append(
+            {
+                "name": f"{b['name']} on the judge's rows",
+                "n": j["n"],
+                **{k: rounded(b.get(k)) for k in INTERVAL_METRICS},
+                "intervals": _intervals(b),
+            }
+        )
     return rows
 
 
@@ -211,8 +253,13 @@ def _comparison(scope: Scope, preds, labels, best, data: ReportData) -> dict[str
     )
     scoring = None
     if score_stage.get("seconds") is not None and n_scored:
-        scoring = {"seconds_per_1000": _per_1000(float(score_stage["seconds"]), n_scored), "tokens_per_1000": 0,
-                   "calls_per_1000": 0, "measured_on": n_scored, "source": "score stage wall time"}  # fmt: skip
+        scoring = {
+            "seconds_per_1000": _per_1000(float(score_stage["seconds"]), n_scored),
+            "tokens_per_1000": 0,
+            "calls_per_1000": 0,
+            "measured_on": n_scored,
+            "source": "score stage wall time",
+        }
     elif preds:
         data.metrics["missing"].append("verifier cost: no measured scoring time (score stage not recorded)")
 
@@ -222,8 +269,13 @@ def _comparison(scope: Scope, preds, labels, best, data: ReportData) -> dict[str
     # agent turn, magv.cascade.rules.agent_calls).
     reverse = [c for c in calls if c["role"] == "reverse"]
     alt_ids = {q["id"] for q in scope.rows("questions", ["id", "origin"]) if q["origin"] == "alternate"}
-    alt_runs = [r for r in scope.rows("runs", ["question_id", "prompt_tokens", "completion_tokens", "latency_s",
-                                               "trajectory"]) if r["question_id"] in alt_ids]  # fmt: skip
+    alt_runs = [
+        r
+        for r in scope.rows(
+            "runs", ["question_id", "prompt_tokens", "completion_tokens", "latency_s", "trajectory"]
+        )
+        if r["question_id"] in alt_ids
+    ]
     alt_calls = sum(agent_calls(Trajectory.model_validate(loads(r["trajectory"], {}))) for r in alt_runs)
     n_verified = len(scope.rows("features", ["run_id"])) or len(preds)
     supervision_tokens = sum(
@@ -235,34 +287,52 @@ def _comparison(scope: Scope, preds, labels, best, data: ReportData) -> dict[str
         "verifier": {
             "cv_accuracy": best["accuracy"] if best else None,
             "in_sample_accuracy": rounded(
-                sum(bool(p["verdict"]) == labels[p["run_id"]]["correct"] for p in scored_labelled) / len(scored_labelled)
-            ) if scored_labelled else None,
+                sum(bool(p["verdict"]) == labels[p["run_id"]]["correct"] for p in scored_labelled)
+                / len(scored_labelled)
+            )
+            if scored_labelled
+            else None,
             "labelled_scored": len(scored_labelled),
         },
         "judge": {
             "model": judges[0]["model"] if judges else None,
-            "verdicts": len(judges), "labelled_judged": len(judged), "unparsed": len(judged) - len(parsed),
+            "verdicts": len(judges),
+            "labelled_judged": len(judged),
+            "unparsed": len(judged) - len(parsed),
             "accuracy": judge_acc,
             "accuracy_parsed_only": rounded(
                 sum(j["correct"] == labels[j["run_id"]]["correct"] for j in parsed) / len(parsed)
-            ) if parsed else None,
+            )
+            if parsed
+            else None,
         },
-        "agreement": rounded(sum(j["correct"] == verdict[j["run_id"]] for j in both) / len(both)) if both else None,
+        "agreement": rounded(sum(j["correct"] == verdict[j["run_id"]] for j in both) / len(both))
+        if both
+        else None,
         "cost_per_1000": {
-            "judge": {"tokens_per_1000": _per_1000(judge_tokens, len(judges)),
-                      "calls_per_1000": _per_1000(len(judge_calls) or len(judges), len(judges)),
-                      "seconds_per_1000": _per_1000(judge_seconds, len(judges)), "measured_on": len(judges),
-                      "source": "judge calls in the LLM call log" if judge_calls else "judge verdicts"}
-            if judges else None,
+            "judge": {
+                "tokens_per_1000": _per_1000(judge_tokens, len(judges)),
+                "calls_per_1000": _per_1000(len(judge_calls) or len(judges), len(judges)),
+                "seconds_per_1000": _per_1000(judge_seconds, len(judges)),
+                "measured_on": len(judges),
+                "source": "judge calls in the LLM call log" if judge_calls else "judge verdicts",
+            }
+            if judges
+            else None,
             "verifier_scoring": scoring,
             "verifier_with_alternates": {
                 "tokens_per_1000": _per_1000(supervision_tokens, n_verified),
                 "calls_per_1000": _per_1000(len(reverse) + alt_calls, n_verified),
-                "reverse_calls": len(reverse), "alternate_run_calls": alt_calls,
-                "seconds_per_1000": _per_1000(supervision_seconds + float(score_stage.get("seconds") or 0), n_verified),
+                "reverse_calls": len(reverse),
+                "alternate_run_calls": alt_calls,
+                "seconds_per_1000": _per_1000(
+                    supervision_seconds + float(score_stage.get("seconds") or 0), n_verified
+                ),
                 "measured_on": n_verified,
                 "source": "reverse-engineer calls (LLM call log) + responder runs on alternates + features and "
-                          "score stages",
-            } if n_verified and (reverse or alt_runs) else None,
+                "score stages",
+            }
+            if n_verified and (reverse or alt_runs)
+            else None,
         },
-    }  # fmt: skip
+    }

@@ -133,9 +133,13 @@ def create_app(
         entries, batch = parse_request(body, max_trajectories, errors)
         pairs = comparisons(entries)
         if pairs > max_pairs:
-            raise PayloadError(413, "trajectories", f"{pairs} sibling comparisons (each scored run against every "
-                               f"other run of its group); this service makes at most {max_pairs} a request: "
-                               "send fewer runs per group, or split the batch")  # fmt: skip
+            raise PayloadError(
+                413,
+                "trajectories",
+                f"{pairs} sibling comparisons (each scored run against every "
+                f"other run of its group); this service makes at most {max_pairs} a request: "
+                "send fewer runs per group, or split the batch",
+            )
         with budget.active():
             verdicts = score_entries(scorer, entries)
         exact = [bool(x) for x in budget.exact_rows[-1]] if budget.exact_rows else [True] * len(verdicts)
@@ -195,8 +199,10 @@ def create_app(
         except WorkCancelled:
             log.info("client left: its scoring stopped after %.3f s", time.perf_counter() - started)
             return JSONResponse({"error": {"field": None, "message": "the client left"}}, status_code=499)
-        results = [{"id": e.id, **v.as_dict(), "ged": "exact" if x else "bounded"}
-                   for e, v, x in zip(entries, verdicts, exact, strict=True)]  # fmt: skip
+        results = [
+            {"id": e.id, **v.as_dict(), "ged": "exact" if x else "bounded"}
+            for e, v, x in zip(entries, verdicts, exact, strict=True)
+        ]
         if outcome is not None:
             for result, note in zip(results, outcome.notes, strict=True):
                 result["reask"] = note
@@ -218,8 +224,13 @@ def create_app(
         return JSONResponse(out)
 
     async def health(request: Request) -> JSONResponse:
-        return JSONResponse({"status": "ok", "model": scorer.info(),
-                             "log_to": str(trajectory_log.database) if trajectory_log else None})  # fmt: skip
+        return JSONResponse(
+            {
+                "status": "ok",
+                "model": scorer.info(),
+                "log_to": str(trajectory_log.database) if trajectory_log else None,
+            }
+        )
 
     async def openapi(request: Request) -> JSONResponse:
         return JSONResponse(schema)
@@ -231,18 +242,25 @@ def create_app(
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
-        return JSONResponse({"error": {"field": request.url.path, "message": exc.detail}},
-                            status_code=exc.status_code, headers=exc.headers)  # fmt: skip
+        return JSONResponse(
+            {"error": {"field": request.url.path, "message": exc.detail}},
+            status_code=exc.status_code,
+            headers=exc.headers,
+        )
 
     async def failed(request: Request, exc: Exception) -> JSONResponse:
         log.error("scoring failed: %s: %s", type(exc).__name__, exc)
-        return JSONResponse({"error": {"field": None, "message": f"scoring failed: {type(exc).__name__}: {exc}"}},
-                            status_code=500)  # fmt: skip
+        return JSONResponse(
+            {"error": {"field": None, "message": f"scoring failed: {type(exc).__name__}: {exc}"}},
+            status_code=500,
+        )
 
     routes = [
         Route("/v1/verify", verify, methods=["POST"]),
         Route("/health", health, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
     ]
-    return Starlette(routes=routes, exception_handlers={
-        PayloadError: refused, HTTPException: http_error, Exception: failed})  # fmt: skip
+    return Starlette(
+        routes=routes,
+        exception_handlers={PayloadError: refused, HTTPException: http_error, Exception: failed},
+    )

@@ -95,19 +95,37 @@ def score_file(
     records = verdict_records(lines, verdicts, scorer.model_id, outcome.notes if outcome else None)
     outputs.write_text(target, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), "--output")
     correct = sum(v.correct for v in verdicts)
-    out = {"input": source, "output": "stdout" if target == STDIO else target, "model_id": scorer.model_id,
-            "model": scorer.model_name, "scored": len(verdicts), "correct": correct,
-            "threshold": scorer.threshold, "normalised": notes.summary(),
-            "tools": tools.summary(n for x in lines for n in x.trajectory.tool_names()),
-            "seconds": {"load": round(t1 - t0, 4), "predict": round(t2 - t1, 4),
-                        "write": round(time.perf_counter() - t2, 4)}}  # fmt: skip
+    out = {
+        "input": source,
+        "output": "stdout" if target == STDIO else target,
+        "model_id": scorer.model_id,
+        "model": scorer.model_name,
+        "scored": len(verdicts),
+        "correct": correct,
+        "threshold": scorer.threshold,
+        "normalised": notes.summary(),
+        "tools": tools.summary(n for x in lines for n in x.trajectory.tool_names()),
+        "seconds": {
+            "load": round(t1 - t0, 4),
+            "predict": round(t2 - t1, 4),
+            "write": round(time.perf_counter() - t2, 4),
+        },
+    }
     if outcome is not None:
         out["reask"] = outcome.summary
     return out
 
 
-def _reask(settings: Settings, options: ReaskOptions, domain: str | None, scorer: Any, trajectories: list[Any],
-           groups: list[Any], questions: dict[str, str], verdicts: list[Any]) -> ReaskOutcome:  # fmt: skip
+def _reask(
+    settings: Settings,
+    options: ReaskOptions,
+    domain: str | None,
+    scorer: Any,
+    trajectories: list[Any],
+    groups: list[Any],
+    questions: dict[str, str],
+    verdicts: list[Any],
+) -> ReaskOutcome:
     """The file's conversations re-asked: the model endpoints are started only if one is chosen."""
     from contextlib import ExitStack
 

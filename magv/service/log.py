@@ -36,9 +36,20 @@ def records(entries: list[Entry]) -> list[dict[str, Any]]:
     for members in groups.values():
         runs = [(e, e.run if j is None else e.siblings[j], j) for e, j in members]
         # A status other than ok is hashed too (an ok run keeps the id it always had).
-        digest = hashlib.sha256(canonical_json([
-            [e.id, e.group, j, run.messages, *([run.trajectory.status] if run.trajectory.status != "ok" else [])]
-            for e, run, j in runs]).encode()).hexdigest()[:20]  # fmt: skip
+        digest = hashlib.sha256(
+            canonical_json(
+                [
+                    [
+                        e.id,
+                        e.group,
+                        j,
+                        run.messages,
+                        *([run.trajectory.status] if run.trajectory.status != "ok" else []),
+                    ]
+                    for e, run, j in runs
+                ]
+            ).encode()
+        ).hexdigest()[:20]
         if digest in seen:  # the same sibling group twice in one batch is stored once
             continue
         seen.add(digest)
@@ -51,8 +62,16 @@ def records(entries: list[Entry]) -> list[dict[str, Any]]:
                 meta["group"] = e.group
             if j is not None:
                 meta["sibling_of"] = e.index
-            out.append({"question_id": qid, "group_id": qid, "question": run.question, "run": n,
-                        "messages": run.messages, "meta": meta})  # fmt: skip
+            out.append(
+                {
+                    "question_id": qid,
+                    "group_id": qid,
+                    "question": run.question,
+                    "run": n,
+                    "messages": run.messages,
+                    "meta": meta,
+                }
+            )
     return out
 
 

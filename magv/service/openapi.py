@@ -65,41 +65,102 @@ def _json(ref: str) -> dict[str, Any]:
 def openapi_schema(max_body: int, max_trajectories: int, max_pairs: int) -> dict[str, Any]:
     errors = {
         "400": {"description": "The body is not JSON (or not UTF-8).", **_json("Error")},
-        "401": {"description": "The service has a token and the request's `Authorization: Bearer` differs.",
-                **_json("Error")},
-        "413": {"description": f"More than {max_body} bytes, {max_trajectories} trajectories or {max_pairs} "
-                "sibling comparisons (each scored run against every other run of its group).", **_json("Error")},
+        "401": {
+            "description": "The service has a token and the request's `Authorization: Bearer` differs.",
+            **_json("Error"),
+        },
+        "413": {
+            "description": f"More than {max_body} bytes, {max_trajectories} trajectories or {max_pairs} "
+            "sibling comparisons (each scored run against every other run of its group).",
+            **_json("Error"),
+        },
         "422": {"description": "A field is missing or wrong; `field` names it.", **_json("Error")},
-    }  # fmt: skip
-    one = {"allOf": [{"$ref": "#/components/schemas/Result"},
-                     {"type": "object", "properties": {"model": {"type": "string"}, "logged": {"type": "integer"},
-                                                       "log_error": {"type": "string"}}}]}  # fmt: skip
-    batch = {"type": "object", "required": ["model", "results"],
-             "properties": {"model": {"type": "string"}, "logged": {"type": "integer"}, "log_error": {"type": "string"},
-                            "results": {"type": "array", "items": {"$ref": "#/components/schemas/Result"}}}}  # fmt: skip
+    }
+    one = {
+        "allOf": [
+            {"$ref": "#/components/schemas/Result"},
+            {
+                "type": "object",
+                "properties": {
+                    "model": {"type": "string"},
+                    "logged": {"type": "integer"},
+                    "log_error": {"type": "string"},
+                },
+            },
+        ]
+    }
+    batch = {
+        "type": "object",
+        "required": ["model", "results"],
+        "properties": {
+            "model": {"type": "string"},
+            "logged": {"type": "integer"},
+            "log_error": {"type": "string"},
+            "results": {"type": "array", "items": {"$ref": "#/components/schemas/Result"}},
+        },
+    }
     return {
         "openapi": "3.1.0",
-        "info": {"title": "magv verifier", "version": __version__,
-                 "description": "Verdicts on tool-using agents' trajectories from a trained magv verifier."},
-        "paths": {
-            "/v1/verify": {"post": {
-                "summary": "Score one trajectory or a batch",
-                "requestBody": {"required": True, "content": {"application/json": {"schema": {"oneOf": [
-                    {"$ref": "#/components/schemas/Trajectory"},
-                    {"type": "object", "required": ["trajectories"], "additionalProperties": False,
-                     "properties": {"trajectories": {"type": "array", "minItems": 1, "maxItems": max_trajectories,
-                                                     "items": {"$ref": "#/components/schemas/Trajectory"}}}},
-                ]}}}},
-                "responses": {
-                    "200": {"description": "The verdict (one trajectory) or `results` in request order (a batch).",
-                            "content": {"application/json": {"schema": {"oneOf": [one, batch]}}}},
-                    **errors,
-                },
-            }},
-            "/health": {"get": {"summary": "Liveness and the loaded model",
-                                "responses": {"200": {"description": "The service is up."}}}},
-            "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI"}}}},
+        "info": {
+            "title": "magv verifier",
+            "version": __version__,
+            "description": "Verdicts on tool-using agents' trajectories from a trained magv verifier.",
         },
-        "components": {"schemas": {"Messages": _MESSAGES, "Trajectory": _TRAJECTORY, "Reason": _REASON,
-                                   "Result": _RESULT, "Error": _ERROR}},
-    }  # fmt: skip
+        "paths": {
+            "/v1/verify": {
+                "post": {
+                    "summary": "Score one trajectory or a batch",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "oneOf": [
+                                        {"$ref": "#/components/schemas/Trajectory"},
+                                        {
+                                            "type": "object",
+                                            "required": ["trajectories"],
+                                            "additionalProperties": False,
+                                            "properties": {
+                                                "trajectories": {
+                                                    "type": "array",
+                                                    "minItems": 1,
+                                                    "maxItems": max_trajectories,
+                                                    "items": {"$ref": "#/components/schemas/Trajectory"},
+                                                }
+                                            },
+                                        },
+                                    ]
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "The verdict (one trajectory) or `results` in request order (a batch).",
+                            "content": {"application/json": {"schema": {"oneOf": [one, batch]}}},
+                        },
+                        **errors,
+                    },
+                }
+            },
+            "/health": {
+                "get": {
+                    "summary": "Liveness and the loaded model",
+                    "responses": {"200": {"description": "The service is up."}},
+                }
+            },
+            "/openapi.json": {
+                "get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI"}}}
+            },
+        },
+        "components": {
+            "schemas": {
+                "Messages": _MESSAGES,
+                "Trajectory": _TRAJECTORY,
+                "Reason": _REASON,
+                "Result": _RESULT,
+                "Error": _ERROR,
+            }
+        },
+    }

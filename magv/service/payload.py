@@ -108,10 +108,12 @@ def _entry(item: Any, index: int, where: str, errors: ToolErrorRule) -> Entry:
             422, f"{where}siblings", f"at most {MAX_SIBLINGS} sibling runs, got {len(siblings)}"
         )
     return Entry(
-        index=index, id=_text_field(item, "id", where), group=_text_field(item, "group", where),
+        index=index,
+        id=_text_field(item, "id", where),
+        group=_text_field(item, "group", where),
         run=_run(item["messages"], status, f"{where}messages", errors),
         siblings=[_run(s, "ok", f"{where}siblings[{j}]", errors) for j, s in enumerate(siblings)],
-    )  # fmt: skip
+    )
 
 
 def parse_request(

@@ -91,10 +91,17 @@ def uvicorn_config(app: Any, host: str, port: int, limits: Limits) -> Any:
     import uvicorn
 
     return uvicorn.Config(
-        app, host=host, port=port, log_level="warning", access_log=False, http=guarded_protocol(limits),
-        timeout_keep_alive=int(max(1, limits.keep_alive)), limit_concurrency=limits.max_requests,
-        backlog=limits.backlog, h11_max_incomplete_event_size=16 * 1024,
-    )  # fmt: skip
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        http=guarded_protocol(limits),
+        timeout_keep_alive=int(max(1, limits.keep_alive)),
+        limit_concurrency=limits.max_requests,
+        backlog=limits.backlog,
+        h11_max_incomplete_event_size=16 * 1024,
+    )
 
 
 def read_token(token_file: Path | None) -> str | None:

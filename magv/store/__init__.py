@@ -38,9 +38,21 @@ from magv.store.verifier import VerifierTables
 
 
 class Store(
-    PipelineRuns, Questions, Runs, LLMCalls, FeatureRows, Embeddings, ReportRows, Labels, VerifierTables,
-    JudgeVerdicts, EvalResults, CascadeDecisions, Details, QuestionChecks,
-):  # fmt: skip
+    PipelineRuns,
+    Questions,
+    Runs,
+    LLMCalls,
+    FeatureRows,
+    Embeddings,
+    ReportRows,
+    Labels,
+    VerifierTables,
+    JudgeVerdicts,
+    EvalResults,
+    CascadeDecisions,
+    Details,
+    QuestionChecks,
+):
     """One magv DuckDB file. Use as a context manager or call `close()`; `read_only` never creates
     nor changes the file."""
 

@@ -33,13 +33,16 @@ class Embeddings(Connection):
         hashes, vectors = [hashes[i] for i in first], vectors[first]
         if len(hashes) == 0:
             return 0
-        columns = {"text_hash": np.asarray(list(hashes), dtype=object),
-                   "vector": np.asarray([row.tobytes() for row in vectors], dtype=object)}  # fmt: skip
+        columns = {
+            "text_hash": np.asarray(list(hashes), dtype=object),
+            "vector": np.asarray([row.tobytes() for row in vectors], dtype=object),
+        }
         with self._registered("embeddings_new", columns):
             return self._insert_from(
-                "embeddings", "SELECT ?, text_hash, ?, vector::BLOB, ? FROM embeddings_new",
+                "embeddings",
+                "SELECT ?, text_hash, ?, vector::BLOB, ? FROM embeddings_new",
                 [model, int(vectors.shape[1]), utcnow()],
-            )  # fmt: skip
+            )
 
     def forget_embeddings(self, model: str | None = None) -> int:
         """Drop stored vectors (of one embedding key, or all); returns how many."""

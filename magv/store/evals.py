@@ -13,6 +13,14 @@ class EvalResults(Connection):
         now = utcnow()
         return self._insert(
             "eval_results",
-            [{"eval_id": eval_id, "config": config, "question_id": q, "results": to_json(r), "created_at": now}
-             for q, r in rows.items()],
-        )  # fmt: skip
+            [
+                {
+                    "eval_id": eval_id,
+                    "config": config,
+                    "question_id": q,
+                    "results": to_json(r),
+                    "created_at": now,
+                }
+                for q, r in rows.items()
+            ],
+        )

@@ -39,11 +39,11 @@ class FeatureRows(Connection):
         fields = ", ".join(f'"{n}" := c{i}' for i, n in enumerate(names))
         with self._registered("features_new", columns), self.transaction():
             self.con.execute(
-                f'INSERT INTO features SELECT run_id, ?, to_json(struct_pack({fields})), ? '
-                'FROM features_new ON CONFLICT (run_id, version) DO UPDATE '
+                f"INSERT INTO features SELECT run_id, ?, to_json(struct_pack({fields})), ? "
+                "FROM features_new ON CONFLICT (run_id, version) DO UPDATE "
                 'SET "values"=excluded."values", created_at=excluded.created_at',
                 [version, utcnow()],
-            )  # fmt: skip
+            )
         return len(run_ids)
 
     def feature_matrix(self, version: str, names: Sequence[str]) -> tuple[list[str], Any]:
@@ -54,8 +54,10 @@ class FeatureRows(Connection):
         struct = "{" + ", ".join(f'"{n}": "DOUBLE"' for n in names) + "}"
         cols = ", ".join(f"coalesce(s.\"{n}\", 'NaN'::DOUBLE) AS c{i}" for i, n in enumerate(names))
         if names:
-            sql = (f"SELECT run_id, {cols} FROM (SELECT run_id, from_json(\"values\", '{struct}') AS s "
-                   "FROM features WHERE version=?) ORDER BY run_id")  # fmt: skip
+            sql = (
+                f"SELECT run_id, {cols} FROM (SELECT run_id, from_json(\"values\", '{struct}') AS s "
+                "FROM features WHERE version=?) ORDER BY run_id"
+            )
         else:  # which runs have a row (a model that reads no feature, the text model alone)
             sql = "SELECT run_id FROM features WHERE version=? ORDER BY run_id"
         with self._lock:

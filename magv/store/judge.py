@@ -16,9 +16,10 @@ class JudgeVerdicts(Connection):
         cols = [c for c in (rows[0] if rows else {}) if c not in ("run_id", "model")]
         update = ", ".join(f'"{c}"=excluded."{c}"' for c in cols)
         return self._insert(
-            "judge_verdicts", rows,
+            "judge_verdicts",
+            rows,
             conflict=f"(run_id, model) DO UPDATE SET {update} WHERE judge_verdicts.error LIKE 'LLM error:%'",
-        )  # fmt: skip
+        )
 
     def judge_verdicts(self) -> list[JudgeVerdict]:
         return [JudgeVerdict(**r) for r in self.query("SELECT * FROM judge_verdicts ORDER BY run_id")]

@@ -13,13 +13,22 @@ from magv.store.connection import Connection
 class Labels(Connection):
     def add_labels(self, labels: Iterable[Label]) -> int:
         """A newer label of the same source replaces the older; other sources are kept."""
-        rows = [{"run_id": lb.run_id, "source": lb.source, "correct": lb.correct, "detail": lb.detail,
-                 "created_at": lb.created_at} for lb in labels]  # fmt: skip
+        rows = [
+            {
+                "run_id": lb.run_id,
+                "source": lb.source,
+                "correct": lb.correct,
+                "detail": lb.detail,
+                "created_at": lb.created_at,
+            }
+            for lb in labels
+        ]
         return self._insert(
-            "labels", rows,
+            "labels",
+            rows,
             conflict="(run_id, source) DO UPDATE SET correct=excluded.correct, detail=excluded.detail, "
             "created_at=excluded.created_at",
-        )  # fmt: skip
+        )
 
     def labels(self) -> list[Label]:
         return [Label(**r) for r in self.query("SELECT * FROM labels ORDER BY run_id, source")]

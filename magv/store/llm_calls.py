@@ -14,14 +14,24 @@ class LLMCalls(Connection):
     def add_llm_calls(self, calls: Iterable[LLMCall]) -> int:
         rows = [
             {
-                "id": c.id, "key": c.key, "role": c.role, "model": c.model, "endpoint": c.endpoint,
-                "template": c.template, "template_hash": c.template_hash, "request": to_json(c.request),
-                "response": to_json(c.response), "prompt_tokens": c.prompt_tokens,
-                "completion_tokens": c.completion_tokens, "latency_s": c.latency_s,
-                "retries": c.retries, "error": c.error, "created_at": c.created_at,
+                "id": c.id,
+                "key": c.key,
+                "role": c.role,
+                "model": c.model,
+                "endpoint": c.endpoint,
+                "template": c.template,
+                "template_hash": c.template_hash,
+                "request": to_json(c.request),
+                "response": to_json(c.response),
+                "prompt_tokens": c.prompt_tokens,
+                "completion_tokens": c.completion_tokens,
+                "latency_s": c.latency_s,
+                "retries": c.retries,
+                "error": c.error,
+                "created_at": c.created_at,
             }
             for c in calls
-        ]  # fmt: skip
+        ]
         return self._insert("llm_calls", rows)
 
     def cached_response(self, key: str) -> dict[str, Any] | None:
@@ -122,9 +132,13 @@ class LLMCalls(Connection):
         return self.query("SELECT DISTINCT role, model FROM llm_calls")
 
     def find_calls(
-        self, role: str | None = None, model: str | None = None, text: str | None = None,
-        limit: int | None = None, ids: Sequence[str] | None = None,
-    ) -> list[dict[str, Any]]:  # fmt: skip
+        self,
+        role: str | None = None,
+        model: str | None = None,
+        text: str | None = None,
+        limit: int | None = None,
+        ids: Sequence[str] | None = None,
+    ) -> list[dict[str, Any]]:
         """Logged calls, newest first, filtered by role, model, call ids and a text that the
         request, the response or the error contains (case-insensitive)."""
         where, params = [], []

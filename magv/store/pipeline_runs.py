@@ -12,9 +12,19 @@ class PipelineRuns(Connection):
     def start_pipeline_run(self, run_id: str, domain: str, settings: dict[str, Any]) -> None:
         self._insert(
             "pipeline_runs",
-            [{"id": run_id, "domain": domain, "started_at": utcnow(), "finished_at": None,
-              "status": "running", "settings": to_json(settings), "stages": "{}", "summary": "{}"}],
-        )  # fmt: skip
+            [
+                {
+                    "id": run_id,
+                    "domain": domain,
+                    "started_at": utcnow(),
+                    "finished_at": None,
+                    "status": "running",
+                    "settings": to_json(settings),
+                    "stages": "{}",
+                    "summary": "{}",
+                }
+            ],
+        )
 
     def finish_pipeline_run(
         self, run_id: str, status: str, stages: dict[str, Any], summary: dict[str, Any]

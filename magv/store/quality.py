@@ -10,8 +10,17 @@ from typing import Any
 from magv.models import utcnow
 from magv.store.connection import Connection, to_json
 
-COLUMNS = ("question_id", "version", "passed", "answerable", "voice", "identifiers", "reasons", "repair",
-           "original")  # fmt: skip
+COLUMNS = (
+    "question_id",
+    "version",
+    "passed",
+    "answerable",
+    "voice",
+    "identifiers",
+    "reasons",
+    "repair",
+    "original",
+)
 
 # An alternate whose checks failed: the responder does not answer it and the verifier's features
 # leave it out (its runs would compare a trajectory with another request's).
@@ -22,8 +31,10 @@ class QuestionChecks(Connection):
     def add_question_checks(self, rows: Iterable[dict[str, Any]]) -> int:
         """Rows of `QualityCheck.as_row`; a question checked again (a newer version) is replaced."""
         now = utcnow()
-        rows = [{**{c: r.get(c) for c in COLUMNS}, "reasons": to_json(r.get("reasons") or []), "created_at": now}
-                for r in rows]  # fmt: skip
+        rows = [
+            {**{c: r.get(c) for c in COLUMNS}, "reasons": to_json(r.get("reasons") or []), "created_at": now}
+            for r in rows
+        ]
         update = ", ".join(f'"{c}"=excluded."{c}"' for c in (*COLUMNS[1:], "created_at"))
         return self._insert("question_checks", rows, conflict=f"(question_id) DO UPDATE SET {update}")
 

@@ -17,14 +17,22 @@ class Questions(Connection):
         now = utcnow()
         rows = [
             {
-                "id": q.id, "domain": q.domain, "text": q.text, "origin": q.origin,
-                "parent_id": q.parent_id, "seed_id": q.seed_id, "example_seed_id": q.example_seed_id,
+                "id": q.id,
+                "domain": q.domain,
+                "text": q.text,
+                "origin": q.origin,
+                "parent_id": q.parent_id,
+                "seed_id": q.seed_id,
+                "example_seed_id": q.example_seed_id,
                 "target": to_json([c.model_dump() for c in q.target] if q.target is not None else None),
-                "group_id": q.group_id, "status": q.status, "meta": to_json(q.meta), "created_at": now,
+                "group_id": q.group_id,
+                "status": q.status,
+                "meta": to_json(q.meta),
+                "created_at": now,
                 "text_hash": text_hash(q.text),
             }
             for q in questions
-        ]  # fmt: skip
+        ]
         return self._insert("questions", rows)
 
     def update_question(self, q: Question) -> None:
@@ -83,18 +91,36 @@ class Questions(Connection):
         )
 
     def add_generation(
-        self, gen_id: str, kind: str, domain: str, seed_id: str, example_seed_id: str | None,
-        status: str, error: str | None, n_questions: int,
-    ) -> int:  # fmt: skip
+        self,
+        gen_id: str,
+        kind: str,
+        domain: str,
+        seed_id: str,
+        example_seed_id: str | None,
+        status: str,
+        error: str | None,
+        n_questions: int,
+    ) -> int:
         """One LLM generation attempt: kind investigator (seed_id = target seed) or reverse
         (seed_id = base question id)."""
         return self._insert(
             "generations",
-            [{"id": gen_id, "kind": kind, "domain": domain, "seed_id": seed_id, "example_seed_id": example_seed_id,
-              "status": status, "error": error, "n_questions": n_questions, "created_at": utcnow()}],
+            [
+                {
+                    "id": gen_id,
+                    "kind": kind,
+                    "domain": domain,
+                    "seed_id": seed_id,
+                    "example_seed_id": example_seed_id,
+                    "status": status,
+                    "error": error,
+                    "n_questions": n_questions,
+                    "created_at": utcnow(),
+                }
+            ],
             conflict="(id) DO UPDATE SET status=excluded.status, error=excluded.error, "
             "n_questions=excluded.n_questions",
-        )  # fmt: skip
+        )
 
     def generations(self, domain: str | None = None) -> list[dict[str, Any]]:
         if domain:
@@ -113,8 +139,15 @@ class Questions(Connection):
 def _question(r: dict[str, Any]) -> Question:
     target = json.loads(r["target"]) if r["target"] else None
     return Question(
-        id=r["id"], domain=r["domain"], text=r["text"], origin=r["origin"], parent_id=r["parent_id"],
-        seed_id=r["seed_id"], example_seed_id=r["example_seed_id"],
+        id=r["id"],
+        domain=r["domain"],
+        text=r["text"],
+        origin=r["origin"],
+        parent_id=r["parent_id"],
+        seed_id=r["seed_id"],
+        example_seed_id=r["example_seed_id"],
         target=[ToolCall(**c) for c in target] if target is not None else None,
-        group_id=r["group_id"], status=r["status"] or "new", meta=json.loads(r["meta"] or "{}"),
-    )  # fmt: skip
+        group_id=r["group_id"],
+        status=r["status"] or "new",
+        meta=json.loads(r["meta"] or "{}"),
+    )

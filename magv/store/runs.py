@@ -17,17 +17,30 @@ class Runs(Connection):
         for r in runs:
             t = r.trajectory
             calls = t.canonical_calls()
-            rows.append({
-                "id": r.id, "question_id": r.question_id, "run_index": r.run_index,
-                "trajectory": t.model_dump_json(), "status": t.status, "signature": make_id(calls),
-                "n_steps": len(t.steps), "n_tool_errors": tool_error_count(t),
-                "n_invalid": sum(1 for s in t.steps if s.kind == "invalid"),
-                "response": t.response, "prompt_tokens": r.prompt_tokens,
-                "completion_tokens": r.completion_tokens, "latency_s": r.latency_s,
-                "created_at": r.created_at, "tools": t.tool_names(), "calls": calls,
-                "response_hash": text_hash(t.response or ""), "calls_hash": text_hash(serialised_calls(calls)),
-                "agent": None if r.agent is None else canonical_json(r.agent), "cost_usd": r.cost_usd,
-            })  # fmt: skip
+            rows.append(
+                {
+                    "id": r.id,
+                    "question_id": r.question_id,
+                    "run_index": r.run_index,
+                    "trajectory": t.model_dump_json(),
+                    "status": t.status,
+                    "signature": make_id(calls),
+                    "n_steps": len(t.steps),
+                    "n_tool_errors": tool_error_count(t),
+                    "n_invalid": sum(1 for s in t.steps if s.kind == "invalid"),
+                    "response": t.response,
+                    "prompt_tokens": r.prompt_tokens,
+                    "completion_tokens": r.completion_tokens,
+                    "latency_s": r.latency_s,
+                    "created_at": r.created_at,
+                    "tools": t.tool_names(),
+                    "calls": calls,
+                    "response_hash": text_hash(t.response or ""),
+                    "calls_hash": text_hash(serialised_calls(calls)),
+                    "agent": None if r.agent is None else canonical_json(r.agent),
+                    "cost_usd": r.cost_usd,
+                }
+            )
         if not rows:
             return 0
         # A run that failed on the model (llm_error) is redone by a rerun and replaced; any
@@ -96,10 +109,11 @@ class Runs(Connection):
     def set_mct(self, rows: Iterable[dict[str, Any]]) -> int:
         """rows: question_id, run_id, signature, share, n_runs, n_distinct. Newer wins."""
         return self._insert(
-            "mct", list(rows),
+            "mct",
+            list(rows),
             conflict="(question_id) DO UPDATE SET run_id=excluded.run_id, signature=excluded.signature, "
             "share=excluded.share, n_runs=excluded.n_runs, n_distinct=excluded.n_distinct",
-        )  # fmt: skip
+        )
 
     def mct(self) -> list[dict[str, Any]]:
         return self.query("SELECT * FROM mct ORDER BY question_id")
@@ -134,9 +148,14 @@ class Runs(Connection):
 
 def _run(r: dict[str, Any]) -> Run:
     return Run(
-        id=r["id"], question_id=r["question_id"], run_index=r["run_index"],
-        trajectory=Trajectory.model_validate_json(r["trajectory"]), prompt_tokens=r["prompt_tokens"] or 0,
-        completion_tokens=r["completion_tokens"] or 0, latency_s=r["latency_s"] or 0.0,
-        created_at=r["created_at"], agent=json.loads(r["agent"]) if r.get("agent") else None,
+        id=r["id"],
+        question_id=r["question_id"],
+        run_index=r["run_index"],
+        trajectory=Trajectory.model_validate_json(r["trajectory"]),
+        prompt_tokens=r["prompt_tokens"] or 0,
+        completion_tokens=r["completion_tokens"] or 0,
+        latency_s=r["latency_s"] or 0.0,
+        created_at=r["created_at"],
+        agent=json.loads(r["agent"]) if r.get("agent") else None,
         cost_usd=r.get("cost_usd"),
-    )  # fmt: skip
+    )

@@ -20,10 +20,16 @@ class VerifierTables(Connection):
         model (judge verdicts added since, an older magv's metrics)."""
         return self._insert(
             "verifier_models",
-            [{**row, "features": to_json(row["features"]), "metrics": to_json(row["metrics"]),
-              "created_at": utcnow()}],
+            [
+                {
+                    **row,
+                    "features": to_json(row["features"]),
+                    "metrics": to_json(row["metrics"]),
+                    "created_at": utcnow(),
+                }
+            ],
             conflict="(id) DO UPDATE SET metrics = excluded.metrics",
-        )  # fmt: skip
+        )
 
     def latest_verifier_model(self) -> dict[str, Any] | None:
         rows = self.query("SELECT * FROM verifier_models ORDER BY created_at DESC LIMIT 1")
@@ -35,8 +41,10 @@ class VerifierTables(Connection):
 
     def add_cv_results(self, training_id: str, results: dict[str, dict[str, Any]]) -> int:
         now = utcnow()
-        rows = [{"training_id": training_id, "name": name, "metrics": to_json(m), "created_at": now}
-                for name, m in results.items()]  # fmt: skip
+        rows = [
+            {"training_id": training_id, "name": name, "metrics": to_json(m), "created_at": now}
+            for name, m in results.items()
+        ]
         # the same training again replaces the metrics (an older magv stored no out-of-fold predictions)
         return self._insert(
             "cv_results", rows, conflict="(training_id, name) DO UPDATE SET metrics = excluded.metrics"
@@ -48,9 +56,16 @@ class VerifierTables(Connection):
         return self.query("SELECT * FROM cv_results WHERE training_id=? ORDER BY name", [training_id])
 
     def bulk_add_predictions(
-        self, model_id: str, threshold: float, run_ids: Sequence[str], probabilities: Any, verdicts: Any,
-        names: Sequence[str], top_index: Any, top_values: Any,
-    ) -> int:  # fmt: skip
+        self,
+        model_id: str,
+        threshold: float,
+        run_ids: Sequence[str],
+        probabilities: Any,
+        verdicts: Any,
+        names: Sequence[str],
+        top_index: Any,
+        top_values: Any,
+    ) -> int:
         """Predictions of one model, column-wise (numpy). Row i's contributions are the JSON object
         {names[top_index[i, j]]: top_values[i, j]} in order of j, written by DuckDB (a Python
         string per row cost more than the rest of scoring). Newer wins."""
@@ -58,9 +73,11 @@ class VerifierTables(Connection):
             return 0
         top_index = np.asarray(top_index, dtype=np.int64).reshape(len(run_ids), -1)
         top_values = np.asarray(top_values, dtype=np.float64).reshape(top_index.shape)
-        columns = {"run_id": np.asarray(list(run_ids), dtype=object),
-                   "probability": np.asarray(probabilities, dtype=np.float64),
-                   "verdict": np.asarray(verdicts, dtype=bool)}  # fmt: skip
+        columns = {
+            "run_id": np.asarray(list(run_ids), dtype=object),
+            "probability": np.asarray(probabilities, dtype=np.float64),
+            "verdict": np.asarray(verdicts, dtype=bool),
+        }
         for j in range(top_index.shape[1]):
             columns[f"i{j}"] = top_index[:, j] + 1  # SQL lists count from 1
             columns[f"v{j}"] = np.ascontiguousarray(top_values[:, j])
@@ -74,7 +91,7 @@ class VerifierTables(Connection):
                 [model_id, float(threshold), utcnow(), list(names)],
                 "(run_id, model_id) DO UPDATE SET probability=excluded.probability, verdict=excluded.verdict, "
                 "threshold=excluded.threshold, contributions=excluded.contributions, created_at=excluded.created_at",
-            )  # fmt: skip
+            )
 
     def predictions(self, model_id: str | None = None) -> list[Prediction]:
         sql = "SELECT * FROM predictions"
@@ -82,8 +99,10 @@ class VerifierTables(Connection):
         if model_id:
             sql += " WHERE model_id=?"
             params.append(model_id)
-        return [Prediction(**{**r, "contributions": json.loads(r["contributions"] or "{}")})
-                for r in self.query(sql + " ORDER BY run_id", params)]  # fmt: skip
+        return [
+            Prediction(**{**r, "contributions": json.loads(r["contributions"] or "{}")})
+            for r in self.query(sql + " ORDER BY run_id", params)
+        ]
 
     def scored_model_id(self) -> str | None:
         """The verifier model that scored most recently."""

@@ -33,8 +33,9 @@ def uncertain_order(
 
     ranked = sorted(range(len(keys)), key=lambda i: (uncertainty(i), str(keys[i])))
     scored = [i for i in ranked if probabilities[i] is not None]
-    return _round_robin(scored, keys, groups) + _round_robin([i for i in ranked if probabilities[i] is None],
-                                                             keys, groups)  # fmt: skip
+    return _round_robin(scored, keys, groups) + _round_robin(
+        [i for i in ranked if probabilities[i] is None], keys, groups
+    )
 
 
 def _round_robin(ranked: list[int], keys: Sequence[Hashable], groups: Sequence[Hashable]) -> list[Hashable]:
@@ -61,9 +62,14 @@ def _fit_predict(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, s
 
 
 def learning_curve(
-    X: np.ndarray, y: np.ndarray, groups: Sequence[Hashable], sizes: Sequence[int] | None = None,
-    threshold: float = 0.5, seed: int = 0, start: int = 4,
-) -> dict[str, Any]:  # fmt: skip
+    X: np.ndarray,
+    y: np.ndarray,
+    groups: Sequence[Hashable],
+    sizes: Sequence[int] | None = None,
+    threshold: float = 0.5,
+    seed: int = 0,
+    start: int = 4,
+) -> dict[str, Any]:
     """Accuracy on the rows not yet picked against the number picked (human labels), for the
     uncertainty-first order and for a random order.
 
@@ -100,11 +106,12 @@ def learning_curve(
         point["test_rows"] = n - size
         points.append(point)
     return {
-        "rows": n, "points": points,
+        "rows": n,
+        "points": points,
         "method": f"simulated on {n} labelled rows: {start} picked at random, then logistic regression on "
-                  "the picked rows chooses the next by uncertainty (|p - threshold|) round-robin over "
-                  "question groups; accuracy on the rows not picked; random order for comparison",
-    }  # fmt: skip
+        "the picked rows chooses the next by uncertainty (|p - threshold|) round-robin over "
+        "question groups; accuracy on the rows not picked; random order for comparison",
+    }
 
 
 def uncertain_annotations(

@@ -98,9 +98,13 @@ MIN_NESTED_GROUPS = 3
 
 
 def baseline_oof(
-    X: np.ndarray, y: np.ndarray, names: Sequence[str], splits: Sequence[tuple[np.ndarray, np.ndarray]],
-    groups: np.ndarray, call_documents: Sequence[str] | None = None,
-) -> dict[str, ScoreColumns]:  # fmt: skip
+    X: np.ndarray,
+    y: np.ndarray,
+    names: Sequence[str],
+    splits: Sequence[tuple[np.ndarray, np.ndarray]],
+    groups: np.ndarray,
+    call_documents: Sequence[str] | None = None,
+) -> dict[str, ScoreColumns]:
     """The baselines out of fold on `splits`: "majority", "agreement" (below), "write agreement"
     (no fit: the share of the other runs of the group with the same write calls, the featurizer's
     WRITE_AGREEMENT; correct at >= 0.5) and, given each row's calls-and-arguments document
@@ -239,8 +243,11 @@ def evaluate(
     base_scorers = baseline_oof(X, y, names, splits, groups, call_documents)
     agreement = agreement_oof(np.asarray(X), y, list(names), splits)
     for name, s in base_scorers.items():
-        baselines[name] = {**evaluate_scorer(y, s, boot), "n": int(len(y)),
-                           "confusion": confusion(y.tolist(), s.pred.tolist())}  # fmt: skip
+        baselines[name] = {
+            **evaluate_scorer(y, s, boot),
+            "n": int(len(y)),
+            "confusion": confusion(y.tolist(), s.pred.tolist()),
+        }
     if agreement is not None:
         baselines["agreement"]["folds"] = agreement[1]
 
@@ -251,10 +258,12 @@ def evaluate(
     judges = []
     for model, (rows, s, without) in judge_rows(list(run_ids), judge_verdicts).items():
         entry = {
-            "model": model, "n": int(len(rows)), "without_verdict": without,
+            "model": model,
+            "n": int(len(rows)),
+            "without_verdict": without,
             "judge": evaluate_scorer(y, s, boot, rows),
             "best_model": {"name": best, **evaluate_scorer(y, scorers[best], boot, rows)},
-        }  # fmt: skip
+        }
         if boot is not None:
             entry["difference"] = difference(y, scorers[best], s, boot, rows)
             differences[f"{best} - judge {model}"] = entry["difference"]
@@ -273,24 +282,48 @@ def evaluate(
     }
     if ablation:
         model = make_verifier(best).model if best not in MODEL_NAMES else best
-        out["ablation"] = ablate(X, y, groups, names, model, folds=folds, seed=seed, boot=boot,
-                                 every_feature=results.get(model))  # fmt: skip
+        out["ablation"] = ablate(
+            X, y, groups, names, model, folds=folds, seed=seed, boot=boot, every_feature=results.get(model)
+        )
     if repeats > 0 and len(np.unique(groups)) < MIN_NESTED_GROUPS:
         # an outer training fold of one group cannot be split again to choose inside it
-        out["selected"] = {"skipped": f"the nested selection needs {MIN_NESTED_GROUPS} question groups; "
-                                      f"these labels have {len(np.unique(groups))}"}  # fmt: skip
+        out["selected"] = {
+            "skipped": f"the nested selection needs {MIN_NESTED_GROUPS} question groups; "
+            f"these labels have {len(np.unique(groups))}"
+        }
     elif repeats > 0:
-        out["selected"] = selected(X, y, groups, names, list(results), documents, call_documents,
-                                   folds=folds, seeds=range(seed, seed + repeats), select_by=select_by,
-                                   objective=objective, target_precision=target_precision)  # fmt: skip
+        out["selected"] = selected(
+            X,
+            y,
+            groups,
+            names,
+            list(results),
+            documents,
+            call_documents,
+            folds=folds,
+            seeds=range(seed, seed + repeats),
+            select_by=select_by,
+            objective=objective,
+            target_precision=target_precision,
+        )
     return out
 
 
 def selected(
-    X: np.ndarray, y: np.ndarray, groups: np.ndarray, names: Sequence[str], candidates: Sequence[str],
-    documents: Sequence[str] | None, call_documents: Sequence[str] | None, *, folds: int, seeds: Iterable[int],
-    select_by: str = "roc_auc", objective: str = "accuracy", target_precision: float = 0.9,
-) -> dict[str, Any]:  # fmt: skip
+    X: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray,
+    names: Sequence[str],
+    candidates: Sequence[str],
+    documents: Sequence[str] | None,
+    call_documents: Sequence[str] | None,
+    *,
+    folds: int,
+    seeds: Iterable[int],
+    select_by: str = "roc_auc",
+    objective: str = "accuracy",
+    target_precision: float = 0.9,
+) -> dict[str, Any]:
     """The nested selection (magv.verify.selection.nested_cv) among `candidates` at each CV seed,
     beside the baselines on the same folds: per row ("selected", each baseline) the mean and
     spread over the seeds of accuracy, balanced accuracy and AUROC; the models and thresholds
@@ -299,24 +332,38 @@ def selected(
     inputs = {}
     for label in candidates:
         v = make_verifier(label)
-        inputs[label] = (v, model_input(v, X[:, [list(names).index(f) for f in candidate_features(label, names)]],
-                                        documents))  # fmt: skip
+        inputs[label] = (
+            v,
+            model_input(v, X[:, [list(names).index(f) for f in candidate_features(label, names)]], documents),
+        )
     first: dict[str, Any] = {}
 
     def measure(seed: int) -> dict[str, float | None]:
         splits = grouped_splits(y, groups, folds, seed)
-        n = nested_cv(inputs, y, groups, folds=folds, seed=seed, select_by=select_by,
-                      objective="accuracy" if objective == "fixed" else objective,
-                      target_precision=target_precision)  # fmt: skip
+        n = nested_cv(
+            inputs,
+            y,
+            groups,
+            folds=folds,
+            seed=seed,
+            select_by=select_by,
+            objective="accuracy" if objective == "fixed" else objective,
+            target_precision=target_precision,
+        )
         if objective == "fixed":
             n["pred"] = (n["proba"] >= 0.5).astype(np.int64)
             n["threshold"][:] = 0.5
         if not first:
             first.update(chosen=n["chosen"], abstention=abstention(y, n["proba"], n["threshold"]))
-        scorers = {"selected": ScoreColumns(n["pred"], n["proba"], n["proba"]),
-                   **baseline_oof(X, y, names, splits, groups, call_documents)}  # fmt: skip
-        return {f"{name}|{k}": point_metrics(y, s)[k] for name, s in scorers.items()
-                for k in ("accuracy", "balanced_accuracy", "roc_auc")}  # fmt: skip
+        scorers = {
+            "selected": ScoreColumns(n["pred"], n["proba"], n["proba"]),
+            **baseline_oof(X, y, names, splits, groups, call_documents),
+        }
+        return {
+            f"{name}|{k}": point_metrics(y, s)[k]
+            for name, s in scorers.items()
+            for k in ("accuracy", "balanced_accuracy", "roc_auc")
+        }
 
     stats = repeated(measure, list(seeds))
     rows: dict[str, dict[str, Any]] = {}
@@ -327,9 +374,17 @@ def selected(
 
 
 def ablate(
-    X: np.ndarray, y: np.ndarray, groups: np.ndarray, names: Sequence[str], model: str, *, folds: int,
-    seed: int, boot: GroupBootstrap | None, every_feature: Mapping[str, Any] | None = None,
-) -> list[dict[str, Any]]:  # fmt: skip
+    X: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray,
+    names: Sequence[str],
+    model: str,
+    *,
+    folds: int,
+    seed: int,
+    boot: GroupBootstrap | None,
+    every_feature: Mapping[str, Any] | None = None,
+) -> list[dict[str, Any]]:
     """The model cross-validated on each feature set of `feature_sets`, on the same folds;
     `every_feature`, the model's own result on all columns (with `oof`), is reused for "all"."""
     X = np.asarray(X, dtype=np.float64)
@@ -352,8 +407,13 @@ def without_oof(results: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str,
 # -- tables --------------------------------------------------------------------------------------
 
 TABLE_METRICS = ("accuracy", "balanced_accuracy", "roc_auc", "mcc", "brier")
-_SHORT = {"accuracy": "accuracy", "balanced_accuracy": "bal. acc.", "roc_auc": "AUROC", "mcc": "MCC",
-          "brier": "Brier"}  # fmt: skip
+_SHORT = {
+    "accuracy": "accuracy",
+    "balanced_accuracy": "bal. acc.",
+    "roc_auc": "AUROC",
+    "mcc": "MCC",
+    "brier": "Brier",
+}
 
 
 def with_interval(m: Mapping[str, Any], k: str, sep: str = "\n") -> str:
@@ -381,24 +441,44 @@ def summary_tables(summary: Mapping[str, Any]) -> list[tuple[str, list[dict[str,
     """(title, rows) of the evaluation in `TrainResult.summary()`'s shape, for the console."""
     first = summary["models"][0] if summary["models"] else {}
     boot = summary.get("bootstrap") or {}
-    ci = (f"95 % intervals from {boot['replicates']} bootstrap draws of the {summary.get('groups')} CV groups"
-          if boot.get("replicates") else "no intervals (--bootstrap 0)")  # fmt: skip
-    rows = [_row(m["name"] + (" *" if m["name"] == summary["best"] else ""), m, n=m.get("n"))
-            for m in summary["models"]]  # fmt: skip
+    ci = (
+        f"95 % intervals from {boot['replicates']} bootstrap draws of the {summary.get('groups')} CV groups"
+        if boot.get("replicates")
+        else "no intervals (--bootstrap 0)"
+    )
+    rows = [
+        _row(m["name"] + (" *" if m["name"] == summary["best"] else ""), m, n=m.get("n"))
+        for m in summary["models"]
+    ]
     for name, m in summary.get("baselines", {}).items():
         rows.append(_row(f"baseline: {name}", m, n=m.get("n")))
-    out = [(f"grouped {first.get('folds')}-fold CV on {summary.get('n')} labelled trajectories "
-            f"({first.get('positives')} correct); * = best by {summary.get('select_by')}; {ci}", rows)]  # fmt: skip
+    out = [
+        (
+            f"grouped {first.get('folds')}-fold CV on {summary.get('n')} labelled trajectories "
+            f"({first.get('positives')} correct); * = best by {summary.get('select_by')}; {ci}",
+            rows,
+        )
+    ]
     judge_rows_ = []
     for j in summary.get("judges", []):
         judge_rows_.append(_row(f"judge {j['model']}", j["judge"], n=j["n"]))
         judge_rows_.append(_row(f"{j['best_model']['name']} (same rows)", j["best_model"], n=j["n"]))
     if judge_rows_:
         out.append(("the LLM judge and the best model on the rows the judge gave a verdict for", judge_rows_))
-    diffs = [{"": k, "metric": d["metric"], "n": d["n"],
-              "difference": "–" if d["value"] is None else (
-                  f"{d['value']:+.3f}" + (f" [{d['interval'][0]:+.3f}, {d['interval'][1]:+.3f}]" if d["interval"] else ""))}
-             for k, d in summary.get("differences", {}).items()]  # fmt: skip
+    diffs = [
+        {
+            "": k,
+            "metric": d["metric"],
+            "n": d["n"],
+            "difference": "–"
+            if d["value"] is None
+            else (
+                f"{d['value']:+.3f}"
+                + (f" [{d['interval'][0]:+.3f}, {d['interval'][1]:+.3f}]" if d["interval"] else "")
+            ),
+        }
+        for k, d in summary.get("differences", {}).items()
+    ]
     if diffs:
         out.append(("differences (paired bootstrap)", diffs))
     sel = summary.get("selected")
@@ -407,13 +487,32 @@ def summary_tables(summary: Mapping[str, Any]) -> list[tuple[str, list[dict[str,
             ("model and threshold chosen inside each training fold (nested CV)", [{"": sel["skipped"]}])
         )
     elif sel:
-        out.append((f"model and threshold ({sel['objective']}) chosen inside each training fold (nested CV), "
-                    f"beside the baselines on the same folds: mean ± sd [min, max] over CV seeds {sel['seeds']}",
-                    [{"": name, **{_SHORT[k]: spread(m.get(k)) for k in ("accuracy", "balanced_accuracy", "roc_auc")}}
-                     for name, m in sel["rows"].items()]))  # fmt: skip
-        out.append(("abstention: verdicts within a band around the threshold left to a human (first seed)",
-                    [{"band": f"±{a['band']:.2f}", "coverage": f"{a['coverage']:.3f}",
-                      "accuracy": "–" if a["accuracy"] is None else f"{a['accuracy']:.3f}"} for a in sel["abstention"]]))  # fmt: skip
+        out.append(
+            (
+                f"model and threshold ({sel['objective']}) chosen inside each training fold (nested CV), "
+                f"beside the baselines on the same folds: mean ± sd [min, max] over CV seeds {sel['seeds']}",
+                [
+                    {
+                        "": name,
+                        **{_SHORT[k]: spread(m.get(k)) for k in ("accuracy", "balanced_accuracy", "roc_auc")},
+                    }
+                    for name, m in sel["rows"].items()
+                ],
+            )
+        )
+        out.append(
+            (
+                "abstention: verdicts within a band around the threshold left to a human (first seed)",
+                [
+                    {
+                        "band": f"±{a['band']:.2f}",
+                        "coverage": f"{a['coverage']:.3f}",
+                        "accuracy": "–" if a["accuracy"] is None else f"{a['accuracy']:.3f}",
+                    }
+                    for a in sel["abstention"]
+                ],
+            )
+        )
     abl = [
         _row(a["features"], a, model=a["model"], features=a["n_features"])
         for a in summary.get("ablation", [])

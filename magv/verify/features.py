@@ -26,7 +26,7 @@ from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import networkx as nx
 import numpy as np
@@ -38,6 +38,9 @@ from magv.llm.embeddings import SupportsEmbed, embed_cached
 from magv.mct import mct_signature
 from magv.models import Step, Trajectory, make_id, serialised_calls
 from magv.verify import budget as work
+
+if TYPE_CHECKING:
+    from magv.store import Store
 
 # 4: the run's own content (error share, an error at the end, retries, repeated and stagnant calls,
 # writes, calls after the response), write-set agreement with siblings; a most common trajectory,
@@ -321,9 +324,14 @@ def _searched(ga: nx.DiGraph, gb: nx.DiGraph, seconds: float, upper_bound: float
     if seconds <= 0:
         return best
     paths = nx.optimize_edit_paths(
-        ga, gb, node_match=_same_label, roots=(START, START), strictly_decreasing=True, timeout=seconds,
+        ga,
+        gb,
+        node_match=_same_label,
+        roots=(START, START),
+        strictly_decreasing=True,
+        timeout=seconds,
         upper_bound=upper_bound,
-    )  # fmt: skip
+    )
     for _, _, cost in paths:
         best = min(best, cost)
     return float(best)
@@ -341,9 +349,15 @@ def _call_features(
     # Deleting one graph and inserting the other always works, so this bounds GED to [0, 1].
     gedit = ged / max(1, graph_size(a) + graph_size(b))
     values = (
-        exact_match(a, b), name_edit_distance(a, b), gedit, call_edit_distance(a, b), tool_jaccard(a, b),
-        lcs_ratio(a, b), argument_agreement(a, b), write_agreement(a, b, write_tools),
-    )  # fmt: skip
+        exact_match(a, b),
+        name_edit_distance(a, b),
+        gedit,
+        call_edit_distance(a, b),
+        tool_jaccard(a, b),
+        lcs_ratio(a, b),
+        argument_agreement(a, b),
+        write_agreement(a, b, write_tools),
+    )
     return values, exact
 
 
@@ -537,8 +551,10 @@ class _Batch:
         # each code's signature (Trajectory.signature), what the MCT vote breaks ties by
         self.signature = [make_id(list(canonical)) for canonical in codes]
         # each trajectory's calls that change data (canonical), in order
-        self.writes = [tuple(c for n, c in zip(t.names, t.canonical, strict=True) if n in self.write_tools)
-                       for t in self.calls]  # fmt: skip
+        self.writes = [
+            tuple(c for n, c in zip(t.names, t.canonical, strict=True) if n in self.write_tools)
+            for t in self.calls
+        ]
         self.pairs: dict[tuple[int, int], tuple[float, ...]] = {}
         self.injections: dict[tuple[int, int], np.ndarray] = {}
         self.texts: dict[str, int] = {}
@@ -567,11 +583,18 @@ class _Batch:
         sibling_pairs = [
             (r, i, j) for r, i in enumerate(wanted) for j in self.members[self.keys[i]] if j != i
         ]
-        alternate_pairs = [(r, i, j) for r, i in enumerate(wanted)
-                           for _, runs in self.alternates.get(self.keys[i], []) for j in runs]  # fmt: skip
-        question_pairs = [(r, self.text(q), self.text(alt_question)) for r, i in enumerate(wanted)
-                          if (q := self.questions.get(self.keys[i])) is not None
-                          for alt_question, _ in self.alternates.get(self.keys[i], [])]  # fmt: skip
+        alternate_pairs = [
+            (r, i, j)
+            for r, i in enumerate(wanted)
+            for _, runs in self.alternates.get(self.keys[i], [])
+            for j in runs
+        ]
+        question_pairs = [
+            (r, self.text(q), self.text(alt_question))
+            for r, i in enumerate(wanted)
+            if (q := self.questions.get(self.keys[i])) is not None
+            for alt_question, _ in self.alternates.get(self.keys[i], [])
+        ]
         sib, alt = self._pair_values(sibling_pairs), self._pair_values(alternate_pairs)
         vectors = self._vectors()  # every text is numbered by now
         for values in (sib, alt):
@@ -580,10 +603,16 @@ class _Batch:
         q_row, q_base, q_alt = _columns(question_pairs, 3)
         question_sim = _similarity(vectors, q_base, q_alt)
 
-        columns = {name: np.array([c[name] for c in counts], dtype=np.float64).reshape(n)
-                   for name in (*OWN_FEATURES, *_GROUP_COUNTS, "is_write_mode", "n_alternates")}  # fmt: skip
-        same = {"calls": sib["edit"] == 0.0, "arguments": sib["arg_agreement"] == 1.0,
-                "writes": sib["write_agreement"] == 1.0, "write_sequence": sib["same_write_sequence"] == 1.0}  # fmt: skip
+        columns = {
+            name: np.array([c[name] for c in counts], dtype=np.float64).reshape(n)
+            for name in (*OWN_FEATURES, *_GROUP_COUNTS, "is_write_mode", "n_alternates")
+        }
+        same = {
+            "calls": sib["edit"] == 0.0,
+            "arguments": sib["arg_agreement"] == 1.0,
+            "writes": sib["write_agreement"] == 1.0,
+            "write_sequence": sib["same_write_sequence"] == 1.0,
+        }
         for name, test in same.items():
             columns[f"sibling_same_{name}"] = _grouped(sib["row"], test.astype(np.float64), n, NEUTRAL)[0]
         for name in PAIR_FEATURES:
@@ -605,12 +634,17 @@ class _Batch:
         n_runs = len(self.members[self.keys[i]])
         return {
             **own_features(self.trajectories[i], self.write_tools),
-            "is_write_mode": NEUTRAL if write_mode is None else float(tuple(sorted(self.writes[i])) == write_mode),
-            "n_runs": n_runs, "n_distinct": len(counts), "distinct_ratio": len(counts) / n_runs,
-            "is_mct": float(self.code[i] == mct_code), "mct_share": mct_count / n_runs,
+            "is_write_mode": NEUTRAL
+            if write_mode is None
+            else float(tuple(sorted(self.writes[i])) == write_mode),
+            "n_runs": n_runs,
+            "n_distinct": len(counts),
+            "distinct_ratio": len(counts) / n_runs,
+            "is_mct": float(self.code[i] == mct_code),
+            "mct_share": mct_count / n_runs,
             "signature_share": counts[self.code[i]] / n_runs,
             "n_alternates": len(self.alternates.get(self.keys[i], [])),
-        }  # fmt: skip
+        }
 
     def _pair_values(self, pairs: list[tuple[int, int, int]]) -> dict[str, np.ndarray]:
         """Columns over (row, i, j) pairs: the row, CALL_FEATURES and exact of trajectories i and
@@ -709,7 +743,7 @@ class StoreCachedEmbedder:
     """An embedder whose vectors go through the store's cache (`embed_cached`): each text is
     embedded once per embedding model."""
 
-    def __init__(self, store: Any, embedder: SupportsEmbed):
+    def __init__(self, store: Store, embedder: SupportsEmbed):
         self.store = store
         self.embedder = embedder
 
@@ -750,7 +784,7 @@ class _Plan:
 
 
 def compute_features(
-    store: Any,
+    store: Store,
     embedder: SupportsEmbed | None,
     *,
     alternates: bool = True,
@@ -770,9 +804,13 @@ def compute_features(
 
 
 def _compute_features(
-    store: Any, embedder: SupportsEmbed | None, alternates: bool, replace: bool, mct_only: bool,
+    store: Store,
+    embedder: SupportsEmbed | None,
+    alternates: bool,
+    replace: bool,
+    mct_only: bool,
     progress: Callable[[int, int], None] | None,
-) -> int:  # fmt: skip
+) -> int:
     questions = {q["id"]: q for q in store.question_heads(passing_alternates_only=True)}
     runs = store.run_signatures()
     plan = _plan(questions, runs, alternates)
@@ -838,7 +876,7 @@ def _plan(questions: dict[str, dict[str, Any]], runs: list[dict[str, Any]], alte
 
 
 def _featurize(
-    store: Any, featurizer: TrajectoryFeaturizer, plan: _Plan, chosen: dict[str, list[str]]
+    store: Store, featurizer: TrajectoryFeaturizer, plan: _Plan, chosen: dict[str, list[str]]
 ) -> tuple[np.ndarray, list[str]]:
     """The rows of `chosen` (sibling group -> run ids), with each group's runs and alternates."""
     needed = [r for k in chosen for r in plan.runs[k]]
@@ -855,16 +893,23 @@ def _featurize(
         if k in plan.alternates
     }
     X = featurizer.transform(
-        [trajectory[r] for r in ids], [k for k in chosen for _ in plan.runs[k]],
-        questions={k: plan.text[k] for k in chosen}, alternates=alternates, rows=wanted,
-    )  # fmt: skip
+        [trajectory[r] for r in ids],
+        [k for k in chosen for _ in plan.runs[k]],
+        questions={k: plan.text[k] for k in chosen},
+        alternates=alternates,
+        rows=wanted,
+    )
     return X, [ids[i] for i in wanted]
 
 
 def _rows_to_compute(
-    store: Any, questions: dict[str, dict[str, Any]], runs: list[dict[str, Any]], plan: _Plan, replace: bool,
+    store: Store,
+    questions: dict[str, dict[str, Any]],
+    runs: list[dict[str, Any]],
+    plan: _Plan,
+    replace: bool,
     mct_only: bool,
-) -> dict[str, list[str]]:  # fmt: skip
+) -> dict[str, list[str]]:
     """Sibling group -> the ids of its runs that need a (new) row."""
     if mct_only:
         candidates: dict[str, list[str]] = {}

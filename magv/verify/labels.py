@@ -239,11 +239,15 @@ def gold_labels(
     }
     only = {m["run_id"] for m in store.mct() if m["question_id"] in targets} if mct_only else None
     labels = [
-        Label(run_id=run.id, source="gold", correct=match_any(run.trajectory.calls, targets[run.question_id], mode,
-              arguments, overrides), detail=detail)
+        Label(
+            run_id=run.id,
+            source="gold",
+            correct=match_any(run.trajectory.calls, targets[run.question_id], mode, arguments, overrides),
+            detail=detail,
+        )
         for run in store.runs(question_ids=sorted(targets))
         if only is None or run.id in only
-    ]  # fmt: skip
+    ]
     store.add_labels(labels)
     return len(labels)
 

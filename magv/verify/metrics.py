@@ -50,8 +50,10 @@ def confusion(y: list[int], proba: list[float], threshold: float = 0.5) -> list[
     """[[tn, fp], [fn, tp]], the layout of sklearn's confusion_matrix."""
     t = np.asarray(y, dtype=int)
     p = (np.asarray(proba, dtype=float) >= threshold).astype(int)
-    return [[int(((t == 0) & (p == 0)).sum()), int(((t == 0) & (p == 1)).sum())],
-            [int(((t == 1) & (p == 0)).sum()), int(((t == 1) & (p == 1)).sum())]]  # fmt: skip
+    return [
+        [int(((t == 0) & (p == 0)).sum()), int(((t == 0) & (p == 1)).sum())],
+        [int(((t == 1) & (p == 0)).sum()), int(((t == 1) & (p == 1)).sum())],
+    ]
 
 
 def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -169,9 +171,13 @@ def evaluate_scorer(
 
 
 def difference(
-    y: np.ndarray, a: ScoreColumns, b: ScoreColumns, boot: GroupBootstrap, rows: np.ndarray | None = None,
+    y: np.ndarray,
+    a: ScoreColumns,
+    b: ScoreColumns,
+    boot: GroupBootstrap,
+    rows: np.ndarray | None = None,
     metric: str = "accuracy",
-) -> dict[str, object]:  # fmt: skip
+) -> dict[str, object]:
     """`metric` of a minus that of b on the same rows, with the paired bootstrap interval (both
     scored on each replicate's draw)."""
     y = np.asarray(y)

@@ -114,8 +114,15 @@ def _model(name: str, params: dict[str, Any], seed: int, y: np.ndarray) -> Any:
     if name == "knn":
         knn = KNeighborsClassifier(**{"n_neighbors": min(5, len(y)), "weights": "distance", **params})
         return make_pipeline(StandardScaler(), knn)
-    defaults = {"n_estimators": 200, "max_depth": 3, "learning_rate": 0.1, "n_jobs": 1, "random_state": seed,
-                "eval_metric": "logloss", "verbosity": 0}  # fmt: skip
+    defaults = {
+        "n_estimators": 200,
+        "max_depth": 3,
+        "learning_rate": 0.1,
+        "n_jobs": 1,
+        "random_state": seed,
+        "eval_metric": "logloss",
+        "verbosity": 0,
+    }
     return XGBClassifier(**{**defaults, **params})
 
 
@@ -125,11 +132,17 @@ def text_model(params: dict[str, Any] | None = None, seed: int = 0) -> Pipeline:
     over these defaults, by step (`tfidf__min_df`, `logreg__C`). Binary beat sublinear counts on
     the airline logs (AUROC 0.829 against 0.809). liblinear fits these small sparse problems about
     four times faster than lbfgs, to the same out-of-fold AUROC there (0.828 against 0.829)."""
-    pipe = Pipeline([
-        ("tfidf", TfidfVectorizer(ngram_range=(1, 2), min_df=2, binary=True)),
-        ("logreg", LogisticRegression(C=10.0, solver="liblinear", max_iter=2000, class_weight="balanced",
-                                      random_state=seed)),
-    ])  # fmt: skip
+    pipe = Pipeline(
+        [
+            ("tfidf", TfidfVectorizer(ngram_range=(1, 2), min_df=2, binary=True)),
+            (
+                "logreg",
+                LogisticRegression(
+                    C=10.0, solver="liblinear", max_iter=2000, class_weight="balanced", random_state=seed
+                ),
+            ),
+        ]
+    )
     return pipe.set_params(**(params or {}))
 
 
@@ -140,8 +153,9 @@ def _log_odds(model: Pipeline, docs: np.ndarray) -> np.ndarray:
     return np.asarray(vectorizer.transform(docs) @ lr.coef_.T + lr.intercept_).reshape(-1, 1)
 
 
-def _text_oof(docs: np.ndarray, y: np.ndarray, groups: np.ndarray | None, params: dict | None,
-              seed: int) -> np.ndarray:  # fmt: skip
+def _text_oof(
+    docs: np.ndarray, y: np.ndarray, groups: np.ndarray | None, params: dict | None, seed: int
+) -> np.ndarray:
     """Out-of-fold log-odds of the text model on the training rows: grouped folds when there are
     groups, so a trajectory is never scored by a model that saw its siblings."""
     k = min(TEXT_FOLDS, _min_class(y))
@@ -526,8 +540,10 @@ def make_verifier(label: str, seed: int = 0, calibrate: bool = False) -> Verifie
         return Verifier("logreg", seed, calibrate=calibrate, text="stack")
     model, _, text = label.partition(f" + {TEXT_LABEL}")
     if model not in MODEL_NAMES or text:
-        raise ValueError(f"unknown verifier {label!r}; expected a model of {', '.join(MODEL_NAMES)}, "
-                         f"'{TEXT_LABEL}', '<model> + {TEXT_LABEL}' or '{AGREEMENT_LABEL}'")  # fmt: skip
+        raise ValueError(
+            f"unknown verifier {label!r}; expected a model of {', '.join(MODEL_NAMES)}, "
+            f"'{TEXT_LABEL}', '<model> + {TEXT_LABEL}' or '{AGREEMENT_LABEL}'"
+        )
     return Verifier(model, seed, calibrate=calibrate, text="stack" if label != model else None)
 
 
@@ -591,8 +607,13 @@ def cross_validate_models(
         oof = np.zeros(len(y))
         for tr, te in splits:
             oof[te] = clone(verifier).fit(Xin[tr], y[tr], groups=groups[tr]).proba_correct(Xin[te])
-        results[name] = {**metrics(y, oof), "folds": len(splits), "n": int(len(y)), "positives": int(y.sum()),
-                         "oof": {"y": y.tolist(), "proba": oof.round(6).tolist()}}  # fmt: skip
+        results[name] = {
+            **metrics(y, oof),
+            "folds": len(splits),
+            "n": int(len(y)),
+            "positives": int(y.sum()),
+            "oof": {"y": y.tolist(), "proba": oof.round(6).tolist()},
+        }
     return results
 
 

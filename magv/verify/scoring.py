@@ -20,13 +20,16 @@ import time
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from magv.config import Settings
 from magv.errors import BadInput, RunFailed
 from magv.models import Trajectory
+
+if TYPE_CHECKING:
+    from magv.store import Store
 
 TOP_REASONS = 5
 
@@ -39,8 +42,12 @@ class Verdict:
     reasons: list[dict[str, Any]]  # the top contributions: feature, its value, contribution
 
     def as_dict(self) -> dict[str, Any]:
-        return {"verdict": "correct" if self.correct else "incorrect", "probability": self.probability,
-                "threshold": self.threshold, "reasons": self.reasons}  # fmt: skip
+        return {
+            "verdict": "correct" if self.correct else "incorrect",
+            "probability": self.probability,
+            "threshold": self.threshold,
+            "reasons": self.reasons,
+        }
 
 
 @dataclass
@@ -107,8 +114,12 @@ class Scorer:
         self._lock = threading.Lock()
 
     def info(self) -> dict[str, Any]:
-        return {"id": self.model_id, "name": self.model_name, "threshold": self.threshold,
-                "features": len(self.names)}  # fmt: skip
+        return {
+            "id": self.model_id,
+            "name": self.model_name,
+            "threshold": self.threshold,
+            "features": len(self.names),
+        }
 
     def predict(self, X: np.ndarray) -> MatrixPrediction:
         """The model's answer for feature rows (columns: the model's features, in its order)."""
@@ -133,8 +144,9 @@ class Scorer:
 
         wanted = range(len(trajectories)) if rows is None else rows
         if self.columns:
-            X = self.featurizer.transform(trajectories, groups, questions=questions, rows=rows,
-                                          alternates=alternates)[:, self.columns]  # fmt: skip
+            X = self.featurizer.transform(
+                trajectories, groups, questions=questions, rows=rows, alternates=alternates
+            )[:, self.columns]
         else:  # the text model alone reads no feature: nothing to compute
             X = np.zeros((len(wanted), 0))
         if self.verifier.uses_document:
@@ -157,8 +169,10 @@ class Scorer:
         p = self.predict(X)
         out = []
         for i, prob in enumerate(p.proba):
-            reasons = [{"feature": self.inputs[j], "value": _value(X, i, j, self.numeric), "contribution": float(v)}
-                       for j, v in zip(p.top_index[i], p.top_values[i], strict=True)]  # fmt: skip
+            reasons = [
+                {"feature": self.inputs[j], "value": _value(X, i, j, self.numeric), "contribution": float(v)}
+                for j, v in zip(p.top_index[i], p.top_values[i], strict=True)
+            ]
             out.append(Verdict(bool(p.correct[i]), round(float(prob), 6), self.threshold, reasons))
         return out
 
@@ -235,13 +249,17 @@ def load_scorer(
         (lazy_embedder(settings) if embedder is None else embedder) if embeds else None,
         tools.writes if tools is not None else (),
     )
-    return Scorer(bundle, featurizer, model_id=str(row["id"]),
-                  threshold=model_threshold(bundle, settings) if threshold is None else threshold,
-                  contributions=settings.verify.contributions)  # fmt: skip
+    return Scorer(
+        bundle,
+        featurizer,
+        model_id=str(row["id"]),
+        threshold=model_threshold(bundle, settings) if threshold is None else threshold,
+        contributions=settings.verify.contributions,
+    )
 
 
 def score(
-    store: Any,
+    store: Store,
     settings: Settings,
     *,
     model_id: str | None = None,
@@ -258,8 +276,9 @@ def score(
     row, bundle = load_registered(store, model_id, Path(settings.verify.models_dir), model_file)
     check_scorable(row, bundle)
     threshold = model_threshold(bundle, settings) if threshold is None else threshold
-    scorer = Scorer(bundle, model_id=row["id"], threshold=threshold, contributions=settings.verify.contributions,
-                    top=top)  # fmt: skip
+    scorer = Scorer(
+        bundle, model_id=row["id"], threshold=threshold, contributions=settings.verify.contributions, top=top
+    )
     run_ids, X = checked_matrix(store, bundle["feature_version"], scorer.names)
     if scorer.verifier.uses_document:
         X = model_input(scorer.verifier, X, run_documents(store, run_ids))
@@ -271,6 +290,10 @@ def score(
     )
     t3 = time.perf_counter()
     return ScoreResult(
-        model_id=row["id"], model_name=row["name"], n=len(run_ids), n_correct=int(p.correct.sum()),
-        threshold=threshold, seconds={"load": t1 - t0, "predict": t2 - t1, "write": t3 - t2},
-    )  # fmt: skip
+        model_id=row["id"],
+        model_name=row["name"],
+        n=len(run_ids),
+        n_correct=int(p.correct.sum()),
+        threshold=threshold,
+        seconds={"load": t1 - t0, "predict": t2 - t1, "write": t3 - t2},
+    )

@@ -30,9 +30,13 @@ BANDS: tuple[float, ...] = (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
 
 
 def oof_proba(
-    estimator: Any, X: Any, y: np.ndarray, groups: np.ndarray, splits: Sequence[tuple[np.ndarray, np.ndarray]],
+    estimator: Any,
+    X: Any,
+    y: np.ndarray,
+    groups: np.ndarray,
+    splits: Sequence[tuple[np.ndarray, np.ndarray]],
     X_test: Any = None,
-) -> np.ndarray:  # fmt: skip
+) -> np.ndarray:
     """P(correct) of every row from a clone of `estimator` fitted on the other folds (with their
     groups, for the estimator's own inner folds); the held-out rows are read from `X_test` when
     given (the same rows in another form: featurised alone, say), else from X."""
@@ -125,8 +129,13 @@ def abstention(
     out = []
     for band in bands:
         keep = np.abs(proba - t) >= band
-        out.append({"band": band, "coverage": float(keep.mean()),
-                    "accuracy": float(correct[keep].mean()) if keep.any() else None})  # fmt: skip
+        out.append(
+            {
+                "band": band,
+                "coverage": float(keep.mean()),
+                "accuracy": float(correct[keep].mean()) if keep.any() else None,
+            }
+        )
     return out
 
 
@@ -139,6 +148,11 @@ def repeated(measure: Callable[[int], Mapping[str, float | None]], seeds: Sequen
         if not values:
             continue
         a = np.asarray(values, dtype=np.float64)
-        out[k] = {"mean": float(a.mean()), "sd": float(a.std(ddof=1)) if len(a) > 1 else 0.0,
-                  "min": float(a.min()), "max": float(a.max()), "values": [round(v, 6) for v in values]}  # fmt: skip
+        out[k] = {
+            "mean": float(a.mean()),
+            "sd": float(a.std(ddof=1)) if len(a) > 1 else 0.0,
+            "min": float(a.min()),
+            "max": float(a.max()),
+            "values": [round(v, 6) for v in values],
+        }
     return out

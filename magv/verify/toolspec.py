@@ -40,9 +40,15 @@ class LogTools:
         tools called, how many of them are known and how many of those write, and the spec's
         size."""
         names = set(called)
-        return {"source": self.source, "known": len(self.names), "writes": len(self.writes),
-                "called": len(names), "called_known": len(names & self.names),
-                "called_writes": len(names & self.writes), "error_pattern": self.errors.pattern}  # fmt: skip
+        return {
+            "source": self.source,
+            "known": len(self.names),
+            "writes": len(self.writes),
+            "called": len(names),
+            "called_known": len(names & self.names),
+            "called_writes": len(names & self.writes),
+            "error_pattern": self.errors.pattern,
+        }
 
 
 def read_tool_file(path: Path) -> LogTools:
@@ -98,8 +104,12 @@ def domain_tools(domain: str | None) -> LogTools:
     except Exception:
         # Imported trajectories often come from a domain magv does not have.
         return LogTools()
-    return LogTools(frozenset(t.name for t in loaded.tools), frozenset(t.name for t in loaded.tools if t.writes),
-                    loaded.tool_errors, source=f"domain {domain}")  # fmt: skip
+    return LogTools(
+        frozenset(t.name for t in loaded.tools),
+        frozenset(t.name for t in loaded.tools if t.writes),
+        loaded.tool_errors,
+        source=f"domain {domain}",
+    )
 
 
 def log_tools(

@@ -85,11 +85,19 @@ class TrainResult:
         keep = (*ALL_METRICS, "intervals", "confusion", "n", "positives", "folds")
         rows = [{"name": n, **{k: m[k] for k in keep if k in m}} for n, m in self.results.items()]
         ev = self.evaluation
-        return {"models": rows, "best": self.best, "select_by": ev.get("select_by"), "n": self.n_rows,
-                "groups": ev.get("groups"), "bootstrap": ev.get("bootstrap"),
-                "baselines": ev.get("baselines", {}), "judges": ev.get("judges", []),
-                "differences": ev.get("differences", {}), "ablation": ev.get("ablation", []),
-                "selected": ev.get("selected")}  # fmt: skip
+        return {
+            "models": rows,
+            "best": self.best,
+            "select_by": ev.get("select_by"),
+            "n": self.n_rows,
+            "groups": ev.get("groups"),
+            "bootstrap": ev.get("bootstrap"),
+            "baselines": ev.get("baselines", {}),
+            "judges": ev.get("judges", []),
+            "differences": ev.get("differences", {}),
+            "ablation": ev.get("ablation", []),
+            "selected": ev.get("selected"),
+        }
 
 
 def checked_matrix(store: Store, version: str, names: Sequence[str]) -> tuple[list[str], np.ndarray]:
@@ -149,13 +157,35 @@ def train(
     check_enough_rows(data.y)
     docs = run_documents(store, data.run_ids) if text else None
     names = candidate_names(names, text=text)
-    results = cross_validate_models(data.X, data.y, data.groups, folds=folds, seed=seed, names=names,
-                                    documents=docs, features=data.features)  # fmt: skip
-    evaluation = evaluate(data.X, data.y, data.groups, data.features, results, run_ids=data.run_ids,
-                          judge_verdicts=store.judge_verdicts(), folds=folds, seed=seed, n_bootstrap=bootstrap,
-                          select_by=select_by, ablation=ablation, documents=docs,
-                          call_documents=run_documents(store, data.run_ids, errors=False), objective=objective,
-                          target_precision=settings.verify.target_precision, repeats=repeats)  # fmt: skip
+    results = cross_validate_models(
+        data.X,
+        data.y,
+        data.groups,
+        folds=folds,
+        seed=seed,
+        names=names,
+        documents=docs,
+        features=data.features,
+    )
+    evaluation = evaluate(
+        data.X,
+        data.y,
+        data.groups,
+        data.features,
+        results,
+        run_ids=data.run_ids,
+        judge_verdicts=store.judge_verdicts(),
+        folds=folds,
+        seed=seed,
+        n_bootstrap=bootstrap,
+        select_by=select_by,
+        ablation=ablation,
+        documents=docs,
+        call_documents=run_documents(store, data.run_ids, errors=False),
+        objective=objective,
+        target_precision=settings.verify.target_precision,
+        repeats=repeats,
+    )
     best = best_model(results, select_by)
     features = candidate_features(best, data.features)
     verifier = make_verifier(best, seed, calibrate=True)
@@ -165,27 +195,54 @@ def train(
     if objective != "fixed":
         # chosen on out-of-fold probabilities of the model as it is saved (calibrated), on this
         # training's folds, as the deployed model's probabilities are what it will cut
-        oof = oof_proba(make_verifier(best, seed, calibrate=True), Xin, data.y, data.groups,
-                        grouped_splits(data.y, data.groups, folds, seed))  # fmt: skip
+        oof = oof_proba(
+            make_verifier(best, seed, calibrate=True),
+            Xin,
+            data.y,
+            data.groups,
+            grouped_splits(data.y, data.groups, folds, seed),
+        )
         threshold = choose_threshold(data.y, oof, objective, settings.verify.target_precision)
 
     # Same labelled rows, same settings -> same ids: retraining unchanged data registers nothing new.
-    training_id = make_id("training", FEATURE_VERSION, sorted(zip(data.run_ids, data.y.tolist())), folds, seed,
-                          list(names))  # fmt: skip
+    training_id = make_id(
+        "training", FEATURE_VERSION, sorted(zip(data.run_ids, data.y.tolist())), folds, seed, list(names)
+    )
     model_id = make_id("verifier", training_id, best, select_by, objective)
     path = Path(settings.verify.models_dir) / f"{model_id}.skops"
-    save_model(path, verifier, features, FEATURE_VERSION, model_id=model_id, name=best,
-               calibrated=verifier.calibrated_, threshold=threshold, objective=objective,
-               inputs=model_inputs(verifier, features))  # fmt: skip
+    save_model(
+        path,
+        verifier,
+        features,
+        FEATURE_VERSION,
+        model_id=model_id,
+        name=best,
+        calibrated=verifier.calibrated_,
+        threshold=threshold,
+        objective=objective,
+        inputs=model_inputs(verifier, features),
+    )
     with store.transaction():
         store.add_cv_results(training_id, results)  # with each model's out-of-fold predictions
-        store.add_verifier_model({
-            "id": model_id, "name": best, "path": str(path), "feature_version": FEATURE_VERSION,
-            "features": features,
-            "metrics": {**without_oof(results)[best], "calibrated": verifier.calibrated_, "select_by": select_by,
-                        "training_id": training_id, "contributions": verifier.contribution_method,
-                        "threshold": threshold, "objective": objective, "evaluation": evaluation},
-        })  # fmt: skip
+        store.add_verifier_model(
+            {
+                "id": model_id,
+                "name": best,
+                "path": str(path),
+                "feature_version": FEATURE_VERSION,
+                "features": features,
+                "metrics": {
+                    **without_oof(results)[best],
+                    "calibrated": verifier.calibrated_,
+                    "select_by": select_by,
+                    "training_id": training_id,
+                    "contributions": verifier.contribution_method,
+                    "threshold": threshold,
+                    "objective": objective,
+                    "evaluation": evaluation,
+                },
+            }
+        )
     return TrainResult(
         training_id, model_id, best, path, results, verifier.calibrated_, len(data.y), evaluation
     )
@@ -197,8 +254,10 @@ def check_feature_set(row: dict[str, Any], bundle: dict[str, Any]) -> None:
     version, names = bundle.get("feature_version"), bundle.get("features")
     where = f"model {row['id']} ({row['path']})"
     if version != FEATURE_VERSION:
-        raise RunFailed(f"{where} was trained on feature version {version!r}; this magv computes version "
-                        f"{FEATURE_VERSION}: run `magv verify train` again")  # fmt: skip
+        raise RunFailed(
+            f"{where} was trained on feature version {version!r}; this magv computes version "
+            f"{FEATURE_VERSION}: run `magv verify train` again"
+        )
     if not isinstance(names, list) or not set(names) <= set(FEATURE_NAMES):
         unknown = sorted(set(names or []) - set(FEATURE_NAMES))[:5] if isinstance(names, list) else names
         raise RunFailed(
@@ -207,8 +266,10 @@ def check_feature_set(row: dict[str, Any], bundle: dict[str, Any]) -> None:
     registered = row.get("features")
     registered = json.loads(registered) if isinstance(registered, str) else registered
     if registered is not None and list(registered) != names:
-        raise RunFailed(f"{where}: the file's feature list differs from the registered one; the file was replaced: "
-                        "run `magv verify train` again")  # fmt: skip
+        raise RunFailed(
+            f"{where}: the file's feature list differs from the registered one; the file was replaced: "
+            "run `magv verify train` again"
+        )
 
 
 def check_seed(seed: int) -> None:
