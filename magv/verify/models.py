@@ -183,7 +183,7 @@ class _TextFits:
     `verify train`. A fit is a pure function of (documents, labels, parameters, seed), and the
     models are only read after fitting, so sharing them changes no result."""
 
-    def __init__(self, size: int = 256):
+    def __init__(self, size: int = 64):
         self.size = size
         self._fits: OrderedDict[str, Pipeline] = OrderedDict()
         self._lock = threading.Lock()
@@ -201,10 +201,14 @@ class _TextFits:
                 return self._fits[key]
         try:
             model = text_model(params, seed).fit(docs, y)
-        except ValueError:
-            # "After pruning, no terms remain": on a few runs no token is in two documents; every
-            # document has a token (magv.verify.document), so one occurrence is enough to keep it.
+        except ValueError as exc:
+            # On a few runs no token may be in two documents; every document has a token
+            # (magv.verify.document), so one occurrence is then enough to keep it.
+            if "no terms remain" not in str(exc):
+                raise
             model = text_model({**(params or {}), "tfidf__min_df": 1}, seed).fit(docs, y)
+        # the pruned terms, kept by scikit-learn for introspection only: the bulk of a kept fit
+        model[0].stop_words_ = None
         with self._lock:
             self._fits[key] = model
             while len(self._fits) > self.size:
