@@ -309,14 +309,15 @@ def test_lone_conversations_get_spread_and_ranked_scores():
 
 
 def test_the_text_model_fits_runs_whose_documents_share_no_token():
-    """A few runs with no token in two documents (or no tool call at all) leave TF-IDF's min_df
-    nothing to keep: the text model then keeps every token instead of failing, and a run that
-    called no tool has a document of its own."""
-    from magv.models import Trajectory
-    from magv.verify.document import NO_CALLS, document, with_documents
+    """A few runs with no token in two documents leave TF-IDF's min_df nothing to keep: the text
+    model then keeps every token instead of failing. Runs none of which called a tool give it
+    nothing to read: a clear error that says how to train without it."""
+    from magv.errors import RunFailed
+    from magv.verify.document import with_documents
     from magv.verify.models import make_verifier
 
-    assert document(Trajectory(response="hello")) == NO_CALLS
+    with pytest.raises(RunFailed, match="called a tool.*--no-text"):
+        make_verifier("text").fit(with_documents(np.zeros((4, 0)), [""] * 4), np.array([0, 1, 0, 1]))
     docs = ["call_a", "call_b", "call_c", "call_d", "call_e", "call_f"]
     y = np.array([0, 1, 0, 1, 0, 1])
     for label in ("text", "logreg + text"):

@@ -199,11 +199,15 @@ class _TextFits:
             if key in self._fits:
                 self._fits.move_to_end(key)
                 return self._fits[key]
+        if not any(d.strip() for d in docs):
+            raise RunFailed(
+                f"none of the {len(docs)} runs the text model is trained on called a tool: it has nothing "
+                "to read; train without it (`magv verify train --no-text`, or verify.text = false)"
+            )
         try:
             model = text_model(params, seed).fit(docs, y)
         except ValueError as exc:
-            # On a few runs no token may be in two documents; every document has a token
-            # (magv.verify.document), so one occurrence is then enough to keep it.
+            # On a few runs no token may be in two documents: one occurrence is then enough.
             if "no terms remain" not in str(exc):
                 raise
             model = text_model({**(params or {}), "tfidf__min_df": 1}, seed).fit(docs, y)
