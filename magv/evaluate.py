@@ -3,7 +3,7 @@ every match mode, for one configuration or two compared on the same questions.
 
 Runs go through the same LLM layer as the pipeline (call log, replay) and the domain sandbox; the
 per-question results go to `eval_results`, never to the pipeline's `runs`. Demonstrations come from
-a `DemoStore`, always excluding the evaluated question's group (leave-one-seed-out on seeds).
+a `DemonstrationIndex`, always excluding the evaluated question's group (leave-one-seed-out on seeds).
 """
 
 from __future__ import annotations
@@ -248,11 +248,13 @@ def pick_demos(
 ) -> dict[bool, list[list[Any]]]:
     """For each seed_demos setting in use: per question, the nearest examples outside its group,
     as many as the most demanding configuration wants (each takes its first m)."""
-    from magv.demos import DemoStore
+    from magv.demonstrations import DemonstrationIndex
 
     out: dict[bool, list[list[Any]]] = {}
     for with_seeds in sorted({c.seed_demos for c in configs if c.demos}):
-        demos = DemoStore.from_store(store, domain.name, embedder, seeds=domain.seeds() if with_seeds else ())
+        demos = DemonstrationIndex.from_store(
+            store, domain.name, embedder, seeds=domain.seeds() if with_seeds else ()
+        )
         m = max(c.demos for c in configs if c.seed_demos == with_seeds)
         out[with_seeds] = demos.nearest_many(
             [q.text for q in questions], m, [{q.group_id} for q in questions]

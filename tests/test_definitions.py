@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 from magv.definitions import effective_labels, is_tool_error, is_verified, tool_error_count
 from magv.models import Label, Step, ToolCall, Trajectory
-from tests.test_demos import _verified_store
+from tests.test_demonstrations import _verified_store
 
 T0 = datetime(2026, 1, 1)
 
@@ -52,7 +52,7 @@ def test_verified_is_the_label_where_there_is_one_else_the_score_at_the_threshol
 
 
 def test_export_and_demonstrations_call_the_same_trajectories_verified(tmp_store):
-    from magv.demos import verified_examples
+    from magv.demonstrations import verified_examples
 
     _verified_store(tmp_store)
     exported = tmp_store.runs_with_verdicts(tmp_store.scored_model_id(), verified_only=True)

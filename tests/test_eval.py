@@ -14,7 +14,7 @@ import pytest
 
 from magv.cli import main
 from magv.config import Settings
-from magv.demos import DemoStore, seed_examples
+from magv.demonstrations import DemonstrationIndex, seed_examples
 from magv.domains import load_domain
 from magv.errors import BadInput
 from magv.evaluate import (
@@ -33,7 +33,7 @@ from magv.verify.labels import match
 from tests.fake_agents import AgentScript
 from tests.fakellm import FakeLLMServer
 from tests.llm_fixtures import llama_server  # noqa: F401
-from tests.test_demos import demo_questions
+from tests.test_demonstrations import demo_questions
 from tests.verify_helpers import HashEmbedder
 
 A, B, C = (ToolCall(name=n, arguments={"id": 1}) for n in ("a", "b", "c"))
@@ -117,7 +117,7 @@ def test_demos_reach_the_prompt_and_never_come_from_the_question_group(tmp_path:
     questions = _marked(seeds)
     group_of = {s.question: s.id for s in seeds}
     # The leakage is real with this embedder: most questions' nearest seed is their own.
-    control = DemoStore(seed_examples(seeds), HashEmbedder())
+    control = DemonstrationIndex(seed_examples(seeds), HashEmbedder())
     own_first = sum(control.nearest(q.text, 1)[0].group_id == q.group_id for q in questions)
     assert own_first >= len(questions) // 2
     with FakeLLMServer(AgentScript("retail", wrong_question_rate=0, wrong_run_rate=0)) as srv, \

@@ -26,7 +26,7 @@ RESULT_CHARS = 1500  # tool results shown to the model are cut here: small model
 
 @dataclass
 class Demo:
-    """A verified example shown in the responder's prompt (see magv.demos)."""
+    """A verified example shown in the responder's prompt (see magv.demonstrations)."""
 
     question: str
     calls: list[ToolCall]

@@ -74,10 +74,10 @@ def plan_alternates(store: Store, ctx: WorkerContext) -> list[RespondItem]:
 def _attach_demos(store: Store, ctx: WorkerContext, items: list[RespondItem]) -> None:
     """Give each item the `pipeline.demos` nearest verified examples outside its question's group
     (so never the question itself, its alternates or its seed's family)."""
-    from magv.demos import DemoStore
+    from magv.demonstrations import DemonstrationIndex
     from magv.llm.embeddings import Embedder
 
-    demos = DemoStore.from_store(store, ctx.domain().name, Embedder(ctx.settings))
+    demos = DemonstrationIndex.from_store(store, ctx.domain().name, Embedder(ctx.settings))
     questions = [item.question for item in items]
     picks = demos.nearest_many(
         [q.text for q in questions], ctx.settings.pipeline.demos, [{q.group_id} for q in questions]

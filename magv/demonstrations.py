@@ -89,7 +89,7 @@ def _calls(trajectory_json: str | None) -> list[ToolCall]:
     return [ToolCall(**s["call"]) for s in steps if s.get("kind", "tool") == "tool" and s.get("call")]
 
 
-class DemoStore:
+class DemonstrationIndex:
     """Examples indexed by the embedding of their question; `embedder.embed(texts)` must return
     L2-normalised rows (magv.llm.Embedder does). Nothing is embedded until the first lookup, and
     never when there are no examples."""
@@ -115,7 +115,7 @@ class DemoStore:
         embedder: Any,
         seeds: Iterable[Seed] = (),
         threshold: float | None = None,
-    ) -> DemoStore:
+    ) -> DemonstrationIndex:
         """The store's verified examples of a domain, plus the given seeds' gold trajectories."""
         return cls(verified_examples(store, domain, threshold) + seed_examples(seeds), embedder)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from magv.config import Settings
-from magv.demos import DemoStore, Example, seed_examples, verified_examples
+from magv.demonstrations import DemonstrationIndex, Example, seed_examples, verified_examples
 from magv.domains import load_domain
 from magv.models import Label, Prediction, Question, Run, ToolCall, Trajectory
 from magv.pipeline.respond import RespondItem
@@ -109,7 +109,7 @@ def _examples() -> list[Example]:
 
 
 def test_nearest_ranks_by_similarity_and_never_returns_an_excluded_group():
-    store = DemoStore(_examples(), HashEmbedder())
+    store = DemonstrationIndex(_examples(), HashEmbedder())
     question = "where is my order it has not arrived yet"
     # without exclusion the question's own family is the nearest: leakage is a real risk here
     assert store.nearest(question, 1)[0].group_id == "g-order"
@@ -125,7 +125,7 @@ def test_same_text_is_never_its_own_demo_and_duplicates_fill_one_slot():
     examples = _examples()
     examples.append(Example(question="Where is my order  it has NOT arrived", calls=[], question_id="dup",
                             group_id="other", source="seed"))  # fmt: skip
-    store = DemoStore(examples, HashEmbedder())
+    store = DemonstrationIndex(examples, HashEmbedder())
     assert len(store) == 5  # the copy with other spacing and case is the same question
     picked = store.nearest("where is my order it has not arrived", 5, exclude_groups=())
     assert "g-order" not in {e.group_id for e in picked} and len(picked) == 4
@@ -133,8 +133,8 @@ def test_same_text_is_never_its_own_demo_and_duplicates_fill_one_slot():
 
 def test_nothing_is_embedded_without_examples_or_demos():
     embedder = HashEmbedder()
-    assert DemoStore([], embedder).nearest("anything", 3) == []
-    assert DemoStore(_examples(), embedder).nearest("anything", 0) == []
+    assert DemonstrationIndex([], embedder).nearest("anything", 3) == []
+    assert DemonstrationIndex(_examples(), embedder).nearest("anything", 0) == []
     assert embedder.calls == 0
 
 
