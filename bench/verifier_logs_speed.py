@@ -72,6 +72,19 @@ def score_input(logs: Path, tools_file: Path | None, model: Path, out: Path) -> 
     return {"process_wall_s": wall, "seconds": summary["seconds"], "scored": summary["scored"]}
 
 
+def repeated(logs: Path, copies: int, out: Path) -> Path:
+    """The file itself, or its lines `copies` times, each copy's question and group ids made its own."""
+    if copies <= 1:
+        return logs
+    lines = [json.loads(line) for line in logs.read_text().splitlines() if line.strip()]
+    with out.open("w") as f:
+        for k in range(copies):
+            for x in lines:
+                ids = {key: f"{x[key]}#{k}" for key in ("question_id", "group_id", "id") if key in x}
+                f.write(json.dumps({**x, **ids}) + "\n")
+    return out
+
+
 def lone(lines, scorer, errors, reps: int) -> dict:
     """Each conversation of the file alone through the service's path: per-request seconds."""
     from magv.service.app import score_entries
@@ -100,6 +113,8 @@ def main() -> None:
     p.add_argument("--model", default="xgboost",
                    help="the verifier, a candidate of `verify train`: xgboost, text, 'agreement + text', ...")  # fmt: skip
     p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--copies", type=int, default=1,
+                   help="score a file of the conversations repeated this many times (each copy its own questions)")  # fmt: skip
     args = p.parse_args()
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
@@ -114,7 +129,8 @@ def main() -> None:
         work = Path(tmp)
         model = work / "verifier.skops"
         names = train(lines, tools, model, args.model)
-        runs = [score_input(args.logs, args.tools, model, work / "out.jsonl") for _ in range(args.reps)]
+        logs = repeated(args.logs, args.copies, work / "input.jsonl")
+        runs = [score_input(logs, args.tools, model, work / "out.jsonl") for _ in range(args.reps)]
         best = min(runs, key=lambda r: r["process_wall_s"])
         scorer = load_scorer(load_settings(), model_file=model, tools=tools)
         alone = lone(lines, scorer, tools.errors, args.reps)

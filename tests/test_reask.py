@@ -291,8 +291,11 @@ def test_the_service_given_an_agent_scores_a_lone_conversation_with_its_runs(sco
     assert asked["probability"] == given["probability"] and len(trajectories) == 1
 
 
-def test_the_cascade_reasks_lone_imported_conversations_and_decides_them(model_file, agents, llm, tmp_path, capsys,
-                                                                         monkeypatch):  # fmt: skip
+def _scored_store_with_lone_conversations(
+    model_file, llm, tmp_path, capsys, monkeypatch
+) -> tuple[Path, set[str], set[str]]:
+    """A store of 16 labelled imported conversations scored by the tests' verifier, and two lone
+    ones (one run each: no siblings, so no row); their question and run ids."""
     from magv.store import Store
     from tests.service_helpers import import_lines
 
@@ -322,6 +325,16 @@ def test_the_cascade_reasks_lone_imported_conversations_and_decides_them(model_f
         assert len(lone) == 2 and not (
             {p.run_id for p in store.predictions()} & lone_runs
         )  # no siblings, no row
+    return db, lone, lone_runs
+
+
+def test_the_cascade_reasks_lone_imported_conversations_and_decides_them(model_file, agents, llm, tmp_path, capsys,
+                                                                         monkeypatch):  # fmt: skip
+    from magv.store import Store
+
+    db, lone, lone_runs = _scored_store_with_lone_conversations(
+        model_file, llm, tmp_path, capsys, monkeypatch
+    )
     code = main(["--database", str(db), "verify", "cascade", "--reask", "2", "--agent", f"{agents}:agree",
                  "--no-judge", "--no-alternates", "--json"])  # fmt: skip
     out = json.loads(capsys.readouterr().out)
@@ -338,3 +351,31 @@ def test_the_cascade_reasks_lone_imported_conversations_and_decides_them(model_f
     assert main(["--database", str(db), "verify", "cascade", "--reask", "2", "--agent", f"{agents}:agree",
                  "--no-judge", "--no-alternates", "--json"]) == 0  # fmt: skip
     assert json.loads(capsys.readouterr().out)["reask"]["questions"] == 0
+
+
+def test_the_cascade_writes_alternates_of_an_imported_conversation_and_asks_the_agent_them(
+    model_file, agents, llm, tmp_path, capsys, monkeypatch
+):
+    """With --reask, an imported conversation the verifier is unsure of gets alternates written
+    from its answer, answered by the user's agent (not magv's responder), and is scored with them."""
+    from magv.store import Store
+    from magv.verify import FEATURE_VERSION
+
+    db, lone, lone_runs = _scored_store_with_lone_conversations(
+        model_file, llm, tmp_path, capsys, monkeypatch
+    )
+    # margin 0.5 and rule confidence 1.0: neither the verifier nor a rule decides, so alternates are tried
+    code = main(["--database", str(db), "verify", "cascade", "--reask", "2", "--agent", f"{agents}:agree",
+                 "--no-judge", "--margin", "0.5", "--rule-confidence", "1.0", "--json"])  # fmt: skip
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0, out
+    with Store(db, read_only=True) as store:
+        alternates = store.questions(origin="alternate")
+        parents = {q.parent_id for q in alternates}
+        assert lone <= parents, (parents, lone)
+        runs = store.runs([q.id for q in alternates])
+        assert runs and all((r.agent or {}).get("kind") == "callable" for r in runs)
+        ids, X = store.feature_matrix(FEATURE_VERSION, ["n_alternates"])
+        n_alternates = dict(zip(ids, X[:, 0]))
+    assert all(n_alternates[r] >= 1 for r in lone_runs), n_alternates  # scored again with them
+    assert out["tokens_spent"] > 0 and out["queued_for_human"] == out["trajectories"]

@@ -279,7 +279,7 @@ class HttpAgent(_Logged):
     async def _ask(self, task: AgentTask) -> tuple[Any, int]:
         import httpx
 
-        from magv.llm.client import _retry_after, backoff_delay
+        from magv.llm.backoff import backoff_delay, retry_after_seconds
 
         loop = asyncio.get_running_loop()
         limit = self._limits.setdefault(loop, asyncio.Semaphore(self.concurrency))
@@ -304,7 +304,7 @@ class HttpAgent(_Logged):
                     failure = f"agent {self.url}: HTTP {reply.status_code}: {reply.text[:300]}"
                     if reply.status_code != 429 and reply.status_code < 500:
                         raise AgentFailure(failure, attempt)
-                    retry_after = _retry_after(reply.headers.get("retry-after"))
+                    retry_after = retry_after_seconds(reply.headers.get("retry-after"))
                 if attempt < self.retries:
                     await asyncio.sleep(backoff_delay(attempt, self._rng, retry_after))
         raise AgentFailure(f"{failure} (after {self.retries} retries)", self.retries)

@@ -227,7 +227,9 @@ class LiveOracle:
                     self._spend(run.prompt_tokens, run.completion_tokens)
                     spent += run.prompt_tokens + run.completion_tokens
 
-        items = [i for i in reverse.plan(self.store, sess.ctx) if i.question.id in by_question]
+        # imported conversations are in the population only when the user's agent answers (--reask)
+        imported = bool(self.options.reask)
+        items = [i for i in reverse.plan(self.store, sess.ctx, imported) if i.question.id in by_question]
         if items:
             run_stage(sess, reverse.STAGE, items=items, write=reverse_write)
         alternates = [

@@ -35,7 +35,6 @@ from magv.definitions import ARG_MODES, MATCH_MODES
 from magv.errors import BadInput, Interrupted, RunFailed
 from magv.jsonl import check_input_file
 from magv.llm.embeddings import lazy_embedder
-from magv.pipeline.worker import WorkerContext
 
 verify_app = typer.Typer(
     help="Verify trajectories: features, labels, classical models, LLM judge.", no_args_is_help=True
@@ -412,7 +411,7 @@ def judge(
     from magv.pipeline import judge as stage
     from magv.pipeline.runner import run_stage
     from magv.pipeline.session import local_session
-    from magv.pipeline.worker import close_resources
+    from magv.pipeline.worker import WorkerContext, close_resources
 
     cfg = settings(ctx)
     role = cfg.llm.role("judge")

@@ -24,6 +24,7 @@ import openai
 from magv.config import Settings
 from magv.errors import BadInput
 from magv.llm import liveness
+from magv.llm.backoff import BACKOFF_BASE_S, BACKOFF_MAX_S, backoff_delay, retry_after_seconds
 from magv.llm.endpoints import Dispatcher, Endpoint, llama_cpp_format
 from magv.llm.servers import check_managed_servers
 from magv.models import LLMCall, ToolCall, ToolSpec, make_id
@@ -67,26 +68,6 @@ class _CallFailure(Exception):
         self.retryable = retryable
         self.retry_after = retry_after
         self.unreachable = unreachable  # no connection could be made (as opposed to a slow answer)
-
-
-BACKOFF_BASE_S = 0.5
-BACKOFF_MAX_S = 8.0
-
-
-def backoff_delay(
-    attempt: int,
-    rng: random.Random,
-    retry_after: float | None = None,
-    base_s: float = BACKOFF_BASE_S,
-    max_s: float = BACKOFF_MAX_S,
-) -> float:
-    """Seconds to wait before retry `attempt` + 1 (0 = the first retry) of a model-server call."""
-    # Equal jitter: at least half the exponential step, so retries of many concurrent calls spread out.
-    step = min(max_s, base_s * 2**attempt)
-    delay = step * (0.5 + 0.5 * rng.random())
-    if retry_after is not None:
-        delay = max(delay, min(retry_after, max_s))
-    return delay
 
 
 class LLMClient:
@@ -286,7 +267,9 @@ class LLMClient:
                 # constrains decoding with {"type": "json_object", "schema": ...}; remember, resend.
                 self._llama_dialect.add(ep.url)
                 return await self._send(ep, body, timeout_s)
-            retry_after = _retry_after(exc.response.headers.get("retry-after")) if status == 429 else None
+            retry_after = (
+                retry_after_seconds(exc.response.headers.get("retry-after")) if status == 429 else None
+            )
             raise _CallFailure(
                 f"HTTP {status} from {ep.url}: {_short(exc.body or exc.message)}",
                 retryable=status == 429 or status >= 500,
@@ -352,13 +335,6 @@ def parse_tool_calls(raw: list[dict[str, Any]] | None) -> list[ToolCall] | None:
             return None
         calls.append(ToolCall(name=fn["name"], arguments=args))
     return calls
-
-
-def _retry_after(value: str | None) -> float | None:
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None
 
 
 def _short(value: Any, limit: int = 300) -> str:

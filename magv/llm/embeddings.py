@@ -21,7 +21,7 @@ import numpy as np
 
 from magv.config import Settings
 from magv.errors import BadInput, RunFailed
-from magv.llm.client import backoff_delay
+from magv.llm.backoff import backoff_delay
 from magv.models import text_hash
 
 if TYPE_CHECKING:

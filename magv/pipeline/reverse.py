@@ -36,13 +36,17 @@ class ReverseResult:
     checked: list[tuple[str, QualityCheck]] = field(default_factory=list)  # final text, its check
 
 
-def plan(store: Store, ctx: WorkerContext) -> list[ReverseItem]:
+def plan(store: Store, ctx: WorkerContext, imported: bool = False) -> list[ReverseItem]:
+    """One item per kept base question (and, with `imported`, per imported conversation of any
+    domain: the cascade's, when the user's agent answers the alternates) without alternates yet."""
     domain = ctx.domain()
     k = ctx.settings.pipeline.alternates
     if k == 0:
         return []
     done = {g["id"] for g in store.generations(domain.name) if g["status"] == "ok"}  # failed: try again
     base = {q.id: q for q in store.questions(domain.name, origin=BASE_ORIGINS, kept_only=True)}
+    if imported:
+        base.update({q.id: q for q in store.questions(origin="import")})
     mct_runs = {m["question_id"]: m["run_id"] for m in store.mct() if m["question_id"] in base}
     runs = {r.id: r for r in store.runs(list(mct_runs))}
     items = []

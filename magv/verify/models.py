@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import skops.io as sio
 from sklearn import config_context
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.calibration import CalibratedClassifierCV
@@ -58,6 +57,7 @@ from magv import outputs
 from magv.definitions import SELECT_BY, best_model  # noqa: F401  (best_model: re-exported)
 from magv.errors import BadInput, RunFailed
 from magv.verify.metrics import ScoreColumns, point_metrics
+from magv.verify.skops_import import sio
 
 MODEL_NAMES: tuple[str, ...] = ("logreg", "svm", "random_forest", "knn", "xgboost")
 ROWS_PER_THREAD = 1000  # XGBoost predicts fewer rows than this on one thread

@@ -230,3 +230,25 @@ def test_text_verifiers_hold_only_trusted_types(tmp_path):
         assert np.allclose(
             loaded.proba_correct(with_documents(X, docs)), v.proba_correct(with_documents(X, docs))
         )
+
+
+def test_loading_the_model_module_imports_no_array_library_and_trusts_every_estimator():
+    """skops lists scikit-learn's estimators as it is imported; the array libraries that walk would
+    import (torch: seconds) are hidden then, and the trusted estimators are all of them."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, magv.verify.models\n"
+        "from skops.io._trusted_types import SKLEARN_ESTIMATOR_TYPE_NAMES as names\n"
+        "loaded = sorted(m for m in ('torch', 'dask', 'cupy', 'jax') if m in sys.modules)\n"
+        "from sklearn.utils import all_estimators\n"
+        "from skops.io._utils import get_type_name\n"
+        "every = {get_type_name(c) for _, c in all_estimators()}\n"
+        "import torch\n"
+        "print(loaded, len(names), len(every - set(names)), torch.tensor([1]).sum().item())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[0] == "[]", out
+    assert int(out[1]) > 150 and out[2] == "0", out
+    assert out[3] == "1", "torch imports as usual afterwards"
