@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import httpx
@@ -56,6 +57,17 @@ def scatter(task):
 
 def broken(task):
     raise RuntimeError("the assistant is down")
+
+async def slow(task):
+    """Takes half a minute, and notes in $REASK_CANCELLED_FILE a run cancelled before it answered."""
+    import asyncio, os
+    try:
+        await asyncio.sleep(30)
+    except asyncio.CancelledError:
+        with open(os.environ["REASK_CANCELLED_FILE"], "a") as f:
+            f.write(f"{task.run_index}\\n")
+        raise
+    return _messages(task.question, CALLS)
 '''
 
 
@@ -289,6 +301,27 @@ def test_the_service_given_an_agent_scores_a_lone_conversation_with_its_runs(sco
     with ServedApp(create_app(scorer)) as plain:
         given = httpx.post(f"{plain.url}/v1/verify", json=sent, timeout=30).json()
     assert asked["probability"] == given["probability"] and len(trajectories) == 1
+
+
+def test_the_service_stops_asking_the_agent_when_the_client_leaves(scorer, agents, llm, tmp_path, monkeypatch,
+                                                                  caplog):  # fmt: skip
+    marker = tmp_path / "cancelled.txt"
+    monkeypatch.setenv("REASK_CANCELLED_FILE", str(marker))
+    asker = Reasker(_settings(agents, "slow", llm), ReaskOptions(runs=2))
+    body = {"messages": messages(QUESTION, ["find_customer", "get_order"])}
+    with ServedApp(create_app(scorer, reasker=asker)) as srv, caplog.at_level("INFO", logger="magv.service"):
+        started = time.perf_counter()
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{srv.url}/v1/verify", json=body, timeout=2)
+        while (
+            len(marker.read_text().split() if marker.exists() else []) < 2
+            and time.perf_counter() - started < 20
+        ):
+            time.sleep(0.05)
+        took = time.perf_counter() - started
+    # Both runs in flight were cancelled once the client left, long before the agent's 30 s.
+    assert sorted(marker.read_text().split()) == ["0", "1"] and took < 20, took
+    assert any("client left" in rec.message for rec in caplog.records)
 
 
 def _scored_store_with_lone_conversations(

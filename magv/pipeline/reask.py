@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from magv.errors import BadInput
 from magv.models import LLMCall, Trajectory, make_id
 from magv.pipeline.worker import WorkerContext, run_chunk
+from magv.verify.budget import WorkCancelled
 from magv.verify.features import Alternate
 
 if TYPE_CHECKING:
@@ -163,6 +164,7 @@ class Reasker:
         questions: Mapping[Hashable, str],
         rows: Sequence[int] | None,
         verdicts: Sequence[Any],
+        cancelled: threading.Event | None = None,
     ) -> ReaskOutcome:
         started = time.perf_counter()
         rows = list(range(len(trajectories))) if rows is None else list(rows)
@@ -195,7 +197,7 @@ class Reasker:
                 notes[pos]["reason"] = reason
         outcome = ReaskOutcome(list(verdicts), notes, {})
         first = {key: trajectories[rows[pos[0]]] for key, pos in members.items()}
-        asked = self._ask(chosen, questions, first, outcome) if chosen else {}
+        asked = self._ask(chosen, questions, first, outcome, cancelled) if chosen else {}
         siblings = {key: a.trajectories() for key, a in asked.items()}
         alternates = {key: a.alternate_evidence() for key, a in asked.items()}
         evidence = {key for key in asked if siblings[key] or alternates[key]}
@@ -230,11 +232,15 @@ class Reasker:
         questions: Mapping[Hashable, str],
         first: Mapping[Hashable, Trajectory],
         outcome: ReaskOutcome,
+        cancelled: threading.Event | None = None,
     ) -> dict[Hashable, _Asked]:
-        """What the agent answered per chosen group; an agent that cannot be run fails every run."""
+        """What the agent answered per chosen group; an agent that cannot be run fails every run.
+        WorkCancelled (the caller set `cancelled`) stops the agent's runs in flight and is raised."""
         items = [_Ask(key, questions[key], _answer(first[key]), self.options) for key in chosen]
         try:
-            chunk = run_chunk(self.ctx, items, _ask_group)
+            chunk = run_chunk(self.ctx, items, _ask_group, cancelled)
+        except WorkCancelled:
+            raise
         except Exception as exc:  # the domain, the sandbox, the loop: recorded, never fatal
             from magv.agents.contract import RunResult
 

@@ -25,6 +25,7 @@ from magv.config import Settings
 from magv.domains import load_domain
 from magv.llm import LLMClient
 from magv.models import LLMCall, canonical_json
+from magv.verify.budget import WorkCancelled
 
 if TYPE_CHECKING:
     from magv.store import Store
@@ -239,9 +240,12 @@ def run_chunk(
     ctx: WorkerContext,
     items: Sequence[T],
     work: Callable[[Any, WorkerContext, T], Awaitable[Any]],
+    cancelled: threading.Event | None = None,
 ) -> ChunkResult:
     """Run `work(client, ctx, item)` for every item on this process's agent loop, at most
-    `pipeline.concurrency` items at once across all the chunks in flight here."""
+    `pipeline.concurrency` items at once across all the chunks in flight here. Once `cancelled` is
+    set (by another thread: the service's client left), the items in flight are cancelled and
+    WorkCancelled is raised."""
     recorder = _local_recorder if _local_recorder is not None else CollectingRecorder()
     agents = _agent_loop()
 
@@ -256,7 +260,9 @@ def run_chunk(
 
         tasks = [asyncio.ensure_future(one(i)) for i in items]
         try:
-            return await asyncio.gather(*tasks)
+            if cancelled is None:
+                return await asyncio.gather(*tasks)
+            return await _unless_cancelled(asyncio.gather(*tasks), cancelled)
         except BaseException:
             for t in tasks:  # a failed chunk stops its other items (it is retried whole)
                 t.cancel()
@@ -268,6 +274,18 @@ def run_chunk(
         recorder.flush()  # the chunk's results are written next: its calls go first
     calls = recorder.calls if isinstance(recorder, CollectingRecorder) else []
     return ChunkResult(results=results, calls=calls)
+
+
+async def _unless_cancelled(work: asyncio.Future, cancelled: threading.Event) -> Any:
+    """The result of `work`, or WorkCancelled as soon as `cancelled` is set (checked every 50 ms)."""
+    while True:
+        done, _ = await asyncio.wait({work}, timeout=0.05)
+        if done:
+            return work.result()
+        if cancelled.is_set():
+            work.cancel()
+            await asyncio.gather(work, return_exceptions=True)  # its cancellation, retrieved
+            raise WorkCancelled("the work was cancelled (the client left)")
 
 
 _chunk_recorder: ContextVar[Any] = ContextVar("magv_chunk_recorder")

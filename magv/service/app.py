@@ -151,14 +151,15 @@ def create_app(
         budget.check()
         trajectories, groups, questions, rows = entry_inputs(entries)
         with budget.active():
-            outcome = reasker.run(scorer, trajectories, groups, questions, rows, verdicts)
+            outcome = reasker.run(scorer, trajectories, groups, questions, rows, verdicts, budget.cancelled)
         if outcome.rescored and budget.exact_rows:
             for pos, x in zip(outcome.rescored, budget.exact_rows[-1], strict=True):
                 exact[pos] = bool(x)
         return outcome
 
-    async def scored(request: Request, body: bytes) -> tuple[list[Entry], bool, list[Verdict], list[bool]]:
-        """_parse_and_score in a worker thread, told to stop if the client disconnects meanwhile."""
+    async def watched(request: Request, limited: bool, fn: Callable[..., Any], *args: Any) -> Any:
+        """`fn(*args, budget)` in a worker thread (`limited`: one of the scoring workers), its
+        budget cancelled if the client disconnects meanwhile."""
         budget = WorkBudget(ged_seconds=ged_seconds)
         outcome: list[Any] = []
 
@@ -170,7 +171,10 @@ def create_app(
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(watch_client)
             try:
-                outcome.append(await in_thread(_parse_and_score, body, budget))
+                if limited:
+                    outcome.append(await in_thread(fn, *args, budget))
+                else:  # the agent's calls take no scoring worker
+                    outcome.append(await anyio.to_thread.run_sync(functools.partial(fn, *args, budget)))
             except BaseException as exc:  # kept to raise outside the task group, not as an ExceptionGroup
                 outcome.append(exc)
             tasks.cancel_scope.cancel()
@@ -191,10 +195,9 @@ def create_app(
         started = time.perf_counter()
         outcome = None
         try:
-            entries, batch, verdicts, exact = await scored(request, body)
+            entries, batch, verdicts, exact = await watched(request, True, _parse_and_score, body)
             if reasker is not None:
-                budget = WorkBudget(ged_seconds=ged_seconds)
-                outcome = await anyio.to_thread.run_sync(_reasked, entries, verdicts, exact, budget)
+                outcome = await watched(request, False, _reasked, entries, verdicts, exact)
                 verdicts = outcome.verdicts
         except WorkCancelled:
             log.info("client left: its scoring stopped after %.3f s", time.perf_counter() - started)
