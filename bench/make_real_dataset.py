@@ -239,6 +239,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-rounds", type=int, default=1000)
     ap.add_argument("--export-only", action="store_true",
                     help="no model: write the files again from the stores (e.g. after a change of the export)")  # fmt: skip
+    ap.add_argument("--no-judge", action="store_true",
+                    help="no judge pass: the time goes to generation (the file then has no judge verdicts)")  # fmt: skip
     ap.add_argument("--judge-reserve", type=float, default=0.12,
                     help="share of --max-minutes kept for a last judge pass")  # fmt: skip
     a = ap.parse_args(argv)
@@ -262,7 +264,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = load_settings()
     spec = get_model(cfg.llama.model)
     # the last share of the time judges what an interrupted round left unjudged
-    reserve = a.judge_reserve * a.max_minutes * 60
+    reserve = 0.0 if a.no_judge else a.judge_reserve * a.max_minutes * 60
     runner = Runner(store_dir, env, deadline - reserve)
     state_path = store_dir / "state.json"
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
@@ -305,7 +307,8 @@ def grow(
                         print(f"make_real_dataset: {exc}; running it again", file=sys.stderr)
                         runner.magv(d, *run, extra_env=extra)
                     runner.magv(d, "verify", "label", timed=False)
-                    runner.magv(d, "verify", "judge")
+                    if not a.no_judge:
+                        runner.magv(d, "verify", "judge")
                 labelled = sum(labelled_base_runs(runner.db(d)) for d in domains)
                 state = {**state, "next_round": round_no + 1, "labelled": labelled}
                 state_path.write_text(json.dumps(state))
@@ -325,7 +328,7 @@ def grow(
                 runner.magv(d, "verify", "label", timed=False)
         try:
             for d in domains:
-                if runner.db(d).exists():
+                if runner.db(d).exists() and not a.no_judge:
                     runner.magv(d, "verify", "judge")
         except TimeUp:
             pass
