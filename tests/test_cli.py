@@ -102,7 +102,7 @@ def test_tables_never_cut_identifiers_at_80_columns(monkeypatch):
     assert all(len(line) <= 80 for line in text.splitlines())
 
 
-def test_demo_runs_the_demo_domain_with_its_defaults_or_the_given_arguments(monkeypatch):
+def test_demo_runs_the_demo_domain_with_its_defaults_under_the_given_arguments(monkeypatch):
     from magv.commands import demo
 
     seen: list[list[str]] = []
@@ -114,7 +114,12 @@ def test_demo_runs_the_demo_domain_with_its_defaults_or_the_given_arguments(monk
     assert seen[-1] == ["--domain", demo.DEMO_DOMAIN, *demo.DEFAULT_ARGS]
     assert os.environ["MAGV_PIPELINE__MAX_STEPS"] == "3"  # the long seeds are wrong by construction
     monkeypatch.delenv("MAGV_PIPELINE__MAX_STEPS")
+    # Given arguments win; the demo's own sizes fill in the rest (an --agent alone keeps the demo small).
+    sizes = ["--targets", "4", "--per-target", "2", "--questions", "4", "--alternates", "1"]
     assert main(["demo", "--runs", "3"]) == 0
-    assert seen[-1] == ["--domain", demo.DEMO_DOMAIN, "--runs", "3"]
-    assert main(["demo", "--domain", "retail", "--runs", "3"]) == 0
-    assert seen[-1] == ["--domain", "retail", "--runs", "3"]
+    assert seen[-1] == ["--domain", demo.DEMO_DOMAIN, "--runs", "3", *sizes]
+    assert main(["demo", "--domain", "retail", "--runs=3"]) == 0
+    assert seen[-1] == ["--domain", "retail", "--runs=3", *sizes]
+    assert main(["demo", "--agent", "examples/openai_loop.py:agent"]) == 0
+    assert seen[-1] == ["--domain", demo.DEMO_DOMAIN, "--agent", "examples/openai_loop.py:agent",
+                        *demo.DEFAULT_ARGS]  # fmt: skip

@@ -128,6 +128,21 @@ def stages(cfg, run_args: list[str]) -> None:
     print(f"\nreport: {report['report']}\ndatabase: {cfg.database}   (magv db info, magv llm stats)")
 
 
+def run_arguments(given: list[str]) -> list[str]:
+    """`magv run`'s arguments: the given ones, then each of the demo's own that they do not set."""
+
+    def sets(flag: str) -> bool:
+        return any(a == flag or a.startswith(flag + "=") for a in given)
+
+    args = list(given)
+    if not (sets("--domain") or "-d" in given):
+        args = ["--domain", DEMO_DOMAIN, *args]
+    for flag, value in zip(DEFAULT_ARGS[::2], DEFAULT_ARGS[1::2], strict=True):
+        if not sets(flag):
+            args += [flag, value]
+    return args
+
+
 def register(app: typer.Typer) -> None:
     @app.command(
         "demo",
@@ -136,14 +151,11 @@ def register(app: typer.Typer) -> None:
     def demo(ctx: typer.Context) -> None:
         """The whole job on the embedded defaults: pipeline, judge, scores and report, each stage timed.
 
-        Extra arguments go to `magv run` (default: the retail-demo domain, 4 targets x 2 questions, 4 kept, 2 runs, 1 alternate). Exits non-zero, naming the stage, if any stage fails or the verifier could not be trained on both classes.
+        Extra arguments go to `magv run`, over the demo's own (the retail-demo domain, 4 targets x 2 questions, 4 kept, 2 runs, 1 alternate): `magv demo --agent my_pkg.bot:answer` runs your agent at the demo's size. Exits non-zero, naming the stage, if any stage fails or the verifier could not be trained on both classes.
         """  # noqa: E501 - one line per paragraph: the help text wraps it
         # Three steps: the demo's long targets (4 and 5 calls) are then incorrect by construction.
         os.environ.setdefault("MAGV_PIPELINE__MAX_STEPS", "3")
         # Temperature 0: the short targets' trajectories are the ones measured right.
         os.environ.setdefault("MAGV_LLM__TEMPERATURE", "0")
         Path("data").mkdir(exist_ok=True)
-        args = list(ctx.args) or DEFAULT_ARGS
-        if "--domain" not in args and "-d" not in args:
-            args = ["--domain", DEMO_DOMAIN, *args]
-        main(args)
+        main(run_arguments(list(ctx.args)))
