@@ -30,6 +30,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from magv.domains.loader import load_domain  # noqa: E402
+from magv.errors import BadInput  # noqa: E402
 from magv.models import Seed  # noqa: E402
 from magv.quality import (  # noqa: E402
     check_question,
@@ -69,7 +70,10 @@ class Domains:
 
     def get(self, name: str) -> tuple[dict[str, Seed], dict[str, Any], list]:
         if name not in self._cache:
-            d = load_domain(name)
+            try:
+                d = load_domain(name)
+            except BadInput:  # a packaged domain stores its name ("retail-demo"), not its module
+                d = load_domain(f"magv.domains.{name.replace('-', '_')}")
             self._cache[name] = ({s.id: s for s in d.seeds()}, {t.name: t for t in d.tools},
                                  identifier_patterns(d.tools))  # fmt: skip
         return self._cache[name]
