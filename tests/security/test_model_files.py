@@ -248,7 +248,9 @@ def test_loading_the_model_module_imports_no_array_library_and_trusts_every_esti
         "import torch\n"
         "print(loaded, len(names), len(every - set(names)), torch.tensor([1]).sum().item())\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
     assert out[0] == "[]", out
     assert int(out[1]) > 150 and out[2] == "0", out
     assert out[3] == "1", "torch imports as usual afterwards"
