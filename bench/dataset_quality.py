@@ -66,14 +66,21 @@ class Domains:
     """The built-in domains' seeds, tool specs and identifier forms, loaded once."""
 
     def __init__(self) -> None:
+        self._domains: dict[str, Any] = {}
         self._cache: dict[str, Any] = {}
+
+    def domain(self, name: str) -> Any:
+        """The domain a store names: a built-in, or a packaged one by its module."""
+        if name not in self._domains:
+            try:
+                self._domains[name] = load_domain(name)
+            except BadInput:  # a packaged domain stores its name ("retail-demo"), not its module
+                self._domains[name] = load_domain(f"magv.domains.{name.replace('-', '_')}")
+        return self._domains[name]
 
     def get(self, name: str) -> tuple[dict[str, Seed], dict[str, Any], list]:
         if name not in self._cache:
-            try:
-                d = load_domain(name)
-            except BadInput:  # a packaged domain stores its name ("retail-demo"), not its module
-                d = load_domain(f"magv.domains.{name.replace('-', '_')}")
+            d = self.domain(name)
             self._cache[name] = ({s.id: s for s in d.seeds()}, {t.name: t for t in d.tools},
                                  identifier_patterns(d.tools))  # fmt: skip
         return self._cache[name]
@@ -144,7 +151,7 @@ async def _reverse(path: Path, endpoint: str, limit: int | None, rows_out: Path 
     client = LLMClient(settings, endpoints=[endpoint])
     rows, tokens, started = [], 0, time.perf_counter()
     for i, q in enumerate(base):
-        domain = load_domain(q["meta"]["domain"])
+        domain = domains.domain(q["meta"]["domain"])
         ids = domains.base_ids(q)
         reply = await reverse_engineer(
             client, domain, q["mct_answer"], 1, f"bench-reverse:{q['id']}", identifiers=ids

@@ -10,7 +10,7 @@ The names are imported from their modules on first use, so a command that never 
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 _HOME = {
     "Action": "actions",
@@ -29,37 +29,7 @@ _HOME = {
     "default_gguf": "servers",
     "managed_endpoints": "servers",
 }
-__all__ = [
-    "Action",
-    "CallRecorder",
-    "ChatResult",
-    "Embedder",
-    "FinalAnswer",
-    "InvalidReply",
-    "LLMClient",
-    "LlamaServer",
-    "VLLMServer",
-    "action_schema",
-    "choose_action",
-    "default_gguf",
-    "managed_endpoints",
-    "parse_json_action",
-    "parse_native_action",
-]
-
-if TYPE_CHECKING:
-    from magv.llm.actions import (
-        Action,
-        FinalAnswer,
-        InvalidReply,
-        action_schema,
-        choose_action,
-        parse_json_action,
-        parse_native_action,
-    )
-    from magv.llm.client import CallRecorder, ChatResult, LLMClient
-    from magv.llm.embeddings import Embedder
-    from magv.llm.servers import LlamaServer, VLLMServer, default_gguf, managed_endpoints
+__all__ = sorted(_HOME)
 
 
 def __getattr__(name: str) -> Any:
